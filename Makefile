@@ -1,0 +1,46 @@
+# The two set-up commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_FLAGS := --quiet --disable-pip-version-check
+SERVICES_DB ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+SERVICES_REDIS ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test test-services lint typecheck unit bench clean
+
+$(BIN)/apiforge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/pip install $(PIP_FLAGS) -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/apiforge
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/apiforge
+	$(BIN)/apiforge db upgrade
+	$(BIN)/apiforge admin ensure
+	$(BIN)/apiforge serve
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+test-services: $(VENV)/.dev
+	APIFORGE_TEST_DATABASE_URL=$${APIFORGE_TEST_DATABASE_URL:-$(SERVICES_DB)} \
+	APIFORGE_TEST_REDIS_URL=$${APIFORGE_TEST_REDIS_URL:-$(SERVICES_REDIS)} \
+	APIFORGE_TEST_REQUIRE_SERVICES=1 \
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .apiforge .pytest_cache .mypy_cache .ruff_cache

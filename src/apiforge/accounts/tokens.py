@@ -1,0 +1,44 @@
+"""Console access tokens: short-lived HS256 JWTs naming the account and its login session."""
+
+from datetime import timedelta
+from typing import Any
+
+import jwt
+
+from apiforge.core.errors import AuthenticationError
+from apiforge.core.settings import Settings
+from apiforge.tools.clock import utcnow
+
+ISSUER = "apiforge"
+AUDIENCE = "apiforge-console"
+
+
+def issue_access_token(settings: Settings, account_id: str, session_id: str) -> str:
+    now = utcnow()
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": account_id,
+        "sid": session_id,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.access_token_ttl),
+    }
+    return jwt.encode(claims, settings.signing_key, algorithm="HS256")
+
+
+def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
+    """Verify signature, expiry, issuer and audience; any failure is a plain 401."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.signing_key,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "sub", "sid"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthenticationError("Access token expired", reason="token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthenticationError("Invalid access token", reason="invalid_token") from exc
+    return claims

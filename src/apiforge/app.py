@@ -1,0 +1,60 @@
+"""Composes the ASGI application: state, both edges and the middleware order, in one place."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+from apiforge.api import build_api
+from apiforge.core.db import make_engine, make_sessionmaker
+from apiforge.core.settings import Settings
+from apiforge.core.shared import make_limits_storage, make_redis
+from apiforge.http.middleware import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    ErrorMiddleware,
+    MethodOverrideMiddleware,
+    RequestIdMiddleware,
+)
+from apiforge.logs import configure_logging
+
+
+def middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first. The request id wraps everything so even a 500 carries it; the access log
+    sits outside the error guard so it records the 500; method override precedes routing; the body
+    limit is innermost so its error is rendered by the envelope handlers."""
+    return [
+        Middleware(RequestIdMiddleware),
+        Middleware(AccessLogMiddleware),
+        Middleware(ErrorMiddleware),
+        Middleware(MethodOverrideMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings)
+    app = build_api()
+    engine = make_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.redis = make_redis(settings)
+    app.state.limits_storage = make_limits_storage(settings)
+    app.user_middleware = middleware(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await shutdown(app)
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def shutdown(app: FastAPI) -> None:
+    await app.state.engine.dispose()
+    if app.state.redis is not None:
+        await app.state.redis.aclose()

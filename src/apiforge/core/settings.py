@@ -1,0 +1,61 @@
+"""Settings from `APIFORGE_*` environment variables (and `.env`); embedded defaults need none."""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from apiforge.tools.hashing import random_secret
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APIFORGE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".apiforge")
+    database_url: str = ""  # empty: an SQLite file in data_dir
+    redis_url: str | None = None
+    redis_prefix: str = "apiforge:"
+    secret_key: str | None = None  # empty: generated once into data_dir/secret.key
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    access_token_ttl: int = Field(default=900, ge=30)
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+
+    page_size_default: int = Field(default=20, ge=1)
+    page_size_max: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_setting_bytes: int = Field(default=64 * 1024, ge=64)
+
+    trusted_proxies: list[str] = Field(default_factory=list)
+    changelog_path: Path | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'apiforge.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The JWT signing secret; persisted on first use so restarts keep sessions valid."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = random_secret(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key

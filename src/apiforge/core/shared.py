@@ -1,0 +1,20 @@
+"""Shared-state backends: Redis when configured, in-process otherwise (limits storage)."""
+
+from limits.aio.storage import MemoryStorage, Storage, storage_from_string
+from redis.asyncio import Redis
+
+from apiforge.core.settings import Settings
+
+
+def make_redis(settings: Settings) -> "Redis | None":
+    if not settings.redis_url:
+        return None
+    return Redis.from_url(settings.redis_url, decode_responses=False)
+
+
+def make_limits_storage(settings: Settings) -> Storage:
+    """Sliding-window counters for `limits`: Redis across nodes, memory for one process."""
+    if not settings.redis_url:
+        return MemoryStorage()
+    url = settings.redis_url.replace("redis://", "async+redis://", 1)
+    return storage_from_string(url, key_prefix=f"{settings.redis_prefix}limits")

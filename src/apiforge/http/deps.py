@@ -1,0 +1,30 @@
+"""Request-scoped dependencies shared by every router: settings and the one-commit session."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.core.db import session_scope
+from apiforge.core.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    # scope="function": commit before the response is sent, so a failed commit is a 5xx,
+    # never a 200 for work that was lost.
+    async for session in session_scope(request.app.state.sessionmaker):
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""

@@ -1,0 +1,34 @@
+"""The `{code, message, data}` envelope (spec 003 §2.3) for successes and errors."""
+
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.responses import Response
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    code: int = 200
+    message: str = "success"
+    data: T
+
+
+def ok(data: T, *, code: int = 200, message: str = "success") -> Envelope[T]:
+    return Envelope[T](code=code, message=message, data=data)
+
+
+def envelope_bytes(code: int, message: str, data: Any) -> bytes:
+    return orjson.dumps({"code": code, "message": message, "data": data})
+
+
+def error_response(
+    status: int,
+    reason: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = envelope_bytes(status, message, {"error": reason, **(details or {})})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,64 @@
+"""Exception handlers: every failure leaves in the envelope with a stable reason."""
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from apiforge.core.errors import ApiforgeError
+from apiforge.http.envelope import error_response
+
+_STATUS_REASONS = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "json_invalid": "is not valid JSON",
+}
+
+
+async def _apiforge_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiforgeError)
+    return error_response(exc.status, exc.reason, exc.message, exc.details, exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    reason, message = _STATUS_REASONS.get(exc.status_code, ("http_error", str(exc.detail)))
+    return error_response(exc.status_code, reason, message, headers=exc.headers)
+
+
+def field_errors(raw: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, str]]]:
+    """Turn pydantic errors into (reason, message, [{field, message}])."""
+    errors = []
+    types = set()
+    for err in raw:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        kind = str(err.get("type", ""))
+        types.add(kind)
+        message = _MESSAGES.get(kind) or str(err.get("msg", "is invalid"))
+        errors.append({"field": ".".join(loc) or "body", "message": message})
+    if "json_invalid" in types:
+        return "malformed_json", "Malformed JSON body", errors
+    if types == {"missing"}:
+        return "missing_parameters", "Missing required parameters", errors
+    return "invalid_input", "Invalid input", errors
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    reason, message, errors = field_errors(list(exc.errors()))
+    return error_response(400, reason, message, {"errors": errors})
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiforgeError, _apiforge_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

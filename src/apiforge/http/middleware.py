@@ -1,0 +1,162 @@
+"""Pure ASGI middleware for the conventions every request shares (no BaseHTTPMiddleware)."""
+
+import re
+import time
+from typing import Any
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apiforge.core.errors import PayloadTooLargeError
+from apiforge.http.envelope import error_response
+from apiforge.http.metrics import observe_request
+from apiforge.tools.ids import new_id
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+_OVERRIDABLE = {b"PUT", b"PATCH", b"DELETE"}
+log = structlog.get_logger("apiforge.access")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class RequestIdMiddleware:
+    """Accept a well-formed `X-Request-ID`, else mint one; echo it and bind it to logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        text = given.decode("latin-1") if given else ""
+        request_id = text if _REQUEST_ID.match(text) else new_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+class MethodOverrideMiddleware:
+    """`POST` + `X-HTTP-Method-Override: PUT|PATCH|DELETE` is handled as that method."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            override = _header(scope, b"x-http-method-override")
+            if override and override.upper() in _OVERRIDABLE:
+                scope = dict(scope, method=override.upper().decode())
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit: early by `Content-Length`, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            err = PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+            await error_response(err.status, err.reason, err.message, err.details)(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class AccessLogMiddleware:
+    """One JSON log line and the Prometheus observations per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_capture)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            observe_request(scope["method"], route, status, elapsed)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=route,
+                status=status,
+                ms=round(elapsed * 1000, 2),
+            )
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
+
+
+class ErrorMiddleware:
+    """Last line of defence: any unhandled exception becomes a logged, opaque 500 envelope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled_error", path=scope.get("path"))
+            if not started:
+                response = error_response(500, "internal_error", "Internal server error")
+                await response(scope, receive, send)

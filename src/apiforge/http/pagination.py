@@ -1,0 +1,116 @@
+"""`pageNo`/`pageSize` paging and `sort`/`order` against a whitelist (spec 003 §2.3.3, §2.6.1)."""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query, Request
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from apiforge.core.errors import ValidationError
+from apiforge.http.schemas import ApiModel
+
+T = TypeVar("T")
+MAX_PAGE_NO = 1_000_000
+
+
+class Page(ApiModel, Generic[T]):
+    total_count: int
+    total_page: int
+    page_no: int
+    page_size: int
+    list: Sequence[T]
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    page_no: int
+    page_size: int
+    sort: str | None
+    order: str | None
+
+    @property
+    def offset(self) -> int:
+        return (self.page_no - 1) * self.page_size
+
+    def page(self, items: Sequence[T], total: int) -> Page[T]:
+        return Page[T](
+            total_count=total,
+            total_page=math.ceil(total / self.page_size) if total else 0,
+            page_no=self.page_no,
+            page_size=self.page_size,
+            list=items,
+        )
+
+
+def _page_params(
+    request: Request,
+    page_no: Annotated[str | None, Query(alias="pageNo")] = None,
+    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
+    sort: Annotated[str | None, Query(max_length=64)] = None,
+    order: Annotated[str | None, Query(max_length=4)] = None,
+) -> PageParams:
+    settings = request.app.state.settings
+    errors: list[dict[str, str]] = []
+    number = _int_param("pageNo", page_no, 1, 1, MAX_PAGE_NO, errors)
+    size = _int_param(
+        "pageSize", page_size, settings.page_size_default, 1, settings.page_size_max, errors
+    )
+    direction = order.lower() if order else None
+    if direction not in (None, "asc", "desc"):
+        errors.append({"field": "order", "message": "must be asc or desc"})
+    if errors:
+        raise ValidationError(errors=errors)
+    return PageParams(page_no=number, page_size=size, sort=sort, order=direction)
+
+
+def _int_param(
+    name: str, raw: str | None, default: int, low: int, high: int, errors: list[dict[str, str]]
+) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        errors.append({"field": name, "message": "must be a positive integer"})
+        return default
+    value = int(raw)
+    if not low <= value <= high:
+        errors.append({"field": name, "message": f"must be between {low} and {high}"})
+    return value
+
+
+PageDep = Annotated[PageParams, Depends(_page_params)]
+
+
+def order_by(
+    stmt: Select[Any],
+    params: PageParams,
+    allowed: Mapping[str, ColumnElement[Any]],
+    default: str,
+    tiebreak: ColumnElement[Any] | None = None,
+    default_order: str = "desc",
+) -> Select[Any]:
+    """Apply `sort`/`order`; a field outside `allowed` is a 400 naming the accepted ones."""
+    field = params.sort or default
+    if field not in allowed:
+        raise ValidationError(
+            errors=[{"field": "sort", "message": f"must be one of: {', '.join(sorted(allowed))}"}],
+            reason="invalid_sort_field",
+        )
+    ascending = (params.order or default_order) == "asc"
+    column = allowed[field]
+    stmt = stmt.order_by(column.asc() if ascending else column.desc())
+    if tiebreak is not None:
+        stmt = stmt.order_by(tiebreak.asc() if ascending else tiebreak.desc())
+    return stmt
+
+
+async def fetch_page(
+    session: AsyncSession, stmt: Select[Any], params: PageParams
+) -> tuple[list[Any], int]:
+    """Run the page query and its count; the count ignores ordering."""
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    rows = (await session.scalars(stmt.limit(params.page_size).offset(params.offset))).all()
+    return list(rows), int(total or 0)

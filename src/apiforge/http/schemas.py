@@ -1,0 +1,51 @@
+"""Pydantic bases and field types that carry the conventions: camelCase, 1/0 booleans, ISO times."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from apiforge.tools.case import to_camel
+from apiforge.tools.clock import iso
+
+_TRUE = {True, "1", "true", "True"}
+_FALSE = {False, "0", "false", "False"}
+
+
+def _parse_flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, float):
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+    raise ValueError("must be true, false, 1 or 0")
+
+
+Flag = Annotated[bool, BeforeValidator(_parse_flag), PlainSerializer(int, return_type=int)]
+"""A boolean: accepts true/false/1/0, answers 1/0 (spec 003 §2.4.1)."""
+
+Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
+"""A UTC time rendered `YYYY-MM-DDTHH:MM:SSZ`."""
+
+
+class ApiModel(BaseModel):
+    """Base for every response model: camelCase names, built from ORM objects."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        from_attributes=True,
+    )
+
+
+class InputModel(ApiModel):
+    """Base for request bodies: unknown fields are an error, strings are trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Created(ApiModel):
+    id: str

@@ -1,0 +1,10 @@
+"""Every table: importing this module registers all domain models on `Base.metadata`."""
+
+from apiforge.accounts import models as accounts
+from apiforge.core.db import Base
+from apiforge.plans import models as plans
+from apiforge.workspaces import models as workspaces
+
+metadata = Base.metadata
+
+__all__ = ["accounts", "metadata", "plans", "workspaces"]
