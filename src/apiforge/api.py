@@ -4,9 +4,22 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from apiforge import __version__
+from apiforge.accounts.router import router as accounts_router
+from apiforge.accounts.settings_router import router as settings_router
+from apiforge.admin.router import router as admin_router
 from apiforge.http.handlers import install_handlers
+from apiforge.plans.router import router as plans_router
+from apiforge.system.router import router as system_router
+from apiforge.workspaces.router import router as workspaces_router
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    system_router,
+    accounts_router,
+    settings_router,
+    workspaces_router,
+    plans_router,
+    admin_router,
+]
 
 
 def build_api() -> FastAPI:

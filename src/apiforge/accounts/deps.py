@@ -6,6 +6,8 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 
 from apiforge.accounts.models import Account, LoginSession
+from apiforge.accounts.service import AccountService
+from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import decode_access_token
 from apiforge.core.errors import AuthenticationError, ForbiddenError
 from apiforge.http.deps import SessionDep, SettingsDep
@@ -38,6 +40,7 @@ async def _current_account(request: Request, session: SessionDep, settings: Sett
     if account.status != "active":
         raise AuthenticationError("Account is disabled", reason="account_disabled")
     request.state.account_id = account.id
+    request.state.session_id = claims["sid"]
     return account
 
 
@@ -49,3 +52,15 @@ async def _admin_account(account: "CurrentAccount") -> Account:
 
 CurrentAccount = Annotated[Account, Depends(_current_account)]
 AdminAccount = Annotated[Account, Depends(_admin_account)]
+
+
+def _account_service(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> AccountService:
+    throttle = LoginThrottle(
+        request.app.state.limits_storage, settings.login_max_failures, settings.login_window_seconds
+    )
+    return AccountService(session, settings, throttle)
+
+
+AccountServiceDep = Annotated[AccountService, Depends(_account_service)]

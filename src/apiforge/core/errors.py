@@ -9,6 +9,7 @@ class ApiforgeError(Exception):
     status = 400
     reason = "bad_request"
     message = "Bad request"
+    keep_changes = False  # True: the unit of work commits before the error is rendered
 
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """Shared-state backends: Redis when configured, in-process otherwise (limits storage)."""
 
-from limits.aio.storage import MemoryStorage, Storage, storage_from_string
+from limits.aio.storage import MemoryStorage, Storage
+from limits.storage import storage_from_string
 from redis.asyncio import Redis
 
 from apiforge.core.settings import Settings

@@ -1,0 +1,60 @@
+"""Request and response models of accounts: sign-up, sign-in, tokens, profile."""
+
+from typing import Annotated
+
+from pydantic import EmailStr, Field
+
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class RegisterInput(InputModel):
+    email: EmailStr = Field(max_length=254)
+    password: Password
+    name: str = Field(default="", max_length=100)
+
+
+class LoginInput(InputModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=128)
+
+
+class RefreshInput(InputModel):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class LogoutInput(InputModel):
+    refresh_token: str | None = Field(default=None, max_length=200)
+
+
+class TokenPair(ApiModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    account_id: str
+    workspace_id: str
+
+
+class ProfileRead(ApiModel):
+    id: str
+    email: str
+    name: str
+    avatar_url: str
+    locale: str
+    is_admin: Flag
+    status: str
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_login_at: Timestamp | None
+
+
+class ProfileUpdate(InputModel):
+    """Only these fields are the user's to change; email and status are not."""
+
+    name: str | None = Field(default=None, max_length=100)
+    avatar_url: str | None = Field(default=None, max_length=500, pattern=r"^(https?://\S+)?$")
+    locale: str | None = Field(
+        default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
+    )

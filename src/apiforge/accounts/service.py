@@ -1,0 +1,151 @@
+"""Accounts: sign-up, sign-in with throttling, rotating refresh tokens, profile changes."""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.accounts.models import Account, LoginSession, RefreshToken
+from apiforge.accounts.passwords import hash_password, needs_rehash, verify_password
+from apiforge.accounts.schemas import ProfileUpdate, RegisterInput, TokenPair
+from apiforge.accounts.throttle import LoginThrottle
+from apiforge.accounts.tokens import issue_access_token
+from apiforge.core.errors import AuthenticationError, ConflictError, ForbiddenError
+from apiforge.core.settings import Settings
+from apiforge.tools.clock import utcnow
+from apiforge.tools.hashing import random_secret, sha256_hex
+from apiforge.workspaces.service import create_workspace, personal_workspace_id
+
+
+class RefreshReuseError(AuthenticationError):
+    """A used refresh token came back: the whole family is revoked, and that must persist."""
+
+    reason = "refresh_token_reused"
+    message = "Refresh token was already used; the session has been ended"
+    keep_changes = True
+
+
+class AccountService:
+    def __init__(self, session: AsyncSession, settings: Settings, throttle: LoginThrottle) -> None:
+        self.session = session
+        self.settings = settings
+        self.throttle = throttle
+
+    async def create_account(
+        self, email: str, password: str, name: str = "", *, is_admin: bool = False
+    ) -> Account:
+        """Create an account and its personal workspace; 409 when the email is taken."""
+        email = email.strip().lower()
+        taken = await self.session.scalar(select(Account.id).where(Account.email == email))
+        if taken:
+            raise ConflictError("Email is already registered", reason="email_taken")
+        account = Account(
+            email=email, password_hash=hash_password(password), name=name, is_admin=is_admin
+        )
+        self.session.add(account)
+        await self.session.flush()
+        label = name or email.split("@", 1)[0]
+        await create_workspace(
+            self.session, account.id, f"{label}'s workspace"[:100], personal=True
+        )
+        return account
+
+    async def register(self, data: RegisterInput) -> TokenPair:
+        account = await self.create_account(str(data.email), data.password, data.name)
+        return await self._start_session(account)
+
+    async def login(self, email: str, password: str, ip: str) -> TokenPair:
+        email = email.strip().lower()
+        await self.throttle.check(email, ip)
+        account = await self.session.scalar(select(Account).where(Account.email == email))
+        if not verify_password(account.password_hash if account else None, password):
+            await self.throttle.failed(email, ip)
+            raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
+        assert account is not None
+        if account.status != "active":
+            raise ForbiddenError("Account is disabled", reason="account_disabled")
+        await self.throttle.succeeded(email)
+        if needs_rehash(account.password_hash):
+            account.password_hash = hash_password(password)
+        account.last_login_at = utcnow()
+        return await self._start_session(account)
+
+    async def refresh(self, token: str) -> TokenPair:
+        """Rotate: the presented token is spent; presenting a spent one ends its family."""
+        row = (
+            await self.session.execute(
+                select(RefreshToken, LoginSession, Account)
+                .join(LoginSession, LoginSession.id == RefreshToken.session_id)
+                .join(Account, Account.id == LoginSession.account_id)
+                .where(RefreshToken.token_hash == sha256_hex(token))
+            )
+        ).first()
+        if row is None:
+            raise AuthenticationError("Invalid refresh token", reason="invalid_refresh_token")
+        refresh, login, account = row.RefreshToken, row.LoginSession, row.Account
+        if login.revoked_at is not None:
+            raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
+        if account.status != "active":
+            raise AuthenticationError("Account is disabled", reason="account_disabled")
+        now = utcnow()
+        if refresh.expires_at <= now:
+            raise AuthenticationError("Refresh token expired", reason="refresh_token_expired")
+        # Conditional update: of two concurrent refreshes with one token, exactly one wins.
+        spent = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == refresh.id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            await self.revoke_session(login.id, "refresh_reuse")
+            raise RefreshReuseError()
+        return await self._issue(account, login.id)
+
+    async def logout(self, session_id: str) -> None:
+        await self.revoke_session(session_id, "logout")
+
+    async def revoke_session(self, session_id: str, reason: str) -> None:
+        await self.session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == session_id, LoginSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def update_profile(self, account: Account, data: ProfileUpdate) -> Account:
+        for field in data.model_fields_set:
+            value = getattr(data, field)
+            if value is not None:
+                setattr(account, field, value)
+        await self.session.flush()
+        return account
+
+    async def count_admins(self) -> int:
+        return int(
+            await self.session.scalar(select(func.count()).where(Account.is_admin.is_(True))) or 0
+        )
+
+    async def _start_session(self, account: Account) -> TokenPair:
+        login = LoginSession(account_id=account.id)
+        self.session.add(login)
+        await self.session.flush()
+        return await self._issue(account, login.id)
+
+    async def _issue(self, account: Account, session_id: str) -> TokenPair:
+        secret = "rt_" + random_secret(32)
+        self.session.add(
+            RefreshToken(
+                session_id=session_id,
+                token_hash=sha256_hex(secret),
+                expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl),
+            )
+        )
+        await self.session.flush()
+        return TokenPair(
+            access_token=issue_access_token(self.settings, account.id, session_id),
+            refresh_token=secret,
+            expires_in=self.settings.access_token_ttl,
+            account_id=account.id,
+            workspace_id=await personal_workspace_id(self.session, account.id) or "",
+        )

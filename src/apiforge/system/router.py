@@ -1,0 +1,5 @@
+"""HTTP routes of system."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["system"])

@@ -1,0 +1,142 @@
+"""Test harness: a fresh, migrated database per test (SQLite file copy or PostgreSQL template
+clone) and, with services, a Redis key prefix per test. With APIFORGE_TEST_REQUIRE_SERVICES=1 the
+run fails at once when PostgreSQL or Redis is unreachable — it never skips."""
+
+import asyncio
+import inspect
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from apiforge.app import create_app, shutdown
+from apiforge.core.settings import Settings
+from apiforge.migrate import upgrade
+from apiforge.tools.ids import new_id
+
+DATABASE_URL = os.environ.get("APIFORGE_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("APIFORGE_TEST_REDIS_URL", "")
+REQUIRE_SERVICES = os.environ.get("APIFORGE_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _pg_dsn(url: str, database: str | None = None) -> str:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    if database is not None:
+        dsn = dsn.rsplit("/", 1)[0] + "/" + database
+    return dsn
+
+
+async def _pg_execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(_pg_dsn(url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not REQUIRE_SERVICES:
+        return
+    problems = []
+    if not DATABASE_URL.startswith("postgresql"):
+        problems.append("APIFORGE_TEST_DATABASE_URL must name a PostgreSQL database")
+    else:
+        try:
+            asyncio.run(_pg_execute(DATABASE_URL, "SELECT 1"))
+        except Exception as exc:
+            problems.append(f"PostgreSQL unreachable at {DATABASE_URL}: {exc}")
+    if not REDIS_URL:
+        problems.append("APIFORGE_TEST_REDIS_URL is not set")
+    else:
+        try:
+            redis.Redis.from_url(REDIS_URL).ping()
+        except Exception as exc:
+            problems.append(f"Redis unreachable at {REDIS_URL}: {exc}")
+    if problems:
+        pytest.exit("services required but unavailable: " + "; ".join(problems), returncode=3)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    backend = "PostgreSQL + Redis" if DATABASE_URL else "embedded SQLite, in-process limits"
+    return f"apiforge backend: {backend}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Migrate once per session; tests clone the result."""
+    if DATABASE_URL:
+        name = f"apiforge_tpl_{new_id()}"
+        asyncio.run(_pg_execute(DATABASE_URL, f'CREATE DATABASE "{name}"'))
+        url = DATABASE_URL.rsplit("/", 1)[0] + "/" + name
+        upgrade(Settings(database_url=url))
+        yield name
+        asyncio.run(_pg_execute(DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        directory = tmp_path_factory.mktemp("template")
+        upgrade(Settings(data_dir=directory))
+        yield str(directory / "apiforge.db")
+
+
+@pytest.fixture
+def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    common = {
+        "data_dir": data_dir,
+        "secret_key": "test-secret-" + "x" * 40,
+        "log_level": "WARNING",
+    }
+    if DATABASE_URL:
+        name = f"apiforge_t_{new_id()}"
+        asyncio.run(
+            _pg_execute(DATABASE_URL, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        )
+        prefix = f"apiforge-test:{name}:"
+        yield Settings(
+            database_url=DATABASE_URL.rsplit("/", 1)[0] + "/" + name,
+            redis_url=REDIS_URL or None,
+            redis_prefix=prefix,
+            **common,
+        )
+        asyncio.run(_pg_execute(DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if REDIS_URL:
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    else:
+        shutil.copy(template_database, data_dir / "apiforge.db")
+        yield Settings(**common)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    await shutdown(application)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    transport = ASGITransport(app=app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
