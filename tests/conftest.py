@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -99,7 +100,7 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    common = {
+    common: dict[str, Any] = {
         "data_dir": data_dir,
         "secret_key": "test-secret-" + "x" * 40,
         "log_level": "WARNING",

@@ -7,7 +7,8 @@ async def test_register_then_read_profile(client: AsyncClient) -> None:
     response = await client.get("/api/v1/user/profile", headers=user.headers)
     assert response.status_code == 200
     body = response.json()
-    assert body["code"] == 200 and body["message"] == "success"
+    assert body["code"] == 200
+    assert body["message"] == "success"
     assert body["data"]["email"] == user.email
     assert body["data"]["isAdmin"] == 0
     assert body["data"]["createdAt"].endswith("Z")

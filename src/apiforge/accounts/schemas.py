@@ -31,7 +31,7 @@ class LogoutInput(InputModel):
 class TokenPair(ApiModel):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type name, not a secret
     expires_in: int
     account_id: str
     workspace_id: str

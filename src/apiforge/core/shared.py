@@ -18,4 +18,6 @@ def make_limits_storage(settings: Settings) -> Storage:
     if not settings.redis_url:
         return MemoryStorage()
     url = settings.redis_url.replace("redis://", "async+redis://", 1)
-    return storage_from_string(url, key_prefix=f"{settings.redis_prefix}limits")
+    storage = storage_from_string(url, key_prefix=f"{settings.redis_prefix}limits")
+    assert isinstance(storage, Storage)  # async+ scheme always yields an async storage
+    return storage

@@ -1,5 +1,6 @@
 """The `{code, message, data}` envelope (spec 003 §2.3) for successes and errors."""
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -28,7 +29,7 @@ def error_response(
     reason: str,
     message: str,
     details: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body = envelope_bytes(status, message, {"error": reason, **(details or {})})
     return Response(body, status_code=status, media_type="application/json", headers=headers)

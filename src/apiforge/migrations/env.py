@@ -1,7 +1,7 @@
 """Alembic environment: async engines, one linear history, safe timeouts on PostgreSQL."""
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -11,7 +11,7 @@ from apiforge.core.db import UTCDateTime, make_engine
 from apiforge.models import metadata
 
 
-def _render_item(kind: str, obj: Any, _ctx: AutogenContext) -> str | bool:
+def _render_item(kind: str, obj: Any, _ctx: AutogenContext) -> str | Literal[False]:
     """Render our portable column types as plain SQLAlchemy so migrations never import models."""
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
