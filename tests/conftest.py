@@ -3,7 +3,6 @@ clone) and, with services, a Redis key prefix per test. With APIFORGE_TEST_REQUI
 run fails at once when PostgreSQL or Redis is unreachable — it never skips."""
 
 import asyncio
-import inspect
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -67,12 +66,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     backend = "PostgreSQL + Redis" if DATABASE_URL else "embedded SQLite, in-process limits"
     return f"apiforge backend: {backend}"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture

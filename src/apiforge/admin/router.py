@@ -1,5 +1,59 @@
-"""HTTP routes of admin."""
+"""`/api/v1/admin/users`: administrators list, disable, enable and delete accounts."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from apiforge.accounts.deps import AdminAccount
+from apiforge.admin.schemas import AccountStatus, AdminUserRead, AdminUserUpdate, Deleted
+from apiforge.admin.service import AdminUserService
+from apiforge.http.deps import SessionDep
+from apiforge.http.envelope import Envelope, ok
+from apiforge.http.pagination import Page, PageDep
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
+
+
+def _service(session: SessionDep) -> AdminUserService:
+    return AdminUserService(session)
+
+
+AdminUserServiceDep = Annotated[AdminUserService, Depends(_service)]
+
+
+@router.get("/admin/users", summary="List and search accounts")
+async def list_users(
+    admin: AdminAccount,
+    service: AdminUserServiceDep,
+    page: PageDep,
+    q: Annotated[str, Query(max_length=100, description="Part of the email or name")] = "",
+    status: AccountStatus | None = None,
+) -> Envelope[Page[AdminUserRead]]:
+    return ok(await service.list_users(page, q.strip(), status))
+
+
+@router.get("/admin/users/{user_id}", summary="One account")
+async def get_user(
+    user_id: str, admin: AdminAccount, service: AdminUserServiceDep
+) -> Envelope[AdminUserRead]:
+    return ok(AdminUserRead.model_validate(await service.get_user(user_id)))
+
+
+@router.patch(
+    "/admin/users/{user_id}",
+    summary="Disable or enable an account (its data cannot be edited)",
+    description="Only `status` is accepted. Disabling ends all of the account's sessions.",
+)
+async def update_user(
+    user_id: str, body: AdminUserUpdate, admin: AdminAccount, service: AdminUserServiceDep
+) -> Envelope[AdminUserRead]:
+    account = await service.set_status(admin, user_id, body.status)
+    return ok(AdminUserRead.model_validate(account))
+
+
+@router.delete("/admin/users/{user_id}", summary="Delete an account and everything it owns")
+async def delete_user(
+    user_id: str, admin: AdminAccount, service: AdminUserServiceDep
+) -> Envelope[Deleted]:
+    await service.delete_user(admin, user_id)
+    return ok(Deleted(id=user_id))

@@ -1,6 +1,7 @@
 """Database base: naming convention, portable column types, engine and session factories."""
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,3 +109,8 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             else:
                 await session.rollback()
             raise
+
+
+# The same unit of work as a context manager: errors are thrown *into* it, so `keep_changes`
+# refusals commit (iterating `session_scope` with `async for` would only close it on error).
+unit_of_work = asynccontextmanager(session_scope)

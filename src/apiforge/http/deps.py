@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiforge.core.db import session_scope
+from apiforge.core.db import unit_of_work
 from apiforge.core.settings import Settings
 
 
@@ -18,7 +18,7 @@ def _settings(request: Request) -> Settings:
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     # scope="function": commit before the response is sent, so a failed commit is a 5xx,
     # never a 200 for work that was lost.
-    async for session in session_scope(request.app.state.sessionmaker):
+    async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
 
 

@@ -82,17 +82,28 @@ class BodyLimitMiddleware:
             )
             return
         seen = 0
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+                if seen > self.max_bytes and not refused:
+                    # Answer 413 ourselves: frameworks turn errors raised while reading the
+                    # body into their own 400, which `guarded_send` then discards.
+                    refused = True
+                    err = PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+                    response = error_response(err.status, err.reason, err.message, err.details)
+                    await response(scope, receive, send)
+                    raise err
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
 
 
 class AccessLogMiddleware:

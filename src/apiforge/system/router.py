@@ -1,5 +1,61 @@
-"""HTTP routes of system."""
+"""System routes: version and release notes, liveness, readiness, Prometheus metrics."""
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from starlette.responses import Response
+
+from apiforge.http.deps import SettingsDep
+from apiforge.http.envelope import Envelope, ok
+from apiforge.system.health import HealthService
+from apiforge.system.schemas import HealthRead, ReadinessRead, VersionRead
+from apiforge.system.service import version_info
 
 router = APIRouter(tags=["system"])
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "A dependency is unreachable; `data.checks` names it (`not_ready`)"}
+}
+_PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format 0.0.4 (not the envelope)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _health_service(request: Request) -> HealthService:
+    return HealthService(request.app.state.engine, request.app.state.redis)
+
+
+HealthServiceDep = Annotated[HealthService, Depends(_health_service)]
+
+
+# Plain `def`: reading CHANGELOG.md (on a cache miss) runs in the thread pool, not the event loop.
+@router.get("/api/v1/version", summary="Running version, latest release and release notes")
+def get_version(settings: SettingsDep) -> Envelope[VersionRead]:
+    return ok(version_info(settings))
+
+
+@router.get("/healthz", summary="Liveness: the process answers (touches no dependency)")
+async def healthz() -> Envelope[HealthRead]:
+    return ok(HealthRead(status="ok"))
+
+
+@router.get(
+    "/readyz", summary="Readiness: database, and Redis when configured", responses=_NOT_READY
+)
+async def readyz(service: HealthServiceDep) -> Envelope[ReadinessRead]:
+    return ok(ReadinessRead(status="ready", checks=await service.readiness()))
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    response_class=PlainTextResponse,
+    responses=_PROMETHEUS_TEXT,
+)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -1,0 +1,131 @@
+"""Administration of accounts: list and search, disable or enable, delete with everything owned.
+
+Spec 002: administrators may switch an account off or remove it, never edit its data.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, delete, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.accounts.models import Account, LoginSession
+from apiforge.admin.schemas import AccountStatus, AdminUserRead
+from apiforge.core.db import UTCDateTime
+from apiforge.core.errors import ConflictError, NotFoundError
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.tools.clock import utcnow
+
+# Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
+# first and PostgreSQL last, so NULL itself cannot be the sort key).
+_NEVER = literal(datetime(1970, 1, 1, tzinfo=UTC), UTCDateTime())
+
+SORTABLE: dict[str, ColumnElement[object]] = {
+    "createdTime": Account.created_at,  # type: ignore[dict-item]
+    "email": Account.email,  # type: ignore[dict-item]
+    "lastLoginTime": func.coalesce(Account.last_login_at, _NEVER),
+}
+
+
+class AdminUserService:
+    """Every method assumes the caller is an active administrator (the `AdminAccount` guard)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list_users(
+        self, params: PageParams, q: str = "", status: AccountStatus | None = None
+    ) -> Page[AdminUserRead]:
+        """Search email and name case-insensitively; `%` and `_` in `q` match themselves."""
+        stmt = select(Account)
+        if q:
+            stmt = stmt.where(
+                or_(
+                    Account.email.icontains(q, autoescape=True),
+                    Account.name.icontains(q, autoescape=True),
+                )
+            )
+        if status is not None:
+            stmt = stmt.where(Account.status == status.value)
+        stmt = order_by(stmt, params, SORTABLE, default="createdTime", tiebreak=Account.id)
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([AdminUserRead.model_validate(row) for row in rows], total)
+
+    async def get_user(self, user_id: str) -> Account:
+        account = await self.session.get(Account, user_id)
+        if account is None:
+            raise NotFoundError("User not found", reason="user_not_found")
+        return account
+
+    async def set_status(self, actor: Account, user_id: str, status: AccountStatus) -> Account:
+        """Disable or enable an account. Disabling also ends every sign-in session, so refresh
+        tokens die with it (access tokens already fail the status check on each request).
+        Enabling does not bring sessions back: the user signs in again."""
+        account = await self.get_user(user_id)
+        if status is AccountStatus.DISABLED:
+            self._refuse_self(actor, account)
+            if account.status == AccountStatus.DISABLED:
+                return account
+            await self._lock_active_admins(account)
+            account.status = AccountStatus.DISABLED.value
+            await self.session.flush()
+            await self._ensure_an_admin_remains(account.is_admin)
+            await self._revoke_sessions(account.id)
+        elif account.status != AccountStatus.ACTIVE:
+            account.status = AccountStatus.ACTIVE.value
+            await self.session.flush()
+        return account
+
+    async def delete_user(self, actor: Account, user_id: str) -> None:
+        """Delete the account; the database cascades to its sessions, refresh tokens, settings,
+        memberships and the workspaces it owns (with their members)."""
+        account = await self.get_user(user_id)
+        self._refuse_self(actor, account)
+        await self._lock_active_admins(account)
+        was_admin = account.is_admin
+        await self.session.execute(delete(Account).where(Account.id == account.id))
+        await self._ensure_an_admin_remains(was_admin)
+
+    @staticmethod
+    def _refuse_self(actor: Account, account: Account) -> None:
+        if actor.id == account.id:
+            raise ConflictError(
+                "Administrators cannot disable or delete their own account",
+                reason="cannot_modify_self",
+            )
+
+    async def _lock_active_admins(self, account: Account) -> None:
+        # Two admins switching each other off at once must not leave none. On PostgreSQL the
+        # row locks (taken in id order, so never a deadlock) make the second request wait and
+        # then see the first one's change; SQLite has one writer, so the count taken after our
+        # own write is already current.
+        if account.is_admin:
+            await self.session.execute(
+                select(Account.id)
+                .where(Account.is_admin.is_(True), Account.status == AccountStatus.ACTIVE.value)
+                .order_by(Account.id)
+                .with_for_update()
+            )
+
+    async def _ensure_an_admin_remains(self, changed_admin: bool) -> None:
+        """Checked after our own change, so the count includes it (and, after the lock, any
+        concurrent one)."""
+        if not changed_admin:
+            return
+        remaining = await self.session.scalar(
+            select(func.count())
+            .select_from(Account)
+            .where(Account.is_admin.is_(True), Account.status == AccountStatus.ACTIVE.value)
+        )
+        if not remaining:
+            raise ConflictError(
+                "The last active administrator cannot be disabled or deleted",
+                reason="last_admin",
+            )
+
+    async def _revoke_sessions(self, account_id: str) -> None:
+        await self.session.execute(
+            update(LoginSession)
+            .where(LoginSession.account_id == account_id, LoginSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason="account_disabled")
+            .execution_options(synchronize_session=False)
+        )
