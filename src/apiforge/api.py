@@ -7,6 +7,9 @@ from apiforge import __version__
 from apiforge.accounts.router import router as accounts_router
 from apiforge.accounts.settings_router import router as settings_router
 from apiforge.admin.router import router as admin_router
+from apiforge.builder.router import router as builder_router
+from apiforge.datasets.router import router as datasets_router
+from apiforge.engine.router import router as engine_router
 from apiforge.http.handlers import install_handlers
 from apiforge.plans.router import router as plans_router
 from apiforge.system.router import router as system_router
@@ -19,6 +22,9 @@ ROUTERS: list[APIRouter] = [
     workspaces_router,
     plans_router,
     admin_router,
+    builder_router,
+    datasets_router,
+    engine_router,
 ]
 
 

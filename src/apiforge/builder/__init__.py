@@ -1,0 +1,1 @@
+"""The API builder: apps, their APIs, versions and generated docs."""

@@ -1,0 +1,83 @@
+"""Apps, the `dev` definitions of their APIs, published version snapshots, step pricing."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[str] = id_column()
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="private")  # private | public
+    # HS256 secret of the app's `jwtSign` end-user tokens; never returned by the API.
+    signing_secret: Mapped[str] = mapped_column(String(128))
+    # `env` of expressions: {"config": {...}, "secrets": {name: encrypted}}.
+    env: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    latest_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
+
+
+class ApiDefinition(Base):
+    """One API of an app on `dev` (live, editable)."""
+
+    __tablename__ = "app_apis"
+    __table_args__ = (UniqueConstraint("app_id", "api"),)
+
+    id: Mapped[str] = id_column()
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    api: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    doc_extra: Mapped[str] = mapped_column(Text, default="")
+    group: Mapped[str] = mapped_column(String(64), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    price: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    params: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    steps: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    return_steps: Mapped[list[Any] | None] = mapped_column(JSONType, default=None)
+    auth: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
+
+
+class AppVersion(Base):
+    """An immutable snapshot of every API (and collection schema) of an app."""
+
+    __tablename__ = "app_versions"
+    __table_args__ = (UniqueConstraint("app_id", "version"),)
+
+    id: Mapped[str] = id_column()
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    major: Mapped[int] = mapped_column(Integer)
+    minor: Mapped[int] = mapped_column(Integer)
+    patch: Mapped[int] = mapped_column(Integer)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    published_by: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = created_column()
+
+
+class StepPrice(Base):
+    """Admin-set RU cost of one step type (`/api/v1/admin/pricing`)."""
+
+    __tablename__ = "step_prices"
+
+    step_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = updated_column()

@@ -1,0 +1,1 @@
+"""Collections (datasets) and their records, partitioned by calling workspace."""

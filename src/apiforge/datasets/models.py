@@ -1,0 +1,56 @@
+"""Collections an app defines, their records (JSON documents) and end-user rights."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("app_id", "name"),)
+
+    id: Mapped[str] = id_column()
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    # [{"name", "type", "required", "unique", "indexed", "encrypted", "default"}]
+    fields: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
+
+
+class Record(Base):
+    """One document of a collection, in the partition of the workspace that wrote it."""
+
+    __tablename__ = "records"
+    __table_args__ = (
+        Index("ix_records_partition_created", "collection_id", "partition", "created_at"),
+    )
+
+    id: Mapped[str] = id_column()
+    collection_id: Mapped[str] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    partition: Mapped[str] = mapped_column(String(26))  # the calling workspace's id
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
+
+
+class UserRight(Base):
+    """The built-in user system: (workspace, userId, appId, target) -> rights."""
+
+    __tablename__ = "user_rights"
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    target: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rights: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    updated_at: Mapped[datetime] = updated_column()

@@ -1,0 +1,1 @@
+"""The step engine: compiles API definitions and runs them."""

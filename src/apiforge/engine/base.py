@@ -1,0 +1,107 @@
+"""The contract between the runtime and step types: run context, limits, compiled steps.
+
+A step type is a pydantic model (its config, validated when an API is saved) registered in
+`engine.catalog.STEP_TYPES`. `compile()` turns a validated config into a `CompiledStep` once per
+version; `CompiledStep.run(ctx)` executes it per call and returns the step's output (plain JSON
+values). Expressions inside configs are compiled through `engine.values.compile_value`.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.core.errors import ApiforgeError
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """Per-call budgets; exceeding one is a clear error, never a hang."""
+
+    max_steps: int = 500  # steps executed, loop bodies included
+    max_iterations: int = 1000  # forEach iterations in one call, all loops together
+    time_budget_seconds: float = 10.0
+    max_response_bytes: int = 1024 * 1024
+    max_call_depth: int = 3  # nested callApi
+
+
+class StepFailure(ApiforgeError):
+    """A step refused or failed; carries the step id so callers and traces can name it."""
+
+    status = 400
+    reason = "step_failed"
+    message = "Step failed"
+
+
+class LimitExceeded(ApiforgeError):
+    status = 422
+    reason = "limit_exceeded"
+    message = "A per-call limit was exceeded"
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    step_id: str
+    type: str
+    input: Any
+    output: Any
+    ms: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Everything one call sees. `steps` fills as steps finish; expressions read `variables()`."""
+
+    app_id: str
+    builder_workspace_id: str
+    partition: str  # the calling workspace's id: whose collection records are read/written
+    version: str  # "dev" or "X.Y.Z"
+    args: dict[str, Any]
+    token: dict[str, Any] | None
+    env: dict[str, Any]
+    now: datetime
+    connection: AsyncConnection
+    services: "EngineServices"
+    limits: RunLimits = field(default_factory=RunLimits)
+    steps: dict[str, Any] = field(default_factory=dict)
+    deadline: float = 0.0  # time.monotonic() value after which the call is stopped
+    steps_run: int = 0
+    iterations: int = 0
+    call_depth: int = 0
+    via_call_api: bool = False
+    trace: list[TraceEntry] | None = None  # set when a debug trace was asked for
+    locals: dict[str, Any] = field(default_factory=dict)  # forEach `item`/`index`
+
+    def variables(self) -> dict[str, Any]:
+        return {
+            "args": self.args,
+            "token": self.token or {},
+            "steps": self.steps,
+            "env": self.env,
+            "now": self.now,
+            **self.locals,
+        }
+
+
+class CompiledStep(Protocol):
+    id: str
+    type: str
+
+    async def run(self, ctx: RunContext) -> Any: ...
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        """Static RU cost: known before any call (DESIGN.md §5)."""
+        ...
+
+
+@dataclass(slots=True)
+class EngineServices:
+    """Collaborators of steps, built once per process; steps never import app state."""
+
+    signing_secret_for: Callable[[str], Awaitable[str]]  # app id -> jwtSign secret
+    call_api: Callable[[RunContext, str, str, dict[str, Any]], Awaitable[Any]]
+    http_allow_hosts: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Step types, one module per family; each exports `STEPS: dict[str, type[StepSpec]]`."""

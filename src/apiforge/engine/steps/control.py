@@ -1,0 +1,5 @@
+"""Step family: control."""
+
+from apiforge.engine.spec import StepSpec
+
+STEPS: dict[str, type[StepSpec]] = {}
