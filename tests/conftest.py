@@ -97,6 +97,10 @@ def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
         "data_dir": data_dir,
         "secret_key": "test-secret-" + "x" * 40,
         "log_level": "WARNING",
+        # Cheap argon2 so the suite isn't dominated by password hashing (production: defaults).
+        "password_time_cost": 1,
+        "password_memory_kib": 1024,
+        "password_parallelism": 1,
     }
     if DATABASE_URL:
         name = f"apiforge_t_{new_id()}"

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.db import make_engine, make_sessionmaker
 from apiforge.core.settings import Settings
@@ -36,6 +37,9 @@ def middleware(settings: Settings) -> list[Middleware]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
+    passwords.configure(
+        settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism
+    )
     app = build_api()
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings

@@ -1,12 +1,93 @@
-"""The `apiforge` command line."""
+"""The `apiforge` command line: serve, database migrations, administrator accounts, version.
+
+The web stack and the database layer are imported inside the commands that need them, so
+`apiforge --help` and `apiforge version` answer without loading them.
+"""
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apiforge import __version__
+from apiforge.builder.cli import apps
+from apiforge.core.errors import ConflictError
 from apiforge.core.settings import Settings
+from apiforge.tools.hashing import random_secret
+
+if TYPE_CHECKING:
+    from apiforge.accounts.service import AccountService
+
+T = TypeVar("T")
 
 app = typer.Typer(help="apiforge: a self-hosted open API platform.", no_args_is_help=True)
 db = typer.Typer(help="Database commands.", no_args_is_help=True)
+admin = typer.Typer(help="Administrator accounts.", no_args_is_help=True)
 app.add_typer(db, name="db")
+app.add_typer(admin, name="admin")
+app.add_typer(apps, name="apps")
+
+# `admin@localhost` and `*.local` are refused by email-validator (and so by sign-up and any later
+# validation); `.example` is reserved by RFC 2606, accepted, and can never deliver mail anywhere.
+DEFAULT_ADMIN_EMAIL = "admin@apiforge.example"
+
+
+class AdminBootstrap(BaseSettings):
+    """`APIFORGE_ADMIN_EMAIL` / `APIFORGE_ADMIN_PASSWORD` (environment or `.env`), read only by
+    `admin ensure`, so the server's settings never hold a bootstrap password."""
+
+    model_config = SettingsConfigDict(env_prefix="APIFORGE_ADMIN_", env_file=".env", extra="ignore")
+
+    email: str | None = None
+    password: SecretStr | None = None
+
+
+@app.command()
+def version() -> None:
+    """Print the running version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: APIFORGE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: APIFORGE_PORT]")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+) -> None:
+    """Run the HTTP server (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    from apiforge.logs import configure_logging
+
+    if reload and workers > 1:
+        raise _fail("--reload runs a single process; drop --workers", code=2)
+    settings = Settings()
+    # The supervisor of --workers/--reload never builds the app: configure its logs here too.
+    configure_logging(settings)
+    trusted = ",".join(settings.trusted_proxies)
+    uvicorn.run(
+        "apiforge.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        workers=workers,
+        reload=reload,
+        log_config=None,  # ours: JSON lines through apiforge.logs
+        log_level=logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO),
+        access_log=False,  # AccessLogMiddleware writes the one access line per request
+        # Only configured proxies may rewrite the client address with X-Forwarded-For.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        server_header=False,
+    )
 
 
 @db.command("upgrade")
@@ -16,6 +97,155 @@ def db_upgrade() -> None:
 
     upgrade(Settings())
     typer.echo("database is up to date")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _validated(email: str, password: str, name: str) -> tuple[str, str, str]:
+    """The same rules as sign-up (email syntax, password length, name length)."""
+    from apiforge.accounts.schemas import RegisterInput
+
+    try:
+        data = RegisterInput(email=email, password=password, name=name)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise _fail(problems) from None
+    return str(data.email), data.password, data.name
+
+
+@asynccontextmanager
+async def _account_service(settings: Settings) -> AsyncIterator["AccountService"]:
+    """One unit of work against the configured database, as the HTTP edge would run it."""
+    from limits.aio.storage import MemoryStorage
+
+    from apiforge.accounts import passwords
+    from apiforge.accounts.service import AccountService
+    from apiforge.accounts.throttle import LoginThrottle
+    from apiforge.core.db import make_engine, make_sessionmaker, unit_of_work
+
+    passwords.configure(
+        settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism
+    )
+    engine = make_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with unit_of_work(make_sessionmaker(engine)) as session:
+            # No sign-in happens here, so the throttle needs no shared storage.
+            yield AccountService(session, settings, LoginThrottle(MemoryStorage(), 1, 1))
+    finally:
+        await engine.dispose()
+
+
+async def _create_admin(settings: Settings, email: str, password: str, name: str) -> str:
+    async with _account_service(settings) as service:
+        account = await service.create_account(email, password, name, is_admin=True)
+        return account.id
+
+
+async def _ensure_admin(settings: Settings, email: str, password: str, name: str) -> int:
+    """How many administrators existed; when none, creates one in the same transaction."""
+    async with _account_service(settings) as service:
+        existing = await service.count_admins()
+        if not existing:
+            await service.create_account(email, password, name, is_admin=True)
+        return existing
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run database work; an unreachable or unmigrated database is a message, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return asyncio.run(work)
+    except (SQLAlchemyError, OSError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(
+            f"database unavailable ({first_line}); is it reachable and migrated "
+            "(`apiforge db upgrade`)?"
+        ) from None
+
+
+@admin.command("create")
+def admin_create(
+    email: Annotated[str, typer.Option(help="Sign-in email")],
+    password: Annotated[
+        str | None, typer.Option(help="Password (prompted, hidden, when neither option is given)")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+) -> None:
+    """Create an administrator account (with its personal workspace)."""
+    if password is not None and password_stdin:
+        raise _fail("give either --password or --password-stdin, not both", code=2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    email, password, name = _validated(email, password, name)
+    try:
+        account_id = _run(_create_admin(Settings(), email, password, name))
+    except ConflictError:
+        raise _fail(f"an account with email {email} already exists") from None
+    typer.echo(f"administrator {email} created (id {account_id})")
+
+
+@admin.command("ensure")
+def admin_ensure() -> None:
+    """Create the first administrator when there is none, and print how to sign in.
+
+    Uses APIFORGE_ADMIN_EMAIL / APIFORGE_ADMIN_PASSWORD when set; otherwise a generated password
+    is printed once. Does nothing when an administrator already exists.
+    """
+    settings = Settings()
+    bootstrap = AdminBootstrap()
+    given = bootstrap.password.get_secret_value() if bootstrap.password else None
+    email, password, name = _validated(
+        bootstrap.email or DEFAULT_ADMIN_EMAIL, given or random_secret(12), "Administrator"
+    )
+    try:
+        existing = _run(_ensure_admin(settings, email, password, name))
+    except ConflictError:
+        # The address belongs to a regular account: never promote it silently.
+        raise _fail(
+            f"{email} is already a regular account; set another APIFORGE_ADMIN_EMAIL "
+            "or run `apiforge admin create`"
+        ) from None
+    if existing:
+        typer.echo(f"an administrator account already exists ({existing}); nothing to do")
+        return
+    typer.echo(_sign_in_instructions(settings, email, None if given else password))
+
+
+def _sign_in_instructions(settings: Settings, email: str, password: str | None) -> str:
+    """`password` is None when it came from the environment: it is then never echoed."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached via loopback
+        host = "127.0.0.1"
+    base = f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    if password is None:
+        shown = "(the value of APIFORGE_ADMIN_PASSWORD)"
+        body = f'{{"email": "{email}", "password": "\'"$APIFORGE_ADMIN_PASSWORD"\'"}}'
+    else:
+        shown = f"{password}   (shown only this once: store it now)"
+        body = f'{{"email": "{email}", "password": "{password}"}}'
+    return "\n".join(
+        [
+            "created the first administrator account",
+            f"  sign in at: {base}/docs",
+            f"  email:      {email}",
+            f"  password:   {shown}",
+            "  or with curl:",
+            f"    curl -s -X POST {base}/api/v1/auth/login"
+            f" -H 'Content-Type: application/json' -d '{body}'",
+        ]
+    )
 
 
 def main() -> None:

@@ -20,11 +20,9 @@ def _dumps(value: Any, **kwargs: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, **kwargs).decode()
 
 
-class _StderrPrintLogger(structlog.PrintLogger):
-    """Writes to whatever `sys.stderr` is at the time of the call (test capture swaps it)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
+class _StderrLogger:
+    """structlog's final logger: writes to whatever `sys.stderr` is at the time of the call
+    (`PrintLogger` binds the stream once, which test capture and redirection then miss)."""
 
     def msg(self, message: str) -> None:
         stream: TextIO = sys.stderr
@@ -35,8 +33,11 @@ class _StderrPrintLogger(structlog.PrintLogger):
     fatal = failure = err = error = critical = exception = msg
 
 
-def _stderr_logger(*_args: Any) -> _StderrPrintLogger:
-    return _StderrPrintLogger()
+_LOGGER = _StderrLogger()
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _LOGGER
 
 
 class _StderrHandler(logging.Handler):
@@ -88,8 +89,13 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn installs its own handlers when it configures logging; route its records to ours.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        uvicorn_logger = logging.getLogger(name)
-        uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+    # uvicorn installs its own handlers when it configures logging; send its records to ours.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # AccessLogMiddleware is the access log. uvicorn writes its own only while `uvicorn.access`
+    # has a handler (checked per connection), so detaching it prevents duplicate lines however
+    # the server was started.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False

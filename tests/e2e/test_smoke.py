@@ -1,4 +1,5 @@
 from httpx import AsyncClient
+
 from tests.factories import register
 
 

@@ -1,11 +1,24 @@
-"""Password hashing with argon2id (argon2-cffi's tuned defaults)."""
+"""Password hashing with argon2id; cost parameters come from settings (cheap ones in tests)."""
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-# Verifying against this when an email is unknown keeps login timing uniform.
-_DUMMY_HASH = _hasher.hash("apiforge-timing-equaliser")
+_dummy_hash: str | None = None
+
+
+def configure(time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Set the argon2 cost once at start-up; existing hashes keep verifying and get rehashed."""
+    global _hasher, _dummy_hash
+    if (_hasher.time_cost, _hasher.memory_cost, _hasher.parallelism) != (
+        time_cost,
+        memory_kib,
+        parallelism,
+    ):
+        _hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
+        _dummy_hash = None
 
 
 def hash_password(password: str) -> str:
@@ -13,8 +26,14 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
+    """Unknown accounts still pay one verification, so timing doesn't reveal which exist."""
+    global _dummy_hash
+    if password_hash is None:
+        _dummy_hash = _dummy_hash or _hasher.hash("apiforge-timing-equaliser")
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash or "", password) and (
+            password_hash is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 

@@ -1,5 +1,6 @@
 """Accounts: sign-up, sign-in with throttling, rotating refresh tokens, profile changes."""
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -40,7 +41,10 @@ class AccountService:
         if taken:
             raise ConflictError("Email is already registered", reason="email_taken")
         account = Account(
-            email=email, password_hash=hash_password(password), name=name, is_admin=is_admin
+            email=email,
+            password_hash=await asyncio.to_thread(hash_password, password),
+            name=name,
+            is_admin=is_admin,
         )
         self.session.add(account)
         await self.session.flush()
@@ -58,7 +62,9 @@ class AccountService:
         email = email.strip().lower()
         await self.throttle.check(email, ip)
         account = await self.session.scalar(select(Account).where(Account.email == email))
-        if not verify_password(account.password_hash if account else None, password):
+        stored = account.password_hash if account else None
+        # argon2 is deliberately slow: keep it off the event loop.
+        if not await asyncio.to_thread(verify_password, stored, password):
             await self.throttle.failed(email, ip)
             raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
         assert account is not None
@@ -66,7 +72,7 @@ class AccountService:
             raise ForbiddenError("Account is disabled", reason="account_disabled")
         await self.throttle.succeeded(email)
         if needs_rehash(account.password_hash):
-            account.password_hash = hash_password(password)
+            account.password_hash = await asyncio.to_thread(hash_password, password)
         account.last_login_at = utcnow()
         return await self._start_session(account)
 

@@ -1,4 +1,4 @@
-"""Request and response models of `/api/v1/admin/users`: what an administrator sees and may change."""
+"""Request and response models of `/api/v1/admin/users`: what an admin sees and may change."""
 
 from enum import StrEnum
 from typing import Any

@@ -4,6 +4,7 @@ Spec 002: administrators may switch an account off or remove it, never edit its 
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +20,9 @@ from apiforge.tools.clock import utcnow
 # first and PostgreSQL last, so NULL itself cannot be the sort key).
 _NEVER = literal(datetime(1970, 1, 1, tzinfo=UTC), UTCDateTime())
 
-SORTABLE: dict[str, ColumnElement[object]] = {
-    "createdTime": Account.created_at,  # type: ignore[dict-item]
-    "email": Account.email,  # type: ignore[dict-item]
+SORTABLE: dict[str, ColumnElement[Any]] = {
+    "createdTime": Account.created_at.expression,
+    "email": Account.email.expression,
     "lastLoginTime": func.coalesce(Account.last_login_at, _NEVER),
 }
 
@@ -46,7 +47,9 @@ class AdminUserService:
             )
         if status is not None:
             stmt = stmt.where(Account.status == status.value)
-        stmt = order_by(stmt, params, SORTABLE, default="createdTime", tiebreak=Account.id)
+        stmt = order_by(
+            stmt, params, SORTABLE, default="createdTime", tiebreak=Account.id.expression
+        )
         rows, total = await fetch_page(self.session, stmt, params)
         return params.page([AdminUserRead.model_validate(row) for row in rows], total)
 

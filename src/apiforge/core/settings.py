@@ -25,6 +25,10 @@ class Settings(BaseSettings):
 
     access_token_ttl: int = Field(default=900, ge=30)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    # argon2id cost (argon2-cffi's defaults); tests lower them to keep the suite fast.
+    password_time_cost: int = Field(default=3, ge=1)
+    password_memory_kib: int = Field(default=65536, ge=64)
+    password_parallelism: int = Field(default=4, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
 

@@ -28,7 +28,8 @@ class Record(Base):
 
     __tablename__ = "records"
     __table_args__ = (
-        Index("ix_records_partition_created", "collection_id", "partition", "created_at"),
+        # `id` last: "newest first" pages ORDER BY created_at, id and read this index in order.
+        Index("ix_records_partition_created", "collection_id", "partition", "created_at", "id"),
     )
 
     id: Mapped[str] = id_column()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import ApiforgeError
+from apiforge.datasets.crypto import FieldCipher
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class RunLimits:
     max_call_depth: int = 3  # nested callApi
 
 
-class StepFailure(ApiforgeError):
+class StepFailedError(ApiforgeError):
     """A step refused or failed; carries the step id so callers and traces can name it."""
 
     status = 400
@@ -35,7 +36,7 @@ class StepFailure(ApiforgeError):
     message = "Step failed"
 
 
-class LimitExceeded(ApiforgeError):
+class LimitExceededError(ApiforgeError):
     status = 422
     reason = "limit_exceeded"
     message = "A per-call limit was exceeded"
@@ -74,6 +75,9 @@ class RunContext:
     via_call_api: bool = False
     trace: list[TraceEntry] | None = None  # set when a debug trace was asked for
     locals: dict[str, Any] = field(default_factory=dict)  # forEach `item`/`index`
+    # Values never to show in clear (sensitive args, env secrets): masked in traces and `log`.
+    masked_values: tuple[str, ...] = ()
+    api: str = ""  # the API's name, for logs
 
     def variables(self) -> dict[str, Any]:
         return {
@@ -87,8 +91,12 @@ class RunContext:
 
 
 class CompiledStep(Protocol):
-    id: str
-    type: str
+    # Read-only, so frozen dataclasses (the usual compiled step) satisfy the protocol.
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
 
     async def run(self, ctx: RunContext) -> Any: ...
 
@@ -104,4 +112,6 @@ class EngineServices:
     signing_secret_for: Callable[[str], Awaitable[str]]  # app id -> jwtSign secret
     call_api: Callable[[RunContext, str, str, dict[str, Any]], Awaitable[Any]]
     http_allow_hosts: frozenset[str] = frozenset()
+    # Encrypts collections' `encrypted` fields (data steps); None: such steps refuse to run.
+    record_cipher: FieldCipher | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,5 +1,84 @@
-"""HTTP routes of plans."""
+"""`/api/v1/user/plans` (the current workspace's plan and usage) and `/api/v1/admin/plans`.
 
-from fastapi import APIRouter
+The admin routes live here rather than in `admin/` so the plan domain keeps one router; every one
+of them requires `AdminAccount` (403 `admin_required` otherwise).
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from apiforge.accounts.deps import AdminAccount
+from apiforge.http.deps import SessionDep
+from apiforge.http.envelope import Envelope, ok
+from apiforge.http.pagination import Page, PageDep
+from apiforge.http.schemas import Created
+from apiforge.plans.schemas import (
+    PlanCreate,
+    PlanRead,
+    PlanUpdate,
+    UserPlans,
+    WorkspacePlanRead,
+    WorkspacePlanUpdate,
+)
+from apiforge.plans.service import PlanService
+from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
+
+
+def _plan_service(session: SessionDep) -> PlanService:
+    return PlanService(session)
+
+
+PlanServiceDep = Annotated[PlanService, Depends(_plan_service)]
+
+
+@router.get("/user/plans", summary="The current workspace's plan, its quota usage, public plans")
+async def user_plans(current: CurrentWorkspaceDep, service: PlanServiceDep) -> Envelope[UserPlans]:
+    return ok(await service.user_plans(current.workspace))
+
+
+@router.get("/admin/plans", summary="All plans, public or not (admin)")
+async def list_plans(
+    admin: AdminAccount, service: PlanServiceDep, page: PageDep
+) -> Envelope[Page[PlanRead]]:
+    return ok(await service.list_plans(page))
+
+
+@router.post("/admin/plans", summary="Create a plan; unnamed quotas start at the free plan's")
+async def create_plan(
+    body: PlanCreate, admin: AdminAccount, service: PlanServiceDep
+) -> Envelope[Created]:
+    return ok(await service.create_plan(body))
+
+
+@router.get("/admin/plans/{plan_id}", summary="One plan (admin)")
+async def get_plan(
+    plan_id: str, admin: AdminAccount, service: PlanServiceDep
+) -> Envelope[PlanRead]:
+    return ok(await service.get_plan(plan_id))
+
+
+@router.patch("/admin/plans/{plan_id}", summary="Change a plan; `quotas` merges into its limits")
+async def update_plan(
+    plan_id: str, body: PlanUpdate, admin: AdminAccount, service: PlanServiceDep
+) -> Envelope[PlanRead]:
+    return ok(await service.update_plan(plan_id, body))
+
+
+@router.delete(
+    "/admin/plans/{plan_id}", summary="Delete a plan no workspace uses (not the default)"
+)
+async def delete_plan(
+    plan_id: str, admin: AdminAccount, service: PlanServiceDep
+) -> Envelope[Created]:
+    await service.delete_plan(plan_id)
+    return ok(Created(id=plan_id))
+
+
+@router.put("/admin/workspaces/{workspace_id}/plan", summary="Move a workspace to another plan")
+async def move_workspace(
+    workspace_id: str, body: WorkspacePlanUpdate, admin: AdminAccount, service: PlanServiceDep
+) -> Envelope[WorkspacePlanRead]:
+    return ok(await service.move_workspace(workspace_id, body))

@@ -1,8 +1,8 @@
 """Request and response models of plans: admin CRUD, quota values, and `/user/plans`."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictInt, field_validator
 
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
 
@@ -27,6 +27,14 @@ class QuotasInput(InputModel):
     calls_per_month: QuotaValue | None = None
     requests_per_minute: QuotaValue | None = None
     concurrent_requests: QuotaValue | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        # Omit a quota to leave it alone; `null` could be misread as "unlimited", which is -1.
+        if value is None:
+            raise ValueError("must be an integer (-1 for unlimited)")
+        return value
 
     def given(self) -> dict[str, int]:
         """The limits the request named, keyed by their JSON (camelCase) names."""

@@ -21,14 +21,17 @@ log = structlog.get_logger("apiforge.changelog")
 
 # `## [1.2.3] - 2024-05-01`, `## v1.2.3 - 2024-05-01`, `... [YANKED]`, or no date; the separator may
 # also be an en or em dash, as editors like to substitute.
+_VERSION = r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
 _RELEASE = re.compile(
-    r"^##\s+\[?(?P<version>v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)\]?"
+    rf"^##\s+(?:\[(?P<bracketed>{_VERSION})\]|(?P<bare>{_VERSION}))"
     r"(?:\s+[-\u2013\u2014]\s+(?P<date>\d{4}-\d{2}-\d{2}))?(?:\s+\[YANKED\])?\s*$",
     re.IGNORECASE,
 )
 _SEMVER = re.compile(
     r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$", re.IGNORECASE
 )
+_SECTION = re.compile(r"^##(?!#)")
+_SUBSECTION = re.compile(r"^###(?!#)\s*(?P<name>.*)$")
 _BULLET = re.compile(r"^[-*+]\s+(?P<text>.*)$")
 UNCATEGORISED = "other"
 
@@ -82,13 +85,14 @@ def parse_changelog(text: str) -> list[Release]:
 
     `## [Unreleased]` and any other `##` heading that is not a version start a section that is
     skipped. `### Added` etc. name a category (lowercased); bullets before any `###` land in
-    `other`. A bullet's continuation lines (indented, including nested bullets) join it with a
-    space; a blank line followed by indented text continues the same bullet, as in Markdown.
+    `other`. A bullet's continuation lines join it with a space, as Markdown reads them: indented
+    lines (nested bullets included) even after a blank line, unindented ones only before one.
     """
     releases: list[Release] = []
     current: Release | None = None
     category = UNCATEGORISED
     item: list[str] | None = None  # the bullet being assembled, as lines
+    gap = False  # a blank line since the bullet started
 
     def close_item() -> None:
         nonlocal item
@@ -101,20 +105,22 @@ def parse_changelog(text: str) -> list[Release]:
     for raw in text.splitlines():
         line = raw.rstrip()
         stripped = line.strip()
-        if line.startswith("## ") or line == "##":
+        if _SECTION.match(line):  # any level-2 heading, even a malformed one, ends a release
             close_item()
             match = _RELEASE.match(line)
             current = None
             category = UNCATEGORISED
             if match:
-                current = Release(match["version"].lstrip("vV"), _valid_date(match["date"]))
+                version = (match["bracketed"] or match["bare"]).lstrip("vV")
+                current = Release(version, _valid_date(match["date"]))
                 releases.append(current)
             continue
         if current is None:
             continue
-        if line.startswith("### "):
+        subsection = _SUBSECTION.match(line)
+        if subsection:
             close_item()
-            category = _category(line[4:]) or UNCATEGORISED
+            category = _category(subsection["name"]) or UNCATEGORISED
             continue
         if line.startswith("#"):  # `#` or `####`: not part of a release's notes
             close_item()
@@ -122,11 +128,13 @@ def parse_changelog(text: str) -> list[Release]:
         bullet = _BULLET.match(line)
         if bullet:
             close_item()
-            item = [bullet["text"].strip()]
-        elif stripped and raw[:1] in (" ", "\t") and item is not None:
-            item.append(stripped)
-        elif stripped:
-            close_item()  # a paragraph or link reference ends the bullet and is not a change
+            item, gap = [bullet["text"].strip()], False
+        elif not stripped:
+            gap = True
+        elif item is not None and (raw[:1] in (" ", "\t") or not gap):
+            item.append(stripped)  # indented continuation, or Markdown's lazy continuation line
+        else:
+            close_item()  # a paragraph after a blank line ends the bullet and is not a change
     close_item()
     releases.sort(key=lambda r: semver_key(r.version) or (0, 0, 0, 0, ()), reverse=True)
     return releases

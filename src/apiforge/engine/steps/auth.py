@@ -1,5 +1,382 @@
-"""Step family: auth."""
+"""Step family: auth — end-user tokens (`jwtSign`), passwords (`password`), rights (`userRight`).
 
+These are the pieces an app needs for its own users: store an argon2 hash at sign-up, verify it at
+sign-in, issue a token the gateway will accept for this app only, and keep per-target rights in
+the built-in user system. Hashes, passwords and issued tokens are credentials: their steps are
+`sensitive`, so debug traces show them masked.
+"""
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, cast
+
+from pydantic import Field, model_validator
+from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from apiforge.accounts.passwords import hash_password, verify_password
+from apiforge.datasets.models import UserRight
+from apiforge.engine.base import RunContext
+from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
+from apiforge.engine.tokens import MAX_EXPIRES_IN, RESERVED_CLAIMS, sign_end_user_token
+from apiforge.engine.values import CompiledValue, is_expression
+from apiforge.tools.clock import iso, utcnow
 
-STEPS: dict[str, type[StepSpec]] = {}
+MAX_ID_LENGTH = 128  # user ids, targets and right names (the user_rights key columns)
+MAX_RIGHTS = 100
+MAX_CLAIMS_BYTES = 8 * 1024
+MAX_PASSWORD_LENGTH = 1024
+DEFAULT_EXPIRES_IN = 7 * 86400
+
+
+def _text(step_id: str, value: Any, field: str, *, allow_empty: bool = False) -> str:
+    """An id-like value: a string or an integer, at most `MAX_ID_LENGTH` characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise step_error(step_id, f"{field} must be a non-empty string", field=field)
+    if len(value) > MAX_ID_LENGTH:
+        raise step_error(step_id, f"{field} is longer than {MAX_ID_LENGTH}", field=field)
+    return value
+
+
+def _rights(step_id: str, value: Any, field: str = "rights") -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_RIGHTS:
+        raise step_error(step_id, f"{field} must be a list of at most {MAX_RIGHTS}", field=field)
+    if not all(isinstance(item, str) for item in value):
+        raise step_error(step_id, f"{field} must be a list of strings", field=field)
+    return [_text(step_id, item, field) for item in value]
+
+
+# --- jwtSign --------------------------------------------------------------------------------
+
+
+class JwtSignSpec(StepSpec):
+    """`{"type": "jwtSign", "sub", "expiresIn", "rights", "admin", "claims"}` → a token for one
+    of the app's users, signed with the app's own secret, `aud` = the app id."""
+
+    type: Literal["jwtSign"]
+    sub: Any
+    expires_in: Any = Field(default=DEFAULT_EXPIRES_IN, alias="expiresIn")
+    rights: Any = Field(default_factory=list)
+    admin: Any = False
+    claims: Any = Field(default_factory=dict)
+
+    def compile(self, compiler: Any) -> "JwtSignStep":
+        expires_in = compiler.value(self.expires_in, "expiresIn")
+        if expires_in.is_literal:
+            _expires(self.id, expires_in.literal, compiler)
+        sub = compiler.value(self.sub, "sub")
+        if sub.is_literal and not (isinstance(sub.literal, str) and sub.literal):
+            raise compiler.error("sub", "must be a non-empty string")
+        rights = compiler.value(self.rights, "rights")
+        if rights.is_literal and not (
+            isinstance(rights.literal, list) and all(isinstance(r, str) for r in rights.literal)
+        ):
+            raise compiler.error("rights", "must be a list of strings")
+        admin = compiler.value(self.admin, "admin")
+        if admin.is_literal and not isinstance(admin.literal, bool):
+            raise compiler.error("admin", "must be true or false")
+        claims = compiler.value(self.claims, "claims")
+        if not is_expression(self.claims):
+            # A literal object, or one with expressions inside: its keys are fixed either way.
+            if not isinstance(self.claims, dict):
+                raise compiler.error("claims", "must be an object")
+            clash = RESERVED_CLAIMS.intersection(self.claims)
+            if clash:
+                raise compiler.error("claims", f"may not set {', '.join(sorted(clash))}")
+        return JwtSignStep(
+            id=self.id,
+            type=self.type,
+            sub=sub,
+            expires_in=expires_in,
+            rights=rights,
+            admin=admin,
+            claims=claims,
+        )
+
+
+def _expires(step_id: str, value: Any, compiler: Any = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRES_IN:
+        return value
+    message = f"must be a whole number of seconds from 1 to {MAX_EXPIRES_IN}"
+    if compiler is not None:
+        raise compiler.error("expiresIn", message)
+    raise step_error(step_id, f"expiresIn {message}", field="expiresIn")
+
+
+@dataclass(slots=True)
+class JwtSignStep:
+    id: str
+    type: str
+    sub: CompiledValue
+    expires_in: CompiledValue
+    rights: CompiledValue
+    admin: CompiledValue
+    claims: CompiledValue
+    sensitive: bool = True  # the output is a bearer credential
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        return {
+            "sub": self.sub,
+            "expiresIn": self.expires_in,
+            "rights": self.rights,
+            "admin": self.admin,
+            "claims": self.claims,
+        }
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        variables = ctx.variables()
+        sub = _text(self.id, self.sub.evaluate(variables), "sub")
+        expires_in = _expires(self.id, self.expires_in.evaluate(variables))
+        rights = _rights(self.id, self.rights.evaluate(variables))
+        admin = self.admin.evaluate(variables)
+        if not isinstance(admin, bool):
+            raise step_error(self.id, "admin must be true or false", field="admin")
+        claims = self.claims.evaluate(variables)
+        if not isinstance(claims, dict):
+            raise step_error(self.id, "claims must be an object", field="claims")
+        clash = RESERVED_CLAIMS.intersection(claims)
+        if clash:
+            raise step_error(
+                self.id, f"claims may not set {', '.join(sorted(clash))}", field="claims"
+            )
+        if len(json.dumps(claims, default=str)) > MAX_CLAIMS_BYTES:
+            raise step_error(self.id, f"claims over {MAX_CLAIMS_BYTES} bytes", field="claims")
+        secret = await ctx.services.signing_secret_for(ctx.app_id)
+        token = sign_end_user_token(
+            secret,
+            ctx.app_id,
+            sub=sub,
+            now=ctx.now,
+            expires_in=expires_in,
+            rights=rights,
+            admin=admin,
+            claims=claims,
+        )
+        return {
+            "token": token,
+            "expiresIn": expires_in,
+            "expiresTime": iso(ctx.now + timedelta(seconds=expires_in)),
+        }
+
+
+# --- password -------------------------------------------------------------------------------
+
+
+class PasswordSpec(StepSpec):
+    """`{"type": "password", "action": "hash", "password"}` → an argon2id hash to store;
+    `{"action": "verify", "password", "hash"}` → true or false (a null hash, e.g. no such
+    user, is false after the same work, so timing does not reveal which users exist)."""
+
+    type: Literal["password"]
+    action: Literal["hash", "verify"]
+    password: Any
+    hash: Any = None
+
+    @model_validator(mode="after")
+    def _hash_for_verify(self) -> "PasswordSpec":
+        if self.action == "verify" and self.hash is None:
+            raise ValueError("verify needs the stored hash in `hash`")
+        if self.action == "hash" and self.hash is not None:
+            raise ValueError("hash takes no `hash`")
+        return self
+
+    def compile(self, compiler: Any) -> "PasswordStep":
+        return PasswordStep(
+            id=self.id,
+            type=self.type,
+            action=self.action,
+            password=compiler.value(self.password, "password"),
+            hash=compiler.value(self.hash, "hash"),
+        )
+
+
+@dataclass(slots=True)
+class PasswordStep:
+    id: str
+    type: str
+    action: str
+    password: CompiledValue
+    hash: CompiledValue
+    sensitive: bool = True  # input holds a password, output (for `hash`) a password hash
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        return {"password": self.password, "hash": self.hash}
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        variables = ctx.variables()
+        password = self.password.evaluate(variables)
+        if not isinstance(password, str) or not password:
+            raise step_error(self.id, "password must be a non-empty string", field="password")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise step_error(
+                self.id, f"password longer than {MAX_PASSWORD_LENGTH}", field="password"
+            )
+        # argon2 takes tens of milliseconds of CPU on purpose: keep it off the event loop.
+        if self.action == "hash":
+            return await asyncio.to_thread(hash_password, password)
+        stored = self.hash.evaluate(variables)
+        if stored is not None and not isinstance(stored, str):
+            raise step_error(self.id, "hash must be a string or null", field="hash")
+        return await asyncio.to_thread(verify_password, stored or None, password)
+
+
+# --- userRight ------------------------------------------------------------------------------
+
+
+class UserRightSpec(StepSpec):
+    """`{"type": "userRight", "action": "grant"|"revoke"|"check"|"get", "userId", "target",
+    "rights", "match": "any"|"all"}` on the built-in user system of this app, in the calling
+    workspace's partition. grant/revoke answer the rights left; check answers true/false; get
+    answers the list. `revoke` without `rights` removes them all."""
+
+    type: Literal["userRight"]
+    action: Literal["grant", "revoke", "check", "get"]
+    user_id: Any = Field(alias="userId")
+    target: Any = ""
+    rights: Any = None
+    match: Literal["any", "all"] = "any"
+
+    @model_validator(mode="after")
+    def _rights_needed(self) -> "UserRightSpec":
+        if self.action in {"grant", "check"} and self.rights is None:
+            raise ValueError(f"{self.action} needs `rights`")
+        if self.action == "get" and self.rights is not None:
+            raise ValueError("get takes no `rights`")
+        return self
+
+    def compile(self, compiler: Any) -> "UserRightStep":
+        rights = compiler.value(self.rights, "rights")
+        if rights.is_literal and rights.literal is not None:
+            literal = rights.literal
+            if not isinstance(literal, list) or not all(isinstance(r, str) for r in literal):
+                raise compiler.error("rights", "must be a list of strings")
+            if len(literal) > MAX_RIGHTS or any(len(r) > MAX_ID_LENGTH for r in literal):
+                raise compiler.error("rights", f"at most {MAX_RIGHTS} rights of 128 characters")
+        return UserRightStep(
+            id=self.id,
+            type=self.type,
+            action=self.action,
+            user_id=compiler.value(self.user_id, "userId"),
+            target=compiler.value(self.target, "target"),
+            rights=rights,
+            match=self.match,
+        )
+
+
+@dataclass(slots=True)
+class UserRightStep:
+    id: str
+    type: str
+    action: str
+    user_id: CompiledValue
+    target: CompiledValue
+    rights: CompiledValue
+    match: str
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        return {"userId": self.user_id, "target": self.target, "rights": self.rights}
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        variables = ctx.variables()
+        user_id = _text(self.id, self.user_id.evaluate(variables), "userId")
+        target_value = self.target.evaluate(variables)
+        target = _text(
+            self.id, "" if target_value is None else target_value, "target", allow_empty=True
+        )
+        raw_rights = self.rights.evaluate(variables)
+        rights = None if raw_rights is None else _rights(self.id, raw_rights)
+        store = _RightsStore(ctx, self.id, user_id, target)
+        if self.action == "get":
+            return await store.read()
+        if self.action == "check":
+            held = set(await store.read())
+            wanted = set(rights or [])
+            if self.match == "all":
+                return bool(wanted) and wanted <= held
+            return bool(wanted & held)
+        if self.action == "grant":
+            return await store.grant(rights or [])
+        return await store.revoke(rights)
+
+
+class _RightsStore:
+    """One `(workspace, app, userId, target)` row of `user_rights`; the workspace is always the
+    call's partition, so one consumer of an app never reads or changes another's grants."""
+
+    table = cast(Table, UserRight.__table__)
+
+    def __init__(self, ctx: RunContext, step_id: str, user_id: str, target: str) -> None:
+        self.step_id = step_id
+        self.connection = ctx.connection
+        self.values = {
+            "workspace_id": ctx.partition,
+            "app_id": ctx.app_id,
+            "user_id": user_id,
+            "target": target,
+        }
+        c = self.table.c
+        self.key: ColumnElement[bool] = and_(
+            c.workspace_id == ctx.partition,
+            c.app_id == ctx.app_id,
+            c.user_id == user_id,
+            c.target == target,
+        )
+
+    async def read(self, *, lock: bool = False) -> list[str]:
+        query = select(self.table.c.rights).where(self.key)
+        if lock:
+            query = query.with_for_update()  # PostgreSQL; SQLite serialises writers anyway
+        rights = (await self.connection.execute(query)).scalar_one_or_none()
+        return [str(r) for r in rights or []]
+
+    async def grant(self, rights: list[str]) -> list[str]:
+        # Make sure the row exists without racing a concurrent grant, then update it locked.
+        dialect = self.connection.dialect.name
+        module = postgresql if dialect == "postgresql" else sqlite
+        ensure = module.insert(self.table).values(**self.values, rights=[], updated_at=utcnow())
+        await self.connection.execute(ensure.on_conflict_do_nothing())
+        held = await self.read(lock=True)
+        merged = held + [r for r in dict.fromkeys(rights) if r not in held]
+        if len(merged) > MAX_RIGHTS:
+            raise step_error(self.step_id, f"a user holds at most {MAX_RIGHTS} rights per target")
+        await self.connection.execute(
+            update(self.table).where(self.key).values(rights=merged, updated_at=utcnow())
+        )
+        return merged
+
+    async def revoke(self, rights: list[str] | None) -> list[str]:
+        held = await self.read(lock=True)
+        remaining = [] if rights is None else [r for r in held if r not in set(rights)]
+        if not remaining:
+            await self.connection.execute(delete(self.table).where(self.key))
+        elif remaining != held:
+            await self.connection.execute(
+                update(self.table).where(self.key).values(rights=remaining, updated_at=utcnow())
+            )
+        return remaining
+
+
+STEPS: dict[str, type[StepSpec]] = {
+    "jwtSign": JwtSignSpec,
+    "password": PasswordSpec,
+    "userRight": UserRightSpec,
+}

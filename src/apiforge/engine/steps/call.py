@@ -1,5 +1,105 @@
-"""Step family: call."""
+"""Step family: call — `callApi`, run another API of the same app at a pinned version.
 
+The callee runs in the caller's partition, with the caller's token and env, sharing the caller's
+budgets (steps, iterations, deadline): a chain of calls cannot multiply the per-call limits. Its
+context is marked `via_call_api`, which the `admin` permission mode accepts in place of an admin
+token. Nesting is capped by `RunLimits.max_call_depth`, so a cycle ends with a clear error.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from apiforge.engine.base import LimitExceededError, RunContext
+from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
+from apiforge.engine.values import CompiledValue
 
-STEPS: dict[str, type[StepSpec]] = {}
+_API_NAME = r"^[A-Za-z][A-Za-z0-9]{0,63}$"
+_SEMVER = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
+
+
+class CallApiSpec(StepSpec):
+    """`{"type": "callApi", "api": "getPost", "version": "1.2.0", "args": {...}}`.
+
+    `version` pins the callee: `"dev"` or an exact `X.Y.Z`; left out, the callee runs at the
+    caller's own version (a published snapshot calls into the same snapshot). `"latest"` is
+    refused: a published API's behaviour must not move when the app publishes again.
+    """
+
+    type: Literal["callApi"]
+    api: str = Field(pattern=_API_NAME)
+    version: str | None = None
+    args: Any = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _pinned(cls, version: str | None) -> str | None:
+        if version is None or version == "dev" or _SEMVER.match(version):
+            return version
+        raise ValueError('must be "dev" or an exact version like "1.2.0" (not "latest")')
+
+    def compile(self, compiler: Any) -> "CallApiStep":
+        args = compiler.value(self.args, "args")
+        if args.is_literal and not isinstance(args.literal, dict):
+            raise compiler.error("args", "must be an object")
+        return CallApiStep(
+            id=self.id, type=self.type, api=self.api, version=self.version, args=args
+        )
+
+
+@dataclass(slots=True)
+class CallApiStep:
+    id: str
+    type: str
+    api: str
+    version: str | None
+    args: CompiledValue
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        return {"args": self.args}
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        """The step's own price; the callee is costed (and priced) by its own definition."""
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        if ctx.call_depth >= ctx.limits.max_call_depth:
+            maximum = ctx.limits.max_call_depth
+            raise LimitExceededError(
+                f"callApi nests deeper than {maximum} calls",
+                details={"limit": "callDepth", "max": maximum, "stepId": self.id},
+            )
+        version = self.version or ctx.version
+        if version == "dev" and ctx.version != "dev":
+            raise step_error(
+                self.id, "a published version cannot call the dev version", field="version"
+            )
+        args = self.args.resolve(ctx)
+        if not isinstance(args, dict):
+            raise step_error(self.id, "args must be an object", field="args")
+        callee = dataclasses.replace(
+            ctx,
+            version=version,
+            args=args,
+            steps={},
+            locals={},
+            trace=None,
+            call_depth=ctx.call_depth + 1,
+            via_call_api=True,
+            api=self.api,
+        )
+        try:
+            return await ctx.services.call_api(callee, self.api, version, args)
+        finally:
+            # The callee's work counts against the caller's budgets.
+            ctx.steps_run = callee.steps_run
+            ctx.iterations = callee.iterations
+
+
+STEPS: dict[str, type[StepSpec]] = {"callApi": CallApiSpec}

@@ -1,5 +1,367 @@
-"""Step family: http."""
+"""Step family: http — `httpRequest`, an outbound call guarded against SSRF, time and size abuse.
 
+Every hop (the first request and each redirect) goes through `tools.netguard.check_url`, and the
+connection is made to the exact address that was checked: the URL is rewritten to that IP, with
+the original `Host` header and TLS server name (SNI, certificate check) kept. No proxy from the
+environment is used, no connection is reused between calls, and nothing is retried.
+
+Output: `{"status": int, "headers": {lower-case name: value}, "body": JSON value or text}`. A
+non-2xx answer is an output, not a failure, so a later `assert` or `if` can decide; transport
+failures, timeouts and oversized answers fail the step with a stable reason.
+"""
+
+import asyncio
+import functools
+import json
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import httpx
+from pydantic import Field, field_validator
+
+from apiforge.engine.base import LimitExceededError, RunContext
+from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
+from apiforge.engine.values import CompiledValue
+from apiforge.tools.netguard import (
+    AllowList,
+    BlockedTargetError,
+    NetGuardError,
+    Resolver,
+    Target,
+    check_url,
+    parse_url,
+    system_resolver,
+)
 
-STEPS: dict[str, type[StepSpec]] = {}
+MAX_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 5.0
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REDIRECTS = 5
+USER_AGENT = "apiforge-httpRequest/1"
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Headers the step sets itself, or that would let a caller smuggle a second request.
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "expect",
+    }
+)
+# Dropped when a redirect leaves the original origin (what browsers and curl do).
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """Certificate store loaded once per process (loading it costs tens of milliseconds)."""
+    return httpx.create_ssl_context()
+
+
+class HttpRequestSpec(StepSpec):
+    """`{"type": "httpRequest", "url", "method", "headers", "query", "body", "timeout", ...}`.
+
+    Values may be expressions; secrets come from `env.secrets`, e.g.
+    `"headers": {"Authorization": {"expr": "'Bearer ' + env.secrets.apiKey"}}`.
+    """
+
+    type: Literal["httpRequest"]
+    url: Any
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    headers: dict[str, Any] = Field(default_factory=dict)
+    query: Any = None
+    body: Any = None
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=MAX_TIMEOUT)
+    max_response_bytes: int = Field(
+        default=MAX_RESPONSE_BYTES, ge=1, le=MAX_RESPONSE_BYTES, alias="maxResponseBytes"
+    )
+    follow_redirects: bool = Field(default=True, alias="followRedirects")
+    response_type: Literal["auto", "json", "text"] = Field(default="auto", alias="responseType")
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, Any]) -> dict[str, Any]:
+        for name in headers:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in _FORBIDDEN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the platform")
+        return headers
+
+    def compile(self, compiler: Any) -> "HttpRequestStep":
+        url = compiler.value(self.url, "url")
+        if url.is_literal and not isinstance(url.literal, str):
+            raise compiler.error("url", "must be a string")
+        query = compiler.value(self.query, "query")
+        if query.is_literal and not isinstance(query.literal, dict | None):
+            raise compiler.error("query", "must be an object")
+        if self.body is not None and self.method in {"GET", "HEAD", "OPTIONS"}:
+            raise compiler.error("body", f"a {self.method} request has no body")
+        return HttpRequestStep(
+            id=self.id,
+            type=self.type,
+            url=url,
+            headers=compiler.value(self.headers, "headers"),
+            query=query,
+            body=compiler.value(self.body, "body"),
+            method=self.method,
+            timeout=self.timeout,
+            max_response_bytes=self.max_response_bytes,
+            follow_redirects=self.follow_redirects,
+            response_type=self.response_type,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+
+
+@dataclass(slots=True)
+class HttpRequestStep:
+    id: str
+    type: str
+    url: CompiledValue
+    headers: CompiledValue
+    query: CompiledValue
+    body: CompiledValue
+    method: str
+    timeout: float
+    max_response_bytes: int
+    follow_redirects: bool
+    response_type: str
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        """What a debug trace shows as the step's input (env secrets in it are masked)."""
+        return {"url": self.url, "headers": self.headers, "query": self.query, "body": self.body}
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        variables = ctx.variables()
+        request = self._build(
+            self.url.evaluate(variables),
+            self.headers.evaluate(variables),
+            self.query.evaluate(variables),
+            self.body.evaluate(variables),
+        )
+        budget = ctx.deadline - time.monotonic() if ctx.deadline else self.timeout
+        if budget <= 0:
+            raise self._out_of_time(ctx)
+        limit = min(self.timeout, budget)
+        try:
+            async with asyncio.timeout(limit):
+                return await self._exchange(ctx, request, limit)
+        except TimeoutError:
+            if budget < self.timeout:
+                raise self._out_of_time(ctx) from None
+            raise self._fail(
+                f"no complete answer within {self.timeout:g}s", "upstream_timeout", 504
+            ) from None
+
+    # --- per call ---------------------------------------------------------------------------
+
+    def _out_of_time(self, ctx: RunContext) -> LimitExceededError:
+        """The call's own deadline, not the request timeout, cut the request short: the same
+        422 the runtime gives when the time budget runs out between steps."""
+        budget = ctx.limits.time_budget_seconds
+        return LimitExceededError(
+            f"The call ran longer than {budget:g} s",
+            details={"limit": "time", "max": budget, "stepId": self.id},
+        )
+
+    def _fail(self, message: str, reason: str, status: int = 502) -> Exception:
+        return step_error(self.id, message, reason=reason, status=status)
+
+    def _build(self, url: Any, headers: Any, query: Any, body: Any) -> _Request:
+        if not isinstance(url, str):
+            raise step_error(self.id, "url must be a string", reason="invalid_url", field="url")
+        if query:
+            if not isinstance(query, dict):
+                raise step_error(self.id, "query must be an object", field="query")
+            url = _with_query(url, query, self.id)
+        out_headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+        for name, value in headers.items():
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value)
+            if any(ch in text for ch in "\r\n\0"):
+                raise step_error(self.id, f"header {name!r} contains a line break", field="headers")
+            if not text.isascii() or len(text) > 8192:
+                raise step_error(
+                    self.id,
+                    f"header {name!r} must be ASCII, at most 8192 characters",
+                    field="headers",
+                )
+            out_headers[name.lower()] = text
+        content: bytes | None = None
+        if body is not None:
+            if isinstance(body, str):
+                content = body.encode()
+                out_headers.setdefault("content-type", "text/plain; charset=utf-8")
+            else:
+                content = json.dumps(body, ensure_ascii=False, default=str).encode()
+                out_headers.setdefault("content-type", "application/json")
+            if len(content) > MAX_REQUEST_BYTES:
+                raise step_error(
+                    self.id, f"request body over {MAX_REQUEST_BYTES} bytes", field="body"
+                )
+        return _Request(self.method, url, out_headers, content)
+
+    async def _exchange(self, ctx: RunContext, request: _Request, limit: float) -> Any:
+        allow = AllowList(ctx.services.http_allow_hosts)
+        # Seams for operators and tests: another resolver (e.g. a split-horizon DNS client) and
+        # another certificate store; both default to the system's.
+        resolver: Resolver = ctx.services.extra.get("http_resolver") or system_resolver
+        transport = httpx.AsyncHTTPTransport(
+            verify=ctx.services.extra.get("http_ssl_context") or _default_ssl_context(),
+            trust_env=False,
+            retries=0,
+        )
+        timeout = httpx.Timeout(limit)
+        async with httpx.AsyncClient(
+            transport=transport, trust_env=False, follow_redirects=False, timeout=timeout
+        ) as client:
+            for _hop in range(MAX_REDIRECTS + 1):
+                try:
+                    target, address = await check_url(request.url, allow, resolver)
+                except BlockedTargetError as exc:
+                    raise self._fail(str(exc), exc.reason, 400) from None
+                except NetGuardError as exc:
+                    raise self._fail(str(exc), exc.reason, 400) from None
+                extensions: dict[str, Any] = {}
+                if target.scheme == "https" and target.ip is None:
+                    extensions["sni_hostname"] = target.host
+                outgoing = client.build_request(
+                    request.method,
+                    target.url_for(address),
+                    headers={**request.headers, "host": target.host_header},
+                    content=request.content,
+                    extensions=extensions,
+                )
+                try:
+                    response = await client.send(outgoing, stream=True)
+                except httpx.TimeoutException:
+                    raise TimeoutError from None
+                except httpx.HTTPError as exc:
+                    raise self._fail(
+                        f"request to {target.host} failed: {type(exc).__name__}", "upstream_error"
+                    ) from None
+                try:
+                    location = response.headers.get("location")
+                    if self.follow_redirects and response.status_code in _REDIRECTS and location:
+                        request = _redirected(request, response.status_code, location, target)
+                        continue
+                    return await self._read(response)
+                finally:
+                    await response.aclose()
+        raise self._fail(f"more than {MAX_REDIRECTS} redirects", "too_many_redirects")
+
+    async def _read(self, response: httpx.Response) -> dict[str, Any]:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise self._too_large()
+                chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            raise self._fail(
+                f"reading the answer failed: {type(exc).__name__}", "upstream_error"
+            ) from None
+        raw = b"".join(chunks)
+        headers: dict[str, str] = {}
+        for name, value in response.headers.multi_items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return {
+            "status": response.status_code,
+            "headers": headers,
+            "body": self._decode(raw, headers.get("content-type", ""), response.encoding),
+        }
+
+    def _too_large(self) -> Exception:
+        return self._fail(
+            f"answer larger than {self.max_response_bytes} bytes", "upstream_response_too_large"
+        )
+
+    def _decode(self, raw: bytes, content_type: str, encoding: str | None) -> Any:
+        text = raw.decode(encoding or "utf-8", errors="replace")
+        media = content_type.split(";", 1)[0].strip().lower()
+        is_json = media == "application/json" or media.endswith("+json")
+        if self.response_type == "text" or (self.response_type == "auto" and not is_json):
+            return text
+        if not raw:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            if self.response_type == "json":
+                raise self._fail("the answer is not valid JSON", "upstream_invalid_json") from None
+            return text
+
+
+def _with_query(url: str, query: dict[str, Any], step_id: str) -> str:
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if isinstance(item, dict | list):
+                raise step_error(step_id, f"query value {key!r} must be a scalar", field="query")
+            pairs.append((key, json.dumps(item) if isinstance(item, bool) else str(item)))
+    parts = urlsplit(url)
+    extra = urlencode(pairs)
+    joined = f"{parts.query}&{extra}" if parts.query and extra else parts.query or extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, ""))
+
+
+def _redirected(request: _Request, status: int, location: str, target: Target) -> _Request:
+    """The next hop: RFC 9110 method rules; credentials dropped when the origin changes."""
+    here = f"{target.scheme}://{target.host_header}{target.target}"
+    url = urljoin(here, location)
+    method, content, headers = request.method, request.content, dict(request.headers)
+    if status == 303 or (status in {301, 302} and method == "POST"):
+        if method != "HEAD":
+            method = "GET"
+        content = None
+        headers.pop("content-type", None)
+    try:
+        new = parse_url(url)
+        same_origin = (new.scheme, new.host, new.port) == (target.scheme, target.host, target.port)
+    except NetGuardError:
+        same_origin = False  # the next hop's check refuses it; nothing is sent
+    if not same_origin:
+        for name in _CREDENTIAL_HEADERS:
+            headers.pop(name, None)
+    return _Request(method, url, headers, content)
+
+
+STEPS: dict[str, type[StepSpec]] = {"httpRequest": HttpRequestSpec}

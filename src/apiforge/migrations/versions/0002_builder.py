@@ -203,7 +203,7 @@ def upgrade() -> None:
     with op.batch_alter_table("records", schema=None) as batch_op:
         batch_op.create_index(
             "ix_records_partition_created",
-            ["collection_id", "partition", "created_at"],
+            ["collection_id", "partition", "created_at", "id"],
             unique=False,
         )
 

@@ -1,0 +1,126 @@
+"""`apiforge apps export|import`: move an app between workspaces or servers as a file.
+
+The commands act directly on the configured database as the operator (no sign-in), with the same
+document and validation as `GET /api/v1/apps/{appId}/export` and `POST /api/v1/apps/import`.
+Database modules are imported inside the commands so `apiforge --help` stays fast.
+"""
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from apiforge.core.errors import ApiforgeError
+from apiforge.core.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
+
+apps = typer.Typer(help="Export and import apps.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _describe(error: ApiforgeError) -> str:
+    problems = error.details.get("errors") or []
+    listed = "; ".join(f"{p.get('field')}: {p.get('message')}" for p in problems)
+    return f"{error.message} ({listed})" if listed else error.message
+
+
+@asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator["AsyncSession"]:
+    """One unit of work against the configured database, committed when the body succeeds."""
+    from apiforge.core.db import make_engine, make_sessionmaker, unit_of_work
+
+    engine = make_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with unit_of_work(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def _export(settings: Settings, app_id: str) -> dict[str, Any]:
+    from apiforge.builder.models import App
+    from apiforge.builder.service import AppNotFoundError
+    from apiforge.builder.transfer import export_app
+
+    async with _session(settings) as session:
+        app = await session.get(App, app_id)
+        if app is None:
+            raise AppNotFoundError()
+        return await export_app(session, app)
+
+
+async def _import(settings: Settings, raw: bytes, content_type: str, workspace_id: str) -> str:
+    from apiforge.builder.transfer import import_app, parse_document, validate_document
+    from apiforge.core.errors import NotFoundError
+    from apiforge.workspaces.models import Workspace
+
+    document = validate_document(parse_document(raw, content_type))
+    async with _session(settings) as session:
+        workspace = await session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise NotFoundError("Workspace not found", reason="workspace_not_found")
+        app = await import_app(session, settings, workspace, document)
+        return app.id
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return asyncio.run(work)
+    except ApiforgeError as exc:
+        raise _fail(_describe(exc)) from None
+    except (SQLAlchemyError, OSError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(f"database unavailable ({first_line}); is it migrated?") from None
+
+
+@apps.command("export")
+def export_command(
+    app_id: Annotated[str, typer.Argument(help="Id of the app to export")],
+    format: Annotated[str, typer.Option("--format", help="json or yaml")] = "json",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write [default: standard output]")
+    ] = None,
+) -> None:
+    """Write an app (APIs, collections' schemas, versions' notes) as a JSON or YAML document."""
+    from apiforge.builder.transfer import dump_document
+
+    if format not in ("json", "yaml"):
+        raise _fail("--format must be json or yaml", code=2)
+    document = _run(_export(Settings(), app_id))
+    content, _media, _name = dump_document(document, "yaml" if format == "yaml" else "json")
+    if out is None:
+        sys.stdout.buffer.write(content + (b"" if content.endswith(b"\n") else b"\n"))
+        sys.stdout.flush()
+        return
+    out.write_bytes(content)
+    typer.echo(f"app {app_id} exported to {out}", err=True)
+
+
+@apps.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="An exported document (.json, .yaml or .yml)")],
+    workspace: Annotated[str, typer.Option("--workspace", help="Id of the target workspace")],
+) -> None:
+    """Create a new app in a workspace from an exported document (new ids, new signing secret)."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+    is_yaml = file.suffix.lower() in (".yaml", ".yml")
+    content_type = "application/yaml" if is_yaml else "application/json"
+    app_id = _run(_import(Settings(), raw, content_type, workspace))
+    typer.echo(f"imported as app {app_id}")

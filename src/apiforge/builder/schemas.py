@@ -1,0 +1,298 @@
+"""Request and response models of apps, their APIs, versions, step prices and import/export."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictInt, model_validator
+
+from apiforge.datasets.schema import MAX_FIELDS
+from apiforge.datasets.schemas import FieldDef
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+
+# The largest integer every JSON client (JavaScript included) reads exactly.
+MAX_RU = 2**53 - 1
+API_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,63}$"
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # noqa: S105 - a name pattern, not a secret
+MAX_STEPS = 200
+MAX_SECRETS = 50
+MAX_RIGHTS = 50
+
+AppName = Annotated[str, Field(min_length=1, max_length=100)]
+Description = Annotated[str, Field(max_length=2000)]
+ApiName = Annotated[str, Field(pattern=API_NAME_PATTERN)]
+GroupName = Annotated[str, Field(max_length=64)]
+Price = Annotated[StrictInt, Field(ge=0, le=MAX_RU)]
+Visibility = Literal["private", "public"]
+SecretName = Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]
+SecretValue = Annotated[str, Field(min_length=1, max_length=4096)]
+Right = Annotated[str, Field(min_length=1, max_length=64)]
+Config = Annotated[dict[str, Any], Field(max_length=100)]
+
+
+# --- apps -------------------------------------------------------------------------------------
+
+
+class AppCreate(InputModel):
+    name: AppName
+    description: Description = ""
+    visibility: Visibility = "private"
+    # `env.config` of expressions: plain settings, shown back to members.
+    config: Config = Field(default_factory=dict)
+    # `env.secrets` of expressions: write-only, stored encrypted, only their names are shown.
+    secrets: Annotated[dict[SecretName, SecretValue], Field(max_length=MAX_SECRETS)] = Field(
+        default_factory=dict
+    )
+
+
+class AppUpdate(InputModel):
+    """Every field optional. `config` replaces the whole config; `secrets` is merged: a name set
+    to `null` is deleted, the others are set."""
+
+    name: AppName | None = None
+    description: Description | None = None
+    visibility: Visibility | None = None
+    config: Config | None = None
+    secrets: (
+        Annotated[dict[SecretName, SecretValue | None], Field(max_length=MAX_SECRETS)] | None
+    ) = None
+
+
+class AppRead(ApiModel):
+    id: str
+    workspace_id: str
+    name: str
+    description: str
+    visibility: Visibility
+    latest_version: str | None
+    config: dict[str, Any]
+    secret_names: list[str]
+    api_count: int
+    created_time: Timestamp
+    updated_time: Timestamp
+
+
+# --- APIs -------------------------------------------------------------------------------------
+
+
+class PermissionTarget(InputModel):
+    """Where the `userSystem` target comes from: an arg's name, a token claim, or a constant."""
+
+    source: Literal["arg", "token", "constant"]
+    value: str = Field(min_length=1, max_length=128)
+
+
+class ApiAuth(InputModel):
+    """Token requirement and permission mode (spec 001); enforced by the gateway.
+
+    `simple` and `userSystem` need `rights` (any one of them grants access); `userSystem` also
+    needs `target`. Every mode but `none` needs `requireToken`, since it reads the token.
+    """
+
+    require_token: Flag = False
+    mode: Literal["none", "simple", "admin", "userSystem"] = "none"
+    rights: Annotated[list[Right], Field(max_length=MAX_RIGHTS)] = Field(default_factory=list)
+    target: PermissionTarget | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ApiAuth":
+        if self.mode != "none" and not self.require_token:
+            raise ValueError(f"mode {self.mode} reads the end-user token: set requireToken")
+        if self.mode in ("simple", "userSystem") and not self.rights:
+            raise ValueError(f"mode {self.mode} needs at least one right")
+        if self.mode == "userSystem" and self.target is None:
+            raise ValueError("mode userSystem needs a target")
+        if self.mode != "userSystem" and self.target is not None:
+            raise ValueError("target is only used by mode userSystem")
+        return self
+
+    def document(self) -> dict[str, Any]:
+        """The stored (and snapshotted) form: camelCase keys, JSON booleans."""
+        return {
+            "requireToken": self.require_token,
+            "mode": self.mode,
+            "rights": list(dict.fromkeys(self.rights)),
+            "target": self.target.model_dump() if self.target else None,
+        }
+
+
+class ApiAuthRead(ApiModel):
+    require_token: Flag
+    mode: str
+    rights: list[str]
+    target: dict[str, str] | None
+
+
+Steps = Annotated[list[dict[str, Any]], Field(max_length=MAX_STEPS)]
+ReturnSteps = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=MAX_STEPS)]
+
+
+class ApiCreate(InputModel):
+    """One API on `dev`. `params` and `steps` are checked by the step engine on save;
+    `returnSteps` null (or absent) returns every step's output."""
+
+    api: ApiName
+    name: Annotated[str, Field(max_length=100)] = ""
+    description: Description = ""
+    doc_extra: Annotated[str, Field(max_length=20_000)] = ""
+    group: GroupName = ""
+    enabled: Flag = True
+    price: Price = 0
+    params: Annotated[list[dict[str, Any]], Field(max_length=100)] = Field(default_factory=list)
+    steps: Steps = Field(default_factory=list)
+    return_steps: ReturnSteps | None = None
+    auth: ApiAuth = Field(default_factory=ApiAuth)
+
+
+class ApiUpdate(InputModel):
+    """Every field optional; the result is validated as a whole, exactly like a new API."""
+
+    api: ApiName | None = None
+    name: Annotated[str, Field(max_length=100)] | None = None
+    description: Description | None = None
+    doc_extra: Annotated[str, Field(max_length=20_000)] | None = None
+    group: GroupName | None = None
+    enabled: Flag | None = None
+    price: Price | None = None
+    params: Annotated[list[dict[str, Any]], Field(max_length=100)] | None = None
+    steps: Steps | None = None
+    return_steps: ReturnSteps | None = None
+    auth: ApiAuth | None = None
+
+
+class ApiSummary(ApiModel):
+    """An API in the list: enough for the console's left column."""
+
+    id: str
+    api: str
+    name: str
+    description: str
+    group: str
+    enabled: Flag
+    price: int
+    cost: int
+    created_time: Timestamp
+    updated_time: Timestamp
+
+
+class ApiRead(ApiSummary):
+    doc_extra: str
+    params: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    return_steps: list[str] | None
+    auth: ApiAuthRead
+
+
+class ApiGroupRead(ApiModel):
+    name: str
+    api_count: int
+
+
+class ApiGroupList(ApiModel):
+    list: list[ApiGroupRead]
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+class VersionCreate(InputModel):
+    """Publish `dev`: `bump` picks the next semver from `latest` (the first version is 1.0.0)."""
+
+    bump: Literal["major", "minor", "patch"]
+    notes: Annotated[str, Field(max_length=20_000)] = ""
+    force: Flag = False
+
+
+class VersionUpdate(InputModel):
+    """Only `deprecated` may change; the service answers 409 for any other field."""
+
+    model_config = {"extra": "allow"}
+
+    deprecated: Flag | None = None
+
+
+class ChangeRead(ApiModel):
+    """One difference between `latest` and `dev`; `param` is empty when the change is API-wide."""
+
+    api: str
+    kind: str
+    param: str
+    breaking: Flag
+    message: str
+
+
+class PublishResult(ApiModel):
+    id: str
+    version: str
+    previous_version: str | None
+    breaking: Flag
+    changes: list[ChangeRead]
+
+
+class VersionSummary(ApiModel):
+    id: str
+    version: str
+    notes: str
+    deprecated: Flag
+    latest: Flag
+    published_by: str | None
+    created_time: Timestamp
+
+
+class VersionRead(VersionSummary):
+    """A published version with its immutable snapshot (every API and collection schema)."""
+
+    api_count: int
+    snapshot: dict[str, Any]
+
+
+# --- step prices ------------------------------------------------------------------------------
+
+
+class StepPriceRead(ApiModel):
+    step_type: str
+    cost: int
+    updated_time: Timestamp
+
+
+class StepPriceUpdate(InputModel):
+    cost: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+
+
+# --- import / export --------------------------------------------------------------------------
+
+
+class CollectionExport(InputModel):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: Description = ""
+    fields: Annotated[list[FieldDef], Field(max_length=MAX_FIELDS)] = Field(default_factory=list)
+
+
+class VersionNotes(InputModel):
+    version: Annotated[str, Field(max_length=32)]
+    notes: Annotated[str, Field(max_length=20_000)] = ""
+    deprecated: Flag = False
+    created_time: Any = None  # informative only; YAML may have turned it into a datetime
+
+
+class AppExportInfo(InputModel):
+    name: AppName
+    description: Description = ""
+    visibility: Visibility = "private"
+    config: Config = Field(default_factory=dict)
+    secret_names: Annotated[list[SecretName], Field(max_length=MAX_SECRETS)] = Field(
+        default_factory=list
+    )
+
+
+class AppDocument(InputModel):
+    """The export/import document (JSON or YAML). Ids, secrets and snapshots are not part of it:
+    an import creates a new app with new ids and a new signing secret, its APIs on `dev`."""
+
+    format: Literal["apiforge-app"] = "apiforge-app"
+    format_version: Literal[1] = 1
+    exported_time: Any = None
+    app: AppExportInfo
+    collections: Annotated[list[CollectionExport], Field(max_length=100)] = Field(
+        default_factory=list
+    )
+    apis: Annotated[list[ApiCreate], Field(max_length=1000)] = Field(default_factory=list)
+    versions: Annotated[list[VersionNotes], Field(max_length=10_000)] = Field(default_factory=list)

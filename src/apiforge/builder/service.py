@@ -1,0 +1,389 @@
+"""Apps of a workspace and the `dev` definitions of their APIs.
+
+Every method takes the caller's `CurrentWorkspace` (proof of membership) and looks the app up
+*inside* that workspace, so another tenant's app id is a plain 404 `app_not_found`; roles are
+checked here, not in routers: viewer reads, editor changes, admin deletes an app.
+"""
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.builder import env as app_env
+from apiforge.builder.definitions import DefinitionChecker, api_document
+from apiforge.builder.models import ApiDefinition, App
+from apiforge.builder.schemas import (
+    ApiAuthRead,
+    ApiCreate,
+    ApiGroupList,
+    ApiGroupRead,
+    ApiRead,
+    ApiSummary,
+    ApiUpdate,
+    AppCreate,
+    AppRead,
+    AppUpdate,
+)
+from apiforge.core.errors import ConflictError, NotFoundError
+from apiforge.core.settings import Settings
+from apiforge.datasets.models import Collection
+from apiforge.datasets.sql import drop_indexes
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.http.schemas import Created
+from apiforge.plans.service import ensure_within_quota, plan_of
+from apiforge.tools.hashing import random_secret
+from apiforge.tools.ids import is_id
+from apiforge.workspaces.models import Role, Workspace
+from apiforge.workspaces.service import CurrentWorkspace
+
+APP_SORTS: dict[str, ColumnElement[Any]] = {
+    "name": App.name.expression,
+    "createdTime": App.created_at.expression,
+    "updatedTime": App.updated_at.expression,
+}
+API_SORTS: dict[str, ColumnElement[Any]] = {
+    "api": func.lower(ApiDefinition.api),
+    "name": ApiDefinition.name.expression,
+    "group": ApiDefinition.group.expression,
+    "createdTime": ApiDefinition.created_at.expression,
+    "updatedTime": ApiDefinition.updated_at.expression,
+}
+
+
+class AppNotFoundError(NotFoundError):
+    """Unknown, malformed, or in another workspace: one answer, so ids never leak."""
+
+    reason = "app_not_found"
+    message = "App not found"
+
+
+class ApiNotFoundError(NotFoundError):
+    reason = "api_not_found"
+    message = "API not found"
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` for a case-insensitive LIKE, with the wildcards of `text` escaped (`\\`)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def find_app(
+    session: AsyncSession, workspace_id: str, app_id: str, *, lock: bool = False
+) -> App:
+    """The app `app_id` of `workspace_id`, else 404. `lock` takes the row lock (PostgreSQL) that
+    serialises publishing and API creation per app."""
+    if not is_id(app_id):
+        raise AppNotFoundError()
+    stmt = select(App).where(App.id == app_id, App.workspace_id == workspace_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    app = await session.scalar(stmt)
+    if app is None:
+        raise AppNotFoundError()
+    return app
+
+
+async def create_app_row(
+    session: AsyncSession,
+    settings: Settings,
+    workspace: Workspace,
+    data: AppCreate,
+) -> App:
+    """A new app in `workspace` within its plan's `apps` quota, with a fresh signing secret."""
+    used = await session.scalar(
+        select(func.count()).select_from(App).where(App.workspace_id == workspace.id)
+    )
+    ensure_within_quota(await plan_of(session, workspace), "apps", int(used or 0))
+    env = app_env.merge_secrets(settings, app_env.new_env(data.config), dict(data.secrets))
+    app = App(
+        workspace_id=workspace.id,
+        name=data.name,
+        description=data.description,
+        visibility=data.visibility,
+        signing_secret=random_secret(48),
+        env=env,
+        latest_version=None,
+    )
+    session.add(app)
+    await session.flush()
+    return app
+
+
+def app_read(app: App, api_count: int) -> AppRead:
+    return AppRead(
+        id=app.id,
+        workspace_id=app.workspace_id,
+        name=app.name,
+        description=app.description,
+        visibility=app.visibility,
+        latest_version=app.latest_version,
+        config=dict((app.env or {}).get("config") or {}),
+        secret_names=app_env.secret_names(app.env or {}),
+        api_count=api_count,
+        created_time=app.created_at,
+        updated_time=app.updated_at,
+    )
+
+
+class AppService:
+    """CRUD of the apps of the current workspace. Never commits."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def list_apps(
+        self, current: CurrentWorkspace, params: PageParams, q: str
+    ) -> Page[AppRead]:
+        stmt = select(App).where(App.workspace_id == current.id)
+        if q:
+            pattern = like_pattern(q)
+            stmt = stmt.where(
+                or_(
+                    func.lower(App.name).like(pattern, escape="\\"),
+                    func.lower(App.description).like(pattern, escape="\\"),
+                )
+            )
+        stmt = order_by(stmt, params, APP_SORTS, default="createdTime", tiebreak=App.id.expression)
+        rows, total = await fetch_page(self.session, stmt, params)
+        counts = await self._api_counts([app.id for app in rows])
+        return params.page([app_read(app, counts.get(app.id, 0)) for app in rows], total)
+
+    async def create(self, current: CurrentWorkspace, data: AppCreate) -> Created:
+        current.require(Role.EDITOR)
+        app = await create_app_row(self.session, self.settings, current.workspace, data)
+        return Created(id=app.id)
+
+    async def read(self, current: CurrentWorkspace, app_id: str) -> AppRead:
+        app = await find_app(self.session, current.id, app_id)
+        counts = await self._api_counts([app.id])
+        return app_read(app, counts.get(app.id, 0))
+
+    async def update(self, current: CurrentWorkspace, app_id: str, data: AppUpdate) -> AppRead:
+        app = await find_app(self.session, current.id, app_id)
+        current.require(Role.EDITOR)
+        if data.name is not None:
+            app.name = data.name
+        if data.description is not None:
+            app.description = data.description
+        if data.visibility is not None:
+            app.visibility = data.visibility
+        env = dict(app.env or app_env.new_env())
+        if data.config is not None:
+            env["config"] = dict(data.config)
+        if data.secrets is not None:
+            env = app_env.merge_secrets(self.settings, env, dict(data.secrets))
+        app.env = env
+        await self.session.flush()
+        return await self.read(current, app_id)
+
+    async def delete(self, current: CurrentWorkspace, app_id: str) -> None:
+        """Admin or owner: the app goes with its APIs, versions, collections and records."""
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        current.require(Role.ADMIN)
+        # Records and collections go by ON DELETE CASCADE; their expression indexes do not.
+        connection = await self.session.connection()
+        collection_ids = await self.session.scalars(
+            select(Collection.id).where(Collection.app_id == app.id)
+        )
+        for collection_id in collection_ids.all():
+            await drop_indexes(connection, collection_id)
+        await self.session.execute(delete(App).where(App.id == app.id))
+        self.session.expunge(app)
+
+    async def _api_counts(self, app_ids: list[str]) -> dict[str, int]:
+        if not app_ids:
+            return {}
+        rows = await self.session.execute(
+            select(ApiDefinition.app_id, func.count())
+            .where(ApiDefinition.app_id.in_(app_ids))
+            .group_by(ApiDefinition.app_id)
+        )
+        return {app_id: int(n) for app_id, n in rows}
+
+
+def api_read(row: ApiDefinition) -> ApiRead:
+    return ApiRead(
+        id=row.id,
+        api=row.api,
+        name=row.name,
+        description=row.description,
+        group=row.group,
+        enabled=row.enabled,
+        price=row.price,
+        cost=row.cost,
+        created_time=row.created_at,
+        updated_time=row.updated_at,
+        doc_extra=row.doc_extra,
+        params=list(row.params or []),
+        steps=list(row.steps or []),
+        return_steps=None if row.return_steps is None else list(row.return_steps),
+        auth=ApiAuthRead.model_validate(_auth_of(row)),
+    )
+
+
+def _auth_of(row: ApiDefinition) -> dict[str, Any]:
+    stored = row.auth or {}
+    return {
+        "require_token": bool(stored.get("requireToken", False)),
+        "mode": stored.get("mode", "none"),
+        "rights": list(stored.get("rights") or []),
+        "target": stored.get("target"),
+    }
+
+
+def api_summary(row: ApiDefinition) -> ApiSummary:
+    return ApiSummary(
+        id=row.id,
+        api=row.api,
+        name=row.name,
+        description=row.description,
+        group=row.group,
+        enabled=row.enabled,
+        price=row.price,
+        cost=row.cost,
+        created_time=row.created_at,
+        updated_time=row.updated_at,
+    )
+
+
+def apply_definition(row: ApiDefinition, data: ApiCreate, cost: int) -> None:
+    row.api = data.api
+    row.name = data.name
+    row.description = data.description
+    row.doc_extra = data.doc_extra
+    row.group = data.group
+    row.enabled = data.enabled
+    row.price = data.price
+    row.cost = cost
+    row.params = list(data.params)
+    row.steps = list(data.steps)
+    row.return_steps = None if data.return_steps is None else list(data.return_steps)
+    row.auth = data.auth.document()
+
+
+class ApiService:
+    """The `dev` APIs of one app: every save is compiled by the step engine first. Never commits."""
+
+    def __init__(self, session: AsyncSession, checker: DefinitionChecker) -> None:
+        self.session = session
+        self.checker = checker
+
+    async def list_apis(
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        params: PageParams,
+        q: str,
+        group: str | None,
+    ) -> Page[ApiSummary]:
+        """Alphabetical by `api` (case-insensitive) unless another sort is asked for."""
+        app = await find_app(self.session, current.id, app_id)
+        stmt = select(ApiDefinition).where(ApiDefinition.app_id == app.id)
+        if q:
+            pattern = like_pattern(q)
+            stmt = stmt.where(
+                or_(
+                    func.lower(ApiDefinition.api).like(pattern, escape="\\"),
+                    func.lower(ApiDefinition.name).like(pattern, escape="\\"),
+                    func.lower(ApiDefinition.description).like(pattern, escape="\\"),
+                )
+            )
+        if group is not None:
+            stmt = stmt.where(ApiDefinition.group == group)
+        stmt = order_by(
+            stmt,
+            params,
+            API_SORTS,
+            default="api",
+            tiebreak=ApiDefinition.api.expression,
+            default_order="asc",
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([api_summary(row) for row in rows], total)
+
+    async def groups(self, current: CurrentWorkspace, app_id: str) -> ApiGroupList:
+        """Named groups with their API counts, alphabetical; ungrouped APIs are not a group."""
+        app = await find_app(self.session, current.id, app_id)
+        rows = await self.session.execute(
+            select(ApiDefinition.group, func.count())
+            .where(ApiDefinition.app_id == app.id, ApiDefinition.group != "")
+            .group_by(ApiDefinition.group)
+            .order_by(ApiDefinition.group)
+        )
+        return ApiGroupList(list=[ApiGroupRead(name=name, api_count=int(n)) for name, n in rows])
+
+    async def create(self, current: CurrentWorkspace, app_id: str, data: ApiCreate) -> Created:
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        current.require(Role.EDITOR)
+        await self._ensure_name_free(app.id, data.api, None)
+        cost = await self.checker.check_api(app.id, data)
+        row = ApiDefinition(app_id=app.id)
+        apply_definition(row, data, cost)
+        await self._save(row)
+        return Created(id=row.id)
+
+    async def read(self, current: CurrentWorkspace, app_id: str, api_id: str) -> ApiRead:
+        app = await find_app(self.session, current.id, app_id)
+        return api_read(await self._api(app.id, api_id))
+
+    async def update(
+        self, current: CurrentWorkspace, app_id: str, api_id: str, data: ApiUpdate
+    ) -> ApiRead:
+        """Merge the given fields into the saved API, then validate the result as a new one."""
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        row = await self._api(app.id, api_id)
+        current.require(Role.EDITOR)
+        merged = {**api_document(row), **data.model_dump(by_alias=True, exclude_unset=True)}
+        merged.pop("cost", None)
+        definition = ApiCreate.model_validate(merged)
+        if definition.api != row.api:
+            await self._ensure_name_free(app.id, definition.api, row.id)
+        cost = await self.checker.check_api(app.id, definition)
+        apply_definition(row, definition, cost)
+        await self._save(row)
+        return api_read(row)
+
+    async def delete(self, current: CurrentWorkspace, app_id: str, api_id: str) -> None:
+        """Removes the API from `dev` only: published snapshots keep it."""
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        row = await self._api(app.id, api_id)
+        current.require(Role.EDITOR)
+        await self.session.delete(row)
+        await self.session.flush()
+
+    async def _api(self, app_id: str, api_id: str) -> ApiDefinition:
+        if not is_id(api_id):
+            raise ApiNotFoundError()
+        row = await self.session.scalar(
+            select(ApiDefinition).where(ApiDefinition.id == api_id, ApiDefinition.app_id == app_id)
+        )
+        if row is None:
+            raise ApiNotFoundError()
+        return row
+
+    async def _ensure_name_free(self, app_id: str, api: str, own_id: str | None) -> None:
+        stmt = select(ApiDefinition.id).where(
+            ApiDefinition.app_id == app_id, ApiDefinition.api == api
+        )
+        existing = await self.session.scalar(stmt)
+        if existing is not None and existing != own_id:
+            raise api_exists(api)
+
+    async def _save(self, row: ApiDefinition) -> None:
+        self.session.add(row)
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent save took the name between check and insert
+            raise api_exists(row.api) from None
+
+
+def api_exists(api: str) -> ConflictError:
+    return ConflictError(
+        f"The app already has an API named {api}",
+        reason="api_exists",
+        details={"errors": [{"field": "api", "message": "already used in this app"}]},
+    )

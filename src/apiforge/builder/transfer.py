@@ -1,0 +1,227 @@
+"""Export an app as one JSON or YAML document, and import such a document as a new app.
+
+The document holds what a builder wrote — the app's name, description, visibility and config,
+its collections' schemas, every `dev` API, and the published versions' notes — and nothing that
+identifies or secures the source: no ids, no signing secret, no secret values (their names are
+listed so the importer knows what to set), no records. An import therefore creates a new app with
+new ids and a new signing secret, its APIs on `dev`; the notes travel as part of the document.
+"""
+
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import ValidationError as PydanticError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.builder import env as app_env
+from apiforge.builder.definitions import DefinitionChecker, api_document, definition_of
+from apiforge.builder.models import ApiDefinition, App, AppVersion
+from apiforge.builder.schemas import AppCreate, AppDocument
+from apiforge.builder.service import apply_definition, create_app_row, find_app
+from apiforge.core.errors import ValidationError
+from apiforge.core.settings import Settings
+from apiforge.datasets.models import Collection
+from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fields
+from apiforge.datasets.schemas import FieldDef
+from apiforge.datasets.sql import sync_indexes
+from apiforge.http.handlers import field_errors
+from apiforge.http.schemas import Created
+from apiforge.tools.clock import iso, utcnow
+from apiforge.workspaces.models import Role, Workspace
+from apiforge.workspaces.service import CurrentWorkspace
+
+ExportFormat = Literal["json", "yaml"]
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+def export_document(
+    app: App,
+    apis: list[ApiDefinition],
+    collections: list[Collection],
+    versions: list[AppVersion],
+) -> dict[str, Any]:
+    documents = []
+    for row in sorted(apis, key=lambda r: r.api):
+        document = api_document(row)
+        del document["cost"]  # computed again on import, with the target's prices
+        documents.append(document)
+    return {
+        "format": "apiforge-app",
+        "formatVersion": 1,
+        "exportedTime": iso(utcnow()),
+        "app": {
+            "name": app.name,
+            "description": app.description,
+            "visibility": app.visibility,
+            "config": dict((app.env or {}).get("config") or {}),
+            "secretNames": app_env.secret_names(app.env or {}),
+        },
+        "collections": [
+            {"name": c.name, "description": c.description, "fields": list(c.fields or [])}
+            for c in sorted(collections, key=lambda c: c.name)
+        ],
+        "apis": documents,
+        "versions": [
+            {
+                "version": v.version,
+                "notes": v.notes,
+                "deprecated": v.deprecated,
+                "createdTime": iso(v.created_at),
+            }
+            for v in sorted(versions, key=lambda v: (v.major, v.minor, v.patch))
+        ],
+    }
+
+
+def dump_document(document: dict[str, Any], fmt: ExportFormat) -> tuple[bytes, str, str]:
+    """(content, media type, file name) of an export document."""
+    # ASCII only: the name goes into a Content-Disposition header.
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in document["app"]["name"])
+    slug = slug.strip("-")[:40] or "app"
+    if fmt == "yaml":
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        return text.encode(), "application/yaml", f"{slug}.yaml"
+    content = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    return content, "application/json", f"{slug}.json"
+
+
+def malformed(message: str) -> ValidationError:
+    return ValidationError(
+        message,
+        reason="malformed_document",
+        errors=[{"field": "body", "message": message}],
+    )
+
+
+def parse_document(raw: bytes, content_type: str) -> Any:
+    """The parsed document: YAML for a YAML content type, JSON otherwise.
+
+    YAML anchors and aliases are refused: expanded, a few lines of them become gigabytes."""
+    if not raw.strip():
+        raise malformed("The document is empty")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in YAML_TYPES:
+        try:
+            text = raw.decode("utf-8")
+            for event in yaml.parse(text, Loader=yaml.SafeLoader):
+                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                    raise malformed("YAML anchors and aliases are not accepted")
+            return yaml.safe_load(text)
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+            raise malformed("The document is not valid YAML") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed("The document is not valid JSON") from None
+
+
+def validate_document(data: Any) -> AppDocument:
+    """The document as a model; 400 naming every problem's path."""
+    try:
+        return AppDocument.model_validate(data)
+    except PydanticError as exc:
+        reason, message, errors = field_errors([dict(e) for e in exc.errors()])
+        raise ValidationError(message, errors=errors, reason=reason) from None
+    except RecursionError:
+        raise malformed("The document nests too deeply") from None
+
+
+async def export_app(session: AsyncSession, app: App) -> dict[str, Any]:
+    apis = await session.scalars(select(ApiDefinition).where(ApiDefinition.app_id == app.id))
+    collections = await session.scalars(select(Collection).where(Collection.app_id == app.id))
+    versions = await session.scalars(select(AppVersion).where(AppVersion.app_id == app.id))
+    return export_document(app, list(apis), list(collections), list(versions))
+
+
+async def import_app(
+    session: AsyncSession, settings: Settings, workspace: Workspace, document: AppDocument
+) -> App:
+    """Create the document's app in `workspace`: collections first, then every API compiled
+    against them and today's prices (any refusal names `collections.<i>...` or `apis.<i>...`)."""
+    _ensure_unique([c.name for c in document.collections], "collections", "name")
+    _ensure_unique([a.api for a in document.apis], "apis", "api")
+    for index, collection in enumerate(document.collections):
+        fields = [FieldSchema(**_field(f)) for f in collection.fields]
+        problems = validate_fields(fields)
+        if problems:
+            raise ValidationError(
+                errors=[{**p, "field": f"collections.{index}.{p['field']}"} for p in problems]
+            )
+    info = document.app
+    app = await create_app_row(
+        session,
+        settings,
+        workspace,
+        AppCreate(
+            name=info.name,
+            description=info.description,
+            visibility=info.visibility,
+            config=info.config,
+        ),
+    )
+    schemas: dict[str, CollectionSchema] = {}
+    for collection in document.collections:
+        stored = [_field(f) for f in collection.fields]
+        row = Collection(
+            app_id=app.id, name=collection.name, description=collection.description, fields=stored
+        )
+        session.add(row)
+        await session.flush()
+        schema = CollectionSchema.build(id=row.id, app_id=app.id, name=row.name, fields=stored)
+        await sync_indexes(await session.connection(), schema)
+        schemas[row.name] = schema
+    checker = DefinitionChecker(session)
+    prices = await checker.prices()
+    for index, api in enumerate(document.apis):
+        cost = checker.check(definition_of(api), schemas, prices, prefix=f"apis.{index}.")
+        row_api = ApiDefinition(app_id=app.id)
+        apply_definition(row_api, api, cost)
+        session.add(row_api)
+    await session.flush()
+    return app
+
+
+def _field(definition: FieldDef) -> dict[str, Any]:
+    """A field as `collections.fields` stores it (JSON booleans, not the 1/0 of responses)."""
+    return {
+        "name": definition.name,
+        "type": definition.type,
+        "required": definition.required,
+        "unique": definition.unique,
+        "indexed": definition.indexed,
+        "encrypted": definition.encrypted,
+        "default": definition.default,
+    }
+
+
+def _ensure_unique(names: list[str], where: str, attr: str) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValidationError(
+                f"Duplicate {attr} {name!r} in {where}",
+                errors=[{"field": f"{where}.{index}.{attr}", "message": "is a duplicate"}],
+            )
+        seen.add(name)
+
+
+class TransferService:
+    """Export and import for the current workspace. Never commits."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def export(self, current: CurrentWorkspace, app_id: str) -> dict[str, Any]:
+        """Any member may export: the document holds nothing a viewer cannot already read."""
+        app = await find_app(self.session, current.id, app_id)
+        return await export_app(self.session, app)
+
+    async def import_raw(self, current: CurrentWorkspace, raw: bytes, content_type: str) -> Created:
+        """Editor+: parse, validate and import a document into the current workspace."""
+        current.require(Role.EDITOR)
+        document = validate_document(parse_document(raw, content_type))
+        app = await import_app(self.session, self.settings, current.workspace, document)
+        return Created(id=app.id)

@@ -1,0 +1,336 @@
+"""Publishing: semver bumps, immutable snapshots of `dev`, breaking-change reports, deprecation.
+
+A snapshot (`app_versions.snapshot`) is the whole contract of a version, so calls to it never read
+`dev` again::
+
+    {"format": 1, "version": "1.2.0",
+     "apis": {"<api>": <api_document: api, name, description, docExtra, group, enabled, price,
+                        cost, params, steps, returnSteps, auth>},
+     "collections": {"<name>": CollectionSchema.to_dict(): id, app_id, name, fields}}
+
+The first version of an app is always 1.0.0, whatever the bump: there is nothing to bump from,
+and a 0.x line would promise nothing to callers.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+
+from apiforge.builder.definitions import DefinitionChecker, api_document
+from apiforge.builder.models import ApiDefinition, App, AppVersion
+from apiforge.builder.schemas import (
+    ChangeRead,
+    PublishResult,
+    VersionCreate,
+    VersionRead,
+    VersionSummary,
+    VersionUpdate,
+)
+from apiforge.builder.service import find_app
+from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
+from apiforge.http.pagination import Page, PageParams, fetch_page
+from apiforge.workspaces.models import Role
+from apiforge.workspaces.service import CurrentWorkspace
+
+SNAPSHOT_FORMAT = 1
+SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
+
+
+class VersionNotFoundError(NotFoundError):
+    reason = "version_not_found"
+    message = "Version not found"
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    match = SEMVER.match(text)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def next_version(latest: str | None, bump: str) -> tuple[int, int, int]:
+    """The version a publish creates: 1.0.0 first, then `bump` applied to `latest`."""
+    current = parse_version(latest) if latest else None
+    if current is None:
+        return 1, 0, 0
+    major, minor, patch = current
+    if bump == "major":
+        return major + 1, 0, 0
+    if bump == "minor":
+        return major, minor + 1, 0
+    return major, minor, patch + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    api: str
+    kind: str
+    breaking: bool
+    message: str
+    param: str = ""
+
+    def read(self) -> ChangeRead:
+        return ChangeRead(
+            api=self.api,
+            kind=self.kind,
+            param=self.param,
+            breaking=self.breaking,
+            message=self.message,
+        )
+
+
+def _params(api: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in api.get("params") or [] if isinstance(p, dict) and "name" in p}
+
+
+def _param_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    changes: list[Change] = []
+    before, after = _params(old), _params(new)
+    for param, spec in after.items():
+        if param not in before:
+            required = bool(spec.get("required"))
+            kind = "required_param_added" if required else "param_added"
+            word = "required" if required else "optional"
+            changes.append(Change(name, kind, required, f"{word} param {param} added", param))
+            continue
+        was = before[param]
+        old_type, new_type = was.get("type", "string"), spec.get("type", "string")
+        if old_type != new_type:
+            message = f"param {param} changed type from {old_type} to {new_type}"
+            changes.append(Change(name, "param_type_changed", True, message, param))
+        if spec.get("required") and not was.get("required"):
+            message = f"param {param} became required"
+            changes.append(Change(name, "param_now_required", True, message, param))
+    for param in before.keys() - after.keys():
+        # Params are a closed set: calls that still pass it are refused as unknown.
+        message = f"param {param} removed; calls passing it are refused"
+        changes.append(Change(name, "param_removed", True, message, param))
+    return changes
+
+
+def _auth_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    before, after = old.get("auth") or {}, new.get("auth") or {}
+    if after.get("requireToken") and not before.get("requireToken"):
+        return [Change(name, "token_now_required", True, "an end-user token is now required")]
+    return []
+
+
+_COMPARED = ("params", "steps", "returnSteps", "auth", "price", "enabled")
+_DESCRIBED = ("name", "description", "docExtra", "group")
+
+
+def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
+    """What publishing `dev` changes for callers of `latest` (both: api name -> document).
+
+    Breaking: an API removed, a required param added, an optional param becoming required, a
+    param removed or retyped, a token newly required. Everything else is reported as a change.
+    """
+    changes: list[Change] = []
+    for name in sorted(latest.keys() - dev.keys()):
+        changes.append(Change(name, "api_removed", True, f"API {name} removed"))
+    for name in sorted(dev.keys() - latest.keys()):
+        changes.append(Change(name, "api_added", False, f"API {name} added"))
+    for name in sorted(latest.keys() & dev.keys()):
+        old, new = latest[name], dev[name]
+        specific = _param_changes(name, old, new) + _auth_changes(name, old, new)
+        changes.extend(specific)
+        if not specific and any(old.get(k) != new.get(k) for k in _COMPARED):
+            changes.append(Change(name, "api_changed", False, f"API {name} changed"))
+        elif not specific and any(old.get(k) != new.get(k) for k in _DESCRIBED):
+            changes.append(Change(name, "docs_changed", False, f"API {name} documentation changed"))
+    return changes
+
+
+def summary(row: AppVersion, app: App) -> VersionSummary:
+    return VersionSummary(
+        id=row.id,
+        version=row.version,
+        notes=row.notes,
+        deprecated=row.deprecated,
+        latest=row.version == app.latest_version,
+        published_by=row.published_by,
+        created_time=row.created_at,
+    )
+
+
+def version_read(row: AppVersion, app: App) -> VersionRead:
+    return VersionRead(
+        id=row.id,
+        version=row.version,
+        notes=row.notes,
+        deprecated=row.deprecated,
+        latest=row.version == app.latest_version,
+        published_by=row.published_by,
+        created_time=row.created_at,
+        api_count=len(row.snapshot.get("apis") or {}),
+        snapshot=row.snapshot,
+    )
+
+
+async def find_version(session: AsyncSession, app: App, version: str) -> AppVersion:
+    """`X.Y.Z` or `latest` of `app`, else 404 `version_not_found`."""
+    label = app.latest_version if version == "latest" else version
+    if label is None or parse_version(label) is None:
+        raise VersionNotFoundError()
+    row = await session.scalar(
+        select(AppVersion).where(AppVersion.app_id == app.id, AppVersion.version == label)
+    )
+    if row is None:
+        raise VersionNotFoundError()
+    return row
+
+
+def immutable(version: str, fields: list[str] | None = None) -> ConflictError:
+    details: dict[str, Any] = {"version": version}
+    if fields:
+        details["fields"] = fields
+    return ConflictError(
+        f"Version {version} is published and cannot be changed; only deprecated can be set",
+        reason="version_immutable",
+        details=details,
+    )
+
+
+class VersionService:
+    """Publish, list, read and deprecate versions of one app. Never commits."""
+
+    def __init__(self, session: AsyncSession, checker: DefinitionChecker) -> None:
+        self.session = session
+        self.checker = checker
+
+    async def publish(
+        self, current: CurrentWorkspace, app_id: str, data: VersionCreate
+    ) -> PublishResult:
+        """Freeze `dev` into the next version and move `latest` to it.
+
+        Every API is compiled again (collections or prices may have changed since it was saved);
+        a non-major bump over a breaking change is refused with 409 unless `force`.
+        """
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        current.require(Role.EDITOR)
+        rows = list(
+            await self.session.scalars(
+                select(ApiDefinition)
+                .where(ApiDefinition.app_id == app.id)
+                .order_by(ApiDefinition.api)
+            )
+        )
+        if not rows:
+            raise ConflictError("The app has no API to publish", reason="no_apis")
+        snapshot = await self._snapshot(app, rows)
+        previous = await self._latest(app)
+        before = (previous.snapshot.get("apis") or {}) if previous else {}
+        changes = compare(before, snapshot["apis"])
+        breaking = any(change.breaking for change in changes)
+        if breaking and previous is not None and data.bump != "major" and not data.force:
+            raise ConflictError(
+                "dev breaks latest: publish a major version, or set force",
+                reason="breaking_change_requires_major",
+                details={"changes": [c.read().model_dump(by_alias=True) for c in changes]},
+            )
+        major, minor, patch = next_version(app.latest_version, data.bump)
+        label = f"{major}.{minor}.{patch}"
+        snapshot["version"] = label
+        row = AppVersion(
+            app_id=app.id,
+            version=label,
+            major=major,
+            minor=minor,
+            patch=patch,
+            notes=data.notes,
+            deprecated=False,
+            snapshot=snapshot,
+            published_by=current.account_id,
+        )
+        self.session.add(row)
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent publish took the number (SQLite has no row lock)
+            raise ConflictError(
+                f"Version {label} was just published; try again", reason="version_exists"
+            ) from None
+        app.latest_version = label
+        await self.session.flush()
+        return PublishResult(
+            id=row.id,
+            version=label,
+            previous_version=previous.version if previous else None,
+            breaking=breaking,
+            changes=[c.read() for c in changes],
+        )
+
+    async def list_versions(
+        self, current: CurrentWorkspace, app_id: str, params: PageParams
+    ) -> Page[VersionSummary]:
+        """Newest first; snapshots are left out (read one version to see it)."""
+        app = await find_app(self.session, current.id, app_id)
+        stmt = (
+            select(AppVersion)
+            .options(defer(AppVersion.snapshot))
+            .where(AppVersion.app_id == app.id)
+            .order_by(
+                AppVersion.major.desc(),
+                AppVersion.minor.desc(),
+                AppVersion.patch.desc(),
+            )
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([summary(row, app) for row in rows], total)
+
+    async def read(self, current: CurrentWorkspace, app_id: str, version: str) -> VersionRead:
+        app = await find_app(self.session, current.id, app_id)
+        return version_read(await find_version(self.session, app, version), app)
+
+    async def update(
+        self, current: CurrentWorkspace, app_id: str, version: str, data: VersionUpdate
+    ) -> VersionRead:
+        """Only `deprecated` changes; any other field is a 409 `version_immutable`."""
+        app = await find_app(self.session, current.id, app_id)
+        row = await find_version(self.session, app, version)
+        current.require(Role.EDITOR)
+        extra = sorted((data.model_extra or {}).keys())
+        if extra:
+            raise immutable(row.version, extra)
+        if data.deprecated is None:
+            raise ValidationError(errors=[{"field": "deprecated", "message": "is required"}])
+        row.deprecated = data.deprecated
+        await self.session.flush()
+        return version_read(row, app)
+
+    async def refuse_change(self, current: CurrentWorkspace, app_id: str, version: str) -> None:
+        """PUT or DELETE of a published version: 404 when unknown, else always 409."""
+        app = await find_app(self.session, current.id, app_id)
+        row = await find_version(self.session, app, version)
+        current.require(Role.EDITOR)
+        raise immutable(row.version)
+
+    async def _latest(self, app: App) -> AppVersion | None:
+        if app.latest_version is None:
+            return None
+        return await self.session.scalar(
+            select(AppVersion).where(
+                AppVersion.app_id == app.id, AppVersion.version == app.latest_version
+            )
+        )
+
+    async def _snapshot(self, app: App, rows: list[ApiDefinition]) -> dict[str, Any]:
+        """Every API compiled again with today's collections and prices, and those collections."""
+        collections = await self.checker.collections(app.id)
+        prices = await self.checker.prices()
+        apis: dict[str, Any] = {}
+        for row in rows:
+            document = api_document(row)
+            del document["cost"]
+            cost = self.checker.check(document, collections, prices, prefix=f"apis.{row.api}.")
+            row.cost = document["cost"] = cost  # dev shows the cost the version was priced at
+            apis[row.api] = document
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "apis": apis,
+            "collections": {name: schema.to_dict() for name, schema in collections.items()},
+        }

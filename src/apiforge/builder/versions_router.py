@@ -1,0 +1,83 @@
+"""`/api/v1/apps/{appId}/versions`: publish `dev`, list, read and deprecate versions.
+
+Published versions are immutable: PUT and DELETE exist only to answer 409 `version_immutable`.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from apiforge.builder.definitions import DefinitionChecker
+from apiforge.builder.schemas import (
+    PublishResult,
+    VersionCreate,
+    VersionRead,
+    VersionSummary,
+    VersionUpdate,
+)
+from apiforge.builder.versions import VersionService
+from apiforge.http.deps import SessionDep
+from apiforge.http.envelope import Envelope, ok
+from apiforge.http.pagination import Page, PageDep
+from apiforge.workspaces.deps import CurrentWorkspaceDep
+
+router = APIRouter(tags=["builder"])
+
+
+def _versions(session: SessionDep) -> VersionService:
+    return VersionService(session, DefinitionChecker(session))
+
+
+VersionServiceDep = Annotated[VersionService, Depends(_versions)]
+
+
+@router.post("/apps/{app_id}/versions", summary="Publish dev as the next version (editor+)")
+async def publish_version(
+    app_id: str, body: VersionCreate, current: CurrentWorkspaceDep, service: VersionServiceDep
+) -> Envelope[PublishResult]:
+    return ok(await service.publish(current, app_id, body))
+
+
+@router.get("/apps/{app_id}/versions", summary="Published versions, newest first")
+async def list_versions(
+    app_id: str, current: CurrentWorkspaceDep, service: VersionServiceDep, page: PageDep
+) -> Envelope[Page[VersionSummary]]:
+    return ok(await service.list_versions(current, app_id, page))
+
+
+@router.get("/apps/{app_id}/versions/{version}", summary="One version (X.Y.Z or latest)")
+async def get_version(
+    app_id: str, version: str, current: CurrentWorkspaceDep, service: VersionServiceDep
+) -> Envelope[VersionRead]:
+    return ok(await service.read(current, app_id, version))
+
+
+@router.patch("/apps/{app_id}/versions/{version}", summary="Deprecate (or undeprecate) a version")
+async def update_version(
+    app_id: str,
+    version: str,
+    body: VersionUpdate,
+    current: CurrentWorkspaceDep,
+    service: VersionServiceDep,
+) -> Envelope[VersionRead]:
+    return ok(await service.update(current, app_id, version, body))
+
+
+@router.put(
+    "/apps/{app_id}/versions/{version}", summary="Refused: published versions are immutable"
+)
+async def replace_version(
+    app_id: str, version: str, current: CurrentWorkspaceDep, service: VersionServiceDep
+) -> Envelope[VersionRead]:
+    await service.refuse_change(current, app_id, version)
+    raise AssertionError("unreachable: refuse_change always raises")
+
+
+@router.delete(
+    "/apps/{app_id}/versions/{version}", summary="Refused: published versions are immutable"
+)
+async def delete_version(
+    app_id: str, version: str, current: CurrentWorkspaceDep, service: VersionServiceDep
+) -> Envelope[VersionRead]:
+    await service.refuse_change(current, app_id, version)
+    raise AssertionError("unreachable: refuse_change always raises")

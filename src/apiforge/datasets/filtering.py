@@ -1,0 +1,58 @@
+"""Filter trees over records -> SQL, through `tools.filters` with this package's typed operands.
+
+`tools.filters` owns the tree grammar (`_eq`, `_and`, ...) and binds every value as a parameter;
+this module tells it what a name means in a record (a typed JSON-path expression or a built-in
+column, `datasets.sql.operand`) and what a value must look like to compare with it. Encrypted
+fields are refused (their stored values are ciphertexts); objects and arrays only test for null.
+"""
+
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.engine import Dialect
+
+from apiforge.datasets.schema import CollectionSchema
+from apiforge.datasets.sql import Operand, bind_value, operand
+from apiforge.tools.filters import FilterError, compile_filter
+
+
+class FilterValueError(ValueError):
+    """A filter that does not fit the collection; `field` is the path of the offending node."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def record_filter(
+    dialect: Dialect, schema: CollectionSchema, tree: Any, field: str = "filter"
+) -> ColumnElement[bool]:
+    """The SQL condition of a (fully resolved) filter tree over `schema`'s records.
+
+    Raises FilterValueError naming `<field>.<path in the tree>` for an unknown or encrypted
+    field, a malformed tree, or a value of the wrong type."""
+    operands: dict[str, Operand] = {}
+
+    def resolve_field(name: str) -> ColumnElement[Any]:
+        f = schema.field(name)
+        if f is not None and not f.filterable:
+            raise ValueError(f"{name!r} is encrypted and cannot be filtered on")
+        found = operand(dialect, schema, name)
+        if found is None:
+            raise KeyError(name)
+        operands[name] = found
+        return found.expression
+
+    def resolve_value(name: str, value: Any) -> Any:
+        found = operands.get(name) or operand(dialect, schema, name)
+        if found is None:  # resolve_field ran first and refused it
+            raise ValueError(f"unknown field {name!r}")
+        if isinstance(value, list):  # a whole `_in` list produced by an expression
+            return [bind_value(found, item) for item in value]
+        return bind_value(found, value)
+
+    try:
+        return compile_filter(tree, resolve_field, resolve_value)
+    except FilterError as exc:
+        where = f"{field}.{exc.dotted_path}" if exc.dotted_path else field
+        raise FilterValueError(f"{where}: {exc.message}", where) from None

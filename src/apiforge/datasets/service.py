@@ -1,0 +1,349 @@
+"""Collections of an app (definitions) and their records, for the management API.
+
+Both services act in the caller's current workspace: a collection is visible only when its app
+belongs to that workspace (anything else is the same 404), and records are read and written in
+that workspace's partition — the partition the app's `dev` calls use. Role rules live here:
+viewers read, editors and above change definitions and records.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from apiforge.builder.models import App
+from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
+from apiforge.datasets.crypto import FieldCipher
+from apiforge.datasets.filtering import FilterValueError, record_filter
+from apiforge.datasets.models import Collection, Record
+from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fields
+from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, FieldDef, FieldRead
+from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expression, sync_indexes
+from apiforge.datasets.store import RecordStore
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.http.schemas import Created
+from apiforge.tools.ids import is_id
+from apiforge.workspaces.models import Role
+from apiforge.workspaces.service import CurrentWorkspace
+
+DATASET_SORTS: dict[str, ColumnElement[Any]] = {
+    "name": Collection.name.expression,
+    "createdTime": Collection.created_at.expression,
+    "updatedTime": Collection.updated_at.expression,
+}
+MAX_FILTER_BYTES = 16 * 1024
+
+
+class DatasetNotFoundError(NotFoundError):
+    reason = "dataset_not_found"
+    message = "Dataset not found"
+
+
+def schema_of(collection: Collection) -> CollectionSchema:
+    return CollectionSchema.build(
+        id=collection.id, app_id=collection.app_id, name=collection.name, fields=collection.fields
+    )
+
+
+def _field_schemas(fields: Sequence[FieldDef]) -> list[FieldSchema]:
+    defs = [FieldSchema(**f.model_dump()) for f in fields]
+    errors = validate_fields(defs)
+    if errors:
+        raise ValidationError("Invalid fields", errors=errors, reason="invalid_fields")
+    return defs
+
+
+def _read(collection: Collection) -> DatasetRead:
+    return DatasetRead(
+        id=collection.id,
+        app_id=collection.app_id,
+        name=collection.name,
+        description=collection.description,
+        fields=[FieldRead.model_validate(f) for f in collection.fields],
+        created_time=collection.created_at,
+        updated_time=collection.updated_at,
+    )
+
+
+async def _collection(session: AsyncSession, workspace_id: str, dataset_id: str) -> Collection:
+    """The collection if its app belongs to the workspace; else the one 404 for every case."""
+    if not is_id(dataset_id):
+        raise DatasetNotFoundError()
+    collection = await session.scalar(
+        select(Collection)
+        .join(App, App.id == Collection.app_id)
+        .where(Collection.id == dataset_id, App.workspace_id == workspace_id)
+    )
+    if collection is None:
+        raise DatasetNotFoundError()
+    return collection
+
+
+class CollectionService:
+    """Collection definitions of the current workspace's apps. Never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list(
+        self,
+        current: CurrentWorkspace,
+        params: PageParams,
+        app_id: str | None = None,
+        q: str | None = None,
+    ) -> Page[DatasetRead]:
+        stmt = (
+            select(Collection)
+            .join(App, App.id == Collection.app_id)
+            .where(App.workspace_id == current.id)
+        )
+        if app_id:
+            stmt = stmt.where(Collection.app_id == app_id)
+        if q:
+            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(Collection.name.ilike(f"%{escaped}%", escape="\\"))
+        stmt = order_by(
+            stmt,
+            params,
+            DATASET_SORTS,
+            default="name",
+            tiebreak=Collection.id.expression,
+            default_order="asc",
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([_read(c) for c in rows], total)
+
+    async def create(self, current: CurrentWorkspace, data: DatasetCreate) -> Created:
+        current.require(Role.EDITOR)
+        app = (
+            await self.session.scalar(
+                select(App.id).where(App.id == data.app_id, App.workspace_id == current.id)
+            )
+            if is_id(data.app_id)
+            else None
+        )
+        if app is None:
+            raise NotFoundError("App not found", reason="app_not_found")
+        fields = _field_schemas(data.fields)
+        await self._ensure_name_free(data.app_id, data.name, None)
+        collection = Collection(
+            app_id=data.app_id,
+            name=data.name,
+            description=data.description,
+            fields=[f.to_dict() for f in fields],
+        )
+        self.session.add(collection)
+        await self.session.flush()
+        await sync_indexes(await self.session.connection(), schema_of(collection))
+        return Created(id=collection.id)
+
+    async def get(self, current: CurrentWorkspace, dataset_id: str) -> DatasetRead:
+        return _read(await _collection(self.session, current.id, dataset_id))
+
+    async def update(
+        self, current: CurrentWorkspace, dataset_id: str, data: DatasetUpdate
+    ) -> DatasetRead:
+        """Replace name, description and fields. A field's type or encryption cannot change
+        while records hold values for it (409); a removed field's values are erased from every
+        record, so a later field of that name never sees stale data of another type."""
+        current.require(Role.EDITOR)
+        collection = await _collection(self.session, current.id, dataset_id)
+        fields = _field_schemas(data.fields)
+        if data.name != collection.name:
+            await self._ensure_name_free(collection.app_id, data.name, collection.id)
+        connection = await self.session.connection()
+        old = schema_of(collection)
+        new_names = {f.name for f in fields}
+        conflicts = []
+        for f in fields:
+            before = old.field(f.name)
+            changed = before is not None and (
+                before.type != f.type or before.encrypted != f.encrypted
+            )
+            if changed and await self._has_values(connection, old.id, f.name):
+                conflicts.append(
+                    {
+                        "field": f.name,
+                        "message": "type or encryption cannot change: records hold "
+                        "values; remove the field first to erase them",
+                    }
+                )
+        if conflicts:
+            raise ConflictError(
+                "Records hold values of a changed field",
+                reason="field_has_values",
+                details={"errors": conflicts},
+            )
+        removed = [f.name for f in old.fields if f.name not in new_names]
+        for name in removed:
+            await self._erase(connection, old.id, name)
+        collection.name = data.name
+        collection.description = data.description
+        collection.fields = [f.to_dict() for f in fields]
+        await self.session.flush()
+        await sync_indexes(connection, schema_of(collection))
+        await self.session.refresh(collection)
+        return _read(collection)
+
+    async def delete(self, current: CurrentWorkspace, dataset_id: str) -> None:
+        """The collection and every record of it, in every workspace's partition."""
+        current.require(Role.EDITOR)
+        collection = await _collection(self.session, current.id, dataset_id)
+        connection = await self.session.connection()
+        await drop_indexes(connection, collection.id)
+        await connection.execute(delete(Record).where(collection_predicate(collection.id)))
+        await self.session.delete(collection)
+        await self.session.flush()
+
+    async def _ensure_name_free(self, app_id: str, name: str, own_id: str | None) -> None:
+        stmt = select(Collection.id).where(Collection.app_id == app_id, Collection.name == name)
+        existing = await self.session.scalar(stmt)
+        if existing is not None and existing != own_id:
+            raise ConflictError(
+                "The app already has a dataset of this name",
+                reason="dataset_name_taken",
+                details={"errors": [{"field": "name", "message": "already exists in this app"}]},
+            )
+
+    @staticmethod
+    async def _has_values(connection: AsyncConnection, collection_id: str, name: str) -> bool:
+        # Read the field as text: no cast that values of the old type could make fail.
+        raw = field_expression(connection.dialect, FieldSchema(name=name, type="string"))
+        stmt = (
+            select(Record.id).where(collection_predicate(collection_id), raw.is_not(None)).limit(1)
+        )
+        return (await connection.execute(stmt)).first() is not None
+
+    @staticmethod
+    async def _erase(connection: AsyncConnection, collection_id: str, name: str) -> None:
+        if connection.dialect.name == "postgresql":
+            new_data: Any = text(f"data - '{name}'")  # `name` is a checked identifier
+        else:
+            new_data = func.json_remove(Record.data, f"$.{name}")
+        await connection.execute(
+            update(Record).where(collection_predicate(collection_id)).values(data=new_data)
+        )
+
+
+class RecordService:
+    """Records of one collection in the current workspace's partition. Never commits."""
+
+    def __init__(self, session: AsyncSession, cipher: FieldCipher) -> None:
+        self.session = session
+        self.cipher = cipher
+
+    async def _open(
+        self, current: CurrentWorkspace, dataset_id: str, minimum: Role = Role.VIEWER
+    ) -> tuple[RecordStore, CollectionSchema]:
+        current.require(minimum)
+        collection = await _collection(self.session, current.id, dataset_id)
+        return RecordStore(await self.session.connection(), self.cipher), schema_of(collection)
+
+    async def list(
+        self,
+        current: CurrentWorkspace,
+        dataset_id: str,
+        params: PageParams,
+        filter_json: str | None,
+        fields: str | None,
+    ) -> Page[dict[str, Any]]:
+        store, schema = await self._open(current, dataset_id)
+        where = None
+        if filter_json:
+            if len(filter_json) > MAX_FILTER_BYTES:
+                raise ValidationError(
+                    errors=[{"field": "filter", "message": "is too long"}], reason="invalid_filter"
+                )
+            try:
+                tree = orjson.loads(filter_json)
+            except orjson.JSONDecodeError:
+                raise ValidationError(
+                    errors=[{"field": "filter", "message": "is not valid JSON"}],
+                    reason="invalid_filter",
+                ) from None
+            try:
+                where = record_filter(store.connection.dialect, schema, tree, "filter")
+            except FilterValueError as exc:
+                raise ValidationError(
+                    "Invalid filter",
+                    errors=[{"field": exc.field, "message": str(exc)}],
+                    reason="invalid_filter",
+                ) from None
+        projection = _projection(schema, fields)
+        key = params.sort or "createdTime"
+        direction = params.order or ("desc" if params.sort is None else "asc")
+        page = await store.get_many(
+            schema,
+            current.id,
+            where=where,
+            sort=[f"-{key}" if direction == "desc" else key],
+            page_no=params.page_no,
+            page_size=params.page_size,
+            fields=projection,
+        )
+        return params.page(page["list"], page["totalCount"])
+
+    async def create(
+        self, current: CurrentWorkspace, dataset_id: str, data: dict[str, Any]
+    ) -> Created:
+        store, schema = await self._open(current, dataset_id, Role.EDITOR)
+        record = await store.insert(schema, current.id, data)
+        return Created(id=record["id"])
+
+    async def get(
+        self, current: CurrentWorkspace, dataset_id: str, record_id: str
+    ) -> dict[str, Any]:
+        store, schema = await self._open(current, dataset_id)
+        record = await store.get_one(schema, current.id, record_id)
+        if record is None:
+            raise NotFoundError("Record not found", reason="record_not_found")
+        return record
+
+    async def update(
+        self,
+        current: CurrentWorkspace,
+        dataset_id: str,
+        record_id: str,
+        data: dict[str, Any],
+        *,
+        replace: bool,
+    ) -> dict[str, Any]:
+        """PUT (`replace`) or PATCH; a `version` key in the body is the optimistic lock."""
+        store, schema = await self._open(current, dataset_id, Role.EDITOR)
+        body = dict(data)
+        version = _version(body.pop("version", None))
+        return await store.update(
+            schema, current.id, record_id, body, version=version, replace=replace
+        )
+
+    async def delete(
+        self, current: CurrentWorkspace, dataset_id: str, record_id: str, version: int | None
+    ) -> None:
+        store, schema = await self._open(current, dataset_id, Role.EDITOR)
+        await store.delete(schema, current.id, record_id, version=version)
+
+
+def _version(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ValidationError(
+            errors=[{"field": "version", "message": "must be a positive integer"}]
+        )
+    return raw
+
+
+def _projection(schema: CollectionSchema, fields: str | None) -> list[str] | None:
+    if not fields:
+        return None
+    names = [name.strip() for name in fields.split(",") if name.strip()]
+    builtin = ("version", "createdTime", "updatedTime", "id")
+    unknown = [n for n in names if schema.field(n) is None and n not in builtin]
+    if unknown:
+        raise ValidationError(
+            errors=[{"field": "fields", "message": f"unknown field '{unknown[0]}'"}]
+        )
+    return [n for n in names if n != "id"]

@@ -1,0 +1,248 @@
+"""SQL over record documents: typed JSON-path expressions per dialect and the partial expression
+indexes that back unique and indexed fields.
+
+Records are JSON documents in one `records` table. A field is read as a typed SQL expression —
+SQLite `json_extract(data, '$.f')`, PostgreSQL `CAST(data ->> 'f' AS <type>)` — and every unique or
+indexed field gets an index on exactly that expression, restricted to its collection:
+
+    CREATE INDEX ix_rec_<collection>_<hash> ON records ("partition", (<expr>), created_at, id)
+        WHERE collection_id = '<collection>'
+
+Both database planners use such an index only when the query repeats the expression *and* the
+`collection_id = '<literal>'` predicate, so queries render the path and the collection id inline
+(`literal_column`, `literal_execute`) instead of as bound parameters. Only values that the code
+has checked (`is_name` identifiers, `is_id` ids) are ever rendered inline; every value a caller
+supplies stays a bound parameter. The trailing `created_at, id` columns let "filter on a field,
+newest first" walk the index in order and stop after one page.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.core.errors import ConflictError
+from apiforge.datasets.models import Record
+from apiforge.datasets.schema import CollectionSchema, FieldSchema, is_name, normalise_datetime
+from apiforge.tools.ids import is_id
+
+# Built-in attributes every record has, by the name callers use for them.
+BUILTIN_TYPES = {
+    "id": "string",
+    "version": "integer",
+    "createdTime": "datetime",
+    "updatedTime": "datetime",
+}
+_BUILTIN_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "id": Record.id.expression,
+    "version": Record.version.expression,
+    "createdTime": Record.created_at.expression,
+    "updatedTime": Record.updated_at.expression,
+}
+
+
+def _checked(name: str) -> str:
+    if not is_name(name):  # defence in depth: schemas are validated on save already
+        raise ValueError(f"not a field name: {name!r}")
+    return name
+
+
+def field_expression(dialect: Dialect, f: FieldSchema) -> ColumnElement[Any]:
+    """The typed value of field `f` in `records.data`, spelled the way its index spells it."""
+    name = _checked(f.name)
+    data: ColumnElement[Any] = literal_column("data")
+    if dialect.name == "postgresql":
+        raw: ColumnElement[Any] = data.op("->>")(literal_column(f"'{name}'"))
+        if f.type == "integer":
+            return cast(raw, BigInteger)
+        if f.type == "number":
+            return cast(raw, Float)
+        if f.type == "boolean":
+            return cast(raw, Boolean)
+        return type_coerce(raw, String)
+    raw = func.json_extract(data, literal_column(f"'$.{name}'"))
+    kinds: dict[str, Any] = {"integer": Integer, "number": Float, "boolean": Boolean}
+    return type_coerce(raw, kinds.get(f.type, String))
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """A filterable/sortable attribute: its SQL expression and its value type."""
+
+    expression: ColumnElement[Any]
+    type: str
+    builtin: bool
+
+
+def operand(dialect: Dialect, schema: CollectionSchema, name: str) -> Operand | None:
+    """The attribute `name` of a record (a field or a built-in), or None when unknown."""
+    if name in _BUILTIN_COLUMNS:
+        return Operand(_BUILTIN_COLUMNS[name], BUILTIN_TYPES[name], True)
+    f = schema.field(name)
+    if f is None:
+        return None
+    return Operand(field_expression(dialect, f), f.type, False)
+
+
+def bind_value(op: Operand, value: Any) -> Any:
+    """A filter value in the form the column compares with; raises ValueError when it cannot be.
+
+    Built-in times are real timestamp columns (datetime values); field datetimes are normalised
+    ISO text, which orders correctly as text."""
+    if value is None:
+        return None
+    kind = op.type
+    if kind == "datetime":
+        text_value = normalise_datetime(value)
+        if text_value is None:
+            raise ValueError("must be an ISO 8601 date-time")
+        if op.builtin:
+            return datetime.strptime(text_value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return text_value
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError("must be a boolean")
+    if kind in ("integer", "number"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        return float(value) if kind == "number" else value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+    raise ValueError(f"{kind} fields can only be tested for null")
+
+
+def collection_predicate(collection_id: str) -> ColumnElement[bool]:
+    """`collection_id = '<id>'` rendered inline, so partial indexes of the collection qualify."""
+    if not is_id(collection_id):
+        raise ValueError(f"not a collection id: {collection_id!r}")
+    return Record.collection_id == bindparam(None, collection_id, String, literal_execute=True)
+
+
+# --- indexes -------------------------------------------------------------------------------------
+
+
+def _index_name(collection_id: str, f: FieldSchema) -> str:
+    # Hashing (name, type, kind) keeps names short (PostgreSQL allows 63 bytes) and makes a type
+    # or kind change a different index, so syncing drops the old one and builds the new one.
+    digest = hashlib.sha256(f"{f.name}:{f.type}:{f.unique}".encode()).hexdigest()[:10]
+    return f"{'ux' if f.unique else 'ix'}_rec_{collection_id}_{digest}"
+
+
+def _index_ddl(dialect: Dialect, schema: CollectionSchema, f: FieldSchema) -> str:
+    expression = str(
+        field_expression(dialect, f).compile(
+            dialect=dialect, compile_kwargs={"literal_binds": True}
+        )
+    )
+    name = _index_name(schema.id, f)
+    if f.unique:  # one value per workspace partition; absent values (NULL) never collide
+        return (
+            f'CREATE UNIQUE INDEX {name} ON records ("partition", ({expression})) '
+            f"WHERE collection_id = '{schema.id}'"
+        )
+    return (
+        f'CREATE INDEX {name} ON records ("partition", ({expression}), created_at, id) '
+        f"WHERE collection_id = '{schema.id}'"
+    )
+
+
+def desired_indexes(dialect: Dialect, schema: CollectionSchema) -> dict[str, str]:
+    """Index name -> DDL for every unique or indexed field of the collection."""
+    if not is_id(schema.id):
+        raise ValueError(f"not a collection id: {schema.id!r}")
+    return {
+        _index_name(schema.id, f): _index_ddl(dialect, schema, f)
+        for f in schema.fields
+        if f.unique or f.indexed
+    }
+
+
+async def existing_indexes(connection: AsyncConnection, collection_id: str) -> set[str]:
+    if not is_id(collection_id):
+        raise ValueError(f"not a collection id: {collection_id!r}")
+    patterns = {"a": f"ix\\_rec\\_{collection_id}\\_%", "b": f"ux\\_rec\\_{collection_id}\\_%"}
+    if connection.dialect.name == "postgresql":
+        query = text(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'records' "
+            "AND schemaname = current_schema() "
+            "AND (indexname LIKE :a ESCAPE '\\' OR indexname LIKE :b ESCAPE '\\')"
+        )
+    else:
+        query = text(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' "
+            "AND (name LIKE :a ESCAPE '\\' OR name LIKE :b ESCAPE '\\')"
+        )
+    return set((await connection.execute(query, patterns)).scalars())
+
+
+async def sync_indexes(connection: AsyncConnection, schema: CollectionSchema) -> None:
+    """Make the collection's indexes match its fields: drop the stale ones, build the new ones.
+
+    A unique index over records that already hold the same value twice in one partition cannot
+    be built: that is a 409 naming the field, and the caller's transaction rolls back."""
+    desired = desired_indexes(connection.dialect, schema)
+    existing = await existing_indexes(connection, schema.id)
+    for name in sorted(existing - desired.keys()):
+        await connection.execute(text(f"DROP INDEX {name}"))
+    by_name = {_index_name(schema.id, f): f for f in schema.fields if f.unique or f.indexed}
+    for name in sorted(desired.keys() - existing):
+        f = by_name[name]
+        if f.unique:
+            await _refuse_duplicates(connection, schema, f)
+        try:
+            await connection.execute(text(desired[name]))
+        except IntegrityError as exc:  # a write raced the duplicate check
+            raise _duplicates_error(f) from exc
+
+
+async def drop_indexes(connection: AsyncConnection, collection_id: str) -> None:
+    """Drop every index of a collection (before the collection itself is deleted)."""
+    for name in sorted(await existing_indexes(connection, collection_id)):
+        await connection.execute(text(f"DROP INDEX {name}"))
+
+
+async def _refuse_duplicates(
+    connection: AsyncConnection, schema: CollectionSchema, f: FieldSchema
+) -> None:
+    expression = field_expression(connection.dialect, f)
+    stmt = (
+        select(func.count())
+        .where(collection_predicate(schema.id), expression.is_not(None))
+        .group_by(Record.partition, expression)
+        .having(func.count() > 1)
+        .limit(1)
+    )
+    if (await connection.execute(stmt)).first() is not None:
+        raise _duplicates_error(f)
+
+
+def _duplicates_error(f: FieldSchema) -> ConflictError:
+    return ConflictError(
+        f"Field '{f.name}' cannot become unique: records already share a value",
+        reason="duplicate_values",
+        details={"errors": [{"field": f.name, "message": "existing records share a value"}]},
+    )

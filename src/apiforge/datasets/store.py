@@ -1,0 +1,521 @@
+"""Reading and writing records, always inside one (collection, partition).
+
+Every statement this store runs is scoped by `collection_id = '<id>' AND partition = :partition`,
+where the partition is the calling workspace: a record id from another workspace or collection
+is simply not found, never read, changed or deleted. Record data is validated against the
+collection's fields on every write, encrypted fields are encrypted before they reach SQL and
+decrypted on the way out, and `version` gives optimistic locking (a stale version is a 409).
+
+Records come out as `{"id", <every field, null when absent>, "version", "createdTime",
+"updatedTime"}`. The store never commits: it works on the caller's connection and transaction.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+import structlog
+from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    ValidationError,
+)
+from apiforge.datasets.crypto import DecryptionError, FieldCipher
+from apiforge.datasets.models import Record
+from apiforge.datasets.schema import CollectionSchema, validate_record
+from apiforge.datasets.sql import (
+    BUILTIN_TYPES,
+    collection_predicate,
+    field_expression,
+    operand,
+)
+from apiforge.tools.clock import iso, utcnow
+from apiforge.tools.ids import is_id, new_id
+
+MAX_RECORD_BYTES: Final = 256 * 1024
+MAX_PAGE_SIZE: Final = 1000
+MAX_GROUPS: Final = 1000
+AGGREGATE_OPS: Final = ("count", "sum", "avg", "min", "max")
+
+log = structlog.get_logger("apiforge.datasets")
+
+_COLUMNS = (Record.id, Record.data, Record.version, Record.created_at, Record.updated_at)
+
+
+class RecordNotFoundError(NotFoundError):
+    reason = "record_not_found"
+    message = "Record not found"
+
+
+class VersionConflictError(ConflictError):
+    """The caller edited a version that is no longer current (optimistic locking)."""
+
+    reason = "version_conflict"
+    message = "The record was changed since that version; reload it and try again"
+
+    def __init__(self, current: int) -> None:
+        super().__init__(details={"currentVersion": current})
+
+
+class RecordInvalidError(ValidationError):
+    reason = "invalid_record"
+    message = "Record data does not match the collection's fields"
+
+
+def _sort_key(schema: CollectionSchema, key: str, dialect: Any) -> tuple[ColumnElement[Any], bool]:
+    """`"-createdTime"` -> (expression, descending); unknown or unsortable fields are a 400."""
+    descending = key.startswith("-")
+    name = key[1:] if descending else key
+    op = operand(dialect, schema, name)
+    f = schema.field(name)
+    if op is None or (f is not None and not f.sortable):
+        raise ValidationError(
+            errors=[{"field": "sort", "message": f"cannot sort by '{name}'"}],
+            reason="invalid_sort_field",
+        )
+    return op.expression, descending
+
+
+class RecordStore:
+    """Records of any collection on one connection; the caller owns the transaction."""
+
+    def __init__(self, connection: AsyncConnection, cipher: FieldCipher | None) -> None:
+        self.connection = connection
+        self._cipher = cipher
+
+    @property
+    def cipher(self) -> FieldCipher:
+        """Needed only for collections with encrypted fields; a missing one is a server fault."""
+        if self._cipher is None:
+            raise UnavailableError(
+                "Encrypted fields are not available on this server", reason="encryption_unavailable"
+            )
+        return self._cipher
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def scope(self, schema: CollectionSchema, partition: str) -> ColumnElement[bool]:
+        """The predicate every statement carries: this collection, this workspace's partition."""
+        return and_(collection_predicate(schema.id), Record.partition == partition)
+
+    async def get_one(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str | None = None,
+        *,
+        where: ColumnElement[bool] | None = None,
+        sort: Sequence[str] = (),
+        fields: Sequence[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """One record by id, or the first matching `where` in `sort` order; None when none."""
+        if record_id is not None and not is_id(record_id):
+            return None
+        stmt = select(*_COLUMNS).where(self.scope(schema, partition))
+        if record_id is not None:
+            stmt = stmt.where(Record.id == record_id)
+        if where is not None:
+            stmt = stmt.where(where)
+        stmt = stmt.order_by(*self._order(schema, sort)).limit(1)
+        row = (await self.connection.execute(stmt)).first()
+        return None if row is None else self._out(schema, row, fields)
+
+    async def get_many(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        *,
+        where: ColumnElement[bool] | None = None,
+        sort: Sequence[str] = ("-createdTime",),
+        page_no: int = 1,
+        page_size: int = 20,
+        fields: Sequence[str] | None = None,
+        with_total: bool = True,
+    ) -> dict[str, Any]:
+        """A page: `{"list", "pageNo", "pageSize"}` plus `"totalCount", "totalPage"` when asked."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE or page_no < 1:
+            raise ValidationError(
+                errors=[{"field": "pageSize", "message": f"must be 1..{MAX_PAGE_SIZE}"}]
+                if page_no >= 1
+                else [{"field": "pageNo", "message": "must be 1 or more"}]
+            )
+        condition = self.scope(schema, partition)
+        if where is not None:
+            condition = and_(condition, where)
+        stmt = (
+            select(*_COLUMNS)
+            .where(condition)
+            .order_by(*self._order(schema, sort))
+            .limit(page_size)
+            .offset((page_no - 1) * page_size)
+        )
+        rows = (await self.connection.execute(stmt)).all()
+        page: dict[str, Any] = {
+            "list": [self._out(schema, row, fields) for row in rows],
+            "pageNo": page_no,
+            "pageSize": page_size,
+        }
+        if with_total:
+            total = await self._count(condition)
+            page["totalCount"] = total
+            page["totalPage"] = math.ceil(total / page_size) if total else 0
+        return page
+
+    async def count(
+        self, schema: CollectionSchema, partition: str, where: ColumnElement[bool] | None = None
+    ) -> int:
+        condition = self.scope(schema, partition)
+        return await self._count(condition if where is None else and_(condition, where))
+
+    async def aggregate(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        *,
+        where: ColumnElement[bool] | None = None,
+        group_by: Sequence[str] = (),
+        metrics: Mapping[str, tuple[str, str | None]],
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Rows of `{<groupBy field>: value, ..., <metric name>: value}`, ordered by the groups.
+
+        `metrics` maps an output name to (op, field): `count` (field optional), `sum`/`avg` of a
+        number, `min`/`max` of any sortable field."""
+        dialect = self.connection.dialect
+        columns: list[ColumnElement[Any]] = []
+        groups: list[ColumnElement[Any]] = []
+        for name in group_by:
+            expression, _ = _sort_key(schema, name, dialect)
+            groups.append(expression)
+            columns.append(expression.label(f"g_{len(groups)}"))
+        for i, (op_name, field) in enumerate(metrics.values()):
+            columns.append(self._metric(schema, op_name, field).label(f"m_{i}"))
+        condition = self.scope(schema, partition)
+        if where is not None:
+            condition = and_(condition, where)
+        stmt = select(*columns).select_from(Record).where(condition)
+        if groups:
+            stmt = stmt.group_by(*groups).order_by(*groups)
+        rows = (await self.connection.execute(stmt.limit(min(limit, MAX_GROUPS)))).all()
+        names = [*group_by, *metrics]
+        types = [self._type(schema, n) for n in group_by] + [
+            "integer" if op_name == "count" else self._type(schema, field or "")
+            for op_name, field in metrics.values()
+        ]
+        ops = [None] * len(group_by) + [op_name for op_name, _ in metrics.values()]
+        return [
+            {
+                name: _plain(value, kind, op_name)
+                for name, value, kind, op_name in zip(names, row, types, ops, strict=True)
+            }
+            for row in rows
+        ]
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def insert(
+        self, schema: CollectionSchema, partition: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        clean, errors = validate_record(schema, data)
+        if errors:
+            raise RecordInvalidError(errors=errors)
+        await self._ensure_unique(schema, partition, clean, exclude=None)
+        stored = self._encrypt(schema, clean)
+        now = utcnow()
+        record_id = new_id()
+        values = {
+            "id": record_id,
+            "collection_id": schema.id,
+            "partition": partition,
+            "data": stored,
+            "version": 1,
+            "size": _size(stored),
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._write(schema, insert(Record).values(**values))
+        return self._render(schema, record_id, stored, 1, now, now)
+
+    async def update(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str,
+        data: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """Merge `data` into the record (`replace`: make it the whole record).
+
+        With `version`, the write applies only to that version (else 409 `version_conflict`);
+        without, it applies to the version just read, so a concurrent write still cannot be
+        silently lost."""
+        current = await self._row(schema, partition, record_id, lock=True)
+        if version is not None and version != current.version:
+            raise VersionConflictError(current.version)
+        if replace:
+            clean, errors = validate_record(schema, data)
+            stored = self._encrypt(schema, clean)
+        else:
+            patch, errors = validate_record(schema, data, partial=True)
+            stored, missing = self._merge(schema, current.data, patch)
+            errors.extend(missing)
+        if errors:
+            raise RecordInvalidError(errors=errors)
+        await self._ensure_unique(schema, partition, stored, exclude=record_id)
+        now = utcnow()
+        stmt = (
+            update(Record)
+            .where(
+                self.scope(schema, partition),
+                Record.id == record_id,
+                Record.version == current.version,
+            )
+            .values(data=stored, version=current.version + 1, size=_size(stored), updated_at=now)
+        )
+        result = await self._write(schema, stmt)
+        if result == 0:  # changed between our read and our write
+            latest = await self._row(schema, partition, record_id)
+            raise VersionConflictError(latest.version)
+        return self._render(schema, record_id, stored, current.version + 1, current.created_at, now)
+
+    async def delete(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str,
+        *,
+        version: int | None = None,
+    ) -> None:
+        if not is_id(record_id):
+            raise RecordNotFoundError()
+        stmt = delete(Record).where(self.scope(schema, partition), Record.id == record_id)
+        if version is not None:
+            stmt = stmt.where(Record.version == version)
+        result = await self.connection.execute(stmt)
+        if result.rowcount == 0:
+            current = await self._row(schema, partition, record_id)  # 404 when absent
+            raise VersionConflictError(current.version)
+
+    async def upsert(
+        self, schema: CollectionSchema, partition: str, on: str, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Update the record whose unique field `on` equals `data[on]`, else insert one.
+        Returns (record, created)."""
+        f = schema.field(on)
+        if f is None or not f.unique:
+            raise ValidationError(errors=[{"field": "on", "message": "must be a unique field"}])
+        clean, errors = validate_record(schema, {on: data.get(on)}, partial=True)
+        if errors or clean.get(on) is None:
+            raise RecordInvalidError(errors=errors or [{"field": on, "message": "is required"}])
+        stmt = select(Record.id).where(
+            self.scope(schema, partition), field_expression(self.connection.dialect, f) == clean[on]
+        )
+        existing = (await self.connection.execute(stmt.limit(1))).scalar()
+        if existing is None:
+            return await self.insert(schema, partition, data), True
+        return await self.update(schema, partition, existing, data), False
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _order(self, schema: CollectionSchema, sort: Sequence[str]) -> list[ColumnElement[Any]]:
+        """ORDER BY the keys, then `created_at, id` in the first key's direction: a total order
+        that matches the indexes' trailing columns, so pages are stable and index-ordered."""
+        dialect = self.connection.dialect
+        keys = [_sort_key(schema, key, dialect) for key in sort] or [
+            (Record.created_at.expression, True)
+        ]
+        descending = keys[0][1]
+        names = {key.lstrip("-") for key in sort}
+        if "createdTime" not in names:
+            keys.append((Record.created_at.expression, descending))
+        if "id" not in names:
+            keys.append((Record.id.expression, descending))
+        return [expr.desc() if desc else expr.asc() for expr, desc in keys]
+
+    async def _count(self, condition: ColumnElement[bool]) -> int:
+        stmt = select(func.count()).select_from(Record).where(condition)
+        return int((await self.connection.execute(stmt)).scalar_one())
+
+    async def _row(
+        self, schema: CollectionSchema, partition: str, record_id: str, *, lock: bool = False
+    ) -> Row[Any]:
+        if not is_id(record_id):
+            raise RecordNotFoundError()
+        stmt = select(*_COLUMNS).where(self.scope(schema, partition), Record.id == record_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await self.connection.execute(stmt)).first()
+        if row is None:
+            raise RecordNotFoundError()
+        return row
+
+    async def _ensure_unique(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        data: Mapping[str, Any],
+        exclude: str | None,
+    ) -> None:
+        errors = []
+        for f in schema.fields:
+            if not f.unique or data.get(f.name) is None:
+                continue
+            stmt = select(Record.id).where(
+                self.scope(schema, partition),
+                field_expression(self.connection.dialect, f) == data[f.name],
+            )
+            if exclude is not None:
+                stmt = stmt.where(Record.id != exclude)
+            if (await self.connection.execute(stmt.limit(1))).first() is not None:
+                errors.append({"field": f.name, "message": "already exists"})
+        if errors:
+            raise ConflictError(
+                "A record with this value already exists",
+                reason="duplicate_value",
+                details={"errors": errors},
+            )
+
+    async def _write(self, schema: CollectionSchema, stmt: Any) -> int:
+        try:
+            result = await self.connection.execute(stmt)
+        except IntegrityError as exc:  # a concurrent write took a unique value first
+            raise ConflictError(
+                "A record with this value already exists", reason="duplicate_value"
+            ) from exc
+        return int(result.rowcount)
+
+    def _merge(
+        self, schema: CollectionSchema, stored: Mapping[str, Any], patch: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """Apply a validated patch to the stored document (ciphertexts stay as they are);
+        values of removed fields are dropped, defaults fill absent fields."""
+        merged = {k: v for k, v in stored.items() if schema.field(k) is not None}
+        for name, value in self._encrypt(schema, patch).items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        errors = []
+        for f in schema.fields:
+            if f.name in merged:
+                continue
+            if f.default is not None:
+                merged.update(self._encrypt(schema, {f.name: f.default}))
+            elif f.required:
+                errors.append({"field": f.name, "message": "is required"})
+        return merged, errors
+
+    def _encrypt(self, schema: CollectionSchema, data: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(data)
+        for f in schema.encrypted_fields:
+            if out.get(f.name) is not None:
+                out[f.name] = self.cipher.encrypt(out[f.name])
+        return out
+
+    def _metric(self, schema: CollectionSchema, op_name: str, field: str | None) -> Any:
+        if op_name not in AGGREGATE_OPS:  # never let a name pick an arbitrary SQL function
+            raise ValidationError(
+                errors=[{"field": "metrics", "message": f"op must be one of {AGGREGATE_OPS}"}]
+            )
+        if op_name == "count":
+            if field is None:
+                return func.count()
+            return func.count(self._metric_operand(schema, field, op_name))
+        expression = self._metric_operand(schema, field, op_name)
+        aggregate: Any = getattr(func, op_name)  # sum, avg, min or max: checked above
+        return aggregate(expression)
+
+    def _metric_operand(
+        self, schema: CollectionSchema, field: str | None, op_name: str
+    ) -> ColumnElement[Any]:
+        expression, _ = _sort_key(schema, field or "", self.connection.dialect)
+        kind = self._type(schema, field or "")
+        if op_name in ("sum", "avg") and kind not in ("integer", "number"):
+            raise ValidationError(
+                errors=[{"field": "metrics", "message": f"{op_name} needs a number field"}]
+            )
+        return expression
+
+    @staticmethod
+    def _type(schema: CollectionSchema, name: str) -> str:
+        f = schema.field(name)
+        return f.type if f is not None else BUILTIN_TYPES.get(name, "string")
+
+    def _out(
+        self, schema: CollectionSchema, row: Row[Any], fields: Sequence[str] | None
+    ) -> dict[str, Any]:
+        wanted = None if fields is None else frozenset(fields)
+        record = self._render(
+            schema, row.id, row.data, row.version, row.created_at, row.updated_at, wanted
+        )
+        if fields is None:
+            return record
+        return {"id": record["id"], **{name: record.get(name) for name in fields}}
+
+    def _render(
+        self,
+        schema: CollectionSchema,
+        record_id: str,
+        stored: Mapping[str, Any],
+        version: int,
+        created: Any,
+        updated: Any,
+        wanted: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": record_id}
+        for f in schema.fields:
+            if wanted is not None and f.name not in wanted:
+                continue  # a projection: never decrypt what will not be shown
+            value = stored.get(f.name)
+            if value is not None and f.encrypted:
+                try:
+                    value = self.cipher.decrypt(value)
+                except DecryptionError:
+                    # Key rotated or data tampered: the value is unreadable, never guessed.
+                    log.warning("record_field_undecryptable", record=record_id, field=f.name)
+                    value = None
+            out[f.name] = value
+        out["version"] = version
+        out["createdTime"] = iso(created)
+        out["updatedTime"] = iso(updated)
+        return out
+
+
+def _size(stored: Mapping[str, Any]) -> int:
+    size = len(orjson.dumps(stored))
+    if size > MAX_RECORD_BYTES:
+        raise PayloadTooLargeError(
+            f"A record may hold at most {MAX_RECORD_BYTES} bytes",
+            reason="record_too_large",
+            details={"maxBytes": MAX_RECORD_BYTES},
+        )
+    return size
+
+
+def _plain(value: Any, kind: str, op_name: str | None) -> Any:
+    """Database aggregate values as JSON: Decimal -> int/float, SQLite 1/0 -> bool."""
+    if value is None:
+        return None
+    if op_name in ("count",):
+        return int(value)
+    if op_name == "avg":
+        return float(value)
+    if kind == "boolean":
+        return bool(value)
+    if kind == "integer":
+        return int(value)
+    if kind == "number":
+        number = float(value)
+        return int(number) if number.is_integer() and op_name != "avg" else number
+    if kind == "datetime" and not isinstance(value, str):
+        return iso(value)
+    return value

@@ -1,0 +1,249 @@
+"""Finds the compiled plan of `(app, api, version)` for a call, compiling as rarely as possible.
+
+Published versions are immutable, so their compiled APIs are cached in-process by
+`(app_id, version)` for the life of the process (bounded LRU); only the `deprecated` flag, which
+may change, is read per call — in the same query as the app. `dev` is compiled again only when the
+API's row or one of the app's collections changed since the cached compile. Everything here is
+SQLAlchemy Core on the call's own connection: no ORM session on the call path.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.builder.models import ApiDefinition, App, AppVersion, StepPrice
+from apiforge.core.errors import NotFoundError
+from apiforge.datasets.models import Collection
+from apiforge.datasets.schema import CollectionSchema
+from apiforge.engine.compiler import CompiledApi, compile_api
+
+
+class AppNotFoundError(NotFoundError):
+    reason = "app_not_found"
+    message = "App not found"
+
+
+class ApiNotFoundError(NotFoundError):
+    reason = "api_not_found"
+    message = "API not found"
+
+
+class VersionNotFoundError(NotFoundError):
+    reason = "version_not_found"
+    message = "Version not found"
+
+
+@dataclass(frozen=True, slots=True)
+class AppTarget:
+    """The app of a call and the version it resolved to (`dev` or `X.Y.Z`)."""
+
+    id: str
+    workspace_id: str
+    env: dict[str, Any]
+    version: str | None  # None: the asked-for version does not exist
+    deprecated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedApi:
+    target: AppTarget
+    compiled: CompiledApi
+
+
+@dataclass(slots=True)
+class _Published:
+    """One published version: its snapshot and the APIs compiled from it so far."""
+
+    apis: dict[str, Any]
+    collections: dict[str, CollectionSchema]
+    compiled: dict[str, CompiledApi] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _DevEntry:
+    fingerprint: tuple[Any, ...]
+    compiled: CompiledApi
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_fresh(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class ApiLoader:
+    """One per process (kept on `app.state`); safe to share between concurrent calls."""
+
+    def __init__(self, *, max_versions: int = 256, max_dev: int = 512) -> None:
+        self._published = _Lru(max_versions)
+        self._dev = _Lru(max_dev)
+
+    async def target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
+        """Resolve `version` (`dev`, `latest` or `X.Y.Z`) of `app_id`; 404 for an unknown app.
+        One query: the app row with the version's `deprecated` flag. An unknown version gives
+        `version=None`, so the caller can check membership before saying so."""
+        if version == "dev":
+            row = (
+                await conn.execute(
+                    select(App.id, App.workspace_id, App.env).where(App.id == app_id)
+                )
+            ).first()
+            if row is None:
+                raise AppNotFoundError()
+            return AppTarget(row.id, row.workspace_id, dict(row.env or {}), "dev", False)
+        wanted = App.latest_version if version == "latest" else literal(version)
+        stmt = select(
+            App.id,
+            App.workspace_id,
+            App.env,
+            AppVersion.version.label("found"),
+            AppVersion.deprecated,
+        ).select_from(
+            App.__table__.outerjoin(
+                AppVersion.__table__,
+                and_(AppVersion.app_id == App.id, AppVersion.version == wanted),
+            )
+        )
+        row = (await conn.execute(stmt.where(App.id == app_id))).first()
+        if row is None:
+            raise AppNotFoundError()
+        found = None if row.found is None else str(row.found)
+        return AppTarget(row.id, row.workspace_id, dict(row.env or {}), found, bool(row.deprecated))
+
+    async def load(self, conn: AsyncConnection, target: AppTarget, api: str) -> CompiledApi:
+        """The compiled `api` of the resolved target; 404 `api_not_found`."""
+        if target.version is None:
+            raise VersionNotFoundError()
+        if target.version == "dev":
+            return await self._load_dev(conn, target.id, api)
+        return await self._load_published(conn, target.id, target.version, api)
+
+    async def _load_published(
+        self, conn: AsyncConnection, app_id: str, version: str, api: str
+    ) -> CompiledApi:
+        key = (app_id, version)
+        entry: _Published | None = self._published.get_fresh(key)
+        if entry is None:
+            snapshot = await conn.scalar(
+                select(AppVersion.snapshot).where(
+                    AppVersion.app_id == app_id, AppVersion.version == version
+                )
+            )
+            if snapshot is None:
+                raise VersionNotFoundError(f"The app has no version {version}")
+            collections = {
+                name: CollectionSchema.build(**schema)
+                for name, schema in (snapshot.get("collections") or {}).items()
+            }
+            entry = _Published(dict(snapshot.get("apis") or {}), collections)
+            self._published.put(key, entry)
+        compiled = entry.compiled.get(api)
+        if compiled is None:
+            definition = entry.apis.get(api)
+            if definition is None:
+                raise ApiNotFoundError()
+            # The version was priced when it was published; its cost stays as frozen.
+            compiled = compile_api(definition, entry.collections, {})
+            frozen_cost = int(definition.get("cost") or 0)
+            compiled = _with_cost(compiled, frozen_cost)
+            entry.compiled[api] = compiled
+        return compiled
+
+    async def _load_dev(self, conn: AsyncConnection, app_id: str, api: str) -> CompiledApi:
+        row = (
+            await conn.execute(
+                select(
+                    ApiDefinition.id,
+                    ApiDefinition.updated_at,
+                    ApiDefinition.api,
+                    ApiDefinition.enabled,
+                    ApiDefinition.price,
+                    ApiDefinition.cost,
+                    ApiDefinition.params,
+                    ApiDefinition.steps,
+                    ApiDefinition.return_steps,
+                    ApiDefinition.auth,
+                ).where(ApiDefinition.app_id == app_id, ApiDefinition.api == api)
+            )
+        ).first()
+        if row is None:
+            raise ApiNotFoundError()
+        collection_rows = (
+            await conn.execute(
+                select(
+                    Collection.id, Collection.name, Collection.fields, Collection.updated_at
+                ).where(Collection.app_id == app_id)
+            )
+        ).all()
+        fingerprint = (
+            row.id,
+            _stamp(row.updated_at),
+            tuple(sorted((c.id, _stamp(c.updated_at)) for c in collection_rows)),
+        )
+        cached: _DevEntry | None = self._dev.get_fresh((app_id, api))
+        if cached is not None and cached.fingerprint == fingerprint:
+            return cached.compiled
+        collections = {
+            c.name: CollectionSchema.build(
+                id=c.id, app_id=app_id, name=c.name, fields=c.fields or []
+            )
+            for c in collection_rows
+        }
+        definition = {
+            "api": row.api,
+            "enabled": row.enabled,
+            "price": row.price,
+            "params": row.params,
+            "steps": row.steps,
+            "returnSteps": row.return_steps,
+            "auth": row.auth,
+        }
+        compiled = _with_cost(compile_api(definition, collections, {}), int(row.cost or 0))
+        self._dev.put((app_id, api), _DevEntry(fingerprint, compiled))
+        return compiled
+
+    async def collections(self, conn: AsyncConnection, app_id: str) -> dict[str, CollectionSchema]:
+        """The app's current collections (ad-hoc workflows run against `dev`'s)."""
+        rows = (
+            await conn.execute(
+                select(Collection.id, Collection.name, Collection.fields).where(
+                    Collection.app_id == app_id
+                )
+            )
+        ).all()
+        return {
+            r.name: CollectionSchema.build(
+                id=r.id, app_id=app_id, name=r.name, fields=r.fields or []
+            )
+            for r in rows
+        }
+
+
+async def load_prices(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(select(StepPrice.step_type, StepPrice.cost))
+    return {str(step_type): int(cost) for step_type, cost in rows}
+
+
+def _stamp(value: datetime | str | None) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _with_cost(compiled: CompiledApi, cost: int) -> CompiledApi:
+    """The stored cost (computed with the step prices at save or publish time)."""
+    return replace(compiled, cost=cost)

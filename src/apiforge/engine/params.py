@@ -1,0 +1,257 @@
+"""API params (DESIGN.md §5) → one JSON Schema, compiled once with fastjsonschema.
+
+The same schema validates every call and feeds the generated docs. Checks that fastjsonschema
+reports one at a time are ordered so callers get the most useful answer first: every missing
+required name at once (400 `Missing required parameters`), then the first wrong type or broken
+constraint, naming the param.
+"""
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fastjsonschema
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticError
+
+from apiforge.engine.errors import ArgumentsError, DefinitionError, MissingArgumentsError
+
+ParamType = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+MAX_PARAMS = 100
+MAX_PATTERN_LENGTH = 500
+MAX_ENUM = 200
+
+# What `min`/`max` bound for each type.
+_BOUNDS: dict[str, tuple[str, str]] = {
+    "string": ("minLength", "maxLength"),
+    "integer": ("minimum", "maximum"),
+    "number": ("minimum", "maximum"),
+    "array": ("minItems", "maxItems"),
+    "object": ("minProperties", "maxProperties"),
+}
+_PY_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+class ParamSpec(BaseModel):
+    """One param as saved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    type: ParamType = "string"
+    required: bool = False
+    default: Any = None
+    description: str = Field(default="", max_length=2000)
+    enum: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_ENUM)
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = Field(default=None, max_length=MAX_PATTERN_LENGTH)
+    sensitive: bool = False
+
+
+def _definition_error(index: int, attr: str, message: str) -> DefinitionError:
+    return DefinitionError(None, f"params.{index}.{attr}" if attr else f"params.{index}", message)
+
+
+_sre_parse: Any = importlib.import_module("re._parser")
+_REPEATS = {_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT, _sre_parse.POSSESSIVE_REPEAT}
+
+
+def _nested_repeat(items: Any, inside_repeat: bool) -> bool:
+    """True when an unbounded repeat contains another repeat: `(a+)+`, `(a|aa)*` style patterns
+    that backtrack exponentially on Python's regex engine (ReDoS)."""
+    for op, arg in items:
+        if op in _REPEATS:
+            _low, high, sub = arg
+            unbounded = high == _sre_parse.MAXREPEAT or high > 100
+            if inside_repeat and high > 1:
+                return True
+            if _nested_repeat(sub, inside_repeat or unbounded):
+                return True
+        elif op == _sre_parse.SUBPATTERN:
+            if _nested_repeat(arg[-1], inside_repeat):
+                return True
+        elif op == _sre_parse.BRANCH:
+            if inside_repeat and len(arg[1]) > 1:
+                return True
+            if any(_nested_repeat(branch, inside_repeat) for branch in arg[1]):
+                return True
+        elif op in (_sre_parse.ASSERT, _sre_parse.ASSERT_NOT) and _nested_repeat(
+            arg[1], inside_repeat
+        ):
+            return True
+    return False
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Why a param `pattern` is refused, or None: it must compile and must not nest repeats."""
+    try:
+        re.compile(pattern)
+        tree = _sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"invalid regular expression: {exc}"
+    if _nested_repeat(tree, False):
+        return "nested repetition (catastrophic backtracking) is not allowed"
+    return None
+
+
+def _param_schema(index: int, spec: ParamSpec) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": spec.type}
+    if spec.description:
+        schema["description"] = spec.description
+    if spec.enum is not None:
+        if len(set(map(repr, spec.enum))) != len(spec.enum):
+            raise _definition_error(index, "enum", "values must be unique")
+        for position, value in enumerate(spec.enum):
+            if not _PY_TYPES[spec.type](value):
+                raise _definition_error(index, f"enum.{position}", f"must be of type {spec.type}")
+        schema["enum"] = spec.enum
+    for attr, bound in (("min", spec.min), ("max", spec.max)):
+        if bound is None:
+            continue
+        if spec.type == "boolean":
+            raise _definition_error(index, attr, "not allowed for boolean params")
+        keyword = _BOUNDS[spec.type][0 if attr == "min" else 1]
+        if spec.type in ("integer", "number"):
+            schema[keyword] = int(bound) if bound.is_integer() else bound
+        else:
+            if not bound.is_integer() or bound < 0:
+                raise _definition_error(index, attr, "must be a non-negative integer")
+            schema[keyword] = int(bound)
+    if spec.min is not None and spec.max is not None and spec.min > spec.max:
+        raise _definition_error(index, "min", "must not be greater than max")
+    if spec.pattern is not None:
+        if spec.type != "string":
+            raise _definition_error(index, "pattern", "only string params take a pattern")
+        problem = check_pattern(spec.pattern)
+        if problem:
+            raise _definition_error(index, "pattern", problem)
+        schema["pattern"] = spec.pattern
+    if spec.sensitive:
+        # OpenAPI: accepted in requests, never shown back; the runtime masks it in traces.
+        schema["writeOnly"] = True
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParams:
+    """The params of one API version, ready to validate calls."""
+
+    specs: tuple[ParamSpec, ...]
+    schema: dict[str, Any]
+    required: tuple[str, ...]
+    sensitive: frozenset[str]
+    integers: tuple[str, ...]
+    _validate: Callable[[Any], Any]
+
+    def validate(self, args: Any) -> dict[str, Any]:
+        """Checked args with defaults filled in; 400 naming the params at fault."""
+        if not isinstance(args, dict):
+            raise ArgumentsError(
+                "Invalid parameters", [{"field": "args", "message": "must be an object"}]
+            )
+        # An explicit null means "not given": defaults apply and required params are missing.
+        present = {key: value for key, value in args.items() if value is not None}
+        missing = [name for name in self.required if name not in present]
+        if missing:
+            raise MissingArgumentsError(missing)
+        try:
+            checked: dict[str, Any] = self._validate(present)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise ArgumentsError("Invalid parameters", [_field_error(exc)]) from None
+        for name in self.integers:
+            value = checked.get(name)
+            if isinstance(value, float):
+                checked[name] = int(value)
+        return checked
+
+
+def _field_error(exc: fastjsonschema.JsonSchemaValueException) -> dict[str, str]:
+    path = [str(part) for part in (exc.path or [])[1:]]
+    if exc.rule == "additionalProperties":
+        extra = sorted(set(exc.value) - set(exc.definition.get("properties", {})))
+        name = extra[0] if extra else "args"
+        return {"field": name, "message": "unknown parameter"}
+    field = ".".join(path) or "args"
+    message = (exc.message or "is invalid").replace(exc.name or "data", "", 1).strip()
+    return {"field": field, "message": message or "is invalid"}
+
+
+def compile_params(raw: Any) -> CompiledParams:
+    """Validate a saved param list and compile its JSON Schema (400 naming `params.<i>.<attr>`)."""
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise DefinitionError(None, "params", "must be a list")
+    if len(raw) > MAX_PARAMS:
+        raise DefinitionError(None, "params", f"at most {MAX_PARAMS} params")
+    specs: list[ParamSpec] = []
+    properties: dict[str, Any] = {}
+    for index, item in enumerate(raw):
+        try:
+            spec = ParamSpec.model_validate(item)
+        except PydanticError as exc:
+            first = exc.errors()[0]
+            attr = ".".join(str(part) for part in first["loc"])
+            raise _definition_error(index, attr, first["msg"]) from None
+        if spec.name in properties:
+            raise _definition_error(index, "name", f"duplicate param {spec.name!r}")
+        properties[spec.name] = _param_schema(index, spec)
+        specs.append(spec)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": [spec.name for spec in specs if spec.required],
+        "additionalProperties": False,
+    }
+    validate = fastjsonschema.compile(schema)
+    for index, spec in enumerate(specs):
+        if spec.default is None:
+            continue
+        if spec.required:
+            raise _definition_error(index, "default", "a required param takes no default")
+        try:
+            fastjsonschema.compile(properties[spec.name])(spec.default)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            message = (exc.message or "").replace("data", "default", 1)
+            raise _definition_error(index, "default", message) from None
+        properties[spec.name]["default"] = spec.default
+    if any(spec.default is not None for spec in specs):
+        validate = fastjsonschema.compile(schema)
+    return CompiledParams(
+        specs=tuple(specs),
+        schema=schema,
+        required=tuple(spec.name for spec in specs if spec.required),
+        sensitive=frozenset(spec.name for spec in specs if spec.sensitive),
+        integers=tuple(spec.name for spec in specs if spec.type == "integer"),
+        _validate=validate,
+    )
+
+
+def _pass_through(args: Any) -> Any:
+    return dict(args)
+
+
+def open_params() -> CompiledParams:
+    """Params of an ad-hoc workflow: any JSON object is accepted as `args`, unchecked."""
+    return CompiledParams(
+        specs=(),
+        schema={"type": "object"},
+        required=(),
+        sensitive=frozenset(),
+        integers=(),
+        _validate=_pass_through,
+    )

@@ -1,0 +1,253 @@
+"""Runs a compiled API for one call, inside the per-call limits of `RunLimits`.
+
+The hot path is plain: for each step, count it against the step budget, check the deadline, await
+`run`, store the output. Everything debug-only (timing, input capture, masking) sits behind
+`ctx.trace is not None`. `asyncio.timeout_at` stops awaits that outlive the deadline; the explicit
+deadline check between steps and loop iterations stops work that never awaits (a slow expression
+over a big list), so every limit ends in a clear 422 `limit_exceeded`, never a hang.
+"""
+
+import asyncio
+import base64
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from apiforge.core.errors import ApiforgeError
+from apiforge.engine.base import CompiledStep, LimitExceededError, RunContext, TraceEntry
+from apiforge.engine.values import CompiledValue
+
+if TYPE_CHECKING:  # the compiler imports the step catalogue, whose steps import this module
+    from apiforge.engine.compiler import CompiledApi
+
+MASK = "***"
+MAX_TRACE_ENTRIES = 1000
+_MIN_SUBSTRING_MASK = 4  # shorter secrets are masked only where they are the whole value
+
+
+class StepReturn(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a `return` step: ends the run with `value` as the call's data. Steps must let
+    it through (a `transaction` commits its savepoint first)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("return")
+        self.value = value
+
+
+def limit_exceeded(
+    limit: str, maximum: float, message: str, step_id: str = ""
+) -> LimitExceededError:
+    details: dict[str, Any] = {"limit": limit, "max": maximum}
+    if step_id:
+        details["stepId"] = step_id
+    return LimitExceededError(message, details=details)
+
+
+def check_deadline(ctx: RunContext, step_id: str = "") -> None:
+    if ctx.deadline and time.monotonic() > ctx.deadline:
+        budget = ctx.limits.time_budget_seconds
+        raise limit_exceeded("time", budget, f"The call ran longer than {budget:g} s", step_id)
+
+
+def count_iteration(ctx: RunContext, step_id: str) -> None:
+    """One forEach iteration against the per-call budget (all loops together) and the deadline."""
+    ctx.iterations += 1
+    if ctx.iterations > ctx.limits.max_iterations:
+        maximum = ctx.limits.max_iterations
+        raise limit_exceeded(
+            "iterations", maximum, f"More than {maximum} loop iterations in one call", step_id
+        )
+    check_deadline(ctx, step_id)
+
+
+async def run_steps(steps: Sequence[CompiledStep], ctx: RunContext) -> None:
+    """Run a step list in order, storing each output under its id in `ctx.steps`."""
+    for step in steps:
+        ctx.steps_run += 1
+        if ctx.steps_run > ctx.limits.max_steps:
+            maximum = ctx.limits.max_steps
+            raise limit_exceeded(
+                "steps", maximum, f"More than {maximum} steps in one call", step.id
+            )
+        check_deadline(ctx, step.id)
+        if ctx.trace is None:
+            ctx.steps[step.id] = await step.run(ctx)
+        else:
+            await _run_traced(step, ctx, ctx.trace)
+
+
+def _trace_input(step: CompiledStep, ctx: RunContext) -> Any:
+    inputs: Mapping[str, CompiledValue] | None = getattr(step, "inputs", None)
+    if not inputs:
+        return None
+    variables = ctx.variables()
+    shown: dict[str, Any] = {}
+    for name, value in inputs.items():
+        try:
+            shown[name] = value.evaluate(variables)
+        except ApiforgeError as exc:
+            shown[name] = f"<error: {exc.message}>"
+    return shown
+
+
+async def _run_traced(step: CompiledStep, ctx: RunContext, trace: list[TraceEntry]) -> None:
+    entry = TraceEntry(step.id, step.type, _trace_input(step, ctx), None, 0.0)
+    if getattr(step, "sensitive", False):
+        entry.input = MASK if entry.input is not None else None
+    if len(trace) < MAX_TRACE_ENTRIES:
+        trace.append(entry)  # before the children of a container, so the trace reads in order
+    started = time.perf_counter()
+    try:
+        output = await step.run(ctx)
+    except StepReturn as signal:
+        entry.output = MASK if getattr(step, "sensitive", False) else signal.value
+        raise
+    except ApiforgeError as exc:
+        entry.error = exc.message
+        raise
+    except Exception as exc:
+        entry.error = f"internal error ({type(exc).__name__})"
+        raise
+    finally:
+        entry.ms = round((time.perf_counter() - started) * 1000, 3)
+    entry.output = MASK if getattr(step, "sensitive", False) else output
+    ctx.steps[step.id] = output
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def dump_json(value: Any) -> bytes:
+    """Step data as JSON: datetimes ISO, bytes base64, durations in seconds."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class Masker:
+    """Hides sensitive values in traces: keys (sensitive params, encrypted fields) and values
+    (sensitive args, env secrets) wherever they appear, also inside longer strings."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: frozenset[str], values: Sequence[str]) -> None:
+        self.keys = keys
+        self.values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+
+    def text(self, text: str) -> str:
+        for secret in self.values:
+            if text == secret:
+                return MASK
+            if len(secret) >= _MIN_SUBSTRING_MASK and secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {key: MASK if key in self.keys else self(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(item) for item in value]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return MASK if str(value) in self.values else value
+        return value
+
+
+def sensitive_values(
+    compiled: "CompiledApi", args: Mapping[str, Any], env: Mapping[str, Any]
+) -> tuple[str, ...]:
+    """The concrete values a call must never show: its sensitive args and the app's secrets."""
+    found: list[str] = []
+    for name in compiled.params.sensitive:
+        value = args.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            found.append(str(value))
+    secrets = env.get("secrets")
+    if isinstance(secrets, Mapping):
+        found.extend(str(value) for value in secrets.values() if value)
+    return tuple(found)
+
+
+def trace_json(trace: Sequence[TraceEntry], masker: Masker) -> list[dict[str, Any]]:
+    return [
+        {
+            "stepId": entry.step_id,
+            "type": entry.type,
+            "input": masker(entry.input),
+            "output": masker(entry.output),
+            "ms": entry.ms,
+            "error": masker(entry.error) if entry.error is not None else None,
+        }
+        for entry in trace
+    ]
+
+
+def _select(compiled: "CompiledApi", steps: dict[str, Any]) -> Any:
+    if compiled.return_steps is None:
+        return dict(steps)
+    return {step_id: steps.get(step_id) for step_id in compiled.return_steps}
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    data: Any
+    body: bytes  # `data` serialised (already measured against the response-size limit)
+    trace: list[TraceEntry] | None
+
+
+async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
+    """Run `compiled` with `ctx` (args already validated).
+
+    `data` is the `return` step's value when one ran, else the outputs of `returnSteps` (all by
+    default). The caller owns the transaction: commit on return, roll back on any raise.
+    """
+    if not ctx.deadline:
+        ctx.deadline = time.monotonic() + ctx.limits.time_budget_seconds
+    if not ctx.masked_values:
+        ctx.masked_values = sensitive_values(compiled, ctx.args, ctx.env)
+    loop = asyncio.get_running_loop()
+    timeout = asyncio.timeout_at(loop.time() + (ctx.deadline - time.monotonic()))
+    try:
+        async with timeout:
+            try:
+                await run_steps(compiled.steps, ctx)
+                data = _select(compiled, ctx.steps)
+            except StepReturn as signal:
+                data = signal.value
+    except TimeoutError:
+        if not timeout.expired():
+            raise
+        budget = ctx.limits.time_budget_seconds
+        raise limit_exceeded("time", budget, f"The call ran longer than {budget:g} s") from None
+    return RunResult(data, check_response_size(data, ctx), ctx.trace)
+
+
+async def run_api(compiled: "CompiledApi", ctx: RunContext) -> tuple[Any, list[TraceEntry] | None]:
+    """`execute` for callers that only want `(data, trace)` (trace unmasked: see `Masker`)."""
+    result = await execute(compiled, ctx)
+    return result.data, result.trace
+
+
+def masker_for(compiled: "CompiledApi", ctx: RunContext) -> Masker:
+    return Masker(compiled.masked_keys, ctx.masked_values)
+
+
+def check_response_size(data: Any, ctx: RunContext) -> bytes:
+    """The data serialised; 422 `limit_exceeded` when over `max_response_bytes`."""
+    body = dump_json(data)
+    maximum = ctx.limits.max_response_bytes
+    if len(body) > maximum:
+        raise limit_exceeded(
+            "responseBytes", maximum, f"The response is larger than {maximum} bytes"
+        )
+    return body

@@ -1,0 +1,33 @@
+"""Request bodies of `/api/v1/invocations` and `/api/v1/workflows`."""
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from apiforge.http.schemas import Flag, InputModel
+
+# "dev", "latest" or an exact published version.
+VersionLabel = Annotated[
+    str,
+    Field(pattern=r"^(dev|latest|(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5}))$"),
+]
+
+
+class InvocationCreate(InputModel):
+    """`{"appId", "api", "version", "args", "debug"}` (DESIGN.md §4)."""
+
+    app_id: str = Field(min_length=1, max_length=26)
+    api: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+    version: VersionLabel = "latest"
+    args: dict[str, Any] = Field(default_factory=dict)
+    # A per-step trace (input, output, ms, error); only on `dev`.
+    debug: Flag = False
+
+
+class WorkflowCreate(InputModel):
+    """`{"appId", "steps", "args", "debug"}`: an ad-hoc step list run once, never stored."""
+
+    app_id: str = Field(min_length=1, max_length=26)
+    steps: list[Any] = Field(max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+    debug: Flag = False

@@ -1,0 +1,194 @@
+"""Running APIs for management callers: `/api/v1/invocations` and `/api/v1/workflows`.
+
+Each call runs in one database transaction of its own (a connection from the app's engine, not
+the request's ORM session): committed when the run succeeds, rolled back when anything fails, so
+a refused call leaves no trace in the collections. The plan comes from `ApiLoader` (compiled once
+per published version); the rest of the path is plain Core queries and the runtime.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apiforge.builder.env import runtime_env
+from apiforge.builder.models import App
+from apiforge.core.errors import ApiforgeError, ForbiddenError, ValidationError
+from apiforge.core.settings import Settings
+from apiforge.datasets.crypto import cipher_for
+from apiforge.engine.base import EngineServices, RunContext, RunLimits
+from apiforge.engine.compiler import CompiledApi, compile_workflow
+from apiforge.engine.loader import (
+    ApiLoader,
+    AppNotFoundError,
+    AppTarget,
+    VersionNotFoundError,
+    load_prices,
+)
+from apiforge.engine.runtime import RunResult, dump_json, execute, masker_for, trace_json
+from apiforge.engine.schemas import InvocationCreate, WorkflowCreate
+from apiforge.tools.clock import utcnow
+from apiforge.workspaces.models import Membership
+from apiforge.workspaces.service import CurrentWorkspace
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """A finished call: the response body (the envelope, serialised once) and extra headers."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EngineState:
+    """Per-process engine collaborators, kept on `app.state.engine_state`."""
+
+    db: AsyncEngine
+    settings: Settings
+    loader: ApiLoader
+    services: EngineServices
+    limits: RunLimits
+
+
+def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
+    loader = ApiLoader()
+
+    async def signing_secret_for(app_id: str) -> str:
+        async with db.connect() as conn:
+            secret = await conn.scalar(select(App.signing_secret).where(App.id == app_id))
+        if secret is None:
+            raise AppNotFoundError()
+        return str(secret)
+
+    async def call_api(callee: RunContext, api: str, version: str, args: dict[str, Any]) -> Any:
+        """`callApi`: the same app's `api` at a pinned version, in the caller's transaction,
+        partition and budgets (the step prepared `callee`)."""
+        target = AppTarget(callee.app_id, callee.builder_workspace_id, {}, version, False)
+        compiled = await loader.load(callee.connection, target, api)
+        if not compiled.enabled and version != "dev":
+            raise ForbiddenError("The called API is disabled", reason="api_disabled")
+        callee.args = compiled.validate_args(args)
+        callee.api = api
+        callee.masked_values = ()
+        return (await execute(compiled, callee)).data
+
+    services = EngineServices(
+        signing_secret_for=signing_secret_for,
+        call_api=call_api,
+        record_cipher=cipher_for(settings.signing_key),
+    )
+    return EngineState(db, settings, loader, services, RunLimits())
+
+
+def _envelope(data_json: bytes) -> bytes:
+    return b'{"code":200,"message":"success","data":' + data_json + b"}"
+
+
+class EngineService:
+    """Runs a stored API (`invoke`) or an ad-hoc step list (`run_workflow`). Owns the call's
+    transaction, unlike the other services, because a call's writes must not ride on the request
+    session (they commit or roll back with the run, whatever else the request did)."""
+
+    def __init__(self, state: EngineState) -> None:
+        self.state = state
+
+    async def invoke(self, account_id: str, body: InvocationCreate) -> Invocation:
+        """Run `body.api` for a console member of the app's workspace, in that workspace's own
+        partition. Others get the same 404 as an unknown app."""
+        loader = self.state.loader
+        async with self.state.db.begin() as conn:
+            target = await loader.target(conn, body.app_id, body.version)
+            await self._require_member(conn, target.workspace_id, account_id)
+            if target.version is None:
+                if body.version == "latest":
+                    raise VersionNotFoundError("The app has no published version yet")
+                raise VersionNotFoundError(f"The app has no version {body.version}")
+            if body.debug and target.version != "dev":
+                raise ValidationError(
+                    "A debug trace is only available on the dev version",
+                    reason="debug_dev_only",
+                    errors=[{"field": "debug", "message": "only with version dev"}],
+                )
+            compiled = await loader.load(conn, target, body.api)
+            if not compiled.enabled and target.version != "dev":
+                raise ForbiddenError("This API is disabled", reason="api_disabled")
+            args = compiled.validate_args(body.args)
+            ctx = self._context(conn, target, target.workspace_id, args, body.debug)
+            ctx.api = body.api
+            body_bytes = await self._run(compiled, ctx)
+        headers = {"Deprecation": "true"} if target.deprecated else {}
+        return Invocation(body_bytes, headers)
+
+    async def run_workflow(self, current: CurrentWorkspace, body: WorkflowCreate) -> Invocation:
+        """Run an ad-hoc step list against the `dev` collections of one of the current
+        workspace's apps, in the current workspace's partition (nothing is stored)."""
+        async with self.state.db.begin() as conn:
+            target = await self.state.loader.target(conn, body.app_id, "dev")
+            if target.workspace_id != current.id:
+                raise AppNotFoundError()
+            collections = await self.state.loader.collections(conn, target.id)
+            compiled = compile_workflow(body.steps, collections, await load_prices(conn))
+            args = compiled.validate_args(body.args)
+            ctx = self._context(conn, target, current.id, args, body.debug)
+            body_bytes = await self._run(compiled, ctx)
+        return Invocation(body_bytes)
+
+    async def _require_member(
+        self, conn: AsyncConnection, workspace_id: str, account_id: str
+    ) -> None:
+        role = await conn.scalar(
+            select(Membership.role).where(
+                Membership.workspace_id == workspace_id, Membership.account_id == account_id
+            )
+        )
+        if role is None:
+            raise AppNotFoundError()
+
+    def _context(
+        self,
+        conn: AsyncConnection,
+        target: AppTarget,
+        partition: str,
+        args: dict[str, Any],
+        debug: bool,
+    ) -> RunContext:
+        return RunContext(
+            app_id=target.id,
+            builder_workspace_id=target.workspace_id,
+            partition=partition,
+            version=target.version or "dev",
+            args=args,
+            token=None,
+            env=runtime_env(self.state.settings, target.env),
+            now=utcnow(),
+            connection=conn,
+            services=self.state.services,
+            limits=self.state.limits,
+            trace=[] if debug else None,
+        )
+
+    async def _run(self, compiled: CompiledApi, ctx: RunContext) -> bytes:
+        try:
+            result = await execute(compiled, ctx)
+        except ApiforgeError as exc:
+            if ctx.trace is not None:
+                exc.details["trace"] = _trace(compiled, ctx)
+            raise
+        if ctx.trace is None:
+            return _envelope(result.body)
+        return _envelope(_debug_data(result, _trace(compiled, ctx)))
+
+
+def _trace(compiled: CompiledApi, ctx: RunContext) -> list[dict[str, Any]]:
+    # Round-trip through JSON so the error renderer (plain orjson) can always serialise it.
+    rows = trace_json(ctx.trace or [], masker_for(compiled, ctx))
+    loaded: list[dict[str, Any]] = orjson.loads(dump_json(rows))
+    return loaded
+
+
+def _debug_data(result: RunResult, trace: Sequence[Mapping[str, Any]]) -> bytes:
+    return b'{"result":' + result.body + b',"trace":' + dump_json(trace) + b"}"

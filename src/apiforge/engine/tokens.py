@@ -1,0 +1,69 @@
+"""End-user tokens: the HS256 JWTs an app issues with `jwtSign` and the gateway verifies.
+
+Each app signs with its own secret and names itself in `aud`, so a token of one app is refused by
+another even if the secrets were ever equal. Verification pins the algorithm (no `alg: none`, no
+algorithm confusion), requires `exp`, `sub` and `aud`, and allows no clock leeway.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from apiforge.core.errors import AuthenticationError
+
+ISSUER = "apiforge"
+ALGORITHM = "HS256"
+# Claims the platform sets itself; `jwtSign`'s custom `claims` may not override them.
+RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "rights", "admin"})
+MAX_EXPIRES_IN = 365 * 86400
+
+
+def sign_end_user_token(
+    secret: str,
+    app_id: str,
+    *,
+    sub: str,
+    now: datetime,
+    expires_in: int,
+    rights: list[str] | None = None,
+    admin: bool = False,
+    claims: Mapping[str, Any] | None = None,
+) -> str:
+    """Issue a token for one of the app's own users; `claims` must avoid `RESERVED_CLAIMS`."""
+    clash = RESERVED_CLAIMS.intersection(claims or {})
+    if clash:
+        raise ValueError(f"custom claims may not set {', '.join(sorted(clash))}")
+    payload: dict[str, Any] = {
+        **(claims or {}),
+        "iss": ISSUER,
+        "aud": app_id,
+        "sub": sub,
+        "iat": now,
+        "exp": now + timedelta(seconds=expires_in),
+        "rights": list(rights or []),
+    }
+    if admin:
+        payload["admin"] = True
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def verify_end_user_token(secret: str, app_id: str, token: str) -> dict[str, Any]:
+    """The claims of a valid token of `app_id`; anything else is a 401 with a stable reason."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=app_id,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "aud", "iss"], "strict_aud": True},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthenticationError("Token expired", reason="token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthenticationError("Invalid token", reason="invalid_token") from exc
+    if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("rights", []), list):
+        raise AuthenticationError("Invalid token", reason="invalid_token")
+    return claims

@@ -1,0 +1,284 @@
+"""Plans: admin CRUD with exactly one default, moving workspaces, quota checks and usage reports.
+
+Quotas are enforced where the counted thing is created (`ensure_within_quota`), by whichever
+service creates it; this module only knows how to read a limit and how to count what exists.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.http.schemas import Created
+from apiforge.plans.models import FREE_PLAN_QUOTAS, QUOTA_NAMES, Plan
+from apiforge.plans.schemas import (
+    PlanCreate,
+    PlanRead,
+    PlanUpdate,
+    QuotaUsage,
+    UserPlans,
+    WorkspacePlanRead,
+    WorkspacePlanUpdate,
+)
+from apiforge.tools.ids import is_id
+from apiforge.workspaces.models import Membership, Workspace
+
+UNLIMITED = -1
+
+# Rate limits are ceilings on traffic, not stock that accumulates, so `/user/plans` shows them in
+# `currentPlan.quotas` but not in `usage`.
+RATE_QUOTAS = frozenset({"requestsPerMinute", "concurrentRequests"})
+
+PLAN_SORTS: dict[str, ColumnElement[Any]] = {
+    "createdTime": Plan.created_at.expression,
+    "name": Plan.name.expression,
+    "code": Plan.code.expression,
+}
+
+UsageCounter = Callable[[AsyncSession, Workspace], Awaitable[int]]
+
+
+class QuotaExceededError(ForbiddenError):
+    """403 `quota_exceeded`, naming the quota, its limit and the current use."""
+
+    reason = "quota_exceeded"
+
+    def __init__(self, quota: str, limit: int, used: int) -> None:
+        super().__init__(
+            f"The plan's {quota} quota of {limit} is reached",
+            details={"quota": quota, "limit": limit, "used": used},
+        )
+
+
+class PlanNotFoundError(NotFoundError):
+    reason = "plan_not_found"
+    message = "Plan not found"
+
+
+def quota_limit(plan: Plan, name: str) -> int:
+    """The plan's limit for `name`; a name the stored plan lacks (a quota added after the plan was
+    written) takes the free plan's value rather than silently meaning unlimited."""
+    value = plan.quotas.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return FREE_PLAN_QUOTAS[name]
+
+
+def full_quotas(plan: Plan) -> dict[str, int]:
+    return {name: quota_limit(plan, name) for name in QUOTA_NAMES}
+
+
+def ensure_within_quota(plan: Plan, name: str, used: int, adding: int = 1) -> None:
+    """Raise `QuotaExceededError` unless `used + adding` fits the plan's limit for `name`."""
+    limit = quota_limit(plan, name)
+    if limit != UNLIMITED and used + adding > limit:
+        raise QuotaExceededError(name, limit, used)
+
+
+def near_limit(used: int, limit: int) -> bool:
+    """At or above 80% of a finite limit (integer arithmetic: exact for huge byte counts)."""
+    return limit != UNLIMITED and used * 5 >= limit * 4
+
+
+async def plan_of(session: AsyncSession, workspace: Workspace) -> Plan:
+    plan = await session.get(Plan, workspace.plan_id)
+    if plan is None:  # the foreign key makes this unreachable short of a corrupted database
+        raise PlanNotFoundError()
+    return plan
+
+
+async def account_plan(session: AsyncSession, account_id: str) -> Plan:
+    """The plan that sets an account's own allowances (how many workspaces it may own): the plan of
+    its personal workspace, or the default plan if it has none."""
+    plan = await session.scalar(
+        select(Plan)
+        .join(Workspace, Workspace.plan_id == Plan.id)
+        .where(Workspace.owner_id == account_id, Workspace.personal.is_(True))
+        .limit(1)
+    )
+    if plan is None:
+        plan = await session.scalar(select(Plan).where(Plan.is_default.is_(True)).limit(1))
+    if plan is None:
+        raise PlanNotFoundError("No default plan is configured", reason="no_default_plan")
+    return plan
+
+
+async def count_members(session: AsyncSession, workspace_id: str) -> int:
+    stmt = select(func.count()).where(Membership.workspace_id == workspace_id)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def count_owned_workspaces(session: AsyncSession, account_id: str) -> int:
+    stmt = select(func.count()).where(Workspace.owner_id == account_id)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def _members_used(session: AsyncSession, workspace: Workspace) -> int:
+    return await count_members(session, workspace.id)
+
+
+async def _workspaces_used(session: AsyncSession, workspace: Workspace) -> int:
+    return await count_owned_workspaces(session, workspace.owner_id)
+
+
+# What `/user/plans` can count today. Quotas whose subject does not exist yet (apps, records,
+# storage, uploads, calls) report 0 until the issue that introduces them adds its counter here.
+USAGE_COUNTERS: dict[str, UsageCounter] = {
+    "members": _members_used,
+    "workspaces": _workspaces_used,
+}
+
+
+def plan_read(plan: Plan) -> PlanRead:
+    return PlanRead(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        description=plan.description,
+        quotas=full_quotas(plan),
+        is_default=plan.is_default,
+        is_public=plan.is_public,
+        created_time=plan.created_at,
+        updated_time=plan.updated_at,
+    )
+
+
+class PlanService:
+    """Plan administration and the plan view of a workspace. Never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list_plans(self, params: PageParams) -> Page[PlanRead]:
+        stmt: Select[tuple[Plan]] = select(Plan)
+        stmt = order_by(
+            stmt,
+            params,
+            PLAN_SORTS,
+            default="createdTime",
+            tiebreak=Plan.id.expression,
+            default_order="asc",
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([plan_read(plan) for plan in rows], total)
+
+    async def get_plan(self, plan_id: str) -> PlanRead:
+        return plan_read(await self._plan(plan_id))
+
+    async def create_plan(self, data: PlanCreate) -> Created:
+        await self._ensure_code_free(data.code)
+        plan = Plan(
+            code=data.code,
+            name=data.name,
+            description=data.description,
+            # Names left out start from the documented free-plan baseline, never from "unlimited".
+            quotas={**FREE_PLAN_QUOTAS, **data.quotas.given()},
+            is_default=False,
+            is_public=data.is_public,
+        )
+        self.session.add(plan)
+        await self.session.flush()
+        if data.is_default:
+            await self._make_default(plan)
+        return Created(id=plan.id)
+
+    async def update_plan(self, plan_id: str, data: PlanUpdate) -> PlanRead:
+        plan = await self._plan(plan_id)
+        if data.is_default is False and plan.is_default:
+            raise ConflictError(
+                "Exactly one plan is the default; make another plan the default instead",
+                reason="default_plan_required",
+            )
+        if data.code is not None and data.code != plan.code:
+            await self._ensure_code_free(data.code)
+            plan.code = data.code
+        if data.name is not None:
+            plan.name = data.name
+        if data.description is not None:
+            plan.description = data.description
+        if data.quotas is not None:
+            # A new dict, so the JSON column sees a change (in-place edits are not tracked).
+            plan.quotas = {**full_quotas(plan), **data.quotas.given()}
+        if data.is_public is not None:
+            plan.is_public = data.is_public
+        await self.session.flush()
+        if data.is_default and not plan.is_default:
+            await self._make_default(plan)
+        return plan_read(plan)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        plan = await self._plan(plan_id)
+        if plan.is_default:
+            raise ConflictError("The default plan cannot be deleted", reason="default_plan")
+        in_use = await self.session.scalar(select(func.count()).where(Workspace.plan_id == plan.id))
+        if in_use:
+            raise ConflictError(
+                "Workspaces are on this plan; move them first",
+                reason="plan_in_use",
+                details={"workspaceCount": int(in_use)},
+            )
+        await self.session.delete(plan)
+        await self.session.flush()
+
+    async def move_workspace(
+        self, workspace_id: str, data: WorkspacePlanUpdate
+    ) -> WorkspacePlanRead:
+        """Put a workspace on another plan. Existing members and resources stay even when they
+        exceed the new limits; only further growth is refused."""
+        workspace = await self.session.get(Workspace, workspace_id) if is_id(workspace_id) else None
+        if workspace is None:
+            raise NotFoundError("Workspace not found", reason="workspace_not_found")
+        plan = await self._plan(data.plan_id)
+        workspace.plan_id = plan.id
+        await self.session.flush()
+        return WorkspacePlanRead(id=workspace.id, plan_id=plan.id)
+
+    async def user_plans(self, workspace: Workspace) -> UserPlans:
+        """The workspace's plan, its use of each counted quota, and the plans anyone may pick."""
+        plan = await plan_of(self.session, workspace)
+        usage = []
+        for name in QUOTA_NAMES:
+            if name in RATE_QUOTAS:
+                continue
+            counter = USAGE_COUNTERS.get(name)
+            used = await counter(self.session, workspace) if counter else 0
+            limit = quota_limit(plan, name)
+            usage.append(
+                QuotaUsage(quota=name, limit=limit, used=used, warning=near_limit(used, limit))
+            )
+        public = await self.session.scalars(
+            select(Plan).where(Plan.is_public.is_(True)).order_by(Plan.created_at, Plan.id)
+        )
+        return UserPlans(
+            current_plan=plan_read(plan),
+            usage=usage,
+            plan_list=[plan_read(p) for p in public],
+        )
+
+    async def _plan(self, plan_id: str) -> Plan:
+        plan = await self.session.get(Plan, plan_id) if is_id(plan_id) else None
+        if plan is None:
+            raise PlanNotFoundError()
+        return plan
+
+    async def _ensure_code_free(self, code: str) -> None:
+        if await self.session.scalar(select(Plan.id).where(Plan.code == code)):
+            raise ConflictError("Plan code is already used", reason="plan_code_taken")
+
+    async def _make_default(self, plan: Plan) -> None:
+        """Move the default flag to `plan`. Locking the current default first serialises two
+        concurrent moves on PostgreSQL, so the later one sees (and clears) the earlier winner."""
+        await self.session.execute(
+            select(Plan.id).where(Plan.is_default.is_(True)).with_for_update()
+        )
+        await self.session.execute(
+            update(Plan)
+            .where((Plan.is_default.is_(True)) | (Plan.id == plan.id))
+            .values(is_default=(Plan.id == plan.id))
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.refresh(plan)

@@ -1,0 +1,106 @@
+"""The current workspace of a management request, and the role a route requires there.
+
+Every tenant-scoped route (apps, datasets, keys, ...) acts in one workspace, chosen by the
+`X-Workspace-Id` header and defaulting to the caller's personal workspace. The dependency resolves
+the caller's Membership; an unknown id, a malformed one, or a workspace the caller does not
+belong to all give the same 404 `workspace_not_found`, so ids of other tenants never leak.
+
+Use in a router::
+
+    @router.get("/apps")
+    async def list_apps(current: WorkspaceViewer, ...) -> Envelope[Page[AppRead]]: ...
+
+    @router.post("/apps")
+    async def create_app(body: AppCreate, current: WorkspaceEditor, ...) -> Envelope[Created]: ...
+
+`WorkspaceEditor`, `WorkspaceAdmin` and `WorkspaceOwner` answer 403 `insufficient_role` (with
+`data.requiredRole`) below that rank; `require_role(Role.X)` builds the same check for any role.
+Rules finer than a rank (whose role may be changed, by whom) stay in the services, which call
+`CurrentWorkspace.require` themselves. Routes whose path names the workspace
+(`/workspaces/{workspace_id}/...`) use `PathWorkspace` instead of the header.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from apiforge.accounts.deps import CurrentAccount
+from apiforge.http.deps import SessionDep
+from apiforge.workspaces.models import Role
+from apiforge.workspaces.service import CurrentWorkspace, WorkspaceService
+
+__all__ = [
+    "WORKSPACE_HEADER",
+    "CurrentWorkspace",
+    "CurrentWorkspaceDep",
+    "PathWorkspace",
+    "WorkspaceAdmin",
+    "WorkspaceEditor",
+    "WorkspaceOwner",
+    "WorkspaceServiceDep",
+    "WorkspaceViewer",
+    "require_role",
+]
+
+WORKSPACE_HEADER = "X-Workspace-Id"
+
+
+def _workspace_service(session: SessionDep) -> WorkspaceService:
+    return WorkspaceService(session)
+
+
+WorkspaceServiceDep = Annotated[WorkspaceService, Depends(_workspace_service)]
+
+
+async def _header_workspace(
+    request: Request,
+    account: CurrentAccount,
+    service: WorkspaceServiceDep,
+    workspace_id: Annotated[
+        str | None,
+        Header(
+            alias=WORKSPACE_HEADER,
+            description="Workspace to act in; defaults to the caller's personal workspace.",
+        ),
+    ] = None,
+) -> CurrentWorkspace:
+    # An empty header means "not chosen", like an absent one.
+    current = await service.resolve(account.id, workspace_id or None)
+    request.state.workspace_id = current.id
+    return current
+
+
+async def _path_workspace(
+    request: Request,
+    account: CurrentAccount,
+    service: WorkspaceServiceDep,
+    workspace_id: Annotated[str, Path()],
+) -> CurrentWorkspace:
+    current = await service.resolve(account.id, workspace_id)
+    request.state.workspace_id = current.id
+    return current
+
+
+CurrentWorkspaceDep = Annotated[CurrentWorkspace, Depends(_header_workspace)]
+"""The caller's membership of the header's workspace, any role."""
+
+PathWorkspace = Annotated[CurrentWorkspace, Depends(_path_workspace)]
+"""The caller's membership of the `{workspace_id}` path parameter's workspace, any role."""
+
+
+def require_role(minimum: Role) -> Callable[[CurrentWorkspace], Awaitable[CurrentWorkspace]]:
+    """A dependency: the header's workspace, refused with 403 `insufficient_role` below
+    `minimum`."""
+
+    async def dependency(current: CurrentWorkspaceDep) -> CurrentWorkspace:
+        current.require(minimum)
+        return current
+
+    return dependency
+
+
+WorkspaceViewer = CurrentWorkspaceDep
+WorkspaceEditor = Annotated[CurrentWorkspace, Depends(require_role(Role.EDITOR))]
+WorkspaceAdmin = Annotated[CurrentWorkspace, Depends(require_role(Role.ADMIN))]
+WorkspaceOwner = Annotated[CurrentWorkspace, Depends(require_role(Role.OWNER))]

@@ -1,0 +1,94 @@
+"""Version numbering and the breaking-change report of a publish."""
+
+from typing import Any
+
+import pytest
+
+from apiforge.builder.versions import compare, next_version, parse_version
+
+
+@pytest.mark.parametrize(
+    ("latest", "bump", "expected"),
+    [
+        (None, "major", (1, 0, 0)),
+        (None, "minor", (1, 0, 0)),
+        (None, "patch", (1, 0, 0)),
+        ("1.0.0", "patch", (1, 0, 1)),
+        ("1.0.1", "minor", (1, 1, 0)),
+        ("1.4.2", "major", (2, 0, 0)),
+        ("9.9.9", "patch", (9, 9, 10)),
+    ],
+)
+def test_next_version_bumps_from_latest_and_starts_at_1_0_0(
+    latest: str | None, bump: str, expected: tuple[int, int, int]
+) -> None:
+    assert next_version(latest, bump) == expected
+
+
+@pytest.mark.parametrize("text", ["1.0", "01.0.0", "1.0.0-beta", "v1.0.0", "latest", "", "1.0.0 "])
+def test_parse_version_accepts_only_plain_semver(text: str) -> None:
+    assert parse_version(text) is None
+
+
+def _api(*params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"params": list(params), "steps": [], "auth": {}, **extra}
+
+
+def _kinds(latest: dict[str, Any], dev: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    return [(c.api, c.kind, c.param, c.breaking) for c in compare(latest, dev)]
+
+
+def test_removed_api_is_breaking_and_added_api_is_not() -> None:
+    assert _kinds({"a": _api(), "b": _api()}, {"a": _api(), "c": _api()}) == [
+        ("b", "api_removed", "", True),
+        ("c", "api_added", "", False),
+    ]
+
+
+def test_param_changes_are_classified() -> None:
+    latest = {
+        "a": _api(
+            {"name": "page", "type": "integer"},
+            {"name": "q", "type": "string"},
+            {"name": "old"},
+            {"name": "tag", "required": False},
+        )
+    }
+    dev = {
+        "a": _api(
+            {"name": "page", "type": "string"},
+            {"name": "q", "type": "string"},
+            {"name": "tag", "required": True},
+            {"name": "limit", "type": "integer"},
+            {"name": "org", "required": True},
+        )
+    }
+    assert sorted(_kinds(latest, dev)) == sorted(
+        [
+            ("a", "param_type_changed", "page", True),
+            ("a", "param_now_required", "tag", True),
+            ("a", "param_added", "limit", False),
+            ("a", "required_param_added", "org", True),
+            ("a", "param_removed", "old", True),
+        ]
+    )
+
+
+def test_type_defaults_to_string_on_both_sides() -> None:
+    changes = _kinds({"a": _api({"name": "q"})}, {"a": _api({"name": "q", "type": "string"})})
+    assert changes == [("a", "api_changed", "", False)]
+
+
+def test_token_newly_required_is_breaking() -> None:
+    latest = {"a": _api(auth={"requireToken": False})}
+    dev = {"a": _api(auth={"requireToken": True, "mode": "none"})}
+    assert _kinds(latest, dev) == [("a", "token_now_required", "", True)]
+
+
+def test_other_changes_are_reported_but_not_breaking() -> None:
+    latest = {"a": _api(price=1), "b": _api(description="x"), "c": _api()}
+    dev = {"a": _api(price=2), "b": _api(description="y"), "c": _api()}
+    assert _kinds(latest, dev) == [
+        ("a", "api_changed", "", False),
+        ("b", "docs_changed", "", False),
+    ]

@@ -1,0 +1,115 @@
+"""End-user tokens: what `jwtSign` issues verifies for its own app only, and nothing forged does."""
+
+import base64
+import json
+from datetime import timedelta
+
+import jwt
+import pytest
+
+from apiforge.core.errors import AuthenticationError
+from apiforge.engine.tokens import sign_end_user_token, verify_end_user_token
+from apiforge.tools.clock import utcnow
+
+SECRET = "app-secret-" + "s" * 40
+OTHER_SECRET = "other-secret-" + "o" * 40
+
+
+def _sign(**overrides: object) -> str:
+    options: dict[str, object] = {"sub": "user-1", "now": utcnow(), "expires_in": 3600}
+    options.update(overrides)
+    return sign_end_user_token(SECRET, "app-a", **options)  # type: ignore[arg-type]
+
+
+def _b64(value: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def test_round_trip_carries_sub_rights_admin_and_custom_claims() -> None:
+    token = _sign(rights=["post:write"], admin=True, claims={"orgId": "o1", "plan": "pro"})
+    claims = verify_end_user_token(SECRET, "app-a", token)
+    assert claims["sub"] == "user-1"
+    assert claims["aud"] == "app-a"
+    assert claims["rights"] == ["post:write"]
+    assert claims["admin"] is True
+    assert claims["orgId"] == "o1"
+    assert claims["plan"] == "pro"
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_non_admin_token_has_no_admin_claim_and_empty_rights() -> None:
+    claims = verify_end_user_token(SECRET, "app-a", _sign())
+    assert "admin" not in claims
+    assert claims["rights"] == []
+
+
+def test_expired_token_is_refused_as_expired() -> None:
+    token = _sign(now=utcnow() - timedelta(hours=2), expires_in=60)
+    with pytest.raises(AuthenticationError) as caught:
+        verify_end_user_token(SECRET, "app-a", token)
+    assert caught.value.reason == "token_expired"
+    assert caught.value.status == 401
+
+
+def test_tampered_signature_is_refused() -> None:
+    header, payload, signature = _sign().split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    with pytest.raises(AuthenticationError) as caught:
+        verify_end_user_token(SECRET, "app-a", f"{header}.{payload}.{flipped}")
+    assert caught.value.reason == "invalid_token"
+
+
+def test_tampered_payload_is_refused() -> None:
+    header, _, signature = _sign(rights=["read"]).split(".")
+    claims = verify_end_user_token(SECRET, "app-a", _sign(rights=["read"]))
+    forged = _b64({**claims, "admin": True, "rights": ["*"]})
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", f"{header}.{forged}.{signature}")
+
+
+def test_alg_none_token_is_refused() -> None:
+    now = int(utcnow().timestamp())
+    payload = {"iss": "apiforge", "aud": "app-a", "sub": "u", "iat": now, "exp": now + 60}
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(payload)}."
+    with pytest.raises(AuthenticationError) as caught:
+        verify_end_user_token(SECRET, "app-a", unsigned)
+    assert caught.value.reason == "invalid_token"
+
+
+def test_another_apps_token_is_refused_even_with_the_same_secret() -> None:
+    token = sign_end_user_token(SECRET, "app-b", sub="user-1", now=utcnow(), expires_in=60)
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", token)
+
+
+def test_token_signed_with_another_secret_is_refused() -> None:
+    token = sign_end_user_token(OTHER_SECRET, "app-a", sub="user-1", now=utcnow(), expires_in=60)
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", token)
+
+
+def test_token_without_expiry_is_refused() -> None:
+    token = jwt.encode({"iss": "apiforge", "aud": "app-a", "sub": "u", "iat": 1}, SECRET)
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", token)
+
+
+def test_console_token_shape_is_refused() -> None:
+    now = utcnow()
+    token = jwt.encode(
+        {"iss": "apiforge", "aud": "apiforge-console", "sub": "u", "iat": now, "exp": now}, SECRET
+    )
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", token)
+
+
+@pytest.mark.parametrize("claim", ["aud", "sub", "exp", "iss", "admin", "rights"])
+def test_custom_claims_cannot_override_platform_claims(claim: str) -> None:
+    with pytest.raises(ValueError, match=claim):
+        _sign(claims={claim: "x"})
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "a.b", "Bearer x.y.z"])
+def test_garbage_is_refused(garbage: str) -> None:
+    with pytest.raises(AuthenticationError):
+        verify_end_user_token(SECRET, "app-a", garbage)
