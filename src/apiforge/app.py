@@ -2,15 +2,22 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.db import make_engine, make_sessionmaker
 from apiforge.core.settings import Settings
 from apiforge.core.shared import make_limits_storage, make_redis
+from apiforge.engine.service import build_engine_state
+from apiforge.gateway.endpoint import GatewayEndpoint
+from apiforge.gateway.openapi import envelope_schema, invocation_path
+from apiforge.gateway.pipeline import build_stages
+from apiforge.gateway.stage import GatewayState
 from apiforge.http.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -47,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.redis = make_redis(settings)
     app.state.limits_storage = make_limits_storage(settings)
+    app.state.engine_state = build_engine_state(engine, settings)
     app.user_middleware = middleware(settings)
+    mount_gateway(app)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +65,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def mount_gateway(app: FastAPI) -> None:
+    """The gateway is a plain Starlette route placed before the FastAPI routes, and documented
+    in the same OpenAPI document."""
+    state = GatewayState(
+        settings=app.state.settings,
+        db=app.state.engine,
+        engine=app.state.engine_state,
+        redis=app.state.redis,
+    )
+    stages, after = build_stages(state)
+    app.state.gateway_state = state
+    app.router.routes.insert(0, Route("/api/v1/invocations", GatewayEndpoint(state, stages, after)))
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema["paths"]["/api/v1/invocations"] = invocation_path()
+            schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["components"]["schemas"].setdefault("Envelope", envelope_schema())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def shutdown(app: FastAPI) -> None:

@@ -260,3 +260,12 @@ async def test_paging_defaults_and_cap(tclient: AsyncClient, settings: Settings)
     assert default.json()["data"] == {"pageNo": 1, "pageSize": settings.page_size_default}
     at_cap = await tclient.get(f"/t/page?pageSize={settings.page_size_max}&pageNo=3")
     assert at_cap.json()["data"] == {"pageNo": 3, "pageSize": settings.page_size_max}
+
+
+async def test_body_nested_beyond_the_decoder_is_malformed_json(tclient: AsyncClient) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await tclient.post(
+        "/t/thing", content=deep, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["data"]["error"] == "malformed_json"

@@ -53,6 +53,10 @@ async def test_openapi_is_3_1_and_describes_every_route(app: FastAPI, client: As
             assert path in DOCS_MOUNTS, f"undocumented mount {path}"
         elif path in DOCS_ROUTES:
             continue
+        elif path == "/api/v1/invocations" and not isinstance(route, APIRoute):
+            # The gateway is a plain Starlette route, documented by hand in app.py.
+            assert "post" in paths[path]
+            assert paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         else:
             assert isinstance(route, APIRoute), f"{path} is not a FastAPI route: {route!r}"
             assert route.include_in_schema, f"{path} is hidden from the docs"

@@ -1,4 +1,4 @@
-"""Running APIs for management callers: `/api/v1/invocations` and `/api/v1/workflows`.
+"""Engine state shared by both edges, and ad-hoc runs for `/api/v1/workflows`.
 
 Each call runs in one database transaction of its own (a connection from the app's engine, not
 the request's ORM session): committed when the run succeeds, rolled back when anything fails, so
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
-from apiforge.core.errors import ApiforgeError, ForbiddenError, ValidationError
+from apiforge.core.errors import ApiforgeError, ForbiddenError
 from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import cipher_for
 from apiforge.engine.base import EngineServices, RunContext, RunLimits
@@ -25,13 +25,11 @@ from apiforge.engine.loader import (
     ApiLoader,
     AppNotFoundError,
     AppTarget,
-    VersionNotFoundError,
     load_prices,
 )
 from apiforge.engine.runtime import RunResult, dump_json, execute, masker_for, trace_json
-from apiforge.engine.schemas import InvocationCreate, WorkflowCreate
+from apiforge.engine.schemas import WorkflowCreate
 from apiforge.tools.clock import utcnow
-from apiforge.workspaces.models import Membership
 from apiforge.workspaces.service import CurrentWorkspace
 
 
@@ -84,44 +82,17 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
     return EngineState(db, settings, loader, services, RunLimits())
 
 
-def _envelope(data_json: bytes) -> bytes:
+def envelope(data_json: bytes) -> bytes:
     return b'{"code":200,"message":"success","data":' + data_json + b"}"
 
 
 class EngineService:
-    """Runs a stored API (`invoke`) or an ad-hoc step list (`run_workflow`). Owns the call's
-    transaction, unlike the other services, because a call's writes must not ride on the request
-    session (they commit or roll back with the run, whatever else the request did)."""
+    """Runs an ad-hoc step list (`run_workflow`); stored APIs run through the gateway. Owns the
+    call's transaction, unlike the other services, because a call's writes must not ride on the
+    request session (they commit or roll back with the run, whatever else the request did)."""
 
     def __init__(self, state: EngineState) -> None:
         self.state = state
-
-    async def invoke(self, account_id: str, body: InvocationCreate) -> Invocation:
-        """Run `body.api` for a console member of the app's workspace, in that workspace's own
-        partition. Others get the same 404 as an unknown app."""
-        loader = self.state.loader
-        async with self.state.db.begin() as conn:
-            target = await loader.target(conn, body.app_id, body.version)
-            await self._require_member(conn, target.workspace_id, account_id)
-            if target.version is None:
-                if body.version == "latest":
-                    raise VersionNotFoundError("The app has no published version yet")
-                raise VersionNotFoundError(f"The app has no version {body.version}")
-            if body.debug and target.version != "dev":
-                raise ValidationError(
-                    "A debug trace is only available on the dev version",
-                    reason="debug_dev_only",
-                    errors=[{"field": "debug", "message": "only with version dev"}],
-                )
-            compiled = await loader.load(conn, target, body.api)
-            if not compiled.enabled and target.version != "dev":
-                raise ForbiddenError("This API is disabled", reason="api_disabled")
-            args = compiled.validate_args(body.args)
-            ctx = self._context(conn, target, target.workspace_id, args, body.debug)
-            ctx.api = body.api
-            body_bytes = await self._run(compiled, ctx)
-        headers = {"Deprecation": "true"} if target.deprecated else {}
-        return Invocation(body_bytes, headers)
 
     async def run_workflow(self, current: CurrentWorkspace, body: WorkflowCreate) -> Invocation:
         """Run an ad-hoc step list against the `dev` collections of one of the current
@@ -136,17 +107,6 @@ class EngineService:
             ctx = self._context(conn, target, current.id, args, body.debug)
             body_bytes = await self._run(compiled, ctx)
         return Invocation(body_bytes)
-
-    async def _require_member(
-        self, conn: AsyncConnection, workspace_id: str, account_id: str
-    ) -> None:
-        role = await conn.scalar(
-            select(Membership.role).where(
-                Membership.workspace_id == workspace_id, Membership.account_id == account_id
-            )
-        )
-        if role is None:
-            raise AppNotFoundError()
 
     def _context(
         self,
@@ -176,19 +136,19 @@ class EngineService:
             result = await execute(compiled, ctx)
         except ApiforgeError as exc:
             if ctx.trace is not None:
-                exc.details["trace"] = _trace(compiled, ctx)
+                exc.details["trace"] = trace_of(compiled, ctx)
             raise
         if ctx.trace is None:
-            return _envelope(result.body)
-        return _envelope(_debug_data(result, _trace(compiled, ctx)))
+            return envelope(result.body)
+        return envelope(debug_body(result, trace_of(compiled, ctx)))
 
 
-def _trace(compiled: CompiledApi, ctx: RunContext) -> list[dict[str, Any]]:
+def trace_of(compiled: CompiledApi, ctx: RunContext) -> list[dict[str, Any]]:
     # Round-trip through JSON so the error renderer (plain orjson) can always serialise it.
     rows = trace_json(ctx.trace or [], masker_for(compiled, ctx))
     loaded: list[dict[str, Any]] = orjson.loads(dump_json(rows))
     return loaded
 
 
-def _debug_data(result: RunResult, trace: Sequence[Mapping[str, Any]]) -> bytes:
+def debug_body(result: RunResult, trace: Sequence[Mapping[str, Any]]) -> bytes:
     return b'{"result":' + result.body + b',"trace":' + dump_json(trace) + b"}"

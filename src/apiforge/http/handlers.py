@@ -1,5 +1,6 @@
 """Exception handlers: every failure leaves in the envelope with a stable reason."""
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,11 +32,14 @@ async def _apiforge_error(_request: Request, exc: Exception) -> Response:
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's own refusal of a body it cannot parse (e.g. nesting beyond the JSON decoder).
+        return error_response(400, "malformed_json", "Malformed JSON body", headers=exc.headers)
     reason, message = _STATUS_REASONS.get(exc.status_code, ("http_error", str(exc.detail)))
     return error_response(exc.status_code, reason, message, headers=exc.headers)
 
 
-def field_errors(raw: list[dict[str, Any]]) -> tuple[str, str, list[dict[str, str]]]:
+def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[str, str]]]:
     """Turn pydantic errors into (reason, message, [{field, message}])."""
     errors = []
     types = set()

@@ -18,6 +18,13 @@ def _render_item(kind: str, obj: Any, _ctx: AutogenContext) -> str | Literal[Fal
     return False
 
 
+def _include_object(
+    obj: Any, name: str | None, kind: str, _reflected: bool, _compare_to: Any
+) -> bool:
+    """Per-collection record indexes are created at run time by `datasets.sql`, not migrations."""
+    return not (kind == "index" and name is not None and name.startswith(("ix_rec_", "ux_rec_")))
+
+
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("SET lock_timeout = '5s'")
@@ -28,6 +35,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        include_object=_include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,55 @@
+"""Per-request state of one gateway call: the only place stages keep anything per request."""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.engine.compiler import CompiledApi
+from apiforge.engine.loader import AppTarget
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who is calling and on whose behalf: the calling workspace pays and owns the partition."""
+
+    kind: str  # console | app_key | publishable_key | workspace_key | signature
+    workspace_id: str | None = None  # None for console callers until the app is known
+    account_id: str | None = None
+    key_id: str | None = None
+    app_id: str | None = None  # keys bound to one app
+    role: str | None = None  # workspace keys act with a role
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    headers: dict[str, str]  # lower-case names, last value wins
+    client_ip: str
+    request_id: str
+    raw_body: bytes
+    started: float = field(default_factory=time.perf_counter)
+
+    # Filled by the stages, in pipeline order.
+    app_id: str = ""
+    api: str = ""
+    version: str = "latest"
+    args: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
+    caller: Caller | None = None
+    connection: AsyncConnection | None = None
+    target: AppTarget | None = None
+    compiled: CompiledApi | None = None
+    token: dict[str, Any] | None = None  # verified end-user token claims
+    partition: str = ""
+
+    # The outcome.
+    status: int = 200
+    reason: str = ""
+    body: bytes = b""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    stages_run: list[str] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)

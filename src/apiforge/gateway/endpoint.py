@@ -1,0 +1,70 @@
+"""The ASGI endpoint of `POST /api/v1/invocations`: runs the stages, renders the envelope.
+
+Pure ASGI on the hot path: no FastAPI dependency solving, one database connection per call
+(the stages share it; the run commits it), errors rendered by the one envelope renderer.
+"""
+
+from collections.abc import Sequence
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from apiforge.core.errors import ApiforgeError
+from apiforge.gateway.context import GatewayContext
+from apiforge.gateway.stage import AfterStage, GatewayState, Stage
+from apiforge.http.envelope import error_response
+
+
+class GatewayEndpoint:
+    def __init__(
+        self, state: GatewayState, stages: Sequence[Stage], after: Sequence[AfterStage]
+    ) -> None:
+        self.state = state
+        self.stages = tuple(stages)
+        self.after = tuple(after)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            response = error_response(405, "method_not_allowed", "Method not allowed")
+            await response(scope, receive, send)
+            return
+        ctx = GatewayContext(
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            client_ip=scope["client"][0] if scope.get("client") else "",
+            request_id=scope.get("state", {}).get("request_id", ""),
+            raw_body=await _read_body(receive),
+        )
+        response = await self._handle(ctx)
+        await response(scope, receive, send)
+
+    async def _handle(self, ctx: GatewayContext) -> Response:
+        try:
+            async with self.state.db.connect() as connection:
+                ctx.connection = connection
+                for stage in self.stages:
+                    ctx.stages_run.append(stage.name)
+                    await stage.on_request(ctx)
+            response = Response(
+                ctx.body, media_type="application/json", headers=ctx.response_headers
+            )
+        except ApiforgeError as exc:
+            ctx.status, ctx.reason = exc.status, exc.reason
+            headers = {**ctx.response_headers, **exc.headers}
+            response = error_response(exc.status, exc.reason, exc.message, exc.details, headers)
+        except Exception:
+            ctx.status, ctx.reason = 500, "internal_error"
+            raise
+        finally:
+            ctx.connection = None
+            for after in self.after:
+                await after.after(ctx)
+        return response
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,37 @@
+"""The gateway's stages in order, read top to bottom, each with the reason for its place."""
+
+from apiforge.gateway.keys import ApiKeyResolver, SubscriptionCache
+from apiforge.gateway.signing import SignatureResolver
+from apiforge.gateway.stage import AfterStage, GatewayState, Stage
+from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
+from apiforge.gateway.stages.log import RequestLogStage
+from apiforge.gateway.stages.permissions import PermissionStage
+from apiforge.gateway.stages.policy import PolicyStage
+from apiforge.gateway.stages.request import RequestStage
+from apiforge.gateway.stages.resolve import ResolveStage
+from apiforge.gateway.stages.run import RunStage
+from apiforge.gateway.stages.validation import ValidationStage
+
+
+def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterStage, ...]]:
+    loader = state.engine.loader
+    stages: tuple[Stage, ...] = (
+        # 1. Parse the body first: nothing else can be known without appId/api/version.
+        RequestStage(),
+        # 2. Identify the caller before any lookup, so anonymous traffic costs nothing more.
+        #    Keys first, then signatures; a console token only when neither is present.
+        AuthStage((ApiKeyResolver(state), SignatureResolver(state), ConsoleTokenResolver(state))),
+        # 3. Find the app and version (one indexed query; published plans are cached).
+        ResolveStage(loader),
+        # 4. Access: membership, or key binding + subscription; then the plan, API enabled.
+        PolicyStage(loader, SubscriptionCache(state)),
+        # 7. Validate args only for callers allowed to call: errors never leak param lists.
+        ValidationStage(),
+        # 8. End-user token and permission mode, on validated args (userSystem reads an arg).
+        PermissionStage(state),
+        # 10. Run the steps and commit the call's transaction.
+        RunStage(state.engine),
+    )
+    # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
+    after: tuple[AfterStage, ...] = (RequestLogStage(state),)
+    return stages, after

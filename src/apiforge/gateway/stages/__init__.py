@@ -1,0 +1,1 @@
+"""Gateway stages, one module each; their order lives in `gateway/pipeline.py`."""

@@ -1,0 +1,76 @@
+"""Stage: may this caller call this app and API at all? Then load the compiled plan.
+
+Console callers (and workspace keys) must belong to the app's own workspace and call with its
+partition; app and publishable keys must be bound to this app and their workspace must have the
+app enabled (a subscription). Anything else is the same 404 as an unknown app, so private apps
+never leak. A disabled API is 403 `api_disabled` on published versions.
+"""
+
+from typing import Protocol
+
+from sqlalchemy import select
+
+from apiforge.core.errors import ForbiddenError, ValidationError
+from apiforge.engine.loader import ApiLoader, AppNotFoundError, VersionNotFoundError
+from apiforge.gateway.context import GatewayContext
+from apiforge.workspaces.models import Membership
+
+
+class SubscriptionChecker(Protocol):
+    async def is_enabled(self, ctx: GatewayContext, workspace_id: str, app_id: str) -> bool:
+        """Whether `workspace_id` has `app_id` enabled now (cached at most briefly)."""
+        ...
+
+
+class PolicyStage:
+    name = "policy"
+
+    def __init__(self, loader: ApiLoader, subscriptions: SubscriptionChecker | None) -> None:
+        self.loader = loader
+        self.subscriptions = subscriptions
+
+    async def on_request(self, ctx: GatewayContext) -> None:
+        assert ctx.caller is not None
+        assert ctx.target is not None
+        assert ctx.connection is not None
+        caller, target = ctx.caller, ctx.target
+        if caller.kind == "console":
+            role = await ctx.connection.scalar(
+                select(Membership.role).where(
+                    Membership.workspace_id == target.workspace_id,
+                    Membership.account_id == caller.account_id,
+                )
+            )
+            if role is None:
+                raise AppNotFoundError()
+            caller.workspace_id = target.workspace_id
+        elif caller.kind == "workspace_key":
+            if caller.workspace_id != target.workspace_id:
+                raise AppNotFoundError()
+        else:
+            if caller.app_id is not None and caller.app_id != target.id:
+                raise ForbiddenError("This key is for another app", reason="key_not_for_app")
+            if caller.workspace_id is None or self.subscriptions is None:
+                raise AppNotFoundError()
+            if not await self.subscriptions.is_enabled(ctx, caller.workspace_id, target.id):
+                raise ForbiddenError(
+                    "The app is not enabled for this workspace", reason="app_not_enabled"
+                )
+            if ctx.debug:
+                raise ForbiddenError(
+                    "Debug traces are for the app's members", reason="debug_forbidden"
+                )
+        ctx.partition = caller.workspace_id or target.workspace_id
+        if target.version is None:
+            label = "published version" if ctx.version == "latest" else f"version {ctx.version}"
+            raise VersionNotFoundError(f"The app has no {label}")
+        if ctx.debug and target.version != "dev":
+            raise ValidationError(
+                "A debug trace is only available on the dev version",
+                reason="debug_dev_only",
+                errors=[{"field": "debug", "message": "only with version dev"}],
+            )
+        compiled = await self.loader.load(ctx.connection, target, ctx.api)
+        if not compiled.enabled and target.version != "dev":
+            raise ForbiddenError("This API is disabled", reason="api_disabled")
+        ctx.compiled = compiled

@@ -1,0 +1,1 @@
+"""API keys (app-, pk-, ws-) and subscriptions: who may call which app."""
