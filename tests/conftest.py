@@ -5,6 +5,7 @@ run fails at once when PostgreSQL or Redis is unreachable — it never skips."""
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,39 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def _id_age_seconds(identifier: str) -> float:
+    """Age of a `tools.ids` id from its 48-bit millisecond timestamp (first 10 characters)."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    millis = 0
+    for char in identifier[:10]:
+        millis = millis * 32 + alphabet.index(char)
+    return time.time() - millis / 1000
+
+
+async def _drop_stale_databases(url: str) -> None:
+    """Databases left by runs that were killed (older than two hours) are dropped."""
+    conn = await asyncpg.connect(_pg_dsn(url))
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'apiforge\\_t%'"
+        )
+        for (name,) in names:
+            suffix = name.rsplit("_", 1)[-1]
+            try:
+                stale = _id_age_seconds(suffix) > 7200
+            except ValueError:
+                continue
+            if stale:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Migrate once per session; tests clone the result."""
     if DATABASE_URL:
+        asyncio.run(_drop_stale_databases(DATABASE_URL))
         name = f"apiforge_tpl_{new_id()}"
         asyncio.run(_pg_execute(DATABASE_URL, f'CREATE DATABASE "{name}"'))
         url = DATABASE_URL.rsplit("/", 1)[0] + "/" + name
@@ -126,11 +156,28 @@ def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
         yield Settings(**common)
 
 
+def _release_fastapi_caches() -> None:
+    """FastAPI keeps up to 4096 endpoint callables in module-level LRU caches; the docs endpoints
+    hold their app, so without this every test's app (and its engine) stays alive and the suite
+    slows down as it goes. One app per process in production makes this a test-only concern."""
+    from fastapi.dependencies import models
+
+    for name in (
+        "_is_gen_callable_cached",
+        "_is_async_gen_callable_cached",
+        "_is_coroutine_callable_cached",
+    ):
+        cached = getattr(models, name, None)
+        if cached is not None:
+            cached.cache_clear()
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
     await shutdown(application)
+    _release_fastapi_caches()
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ from apiforge.builder.router import router as builder_router
 from apiforge.datasets.router import router as datasets_router
 from apiforge.engine.router import router as engine_router
 from apiforge.http.handlers import install_handlers
+from apiforge.keys.router import router as keys_router
 from apiforge.plans.router import router as plans_router
+from apiforge.rights.router import router as rights_router
 from apiforge.system.router import router as system_router
+from apiforge.usage.router import router as usage_router
 from apiforge.workspaces.router import router as workspaces_router
 
 ROUTERS: list[APIRouter] = [
@@ -23,8 +26,11 @@ ROUTERS: list[APIRouter] = [
     plans_router,
     admin_router,
     builder_router,
+    rights_router,
     datasets_router,
     engine_router,
+    keys_router,
+    usage_router,
 ]
 
 

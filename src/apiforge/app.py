@@ -12,12 +12,13 @@ from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.db import make_engine, make_sessionmaker
 from apiforge.core.settings import Settings
-from apiforge.core.shared import make_limits_storage, make_redis
+from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
 from apiforge.engine.service import build_engine_state
 from apiforge.gateway.endpoint import GatewayEndpoint
 from apiforge.gateway.openapi import envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
 from apiforge.gateway.stage import GatewayState
+from apiforge.gateway.stages.log import drain_request_logs
 from apiforge.http.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -25,6 +26,7 @@ from apiforge.http.middleware import (
     MethodOverrideMiddleware,
     RequestIdMiddleware,
 )
+from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 
 
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = make_redis(settings)
     app.state.limits_storage = make_limits_storage(settings)
     app.state.engine_state = build_engine_state(engine, settings)
+    # One per process, shared by the gateway and the management API (keys/lookup.py).
+    app.state.keys = KeyLookup(settings, engine)
     app.user_middleware = middleware(settings)
     mount_gateway(app)
 
@@ -75,6 +79,7 @@ def mount_gateway(app: FastAPI) -> None:
         db=app.state.engine,
         engine=app.state.engine_state,
         redis=app.state.redis,
+        extra={"keys": app.state.keys},
     )
     stages, after = build_stages(state)
     app.state.gateway_state = state
@@ -94,6 +99,9 @@ def mount_gateway(app: FastAPI) -> None:
 
 
 async def shutdown(app: FastAPI) -> None:
+    await drain_request_logs(app.state.gateway_state)
+    await app.state.keys.close()  # writes the last-used times still in memory
     await app.state.engine.dispose()
+    await close_limits_storage(app.state.limits_storage)
     if app.state.redis is not None:
         await app.state.redis.aclose()

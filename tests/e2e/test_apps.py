@@ -301,7 +301,13 @@ async def test_api_is_created_read_and_listed_with_its_cost(client: AsyncClient)
     assert api["params"] == body["params"]
     assert api["steps"] == [HTTP_STEP]
     assert api["returnSteps"] == ["fetch"]
-    assert api["auth"] == {"requireToken": 1, "mode": "simple", "rights": ["read"], "target": None}
+    assert api["auth"] == {
+        "requireToken": 1,
+        "public": 0,
+        "mode": "simple",
+        "rights": ["read"],
+        "target": None,
+    }
     assert api["docExtra"] == "Needs nothing"
     listed = data_of(await client.get(f"/api/v1/apps/{app_id}/apis", headers=user.headers))
     assert listed["list"][0]["cost"] == 5

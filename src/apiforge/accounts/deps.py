@@ -1,4 +1,9 @@
-"""Who is calling the management API: the `CurrentAccount` and `AdminAccount` dependencies."""
+"""Who is calling the management API: `CallerAccount`, `CurrentAccount` and `AdminAccount`.
+
+`CallerAccount` accepts a console access token or a `ws-` workspace key; workspace-scoped routes
+see it through `workspaces/deps.py`, which confines a key to its workspace and role.
+`CurrentAccount` (person-level routes) and `AdminAccount` refuse keys.
+"""
 
 from typing import Annotated
 
@@ -10,7 +15,10 @@ from apiforge.accounts.service import AccountService
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import decode_access_token
 from apiforge.core.errors import AuthenticationError, ForbiddenError
-from apiforge.http.deps import SessionDep, SettingsDep
+from apiforge.http.deps import SessionDep, SettingsDep, client_ip
+from apiforge.keys.lookup import KeyLookup
+from apiforge.keys.policy import KeyRecord, check_key
+from apiforge.tools.clock import utcnow
 
 
 def bearer_token(request: Request) -> str | None:
@@ -21,8 +29,49 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def _current_account(request: Request, session: SessionDep, settings: SettingsDep) -> Account:
-    # Seam for later credentials (ws- keys, OAuth2 tokens): each resolves to an account here.
+def workspace_key(request: Request) -> KeyRecord | None:
+    """The `ws-` key this request authenticated with, if any (set by `_caller_account`)."""
+    record: KeyRecord | None = getattr(request.state, "workspace_key", None)
+    return record
+
+
+def _key_secret(request: Request) -> str | None:
+    """A key in `X-Api-Key`, or a `ws-` key as `Authorization: Bearer ws-…` (seed 000: "API key
+    or OAuth2 bearer token"). Console access tokens are JWTs and never start with `ws-`."""
+    given = request.headers.get("x-api-key", "").strip()
+    if given:
+        return given
+    token = bearer_token(request)
+    return token if token is not None and token.startswith("ws-") else None
+
+
+async def _key_account(request: Request, session: SessionDep, secret: str) -> Account:
+    """A `ws-` key acts for its creator, inside its workspace only, with at most its role (the
+    workspace dependencies apply both limits)."""
+    lookup: KeyLookup = request.app.state.keys
+    record = await lookup.key(await session.connection(), secret)
+    if record is None or record.kind != "ws":
+        raise AuthenticationError(
+            "Invalid API key (the management API takes ws- keys)", reason="invalid_api_key"
+        )
+    check_key(record, now=utcnow(), client_ip=client_ip(request), origin=None)
+    account = await session.get(Account, record.account_id) if record.account_id else None
+    if account is None or account.status != "active":
+        raise AuthenticationError(
+            "The creator of this key is no longer an active member of its workspace",
+            reason="api_key_orphaned",
+        )
+    lookup.last_used.touch(record.id)
+    request.state.workspace_key = record
+    request.state.account_id = account.id
+    return account
+
+
+async def _caller_account(request: Request, session: SessionDep, settings: SettingsDep) -> Account:
+    """Who is calling: a console access token, or a `ws-` key. Seam for OAuth2 access tokens."""
+    secret = _key_secret(request)
+    if secret is not None:
+        return await _key_account(request, session, secret)
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError()
@@ -41,6 +90,21 @@ async def _current_account(request: Request, session: SessionDep, settings: Sett
         raise AuthenticationError("Account is disabled", reason="account_disabled")
     request.state.account_id = account.id
     request.state.session_id = claims["sid"]
+    return account
+
+
+CallerAccount = Annotated[Account, Depends(_caller_account)]
+"""A console session or a `ws-` key: for workspace-scoped routes (through the workspace deps)."""
+
+
+async def _current_account(request: Request, account: CallerAccount) -> Account:
+    """The signed-in person: account-level routes (`/user/*`, `/workspaces`, `/admin/*`, key
+    management) refuse workspace keys, which act only inside their workspace."""
+    if workspace_key(request) is not None:
+        raise ForbiddenError(
+            "This needs a console sign-in; workspace keys act only inside their workspace",
+            reason="workspace_key_not_allowed",
+        )
     return account
 
 

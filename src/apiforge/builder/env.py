@@ -6,6 +6,7 @@ them; they are opened only when a call needs them (`runtime_env`) and never retu
 """
 
 import base64
+from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -19,8 +20,14 @@ _INFO = b"apiforge/apps/env-secrets/v1"
 
 
 def _fernet(settings: Settings) -> Fernet:
+    return _fernet_for(settings.signing_key)
+
+
+@lru_cache(maxsize=8)
+def _fernet_for(signing_key: str) -> Fernet:
+    # Derived once per key: `runtime_env` runs on every call, and HKDF is not free.
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-        settings.signing_key.encode()
+        signing_key.encode()
     )
     return Fernet(base64.urlsafe_b64encode(key))
 
@@ -54,9 +61,12 @@ def runtime_env(settings: Settings, env: dict[str, Any]) -> dict[str, Any]:
     """The `env` variable of expressions: config as stored, secrets opened. A secret sealed under
     another signing key (the key was rotated) opens as an empty string instead of failing every
     call; setting it again repairs it."""
+    secrets = env.get("secrets") or {}
+    if not secrets:
+        return {"config": dict(env.get("config") or {}), "secrets": {}}
     fernet = _fernet(settings)
     opened: dict[str, str] = {}
-    for name, token in (env.get("secrets") or {}).items():
+    for name, token in secrets.items():
         try:
             opened[name] = fernet.decrypt(str(token).encode()).decode()
         except InvalidToken:

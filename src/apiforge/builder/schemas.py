@@ -85,9 +85,11 @@ class ApiAuth(InputModel):
 
     `simple` and `userSystem` need `rights` (any one of them grants access); `userSystem` also
     needs `target`. Every mode but `none` needs `requireToken`, since it reads the token.
+    `public` marks an API that publishable (browser) keys may call without an end-user token.
     """
 
     require_token: Flag = False
+    public: Flag = False
     mode: Literal["none", "simple", "admin", "userSystem"] = "none"
     rights: Annotated[list[Right], Field(max_length=MAX_RIGHTS)] = Field(default_factory=list)
     target: PermissionTarget | None = None
@@ -108,6 +110,7 @@ class ApiAuth(InputModel):
         """The stored (and snapshotted) form: camelCase keys, JSON booleans."""
         return {
             "requireToken": self.require_token,
+            "public": self.public,
             "mode": self.mode,
             "rights": list(dict.fromkeys(self.rights)),
             "target": self.target.model_dump() if self.target else None,
@@ -116,6 +119,7 @@ class ApiAuth(InputModel):
 
 class ApiAuthRead(ApiModel):
     require_token: Flag
+    public: Flag = False
     mode: str
     rights: list[str]
     target: dict[str, str] | None

@@ -229,6 +229,7 @@ def _auth_of(row: ApiDefinition) -> dict[str, Any]:
     stored = row.auth or {}
     return {
         "require_token": bool(stored.get("requireToken", False)),
+        "public": bool(stored.get("public", False)),
         "mode": stored.get("mode", "none"),
         "rights": list(stored.get("rights") or []),
         "target": stored.get("target"),

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_setting_bytes: int = Field(default=64 * 1024, ge=64)
 
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).
+    http_allow_hosts: list[str] = Field(default_factory=list)
     changelog_path: Path | None = None
 
     @property

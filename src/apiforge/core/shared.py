@@ -18,6 +18,17 @@ def make_limits_storage(settings: Settings) -> Storage:
     if not settings.redis_url:
         return MemoryStorage()
     url = settings.redis_url.replace("redis://", "async+redis://", 1)
-    storage = storage_from_string(url, key_prefix=f"{settings.redis_prefix}limits")
+    # redis-py (already our Redis client) rather than coredis, so one client library is in play.
+    storage = storage_from_string(
+        url, key_prefix=f"{settings.redis_prefix}limits", implementation="redispy"
+    )
     assert isinstance(storage, Storage)  # async+ scheme always yields an async storage
     return storage
+
+
+async def close_limits_storage(storage: Storage) -> None:
+    """Close the Redis connections a Redis-backed `limits` storage opened (memory: nothing)."""
+    bridge = getattr(storage, "bridge", None)
+    client = getattr(bridge, "storage", None)
+    if client is not None and hasattr(client, "aclose"):
+        await client.aclose()

@@ -78,6 +78,7 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         signing_secret_for=signing_secret_for,
         call_api=call_api,
         record_cipher=cipher_for(settings.signing_key),
+        http_allow_hosts=frozenset(settings.http_allow_hosts),
     )
     return EngineState(db, settings, loader, services, RunLimits())
 

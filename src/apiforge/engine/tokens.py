@@ -15,8 +15,13 @@ from apiforge.core.errors import AuthenticationError
 
 ISSUER = "apiforge"
 ALGORITHM = "HS256"
+# The workspace (data partition) the token was issued in: the gateway refuses the token in any
+# other partition, so one consumer's users never act on another consumer's data of the same app.
+WORKSPACE_CLAIM = "ws"
 # Claims the platform sets itself; `jwtSign`'s custom `claims` may not override them.
-RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "rights", "admin"})
+RESERVED_CLAIMS = frozenset(
+    {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "rights", "admin", WORKSPACE_CLAIM}
+)
 MAX_EXPIRES_IN = 365 * 86400
 
 
@@ -30,6 +35,7 @@ def sign_end_user_token(
     rights: list[str] | None = None,
     admin: bool = False,
     claims: Mapping[str, Any] | None = None,
+    workspace: str | None = None,
 ) -> str:
     """Issue a token for one of the app's own users; `claims` must avoid `RESERVED_CLAIMS`."""
     clash = RESERVED_CLAIMS.intersection(claims or {})
@@ -46,6 +52,8 @@ def sign_end_user_token(
     }
     if admin:
         payload["admin"] = True
+    if workspace is not None:
+        payload[WORKSPACE_CLAIM] = workspace
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 

@@ -30,6 +30,10 @@ class GatewayContext:
     request_id: str
     raw_body: bytes
     started: float = field(default_factory=time.perf_counter)
+    # What an HMAC signature covers besides the body (gateway/signing.py).
+    method: str = "POST"
+    path: str = "/api/v1/invocations"
+    query_string: str = ""
 
     # Filled by the stages, in pipeline order.
     app_id: str = ""

@@ -13,6 +13,7 @@ from apiforge.core.errors import ApiforgeError
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.http.envelope import error_response
+from apiforge.tools.netpolicy import proxy_policy
 
 
 class GatewayEndpoint:
@@ -22,17 +23,27 @@ class GatewayEndpoint:
         self.state = state
         self.stages = tuple(stages)
         self.after = tuple(after)
+        self.proxies = proxy_policy(tuple(state.settings.trusted_proxies))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            await _preflight(scope)(scope, receive, send)
+            return
         if scope["method"] != "POST":
             response = error_response(405, "method_not_allowed", "Method not allowed")
             await response(scope, receive, send)
             return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        peer = scope["client"][0] if scope.get("client") else ""
         ctx = GatewayContext(
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-            client_ip=scope["client"][0] if scope.get("client") else "",
+            headers=headers,
+            # X-Forwarded-For counts only from a trusted proxy (tools/netpolicy.py).
+            client_ip=self.proxies.client_ip(peer, headers.get("x-forwarded-for")),
             request_id=scope.get("state", {}).get("request_id", ""),
             raw_body=await _read_body(receive),
+            method=scope["method"],
+            path=scope["path"],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
         )
         response = await self._handle(ctx)
         await response(scope, receive, send)
@@ -59,6 +70,27 @@ class GatewayEndpoint:
             for after in self.after:
                 await after.after(ctx)
         return response
+
+
+_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, Idempotency-Key, X-Api-Key, X-End-User-Token, X-Request-ID"
+    ),
+    "Access-Control-Max-Age": "600",
+    "Vary": "Origin",
+}
+
+
+def _preflight(scope: Scope) -> Response:
+    """CORS preflight for browsers using publishable keys. A preflight carries no key, so it can
+    only say which headers a real call may send; the real call is then checked against the
+    key's allowed origins (and gets `Access-Control-Allow-Origin` only when it passes)."""
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), "")
+    headers = dict(_PREFLIGHT_HEADERS)
+    if origin:
+        headers["Access-Control-Allow-Origin"] = origin
+    return Response(status_code=204, headers=headers)
 
 
 async def _read_body(receive: Receive) -> bytes:

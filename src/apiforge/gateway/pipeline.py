@@ -1,6 +1,6 @@
 """The gateway's stages in order, read top to bottom, each with the reason for its place."""
 
-from apiforge.gateway.keys import ApiKeyResolver, SubscriptionCache
+from apiforge.gateway.keys import ApiKeyResolver, PublishableKeyStage, SubscriptionCache
 from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
@@ -25,6 +25,8 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         ResolveStage(loader),
         # 4. Access: membership, or key binding + subscription; then the plan, API enabled.
         PolicyStage(loader, SubscriptionCache(state)),
+        # 4b. A publishable key only reaches token-requiring or public APIs (needs the plan).
+        PublishableKeyStage(),
         # 7. Validate args only for callers allowed to call: errors never leak param lists.
         ValidationStage(),
         # 8. End-user token and permission mode, on validated args (userSystem reads an arg).

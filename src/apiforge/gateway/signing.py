@@ -1,14 +1,268 @@
-"""Credential resolver for HMAC-signed requests (`X-App-Id`, `X-Timestamp`, `X-Nonce`, `X-Sign`).
+"""HMAC-signed gateway calls: `X-App-Id`, `X-Timestamp`, `X-Nonce`, `X-Sign` (docs/signing.md).
 
-Placeholder wiring: the signing work replaces this body."""
+`X-App-Id` is the id of an `app-` (or `ws-`) key, as key lists show it; the secret itself never
+travels. The signature is HMAC-SHA256, keyed with that key's secret, over six lines: the method, the
+path, the sorted query, the body's SHA-256, the timestamp and the nonce. A call is accepted when
+its timestamp is within ±300 s of the server clock, its signature matches (constant-time), and its
+nonce has not been seen for that key in the last 600 s. The nonce is claimed only after the
+signature checked out, so anonymous traffic can never fill the nonce store or burn a client's
+nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an in-memory TTL set.
+"""
 
+import hashlib
+import hmac
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import quote, unquote_plus
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from apiforge.core.errors import AuthenticationError, UnavailableError
 from apiforge.gateway.context import Caller, GatewayContext
+from apiforge.gateway.keys import SIGNING_KINDS, key_caller, key_lookup
 from apiforge.gateway.stage import GatewayState
+from apiforge.keys.policy import KeyRecord
+
+SKEW_SECONDS = 300
+# A nonce must be remembered at least as long as a timestamp that carries it can be accepted:
+# from 300 s in the past to 300 s in the future of the server clock.
+NONCE_TTL_SECONDS = 2 * SKEW_SECONDS
+NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
+SIGN_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+KEY_ID_MAX = 128
+HEADERS = ("x-app-id", "x-timestamp", "x-nonce", "x-sign")
+
+DEGRADED = Counter(
+    "apiforge_gateway_degraded_total",
+    "Gateway calls a shared store could not serve (the call was refused: fail closed)",
+    ["store"],
+)
+
+
+# --- the canonical string -----------------------------------------------------------------
+
+
+def canonical_query(query_string: str) -> str:
+    """The query as `name=value` pairs, decoded then re-encoded (RFC 3986: only `A-Za-z0-9-_.~`
+    stay literal), sorted by name then value, joined with `&`; `""` without a query."""
+    pairs = []
+    for part in query_string.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_encode(unquote_plus(name)), _encode(unquote_plus(value))))
+    return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def canonical_string(
+    method: str, path: str, query_string: str, body: bytes, timestamp: str, nonce: str
+) -> str:
+    """The six lines a signature covers, joined by `\\n` (no trailing newline)."""
+    return "\n".join(
+        (
+            method.upper(),
+            path,
+            canonical_query(query_string),
+            hashlib.sha256(body).hexdigest(),
+            timestamp,
+            nonce,
+        )
+    )
+
+
+def sign(secret: str, canonical: str) -> str:
+    """`X-Sign`: lower-case hex HMAC-SHA256 of the canonical string, keyed with the secret."""
+    return hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_matches(secret: str, canonical: str, given: str) -> bool:
+    """Constant-time comparison, so timing never reveals how much of a guess was right."""
+    return hmac.compare_digest(sign(secret, canonical).encode(), given.lower().encode())
+
+
+def check_timestamp(timestamp: str, now: float) -> None:
+    """401 unless `timestamp` is whole Unix seconds within ±300 s of `now`."""
+    if not TIMESTAMP_PATTERN.match(timestamp):
+        raise AuthenticationError(
+            "X-Timestamp must be whole Unix seconds", reason="invalid_timestamp"
+        )
+    if abs(int(timestamp) - int(now)) > SKEW_SECONDS:
+        raise AuthenticationError(
+            f"X-Timestamp is more than {SKEW_SECONDS} seconds from the server clock",
+            reason="timestamp_skewed",
+            details={"serverTime": int(now)},
+        )
+
+
+# --- nonce stores -------------------------------------------------------------------------
+
+
+class NonceStore(Protocol):
+    async def claim(self, key: str, ttl_seconds: int) -> bool:
+        """True the first time `key` is claimed within `ttl_seconds`, False after that.
+        Raises `UnavailableError` when the store cannot answer (callers fail closed)."""
+        ...
+
+
+class MemoryNonceStore:
+    """One process's nonces. Every entry lives for the same TTL, so insertion order is expiry
+    order and pruning only ever looks at the oldest entries."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._expiry: dict[str, float] = {}
+        self._order: deque[tuple[float, str]] = deque()
+
+    async def claim(self, key: str, ttl_seconds: int) -> bool:
+        now = self.clock()
+        while self._order and self._order[0][0] <= now:
+            expires, old = self._order.popleft()
+            if self._expiry.get(old) == expires:
+                del self._expiry[old]
+        if key in self._expiry:
+            return False
+        expires = now + ttl_seconds
+        self._expiry[key] = expires
+        self._order.append((expires, key))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+class RedisNonceStore:
+    """Nonces shared by every node: `SET key 1 NX EX ttl` is atomic, so of two nodes receiving
+    the same signed call at once exactly one accepts it."""
+
+    def __init__(self, redis: "Redis", prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def claim(self, key: str, ttl_seconds: int) -> bool:
+        try:
+            stored = await self.redis.set(
+                f"{self.prefix}nonce:{key}", b"1", nx=True, ex=ttl_seconds
+            )
+        except (RedisError, OSError) as exc:
+            DEGRADED.labels("nonce").inc()
+            raise UnavailableError(
+                "Signed calls cannot be checked right now", reason="nonce_store_unavailable"
+            ) from exc
+        return bool(stored)
+
+
+def nonce_store_for(state: GatewayState) -> NonceStore:
+    if state.redis is not None:
+        return RedisNonceStore(state.redis, state.settings.redis_prefix)
+    return MemoryNonceStore()
+
+
+# --- the credential resolver --------------------------------------------------------------
+
+
+class SigningKeys(Protocol):
+    """Where signing keys come from (the keys domain in production, a dict in unit tests).
+
+    Split in two so the key's own policy runs only after the signature checked out: a caller
+    without the secret learns nothing about a key (revoked, expired, IP-restricted) from its id.
+    """
+
+    async def find(self, ctx: GatewayContext, key_id: str) -> tuple[KeyRecord, str] | None:
+        """The key `key_id` and its secret; None for an unknown id or a key that cannot sign."""
+        ...
+
+    def admit(self, ctx: GatewayContext, record: KeyRecord) -> Caller:
+        """The caller the key stands for, after its policy (revoked, expired, allowed IPs);
+        raises the refusal."""
+        ...
 
 
 class SignatureResolver:
-    def __init__(self, state: GatewayState) -> None:
+    """Recognises a call by its `X-Sign` header; the other three headers must come with it."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        *,
+        keys: SigningKeys | None = None,
+        nonces: NonceStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.state = state
+        self.keys = keys if keys is not None else _LookupKeys(state)
+        self.nonces = nonces if nonces is not None else nonce_store_for(state)
+        self.clock = clock
 
     async def resolve(self, ctx: GatewayContext) -> Caller | None:
-        return None
+        if ctx.header("x-sign") is None:
+            return None
+        values = [ctx.header(name) or "" for name in HEADERS]
+        missing = [name for name, value in zip(HEADERS, values, strict=True) if not value]
+        if missing:
+            raise AuthenticationError(
+                "A signed call needs X-App-Id, X-Timestamp, X-Nonce and X-Sign",
+                reason="signature_incomplete",
+                details={"missing": [_title(name) for name in missing]},
+            )
+        key_id, timestamp, nonce, given = values
+        check_timestamp(timestamp, self.clock())
+        if not NONCE_PATTERN.match(nonce):
+            raise AuthenticationError(
+                "X-Nonce must be 16 to 64 characters of A-Z a-z 0-9 _ -", reason="invalid_nonce"
+            )
+        if len(key_id) > KEY_ID_MAX or not SIGN_PATTERN.match(given):
+            raise _bad_signature()
+        found = await self.keys.find(ctx, key_id)
+        if found is None:
+            raise _bad_signature()
+        record, secret = found
+        canonical = canonical_string(
+            ctx.method, ctx.path, ctx.query_string, ctx.raw_body, timestamp, nonce
+        )
+        if not signature_matches(secret, canonical, given):
+            raise _bad_signature()
+        if not await self.nonces.claim(f"{record.id}:{nonce}", NONCE_TTL_SECONDS):
+            raise AuthenticationError(
+                "This nonce was already used; sign every call with a new one",
+                reason="nonce_reused",
+            )
+        return self.keys.admit(ctx, record)
+
+
+def _bad_signature() -> AuthenticationError:
+    # One answer for an unknown key and a wrong signature: key ids cannot be probed.
+    return AuthenticationError("The signature does not match", reason="invalid_signature")
+
+
+def _title(header: str) -> str:
+    return "-".join(part.capitalize() for part in header.split("-"))
+
+
+class _LookupKeys:
+    """Signing keys from the process's `KeyLookup` (at most one second old): `X-App-Id` is the
+    key's id; only secret keys (`app-`, `ws-`) sign, a `pk-` key is public by design."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.lookup = key_lookup(state)
+
+    async def find(self, ctx: GatewayContext, key_id: str) -> tuple[KeyRecord, str] | None:
+        assert ctx.connection is not None
+        found = await self.lookup.signing_key_for(ctx.connection, key_id)
+        if found is None or found[0].kind not in SIGNING_KINDS:
+            return None
+        return found
+
+    def admit(self, ctx: GatewayContext, record: KeyRecord) -> Caller:
+        caller = key_caller(record, ctx)
+        self.lookup.last_used.touch(record.id)
+        return caller

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.core.db import unit_of_work
 from apiforge.core.settings import Settings
+from apiforge.tools.netpolicy import proxy_policy
 
 
 def _settings(request: Request) -> Settings:
@@ -27,4 +28,8 @@ SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address; `X-Forwarded-For` only from a trusted proxy (tools/netpolicy.py)."""
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else ""
+    policy = proxy_policy(tuple(settings.trusted_proxies))
+    return policy.client_ip(peer, ",".join(request.headers.getlist("x-forwarded-for")))

@@ -25,6 +25,7 @@ from apiforge.plans.schemas import (
     WorkspacePlanUpdate,
 )
 from apiforge.tools.ids import is_id
+from apiforge.usage.counters import calls_this_month
 from apiforge.workspaces.models import Membership, Workspace
 
 UNLIMITED = -1
@@ -125,11 +126,17 @@ async def _workspaces_used(session: AsyncSession, workspace: Workspace) -> int:
     return await count_owned_workspaces(session, workspace.owner_id)
 
 
+async def _calls_used(session: AsyncSession, workspace: Workspace) -> int:
+    return await calls_this_month(session, workspace.id)
+
+
 # What `/user/plans` can count today. Quotas whose subject does not exist yet (apps, records,
-# storage, uploads, calls) report 0 until the issue that introduces them adds its counter here.
+# storage, uploads) report 0 until the issue that introduces them adds its counter here.
 USAGE_COUNTERS: dict[str, UsageCounter] = {
     "members": _members_used,
     "workspaces": _workspaces_used,
+    # Successful gateway calls this UTC calendar month, from the request log.
+    "callsPerMonth": _calls_used,
 }
 
 

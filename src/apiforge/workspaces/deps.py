@@ -18,6 +18,10 @@ Use in a router::
 Rules finer than a rank (whose role may be changed, by whom) stay in the services, which call
 `CurrentWorkspace.require` themselves. Routes whose path names the workspace
 (`/workspaces/{workspace_id}/...`) use `PathWorkspace` instead of the header.
+
+Both also accept a `ws-` workspace key (`CallerAccount`): it acts for its creator, only in the
+key's own workspace (another `X-Workspace-Id` is 404 `workspace_not_found`), and with the lesser of
+the key's role and the creator's current role.
 """
 
 from collections.abc import Awaitable, Callable
@@ -25,10 +29,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
-from apiforge.accounts.deps import CurrentAccount
+from apiforge.accounts.deps import CallerAccount, workspace_key
 from apiforge.http.deps import SessionDep
 from apiforge.workspaces.models import Role
-from apiforge.workspaces.service import CurrentWorkspace, WorkspaceService
+from apiforge.workspaces.service import (
+    CurrentWorkspace,
+    WorkspaceNotFoundError,
+    WorkspaceService,
+)
 
 __all__ = [
     "WORKSPACE_HEADER",
@@ -53,9 +61,28 @@ def _workspace_service(session: SessionDep) -> WorkspaceService:
 WorkspaceServiceDep = Annotated[WorkspaceService, Depends(_workspace_service)]
 
 
+def _key_scope(request: Request, wanted: str | None) -> str | None:
+    """A `ws-` key acts only in its own workspace: another id is the same 404 as for anyone."""
+    key = workspace_key(request)
+    if key is None:
+        return wanted
+    if wanted is not None and wanted != key.workspace_id:
+        raise WorkspaceNotFoundError()
+    return key.workspace_id
+
+
+def _key_role(request: Request, current: CurrentWorkspace) -> CurrentWorkspace:
+    """With a `ws-` key, the lesser of the key's role and its creator's current role."""
+    key = workspace_key(request)
+    if key is None or key.role is None:
+        return current
+    role = min(current.role, Role(key.role), key=lambda r: r.rank)
+    return CurrentWorkspace(workspace=current.workspace, account_id=current.account_id, role=role)
+
+
 async def _header_workspace(
     request: Request,
-    account: CurrentAccount,
+    account: CallerAccount,
     service: WorkspaceServiceDep,
     workspace_id: Annotated[
         str | None,
@@ -66,20 +93,20 @@ async def _header_workspace(
     ] = None,
 ) -> CurrentWorkspace:
     # An empty header means "not chosen", like an absent one.
-    current = await service.resolve(account.id, workspace_id or None)
+    current = await service.resolve(account.id, _key_scope(request, workspace_id or None))
     request.state.workspace_id = current.id
-    return current
+    return _key_role(request, current)
 
 
 async def _path_workspace(
     request: Request,
-    account: CurrentAccount,
+    account: CallerAccount,
     service: WorkspaceServiceDep,
     workspace_id: Annotated[str, Path()],
 ) -> CurrentWorkspace:
-    current = await service.resolve(account.id, workspace_id)
+    current = await service.resolve(account.id, _key_scope(request, workspace_id))
     request.state.workspace_id = current.id
-    return current
+    return _key_role(request, current)
 
 
 CurrentWorkspaceDep = Annotated[CurrentWorkspace, Depends(_header_workspace)]

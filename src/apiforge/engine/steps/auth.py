@@ -162,6 +162,7 @@ class JwtSignStep:
             rights=rights,
             admin=admin,
             claims=claims,
+            workspace=ctx.partition,
         )
         return {
             "token": token,

@@ -1,16 +1,149 @@
 """Stage: end-user token and permission mode (`none`, `simple`, `admin`, `userSystem`).
 
-Placeholder wiring: the permissions work replaces this body."""
+The end-user token travels in `Authorization: Bearer` when the caller used a key or a signature,
+and in `X-End-User-Token` when the caller used a console token (which holds `Authorization`).
+A token that is sent is always verified, whether or not the API requires one: a bad token is a
+401, never silently ignored. A valid token must also belong to the call's data partition (its
+`ws` claim), so one consumer's users cannot act on another consumer's data of the same app.
 
+Modes (DESIGN.md §4, spec 001): `none` checks nothing more; `simple` needs one of the API's
+rights in the token's `rights`; `admin` needs a token with `admin: true` (calls from another
+API's `callApi` step never pass through the gateway, which is how they are accepted);
+`userSystem` needs one of the API's rights in `UserRight(partition, token.sub, app, target)`, the
+target read from an arg, a token claim or a constant.
+"""
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from apiforge.core.errors import AuthenticationError, ForbiddenError
+from apiforge.engine.tokens import WORKSPACE_CLAIM, verify_end_user_token
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
+from apiforge.rights.store import RightsKey, held_rights
+
+SECRET_CACHE_SIZE = 4096
+
+
+class SecretCache:
+    """App id -> jwtSign secret, per process. An app's secret never changes and ids are never
+    reused, so entries never go stale; the size bound only caps memory (least recently used
+    out first)."""
+
+    def __init__(self, load: Callable[[str], Awaitable[str]], size: int = SECRET_CACHE_SIZE):
+        self.load = load
+        self.size = size
+        self._secrets: OrderedDict[str, str] = OrderedDict()
+
+    async def get(self, app_id: str) -> str:
+        secret = self._secrets.get(app_id)
+        if secret is not None:
+            self._secrets.move_to_end(app_id)
+            return secret
+        secret = await self.load(app_id)
+        self._secrets[app_id] = secret
+        if len(self._secrets) > self.size:
+            self._secrets.popitem(last=False)
+        return secret
+
+
+def token_from(ctx: GatewayContext) -> str | None:
+    """The raw end-user token of the call, None when none was sent."""
+    assert ctx.caller is not None
+    if ctx.caller.kind == "console":
+        raw = (ctx.header("x-end-user-token") or "").strip()
+        return raw or None
+    header = ctx.header("authorization")
+    if header is None or not header.strip():
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "Send the end-user token as `Authorization: Bearer <token>`", reason="invalid_token"
+        )
+    return token.strip()
+
+
+def _denied(message: str, reason: str = "insufficient_rights") -> ForbiddenError:
+    return ForbiddenError(message, reason=reason)
+
+
+def target_of(
+    spec: Mapping[str, Any] | None, args: Mapping[str, Any], claims: Mapping[str, Any]
+) -> str:
+    """The `userSystem` target: an arg's value, a token claim's value, or a constant. Strings
+    and whole numbers are accepted; anything else, or nothing, is a 403."""
+    source = (spec or {}).get("source")
+    name = str((spec or {}).get("value") or "")
+    if source == "arg":
+        value: Any = args.get(name)
+    elif source == "token":
+        value = claims.get(name)
+    elif source == "constant":
+        value = name
+    else:
+        value = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        where = {"arg": "argument", "token": "token claim"}.get(str(source), "target")
+        raise _denied(
+            f"The permission target ({where} `{name}`) is missing", "permission_target_missing"
+        )
+    return value
 
 
 class PermissionStage:
     name = "permissions"
 
     def __init__(self, state: GatewayState) -> None:
-        self.state = state
+        self.secrets = SecretCache(state.engine.services.signing_secret_for)
 
     async def on_request(self, ctx: GatewayContext) -> None:
-        return None
+        assert ctx.compiled is not None
+        assert ctx.target is not None
+        auth = ctx.compiled.auth
+        raw = token_from(ctx)
+        if raw is None:
+            if auth.get("requireToken") or auth.get("mode", "none") != "none":
+                raise AuthenticationError(
+                    "This API needs an end-user token", reason="token_required"
+                )
+            return
+        claims = verify_end_user_token(await self.secrets.get(ctx.target.id), ctx.target.id, raw)
+        if claims.get(WORKSPACE_CLAIM) != ctx.partition:
+            raise AuthenticationError(
+                "This token was issued for another workspace's users",
+                reason="token_workspace_mismatch",
+            )
+        await self._check_mode(ctx, auth, claims)
+        ctx.token = claims  # only once allowed: steps never see a refused caller's claims
+
+    async def _check_mode(
+        self, ctx: GatewayContext, auth: Mapping[str, Any], claims: Mapping[str, Any]
+    ) -> None:
+        mode = auth.get("mode", "none")
+        wanted = auth.get("rights") or []
+        if mode == "none":
+            return
+        if mode == "simple":
+            held = claims.get("rights") or []
+            if not any(right in held for right in wanted):
+                raise _denied("The token holds none of the rights this API requires")
+            return
+        if mode == "admin":
+            if claims.get("admin") is not True:
+                raise _denied("This API is for the app's administrators", "admin_required")
+            return
+        if mode == "userSystem":
+            assert ctx.target is not None
+            assert ctx.connection is not None
+            target = target_of(auth.get("target"), ctx.args, claims)
+            key = RightsKey(ctx.partition, ctx.target.id, str(claims["sub"]), target)
+            held = await held_rights(ctx.connection, key) or []
+            if not any(right in held for right in wanted):
+                raise _denied("The user holds none of the rights this API requires on the target")
+            return
+        # A mode this build does not know (a newer snapshot): refuse rather than allow.
+        raise _denied("This API's permission mode is not supported", "permission_mode_unknown")

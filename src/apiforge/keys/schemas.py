@@ -1,0 +1,120 @@
+"""Request and response models of `/api/v1/subscriptions` and `/api/v1/api-keys`.
+
+A key is never shown again after `ApiKeyCreated`: `ApiKeyRead` has its prefix, never the secret
+or its hash.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
+
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.tools.netpolicy import normalise_cidr
+
+MAX_ALLOWED_ENTRIES = 20
+KeyType = Literal["app", "pk", "ws"]
+KeyStatus = Literal["active", "expired", "revoked"]
+KeyRole = Literal["viewer", "editor", "admin"]  # never owner: ownership is not delegable
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(text: str) -> str:
+    """`HTTPS://App.Example.com:443` → `https://app.example.com`: the form browsers send in
+    `Origin`, so the gateway compares strings."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError("must be an origin like https://app.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError("must be an origin like https://app.example.com (no path)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+Cidr = Annotated[str, Field(max_length=64), AfterValidator(normalise_cidr)]
+Origin = Annotated[str, Field(max_length=255), AfterValidator(normalise_origin)]
+AllowedIps = Annotated[list[Cidr], Field(max_length=MAX_ALLOWED_ENTRIES)]
+AllowedOrigins = Annotated[list[Origin], Field(max_length=MAX_ALLOWED_ENTRIES)]
+KeyName = Annotated[str, Field(min_length=1, max_length=100)]
+IdText = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+class SubscriptionCreate(InputModel):
+    app_id: IdText
+
+
+class SubscriptionUpdate(InputModel):
+    enabled: Flag
+
+
+class SubscriptionRead(ApiModel):
+    id: str
+    app_id: str
+    app_name: str
+    enabled: Flag
+    created_time: Timestamp
+    updated_time: Timestamp
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(InputModel):
+    """`app`/`pk` keys need `appId` (an app the workspace has enabled), `pk` keys also at least
+    one allowed origin; `ws` keys need a `role` no higher than the creator's. The combinations
+    are checked by the service, which names the offending field."""
+
+    type: KeyType
+    name: KeyName
+    app_id: IdText | None = None
+    role: KeyRole | None = None
+    expires_time: datetime | None = None
+    allowed_ips: AllowedIps = Field(default_factory=list)
+    allowed_origins: AllowedOrigins = Field(default_factory=list)
+
+
+class ApiKeyUpdate(InputModel):
+    """Fields left out stay; `expiresTime: null` removes the expiry."""
+
+    name: KeyName | None = None
+    expires_time: datetime | None = None
+    allowed_ips: AllowedIps | None = None
+    allowed_origins: AllowedOrigins | None = None
+
+
+class ApiKeyCreated(ApiModel):
+    """The only response that carries the secret."""
+
+    id: str
+    key: str
+    prefix: str
+
+
+class ApiKeyRead(ApiModel):
+    id: str
+    type: KeyType
+    name: str
+    prefix: str
+    status: KeyStatus
+    app_id: str | None
+    subscription_id: str | None
+    role: str | None
+    expires_time: Timestamp | None
+    allowed_ips: list[str]
+    allowed_origins: list[str]
+    last_used_time: Timestamp | None
+    created_by: str | None
+    created_time: Timestamp
+    revoked_time: Timestamp | None

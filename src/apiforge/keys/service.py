@@ -1,0 +1,429 @@
+"""Subscriptions and API keys of the current workspace: rules, limits and one-time secrets.
+
+Roles (checked here, not in routers): viewers list subscriptions; editors enable and disable
+apps, create and list keys; admins revoke keys, change their policy and remove subscriptions.
+Every change forgets the affected entries of this process's `KeyLookup` at once; other nodes
+follow within its one-second TTL.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.builder.models import App
+from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from apiforge.core.settings import Settings
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.http.schemas import Created
+from apiforge.keys.crypto import new_secret, secret_hash, visible_prefix
+from apiforge.keys.lookup import KeyLookup
+from apiforge.keys.models import ApiKey, Subscription
+from apiforge.keys.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    ApiKeyUpdate,
+    KeyStatus,
+    KeyType,
+    SubscriptionCreate,
+    SubscriptionRead,
+    SubscriptionUpdate,
+)
+from apiforge.tools.clock import utcnow
+from apiforge.tools.ids import is_id
+from apiforge.workspaces.models import Role, Workspace
+from apiforge.workspaces.service import CurrentWorkspace, InsufficientRoleError
+
+MAX_ACTIVE_KEYS = 10  # per resource: one subscription (app + pk keys) or one workspace (ws keys)
+
+SUBSCRIPTION_SORTS: dict[str, ColumnElement[Any]] = {
+    "createdTime": Subscription.created_at.expression,
+    "updatedTime": Subscription.updated_at.expression,
+    "appName": App.name.expression,
+}
+KEY_SORTS: dict[str, ColumnElement[Any]] = {
+    "createdTime": ApiKey.created_at.expression,
+    "name": ApiKey.name.expression,
+    "expiresTime": ApiKey.expires_at.expression,
+    "lastUsedTime": ApiKey.last_used_at.expression,
+}
+
+
+class SubscriptionNotFoundError(NotFoundError):
+    reason = "subscription_not_found"
+    message = "Subscription not found"
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    reason = "api_key_not_found"
+    message = "API key not found"
+
+
+class AppNotFoundError(NotFoundError):
+    """Unknown, or private to another workspace: the same answer, so private apps never leak."""
+
+    reason = "app_not_found"
+    message = "App not found"
+
+
+def _field_error(field: str, message: str, reason: str = "invalid_input") -> ValidationError:
+    return ValidationError(message, reason=reason, errors=[{"field": field, "message": message}])
+
+
+def _active(now: datetime) -> ColumnElement[bool]:
+    return ApiKey.revoked_at.is_(None) & or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+
+
+def _status(key: ApiKey, now: datetime) -> KeyStatus:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+class SubscriptionService:
+    """The apps the current workspace has enabled. Never commits."""
+
+    def __init__(self, session: AsyncSession, lookup: KeyLookup) -> None:
+        self.session = session
+        self.lookup = lookup
+
+    async def enable(self, current: CurrentWorkspace, data: SubscriptionCreate) -> Created:
+        """Enable an app: any public app, or a private app of this workspace."""
+        current.require(Role.EDITOR)
+        app = await self._subscribable_app(current.id, data.app_id)
+        existing = await self.session.scalar(
+            select(Subscription.id).where(
+                Subscription.workspace_id == current.id, Subscription.app_id == app.id
+            )
+        )
+        if existing is not None:
+            raise self._already(existing)
+        subscription = Subscription(
+            workspace_id=current.id, app_id=app.id, enabled=True, created_by=current.account_id
+        )
+        self.session.add(subscription)
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent request enabled it between check and insert
+            raise self._already(None) from None
+        self.lookup.forget_subscription(current.id, app.id)
+        return Created(id=subscription.id)
+
+    async def list_subscriptions(
+        self, current: CurrentWorkspace, params: PageParams, enabled: bool | None
+    ) -> Page[SubscriptionRead]:
+        stmt = (
+            select(Subscription)
+            .join(App, App.id == Subscription.app_id)
+            .where(Subscription.workspace_id == current.id)
+        )
+        if enabled is not None:
+            stmt = stmt.where(Subscription.enabled.is_(enabled))
+        stmt = order_by(
+            stmt,
+            params,
+            SUBSCRIPTION_SORTS,
+            default="createdTime",
+            tiebreak=Subscription.id.expression,
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        names = await self._app_names([s.app_id for s in rows])
+        return params.page([self._read(s, names.get(s.app_id, "")) for s in rows], total)
+
+    async def read(self, current: CurrentWorkspace, subscription_id: str) -> SubscriptionRead:
+        subscription = await self._find(current, subscription_id)
+        return self._read(subscription, await self._app_name(subscription.app_id))
+
+    async def update(
+        self, current: CurrentWorkspace, subscription_id: str, data: SubscriptionUpdate
+    ) -> SubscriptionRead:
+        """Disable (calls stop at once: 403 `app_not_enabled`) or enable again — only while the
+        app is still public or this workspace's own."""
+        subscription = await self._find(current, subscription_id)
+        current.require(Role.EDITOR)
+        if data.enabled and not subscription.enabled:
+            app = await self.session.get(App, subscription.app_id)
+            if app is None or (app.visibility != "public" and app.workspace_id != current.id):
+                raise ForbiddenError("The app is no longer public", reason="app_not_public")
+        subscription.enabled = data.enabled
+        await self.session.flush()
+        self.lookup.forget_subscription(current.id, subscription.app_id)
+        return self._read(subscription, await self._app_name(subscription.app_id))
+
+    async def delete(self, current: CurrentWorkspace, subscription_id: str) -> None:
+        """Admins remove a subscription; its keys go with it."""
+        subscription = await self._find(current, subscription_id)
+        current.require(Role.ADMIN)
+        keys = await self.session.execute(
+            select(ApiKey.id, ApiKey.secret_hash).where(ApiKey.subscription_id == subscription.id)
+        )
+        for key_id, digest in keys.all():
+            self.lookup.forget_key(key_id, digest)
+        await self.session.delete(subscription)
+        await self.session.flush()
+        self.lookup.forget_subscription(current.id, subscription.app_id)
+
+    async def _subscribable_app(self, workspace_id: str, app_id: str) -> App:
+        app = await self.session.get(App, app_id) if is_id(app_id) else None
+        if app is None or (app.visibility != "public" and app.workspace_id != workspace_id):
+            raise AppNotFoundError()
+        return app
+
+    async def _find(self, current: CurrentWorkspace, subscription_id: str) -> Subscription:
+        subscription = (
+            await self.session.get(Subscription, subscription_id)
+            if is_id(subscription_id)
+            else None
+        )
+        if subscription is None or subscription.workspace_id != current.id:
+            raise SubscriptionNotFoundError()
+        return subscription
+
+    async def _app_name(self, app_id: str) -> str:
+        return (await self._app_names([app_id])).get(app_id, "")
+
+    async def _app_names(self, app_ids: list[str]) -> dict[str, str]:
+        if not app_ids:
+            return {}
+        rows = await self.session.execute(select(App.id, App.name).where(App.id.in_(app_ids)))
+        return {str(app_id): str(name) for app_id, name in rows}
+
+    @staticmethod
+    def _already(subscription_id: str | None) -> ConflictError:
+        details = {} if subscription_id is None else {"subscriptionId": subscription_id}
+        return ConflictError(
+            "This app is already enabled", reason="already_subscribed", details=details
+        )
+
+    @staticmethod
+    def _read(subscription: Subscription, app_name: str) -> SubscriptionRead:
+        return SubscriptionRead(
+            id=subscription.id,
+            app_id=subscription.app_id,
+            app_name=app_name,
+            enabled=subscription.enabled,
+            created_time=subscription.created_at,
+            updated_time=subscription.updated_at,
+        )
+
+
+class ApiKeyService:
+    """Keys of the current workspace. Never commits."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, lookup: KeyLookup) -> None:
+        self.session = session
+        self.settings = settings
+        self.lookup = lookup
+
+    async def create(self, current: CurrentWorkspace, data: ApiKeyCreate) -> ApiKeyCreated:
+        """A new key; its secret is in this response and nowhere else, ever."""
+        current.require(Role.EDITOR)
+        now = utcnow()
+        if data.expires_time is not None and _aware(data.expires_time) <= now:
+            raise _field_error("expiresTime", "must be in the future")
+        subscription_id: str | None = None
+        app_id: str | None = None
+        if data.type == "ws":
+            role = self._ws_role(current, data)
+            await self._lock(Workspace, current.id)
+            used = await self._count_active(ApiKey.workspace_id == current.id, "ws", now)
+            resource = "workspace"
+        else:
+            role = None
+            subscription = await self._subscription(current, data)
+            subscription_id, app_id = subscription.id, subscription.app_id
+            await self._lock(Subscription, subscription.id)
+            used = await self._count_active(ApiKey.subscription_id == subscription.id, None, now)
+            resource = "app subscription"
+        if used >= MAX_ACTIVE_KEYS:
+            raise ValidationError(
+                f"At most {MAX_ACTIVE_KEYS} active keys per {resource}; revoke one first",
+                reason="too_many_api_keys",
+            )
+        secret = new_secret(data.type)
+        key = ApiKey(
+            kind=data.type,
+            workspace_id=current.id,
+            subscription_id=subscription_id,
+            app_id=app_id,
+            role=role,
+            name=data.name,
+            prefix=visible_prefix(secret),
+            secret_hash=secret_hash(secret),
+            sealed_secret=self.lookup.sealer.seal(secret),
+            allowed_ips=list(dict.fromkeys(data.allowed_ips)),
+            allowed_origins=list(dict.fromkeys(data.allowed_origins)),
+            expires_at=None if data.expires_time is None else _aware(data.expires_time),
+            created_by=current.account_id,
+        )
+        self.session.add(key)
+        await self.session.flush()
+        return ApiKeyCreated(id=key.id, key=secret, prefix=key.prefix)
+
+    async def list_keys(
+        self,
+        current: CurrentWorkspace,
+        params: PageParams,
+        *,
+        app_id: str | None,
+        kind: str | None,
+        status: str | None,
+    ) -> Page[ApiKeyRead]:
+        current.require(Role.EDITOR)
+        now = utcnow()
+        stmt = select(ApiKey).where(ApiKey.workspace_id == current.id)
+        if app_id is not None:
+            stmt = stmt.where(ApiKey.app_id == app_id)
+        if kind is not None:
+            stmt = stmt.where(ApiKey.kind == kind)
+        if status == "active":
+            stmt = stmt.where(_active(now))
+        elif status == "revoked":
+            stmt = stmt.where(ApiKey.revoked_at.is_not(None))
+        elif status == "expired":
+            stmt = stmt.where(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+        stmt = order_by(
+            stmt, params, KEY_SORTS, default="createdTime", tiebreak=ApiKey.id.expression
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([self._read(key, now) for key in rows], total)
+
+    async def read(self, current: CurrentWorkspace, key_id: str) -> ApiKeyRead:
+        current.require(Role.EDITOR)
+        return self._read(await self._find(current, key_id), utcnow())
+
+    async def update(
+        self, current: CurrentWorkspace, key_id: str, data: ApiKeyUpdate
+    ) -> ApiKeyRead:
+        """Admins rename a key or change its expiry and allow-lists (a revoked key is final)."""
+        key = await self._find(current, key_id)
+        current.require(Role.ADMIN)
+        if key.revoked_at is not None:
+            raise ConflictError("A revoked key cannot change", reason="api_key_revoked")
+        now = utcnow()
+        given = data.model_fields_set
+        if "expires_time" in given:
+            if data.expires_time is not None and _aware(data.expires_time) <= now:
+                raise _field_error("expiresTime", "must be in the future")
+            key.expires_at = None if data.expires_time is None else _aware(data.expires_time)
+        if data.allowed_origins is not None:
+            self._check_origins(key.kind, data.allowed_origins)
+            key.allowed_origins = list(dict.fromkeys(data.allowed_origins))
+        if data.name is not None:
+            key.name = data.name
+        if data.allowed_ips is not None:
+            key.allowed_ips = list(dict.fromkeys(data.allowed_ips))
+        await self.session.flush()
+        self.lookup.forget_key(key.id, key.secret_hash)
+        return self._read(key, now)
+
+    async def revoke(self, current: CurrentWorkspace, key_id: str) -> None:
+        """Admins revoke; the key stops working at once here and within a second elsewhere.
+        Revoking a revoked key changes nothing."""
+        key = await self._find(current, key_id)
+        current.require(Role.ADMIN)
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            key.revoked_by = current.account_id
+            await self.session.flush()
+        self.lookup.forget_key(key.id, key.secret_hash)
+
+    def _ws_role(self, current: CurrentWorkspace, data: ApiKeyCreate) -> str:
+        if data.app_id is not None:
+            raise _field_error("appId", "workspace keys are not bound to an app")
+        if data.allowed_origins:
+            raise _field_error("allowedOrigins", "only publishable (pk) keys have origins")
+        if data.role is None:
+            raise _field_error("role", "is required for workspace keys", "missing_parameters")
+        role = Role(data.role)
+        if not current.role.at_least(role):
+            raise InsufficientRoleError(role, current.role)
+        return role.value
+
+    async def _subscription(self, current: CurrentWorkspace, data: ApiKeyCreate) -> Subscription:
+        if data.role is not None:
+            raise _field_error("role", "only workspace (ws) keys have a role")
+        if data.app_id is None:
+            raise _field_error("appId", "is required for app and pk keys", "missing_parameters")
+        self._check_origins(data.type, data.allowed_origins)
+        subscription = (
+            await self.session.scalar(
+                select(Subscription).where(
+                    Subscription.workspace_id == current.id, Subscription.app_id == data.app_id
+                )
+            )
+            if is_id(data.app_id)
+            else None
+        )
+        if subscription is None:
+            raise SubscriptionNotFoundError(
+                "Enable the app first: POST /api/v1/subscriptions with its appId"
+            )
+        return subscription
+
+    @staticmethod
+    def _check_origins(kind: str, origins: list[str]) -> None:
+        if kind == "pk" and not origins:
+            raise _field_error(
+                "allowedOrigins", "publishable keys need at least one allowed origin"
+            )
+        if kind != "pk" and origins:
+            raise _field_error("allowedOrigins", "only publishable (pk) keys have origins")
+
+    async def _lock(self, model: type[Workspace] | type[Subscription], row_id: str) -> None:
+        """Serialise key creation per resource until commit, so two requests cannot both pass
+        the count (a no-op UPDATE locks on both backends; see `WorkspaceService._lock_workspace`).
+        """
+        await self.session.execute(
+            update(model)
+            .where(model.id == row_id)
+            .values(updated_at=model.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _count_active(
+        self, resource: ColumnElement[bool], kind: str | None, now: datetime
+    ) -> int:
+        stmt = select(func.count()).select_from(ApiKey).where(resource, _active(now))
+        if kind is not None:
+            stmt = stmt.where(ApiKey.kind == kind)
+        return int(await self.session.scalar(stmt) or 0)
+
+    async def _find(self, current: CurrentWorkspace, key_id: str) -> ApiKey:
+        key = await self.session.get(ApiKey, key_id) if is_id(key_id) else None
+        if key is None or key.workspace_id != current.id:
+            raise ApiKeyNotFoundError()
+        return key
+
+    def _read(self, key: ApiKey, now: datetime) -> ApiKeyRead:
+        pending = self.lookup.last_used.pending(key.id)
+        last_used = key.last_used_at
+        if pending is not None and (last_used is None or pending > last_used):
+            last_used = pending
+        return ApiKeyRead(
+            id=key.id,
+            type=cast(KeyType, key.kind),
+            name=key.name,
+            prefix=key.prefix,
+            status=_status(key, now),
+            app_id=key.app_id,
+            subscription_id=key.subscription_id,
+            role=key.role,
+            expires_time=key.expires_at,
+            allowed_ips=list(key.allowed_ips or []),
+            allowed_origins=list(key.allowed_origins or []),
+            last_used_time=last_used,
+            created_by=key.created_by,
+            created_time=key.created_at,
+            revoked_time=key.revoked_at,
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    """Inputs without a zone are UTC (spec 003 times are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

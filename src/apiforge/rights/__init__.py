@@ -1,0 +1,1 @@
+"""The built-in user system of apps: `UserRight(workspace, userId, appId, target) -> rights`."""

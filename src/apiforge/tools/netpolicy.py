@@ -1,0 +1,101 @@
+"""Inbound IP policy: who the client is behind proxies, and CIDR allow-lists.
+
+The client address is the socket peer. `X-Forwarded-For` is read only when that peer is a
+configured trusted proxy (`APIFORGE_TRUSTED_PROXIES`), and then from the right: each proxy appends
+the address it saw, so the right-most entry that is *not* a trusted proxy is the first hop nobody
+we trust vouches for — the client. Entries further left were written by the client itself and are
+ignored, so a forged `X-Forwarded-For: 10.0.0.1, …` never passes an allow-list. IPv4 addresses
+seen through IPv6 sockets (`::ffff:203.0.113.5`) are compared as IPv4.
+"""
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_FORWARDED_HOPS = 20  # a longer header is read only this far from the right
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """The address in `text` (IPv4-mapped IPv6 unwrapped), or None when it is not one."""
+    value = text.strip()
+    if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443"
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # "203.0.113.5:443"
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def normalise_cidr(text: str) -> str:
+    """`10.1.2.3/8` → `10.0.0.0/8`, `203.0.113.5` → `203.0.113.5/32`; ValueError otherwise."""
+    value = text.strip()
+    if not value or len(value) > 64:
+        raise ValueError("must be an IP address or a CIDR range")
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("must be an IP address or a CIDR range") from None
+    return str(network)
+
+
+def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+
+
+def ip_allowed(address: str | IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
+    """Whether `address` lies in one of `networks` (an unknown address never does)."""
+    ip = parse_ip(address) if isinstance(address, str) else address
+    if ip is None:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+class ProxyPolicy:
+    """The configured trusted proxies, parsed once; `*` trusts every peer (only for a server
+    reachable solely through its proxy)."""
+
+    __slots__ = ("_networks", "_trust_all")
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        values = [value.strip() for value in trusted if value.strip()]
+        self._trust_all = "*" in values
+        self._networks = parse_networks(v for v in values if v != "*")
+
+    @property
+    def enabled(self) -> bool:
+        return self._trust_all or bool(self._networks)
+
+    def trusts(self, address: IPAddress) -> bool:
+        return self._trust_all or ip_allowed(address, self._networks)
+
+    def client_ip(self, peer: str, forwarded_for: str | None) -> str:
+        """The client's address as text: the peer, or what trusted proxies say it was."""
+        peer_ip = parse_ip(peer)
+        if peer_ip is None:
+            return peer
+        if not forwarded_for or not self.enabled or not self.trusts(peer_ip):
+            return str(peer_ip)
+        client = peer_ip
+        hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+            address = parse_ip(hop)
+            if address is None:  # garbage in the chain: stop at the last address we trust
+                break
+            client = address
+            if not self.trusts(address):
+                break
+        return str(client)
+
+
+@lru_cache(maxsize=16)
+def proxy_policy(trusted: tuple[str, ...]) -> ProxyPolicy:
+    """The policy of one setting value, parsed once per process."""
+    return ProxyPolicy(trusted)

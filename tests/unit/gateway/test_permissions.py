@@ -1,0 +1,302 @@
+"""The permission stage alone: where the end-user token is read, how it is verified and bound to
+the partition, and each mode's decision (the `userSystem` lookup runs end to end, in
+`tests/e2e/test_gateway_permissions.py`)."""
+
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from fastapi import FastAPI
+
+from apiforge.core.errors import ApiforgeError
+from apiforge.engine.compiler import compile_api
+from apiforge.engine.loader import AppTarget
+from apiforge.engine.tokens import sign_end_user_token
+from apiforge.gateway.context import Caller, GatewayContext
+from apiforge.gateway.stages.permissions import (
+    PermissionStage,
+    SecretCache,
+    target_of,
+    token_from,
+)
+from apiforge.tools.clock import utcnow
+
+APP_ID = "app-1"
+PARTITION = "ws-consumer"
+SECRET = "app-jwt-secret-" + "s" * 40
+
+
+async def _secret(app_id: str) -> str:
+    assert app_id == APP_ID
+    return SECRET
+
+
+def _token(
+    *,
+    sub: str = "user-1",
+    rights: list[str] | None = None,
+    admin: bool = False,
+    workspace: str | None = PARTITION,
+    app_id: str = APP_ID,
+    secret: str = SECRET,
+    expires_in: int = 600,
+    claims: dict[str, Any] | None = None,
+) -> str:
+    return sign_end_user_token(
+        secret,
+        app_id,
+        sub=sub,
+        now=utcnow(),
+        expires_in=expires_in,
+        rights=rights,
+        admin=admin,
+        claims=claims,
+        workspace=workspace,
+    )
+
+
+def _context(
+    auth: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    caller: str = "app_key",
+    args: dict[str, Any] | None = None,
+) -> GatewayContext:
+    ctx = GatewayContext(
+        headers={k.lower(): v for k, v in (headers or {}).items()},
+        client_ip="127.0.0.1",
+        request_id="r",
+        raw_body=b"{}",
+    )
+    ctx.caller = Caller(kind=caller, workspace_id=PARTITION)
+    ctx.target = AppTarget(APP_ID, "ws-builder", {}, "1.0.0", False)
+    ctx.compiled = compile_api({"api": "probe", "steps": [], "auth": auth}, {}, {})
+    ctx.partition = PARTITION
+    ctx.args = args or {}
+    return ctx
+
+
+@pytest.fixture
+def stage(app: FastAPI) -> PermissionStage:
+    permission_stage = PermissionStage(app.state.gateway_state)
+    permission_stage.secrets = SecretCache(_secret)
+    return permission_stage
+
+
+async def _refused(stage: PermissionStage, ctx: GatewayContext, status: int, reason: str) -> None:
+    with pytest.raises(ApiforgeError) as caught:
+        await stage.on_request(ctx)
+    assert (caught.value.status, caught.value.reason) == (status, reason)
+    assert ctx.token is None
+
+
+NONE = {"requireToken": False, "mode": "none", "rights": [], "target": None}
+TOKEN = {"requireToken": True, "mode": "none", "rights": [], "target": None}
+SIMPLE = {"requireToken": True, "mode": "simple", "rights": ["post:write", "editor"]}
+ADMIN = {"requireToken": True, "mode": "admin", "rights": []}
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- where the token comes from -----------------------------------------------------------
+
+
+def test_key_callers_send_the_token_as_bearer() -> None:
+    ctx = _context(NONE, {"Authorization": "Bearer  abc ", "X-End-User-Token": "other"})
+    assert token_from(ctx) == "abc"
+
+
+def test_console_callers_send_the_token_in_its_own_header() -> None:
+    headers = {"Authorization": "Bearer console-token", "X-End-User-Token": " abc "}
+    assert token_from(_context(NONE, headers, caller="console")) == "abc"
+    assert token_from(_context(NONE, {"Authorization": "Bearer x"}, caller="console")) is None
+
+
+@pytest.mark.parametrize("header", ["", "   "])
+def test_an_empty_authorization_is_no_token(header: str) -> None:
+    assert token_from(_context(NONE, {"Authorization": header})) is None
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "token abc"])
+def test_an_authorization_that_is_not_a_bearer_token_is_refused(header: str) -> None:
+    with pytest.raises(ApiforgeError) as caught:
+        token_from(_context(NONE, {"Authorization": header}))
+    assert (caught.value.status, caught.value.reason) == (401, "invalid_token")
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+async def test_no_token_is_fine_when_none_is_required(stage: PermissionStage) -> None:
+    ctx = _context(NONE)
+    await stage.on_request(ctx)
+    assert ctx.token is None
+
+
+async def test_a_missing_token_is_401_when_required(stage: PermissionStage) -> None:
+    await _refused(stage, _context(TOKEN), 401, "token_required")
+    await _refused(stage, _context(SIMPLE), 401, "token_required")
+
+
+async def test_a_valid_token_reaches_the_steps(stage: PermissionStage) -> None:
+    ctx = _context(TOKEN, _bearer(_token(claims={"orgId": "o1"})))
+    await stage.on_request(ctx)
+    assert ctx.token is not None
+    assert (ctx.token["sub"], ctx.token["orgId"], ctx.token["ws"]) == ("user-1", "o1", PARTITION)
+
+
+async def test_a_sent_token_is_verified_even_when_not_required(stage: PermissionStage) -> None:
+    await _refused(stage, _context(NONE, _bearer("not.a.token")), 401, "invalid_token")
+
+
+async def test_an_expired_token_is_refused(stage: PermissionStage) -> None:
+    token = sign_end_user_token(
+        SECRET,
+        APP_ID,
+        sub="u",
+        now=utcnow() - timedelta(hours=1),
+        expires_in=60,
+        workspace=PARTITION,
+    )
+    await _refused(stage, _context(TOKEN, _bearer(token)), 401, "token_expired")
+
+
+async def test_a_tampered_token_is_refused(stage: PermissionStage) -> None:
+    header, payload, signature = _token().split(".")
+    forged_payload = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(b"user-1", b"user-2")
+    ).decode()
+    forged = f"{header}.{forged_payload}.{signature}"
+    await _refused(stage, _context(TOKEN, _bearer(forged)), 401, "invalid_token")
+
+
+async def test_an_unsigned_alg_none_token_is_refused(stage: PermissionStage) -> None:
+    claims = jwt.decode(_token(admin=True), options={"verify_signature": False})
+    unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
+    await _refused(stage, _context(ADMIN, _bearer(unsigned)), 401, "invalid_token")
+
+
+async def test_another_apps_token_is_refused(stage: PermissionStage) -> None:
+    token = _token(app_id="app-2", secret="app-2-secret-" + "t" * 40)
+    await _refused(stage, _context(TOKEN, _bearer(token)), 401, "invalid_token")
+    # Even signed with this app's secret, another audience is refused.
+    await _refused(stage, _context(TOKEN, _bearer(_token(app_id="app-2"))), 401, "invalid_token")
+
+
+async def test_a_token_of_another_workspace_is_refused(stage: PermissionStage) -> None:
+    token = _token(workspace="ws-someone-else", rights=["editor"])
+    await _refused(stage, _context(SIMPLE, _bearer(token)), 401, "token_workspace_mismatch")
+
+
+async def test_a_token_without_a_workspace_is_refused(stage: PermissionStage) -> None:
+    await _refused(
+        stage, _context(TOKEN, _bearer(_token(workspace=None))), 401, ("token_workspace_mismatch")
+    )
+
+
+async def test_the_secret_is_loaded_once_per_app() -> None:
+    loads: list[str] = []
+
+    async def load(app_id: str) -> str:
+        loads.append(app_id)
+        return f"secret-of-{app_id}"
+
+    cache = SecretCache(load, size=2)
+    assert await cache.get("a") == "secret-of-a"
+    assert await cache.get("a") == "secret-of-a"
+    await cache.get("b")
+    await cache.get("a")  # refreshes a: b is now the least recently used
+    await cache.get("c")  # evicts b
+    await cache.get("a")
+    await cache.get("b")
+    assert loads == ["a", "b", "c", "b"]
+
+
+# --- modes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rights", [["editor"], ["post:write"], ["x", "editor", "y"]])
+async def test_simple_allows_any_one_of_the_rights(
+    stage: PermissionStage, rights: list[str]
+) -> None:
+    ctx = _context(SIMPLE, _bearer(_token(rights=rights)))
+    await stage.on_request(ctx)
+    assert ctx.token is not None
+
+
+@pytest.mark.parametrize("rights", [[], ["viewer"], ["Editor"], ["post:write "], ["post"]])
+async def test_simple_refuses_tokens_without_a_matching_right(
+    stage: PermissionStage, rights: list[str]
+) -> None:
+    await _refused(
+        stage, _context(SIMPLE, _bearer(_token(rights=rights))), 403, ("insufficient_rights")
+    )
+
+
+async def test_simple_ignores_an_admin_flag(stage: PermissionStage) -> None:
+    token = _token(admin=True, rights=[])
+    await _refused(stage, _context(SIMPLE, _bearer(token)), 403, "insufficient_rights")
+
+
+async def test_admin_allows_admin_tokens_only(stage: PermissionStage) -> None:
+    ctx = _context(ADMIN, _bearer(_token(admin=True)))
+    await stage.on_request(ctx)
+    assert ctx.token is not None
+    assert ctx.token["admin"] is True
+    user = _bearer(_token(rights=["admin", "editor"]))
+    await _refused(stage, _context(ADMIN, user), 403, "admin_required")
+
+
+async def test_admin_cannot_be_claimed_through_custom_claims() -> None:
+    with pytest.raises(ValueError, match="admin"):
+        _token(claims={"admin": True})
+    with pytest.raises(ValueError, match="ws"):
+        _token(claims={"ws": "another"})
+
+
+async def test_an_unknown_mode_is_refused_not_allowed(stage: PermissionStage) -> None:
+    auth = {"requireToken": True, "mode": "superuser", "rights": ["r"]}
+    await _refused(
+        stage, _context(auth, _bearer(_token(rights=["r"]))), 403, ("permission_mode_unknown")
+    )
+
+
+# --- the userSystem target ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "args", "claims", "expected"),
+    [
+        ({"source": "arg", "value": "orgId"}, {"orgId": "firstOrg"}, {}, "firstOrg"),
+        ({"source": "arg", "value": "orgId"}, {"orgId": 42}, {}, "42"),
+        ({"source": "arg", "value": "orgId"}, {"orgId": ""}, {}, ""),
+        ({"source": "token", "value": "org"}, {"org": "x"}, {"org": "from-token"}, "from-token"),
+        ({"source": "constant", "value": "global"}, {"global": "no"}, {}, "global"),
+    ],
+)
+def test_the_target_comes_from_an_arg_a_claim_or_a_constant(
+    spec: dict[str, str], args: dict[str, Any], claims: dict[str, Any], expected: str
+) -> None:
+    assert target_of(spec, args, claims) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "args", "claims"),
+    [
+        ({"source": "arg", "value": "orgId"}, {}, {}),
+        ({"source": "arg", "value": "orgId"}, {"orgId": None}, {}),
+        ({"source": "arg", "value": "orgId"}, {"orgId": True}, {}),
+        ({"source": "arg", "value": "orgId"}, {"orgId": ["a"]}, {}),
+        ({"source": "arg", "value": "orgId"}, {"orgId": {"$ne": ""}}, {}),
+        ({"source": "token", "value": "org"}, {"org": "arg-not-claim"}, {}),
+        ({"source": "elsewhere", "value": "x"}, {"x": "y"}, {}),
+    ],
+)
+def test_a_missing_or_odd_target_is_403(
+    spec: dict[str, str], args: dict[str, Any], claims: dict[str, Any]
+) -> None:
+    with pytest.raises(ApiforgeError) as caught:
+        target_of(spec, args, claims)
+    assert (caught.value.status, caught.value.reason) == (403, "permission_target_missing")
