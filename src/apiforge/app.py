@@ -83,7 +83,8 @@ def mount_gateway(app: FastAPI) -> None:
     )
     stages, after = build_stages(state)
     app.state.gateway_state = state
-    app.router.routes.insert(0, Route("/api/v1/invocations", GatewayEndpoint(state, stages, after)))
+    endpoint = GatewayEndpoint(state, stages, after)
+    app.router.routes.insert(0, Route(endpoint.route_path, endpoint))
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

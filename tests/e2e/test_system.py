@@ -296,3 +296,9 @@ def test_serve_runs_the_app_with_one_json_access_line_per_request(settings: Sett
     events = [str(line.get("event")) for line in lines]
     assert any(event.startswith("Uvicorn running on") for event in events)
     assert not any("HTTP/1.1" in event for event in events)  # uvicorn's access line format
+
+
+async def test_gateway_calls_are_counted_under_their_route(client: AsyncClient) -> None:
+    await client.post("/api/v1/invocations", json={})
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/api/v1/invocations"' in metrics

@@ -109,7 +109,9 @@ class CompiledStep(Protocol):
 class EngineServices:
     """Collaborators of steps, built once per process; steps never import app state."""
 
-    signing_secret_for: Callable[[str], Awaitable[str]]  # app id -> jwtSign secret
+    # (app id, the call's own connection) -> jwtSign secret. The call's connection, never a second
+    # one from the pool: calls holding a connection while waiting for another can exhaust it.
+    signing_secret_for: Callable[[str, AsyncConnection], Awaitable[str]]
     call_api: Callable[[RunContext, str, str, dict[str, Any]], Awaitable[Any]]
     http_allow_hosts: frozenset[str] = frozenset()
     # Encrypts collections' `encrypted` fields (data steps); None: such steps refuse to run.

@@ -55,9 +55,8 @@ class EngineState:
 def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
     loader = ApiLoader()
 
-    async def signing_secret_for(app_id: str) -> str:
-        async with db.connect() as conn:
-            secret = await conn.scalar(select(App.signing_secret).where(App.id == app_id))
+    async def signing_secret_for(app_id: str, conn: AsyncConnection) -> str:
+        secret = await conn.scalar(select(App.signing_secret).where(App.id == app_id))
         if secret is None:
             raise AppNotFoundError()
         return str(secret)

@@ -17,6 +17,8 @@ from apiforge.tools.netpolicy import proxy_policy
 
 
 class GatewayEndpoint:
+    route_path = "/api/v1/invocations"  # the label of its requests in logs and metrics
+
     def __init__(
         self, state: GatewayState, stages: Sequence[Stage], after: Sequence[AfterStage]
     ) -> None:

@@ -143,7 +143,10 @@ class AccessLogMiddleware:
 
 def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
-    return str(getattr(route, "path", None) or "unmatched")
+    # Plain Starlette routes (the gateway) leave their endpoint, which names its path.
+    endpoint: Any = scope.get("endpoint")
+    path = getattr(route, "path", None) or getattr(endpoint, "route_path", None)
+    return str(path or "unmatched")
 
 
 class ErrorMiddleware:

@@ -15,7 +15,7 @@ from apiforge.engine.runtime import RunResult, execute
 from apiforge.tools.clock import utcnow
 
 
-async def _secret(app_id: str) -> str:
+async def _secret(app_id: str, connection: Any = None) -> str:
     return "s" * 40
 
 

@@ -21,7 +21,7 @@ def compile_step(raw: dict[str, Any]) -> CompiledStep:
     return step
 
 
-async def _secret(app_id: str) -> str:
+async def _secret(app_id: str, connection: Any = None) -> str:
     return SIGNING_SECRET
 
 

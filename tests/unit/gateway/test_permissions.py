@@ -3,11 +3,12 @@ the partition, and each mode's decision (the `userSystem` lookup runs end to end
 `tests/e2e/test_gateway_permissions.py`)."""
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import ApiforgeError
 from apiforge.engine.compiler import compile_api
@@ -27,7 +28,7 @@ PARTITION = "ws-consumer"
 SECRET = "app-jwt-secret-" + "s" * 40
 
 
-async def _secret(app_id: str) -> str:
+async def _secret(app_id: str, connection: Any = None) -> str:
     assert app_id == APP_ID
     return SECRET
 
@@ -199,18 +200,19 @@ async def test_a_token_without_a_workspace_is_refused(stage: PermissionStage) ->
 async def test_the_secret_is_loaded_once_per_app() -> None:
     loads: list[str] = []
 
-    async def load(app_id: str) -> str:
+    async def load(app_id: str, connection: Any) -> str:
         loads.append(app_id)
         return f"secret-of-{app_id}"
 
     cache = SecretCache(load, size=2)
-    assert await cache.get("a") == "secret-of-a"
-    assert await cache.get("a") == "secret-of-a"
-    await cache.get("b")
-    await cache.get("a")  # refreshes a: b is now the least recently used
-    await cache.get("c")  # evicts b
-    await cache.get("a")
-    await cache.get("b")
+    connection = cast(AsyncConnection, None)  # the fake loader never touches it
+    assert await cache.get("a", connection) == "secret-of-a"
+    assert await cache.get("a", connection) == "secret-of-a"
+    await cache.get("b", connection)
+    await cache.get("a", connection)  # refreshes a: b is now the least recently used
+    await cache.get("c", connection)  # evicts b
+    await cache.get("a", connection)
+    await cache.get("b", connection)
     assert loads == ["a", "b", "c", "b"]
 
 

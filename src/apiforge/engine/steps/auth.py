@@ -152,7 +152,7 @@ class JwtSignStep:
             )
         if len(json.dumps(claims, default=str)) > MAX_CLAIMS_BYTES:
             raise step_error(self.id, f"claims over {MAX_CLAIMS_BYTES} bytes", field="claims")
-        secret = await ctx.services.signing_secret_for(ctx.app_id)
+        secret = await ctx.services.signing_secret_for(ctx.app_id, ctx.connection)
         token = sign_end_user_token(
             secret,
             ctx.app_id,

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from apiforge.core.errors import AuthenticationError, ForbiddenError
 from apiforge.engine.tokens import WORKSPACE_CLAIM, verify_end_user_token
 from apiforge.gateway.context import GatewayContext
@@ -31,17 +33,21 @@ class SecretCache:
     reused, so entries never go stale; the size bound only caps memory (least recently used
     out first)."""
 
-    def __init__(self, load: Callable[[str], Awaitable[str]], size: int = SECRET_CACHE_SIZE):
+    def __init__(
+        self,
+        load: Callable[[str, AsyncConnection], Awaitable[str]],
+        size: int = SECRET_CACHE_SIZE,
+    ) -> None:
         self.load = load
         self.size = size
         self._secrets: OrderedDict[str, str] = OrderedDict()
 
-    async def get(self, app_id: str) -> str:
+    async def get(self, app_id: str, connection: AsyncConnection) -> str:
         secret = self._secrets.get(app_id)
         if secret is not None:
             self._secrets.move_to_end(app_id)
             return secret
-        secret = await self.load(app_id)
+        secret = await self.load(app_id, connection)
         self._secrets[app_id] = secret
         if len(self._secrets) > self.size:
             self._secrets.popitem(last=False)
@@ -111,7 +117,9 @@ class PermissionStage:
                     "This API needs an end-user token", reason="token_required"
                 )
             return
-        claims = verify_end_user_token(await self.secrets.get(ctx.target.id), ctx.target.id, raw)
+        assert ctx.connection is not None
+        secret = await self.secrets.get(ctx.target.id, ctx.connection)
+        claims = verify_end_user_token(secret, ctx.target.id, raw)
         if claims.get(WORKSPACE_CLAIM) != ctx.partition:
             raise AuthenticationError(
                 "This token was issued for another workspace's users",
