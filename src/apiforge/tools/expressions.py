@@ -21,7 +21,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -33,6 +33,11 @@ MAX_NESTING: Final = 32  # ( [ { open at once
 MAX_COMPREHENSION_NESTING: Final = 2
 MAX_RESULT_CHARS: Final = 1_000_000  # about 1 MB of JSON, counted in characters
 MAX_RESULT_DEPTH: Final = 100
+# Comprehension work the engine may do in one evaluation, estimated before it starts as
+# n ** (depth + 1) for the largest list or map n reachable in the variables read: the engine's
+# macros cost about n² per level and cannot be interrupted once running (it holds the GIL).
+MAX_COMPREHENSION_WORK: Final = 2_000_000
+_WALK_BUDGET: Final = 100_000  # containers and items visited to find n, at most
 MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 # Never turned into ExpressionError: they stop the process or cancel the task, not the expression.
@@ -75,6 +80,7 @@ class _Scan:
     steps: frozenset[str]
     reads_all_steps: bool
     bound: frozenset[str]
+    comprehension_depth: int = 0
 
 
 def _tokens(source: str) -> Iterator[_Token]:
@@ -95,11 +101,12 @@ def _tokens(source: str) -> Iterator[_Token]:
             yield _Token(kind or "punct", text)
 
 
-def _checked(tokens: Iterable[_Token]) -> list[_Token]:
-    """The tokens, refused as soon as brackets or comprehensions nest too deep."""
+def _checked(tokens: Iterable[_Token]) -> tuple[list[_Token], int]:
+    """The tokens and the deepest comprehension nesting, refused as soon as brackets or
+    comprehensions nest too deep."""
     checked: list[_Token] = []
     open_brackets: list[bool] = []  # True where the bracket opens a comprehension macro
-    macros = 0
+    macros = deepest = 0
     previous: _Token | None = None
     for token in tokens:
         if token.kind == "punct" and token.text in "([{":
@@ -114,6 +121,7 @@ def _checked(tokens: Iterable[_Token]) -> list[_Token]:
                 raise ExpressionError(f"brackets nest deeper than {MAX_NESTING} levels")
             if is_macro:
                 macros += 1
+                deepest = max(deepest, macros)
                 if macros > MAX_COMPREHENSION_NESTING:
                     raise ExpressionError(
                         f"comprehensions ({', '.join(sorted(MACROS))}) nest deeper than "
@@ -123,7 +131,7 @@ def _checked(tokens: Iterable[_Token]) -> list[_Token]:
             macros -= open_brackets.pop()
         previous = token
         checked.append(token)
-    return checked
+    return checked, deepest
 
 
 def _references(tokens: list[_Token]) -> _Scan:
@@ -168,10 +176,10 @@ def _scan(source: Any) -> _Scan:
         raise ExpressionError("an expression must be a string")
     if len(source) > MAX_SOURCE_CHARS:
         raise ExpressionError(f"expressions are limited to {MAX_SOURCE_CHARS} characters")
-    tokens = _checked(_tokens(source))
+    tokens, depth = _checked(_tokens(source))
     if not tokens:
         raise ExpressionError("the expression is empty")
-    return _references(tokens)
+    return replace(_references(tokens), comprehension_depth=depth)
 
 
 # --- extension functions --------------------------------------------------------------------
@@ -224,7 +232,16 @@ FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = {
 class CompiledExpression:
     """A compiled expression: built once per version, then shared by every call (never mutated)."""
 
-    __slots__ = ("_functions", "_names", "_program", "reads_all_steps", "roots", "source", "steps")
+    __slots__ = (
+        "_depth",
+        "_functions",
+        "_names",
+        "_program",
+        "reads_all_steps",
+        "roots",
+        "source",
+        "steps",
+    )
 
     def __init__(self, source: str, program: cel.Program, scan: _Scan) -> None:
         self.source = source
@@ -240,6 +257,7 @@ class CompiledExpression:
         self._functions = {
             name: FUNCTIONS[name] for name in references["functions"] if name in FUNCTIONS
         }
+        self._depth = scan.comprehension_depth
 
     def __repr__(self) -> str:
         return f"CompiledExpression({self.source!r})"
@@ -256,6 +274,8 @@ class CompiledExpression:
         steps = payload.get("steps")
         if isinstance(steps, Mapping) and not self.reads_all_steps:
             payload["steps"] = {key: steps[key] for key in self.steps if key in steps}
+        if self._depth:
+            _check_comprehension_work(payload, self._depth)
         context: dict[str, Any] | cel.Context = payload
         if self._functions:
             context = cel.Context(variables=payload, functions=self._functions)
@@ -266,6 +286,35 @@ class CompiledExpression:
         except BaseException as exc:  # the engine can raise anything, a Rust panic included
             raise ExpressionError(_describe(exc)) from exc
         return _Plain().convert(result, 0)
+
+
+def _check_comprehension_work(payload: Mapping[str, Any], depth: int) -> None:
+    """Refuse before the engine starts when its comprehensions could run for too long."""
+    largest, visited = 0, 0
+    pending: list[Any] = list(payload.values())
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Mapping):
+            items: Any = list(value.values())
+        elif isinstance(value, list | tuple):
+            items = value
+        else:
+            continue
+        largest = max(largest, len(items))
+        visited += len(items) + 1
+        if visited > _WALK_BUDGET:
+            largest = max(largest, visited)
+            break
+        pending.extend(items)
+    if largest ** (depth + 1) > MAX_COMPREHENSION_WORK:
+        raise ExpressionError(
+            f"too much work: comprehensions nested {depth} deep over {largest} items "
+            f"(at most {_max_items(depth)} items at this depth)"
+        )
+
+
+def _max_items(depth: int) -> int:
+    return int(MAX_COMPREHENSION_WORK ** (1 / (depth + 1)))
 
 
 def compile_expression(source: str) -> CompiledExpression:

@@ -407,3 +407,36 @@ def test_referenced_steps_on_a_source_applies_the_guards() -> None:
         referenced_steps("(" * 100)
     assert isinstance(compile_expression("steps.a"), CompiledExpression)
     assert sorted(expressions.MACROS) == ["all", "exists", "exists_one", "filter", "map"]
+
+
+# --- work inside one evaluation ----------------------------------------------------------------
+
+
+def test_nested_comprehensions_over_large_lists_are_refused_before_running() -> None:
+    compiled = compile_expression("args.xs.map(a, args.xs.map(b, a + b))")
+    big = {"args": {"xs": list(range(1000))}}  # 10^9 steps of work: would hang the worker
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match="too much work"):
+        compiled.evaluate(big)
+    assert time.perf_counter() - started < 1.0
+    small = {"args": {"xs": [1, 2, 3]}}
+    assert compiled.evaluate(small) == [[2, 3, 4], [3, 4, 5], [4, 5, 6]]
+
+
+def test_single_comprehension_bound_scales_with_depth() -> None:
+    single = compile_expression("args.xs.map(a, a * 2)")
+    assert single.evaluate({"args": {"xs": list(range(1000))}})[-1] == 1998
+    with pytest.raises(ExpressionError, match="too much work"):
+        single.evaluate({"args": {"xs": list(range(5000))}})
+
+
+def test_huge_nested_payloads_are_refused_without_walking_them_all() -> None:
+    compiled = compile_expression("args.rows.exists(r, r.size() > 2)")
+    rows = [[0] * 10 for _ in range(20_000)]
+    with pytest.raises(ExpressionError, match="too much work"):
+        compiled.evaluate({"args": {"rows": rows}})
+
+
+def test_expressions_without_comprehensions_are_not_bounded_by_list_size() -> None:
+    compiled = compile_expression("args.xs.size()")
+    assert compiled.evaluate({"args": {"xs": list(range(50_000))}}) == 50_000
