@@ -74,6 +74,8 @@ def _context(
     ctx.compiled = compile_api({"api": "probe", "steps": [], "auth": auth}, {}, {})
     ctx.partition = PARTITION
     ctx.args = args or {}
+    # The stage hands the call's connection to the secret loader; the fake loader ignores it.
+    ctx.connection = cast(AsyncConnection, object())
     return ctx
 
 
