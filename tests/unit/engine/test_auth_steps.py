@@ -415,3 +415,25 @@ def test_costs_are_the_step_type_prices() -> None:
     assert step.cost(prices) == 5
     step = compile_step({"id": "c", "type": "userRight", "action": "get", "userId": "u"})
     assert step.cost(prices) == 3
+
+
+async def test_grants_beyond_the_rights_limit_fail_the_step_and_keep_the_row(
+    tenancy: Tenancy, connection: AsyncConnection
+) -> None:
+    key = {"userId": "u1", "target": ""}
+    first = [f"r{i}" for i in range(100)]
+    assert (
+        await _rights(
+            connection, tenancy.app_a, tenancy.ws_a, {"action": "grant", "rights": first, **key}
+        )
+        == first
+    )
+    step = compile_step(
+        {"id": "r", "type": "userRight", "action": "grant", "rights": ["one"], **key}
+    )
+    ctx = make_context(connection=connection, app_id=tenancy.app_a, partition=tenancy.ws_a)
+    with pytest.raises(StepFailedError) as caught:
+        await step.run(ctx)
+    assert caught.value.reason == "too_many_rights"
+    assert caught.value.details["stepId"] == "r"
+    assert await _rights(connection, tenancy.app_a, tenancy.ws_a, {"action": "get", **key}) == first

@@ -11,24 +11,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import Table, and_, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.accounts.passwords import hash_password, verify_password
-from apiforge.datasets.models import UserRight
+from apiforge.core.errors import ValidationError
 from apiforge.engine.base import RunContext
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.tokens import MAX_EXPIRES_IN, RESERVED_CLAIMS, sign_end_user_token
 from apiforge.engine.values import CompiledValue, is_expression
-from apiforge.tools.clock import iso, utcnow
+from apiforge.rights.schemas import MAX_ID_LENGTH, MAX_RIGHTS
+from apiforge.rights.store import RightsKey, grant_rights, held_rights, revoke_rights
+from apiforge.tools.clock import iso
 
-MAX_ID_LENGTH = 128  # user ids, targets and right names (the user_rights key columns)
-MAX_RIGHTS = 100
 MAX_CLAIMS_BYTES = 8 * 1024
 MAX_PASSWORD_LENGTH = 1024
 DEFAULT_EXPIRES_IN = 7 * 86400
@@ -305,75 +302,22 @@ class UserRightStep:
         )
         raw_rights = self.rights.evaluate(variables)
         rights = None if raw_rights is None else _rights(self.id, raw_rights)
-        store = _RightsStore(ctx, self.id, user_id, target)
+        # The call's partition: one consumer of an app never reads or changes another's grants.
+        key = RightsKey(ctx.partition, ctx.app_id, user_id, target)
         if self.action == "get":
-            return await store.read()
+            return await held_rights(ctx.connection, key) or []
         if self.action == "check":
-            held = set(await store.read())
+            held = set(await held_rights(ctx.connection, key) or [])
             wanted = set(rights or [])
             if self.match == "all":
                 return bool(wanted) and wanted <= held
             return bool(wanted & held)
         if self.action == "grant":
-            return await store.grant(rights or [])
-        return await store.revoke(rights)
-
-
-class _RightsStore:
-    """One `(workspace, app, userId, target)` row of `user_rights`; the workspace is always the
-    call's partition, so one consumer of an app never reads or changes another's grants."""
-
-    table = cast(Table, UserRight.__table__)
-
-    def __init__(self, ctx: RunContext, step_id: str, user_id: str, target: str) -> None:
-        self.step_id = step_id
-        self.connection = ctx.connection
-        self.values = {
-            "workspace_id": ctx.partition,
-            "app_id": ctx.app_id,
-            "user_id": user_id,
-            "target": target,
-        }
-        c = self.table.c
-        self.key: ColumnElement[bool] = and_(
-            c.workspace_id == ctx.partition,
-            c.app_id == ctx.app_id,
-            c.user_id == user_id,
-            c.target == target,
-        )
-
-    async def read(self, *, lock: bool = False) -> list[str]:
-        query = select(self.table.c.rights).where(self.key)
-        if lock:
-            query = query.with_for_update()  # PostgreSQL; SQLite serialises writers anyway
-        rights = (await self.connection.execute(query)).scalar_one_or_none()
-        return [str(r) for r in rights or []]
-
-    async def grant(self, rights: list[str]) -> list[str]:
-        # Make sure the row exists without racing a concurrent grant, then update it locked.
-        dialect = self.connection.dialect.name
-        module = postgresql if dialect == "postgresql" else sqlite
-        ensure = module.insert(self.table).values(**self.values, rights=[], updated_at=utcnow())
-        await self.connection.execute(ensure.on_conflict_do_nothing())
-        held = await self.read(lock=True)
-        merged = held + [r for r in dict.fromkeys(rights) if r not in held]
-        if len(merged) > MAX_RIGHTS:
-            raise step_error(self.step_id, f"a user holds at most {MAX_RIGHTS} rights per target")
-        await self.connection.execute(
-            update(self.table).where(self.key).values(rights=merged, updated_at=utcnow())
-        )
-        return merged
-
-    async def revoke(self, rights: list[str] | None) -> list[str]:
-        held = await self.read(lock=True)
-        remaining = [] if rights is None else [r for r in held if r not in set(rights)]
-        if not remaining:
-            await self.connection.execute(delete(self.table).where(self.key))
-        elif remaining != held:
-            await self.connection.execute(
-                update(self.table).where(self.key).values(rights=remaining, updated_at=utcnow())
-            )
-        return remaining
+            try:
+                return await grant_rights(ctx.connection, key, rights or [])
+            except ValidationError as exc:
+                raise step_error(self.id, exc.message, reason=exc.reason) from exc
+        return await revoke_rights(ctx.connection, key, rights) or []
 
 
 STEPS: dict[str, type[StepSpec]] = {
