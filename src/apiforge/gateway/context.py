@@ -1,6 +1,7 @@
 """Per-request state of one gateway call: the only place stages keep anything per request."""
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class GatewayContext:
     compiled: CompiledApi | None = None
     token: dict[str, Any] | None = None  # verified end-user token claims
     partition: str = ""
+    # Writes that must commit with the steps' own (charges, the charged call's log row): run by
+    # the run stage after the steps succeed, inside the call's transaction, before its commit.
+    settle: list[Callable[["GatewayContext"], Awaitable[None]]] = field(default_factory=list)
 
     # The outcome.
     status: int = 200

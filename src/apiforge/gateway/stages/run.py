@@ -41,6 +41,8 @@ class RunStage:
             if run.trace is not None:
                 exc.details["trace"] = trace_of(ctx.compiled, run)
             raise
+        for settle in ctx.settle:
+            await settle(ctx)
         await ctx.connection.commit()
         if run.trace is None:
             ctx.body = envelope(result.body)
