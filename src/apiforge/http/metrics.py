@@ -14,3 +14,20 @@ LATENCY = Histogram(
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
+
+# Traffic control (traffic/): calls refused by a limit, by limit kind (frequency, concurrency,
+# login, key_creation) and scope (ip, key, app, plan, ...).
+LIMIT_REJECTIONS = Counter(
+    "apiforge_limit_rejections_total", "Requests refused by a traffic limit", ["kind", "scope"]
+)
+# Decisions a limit took without its shared store (Redis unreachable): mode open or closed.
+LIMIT_DEGRADED = Counter(
+    "apiforge_limit_degraded_total",
+    "Limit checks taken without their store (Redis unreachable), by failure mode",
+    ["kind", "mode"],
+)
+# Responses replayed from an idempotency record instead of running again (by edge: gateway or
+# management); incremented by the idempotency feature.
+IDEMPOTENT_REPLAYS = Counter(
+    "apiforge_idempotent_replays_total", "Responses replayed for a repeated idempotency key", ["edge"]
+)
