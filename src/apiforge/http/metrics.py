@@ -15,6 +15,7 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
 
+
 # Traffic control (traffic/): calls refused by a limit, by limit kind (frequency, concurrency,
 # login, key_creation) and scope (ip, key, app, plan, ...).
 LIMIT_REJECTIONS = Counter(
@@ -29,5 +30,7 @@ LIMIT_DEGRADED = Counter(
 # Responses replayed from an idempotency record instead of running again (by edge: gateway or
 # management); incremented by the idempotency feature.
 IDEMPOTENT_REPLAYS = Counter(
-    "apiforge_idempotent_replays_total", "Responses replayed for a repeated idempotency key", ["edge"]
+    "apiforge_idempotent_replays_total",
+    "Responses replayed for a repeated idempotency key",
+    ["edge"],
 )
