@@ -7,9 +7,10 @@ delegate: tenancy and roles are enforced by the services.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from apiforge.builder.definitions import DefinitionChecker
+from apiforge.builder.hooks import app_changed_hook
 from apiforge.builder.pricing_router import router as pricing_router
 from apiforge.builder.schemas import (
     ApiCreate,
@@ -35,8 +36,8 @@ router = APIRouter(prefix="/api/v1", tags=["builder"])
 Search = Annotated[str, Query(max_length=100, description="Part of the name or description")]
 
 
-def _apps(session: SessionDep, settings: SettingsDep) -> AppService:
-    return AppService(session, settings)
+def _apps(session: SessionDep, settings: SettingsDep, request: Request) -> AppService:
+    return AppService(session, settings, app_changed_hook(request))
 
 
 def _apis(session: SessionDep) -> ApiService:

@@ -5,6 +5,7 @@ Every method takes the caller's `CurrentWorkspace` (proof of membership) and loo
 checked here, not in routers: viewer reads, editor changes, admin deletes an app.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select
@@ -26,6 +27,7 @@ from apiforge.builder.schemas import (
     AppRead,
     AppUpdate,
 )
+from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.core.settings import Settings
 from apiforge.datasets.models import Collection
@@ -131,9 +133,15 @@ def app_read(app: App, api_count: int) -> AppRead:
 class AppService:
     """CRUD of the apps of the current workspace. Never commits."""
 
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        app_changed: Callable[[str], None] = lambda app_id: None,
+    ) -> None:
         self.session = session
         self.settings = settings
+        self.app_changed = app_changed  # the gateway's resolve cache forgets the app
 
     async def list_apps(
         self, current: CurrentWorkspace, params: PageParams, q: str
@@ -178,6 +186,7 @@ class AppService:
             env = app_env.merge_secrets(self.settings, env, dict(data.secrets))
         app.env = env
         await self.session.flush()
+        after_commit(self.session, lambda: self.app_changed(app_id))
         return await self.read(current, app_id)
 
     async def delete(self, current: CurrentWorkspace, app_id: str) -> None:
@@ -193,6 +202,7 @@ class AppService:
             await drop_indexes(connection, collection_id)
         await self.session.execute(delete(App).where(App.id == app.id))
         self.session.expunge(app)
+        after_commit(self.session, lambda: self.app_changed(app_id))
 
     async def _api_counts(self, app_ids: list[str]) -> dict[str, int]:
         if not app_ids:

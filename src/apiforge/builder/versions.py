@@ -13,6 +13,7 @@ and a 0.x line would promise nothing to callers.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from apiforge.builder.schemas import (
     VersionUpdate,
 )
 from apiforge.builder.service import find_app
+from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.http.pagination import Page, PageParams, fetch_page
 from apiforge.workspaces.models import Role
@@ -199,9 +201,15 @@ def immutable(version: str, fields: list[str] | None = None) -> ConflictError:
 class VersionService:
     """Publish, list, read and deprecate versions of one app. Never commits."""
 
-    def __init__(self, session: AsyncSession, checker: DefinitionChecker) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        checker: DefinitionChecker,
+        app_changed: Callable[[str], None] = lambda app_id: None,
+    ) -> None:
         self.session = session
         self.checker = checker
+        self.app_changed = app_changed  # the gateway's resolve cache forgets the app
 
     async def publish(
         self, current: CurrentWorkspace, app_id: str, data: VersionCreate
@@ -256,6 +264,7 @@ class VersionService:
             ) from None
         app.latest_version = label
         await self.session.flush()
+        after_commit(self.session, lambda: self.app_changed(app_id))
         return PublishResult(
             id=row.id,
             version=label,
@@ -300,6 +309,7 @@ class VersionService:
             raise ValidationError(errors=[{"field": "deprecated", "message": "is required"}])
         row.deprecated = data.deprecated
         await self.session.flush()
+        after_commit(self.session, lambda: self.app_changed(app_id))
         return version_read(row, app)
 
     async def refuse_change(self, current: CurrentWorkspace, app_id: str, version: str) -> None:

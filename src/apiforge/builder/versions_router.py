@@ -5,9 +5,10 @@ Published versions are immutable: PUT and DELETE exist only to answer 409 `versi
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from apiforge.builder.definitions import DefinitionChecker
+from apiforge.builder.hooks import app_changed_hook
 from apiforge.builder.schemas import (
     PublishResult,
     VersionCreate,
@@ -24,8 +25,8 @@ from apiforge.workspaces.deps import CurrentWorkspaceDep
 router = APIRouter(tags=["builder"])
 
 
-def _versions(session: SessionDep) -> VersionService:
-    return VersionService(session, DefinitionChecker(session))
+def _versions(session: SessionDep, request: Request) -> VersionService:
+    return VersionService(session, DefinitionChecker(session), app_changed_hook(request))
 
 
 VersionServiceDep = Annotated[VersionService, Depends(_versions)]

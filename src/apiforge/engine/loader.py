@@ -1,12 +1,15 @@
 """Finds the compiled plan of `(app, api, version)` for a call, compiling as rarely as possible.
 
 Published versions are immutable, so their compiled APIs are cached in-process by
-`(app_id, version)` for the life of the process (bounded LRU); only the `deprecated` flag, which
-may change, is read per call — in the same query as the app. `dev` is compiled again only when the
-API's row or one of the app's collections changed since the cached compile. Everything here is
-SQLAlchemy Core on the call's own connection: no ORM session on the call path.
+`(app_id, version)` for the life of the process (bounded LRU). What can change — the app's owner,
+env, `latest` and a version's `deprecated` flag — is read in one query and kept for at most
+`TARGET_TTL` seconds, like API keys (`keys/lookup.py`): a change made through this process is
+seen at once (`forget_app`), one made on another node within a second. `dev` is compiled again
+only when the API's row or one of the app's collections changed since the cached compile.
+Everything here is SQLAlchemy Core on the call's own connection: no ORM session on the call path.
 """
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -20,6 +23,8 @@ from apiforge.core.errors import NotFoundError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.compiler import CompiledApi, compile_api
+
+TARGET_TTL = 1.0  # seconds a resolved (app, version) is trusted without reading it again
 
 
 class AppNotFoundError(NotFoundError):
@@ -90,14 +95,36 @@ class _Lru(OrderedDict[Any, Any]):
 class ApiLoader:
     """One per process (kept on `app.state`); safe to share between concurrent calls."""
 
-    def __init__(self, *, max_versions: int = 256, max_dev: int = 512) -> None:
+    def __init__(
+        self, *, max_versions: int = 256, max_dev: int = 512, max_targets: int = 4096
+    ) -> None:
         self._published = _Lru(max_versions)
         self._dev = _Lru(max_dev)
+        self._targets = _Lru(max_targets)  # (app_id, version) -> (expires, AppTarget)
+
+    def forget_app(self, app_id: str) -> None:
+        """Called when this process changes an app (env, publish, deprecate, delete), so its own
+        next call sees the change at once."""
+        for key in [key for key in self._targets if key[0] == app_id]:
+            self._targets.pop(key, None)
 
     async def target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
         """Resolve `version` (`dev`, `latest` or `X.Y.Z`) of `app_id`; 404 for an unknown app.
-        One query: the app row with the version's `deprecated` flag. An unknown version gives
-        `version=None`, so the caller can check membership before saying so."""
+        One query at most once a second per (app, version) — the app row with the version's
+        `deprecated` flag. An unknown version gives `version=None`, so the caller can check
+        membership before saying so. Unknown apps are not cached (a miss is a 404 that costs a
+        query, like any probe)."""
+        key = (app_id, version)
+        cached = self._targets.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            target: AppTarget = cached[1]
+            return target
+        target = await self._read_target(conn, app_id, version)
+        self._targets.put(key, (now + TARGET_TTL, target))
+        return target
+
+    async def _read_target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
         if version == "dev":
             row = (
                 await conn.execute(

@@ -6,6 +6,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from apiforge.engine import loader as loader_module
 from apiforge.engine.loader import (
     ApiLoader,
     ApiNotFoundError,
@@ -75,7 +76,7 @@ async def test_dev_is_compiled_again_only_after_a_change(app: FastAPI, client: A
 
 async def test_unknown_targets_are_404s(app: FastAPI, client: AsyncClient) -> None:
     headers, app_id, _ = await _setup(client)
-    loader = ApiLoader()
+    loader: ApiLoader = app.state.engine_state.loader  # publishing forgets its cached targets
     async with app.state.engine.connect() as conn:
         with pytest.raises(AppNotFoundError):
             await loader.target(conn, "nope", "dev")
@@ -90,3 +91,27 @@ async def test_unknown_targets_are_404s(app: FastAPI, client: AsyncClient) -> No
         published = await loader.target(conn, app_id, "latest")
         with pytest.raises(ApiNotFoundError):
             await loader.load(conn, published, "other")
+
+
+async def test_targets_are_cached_briefly_and_forgotten_on_change(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another node's change is seen within TARGET_TTL; this node's own at once."""
+    headers, app_id, _ = await _setup(client)
+    await _publish(client, headers, app_id)
+    loader = ApiLoader()
+    clock = [1000.0]
+    monkeypatch.setattr(loader_module.time, "monotonic", lambda: clock[0])
+    async with app.state.engine.connect() as conn:
+        first = await loader.target(conn, app_id, "latest")
+        assert first.deprecated is False
+    response = await client.patch(
+        f"/api/v1/apps/{app_id}/versions/{first.version}", json={"deprecated": 1}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    async with app.state.engine.connect() as conn:
+        assert (await loader.target(conn, app_id, "latest")).deprecated is False  # cached
+        clock[0] += loader_module.TARGET_TTL + 0.01
+        assert (await loader.target(conn, app_id, "latest")).deprecated is True  # expired
+        loader.forget_app(app_id)
+        assert (await loader.target(conn, app_id, "latest")).deprecated is True
