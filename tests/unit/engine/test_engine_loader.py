@@ -101,7 +101,7 @@ async def test_targets_are_cached_briefly_and_forgotten_on_change(
     await _publish(client, headers, app_id)
     loader = ApiLoader()
     clock = [1000.0]
-    monkeypatch.setattr(loader_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("apiforge.engine.loader.time.monotonic", lambda: clock[0])
     async with app.state.engine.connect() as conn:
         first = await loader.target(conn, app_id, "latest")
         assert first.deprecated is False
