@@ -101,6 +101,7 @@ class ApiLoader:
         self._published = _Lru(max_versions)
         self._dev = _Lru(max_dev)
         self._targets = _Lru(max_targets)  # (app_id, version) -> (expires, AppTarget)
+        self.clock = time.monotonic
 
     def forget_app(self, app_id: str) -> None:
         """Called when this process changes an app (env, publish, deprecate, delete), so its own
@@ -116,7 +117,7 @@ class ApiLoader:
         query, like any probe)."""
         key = (app_id, version)
         cached = self._targets.get(key)
-        now = time.monotonic()
+        now = self.clock()
         if cached is not None and cached[0] > now:
             target: AppTarget = cached[1]
             return target

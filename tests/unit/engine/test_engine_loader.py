@@ -94,14 +94,14 @@ async def test_unknown_targets_are_404s(app: FastAPI, client: AsyncClient) -> No
 
 
 async def test_targets_are_cached_briefly_and_forgotten_on_change(
-    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, client: AsyncClient
 ) -> None:
     """Another node's change is seen within TARGET_TTL; this node's own at once."""
     headers, app_id, _ = await _setup(client)
     await _publish(client, headers, app_id)
     loader = ApiLoader()
     clock = [1000.0]
-    monkeypatch.setattr("apiforge.engine.loader.time.monotonic", lambda: clock[0])
+    loader.clock = lambda: clock[0]
     async with app.state.engine.connect() as conn:
         first = await loader.target(conn, app_id, "latest")
         assert first.deprecated is False
