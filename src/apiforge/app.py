@@ -28,6 +28,7 @@ from apiforge.http.middleware import (
 )
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
+from apiforge.plans.meter import close_quota_meter
 
 
 def middleware(settings: Settings) -> list[Middleware]:
@@ -101,6 +102,7 @@ def mount_gateway(app: FastAPI) -> None:
 
 async def shutdown(app: FastAPI) -> None:
     await drain_request_logs(app.state.gateway_state)
+    await close_quota_meter(app.state.engine)  # writes the quota hits still in memory
     await app.state.keys.close()  # writes the last-used times still in memory
     await app.state.engine.dispose()
     await close_limits_storage(app.state.limits_storage)

@@ -34,7 +34,7 @@ from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
-from apiforge.plans.service import ensure_within_quota, plan_of
+from apiforge.plans.service import check_quota, plan_of
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
@@ -98,7 +98,8 @@ async def create_app_row(
     used = await session.scalar(
         select(func.count()).select_from(App).where(App.workspace_id == workspace.id)
     )
-    ensure_within_quota(await plan_of(session, workspace), "apps", int(used or 0))
+    plan = await plan_of(session, workspace)
+    await check_quota(session, workspace.id, plan, "apps", int(used or 0), operation="apps.create")
     env = app_env.merge_secrets(settings, app_env.new_env(data.config), dict(data.secrets))
     app = App(
         workspace_id=workspace.id,
@@ -240,6 +241,7 @@ def _auth_of(row: ApiDefinition) -> dict[str, Any]:
     return {
         "require_token": bool(stored.get("requireToken", False)),
         "public": bool(stored.get("public", False)),
+        "require_idempotency_key": bool(stored.get("requireIdempotencyKey", False)),
         "mode": stored.get("mode", "none"),
         "rights": list(stored.get("rights") or []),
         "target": stored.get("target"),

@@ -30,6 +30,9 @@ class Record(Base):
     __table_args__ = (
         # `id` last: "newest first" pages ORDER BY created_at, id and read this index in order.
         Index("ix_records_partition_created", "collection_id", "partition", "created_at", "id"),
+        # A workspace's records and stored bytes over all collections (plan quotas), read from
+        # the index alone.
+        Index("ix_records_partition_size", "partition", "size"),
     )
 
     id: Mapped[str] = id_column()

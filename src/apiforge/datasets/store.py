@@ -36,6 +36,7 @@ from apiforge.datasets.sql import (
     field_expression,
     operand,
 )
+from apiforge.plans.meter import reserve_stock
 from apiforge.tools.clock import iso, utcnow
 from apiforge.tools.ids import is_id, new_id
 
@@ -230,16 +231,19 @@ class RecordStore:
         stored = self._encrypt(schema, clean)
         now = utcnow()
         record_id = new_id()
+        size = _size(stored)
         values = {
             "id": record_id,
             "collection_id": schema.id,
             "partition": partition,
             "data": stored,
             "version": 1,
-            "size": _size(stored),
+            "size": size,
             "created_at": now,
             "updated_at": now,
         }
+        # Plan quotas `records` and `storageBytes` of the partition's workspace (in-process).
+        await reserve_stock(self.connection, partition, records=1, size=size)
         await self._write(schema, insert(Record).values(**values))
         return self._render(schema, record_id, stored, 1, now, now)
 
@@ -272,6 +276,8 @@ class RecordStore:
             raise RecordInvalidError(errors=errors)
         await self._ensure_unique(schema, partition, stored, exclude=record_id)
         now = utcnow()
+        size = _size(stored)
+        await reserve_stock(self.connection, partition, records=0, size=size - current.size)
         stmt = (
             update(Record)
             .where(
@@ -279,7 +285,7 @@ class RecordStore:
                 Record.id == record_id,
                 Record.version == current.version,
             )
-            .values(data=stored, version=current.version + 1, size=_size(stored), updated_at=now)
+            .values(data=stored, version=current.version + 1, size=size, updated_at=now)
         )
         result = await self._write(schema, stmt)
         if result == 0:  # changed between our read and our write
@@ -350,7 +356,9 @@ class RecordStore:
     ) -> Row[Any]:
         if not is_id(record_id):
             raise RecordNotFoundError()
-        stmt = select(*_COLUMNS).where(self.scope(schema, partition), Record.id == record_id)
+        stmt = select(*_COLUMNS, Record.size).where(
+            self.scope(schema, partition), Record.id == record_id
+        )
         if lock:
             stmt = stmt.with_for_update()
         row = (await self.connection.execute(stmt)).first()

@@ -7,6 +7,7 @@ from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
 from apiforge.gateway.stages.policy import PolicyStage
+from apiforge.gateway.stages.quotas import QuotaStage
 from apiforge.gateway.stages.request import RequestStage
 from apiforge.gateway.stages.resolve import ResolveStage
 from apiforge.gateway.stages.run import RunStage
@@ -15,6 +16,7 @@ from apiforge.gateway.stages.validation import ValidationStage
 
 def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterStage, ...]]:
     loader = state.engine.loader
+    quotas = QuotaStage(state)  # checks before the run, counts successes after it
     stages: tuple[Stage, ...] = (
         # 1. Parse the body first: nothing else can be known without appId/api/version.
         RequestStage(),
@@ -31,9 +33,11 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         ValidationStage(),
         # 8. End-user token and permission mode, on validated args (userSystem reads an arg).
         PermissionStage(state),
+        # 9. Plan quotas (callsPerMonth) from in-process counters: no round trip per call.
+        quotas,
         # 10. Run the steps and commit the call's transaction.
         RunStage(state.engine),
     )
     # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
-    after: tuple[AfterStage, ...] = (RequestLogStage(state),)
+    after: tuple[AfterStage, ...] = (RequestLogStage(state), quotas)
     return stages, after

@@ -3,10 +3,17 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+from apiforge.core.db import (
+    Base,
+    JSONType,
+    UTCDateTime,
+    created_column,
+    id_column,
+    updated_column,
+)
 
 # Quota names and the free plan's values; -1 means unlimited. Later issues enforce each one.
 QUOTA_NAMES = (
@@ -45,3 +52,31 @@ class Plan(Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+
+
+class QuotaHit(Base):
+    """A refusal for a reached quota (spec 000's `rate_limit_logs`): who, on which plan, what.
+
+    One row stands for every refusal of one (workspace, quota, operation) within one UTC minute
+    (`hits` of them, the first at `created_at`, the last at `last_at`), so a client hammering a
+    reached quota adds at most one row a minute. No foreign keys, like request logs: rows are
+    written in batches after the refusal and must not fail when the workspace or plan is gone.
+    """
+
+    __tablename__ = "quota_hits"
+
+    id: Mapped[str] = id_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    workspace_id: Mapped[str] = mapped_column(String(26))
+    plan_id: Mapped[str] = mapped_column(String(26))
+    quota: Mapped[str] = mapped_column(String(32))
+    operation: Mapped[str] = mapped_column(String(64))
+    quota_limit: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+    hits: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_quota_hits_created", "created_at"),
+        Index("ix_quota_hits_workspace_created", "workspace_id", "created_at"),
+    )

@@ -93,3 +93,19 @@ class WorkspacePlanUpdate(InputModel):
 class WorkspacePlanRead(ApiModel):
     id: str
     plan_id: str
+
+
+class QuotaHitRead(ApiModel):
+    """Refusals of one quota for one workspace and operation within one UTC minute: `hits` of
+    them, the first at `createdTime`, the last at `lastTime`; `limit` and `used` as last refused."""
+
+    id: str
+    created_time: Timestamp
+    last_time: Timestamp
+    workspace_id: str
+    plan_id: str
+    quota: str
+    operation: str
+    limit: int
+    used: int
+    hits: int

@@ -1,24 +1,39 @@
 """Plans: admin CRUD with exactly one default, moving workspaces, quota checks and usage reports.
 
-Quotas are enforced where the counted thing is created (`ensure_within_quota`), by whichever
-service creates it; this module only knows how to read a limit and how to count what exists.
+Counted quotas (members, workspaces, apps) are enforced where the counted thing is created,
+under a lock, by whichever service creates it (`check_quota`, which also notes the refusal in the
+quota-hit log); gateway calls and record writes are checked by the in-process meter
+(`plans/meter.py`). This module reads limits and counts what exists.
 """
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError
+from apiforge.builder.models import App
+from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
-from apiforge.plans.models import FREE_PLAN_QUOTAS, QUOTA_NAMES, Plan
+from apiforge.plans.meter import quota_meter, stock_of
+from apiforge.plans.models import FREE_PLAN_QUOTAS, QUOTA_NAMES, Plan, QuotaHit
+from apiforge.plans.quotas import (
+    UNLIMITED,
+    QuotaExceededError,
+    ensure_within_quota,
+    full_quotas,
+    near_limit,
+    quota_limit,
+)
 from apiforge.plans.schemas import (
     PlanCreate,
     PlanRead,
     PlanUpdate,
+    QuotaHitRead,
     QuotaUsage,
     UserPlans,
     WorkspacePlanRead,
@@ -28,7 +43,19 @@ from apiforge.tools.ids import is_id
 from apiforge.usage.counters import calls_this_month
 from apiforge.workspaces.models import Membership, Workspace
 
-UNLIMITED = -1
+__all__ = [
+    "UNLIMITED",
+    "PlanNotFoundError",
+    "PlanService",
+    "QuotaExceededError",
+    "account_plan",
+    "check_quota",
+    "ensure_within_quota",
+    "full_quotas",
+    "near_limit",
+    "plan_of",
+    "quota_limit",
+]
 
 # Rate limits are ceilings on traffic, not stock that accumulates, so `/user/plans` shows them in
 # `currentPlan.quotas` but not in `usage`.
@@ -40,49 +67,28 @@ PLAN_SORTS: dict[str, ColumnElement[Any]] = {
     "code": Plan.code.expression,
 }
 
+HIT_SORTS: dict[str, ColumnElement[Any]] = {
+    "createdTime": QuotaHit.created_at.expression,
+    "hits": QuotaHit.hits.expression,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HitFilter:
+    """Narrowing of the quota-hit list; `since` inclusive, `until` exclusive."""
+
+    workspace_id: str | None = None
+    quota: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 UsageCounter = Callable[[AsyncSession, Workspace], Awaitable[int]]
-
-
-class QuotaExceededError(ForbiddenError):
-    """403 `quota_exceeded`, naming the quota, its limit and the current use."""
-
-    reason = "quota_exceeded"
-
-    def __init__(self, quota: str, limit: int, used: int) -> None:
-        super().__init__(
-            f"The plan's {quota} quota of {limit} is reached",
-            details={"quota": quota, "limit": limit, "used": used},
-        )
 
 
 class PlanNotFoundError(NotFoundError):
     reason = "plan_not_found"
     message = "Plan not found"
-
-
-def quota_limit(plan: Plan, name: str) -> int:
-    """The plan's limit for `name`; a name the stored plan lacks (a quota added after the plan was
-    written) takes the free plan's value rather than silently meaning unlimited."""
-    value = plan.quotas.get(name)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return FREE_PLAN_QUOTAS[name]
-
-
-def full_quotas(plan: Plan) -> dict[str, int]:
-    return {name: quota_limit(plan, name) for name in QUOTA_NAMES}
-
-
-def ensure_within_quota(plan: Plan, name: str, used: int, adding: int = 1) -> None:
-    """Raise `QuotaExceededError` unless `used + adding` fits the plan's limit for `name`."""
-    limit = quota_limit(plan, name)
-    if limit != UNLIMITED and used + adding > limit:
-        raise QuotaExceededError(name, limit, used)
-
-
-def near_limit(used: int, limit: int) -> bool:
-    """At or above 80% of a finite limit (integer arithmetic: exact for huge byte counts)."""
-    return limit != UNLIMITED and used * 5 >= limit * 4
 
 
 async def plan_of(session: AsyncSession, workspace: Workspace) -> Plan:
@@ -108,6 +114,34 @@ async def account_plan(session: AsyncSession, account_id: str) -> Plan:
     return plan
 
 
+async def check_quota(
+    session: AsyncSession,
+    workspace_id: str | None,
+    plan: Plan,
+    name: str,
+    used: int,
+    *,
+    operation: str,
+    adding: int = 1,
+    account_id: str | None = None,
+) -> None:
+    """`ensure_within_quota`, noting a refusal in the quota-hit log (in memory; the request's own
+    transaction rolls back). An account's allowance (`workspaces`) is noted against the account's
+    personal workspace: pass `account_id` and no `workspace_id`."""
+    try:
+        ensure_within_quota(plan, name, used, adding)
+    except QuotaExceededError as exc:
+        if workspace_id is None and account_id is not None:
+            workspace_id = await session.scalar(
+                select(Workspace.id)
+                .where(Workspace.owner_id == account_id, Workspace.personal.is_(True))
+                .limit(1)
+            )
+        if workspace_id is not None:
+            quota_meter(session).record_hit(workspace_id, plan.id, exc, operation)
+        raise
+
+
 async def count_members(session: AsyncSession, workspace_id: str) -> int:
     stmt = select(func.count()).where(Membership.workspace_id == workspace_id)
     return int(await session.scalar(stmt) or 0)
@@ -130,11 +164,28 @@ async def _calls_used(session: AsyncSession, workspace: Workspace) -> int:
     return await calls_this_month(session, workspace.id)
 
 
-# What `/user/plans` can count today. Quotas whose subject does not exist yet (apps, records,
-# storage, uploads) report 0 until the issue that introduces them adds its counter here.
+async def _apps_used(session: AsyncSession, workspace: Workspace) -> int:
+    stmt = select(func.count()).select_from(App).where(App.workspace_id == workspace.id)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def _records_used(session: AsyncSession, workspace: Workspace) -> int:
+    return (await stock_of(session, workspace.id))[0]
+
+
+async def _storage_used(session: AsyncSession, workspace: Workspace) -> int:
+    return (await stock_of(session, workspace.id))[1]
+
+
+# What `/user/plans` counts. `uploadsPerMonth` has no subject yet (no upload endpoint exists:
+# `/api/v1/files` of DESIGN.md §3 is not built), so it reports 0.
 USAGE_COUNTERS: dict[str, UsageCounter] = {
     "members": _members_used,
     "workspaces": _workspaces_used,
+    "apps": _apps_used,
+    # Records the workspace holds in its partitions of every app's collections, and their bytes.
+    "records": _records_used,
+    "storageBytes": _storage_used,
     # Successful gateway calls this UTC calendar month, from the request log.
     "callsPerMonth": _calls_used,
 }
@@ -215,6 +266,7 @@ class PlanService:
         await self.session.flush()
         if data.is_default and not plan.is_default:
             await self._make_default(plan)
+        quota_meter(self.session).forget()
         return plan_read(plan)
 
     async def delete_plan(self, plan_id: str) -> None:
@@ -242,6 +294,7 @@ class PlanService:
         plan = await self._plan(data.plan_id)
         workspace.plan_id = plan.id
         await self.session.flush()
+        quota_meter(self.session).forget(workspace.id)
         return WorkspacePlanRead(id=workspace.id, plan_id=plan.id)
 
     async def user_plans(self, workspace: Workspace) -> UserPlans:
@@ -266,6 +319,24 @@ class PlanService:
             plan_list=[plan_read(p) for p in public],
         )
 
+    async def list_quota_hits(self, filters: HitFilter, params: PageParams) -> Page[QuotaHitRead]:
+        """Refusals for reached quotas, newest first (admin). Refusals of the last minute may
+        still be in memory (`plans/hits.py`)."""
+        stmt: Select[tuple[QuotaHit]] = select(QuotaHit)
+        if filters.workspace_id is not None:
+            stmt = stmt.where(QuotaHit.workspace_id == filters.workspace_id)
+        if filters.quota is not None:
+            stmt = stmt.where(QuotaHit.quota == filters.quota)
+        if filters.since is not None:
+            stmt = stmt.where(QuotaHit.created_at >= filters.since)
+        if filters.until is not None:
+            stmt = stmt.where(QuotaHit.created_at < filters.until)
+        stmt = order_by(
+            stmt, params, HIT_SORTS, default="createdTime", tiebreak=QuotaHit.id.expression
+        )
+        rows, total = await fetch_page(self.session, stmt, params)
+        return params.page([_hit_read(row) for row in rows], total)
+
     async def _plan(self, plan_id: str) -> Plan:
         plan = await self.session.get(Plan, plan_id) if is_id(plan_id) else None
         if plan is None:
@@ -289,3 +360,18 @@ class PlanService:
             .execution_options(synchronize_session=False)
         )
         await self.session.refresh(plan)
+
+
+def _hit_read(row: QuotaHit) -> QuotaHitRead:
+    return QuotaHitRead(
+        id=row.id,
+        created_time=row.created_at,
+        last_time=row.last_at,
+        workspace_id=row.workspace_id,
+        plan_id=row.plan_id,
+        quota=row.quota,
+        operation=row.operation,
+        limit=row.quota_limit,
+        used=row.used,
+        hits=row.hits,
+    )

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apiforge.tools.clock import utcnow
 from apiforge.usage.models import RequestLog
@@ -16,7 +16,7 @@ def month_start(now: datetime) -> datetime:
 
 
 async def calls_this_month(
-    session: AsyncSession, workspace_id: str, now: datetime | None = None
+    session: AsyncSession | AsyncConnection, workspace_id: str, now: datetime | None = None
 ) -> int:
     """Successful (2xx) calls the workspace made since the start of the current UTC calendar
     month, answered from the `(workspace_id, created_at, status)` index alone. Reads the written

@@ -25,9 +25,9 @@ from apiforge.http.schemas import Created
 from apiforge.plans.models import Plan
 from apiforge.plans.service import (
     account_plan,
+    check_quota,
     count_members,
     count_owned_workspaces,
-    ensure_within_quota,
     plan_of,
 )
 from apiforge.tools.ids import is_id
@@ -202,7 +202,15 @@ class WorkspaceService:
         caller's own plan (that of their personal workspace) lets them own."""
         await self._lock_account(account_id)
         owned = await count_owned_workspaces(self.session, account_id)
-        ensure_within_quota(await account_plan(self.session, account_id), "workspaces", owned)
+        await check_quota(
+            self.session,
+            None,
+            await account_plan(self.session, account_id),
+            "workspaces",
+            owned,
+            operation="workspaces.create",
+            account_id=account_id,
+        )
         workspace = await create_workspace(self.session, account_id, data.name)
         return Created(id=workspace.id)
 
@@ -257,7 +265,8 @@ class WorkspaceService:
         if await self._membership(current.id, account.id) is not None:
             raise ConflictError("Already a member of this workspace", reason="already_member")
         used = await count_members(self.session, current.id)
-        ensure_within_quota(await plan_of(self.session, current.workspace), "members", used)
+        plan = await plan_of(self.session, current.workspace)
+        await check_quota(self.session, current.id, plan, "members", used, operation="members.add")
         self.session.add(Membership(workspace_id=current.id, account_id=account.id, role=data.role))
         await self.session.flush()
         return Created(id=account.id)
@@ -311,8 +320,14 @@ class WorkspaceService:
         member = await self._member_of(current, data.account_id)
         await self._lock_account(member.account_id)
         owned = await count_owned_workspaces(self.session, member.account_id)
-        ensure_within_quota(
-            await account_plan(self.session, member.account_id), "workspaces", owned
+        await check_quota(
+            self.session,
+            None,
+            await account_plan(self.session, member.account_id),
+            "workspaces",
+            owned,
+            operation="workspaces.transfer",
+            account_id=member.account_id,
         )
         old_owner = await self._member_of(current, current.account_id)
         old_owner.role = Role.ADMIN

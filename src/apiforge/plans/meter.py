@@ -1,0 +1,325 @@
+"""Plan quotas checked where they are cheap to check: the gateway and record writes.
+
+Counting what a workspace used with a query per call would put a database round trip on every
+gateway call and every record insert. Instead each process keeps, per workspace:
+
+- the plan's limits, loaded once and then refreshed in the background every `PLAN_TTL` seconds
+  (plan changes made on this node apply at once: `forget`);
+- a snapshot of its usage (successful calls this UTC month from the request log; records and
+  stored bytes from the records index), refreshed in the background every `USAGE_TTL` seconds,
+  plus what this process added since the snapshot (calls that succeeded, records it wrote).
+
+A check is dict lookups and an addition; only a workspace's first check in a process reads the
+database (on the caller's own connection, so it can't wait for a second pool connection), and a
+quota set to `-1` (unlimited) skips the usage entirely. The price is a soft bound across nodes:
+a quota may be overshot by what other processes did since their last snapshot (at most
+`USAGE_TTL` seconds of traffic) and by calls still in the request-log buffer (under a second).
+Deletions free space at the next snapshot.
+
+One meter per database engine (`quota_meter(bind)`), so the gateway, the step engine and the
+management API share it without it being passed through every service.
+"""
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import Engine, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from apiforge.datasets.models import Record
+from apiforge.plans.hits import QuotaHitLog
+from apiforge.plans.models import Plan
+from apiforge.plans.quotas import UNLIMITED, QuotaExceededError, full_quotas
+from apiforge.tools.clock import utcnow
+from apiforge.usage.counters import calls_this_month, month_start
+from apiforge.workspaces.models import Workspace
+
+log = structlog.get_logger(__name__)
+
+PLAN_TTL = 5.0
+USAGE_TTL = 10.0
+MAX_WORKSPACES = 100_000  # cached workspaces per process; beyond, the caches start afresh
+
+Bind = AsyncEngine | AsyncConnection | AsyncSession
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class PlanLimits:
+    plan_id: str
+    quotas: dict[str, int]
+    expires: float
+
+
+@dataclass(slots=True)
+class CallCount:
+    """Successful calls this month: `base` from the request log at the snapshot, `local` since."""
+
+    month: datetime
+    base: int
+    local: int
+    expires: float
+
+
+@dataclass(slots=True)
+class Stock:
+    """Records and their stored bytes: `records`/`size` at the snapshot, `added_*` since."""
+
+    records: int
+    size: int
+    added_records: int
+    added_size: int
+    expires: float
+
+
+class QuotaMeter:
+    """In-process quota state of one database; see the module docstring for the trade-offs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = weakref.ref(engine)
+        self.hits = QuotaHitLog(self._engine)
+        self._plans: dict[str, PlanLimits] = {}
+        self._calls: dict[str, CallCount] = {}
+        self._stock: dict[str, Stock] = {}
+        self._refreshing: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    async def check_call(self, connection: AsyncConnection, workspace_id: str) -> None:
+        """403 `quota_exceeded` when the workspace used up its `callsPerMonth` (gateway)."""
+        plan = await self.limits(connection, workspace_id)
+        if plan is None:
+            return
+        limit = plan.quotas["callsPerMonth"]
+        if limit == UNLIMITED:
+            return
+        used = await self._calls_used(connection, workspace_id)
+        if used >= limit:
+            self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used)
+
+    def count_call(self, workspace_id: str) -> None:
+        """A call of the workspace succeeded (no-op unless its monthly count is being kept)."""
+        entry = self._calls.get(workspace_id)
+        if entry is not None:
+            entry.local += 1
+
+    async def reserve_stock(
+        self,
+        connection: AsyncConnection,
+        workspace_id: str,
+        *,
+        records: int,
+        size: int,
+        operation: str,
+    ) -> None:
+        """Check that `records` more records and `size` more bytes fit the workspace's plan and
+        count them as used; 403 `quota_exceeded` naming `records` or `storageBytes` otherwise.
+        Called before the write, in the write's transaction; a rolled-back write stays counted
+        until the next snapshot (a transient overestimate, never an overshoot)."""
+        plan = await self.limits(connection, workspace_id)
+        if plan is None:
+            return
+        max_records, max_size = plan.quotas["records"], plan.quotas["storageBytes"]
+        if max_records == UNLIMITED and max_size == UNLIMITED:
+            return
+        stock = await self._stock_of(connection, workspace_id)
+        used_records = stock.records + stock.added_records
+        used_size = stock.size + stock.added_size
+        if records > 0 and max_records != UNLIMITED and used_records + records > max_records:
+            self._refuse(workspace_id, plan, "records", operation, max_records, used_records)
+        if size > 0 and max_size != UNLIMITED and used_size + size > max_size:
+            self._refuse(workspace_id, plan, "storageBytes", operation, max_size, used_size)
+        stock.added_records += records
+        stock.added_size += size
+
+    def record_hit(self, workspace_id: str, plan_id: str, exc: QuotaExceededError, op: str) -> None:
+        """Note a refusal decided elsewhere (the management API's counted quotas)."""
+        details = exc.details
+        self.hits.record(
+            workspace_id=workspace_id,
+            plan_id=plan_id,
+            quota=str(details["quota"]),
+            operation=op,
+            limit=int(details["limit"]),
+            used=int(details["used"]),
+        )
+
+    def forget(self, workspace_id: str | None = None) -> None:
+        """Drop cached plan limits (all of them without a workspace): a plan was changed or a
+        workspace moved on this node, which then applies at once; other nodes within PLAN_TTL."""
+        if workspace_id is None:
+            self._plans.clear()
+        else:
+            self._plans.pop(workspace_id, None)
+
+    async def close(self) -> None:
+        """Write the refusals still in memory and stop background refreshes (app shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.hits.close()
+
+    # --- cached state ---------------------------------------------------------------------------
+
+    async def limits(self, connection: AsyncConnection, workspace_id: str) -> PlanLimits | None:
+        """The workspace's plan limits (None for an unknown workspace): cached, refreshed in the
+        background once stale."""
+        entry = self._plans.get(workspace_id)
+        if entry is None:
+            entry = await _load_plan(connection, workspace_id)
+            if entry is not None:
+                self._put(self._plans, workspace_id, entry)
+        elif entry.expires <= time.monotonic():
+            self._refresh("plan", workspace_id, _load_plan, self._plans)
+        return entry
+
+    async def _calls_used(self, connection: AsyncConnection, workspace_id: str) -> int:
+        month = month_start(utcnow())
+        entry = self._calls.get(workspace_id)
+        if entry is None or entry.month != month:
+            entry = await _load_calls(connection, workspace_id)
+            self._put(self._calls, workspace_id, entry)
+        elif entry.expires <= time.monotonic():
+            self._refresh("calls", workspace_id, _load_calls, self._calls)
+        return entry.base + entry.local
+
+    async def _stock_of(self, connection: AsyncConnection, workspace_id: str) -> Stock:
+        entry = self._stock.get(workspace_id)
+        if entry is None:
+            entry = await _load_stock(connection, workspace_id)
+            self._put(self._stock, workspace_id, entry)
+        elif entry.expires <= time.monotonic():
+            self._refresh("stock", workspace_id, _load_stock, self._stock)
+        return entry
+
+    def _refresh(
+        self,
+        kind: str,
+        workspace_id: str,
+        loader: Callable[[AsyncConnection, str], Awaitable[T | None]],
+        cache: dict[str, T],
+    ) -> None:
+        """Reload one entry on a connection of its own, off the caller's path; at most one reload
+        per entry in flight. Until it lands the stale entry keeps answering."""
+        key = (kind, workspace_id)
+        engine = self._engine()
+        if key in self._refreshing or engine is None:
+            return
+        self._refreshing.add(key)
+
+        async def reload() -> None:
+            try:
+                async with engine.connect() as connection:
+                    fresh = await loader(connection, workspace_id)
+                if fresh is None:
+                    cache.pop(workspace_id, None)
+                else:
+                    self._put(cache, workspace_id, fresh)
+            except Exception:  # a failed refresh keeps the stale entry; the next check retries
+                log.warning("quota_refresh_failed", kind=kind, workspace=workspace_id)
+            finally:
+                self._refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _put(cache: dict[str, Any], workspace_id: str, entry: Any) -> None:
+        if len(cache) >= MAX_WORKSPACES and workspace_id not in cache:
+            cache.clear()
+        cache[workspace_id] = entry
+
+    def _refuse(
+        self, workspace_id: str, plan: PlanLimits, quota: str, operation: str, limit: int, used: int
+    ) -> None:
+        self.hits.record(
+            workspace_id=workspace_id,
+            plan_id=plan.plan_id,
+            quota=quota,
+            operation=operation,
+            limit=limit,
+            used=used,
+        )
+        raise QuotaExceededError(quota, limit, used)
+
+
+async def _load_plan(connection: AsyncConnection, workspace_id: str) -> PlanLimits | None:
+    row = (
+        await connection.execute(
+            select(Plan)
+            .join(Workspace, Workspace.plan_id == Plan.id)
+            .where(Workspace.id == workspace_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    plan = Plan(id=row.id, quotas=row.quotas)
+    return PlanLimits(plan.id, full_quotas(plan), time.monotonic() + PLAN_TTL)
+
+
+async def _load_calls(connection: AsyncConnection, workspace_id: str) -> CallCount:
+    now = utcnow()
+    used = await calls_this_month(connection, workspace_id, now)
+    return CallCount(month_start(now), used, 0, time.monotonic() + USAGE_TTL)
+
+
+async def _load_stock(connection: AsyncConnection, workspace_id: str) -> Stock:
+    records, size = await stock_of(connection, workspace_id)
+    return Stock(records, size, 0, 0, time.monotonic() + USAGE_TTL)
+
+
+async def stock_of(bind: AsyncConnection | AsyncSession, workspace_id: str) -> tuple[int, int]:
+    """Records in the workspace's partition over every collection, and their stored bytes."""
+    stmt = select(func.count(), func.coalesce(func.sum(Record.size), 0)).where(
+        Record.partition == workspace_id
+    )
+    row = (await bind.execute(stmt)).one()
+    return int(row[0]), int(row[1])
+
+
+_METERS: "weakref.WeakKeyDictionary[Engine, QuotaMeter]" = weakref.WeakKeyDictionary()
+
+
+def quota_meter(bind: Bind) -> QuotaMeter:
+    """The meter of the database `bind` talks to (made on first use)."""
+    if isinstance(bind, AsyncSession):
+        engine = bind.bind
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the session must be bound to an AsyncEngine")
+    elif isinstance(bind, AsyncConnection):
+        engine = bind.engine
+    else:
+        engine = bind
+    meter = _METERS.get(engine.sync_engine)
+    if meter is None:
+        meter = _METERS[engine.sync_engine] = QuotaMeter(engine)
+    return meter
+
+
+async def reserve_stock(
+    connection: AsyncConnection, workspace_id: str, *, records: int, size: int
+) -> None:
+    """Count a record write against its workspace's `records` and `storageBytes` quotas (the
+    hook record stores call before writing; a few dict lookups, see `QuotaMeter.reserve_stock`)."""
+    operation = "records.insert" if records else "records.update"
+    await quota_meter(connection).reserve_stock(
+        connection, workspace_id, records=records, size=size, operation=operation
+    )
+
+
+async def close_quota_meter(engine: AsyncEngine) -> None:
+    """Write pending quota hits and stop refreshes: call on shutdown, before the engine closes."""
+    meter = _METERS.pop(engine.sync_engine, None)
+    if meter is not None:
+        await meter.close()
