@@ -11,6 +11,7 @@ from apiforge.builder.router import router as builder_router
 from apiforge.datasets.router import router as datasets_router
 from apiforge.engine.router import router as engine_router
 from apiforge.http.handlers import install_handlers
+from apiforge.idempotency.router import router as idempotency_router
 from apiforge.keys.router import router as keys_router
 from apiforge.plans.router import router as plans_router
 from apiforge.rights.router import router as rights_router
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     engine_router,
     keys_router,
     usage_router,
+    idempotency_router,
 ]
 
 

@@ -4,6 +4,7 @@ from apiforge.accounts import models as accounts
 from apiforge.builder import models as builder
 from apiforge.core.db import Base
 from apiforge.datasets import models as datasets
+from apiforge.idempotency import models as idempotency
 from apiforge.keys import models as keys
 from apiforge.plans import models as plans
 from apiforge.usage import models as usage
@@ -11,4 +12,14 @@ from apiforge.workspaces import models as workspaces
 
 metadata = Base.metadata
 
-__all__ = ["accounts", "builder", "datasets", "keys", "metadata", "plans", "usage", "workspaces"]
+__all__ = [
+    "accounts",
+    "builder",
+    "datasets",
+    "idempotency",
+    "keys",
+    "metadata",
+    "plans",
+    "usage",
+    "workspaces",
+]

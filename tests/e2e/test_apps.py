@@ -304,6 +304,7 @@ async def test_api_is_created_read_and_listed_with_its_cost(client: AsyncClient)
     assert api["auth"] == {
         "requireToken": 1,
         "public": 0,
+        "requireIdempotencyKey": 0,
         "mode": "simple",
         "rights": ["read"],
         "target": None,

@@ -86,10 +86,12 @@ class ApiAuth(InputModel):
     `simple` and `userSystem` need `rights` (any one of them grants access); `userSystem` also
     needs `target`. Every mode but `none` needs `requireToken`, since it reads the token.
     `public` marks an API that publishable (browser) keys may call without an end-user token.
+    `requireIdempotencyKey` refuses calls without an `Idempotency-Key` (or `X-Request-Seq`).
     """
 
     require_token: Flag = False
     public: Flag = False
+    require_idempotency_key: Flag = False
     mode: Literal["none", "simple", "admin", "userSystem"] = "none"
     rights: Annotated[list[Right], Field(max_length=MAX_RIGHTS)] = Field(default_factory=list)
     target: PermissionTarget | None = None
@@ -111,6 +113,7 @@ class ApiAuth(InputModel):
         return {
             "requireToken": self.require_token,
             "public": self.public,
+            "requireIdempotencyKey": self.require_idempotency_key,
             "mode": self.mode,
             "rights": list(dict.fromkeys(self.rights)),
             "target": self.target.model_dump() if self.target else None,
@@ -120,6 +123,7 @@ class ApiAuth(InputModel):
 class ApiAuthRead(ApiModel):
     require_token: Flag
     public: Flag = False
+    require_idempotency_key: Flag = False
     mode: str
     rights: list[str]
     target: dict[str, str] | None

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).
     http_allow_hosts: list[str] = Field(default_factory=list)
     changelog_path: Path | None = None
+    # Idempotency (docs/idempotency.md): how long a completed response is replayed, how long an
+    # unfinished claim blocks duplicates (longer than the slowest call), one-time token lifetime.
+    idempotency_retention_seconds: int = Field(default=86400, ge=60)
+    idempotency_lease_seconds: int = Field(default=120, ge=5)
+    idempotency_token_ttl_seconds: int = Field(default=3600, ge=10)
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from apiforge.core.errors import ApiforgeError
 from apiforge.gateway.context import GatewayContext
-from apiforge.gateway.stage import AfterStage, GatewayState, Stage
+from apiforge.gateway.stage import AfterStage, Answered, GatewayState, Stage
 from apiforge.http.envelope import error_response
 from apiforge.tools.netpolicy import proxy_policy
 
@@ -59,6 +59,13 @@ class GatewayEndpoint:
                     await stage.on_request(ctx)
             response = Response(
                 ctx.body, media_type="application/json", headers=ctx.response_headers
+            )
+        except Answered:
+            response = Response(
+                ctx.body,
+                status_code=ctx.status,
+                media_type="application/json",
+                headers=ctx.response_headers,
             )
         except ApiforgeError as exc:
             ctx.status, ctx.reason = exc.status, exc.reason

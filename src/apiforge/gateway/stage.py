@@ -25,6 +25,11 @@ class GatewayState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Answered(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a stage that answered the call itself (an idempotent replay): the stages stop
+    and `ctx.status`, `ctx.body` and `ctx.response_headers` are sent as they are."""
+
+
 class Stage(Protocol):
     name: str
 

@@ -41,10 +41,11 @@ class RunStage:
             if run.trace is not None:
                 exc.details["trace"] = trace_of(ctx.compiled, run)
             raise
-        for settle in ctx.settle:
-            await settle(ctx)
-        await ctx.connection.commit()
+        # The body first: a settle step may store it (idempotency) with the call's effects.
         if run.trace is None:
             ctx.body = envelope(result.body)
         else:
             ctx.body = envelope(debug_body(result, trace_of(ctx.compiled, run)))
+        for settle in ctx.settle:
+            await settle(ctx)
+        await ctx.connection.commit()

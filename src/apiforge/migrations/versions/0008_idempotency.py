@@ -7,15 +7,45 @@ Create Date: 2026-11-21
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
 
 def upgrade() -> None:
-    pass
+    # No foreign keys: rows are keyed by hashes of the caller's scope and die by expiry.
+    op.create_table(
+        "idempotency_records",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("owner", sa.String(length=26), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("headers", JSON, nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_records")),
+    )
+    op.create_index("ix_idempotency_records_expires_at", "idempotency_records", ["expires_at"])
+    op.create_table(
+        "idempotency_tokens",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("principal", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_tokens")),
+    )
+    op.create_index("ix_idempotency_tokens_expires_at", "idempotency_tokens", ["expires_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_idempotency_tokens_expires_at", table_name="idempotency_tokens")
+    op.drop_table("idempotency_tokens")
+    op.drop_index("ix_idempotency_records_expires_at", table_name="idempotency_records")
+    op.drop_table("idempotency_records")

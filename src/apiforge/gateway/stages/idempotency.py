@@ -1,0 +1,140 @@
+"""Stage: idempotency keys, sequence numbers and anti-duplicate tokens (DESIGN.md §4 stage 6).
+
+With none of the three headers the stage costs three dict lookups. With one, it costs one short
+transaction before the run (claim the key, or spend the token) and one UPDATE inside the run's own
+transaction (store the response), so the stored response commits atomically with the call's
+effects: a crash can never leave effects without a record, and a retry never executes twice.
+Refusals before this stage (auth, policy, limits) never reach the store; refusals after it
+(validation, permissions, balance, failed steps) roll back and release the claim, so only
+completed calls are replayed.
+"""
+
+import structlog
+
+from apiforge.core.errors import ValidationError
+from apiforge.gateway.context import GatewayContext
+from apiforge.gateway.stage import Answered, GatewayState
+from apiforge.http.metrics import IDEMPOTENT_REPLAYS
+from apiforge.idempotency.keys import (
+    KEY_HEADER,
+    REPLAYED_HEADER,
+    SEQ_HEADER,
+    TOKEN_HEADER,
+    fingerprint,
+    parse_key,
+    parse_seq,
+    principal,
+    record_id,
+    token_id,
+)
+from apiforge.idempotency.store import (
+    Claim,
+    DuplicateRequestError,
+    IdempotencyStore,
+    StoredResponse,
+)
+
+log = structlog.get_logger(__name__)
+
+STORE_KEY = "idempotency_store"
+# Response headers that belong to the answer itself and are replayed with it; per-request ones
+# (request id, CORS, rate-limit counters) are produced afresh on every request.
+KEPT_HEADERS = ("deprecation", "sunset", "link")
+
+
+def idempotency_store(state: GatewayState) -> IdempotencyStore:
+    """The process's store, shared by the stage and its after-stage."""
+    store = state.extra.get(STORE_KEY)
+    if not isinstance(store, IdempotencyStore):
+        store = IdempotencyStore(state.settings, state.redis)
+        state.extra[STORE_KEY] = store
+    return store
+
+
+class IdempotencyStage:
+    name = "idempotency"
+
+    def __init__(self, state: GatewayState) -> None:
+        self.store = idempotency_store(state)
+
+    async def on_request(self, ctx: GatewayContext) -> None:
+        headers = ctx.headers
+        raw_key = headers.get(KEY_HEADER)
+        raw_seq = headers.get(SEQ_HEADER)
+        raw_token = headers.get(TOKEN_HEADER)
+        if raw_key is None and raw_seq is None:
+            assert ctx.compiled is not None
+            if ctx.compiled.auth.get("requireIdempotencyKey"):
+                raise ValidationError(
+                    "This API requires an Idempotency-Key header",
+                    errors=[{"field": "Idempotency-Key", "message": "is required"}],
+                    reason="idempotency_key_required",
+                )
+            if raw_token is None:
+                return
+        assert ctx.caller is not None
+        assert ctx.connection is not None
+        who = principal(ctx.caller.key_id, ctx.caller.account_id)
+        assert who is not None  # every authenticated caller has a key or an account
+        if raw_key is not None and raw_seq is not None:
+            raise ValidationError(
+                "Send Idempotency-Key or X-Request-Seq, not both",
+                errors=[{"field": "X-Request-Seq", "message": "conflicts with Idempotency-Key"}],
+                reason="idempotency_headers_conflict",
+            )
+        if raw_key is not None:
+            # An idempotency key belongs to the caller in the calling workspace.
+            rid = record_id("key", f"{ctx.caller.workspace_id}|{who}", parse_key(raw_key))
+        elif raw_seq is not None:
+            # A sequence number belongs to the credential that numbers its requests.
+            rid = record_id("seq", who, parse_seq(raw_seq))
+        else:
+            rid = ""
+        if rid:
+            print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
+            outcome = await self.store.claim(ctx.connection, rid, print_)
+            if isinstance(outcome, StoredResponse):
+                # A replay answers before the token is looked at: a retry that carries the same
+                # token and key gets the first answer, not `duplicate_request`.
+                IDEMPOTENT_REPLAYS.labels("gateway").inc()
+                ctx.status, ctx.body, ctx.reason = outcome.status, outcome.body, "idempotent_replay"
+                ctx.response_headers.update(outcome.headers)
+                ctx.response_headers[REPLAYED_HEADER] = "1"
+                raise Answered()
+            ctx.idempotency = outcome
+            ctx.settle.append(self._complete)
+        if raw_token is not None:
+            digest = token_id(raw_token)
+            if digest is None:
+                raise DuplicateRequestError()
+            await self.store.consume_token(ctx.connection, digest, who)
+
+    async def _complete(self, ctx: GatewayContext) -> None:
+        """Inside the run's transaction, after the steps: the response commits with them."""
+        assert isinstance(ctx.idempotency, Claim)
+        assert ctx.connection is not None
+        kept = {k: v for k, v in ctx.response_headers.items() if k.lower() in KEPT_HEADERS}
+        await self.store.complete(
+            ctx.connection, ctx.idempotency, StoredResponse(ctx.status, kept, ctx.body)
+        )
+
+
+class IdempotencyReleaseStage:
+    """After-stage: a call that claimed a key but did not complete frees it for a retry."""
+
+    name = "idempotency_release"
+
+    def __init__(self, state: GatewayState) -> None:
+        self.db = state.db
+        self.store = idempotency_store(state)
+
+    async def after(self, ctx: GatewayContext) -> None:
+        claim = ctx.idempotency
+        if claim is None or ctx.status < 300:
+            return
+        try:
+            async with self.db.connect() as conn:
+                # Conditional on "still unfinished": a completion that committed is kept.
+                await self.store.release(conn, claim)
+        except Exception:  # must not raise; the claim's lease frees the key later
+            log.exception("idempotency_release_failed", request_id=ctx.request_id)

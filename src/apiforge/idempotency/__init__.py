@@ -1,0 +1,1 @@
+"""Idempotency (spec 003 §4): keys, anti-duplicate tokens, sequence numbers, optimistic locking."""

@@ -1,0 +1,80 @@
+"""The request-identifying headers: parsing, caller scopes, record ids and payload fingerprints.
+
+Pure functions (no I/O), shared by the gateway stage and the management middleware so both edges
+agree byte for byte on what a key, a scope and a payload are.
+"""
+
+import hashlib
+import re
+
+from apiforge.core.errors import ValidationError
+
+KEY_HEADER = "idempotency-key"
+SEQ_HEADER = "x-request-seq"
+TOKEN_HEADER = "x-idempotency-token"  # noqa: S105 - a header name, not a secret
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+
+# Visible ASCII without `"` and `\`; a quoted key (RFC 8941 sf-string) may also hold spaces.
+_BARE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,255}")
+_QUOTED = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,255}")
+_SEQ = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def _invalid(header: str, message: str, reason: str = "invalid_idempotency_key") -> ValidationError:
+    return ValidationError(message, errors=[{"field": header, "message": message}], reason=reason)
+
+
+def parse_key(raw: str) -> str:
+    """`Idempotency-Key`, quoted (`"k"`) or bare (`k`): both name the same key. 400 when empty,
+    longer than 255 characters, or holding anything but visible ASCII."""
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value, pattern = value[1:-1], _QUOTED
+    else:
+        pattern = _BARE
+    if len(value) > MAX_KEY_LENGTH:
+        raise _invalid("Idempotency-Key", f"must be at most {MAX_KEY_LENGTH} characters")
+    if not pattern.fullmatch(value):
+        raise _invalid("Idempotency-Key", "must be 1-255 visible ASCII characters")
+    return value
+
+
+def parse_seq(raw: str) -> str:
+    """`X-Request-Seq`: 1-64 characters of `[A-Za-z0-9._:-]` (a number, a snowflake id, ...)."""
+    value = raw.strip()
+    if not _SEQ.fullmatch(value):
+        raise _invalid(
+            "X-Request-Seq", "must be 1-64 characters of A-Z a-z 0-9 . _ : -", "invalid_request_seq"
+        )
+    return value
+
+
+def token_id(raw: str) -> str | None:
+    """The stored id (SHA-256) of an anti-duplicate token, or None when it can't be one."""
+    value = raw.strip()
+    if not _TOKEN.fullmatch(value):
+        return None
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def record_id(kind: str, scope: str, key: str) -> str:
+    """The row id of a key in a caller's scope: `kind` keeps keys and sequence numbers apart."""
+    return hashlib.sha256(f"{kind}\x00{scope}\x00{key}".encode()).hexdigest()
+
+
+def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    """What makes two requests "the same payload": method, path, query and the exact body."""
+    digest = hashlib.sha256(f"{method}\x00{path}\x00{query}\x00".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def principal(key_id: str | None, account_id: str | None) -> str | None:
+    """Who holds the credential: a key (`key:<id>`) or a signed-in account (`acct:<id>`)."""
+    if key_id:
+        return f"key:{key_id}"
+    if account_id:
+        return f"acct:{account_id}"
+    return None

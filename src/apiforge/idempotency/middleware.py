@@ -1,0 +1,222 @@
+"""Idempotency keys, sequence numbers and anti-duplicate tokens on the management API.
+
+Pure ASGI, innermost: it sees the effective method (after method override) and the body the
+route will see. Only `/api/v1/` writes (POST, PUT, PATCH, DELETE) other than the gateway (which
+has its own stage) are considered, and only when they carry one of the three headers.
+
+The management API commits its unit of work inside the route, so here the response is stored in
+a short transaction right after the route returns — not atomically with the route's effects as
+in the gateway. A process that dies between the two leaves the claim unfinished: duplicates get
+409 until its lease ends, after which a retry runs again (docs/idempotency.md).
+"""
+
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apiforge.core.errors import ApiforgeError, ValidationError
+from apiforge.http.envelope import error_response
+from apiforge.http.metrics import IDEMPOTENT_REPLAYS
+from apiforge.idempotency.callers import CallerScope, management_caller
+from apiforge.idempotency.keys import (
+    KEY_HEADER,
+    REPLAYED_HEADER,
+    SEQ_HEADER,
+    TOKEN_HEADER,
+    fingerprint,
+    parse_key,
+    parse_seq,
+    record_id,
+    token_id,
+)
+from apiforge.idempotency.store import (
+    Claim,
+    DuplicateRequestError,
+    IdempotencyStore,
+    StoredResponse,
+)
+
+log = structlog.get_logger(__name__)
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+GATEWAY_PATH = "/api/v1/invocations"
+_WATCHED = frozenset({KEY_HEADER.encode(), SEQ_HEADER.encode(), TOKEN_HEADER.encode()})
+# Headers that are part of the answer; the request id, cookies and dates are made afresh.
+KEPT_HEADERS = frozenset(
+    {"content-type", "etag", "location", "deprecation", "sunset", "link", "cache-control"}
+)
+MAX_STORED_BODY = 1024 * 1024
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._store: IdempotencyStore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in WRITES
+            or not scope["path"].startswith("/api/v1/")
+            or scope["path"] == GATEWAY_PATH
+            or not any(name in _WATCHED for name, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        state = scope["app"].state
+        try:
+            await self._guarded(scope, receive, send, headers, state)
+        except ApiforgeError as exc:
+            response = error_response(exc.status, exc.reason, exc.message, exc.details, exc.headers)
+            await response(scope, receive, send)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], state: Any
+    ) -> None:
+        store = self._store_of(state)
+        async with state.engine.connect() as conn:
+            caller = await management_caller(state.settings, state.keys, conn, headers)
+            await conn.commit()
+        if caller is None:  # no usable credentials: the route answers 401, nothing is stored
+            await self.app(scope, receive, send)
+            return
+        rid = _record_id(headers, caller)
+        body = await _read_body(receive)
+        async with state.engine.connect() as conn:
+            claim: Claim | None = None
+            if rid is not None:
+                query = scope.get("query_string", b"").decode("latin-1")
+                print_ = fingerprint(scope["method"], scope["path"], query, body)
+                outcome = await store.claim(conn, rid, print_)
+                if isinstance(outcome, StoredResponse):
+                    IDEMPOTENT_REPLAYS.labels("management").inc()
+                    await _replay(outcome, send)
+                    return
+                claim = outcome
+            raw_token = headers.get(TOKEN_HEADER)
+            try:
+                if raw_token is not None:
+                    digest = token_id(raw_token)
+                    if digest is None:
+                        raise DuplicateRequestError()
+                    await store.consume_token(conn, digest, caller.principal)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                if claim is not None:
+                    await store.release(conn, claim)
+                raise
+        if claim is None:
+            await self.app(scope, _replaying(body, receive), send)
+            return
+        await self._run_and_store(scope, receive, send, body, store, claim, state)
+
+    async def _run_and_store(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        store: IdempotencyStore,
+        claim: Claim,
+        state: Any,
+    ) -> None:
+        """Run the route with its response held back, store a success, then send it: a client
+        never sees a response that a retry would not get back."""
+        messages: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            messages.append(message)
+
+        try:
+            await self.app(scope, _replaying(body, receive), hold)
+        except BaseException:
+            await _release(state, store, claim)
+            raise
+        start = next((m for m in messages if m["type"] == "http.response.start"), None)
+        status = int(start["status"]) if start is not None else 500
+        content = b"".join(
+            m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+        )
+        if 200 <= status < 300 and start is not None and len(content) <= MAX_STORED_BODY:
+            kept = {
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in start.get("headers", [])
+                if k.decode("latin-1").lower() in KEPT_HEADERS
+            }
+            try:
+                async with state.engine.connect() as conn:
+                    await store.complete(conn, claim, StoredResponse(status, kept, content))
+                    await conn.commit()
+            except Exception:
+                # The work is done; not replaying it later is the lesser harm than a 500 now.
+                log.exception("idempotency_store_failed")
+        else:
+            await _release(state, store, claim)
+        for message in messages:
+            await send(message)
+
+    def _store_of(self, state: Any) -> IdempotencyStore:
+        if self._store is None:
+            self._store = IdempotencyStore(state.settings, state.redis)
+        return self._store
+
+
+def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:
+    raw_key, raw_seq = headers.get(KEY_HEADER), headers.get(SEQ_HEADER)
+    if raw_key is not None and raw_seq is not None:
+        raise ValidationError(
+            "Send Idempotency-Key or X-Request-Seq, not both",
+            errors=[{"field": "X-Request-Seq", "message": "conflicts with Idempotency-Key"}],
+            reason="idempotency_headers_conflict",
+        )
+    if raw_key is not None:
+        return record_id("key", f"{caller.workspace}|{caller.principal}", parse_key(raw_key))
+    if raw_seq is not None:
+        return record_id("seq", caller.principal, parse_seq(raw_seq))
+    return None
+
+
+async def _release(state: Any, store: IdempotencyStore, claim: Claim) -> None:
+    try:
+        async with state.engine.connect() as conn:
+            await store.release(conn, claim)
+    except Exception:  # the lease frees the key later
+        log.exception("idempotency_release_failed")
+
+
+async def _replay(stored: StoredResponse, send: Send) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers.items()]
+    headers = [h for h in headers if h[0].lower() != b"content-length"]
+    headers.append((b"content-length", str(len(stored.body)).encode()))
+    headers.append((REPLAYED_HEADER.encode(), b"1"))
+    await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+    await send({"type": "http.response.body", "body": stored.body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the route the body already read, then defers to the client's."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,42 @@
+"""Stored outcomes of idempotent requests and one-time anti-duplicate tokens."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiforge.core.db import Base, JSONType, UTCDateTime
+
+
+class IdempotencyRecord(Base):
+    """One idempotency key (or sequence number) of one caller.
+
+    `status` is null while the first request runs (`expires_at` is then its lease); once it
+    completes, the response is kept until `expires_at` (the retention). A row past `expires_at`
+    is dead either way and is taken over or swept.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ix_idempotency_records_expires_at", "expires_at"),)
+
+    # SHA-256 of (kind, caller scope, key): fixed width, and the caller's key never stored raw.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(26))  # the request that holds the claim
+    status: Mapped[int | None] = mapped_column(Integer, default=None)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdempotencyToken(Base):
+    """A one-time token (spec 003 §4.6.3), stored as its SHA-256 and bound to one caller."""
+
+    __tablename__ = "idempotency_tokens"
+    __table_args__ = (Index("ix_idempotency_tokens_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,64 @@
+"""`GET /api/v1/idempotency-tokens`: one-time anti-duplicate tokens (spec 003 §4.6.3)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from apiforge.accounts.deps import _caller_account as caller_account
+from apiforge.core.errors import AuthenticationError
+from apiforge.http.deps import SessionDep, SettingsDep, client_ip
+from apiforge.http.envelope import Envelope, ok
+from apiforge.idempotency.callers import key_secret
+from apiforge.idempotency.schemas import IdempotencyTokenRead
+from apiforge.idempotency.service import IdempotencyTokenService
+from apiforge.idempotency.store import IdempotencyStore
+from apiforge.keys.lookup import KeyLookup
+from apiforge.keys.policy import check_key
+from apiforge.tools.clock import utcnow
+
+router = APIRouter(prefix="/api/v1", tags=["idempotency"])
+
+
+async def _key_principal(request: Request, session: SessionDep) -> str | None:
+    """`key:<id>` for any key (app-, pk-, ws-): gateway callers need tokens too."""
+    secret = key_secret(dict(request.headers.items()))
+    if secret is None:
+        return None
+    lookup: KeyLookup = request.app.state.keys
+    record = await lookup.key(await session.connection(), secret)
+    if record is None:
+        raise AuthenticationError("Invalid API key", reason="invalid_api_key")
+    check_key(
+        record, now=utcnow(), client_ip=client_ip(request), origin=request.headers.get("origin")
+    )
+    return f"key:{record.id}"
+
+
+async def _principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: Annotated[str | None, Depends(_key_principal)],
+) -> str:
+    if key is not None:
+        return key
+    # A console sign-in: the same checks (session live, account active) as every other route.
+    account = await caller_account(request, session, settings)
+    return f"acct:{account.id}"
+
+
+def _service(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> IdempotencyTokenService:
+    return IdempotencyTokenService(session, IdempotencyStore(settings, request.app.state.redis))
+
+
+@router.get(
+    "/idempotency-tokens",
+    summary="Issue a one-time anti-duplicate token for X-Idempotency-Token",
+)
+async def issue_token(
+    principal: Annotated[str, Depends(_principal)],
+    service: Annotated[IdempotencyTokenService, Depends(_service)],
+) -> Envelope[IdempotencyTokenRead]:
+    return ok(await service.issue(principal))

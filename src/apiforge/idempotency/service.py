@@ -1,0 +1,17 @@
+"""Issuing anti-duplicate tokens (spending them is the edges' job, in one atomic step)."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiforge.idempotency.schemas import IdempotencyTokenRead
+from apiforge.idempotency.store import IdempotencyStore
+
+
+class IdempotencyTokenService:
+    def __init__(self, session: AsyncSession, store: IdempotencyStore) -> None:
+        self.session = session
+        self.store = store
+
+    async def issue(self, principal: str) -> IdempotencyTokenRead:
+        """A token only `principal` can spend, once, before it expires."""
+        token, expires = await self.store.issue_token(await self.session.connection(), principal)
+        return IdempotencyTokenRead(token=token, expires_time=expires)
