@@ -26,6 +26,7 @@ from apiforge.http.middleware import (
     MethodOverrideMiddleware,
     RequestIdMiddleware,
 )
+from apiforge.idempotency.middleware import IdempotencyMiddleware
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
@@ -41,6 +42,8 @@ def middleware(settings: Settings) -> list[Middleware]:
         Middleware(ErrorMiddleware),
         Middleware(MethodOverrideMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        # Idempotency of management writes: innermost, it sees the effective method and body.
+        Middleware(IdempotencyMiddleware),
     ]
 
 

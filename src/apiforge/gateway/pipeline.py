@@ -4,6 +4,7 @@ from apiforge.gateway.keys import ApiKeyResolver, PublishableKeyStage, Subscript
 from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
+from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
 from apiforge.gateway.stages.policy import PolicyStage
@@ -29,6 +30,9 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         PolicyStage(loader, SubscriptionCache(state)),
         # 4b. A publishable key only reaches token-requiring or public APIs (needs the plan).
         PublishableKeyStage(),
+        # 6. Idempotency after the traffic stages (shed load never claims a key) and before
+        #    validation, so a replay answers without re-checking; refusals after it release.
+        IdempotencyStage(state),
         # 7. Validate args only for callers allowed to call: errors never leak param lists.
         ValidationStage(),
         # 8. End-user token and permission mode, on validated args (userSystem reads an arg).
@@ -39,5 +43,10 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         RunStage(state.engine),
     )
     # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
-    after: tuple[AfterStage, ...] = (RequestLogStage(state), quotas)
+    # An unfinished idempotency claim is freed for a retry (only when a call carried a key).
+    after: tuple[AfterStage, ...] = (
+        IdempotencyReleaseStage(state),
+        RequestLogStage(state),
+        quotas,
+    )
     return stages, after
