@@ -16,6 +16,7 @@ from apiforge.keys.router import router as keys_router
 from apiforge.plans.router import router as plans_router
 from apiforge.rights.router import router as rights_router
 from apiforge.system.router import router as system_router
+from apiforge.traffic.router import router as traffic_router
 from apiforge.usage.router import router as usage_router
 from apiforge.workspaces.router import router as workspaces_router
 
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     datasets_router,
     engine_router,
     keys_router,
+    traffic_router,
     usage_router,
     idempotency_router,
 ]

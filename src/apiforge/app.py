@@ -30,6 +30,7 @@ from apiforge.idempotency.middleware import IdempotencyMiddleware
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
+from apiforge.traffic.control import TrafficControl
 
 
 def middleware(settings: Settings) -> list[Middleware]:
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine_state = build_engine_state(engine, settings)
     # One per process, shared by the gateway and the management API (keys/lookup.py).
     app.state.keys = KeyLookup(settings, engine)
+    # Limits shared by the gateway stages, sign-in and key creation (traffic/control.py).
+    app.state.traffic = TrafficControl(settings, app.state.redis, app.state.limits_storage)
     app.user_middleware = middleware(settings)
     mount_gateway(app)
 
@@ -83,7 +86,7 @@ def mount_gateway(app: FastAPI) -> None:
         db=app.state.engine,
         engine=app.state.engine_state,
         redis=app.state.redis,
-        extra={"keys": app.state.keys},
+        extra={"keys": app.state.keys, "traffic": app.state.traffic},
     )
     stages, after = build_stages(state)
     app.state.gateway_state = state

@@ -7,6 +7,7 @@ from apiforge.datasets import models as datasets
 from apiforge.idempotency import models as idempotency
 from apiforge.keys import models as keys
 from apiforge.plans import models as plans
+from apiforge.traffic import models as traffic
 from apiforge.usage import models as usage
 from apiforge.workspaces import models as workspaces
 
@@ -20,6 +21,7 @@ __all__ = [
     "keys",
     "metadata",
     "plans",
+    "traffic",
     "usage",
     "workspaces",
 ]

@@ -122,7 +122,10 @@ def _account_service(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> AccountService:
     throttle = LoginThrottle(
-        request.app.state.limits_storage, settings.login_max_failures, settings.login_window_seconds
+        request.app.state.limits_storage,
+        settings.login_max_failures,
+        settings.login_window_seconds,
+        request.app.state.traffic,
     )
     return AccountService(session, settings, throttle)
 

@@ -2,6 +2,7 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,14 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_setting_bytes: int = Field(default=64 * 1024, ge=64)
+
+    # Traffic control (docs/traffic.md): a concurrency lease outlives any call (the engine stops
+    # calls at 10 s), so only a crashed process's leases wait this long; what each limit does
+    # while Redis is unreachable.
+    traffic_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    traffic_frequency_failure: Literal["open", "closed"] = "open"
+    traffic_concurrency_failure: Literal["open", "closed"] = "open"
+    key_creations_per_minute: int = Field(default=20, ge=1)
 
     trusted_proxies: list[str] = Field(default_factory=list)
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).

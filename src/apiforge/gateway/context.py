@@ -51,6 +51,8 @@ class GatewayContext:
     # Writes that must commit with the steps' own (charges, the charged call's log row): run by
     # the run stage after the steps succeed, inside the call's transaction, before its commit.
     settle: list[Callable[["GatewayContext"], Awaitable[None]]] = field(default_factory=list)
+    # Concurrency places this call holds (traffic/concurrency.py): released after the call.
+    lease: Any = None
     idempotency: Any = None  # the idempotency stage's claim (idempotency/store.py `Claim`)
 
     # The outcome.

@@ -4,6 +4,8 @@ from apiforge.gateway.keys import ApiKeyResolver, PublishableKeyStage, Subscript
 from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
+from apiforge.gateway.stages.concurrency import ConcurrencyRelease, ConcurrencyStage
+from apiforge.gateway.stages.frequency import FrequencyStage
 from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
@@ -13,10 +15,12 @@ from apiforge.gateway.stages.request import RequestStage
 from apiforge.gateway.stages.resolve import ResolveStage
 from apiforge.gateway.stages.run import RunStage
 from apiforge.gateway.stages.validation import ValidationStage
+from apiforge.traffic.control import TrafficControl
 
 
 def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterStage, ...]]:
     loader = state.engine.loader
+    traffic: TrafficControl = state.extra["traffic"]
     quotas = QuotaStage(state)  # checks before the run, counts successes after it
     stages: tuple[Stage, ...] = (
         # 1. Parse the body first: nothing else can be known without appId/api/version.
@@ -30,6 +34,10 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         PolicyStage(loader, SubscriptionCache(state)),
         # 4b. A publishable key only reaches token-requiring or public APIs (needs the plan).
         PublishableKeyStage(),
+        # 5. Traffic control once the app, API and calling workspace are known: frequency
+        #    first (a refusal holds nothing), then a concurrency place held until the call ends.
+        FrequencyStage(traffic),
+        ConcurrencyStage(traffic),
         # 6. Idempotency after the traffic stages (shed load never claims a key) and before
         #    validation, so a replay answers without re-checking; refusals after it release.
         IdempotencyStage(state),
@@ -44,7 +52,9 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
     )
     # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
     # An unfinished idempotency claim is freed for a retry (only when a call carried a key).
+    # Concurrency places are given back first, before anything else can delay them.
     after: tuple[AfterStage, ...] = (
+        ConcurrencyRelease(traffic),
         IdempotencyReleaseStage(state),
         RequestLogStage(state),
         quotas,

@@ -27,6 +27,7 @@ from apiforge.keys.schemas import (
     SubscriptionUpdate,
 )
 from apiforge.keys.service import ApiKeyService, SubscriptionService
+from apiforge.traffic.deps import KeyCreationLimit
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["keys"])
@@ -124,6 +125,7 @@ async def create_api_key(
     account: CurrentAccount,
     current: CurrentWorkspaceDep,
     service: ApiKeyServiceDep,
+    _limit: KeyCreationLimit,
 ) -> Envelope[ApiKeyCreated]:
     return ok(await service.create(current, body))
 

@@ -1,0 +1,1 @@
+"""Traffic control: concurrency and frequency limits, shared through Redis or kept in-process."""

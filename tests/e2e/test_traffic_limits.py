@@ -1,0 +1,314 @@
+"""Traffic limits end to end in one process (memory, or Redis when the suite has it): the
+management API for an app's limits, frequency limits per IP, per key and per plan with their
+headers, concurrency limits per API and per key, and key creation's own limit."""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from apiforge.app import create_app, shutdown
+from apiforge.core.settings import Settings
+from tests.e2e._apps import in_workspace, new_app
+from tests.e2e._keys import app_key, call, create_key
+from tests.e2e._traffic import limited_app, set_limits, slow_upstream
+from tests.e2e._workspaces import add_member, assert_error, data_of, new_workspace
+from tests.factories import make_admin, register
+
+POLICY = re.compile(r'^"(\w+)";q=(\d+);w=(\d+)(, "(\w+)";q=(\d+);w=(\d+))*$')
+
+
+@pytest.fixture
+async def upstream_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
+    """An app whose `httpRequest` steps may reach 127.0.0.1 (the test's slow upstream)."""
+    application = create_app(settings.model_copy(update={"http_allow_hosts": ["127.0.0.1"]}))
+    transport = ASGITransport(app=application, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield application, http
+    await shutdown(application)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_limits_are_read_and_replaced_by_editors_only(client: AsyncClient) -> None:
+    owner = await register(client)
+    app_id, _ = await limited_app(client, owner)
+    empty = data_of(
+        await client.get(f"/api/v1/apps/{app_id}/traffic-limits", headers=owner.headers)
+    )
+    assert empty == {
+        "appId": app_id,
+        "ipPerMinute": None,
+        "keyPerMinute": None,
+        "concurrentPerKey": None,
+        "concurrent": None,
+        "apis": {},
+        "updatedTime": None,
+    }
+    saved = await set_limits(
+        client, owner, app_id, ipPerMinute=100, apis={"echo": {"keyPerMinute": 5, "concurrent": 3}}
+    )
+    assert saved["ipPerMinute"] == 100
+    assert saved["apis"] == {
+        "echo": {"ipPerMinute": None, "keyPerMinute": 5, "concurrentPerKey": None, "concurrent": 3}
+    }
+    again = data_of(
+        await client.get(f"/api/v1/apps/{app_id}/traffic-limits", headers=owner.headers)
+    )
+    assert again == saved
+
+    url = f"/api/v1/apps/{app_id}/traffic-limits"
+    bad: list[Any] = [
+        {"ipPerMinute": 0},
+        {"ipPerMinute": -5},
+        {"ipPerMinute": "10"},
+        {"ipPerMinute": 1.5},
+        {"ipPerMinute": True},
+        {"ipPerMinute": 10**12},
+        {"concurrent": 100_001},
+        {"perSecond": 3},
+        {"apis": {"echo": {"nonsense": 1}}},
+        {"apis": {"bad name!": {"concurrent": 1}}},
+        {"apis": []},
+        [],
+    ]
+    for body in bad:
+        assert_error(await client.put(url, json=body, headers=owner.headers), 400, "invalid_input")
+    refused = assert_error(
+        await client.put(url, json={"apis": {"missing": {"concurrent": 1}}}, headers=owner.headers),
+        400,
+        "invalid_input",
+    )
+    assert refused["errors"] == [{"field": "apis.missing", "message": "no such API"}]
+    malformed = await client.put(
+        url, content=b"{not json", headers={**owner.headers, "Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    assert data_of(await client.get(url, headers=owner.headers)) == saved  # nothing changed
+
+    # Another tenant sees nothing; a viewer of the workspace may read but not write.
+    stranger = await register(client)
+    assert_error(await client.get(url, headers=stranger.headers), 404, "app_not_found")
+    assert_error(await client.put(url, json={}, headers=stranger.headers), 404, "app_not_found")
+    team = await new_workspace(client, owner)
+    viewer = await register(client)
+    await add_member(client, owner, team, viewer, "viewer")
+    team_app = await new_app(client, in_workspace(owner, team), "Team app")
+    team_url = f"/api/v1/apps/{team_app}/traffic-limits"
+    assert data_of(await client.get(team_url, headers=in_workspace(viewer, team)))["apis"] == {}
+    denied = await client.put(team_url, json={"concurrent": 1}, headers=in_workspace(viewer, team))
+    assert_error(denied, 403, "insufficient_role")
+
+    cleared = await set_limits(client, owner, app_id)
+    assert cleared["apis"] == {}
+    assert cleared["ipPerMinute"] is None
+
+
+async def test_a_key_limit_refuses_the_call_over_it_with_rate_limit_headers(
+    client: AsyncClient,
+) -> None:
+    owner = await register(client)
+    app_id, secret = await limited_app(client, owner, apis={"echo": {"keyPerMinute": 3}})
+    for n in range(3):
+        response = await call(client, secret, app_id, "echo", {"text": f"n{n}"})
+        assert data_of(response) == {"echo": f"n{n}"}
+        # Every counted call names its policies; the plan's rate applies to all calls too.
+        assert response.headers["RateLimit-Policy"] == '"key";q=3;w=60, "plan";q=600;w=60'
+    refused = await call(client, secret, app_id, "echo", {"text": "over"})
+    data = assert_error(refused, 429, "too_many_requests")
+    retry = int(refused.headers["Retry-After"])
+    assert 1 <= retry <= 60
+    assert data == {
+        "error": "too_many_requests",
+        "limit": "frequency",
+        "scope": "key",
+        "max": 3,
+        "retryAfter": retry,
+    }
+    assert POLICY.match(refused.headers["RateLimit-Policy"])
+    assert refused.headers["RateLimit"] == f'"key";r=0;t={retry}'
+    assert refused.headers["X-RateLimit-Limit"] == "3"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.headers["X-RateLimit-Reset"] == str(retry)
+
+    # The limit is per API and per key: another API, and another key, still get through.
+    assert data_of(await call(client, secret, app_id, "other", {"text": "a"})) == {"echo": "a"}
+    _, second = await create_key(client, owner.headers, type="app", appId=app_id)
+    assert data_of(await call(client, second, app_id, "echo", {"text": "b"})) == {"echo": "b"}
+    metrics = (await client.get("/metrics")).text
+    assert _metric(metrics, "apiforge_limit_rejections_total", kind="frequency", scope="key") >= 1
+
+
+async def test_an_ip_limit_counts_every_key_from_one_address(client: AsyncClient) -> None:
+    owner = await register(client)
+    app_id, first = await limited_app(client, owner, ipPerMinute=2)
+    _, second = await create_key(client, owner.headers, type="app", appId=app_id)
+    assert (await call(client, first, app_id, "echo")).status_code == 200
+    assert (await call(client, second, app_id, "echo")).status_code == 200
+    refused = await call(client, first, app_id, "echo")
+    assert assert_error(refused, 429, "too_many_requests")["scope"] == "ip"
+    assert_error(await call(client, second, app_id, "echo"), 429, "too_many_requests")
+    # App-wide values are per API: the app's other API has its own window.
+    assert (await call(client, second, app_id, "other")).status_code == 200
+
+
+async def test_the_plan_sets_requests_per_minute_for_the_calling_workspace(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    admin = await make_admin(app, client)
+    owner = await register(client)
+    body = {
+        "code": "tiny",
+        "name": "Tiny",
+        "quotas": {"requestsPerMinute": 2, "concurrentRequests": -1},
+    }
+    plan_id = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))[
+        "id"
+    ]
+    moved = await client.put(
+        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
+        json={"planId": plan_id},
+        headers=admin.headers,
+    )
+    data_of(moved)
+    app_id, secret = await limited_app(client, owner, visibility="public")
+    assert (await call(client, secret, app_id, "echo")).status_code == 200
+    assert (await call(client, secret, app_id, "other")).status_code == 200
+    refused = await call(client, secret, app_id, "echo")
+    assert assert_error(refused, 429, "too_many_requests")["scope"] == "plan"
+    assert refused.headers["RateLimit-Policy"] == '"plan";q=2;w=60'
+    # Another workspace (free plan) calling the same app is not affected by this one's plan.
+    consumer = await register(client)
+    _, other = await app_key(client, consumer, app_id)
+    for _ in range(3):
+        assert (await call(client, other, app_id, "echo")).status_code == 200
+
+
+async def test_a_concurrency_limit_refuses_calls_beyond_the_ones_in_flight(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    _, client = upstream_client
+    owner = await register(client)
+    async with slow_upstream() as upstream:
+        upstream.gate = asyncio.Event()
+        app_id, secret = await limited_app(
+            client, owner, upstream.url, apis={"slow": {"concurrent": 2}}
+        )
+        held = [asyncio.create_task(call(client, secret, app_id, "slow")) for _ in range(2)]
+        await upstream.wait_in_flight(2)
+        refused = await call(client, secret, app_id, "slow")
+        data = assert_error(refused, 429, "too_many_requests")
+        assert data == {
+            "error": "too_many_requests",
+            "limit": "concurrency",
+            "scope": "app",
+            "max": 2,
+            "retryAfter": 1,
+        }
+        assert refused.headers["Retry-After"] == "1"
+        # Set on `slow` alone, the limit leaves the app's other APIs free.
+        assert (await call(client, secret, app_id, "echo")).status_code == 200
+        upstream.gate.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+        # The places were given back: two more calls run at once again.
+        again = await asyncio.gather(*(call(client, secret, app_id, "slow") for _ in range(2)))
+        assert [r.status_code for r in again] == [200, 200]
+        assert upstream.max_in_flight == 2
+    metrics = (await client.get("/metrics")).text
+    assert _metric(metrics, "apiforge_limit_rejections_total", kind="concurrency", scope="app") >= 1
+
+
+async def test_a_per_key_concurrency_limit_leaves_other_keys_free(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    _, client = upstream_client
+    owner = await register(client)
+    async with slow_upstream() as upstream:
+        upstream.gate = asyncio.Event()
+        app_id, first = await limited_app(client, owner, upstream.url, concurrentPerKey=1)
+        _, second = await create_key(client, owner.headers, type="app", appId=app_id)
+        held = asyncio.create_task(call(client, first, app_id, "slow"))
+        await upstream.wait_in_flight(1)
+        refused = await call(client, first, app_id, "echo")  # app-wide: any API of the app
+        assert assert_error(refused, 429, "too_many_requests")["scope"] == "key"
+        assert (await call(client, second, app_id, "echo")).status_code == 200
+        upstream.gate.set()
+        assert (await held).status_code == 200
+        assert (await call(client, first, app_id, "echo")).status_code == 200
+
+
+async def test_the_plan_bounds_calls_in_flight_for_the_calling_workspace(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    application, client = upstream_client
+    admin = await make_admin(application, client)
+    owner = await register(client)
+    body = {"code": "one", "name": "One", "quotas": {"concurrentRequests": 1}}
+    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
+    moved = await client.put(
+        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
+        json={"planId": plan["id"]},
+        headers=admin.headers,
+    )
+    data_of(moved)
+    async with slow_upstream() as upstream:
+        upstream.gate = asyncio.Event()
+        app_id, secret = await limited_app(client, owner, upstream.url)
+        held = asyncio.create_task(call(client, secret, app_id, "slow"))
+        await upstream.wait_in_flight(1)
+        refused = await call(client, secret, app_id, "echo")
+        assert assert_error(refused, 429, "too_many_requests")["scope"] == "plan"
+        upstream.gate.set()
+        assert (await held).status_code == 200
+        assert (await call(client, secret, app_id, "echo")).status_code == 200
+
+
+async def test_refused_and_failed_calls_give_their_places_back(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    application, client = upstream_client
+    owner = await register(client)
+    app_id, secret = await limited_app(client, owner, concurrent=1)
+    for args in ({"text": 5}, {"text": "x" * 500}):  # refused by validation after the stage
+        assert (await call(client, secret, app_id, "echo", args)).status_code == 400
+    assert (await call(client, secret, app_id, "echo")).status_code == 200
+    store = application.state.traffic.concurrency
+    if hasattr(store, "active"):
+        assert store.active == {}
+    else:
+        assert await store.in_flight(f"app:{app_id}") == 0
+
+
+async def test_key_creation_is_rate_limited_per_account(settings: Settings) -> None:
+    application = create_app(settings.model_copy(update={"key_creations_per_minute": 2}))
+    transport = ASGITransport(app=application, raise_app_exceptions=False)
+    try:
+        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+            owner = await register(client)
+            app_id, _ = await limited_app(client, owner)  # creates the first key
+            await create_key(client, owner.headers, type="app", appId=app_id)
+            response = await client.post(
+                "/api/v1/api-keys",
+                json={"type": "app", "appId": app_id, "name": "third"},
+                headers=owner.headers,
+            )
+            data = assert_error(response, 429, "too_many_requests")
+            assert data["limit"] == "key_creation"
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+            keys = data_of(await client.get("/api/v1/api-keys", headers=owner.headers))
+            assert keys["totalCount"] == 2  # the refused one was not created
+            other = await register(client)  # per account: someone else is not affected
+            other_app, _ = await limited_app(client, other)
+            assert other_app
+    finally:
+        await shutdown(application)
