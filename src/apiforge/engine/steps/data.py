@@ -11,7 +11,7 @@ keys are sortable, `upsert`'s key is a unique field. Errors at call time carry t
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -20,7 +20,7 @@ from apiforge.core.errors import ApiforgeError
 from apiforge.datasets.filtering import FilterValueError, record_filter
 from apiforge.datasets.schema import CollectionSchema, coerce_value
 from apiforge.datasets.sql import BUILTIN_TYPES
-from apiforge.datasets.store import MAX_GROUPS, MAX_PAGE_SIZE, RecordStore
+from apiforge.datasets.store import MAX_GROUPS, MAX_PAGE_SIZE, PreparedPage, RecordStore
 from apiforge.engine.base import RunContext
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
@@ -292,6 +292,11 @@ class GetManyStep:
     page_cap: int
     fields: tuple[str, ...] | None
     with_total: bool
+    # Per dialect: the statements compiled once when the filter is constant (None: it is not,
+    # or a constant needs bind processing). The step lives as long as its compiled version.
+    prepared: dict[str, PreparedPage | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def inputs(self) -> dict[str, CompiledValue]:
@@ -305,8 +310,12 @@ class GetManyStep:
         variables = ctx.variables()
         page_no = _int(self.id, self.page_no.evaluate(variables), "pageNo", 1, MAX_PAGE_NO)
         page_size = _int(self.id, self.page_size.evaluate(variables), "pageSize", 1, self.page_cap)
+        store = _store(ctx)
+        prepared = self._prepared(ctx, store, variables)
         async with _attributed(self.id):
-            return await _store(ctx).get_many(
+            if prepared is not None:
+                return await prepared.run(store, ctx.partition, page_no, page_size)
+            return await store.get_many(
                 self.schema,
                 ctx.partition,
                 where=_where(self, ctx, variables),
@@ -316,6 +325,22 @@ class GetManyStep:
                 fields=self.fields,
                 with_total=self.with_total,
             )
+
+    def _prepared(
+        self, ctx: RunContext, store: RecordStore, variables: dict[str, Any]
+    ) -> PreparedPage | None:
+        if self.filter is not None and not self.filter.is_literal:
+            return None
+        dialect = ctx.connection.dialect.name
+        if dialect not in self.prepared:
+            self.prepared[dialect] = store.prepare_page(
+                self.schema,
+                where=_where(self, ctx, variables),
+                sort=self.sort,
+                fields=self.fields,
+                with_total=self.with_total,
+            )
+        return self.prepared[dialect]
 
 
 # --- count, aggregate ---------------------------------------------------------------------------
