@@ -125,8 +125,9 @@ async def create_api_key(
     account: CurrentAccount,
     current: CurrentWorkspaceDep,
     service: ApiKeyServiceDep,
-    _limit: KeyCreationLimit,
+    limit: KeyCreationLimit,
 ) -> Envelope[ApiKeyCreated]:
+    await limit()
     return ok(await service.create(current, body))
 
 

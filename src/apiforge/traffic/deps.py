@@ -1,5 +1,6 @@
 """Frequency limits on management routes that mint credentials (API key creation)."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,13 +12,24 @@ from apiforge.traffic.frequency import Rate
 WINDOW = 60
 
 
-async def _limit_key_creation(request: Request, account: CurrentAccount) -> None:
-    """At most `key_creations_per_minute` new keys per account (a stolen session can't mint
-    keys in bulk); 429 with the rate-limit headers beyond it."""
-    control: TrafficControl = request.app.state.traffic
+@dataclass(frozen=True, slots=True)
+class KeyCreationLimiter:
+    """At most `key_creations_per_minute` new keys per account, so a stolen session can't mint
+    keys in bulk; 429 with the rate-limit headers beyond it. The route awaits it once the
+    request is valid: malformed requests, already refused, are not counted."""
+
+    control: TrafficControl
+    rate: Rate
+
+    async def __call__(self) -> None:
+        await self.control.hit((self.rate,), kind="key_creation")
+
+
+def _key_creation_limiter(request: Request, account: CurrentAccount) -> KeyCreationLimiter:
     limit = request.app.state.settings.key_creations_per_minute
-    rate = Rate("account", f"keys:{account.id}", limit, WINDOW)
-    await control.hit((rate,), kind="key_creation")
+    return KeyCreationLimiter(
+        request.app.state.traffic, Rate("account", f"keys:{account.id}", limit, WINDOW)
+    )
 
 
-KeyCreationLimit = Annotated[None, Depends(_limit_key_creation)]
+KeyCreationLimit = Annotated[KeyCreationLimiter, Depends(_key_creation_limiter)]
