@@ -1,5 +1,6 @@
 """`/api/v1/request-logs`: the current workspace's gateway calls, or (`scope=builder`) the calls
-anyone made to its apps. Any member of the workspace (`X-Workspace-Id`) may read both."""
+anyone made to its apps; `/api/v1/usage/calls`: the same calls counted per hour or day, per app or
+API, in spec 003's chart formats. Any member of the workspace (`X-Workspace-Id`) may read them."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -10,8 +11,9 @@ from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.usage.schemas import AppCallRead, RequestLogRead
-from apiforge.usage.service import LogFilter, RequestLogService
+from apiforge.usage.service import CallChartService, LogFilter, Outcome, RequestLogService
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
@@ -77,3 +79,30 @@ async def list_request_logs(
     if scope == "builder":
         return ok(await service.app_calls(current, filters, page))
     return ok(await service.own_calls(current, filters, page))
+
+
+def _chart_service(session: SessionDep) -> CallChartService:
+    return CallChartService(session)
+
+
+@router.get(
+    "/usage/calls",
+    summary="Gateway calls per hour or day and per app or API (zero-filled xAxis/series), or "
+    "their shares (chart=pie); the workspace's own calls, or with scope=builder calls to its apps",
+)
+async def usage_calls(
+    current: CurrentWorkspaceDep,
+    service: Annotated[CallChartService, Depends(_chart_service)],
+    query: ChartQueryDep,
+    scope: Annotated[
+        Scope, Query(description="caller: calls this workspace made; builder: calls to its apps")
+    ] = "caller",
+    app_id: Annotated[
+        str | None, Query(alias="appId", max_length=26, description="Only this app's calls")
+    ] = None,
+    outcome: Annotated[
+        Outcome, Query(description="all calls, only successful (2xx) ones, or only refused/failed")
+    ] = "all",
+) -> Envelope[TimeSeriesChart | PieChart]:
+    chart = await service.calls(current, query, scope=scope, app_id=app_id or None, outcome=outcome)
+    return ok(chart)

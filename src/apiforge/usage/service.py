@@ -1,4 +1,4 @@
-"""Reading request logs: a workspace's own calls and the calls to its apps.
+"""Reading request logs: a workspace's own calls and the calls to its apps, as lists and charts.
 
 Tenancy is the first condition of every query: a caller's list is `workspace_id = current`, a
 builder's list is `app_workspace_id = current`; both match an index that starts with that column
@@ -7,13 +7,23 @@ and continues with `created_at`, the default order and the time-range filter.
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from apiforge.builder.models import App
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.keys.models import Subscription
+from apiforge.usage.charts import (
+    ChartQuery,
+    PieChart,
+    TimeSeriesChart,
+    bucket_label_sql,
+    pie,
+    time_series,
+)
 from apiforge.usage.models import RequestLog
 from apiforge.usage.schemas import AppCallRead, RequestLogRead
 from apiforge.workspaces.service import CurrentWorkspace
@@ -114,3 +124,91 @@ def _app_call(row: RequestLog) -> AppCallRead:
         reason=row.reason,
         latency_ms=row.latency_ms,
     )
+
+
+Scope = Literal["caller", "builder"]
+Outcome = Literal["all", "success", "failure"]
+
+
+class CallChartService:
+    """`/usage/calls`: gateway calls counted per bucket and per app or API, grouped by the
+    database (one aggregate query over the same indexes as the log lists). Never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def calls(
+        self,
+        current: CurrentWorkspace,
+        query: ChartQuery,
+        *,
+        scope: Scope = "caller",
+        app_id: str | None = None,
+        outcome: Outcome = "all",
+    ) -> TimeSeriesChart | PieChart:
+        """Calls the current workspace made (`caller`), or anyone made to its apps (`builder`),
+        in `[from, to)`: a zero-filled line chart, or a pie of shares."""
+        owner = RequestLog.workspace_id if scope == "caller" else RequestLog.app_workspace_id
+        chart_range = query.range
+        conditions = [
+            owner == current.id,
+            RequestLog.created_at >= chart_range.start,
+            RequestLog.created_at < chart_range.end,
+        ]
+        if app_id is not None:
+            conditions.append(RequestLog.app_id == app_id)
+        success = and_(RequestLog.status >= 200, RequestLog.status < 300)
+        if outcome == "success":
+            conditions.append(success)
+        elif outcome == "failure":
+            conditions.append(~success)
+        keys: list[ColumnElement[Any]] = [RequestLog.app_id.expression]
+        if query.group_by == "api":
+            keys.append(RequestLog.api.expression)
+        calls = func.count()
+        if query.chart == "pie":
+            stmt = select(*keys, calls).where(*conditions).group_by(*keys)
+            rows = (await self.session.execute(stmt)).all()
+            names = await self._names(current, {tuple(row[:-1]) for row in rows})
+            return pie([(_series_id(row[:-1]), int(row[-1])) for row in rows], names, query.top)
+        dialect = self.session.get_bind().dialect.name
+        bucket = bucket_label_sql(
+            RequestLog.created_at.expression, chart_range.granularity, dialect
+        )
+        stmt = select(bucket, *keys, calls).where(*conditions).group_by(bucket, *keys)
+        rows = (await self.session.execute(stmt)).all()
+        names = await self._names(current, {tuple(row[1:-1]) for row in rows})
+        series = [(str(row[0]), _series_id(row[1:-1]), int(row[-1])) for row in rows]
+        return time_series(series, chart_range, names, query.top)
+
+    async def _names(self, current: CurrentWorkspace, keys: set[tuple[Any, ...]]) -> dict[str, str]:
+        """Display names of the series (`app name` or `app name/api`). An app is named only when
+        the current workspace may see it (its own, public, or enabled by a subscription), so a
+        caller who sent a guessed id never learns a private app's name; others keep their id."""
+        app_ids = sorted({str(key[0]) for key in keys})
+        if not app_ids:
+            return {}
+        visible = or_(
+            App.workspace_id == current.id,
+            App.visibility == "public",
+            Subscription.id.is_not(None),
+        )
+        stmt = (
+            select(App.id, App.name)
+            .outerjoin(
+                Subscription,
+                and_(Subscription.app_id == App.id, Subscription.workspace_id == current.id),
+            )
+            .where(App.id.in_(app_ids), visible)
+        )
+        apps = {row[0]: row[1] for row in await self.session.execute(stmt)}
+        names = {}
+        for key in keys:
+            app_name = apps.get(str(key[0]), str(key[0]))
+            names[_series_id(key)] = "/".join([app_name, *(str(part) for part in key[1:])])
+        return names
+
+
+def _series_id(key: Any) -> str:
+    """`appId` for per-app series, `appId/api` for per-API ones."""
+    return "/".join(str(part) for part in key)
