@@ -13,7 +13,7 @@ from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.keys import fingerprint, record_id
 from tests.e2e._idempotency import hit, hits_app, total
 from tests.e2e._keys import app_key, call
-from tests.e2e._workspaces import assert_error
+from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, register
 
 KEY = "Idempotency-Key"
@@ -126,3 +126,127 @@ async def test_a_duplicate_while_the_first_runs_is_409(app: FastAPI, client: Asy
     )
     assert_error(changed, 422, "idempotency_key_mismatch")
     assert await total(client, secret, app_id) == 0
+
+
+async def test_calls_refused_before_running_are_not_stored(client: AsyncClient) -> None:
+    app_id, _, secret = await _setup(client)
+    # Authentication: a wrong key never reaches the store.
+    assert_error(
+        await hit(client, "app-" + "x" * 40, app_id, 1, **{KEY: "k"}), 401, "invalid_api_key"
+    )
+    # Validation: the same key later carries a valid payload and runs (no 422, no replay).
+    bad = await call(client, secret, app_id, "hit", {"n": "one"}, headers={KEY: "k"})
+    assert bad.status_code == 400
+    # A failing step rolls back and frees the key too.
+    failed = await call(client, secret, app_id, "failing", {"n": 1}, headers={KEY: "k"})
+    assert_error(failed, 409, "nope")
+    good = await hit(client, secret, app_id, 1, **{KEY: "k"})
+    assert good.status_code == 200
+    assert not _replayed(good)
+    assert await total(client, secret, app_id) == 1
+
+
+async def test_a_key_is_scoped_to_the_caller(client: AsyncClient) -> None:
+    owner = await register(client)
+    app_id = await hits_app(client, owner)
+    alice, bob = await register(client), await register(client)
+    _, alice_secret = await app_key(client, alice, app_id)
+    _, alice_other = await app_key(client, alice, app_id)
+    _, bob_secret = await app_key(client, bob, app_id)
+    first = await hit(client, alice_secret, app_id, 1, **{KEY: "shared"})
+    for secret in (bob_secret, alice_other):
+        response = await hit(client, secret, app_id, 1, **{KEY: "shared"})
+        assert response.status_code == 200
+        assert not _replayed(response)
+        assert response.content != first.content
+    assert await total(client, alice_secret, app_id) == 2  # alice's two keys, her partition
+    assert await total(client, bob_secret, app_id) == 1
+
+
+async def test_an_api_can_require_a_key(client: AsyncClient) -> None:
+    app_id, _, secret = await _setup(client)
+    missing = await call(client, secret, app_id, "strictHit", {"n": 1})
+    data = assert_error(missing, 400, "idempotency_key_required")
+    assert data["errors"] == [{"field": "Idempotency-Key", "message": "is required"}]
+    assert await total(client, secret, app_id) == 0
+    ok = await call(client, secret, app_id, "strictHit", {"n": 1}, headers={KEY: "s1"})
+    assert ok.status_code == 200
+    seq = await call(client, secret, app_id, "strictHit", {"n": 1}, headers={"X-Request-Seq": "9"})
+    assert seq.status_code == 200
+    assert await total(client, secret, app_id) == 2
+
+
+async def test_a_seen_sequence_number_replays_the_first_result(client: AsyncClient) -> None:
+    app_id, _, secret = await _setup(client)
+    first = await hit(client, secret, app_id, 1, **{"X-Request-Seq": "1001"})
+    again = await hit(client, secret, app_id, 1, **{"X-Request-Seq": "1001"})
+    assert first.status_code == again.status_code == 200
+    assert _replayed(again)
+    assert again.content == first.content
+    # Sequence numbers and idempotency keys are separate namespaces.
+    keyed = await hit(client, secret, app_id, 1, **{KEY: "1001"})
+    assert not _replayed(keyed)
+    assert_error(
+        await hit(client, secret, app_id, 2, **{"X-Request-Seq": "1001"}),
+        422,
+        "idempotency_key_mismatch",
+    )
+    for bad in ("", "x" * 65, "a b", "1/2"):
+        response = await hit(client, secret, app_id, 1, **{"X-Request-Seq": bad})
+        assert_error(response, 400, "invalid_request_seq")
+    both = await hit(client, secret, app_id, 1, **{KEY: "k", "X-Request-Seq": "5"})
+    assert_error(both, 400, "idempotency_headers_conflict")
+    assert await total(client, secret, app_id) == 2
+
+
+async def _token(client: AsyncClient, headers: dict[str, str]) -> str:
+    response = await client.get("/api/v1/idempotency-tokens", headers=headers)
+    data = data_of(response)
+    assert data["header"] == "X-Idempotency-Token"
+    assert data["expiresTime"].endswith("Z")
+    token: str = data["token"]
+    return token
+
+
+async def test_an_anti_duplicate_token_is_spent_once(client: AsyncClient) -> None:
+    app_id, consumer, _, secret = await _setup_with_consumer(client)
+    token = await _token(client, {"X-Api-Key": secret})
+    first = await hit(client, secret, app_id, 1, **{"X-Idempotency-Token": token})
+    assert first.status_code == 200
+    again = await hit(client, secret, app_id, 1, **{"X-Idempotency-Token": token})
+    assert_error(again, 409, "duplicate_request")
+    # Concurrent uses of one token: exactly one runs.
+    token = await _token(client, {"X-Api-Key": secret})
+    racing = await asyncio.gather(
+        *(hit(client, secret, app_id, 1, **{"X-Idempotency-Token": token}) for _ in range(20))
+    )
+    assert sum(r.status_code == 200 for r in racing) == 1
+    assert all(r.status_code in (200, 409, 429) for r in racing)
+    # A token issued to someone else, or made up, is refused the same way.
+    console_token = await _token(client, consumer.headers)
+    foreign = await hit(client, secret, app_id, 1, **{"X-Idempotency-Token": console_token})
+    assert_error(foreign, 409, "duplicate_request")
+    for bogus in ("nope", "A" * 43, "x" * 200):
+        made_up = await hit(client, secret, app_id, 1, **{"X-Idempotency-Token": bogus})
+        assert_error(made_up, 409, "duplicate_request")
+    assert await total(client, secret, app_id) == 2
+
+
+async def test_a_token_with_a_key_replays_instead_of_refusing(client: AsyncClient) -> None:
+    app_id, _, secret = await _setup(client)
+    token = await _token(client, {"X-Api-Key": secret})
+    headers = {"X-Idempotency-Token": token, KEY: "pay-1"}
+    first = await hit(client, secret, app_id, 1, **headers)
+    retry = await hit(client, secret, app_id, 1, **headers)
+    assert first.status_code == retry.status_code == 200
+    assert _replayed(retry)
+    assert retry.content == first.content
+    assert await total(client, secret, app_id) == 1
+
+
+async def test_tokens_need_credentials(client: AsyncClient) -> None:
+    assert_error(await client.get("/api/v1/idempotency-tokens"), 401, "unauthenticated")
+    bad_key = await client.get(
+        "/api/v1/idempotency-tokens", headers={"X-Api-Key": "app-" + "x" * 40}
+    )
+    assert_error(bad_key, 401, "invalid_api_key")

@@ -61,7 +61,8 @@ def token_id(raw: str) -> str | None:
 
 def record_id(kind: str, scope: str, key: str) -> str:
     """The row id of a key in a caller's scope: `kind` keeps keys and sequence numbers apart."""
-    return hashlib.sha256(f"{kind}\x00{scope}\x00{key}".encode()).hexdigest()
+    # Length-prefixed parts: no scope/key split can collide with another.
+    return hashlib.sha256(f"{kind}:{len(scope)}:{scope}:{key}".encode()).hexdigest()
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:

@@ -1,0 +1,145 @@
+"""Idempotency keys, sequence numbers and anti-duplicate tokens on the management API: creating
+apps shows how many times a write really ran (the app list)."""
+
+import asyncio
+
+from httpx import AsyncClient, Response
+
+from tests.e2e._keys import create_key
+from tests.e2e._workspaces import assert_error, data_of, new_workspace
+from tests.factories import User, register
+
+KEY = "Idempotency-Key"
+
+
+async def _create(client: AsyncClient, headers: dict[str, str], name: str = "Shop") -> Response:
+    return await client.post("/api/v1/apps", json={"name": name}, headers=headers)
+
+
+async def _app_count(client: AsyncClient, headers: dict[str, str]) -> int:
+    count: int = data_of(await client.get("/api/v1/apps", headers=headers))["totalCount"]
+    return count
+
+
+def _replayed(response: Response) -> bool:
+    return bool(response.headers.get("Idempotent-Replayed") == "1")
+
+
+async def test_a_repeated_create_replays_the_first_answer(client: AsyncClient) -> None:
+    user = await register(client)
+    first = await _create(client, {**user.headers, KEY: "create-shop"})
+    again = await _create(client, {**user.headers, KEY: '"create-shop"'})
+    assert first.status_code == again.status_code == 200
+    assert not _replayed(first)
+    assert _replayed(again)
+    assert again.content == first.content
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert await _app_count(client, user.headers) == 1
+
+
+async def test_concurrent_creates_with_one_key_create_one_app(client: AsyncClient) -> None:
+    user = await register(client)
+    responses = await asyncio.gather(
+        *(_create(client, {**user.headers, KEY: "burst"}) for _ in range(20))
+    )
+    assert {r.status_code for r in responses} <= {200, 409}
+    successes = [r for r in responses if r.status_code == 200]
+    assert len({r.content for r in successes}) == 1
+    assert sum(not _replayed(r) for r in successes) == 1
+    for refused in (r for r in responses if r.status_code == 409):
+        assert_error(refused, 409, "idempotency_key_in_use")
+    assert await _app_count(client, user.headers) == 1
+
+
+async def test_another_payload_or_path_with_the_key_is_422(client: AsyncClient) -> None:
+    user = await register(client)
+    assert (await _create(client, {**user.headers, KEY: "k"})).status_code == 200
+    other = await _create(client, {**user.headers, KEY: "k"}, name="Other")
+    assert_error(other, 422, "idempotency_key_mismatch")
+    workspace = await client.post(
+        "/api/v1/workspaces", json={"name": "Shop"}, headers={**user.headers, KEY: "k"}
+    )
+    assert_error(workspace, 422, "idempotency_key_mismatch")
+    assert await _app_count(client, user.headers) == 1
+
+
+async def test_refused_writes_are_not_stored(client: AsyncClient) -> None:
+    user = await register(client)
+    # No credentials: the route refuses before anything is claimed.
+    assert_error(await _create(client, {KEY: "k"}), 401, "unauthenticated")
+    # Invalid body: refused, the key stays free for the corrected request.
+    bad = await client.post("/api/v1/apps", json={"name": ""}, headers={**user.headers, KEY: "k"})
+    assert bad.status_code == 400
+    unknown = await client.post(
+        "/api/v1/apps", json={"name": "x", "isAdmin": True}, headers={**user.headers, KEY: "k"}
+    )
+    assert_error(unknown, 400, "invalid_input")
+    good = await _create(client, {**user.headers, KEY: "k"})
+    assert good.status_code == 200
+    assert not _replayed(good)
+    assert await _app_count(client, user.headers) == 1
+
+
+async def test_malformed_keys_are_400(client: AsyncClient) -> None:
+    user = await register(client)
+    for bad in ("k" * 256, "", "a b"):
+        data = assert_error(
+            await _create(client, {**user.headers, KEY: bad}), 400, "invalid_idempotency_key"
+        )
+        assert data["errors"][0]["field"] == "Idempotency-Key"
+    assert await _app_count(client, user.headers) == 0
+
+
+async def test_keys_are_scoped_to_caller_and_workspace(client: AsyncClient) -> None:
+    alice, bob = await register(client), await register(client)
+    first = await _create(client, {**alice.headers, KEY: "same"})
+    theirs = await _create(client, {**bob.headers, KEY: "same"})
+    assert theirs.status_code == 200
+    assert not _replayed(theirs)
+    assert theirs.content != first.content
+    team = await new_workspace(client, alice)
+    in_team = await _create(client, {**alice.headers, "X-Workspace-Id": team, KEY: "same"})
+    assert not _replayed(in_team)
+    _, ws_key = await create_key(client, alice.headers, type="ws", role="editor")
+    by_key = await _create(client, {"X-Api-Key": ws_key, KEY: "same"})
+    assert by_key.status_code == 200
+    assert not _replayed(by_key)
+    assert await _app_count(client, alice.headers) == 2
+    assert await _app_count(client, bob.headers) == 1
+
+
+async def test_a_key_survives_a_token_refresh(client: AsyncClient) -> None:
+    user = await register(client)
+    first = await _create(client, {**user.headers, KEY: "k"})
+    refreshed = data_of(
+        await client.post("/api/v1/auth/refresh", json={"refreshToken": user.refresh_token})
+    )
+    headers = {"Authorization": f"Bearer {refreshed['accessToken']}", KEY: "k"}
+    again = await _create(client, headers)
+    assert _replayed(again)
+    assert again.content == first.content
+
+
+async def test_sequence_numbers_and_tokens_on_the_management_api(client: AsyncClient) -> None:
+    user: User = await register(client)
+    first = await _create(client, {**user.headers, "X-Request-Seq": "77"})
+    again = await _create(client, {**user.headers, "X-Request-Seq": "77"})
+    assert _replayed(again)
+    assert again.content == first.content
+    token = data_of(await client.get("/api/v1/idempotency-tokens", headers=user.headers))["token"]
+    with_token = await _create(client, {**user.headers, "X-Idempotency-Token": token}, "B")
+    assert with_token.status_code == 200
+    reused = await _create(client, {**user.headers, "X-Idempotency-Token": token}, "B")
+    assert_error(reused, 409, "duplicate_request")
+    other = await register(client)
+    stolen = await _create(client, {**other.headers, "X-Idempotency-Token": token}, "C")
+    assert_error(stolen, 409, "duplicate_request")
+    assert await _app_count(client, user.headers) == 2
+    assert await _app_count(client, other.headers) == 0
+
+
+async def test_reads_and_the_gateway_path_are_left_alone(client: AsyncClient) -> None:
+    user = await register(client)
+    listed = await client.get("/api/v1/apps", headers={**user.headers, KEY: "k" * 300})
+    assert listed.status_code == 200
+    assert "Idempotent-Replayed" not in listed.headers
