@@ -191,3 +191,12 @@ async def set_limits(client: AsyncClient, owner: User, app_id: str, **limits: An
         f"/api/v1/apps/{app_id}/traffic-limits", json=limits, headers=owner.headers
     )
     return data_of(response)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (labels in the order given), 0 if absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

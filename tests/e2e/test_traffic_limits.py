@@ -15,10 +15,11 @@ from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from tests.e2e._apps import in_workspace, new_app
 from tests.e2e._keys import app_key, call, create_key
-from tests.e2e._traffic import limited_app, set_limits, slow_upstream
+from tests.e2e._traffic import limited_app, metric_value, set_limits, slow_upstream
 from tests.e2e._workspaces import add_member, assert_error, data_of, new_workspace
 from tests.factories import make_admin, register
 
+REJECTIONS = "apiforge_limit_rejections_total"
 POLICY = re.compile(r'^"(\w+)";q=(\d+);w=(\d+)(, "(\w+)";q=(\d+);w=(\d+))*$')
 
 
@@ -30,14 +31,6 @@ async def upstream_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, As
     async with AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield application, http
     await shutdown(application)
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_limits_are_read_and_replaced_by_editors_only(client: AsyncClient) -> None:
@@ -146,7 +139,9 @@ async def test_a_key_limit_refuses_the_call_over_it_with_rate_limit_headers(
     _, second = await create_key(client, owner.headers, type="app", appId=app_id)
     assert data_of(await call(client, second, app_id, "echo", {"text": "b"})) == {"echo": "b"}
     metrics = (await client.get("/metrics")).text
-    assert _metric(metrics, "apiforge_limit_rejections_total", kind="frequency", scope="key") >= 1
+    assert (
+        metric_value(metrics, "apiforge_limit_rejections_total", kind="frequency", scope="key") >= 1
+    )
 
 
 async def test_an_ip_limit_counts_every_key_from_one_address(client: AsyncClient) -> None:
@@ -225,7 +220,10 @@ async def test_a_concurrency_limit_refuses_calls_beyond_the_ones_in_flight(
         assert [r.status_code for r in again] == [200, 200]
         assert upstream.max_in_flight == 2
     metrics = (await client.get("/metrics")).text
-    assert _metric(metrics, "apiforge_limit_rejections_total", kind="concurrency", scope="app") >= 1
+    assert (
+        metric_value(metrics, "apiforge_limit_rejections_total", kind="concurrency", scope="app")
+        >= 1
+    )
 
 
 async def test_a_per_key_concurrency_limit_leaves_other_keys_free(
