@@ -34,7 +34,7 @@ from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
-from apiforge.plans.service import check_quota, plan_of
+from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
@@ -95,6 +95,7 @@ async def create_app_row(
     data: AppCreate,
 ) -> App:
     """A new app in `workspace` within its plan's `apps` quota, with a fresh signing secret."""
+    await lock_workspace(session, workspace.id)  # concurrent creations can't pass one count
     used = await session.scalar(
         select(func.count()).select_from(App).where(App.workspace_id == workspace.id)
     )
