@@ -62,8 +62,9 @@ async def test_user_plans_shows_plan_usage_and_public_plans(client: AsyncClient)
     assert [u["quota"] for u in plans["usage"]] == [*COUNTED, "callsPerMonth"]
     assert usage["members"] == {"quota": "members", "limit": 5, "used": 1, "warning": 0}
     assert usage["workspaces"] == {"quota": "workspaces", "limit": 3, "used": 1, "warning": 0}
-    # Not counted yet (their subjects arrive in later issues): reported as 0 used.
-    assert usage["apps"]["used"] == 0
+    # Counted from what exists: a new account has no apps, records or stored bytes yet.
+    for quota in ("apps", "records", "storageBytes", "uploadsPerMonth", "callsPerMonth"):
+        assert usage[quota]["used"] == 0
     assert [p["code"] for p in plans["planList"]] == ["free"]
 
 

@@ -3,6 +3,7 @@ created past it, every refusal is noted (one row per workspace, quota and minute
 `/api/v1/admin/quota-hits`, `/user/plans` shows real usage, and the gateway's monthly call quota
 costs no database round trip per call."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -407,3 +408,18 @@ async def test_members_usage_and_warning_follow_the_plan(app: FastAPI, client: A
         "used": 4,
         "warning": 1,
     }
+
+
+async def test_concurrent_app_creations_cannot_overshoot_the_apps_quota(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    owner = await register(client)
+    await _on_plan(app, client, owner.workspace_id, "pair-apps", apps=2)
+
+    async def create(n: int) -> int:
+        response = await client.post("/api/v1/apps", json={"name": f"A{n}"}, headers=owner.headers)
+        return response.status_code
+
+    statuses = await asyncio.gather(*(create(n) for n in range(5)))
+    assert sorted(statuses) == [200, 200, 403, 403, 403]
+    assert data_of(await client.get("/api/v1/apps", headers=owner.headers))["totalCount"] == 2

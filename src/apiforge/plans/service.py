@@ -52,6 +52,7 @@ __all__ = [
     "check_quota",
     "ensure_within_quota",
     "full_quotas",
+    "lock_workspace",
     "near_limit",
     "plan_of",
     "quota_limit",
@@ -112,6 +113,18 @@ async def account_plan(session: AsyncSession, account_id: str) -> Plan:
     if plan is None:
         raise PlanNotFoundError("No default plan is configured", reason="no_default_plan")
     return plan
+
+
+async def lock_workspace(session: AsyncSession, workspace_id: str) -> None:
+    """Serialise quota-checked creations in one workspace until commit, so two requests can't
+    both pass the same count: a no-op UPDATE of the workspace row, which locks the row on
+    PostgreSQL and takes the database's write lock on SQLite."""
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(updated_at=Workspace.updated_at)  # explicit: keeps `onupdate` from firing
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def check_quota(
