@@ -65,9 +65,12 @@ class _Server:
             stderr=self.stderr,
         )
 
-    def output(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-8000:]
+    def output(self, tail: int | None = 8000) -> str:
+        """stderr so far. `pread` leaves the file offset alone: the server shares it, and moving
+        it would make the server overwrite what it wrote."""
+        fd = self.stderr.fileno()
+        text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        return text if tail is None else text[-tail:]
 
     async def wait_ready(self, deadline: float) -> None:
         async with httpx.AsyncClient(timeout=2.0) as http:
@@ -103,10 +106,27 @@ class _Server:
         self.stderr.close()
 
 
+class Servers(list[str]):
+    """The base URLs, plus what a test may need of the processes behind them."""
+
+    def __init__(self, servers: list[_Server]) -> None:
+        super().__init__(server.url for server in servers)
+        self._servers = servers
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one server mid-whatever (a crash: no `finally` runs in it)."""
+        self._servers[index].process.kill()
+        self._servers[index].process.wait()
+
+    def output(self, index: int) -> str:
+        """What the server wrote on stderr so far (its JSON log lines)."""
+        return self._servers[index].output(tail=None)
+
+
 @asynccontextmanager
 async def running_servers(
     settings: Settings, count: int = 2, extra_env: Mapping[str, str] | None = None
-) -> AsyncIterator[list[str]]:
+) -> AsyncIterator[Servers]:
     """Base URLs of `count` apiforge processes sharing `settings`' database (and Redis when
     set). Their stderr is attached to the failure when one dies, never becomes ready, or the
     body of the `async with` raises."""
@@ -124,7 +144,7 @@ async def running_servers(
         deadline = time.monotonic() + READY_TIMEOUT
         await asyncio.gather(*(server.wait_ready(deadline) for server in servers))
         try:
-            yield [server.url for server in servers]
+            yield Servers(servers)
         except BaseException as exc:
             logs = "\n".join(
                 f"--- apiforge :{server.port} stderr ---\n{server.output()}" for server in servers

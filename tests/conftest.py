@@ -131,6 +131,8 @@ def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
         "password_time_cost": 1,
         "password_memory_kib": 1024,
         "password_parallelism": 1,
+        # Priced APIs are called throughout the suite; billing tests start from 0 themselves.
+        "welcome_credits": 10**9,
     }
     if DATABASE_URL:
         name = f"apiforge_t_{new_id()}"

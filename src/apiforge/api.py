@@ -7,6 +7,7 @@ from apiforge import __version__
 from apiforge.accounts.router import router as accounts_router
 from apiforge.accounts.settings_router import router as settings_router
 from apiforge.admin.router import router as admin_router
+from apiforge.billing.router import router as billing_router
 from apiforge.builder.router import router as builder_router
 from apiforge.datasets.router import router as datasets_router
 from apiforge.engine.router import router as engine_router
@@ -34,6 +35,7 @@ ROUTERS: list[APIRouter] = [
     keys_router,
     traffic_router,
     usage_router,
+    billing_router,
     idempotency_router,
 ]
 

@@ -1,6 +1,7 @@
 """Every table: importing this module registers all domain models on `Base.metadata`."""
 
 from apiforge.accounts import models as accounts
+from apiforge.billing import models as billing
 from apiforge.builder import models as builder
 from apiforge.core.db import Base
 from apiforge.datasets import models as datasets
@@ -15,6 +16,7 @@ metadata = Base.metadata
 
 __all__ = [
     "accounts",
+    "billing",
     "builder",
     "datasets",
     "idempotency",

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).
     http_allow_hosts: list[str] = Field(default_factory=list)
+    # RU granted once to each new workspace's wallet, from the platform's issuance wallet.
+    welcome_credits: int = Field(default=0, ge=0, le=10**12)
     changelog_path: Path | None = None
     # Idempotency (docs/idempotency.md): how long a completed response is replayed, how long an
     # unfinished claim blocks duplicates (longer than the slowest call), one-time token lifetime.

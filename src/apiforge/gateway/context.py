@@ -54,6 +54,9 @@ class GatewayContext:
     # Concurrency places this call holds (traffic/concurrency.py): released after the call.
     lease: Any = None
     idempotency: Any = None  # the idempotency stage's claim (idempotency/store.py `Claim`)
+    charge: Any = None  # the charge stage's reservation (billing/charging.py `Charge`)
+    # True once the call's request-log row was written with its charge (the log stage skips it).
+    log_written: bool = False
 
     # The outcome.
     status: int = 200

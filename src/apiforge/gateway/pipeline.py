@@ -4,6 +4,7 @@ from apiforge.gateway.keys import ApiKeyResolver, PublishableKeyStage, Subscript
 from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
+from apiforge.gateway.stages.charge import ChargeStage
 from apiforge.gateway.stages.concurrency import ConcurrencyRelease, ConcurrencyStage
 from apiforge.gateway.stages.frequency import FrequencyStage
 from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
@@ -22,6 +23,7 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
     loader = state.engine.loader
     traffic: TrafficControl = state.extra["traffic"]
     quotas = QuotaStage(state)  # checks before the run, counts successes after it
+    charge = ChargeStage(state)  # reserves before the run, releases after a failed call
     stages: tuple[Stage, ...] = (
         # 1. Parse the body first: nothing else can be known without appId/api/version.
         RequestStage(),
@@ -47,6 +49,9 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         PermissionStage(state),
         # 9. Plan quotas (callsPerMonth) from in-process counters: no round trip per call.
         quotas,
+        # 9b. Balance >= price: the price is reserved before any step runs (402), charged in
+        #     the run's own transaction (11), released when the call fails.
+        charge,
         # 10. Run the steps and commit the call's transaction.
         RunStage(state.engine),
     )
@@ -56,6 +61,7 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
     after: tuple[AfterStage, ...] = (
         ConcurrencyRelease(traffic),
         IdempotencyReleaseStage(state),
+        charge,
         RequestLogStage(state),
         quotas,
     )

@@ -43,10 +43,17 @@ class RequestLogStage:
         state.extra[BUFFER_KEY] = self.buffer
 
     async def after(self, ctx: GatewayContext) -> None:
+        if ctx.log_written:  # a charged call's row committed with its charge (stages/charge.py)
+            return
         try:
             self.buffer.append(self._row(ctx))
         except Exception:  # an after-stage must not raise: a lost line beats a failed call
             log.exception("request_log_row_failed", request_id=ctx.request_id)
+
+    @staticmethod
+    def row(ctx: GatewayContext) -> dict[str, object]:
+        """The call's row as things stand (the charge stage writes it with the charge)."""
+        return RequestLogStage._row(ctx)
 
     @staticmethod
     def _row(ctx: GatewayContext) -> dict[str, object]:

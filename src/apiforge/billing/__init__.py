@@ -1,0 +1,1 @@
+"""RU wallets, the ledger, charging gateway calls, earnings, redemptions and withdrawals."""

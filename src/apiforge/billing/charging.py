@@ -1,0 +1,519 @@
+"""Charging gateway calls: reserve before the steps run, settle in the call's transaction.
+
+A priced call goes through three moments:
+
+1. **reserve** (before any step): the caller's wallet must cover the charge, and the amount is
+   set aside so that concurrent calls can't spend it twice — else 402 `insufficient_balance`.
+2. **settle** (after the steps succeed, in the call's own transaction, before it commits): the
+   caller's wallet is debited, the builder's earnings and the platform's revenue credited, the
+   ledger entries and the call's request-log row appended. Steps, charge and log commit together
+   or not at all.
+3. **finish** (always, after the call): a reservation that was not settled is released, so a
+   failed call is charged nothing.
+
+Two implementations, chosen by the database:
+
+- `SqliteCharger` (the embedded default, one server process): reservations live in process
+  memory, against a balance cached per wallet, so reserving costs no database round trip. This is
+  exact because every write to a wallet goes through this process (the gateway, or the management
+  API in the same process) and tells the cache (`MemoryWallets`). The settle is one hop to
+  aiosqlite's thread that runs every statement and the commit there, so SQLite's write lock is
+  held for microseconds. Its debit is still conditional (`balance >= amount`) and a CHECK
+  constraint forbids negative balances: were the cache ever wrong, the call is refused and rolled
+  back rather than overdrawn.
+- `DatabaseCharger` (PostgreSQL, any number of processes): the database is the truth. Reserving
+  is one atomic conditional UPDATE of `wallets.held` (`balance - held >= amount`) plus a hold row
+  with an expiry, committed at once, so no row lock is held while the steps run and a workspace's
+  calls don't queue behind each other. A hold left by a crashed process expires and is swept the
+  next time its wallet runs short.
+"""
+
+import asyncio
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apiforge.billing.ledger import ensure_wallets, lock_order
+from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
+from apiforge.core.errors import PaymentRequiredError
+from apiforge.tools.clock import utcnow
+from apiforge.tools.ids import new_id
+from apiforge.usage.buffer import _storable
+from apiforge.usage.models import RequestLog
+
+log = structlog.get_logger(__name__)
+
+REVENUE = PLATFORM_WALLETS["revenue"]
+HOLD_TTL = timedelta(minutes=10)  # far above the engine's per-call time budget
+MAX_CACHED = 100_000  # wallets (and workspaces) remembered per process
+
+
+class InsufficientBalanceError(PaymentRequiredError):
+    message = "The workspace's balance does not cover this call"
+
+
+@dataclass(slots=True)
+class Charge:
+    """What one call moves: the caller pays `debit`; `profit` goes to the builder's earnings and
+    `platform` to the platform's revenue (`profit + platform == debit`)."""
+
+    caller_workspace_id: str
+    builder_workspace_id: str
+    caller_wallet: str
+    earnings_wallet: str
+    debit: int
+    profit: int
+    platform: int
+    app_id: str
+    api: str
+    request_id: str
+    hold_id: str | None = None
+    settled: bool = False
+
+
+def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
+    """(debit, profit, platform) of a call. A workspace calling its own app pays only the cost:
+    paying itself a profit would just turn spendable RU into withdrawable earnings. Price is
+    never below cost (checked on save and publish); were it, the platform takes the whole price.
+    """
+    debit = cost if own_app else price
+    platform = min(cost, debit)
+    return debit, debit - platform, platform
+
+
+class Charger(Protocol):
+    async def reserve(
+        self,
+        conn: AsyncConnection,
+        *,
+        caller_workspace_id: str,
+        builder_workspace_id: str,
+        debit: int,
+        profit: int,
+        platform: int,
+        app_id: str,
+        api: str,
+        request_id: str,
+    ) -> Charge:
+        """Set the charge aside or raise 402; may commit the connection's (read) transaction."""
+        ...
+
+    async def settle(
+        self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
+    ) -> None: ...
+
+    async def finish(self, charge: Charge, succeeded: bool) -> None: ...
+
+
+class WalletDirectory:
+    """workspace id -> its wallet ids, per process. Wallet ids never change (wallets are never
+    deleted), so a found entry is good forever; a missing wallet is created on first use."""
+
+    def __init__(self, welcome_credits: int) -> None:
+        self.welcome_credits = welcome_credits
+        self._ids: dict[str, dict[str, str]] = {}
+
+    async def wallets(self, conn: AsyncConnection, workspace_id: str) -> dict[str, str]:
+        found = self._ids.get(workspace_id)
+        if found is not None:
+            return found
+        wallets, _ = await ensure_wallets(conn, workspace_id, welcome_credits=self.welcome_credits)
+        if conn.in_transaction():
+            # Ends the call's lookups too (reads only): new wallets must be visible to others
+            # before the steps run, and SQLite's write lock must not be held through them.
+            await conn.commit()
+        if len(self._ids) >= MAX_CACHED:
+            self._ids.clear()
+        self._ids[workspace_id] = wallets
+        return wallets
+
+
+class _Account:
+    __slots__ = ("balance", "gen", "held", "pending")
+
+    def __init__(self) -> None:
+        self.balance: int | None = None  # committed balance as this process knows it
+        self.held = 0  # reserved by calls in flight
+        self.pending = 0  # writes started whose outcome is not applied yet
+        self.gen = 0  # outcomes applied so far
+
+
+class MemoryWallets:
+    """Balances and reservations of spendable wallets in process memory (SQLite, one process).
+
+    Every write to a wallet brackets itself with `begin_write` / `end_write(delta)`. A balance
+    read from the database is kept only when no write was in flight while it was read (none
+    pending before or after, none applied in between), so the cache never counts a movement
+    twice; an unknown outcome forgets the balance, which is read again on next use. The
+    reservation check `balance - held >= amount` can only err towards refusing, never towards
+    overdrawing.
+    """
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, _Account] = {}
+
+    def _account(self, wallet_id: str) -> _Account:
+        account = self._accounts.get(wallet_id)
+        if account is None:
+            if len(self._accounts) >= MAX_CACHED:
+                idle = [k for k, a in self._accounts.items() if not a.held and not a.pending]
+                for key in idle:
+                    del self._accounts[key]
+            account = self._accounts[wallet_id] = _Account()
+        return account
+
+    def known(self, wallet_id: str) -> tuple[int | None, int]:
+        """(cached balance or None, held) — for tests and diagnostics."""
+        account = self._account(wallet_id)
+        return account.balance, account.held
+
+    async def reserve(self, conn: AsyncConnection, wallet_id: str, amount: int) -> bool:
+        account = self._account(wallet_id)
+        balance = account.balance
+        if balance is None:
+            pending, gen = account.pending, account.gen
+            balance = await _read_balance(conn, wallet_id)
+            if account.balance is None and pending == 0 == account.pending and gen == account.gen:
+                account.balance = balance
+        if balance - account.held < amount:
+            return False
+        account.held += amount
+        return True
+
+    def release(self, wallet_id: str, amount: int) -> None:
+        self._account(wallet_id).held -= amount
+
+    def begin_write(self, wallet_id: str) -> None:
+        self._account(wallet_id).pending += 1
+
+    def end_write(self, wallet_id: str, delta: int | None, *, released: int = 0) -> None:
+        """A write's outcome: `delta` committed (0: nothing happened), or None when unknown."""
+        account = self._account(wallet_id)
+        account.held -= released
+        if delta is None:
+            account.balance = None
+        elif account.balance is not None:
+            account.balance += delta
+        account.gen += 1
+        account.pending -= 1
+
+
+async def _read_balance(conn: AsyncConnection, wallet_id: str) -> int:
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    rows = await driver.execute_fetchall("SELECT balance FROM wallets WHERE id = ?", (wallet_id,))
+    return int(rows[0][0]) if rows else 0
+
+
+_ENTRY_COLUMNS = (
+    "id, transaction_id, wallet_id, workspace_id, amount, kind, created_at, app_id, api, "
+    "request_id, counterparty_workspace_id, reference_id, account_id, note"
+)
+_ENTRY_VALUES = "(?, ?, ?, ?, ?, 'call', ?, ?, ?, ?, ?, NULL, NULL, '')"
+_INSERT_ENTRIES = {
+    n: f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS}) VALUES "  # noqa: S608 - constants only
+    + ", ".join([_ENTRY_VALUES] * n)
+    for n in (2, 3)
+}
+_LOG_COLUMNS = tuple(column.name for column in RequestLog.__table__.columns)
+_INSERT_LOG = (
+    f"INSERT INTO request_logs ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - constants only
+    f"VALUES ({', '.join('?' * len(_LOG_COLUMNS))})"
+)
+_SQLITE_DEBIT = (
+    "UPDATE wallets SET balance = balance - ?, updated_at = ? WHERE id = ? AND balance - held >= ?"
+)
+_SQLITE_CREDIT = "UPDATE wallets SET balance = balance + ?, updated_at = ? WHERE id = ?"
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime(_SQLITE_TIME)  # already UTC (tools.clock)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
+
+
+class SqliteCharger:
+    """Charging on the embedded database: see the module docstring."""
+
+    def __init__(self, welcome_credits: int) -> None:
+        self.directory = WalletDirectory(welcome_credits)
+        self.memory = MemoryWallets()
+
+    async def reserve(
+        self,
+        conn: AsyncConnection,
+        *,
+        caller_workspace_id: str,
+        builder_workspace_id: str,
+        debit: int,
+        profit: int,
+        platform: int,
+        app_id: str,
+        api: str,
+        request_id: str,
+    ) -> Charge:
+        caller = await self.directory.wallets(conn, caller_workspace_id)
+        builder = await self.directory.wallets(conn, builder_workspace_id)
+        if not await self.memory.reserve(conn, caller["balance"], debit):
+            raise InsufficientBalanceError(details={"price": debit})
+        return Charge(
+            caller_workspace_id,
+            builder_workspace_id,
+            caller["balance"],
+            builder["earnings"],
+            debit,
+            profit,
+            platform,
+            app_id,
+            api,
+            request_id,
+        )
+
+    async def settle(
+        self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
+    ) -> None:
+        now = utcnow()
+        stamp = now.strftime(_SQLITE_TIME)
+        transaction_id = new_id()
+        # Entry ids: the transaction's id with its last character replaced (the transaction id
+        # itself ends in "0"), so one id is minted per call, not one per entry.
+        base = transaction_id[:-1]
+        transaction_id = base + "0"
+        entries: list[Any] = [
+            base + "1",
+            transaction_id,
+            charge.caller_wallet,
+            charge.caller_workspace_id,
+            -charge.debit,
+            stamp,
+            charge.app_id,
+            charge.api,
+            charge.request_id,
+            charge.builder_workspace_id,
+        ]
+        credits: list[tuple[int, str, str]] = []
+        if charge.profit:
+            credits.append((charge.profit, charge.earnings_wallet, "2"))
+            entries += [base + "2", transaction_id, charge.earnings_wallet]
+            entries += [charge.builder_workspace_id, charge.profit, stamp, charge.app_id]
+            entries += [charge.api, charge.request_id, charge.caller_workspace_id]
+        if charge.platform:
+            credits.append((charge.platform, REVENUE, "3"))
+            entries += [base + "3", transaction_id, REVENUE, None, charge.platform, stamp]
+            entries += [charge.app_id, charge.api, charge.request_id, charge.caller_workspace_id]
+        entries_sql = _INSERT_ENTRIES[1 + len(credits)]
+        row = _storable({**log_row, "id": transaction_id})
+        log_values = [_sqlite_value(row[column]) for column in _LOG_COLUMNS]
+        credit_params = [(amount, stamp, wallet) for amount, wallet, _ in credits]
+        debit_params = (charge.debit, stamp, charge.caller_wallet, charge.debit)
+
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+
+        def write() -> str:
+            """Runs in aiosqlite's thread: every statement and the commit, or nothing."""
+            db: sqlite3.Connection = driver._conn
+            try:
+                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                    db.rollback()
+                    return "short"
+                for params in credit_params:
+                    db.execute(_SQLITE_CREDIT, params)
+                db.execute(entries_sql, entries)
+                db.execute(_INSERT_LOG, log_values)
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+            return "ok"
+
+        wallet = charge.caller_wallet
+        self.memory.begin_write(wallet)
+        try:
+            outcome = await driver._execute(write)
+        except asyncio.CancelledError:
+            # The thread may still commit: the balance is unknown until read again.
+            self.memory.end_write(wallet, None, released=charge.debit)
+            charge.settled = True  # the reservation is accounted for either way
+            raise
+        except BaseException:
+            self.memory.end_write(wallet, 0, released=charge.debit)
+            charge.settled = True
+            raise
+        if outcome != "ok":
+            # The database holds less than this process believed: trust the database.
+            log.warning("wallet_cache_stale", wallet_id=wallet)
+            self.memory.end_write(wallet, None, released=charge.debit)
+            charge.settled = True
+            raise InsufficientBalanceError(details={"price": charge.debit})
+        self.memory.end_write(wallet, -charge.debit, released=charge.debit)
+        charge.settled = True
+
+    async def finish(self, charge: Charge, succeeded: bool) -> None:
+        if not charge.settled:
+            self.memory.release(charge.caller_wallet, charge.debit)
+
+
+_RESERVE = text(
+    "WITH w AS (UPDATE wallets SET held = held + :a "
+    "WHERE id = :w AND balance - held >= :a RETURNING id) "
+    "INSERT INTO wallet_holds (id, wallet_id, amount, expires_at) "
+    "SELECT :h, w.id, :a, :exp FROM w RETURNING id"
+)
+_SWEEP = text(
+    "WITH gone AS (DELETE FROM wallet_holds WHERE wallet_id = :w AND expires_at < :now "
+    "RETURNING amount) "
+    "UPDATE wallets SET held = held - (SELECT COALESCE(SUM(amount), 0) FROM gone) "
+    "WHERE id = :w AND EXISTS (SELECT 1 FROM gone)"
+)
+_PG_DEBIT = text(
+    "WITH h AS (DELETE FROM wallet_holds WHERE id = :h RETURNING amount) "
+    "UPDATE wallets SET balance = balance - :a, "
+    "held = held - COALESCE((SELECT amount FROM h), 0), updated_at = :now "
+    "WHERE id = :w AND balance - :a >= held - COALESCE((SELECT amount FROM h), 0) "
+    "RETURNING id"
+)
+_PG_CREDIT = text("UPDATE wallets SET balance = balance + :a, updated_at = :now WHERE id = :w")
+_RELEASE = text(
+    "WITH h AS (DELETE FROM wallet_holds WHERE id = :h RETURNING wallet_id, amount) "
+    "UPDATE wallets SET held = wallets.held - h.amount FROM h WHERE wallets.id = h.wallet_id"
+)
+_INSERT_ENTRY = insert(LedgerEntry)
+_INSERT_LOG_ROW = insert(RequestLog)
+
+
+class DatabaseCharger:
+    """Charging with the database as the only truth (PostgreSQL, several processes)."""
+
+    def __init__(self, engine: AsyncEngine, welcome_credits: int) -> None:
+        self.engine = engine
+        self.directory = WalletDirectory(welcome_credits)
+
+    async def reserve(
+        self,
+        conn: AsyncConnection,
+        *,
+        caller_workspace_id: str,
+        builder_workspace_id: str,
+        debit: int,
+        profit: int,
+        platform: int,
+        app_id: str,
+        api: str,
+        request_id: str,
+    ) -> Charge:
+        caller = await self.directory.wallets(conn, caller_workspace_id)
+        builder = await self.directory.wallets(conn, builder_workspace_id)
+        wallet, hold_id = caller["balance"], new_id()
+        now = utcnow()
+        params = {"a": debit, "w": wallet, "h": hold_id, "exp": now + HOLD_TTL}
+        reserved = (await conn.execute(_RESERVE, params)).first() is not None
+        if not reserved:
+            # Holds of crashed processes are swept only when they stand in a caller's way.
+            swept = await conn.execute(_SWEEP, {"w": wallet, "now": now})
+            if swept.rowcount:
+                reserved = (await conn.execute(_RESERVE, params)).first() is not None
+        await conn.commit()  # the hold is visible to every process; no lock is kept
+        if not reserved:
+            raise InsufficientBalanceError(details={"price": debit})
+        return Charge(
+            caller_workspace_id,
+            builder_workspace_id,
+            wallet,
+            builder["earnings"],
+            debit,
+            profit,
+            platform,
+            app_id,
+            api,
+            request_id,
+            hold_id=hold_id,
+        )
+
+    async def settle(
+        self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
+    ) -> None:
+        now = utcnow()
+        transaction_id = new_id()
+        common = {
+            "transaction_id": transaction_id,
+            "kind": "call",
+            "created_at": now,
+            "app_id": charge.app_id,
+            "api": charge.api,
+            "request_id": charge.request_id,
+            "note": "",
+        }
+        entries = [
+            {
+                **common,
+                "id": new_id(),
+                "wallet_id": charge.caller_wallet,
+                "workspace_id": charge.caller_workspace_id,
+                "amount": -charge.debit,
+                "counterparty_workspace_id": charge.builder_workspace_id,
+            }
+        ]
+        moves: list[tuple[str, int]] = [(charge.caller_wallet, -charge.debit)]
+        if charge.profit:
+            moves.append((charge.earnings_wallet, charge.profit))
+            entries.append(
+                {
+                    **common,
+                    "id": new_id(),
+                    "wallet_id": charge.earnings_wallet,
+                    "workspace_id": charge.builder_workspace_id,
+                    "amount": charge.profit,
+                    "counterparty_workspace_id": charge.caller_workspace_id,
+                }
+            )
+        if charge.platform:
+            moves.append((REVENUE, charge.platform))
+            entries.append(
+                {
+                    **common,
+                    "id": new_id(),
+                    "wallet_id": REVENUE,
+                    "workspace_id": None,
+                    "amount": charge.platform,
+                    "counterparty_workspace_id": charge.caller_workspace_id,
+                }
+            )
+        await conn.execute(_INSERT_ENTRY, entries)
+        await conn.execute(_INSERT_LOG_ROW, [_storable(dict(log_row))])
+        # Wallet rows last (their locks are held until the commit) and in the global order.
+        for wallet, amount in sorted(moves, key=lambda move: lock_order(move[0])):
+            if amount < 0:
+                params = {"h": charge.hold_id, "a": -amount, "w": wallet, "now": now}
+                if (await conn.execute(_PG_DEBIT, params)).first() is None:
+                    raise InsufficientBalanceError(details={"price": charge.debit})
+            else:
+                await conn.execute(_PG_CREDIT, {"a": amount, "w": wallet, "now": now})
+        charge.settled = True
+
+    async def finish(self, charge: Charge, succeeded: bool) -> None:
+        """A settled, committed call's hold is gone with its commit; any other hold is
+        released now (also when the settle ran but its transaction rolled back)."""
+        if charge.settled and succeeded:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(_RELEASE, {"h": charge.hold_id})
+        except Exception:  # the hold expires on its own; the call's answer must not change
+            log.exception("wallet_hold_release_failed", hold_id=charge.hold_id)
+
+
+def make_charger(engine: AsyncEngine, welcome_credits: int) -> SqliteCharger | DatabaseCharger:
+    if engine.dialect.name == "sqlite":
+        return SqliteCharger(welcome_credits)
+    return DatabaseCharger(engine, welcome_credits)

@@ -1,0 +1,196 @@
+"""`/api/v1/wallets`, `/ledger-entries`, `/redemptions`, `/withdrawals`, `/earnings` and the
+admin's top-ups and withdrawal decisions."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from apiforge.accounts.deps import AdminAccount
+from apiforge.billing.charging import MemoryWallets
+from apiforge.billing.schemas import (
+    CreditCreate,
+    EarningsReport,
+    EntryKind,
+    LedgerEntryRead,
+    Posted,
+    RedemptionCreate,
+    RedemptionRead,
+    WalletList,
+    WithdrawalCreate,
+    WithdrawalDecision,
+    WithdrawalRead,
+    WithdrawalStatus,
+)
+from apiforge.billing.service import BillingService, EntryFilter, withdrawal_read
+from apiforge.core.errors import ValidationError
+from apiforge.http.deps import SessionDep
+from apiforge.http.envelope import Envelope, ok
+from apiforge.http.pagination import Page, PageDep
+from apiforge.http.schemas import Created
+from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceAdmin
+
+router = APIRouter(prefix="/api/v1", tags=["billing"])
+
+_TIME_HINT = "an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"
+
+
+def _memory(request: Request) -> MemoryWallets | None:
+    """The gateway's in-process wallet cache (SQLite only), told about every credit."""
+    state = getattr(request.app.state, "gateway_state", None)
+    charger: Any = state.extra.get("charger") if state is not None else None
+    memory = getattr(charger, "memory", None)
+    return memory if isinstance(memory, MemoryWallets) else None
+
+
+def _service(request: Request, session: SessionDep) -> BillingService:
+    return BillingService(session, request.app.state.settings.welcome_credits, _memory(request))
+
+
+BillingServiceDep = Annotated[BillingService, Depends(_service)]
+
+
+def parse_time(name: str, raw: str | None, errors: list[dict[str, str]]) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        errors.append({"field": name, "message": f"must be {_TIME_HINT}"})
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def time_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    errors: list[dict[str, str]] = []
+    start, end = parse_time("from", since, errors), parse_time("to", until, errors)
+    if start is not None and end is not None and start > end:
+        errors.append({"field": "to", "message": "must not be before from"})
+    if errors:
+        raise ValidationError(errors=errors)
+    return start, end
+
+
+From = Annotated[
+    str | None, Query(alias="from", max_length=40, description=f"Inclusive: {_TIME_HINT}")
+]
+To = Annotated[str | None, Query(alias="to", max_length=40, description=f"Exclusive: {_TIME_HINT}")]
+
+
+@router.get("/wallets", summary="The current workspace's wallets and their balances (RU)")
+async def list_wallets(
+    current: CurrentWorkspaceDep, service: BillingServiceDep
+) -> Envelope[WalletList]:
+    return ok(WalletList(list=await service.wallets(current.id)))
+
+
+@router.get(
+    "/ledger-entries",
+    summary="Ledger entries of the current workspace's wallets, newest first",
+    description="Every movement of RU is a transaction whose entries sum to zero; this lists "
+    "the current workspace's side of them. Filter by `kind`, `walletKind`, `appId`, `from`/`to`.",
+)
+async def list_ledger_entries(
+    current: CurrentWorkspaceDep,
+    service: BillingServiceDep,
+    page: PageDep,
+    kind: EntryKind | None = None,
+    wallet_kind: Annotated[Literal["balance", "earnings"] | None, Query(alias="walletKind")] = None,
+    app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
+    since: From = None,
+    until: To = None,
+) -> Envelope[Page[LedgerEntryRead]]:
+    start, end = time_range(since, until)
+    filters = EntryFilter(
+        kind=kind, app_id=app_id or None, wallet_kind=wallet_kind, since=start, until=end
+    )
+    return ok(await service.entries(current.id, filters, page))
+
+
+@router.post(
+    "/admin/wallets/{workspace_id}/credits",
+    summary="Top up a workspace's wallet (administrators)",
+    description="Credits the workspace's spendable wallet from the platform's issuance wallet.",
+)
+async def credit_wallet(
+    workspace_id: str, body: CreditCreate, admin: AdminAccount, service: BillingServiceDep
+) -> Envelope[Posted]:
+    transaction_id, balance = await service.top_up(admin.id, workspace_id, body.amount, body.note)
+    return ok(Posted(id=transaction_id, balance=balance))
+
+
+@router.get("/earnings", summary="What the current workspace's apps earned, per day, app and API")
+async def list_earnings(
+    current: CurrentWorkspaceDep, service: BillingServiceDep, since: From = None, until: To = None
+) -> Envelope[EarningsReport]:
+    start, end = time_range(since, until)
+    return ok(await service.earnings(current.id, start, end))
+
+
+@router.post(
+    "/redemptions",
+    summary="Redeem earned RU into a spendable wallet (workspace admins)",
+    description="Moves RU from the current workspace's earnings to the spendable wallet of "
+    "`targetWorkspaceId` (a workspace the caller belongs to; default: the current one).",
+)
+async def create_redemption(
+    body: RedemptionCreate, current: CurrentWorkspaceDep, service: BillingServiceDep
+) -> Envelope[Created]:
+    transaction_id = await service.redeem(current, body.amount, body.target_workspace_id)
+    return ok(Created(id=transaction_id))
+
+
+@router.get("/redemptions", summary="Redemptions out of the current workspace's earnings")
+async def list_redemptions(
+    current: CurrentWorkspaceDep, service: BillingServiceDep, page: PageDep
+) -> Envelope[Page[RedemptionRead]]:
+    return ok(await service.redemptions(current.id, page))
+
+
+@router.post(
+    "/withdrawals",
+    summary="Request a withdrawal of earned RU (workspace admins)",
+    description="The amount leaves the earnings wallet at once (held in escrow) until an "
+    "administrator approves or rejects it; 402 when the earnings don't cover it.",
+)
+async def create_withdrawal(
+    body: WithdrawalCreate, current: WorkspaceAdmin, service: BillingServiceDep
+) -> Envelope[Created]:
+    withdrawal = await service.request_withdrawal(current, body.amount, body.note)
+    return ok(Created(id=withdrawal.id))
+
+
+@router.get("/withdrawals", summary="The current workspace's withdrawals, newest first")
+async def list_withdrawals(
+    current: CurrentWorkspaceDep,
+    service: BillingServiceDep,
+    page: PageDep,
+    status: WithdrawalStatus | None = None,
+) -> Envelope[Page[WithdrawalRead]]:
+    return ok(await service.withdrawals(current.id, status, page))
+
+
+@router.get("/admin/withdrawals", summary="Withdrawals of every workspace (administrators)")
+async def admin_list_withdrawals(
+    admin: AdminAccount,
+    service: BillingServiceDep,
+    page: PageDep,
+    status: WithdrawalStatus | None = None,
+) -> Envelope[Page[WithdrawalRead]]:
+    return ok(await service.withdrawals(None, status, page))
+
+
+@router.patch(
+    "/admin/withdrawals/{withdrawal_id}",
+    summary="Approve or reject a requested withdrawal (administrators)",
+    description="`approved`: the RU leave through the platform's payouts wallet; `rejected`: "
+    "they return to the workspace's earnings. A decided withdrawal can't change (409).",
+)
+async def decide_withdrawal(
+    withdrawal_id: str,
+    body: WithdrawalDecision,
+    admin: AdminAccount,
+    service: BillingServiceDep,
+) -> Envelope[WithdrawalRead]:
+    withdrawal = await service.decide_withdrawal(admin.id, withdrawal_id, body.status, body.note)
+    return ok(withdrawal_read(withdrawal))
