@@ -1,0 +1,104 @@
+"""Concurrent calls against a wallet that covers only some of them: exactly that many succeed,
+the rest get 402, and the ledger, the builder's earnings and the platform's revenue match to the
+unit. PostgreSQL: 2,000 calls from 50 clients through two `apiforge serve` processes. SQLite
+(one process by design): 500 calls from 50 asyncio clients through the in-process app."""
+
+import asyncio
+from collections import Counter
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import func, select
+
+from apiforge.billing.models import PLATFORM_WALLETS
+from apiforge.core.settings import Settings
+from apiforge.usage.models import RequestLog
+from tests._servers import running_servers
+from tests.conftest import DATABASE_URL
+from tests.e2e._billing import COST, PRICE, Market, balances, ledger_invariants, market, top_up
+from tests.e2e._workspaces import data_of
+
+CLIENTS = 50
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"welcome_credits": 0})
+
+
+async def _unlimited(client: AsyncClient, m: Market) -> None:
+    """The consumer's plan must not be what refuses calls here: no rate or concurrency cap."""
+    quotas = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
+    body = {"code": "unlimited", "name": "Unlimited", "quotas": quotas}
+    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=m.admin.headers))
+    response = await client.put(
+        f"/api/v1/admin/workspaces/{m.consumer.workspace_id}/plan",
+        json={"planId": plan["id"]},
+        headers=m.admin.headers,
+    )
+    data_of(response)
+
+
+async def _race(clients: list[AsyncClient], m: Market, total: int) -> Counter[int]:
+    tickets = iter(range(total))
+    statuses: Counter[int] = Counter()
+    body = {"appId": m.app_id, "api": "priced", "version": "latest", "args": {}}
+    headers = {"X-Api-Key": m.secret}
+
+    async def worker(http: AsyncClient) -> None:
+        for _ in tickets:  # shared: each call is taken by exactly one worker
+            response = await http.post("/api/v1/invocations", json=body, headers=headers)
+            statuses[response.status_code] += 1
+
+    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(CLIENTS)))
+    return statuses
+
+
+async def _check(app: FastAPI, client: AsyncClient, m: Market, covered: int) -> None:
+    assert await balances(client, m.consumer) == {"balance": 0, "earnings": 0}
+    assert await balances(client, m.builder) == {"balance": 0, "earnings": covered * (PRICE - COST)}
+    wallets = await ledger_invariants(app)
+    assert wallets[PLATFORM_WALLETS["revenue"]] == covered * COST
+    async with app.state.engine.connect() as conn:
+        logged = await conn.scalar(
+            select(func.count()).where(
+                RequestLog.workspace_id == m.consumer.workspace_id, RequestLog.status == 200
+            )
+        )
+    assert logged == covered  # each charged call's log row committed with its charge
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith("postgresql"), reason="needs PostgreSQL")
+async def test_two_processes_never_overdraw(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    total, covered = 2000, 1234
+    m = await market(app, client)
+    await _unlimited(client, m)
+    await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
+    async with running_servers(settings, count=2) as urls:
+        limits = httpx.Limits(max_connections=CLIENTS)
+        https = [AsyncClient(base_url=url, timeout=60, limits=limits) for url in urls]
+        try:
+            statuses = await _race(https, m, total)
+        finally:
+            for http in https:
+                await http.aclose()
+    assert statuses == {200: covered, 402: total - covered}
+    await _check(app, client, m, covered)
+
+
+async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient) -> None:
+    total, covered = 500, 123
+    m = await market(app, client)
+    await _unlimited(client, m)
+    await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
+    statuses = await _race([client], m, total)
+    assert statuses == {200: covered, 402: total - covered}
+    await _check(app, client, m, covered)
+    # the same again after a top-up that arrives while nothing is in flight
+    await top_up(client, m.admin, m.consumer.workspace_id, 7 * PRICE)
+    again = await _race([client], m, 20)
+    assert again == {200: 7, 402: 13}
