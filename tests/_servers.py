@@ -147,7 +147,9 @@ async def running_servers(
             yield Servers(servers)
         except BaseException as exc:
             logs = "\n".join(
-                f"--- apiforge :{server.port} stderr ---\n{server.output()}" for server in servers
+                f"--- apiforge :{server.port} (exit code {server.process.poll()}) stderr ---\n"
+                + server.output()
+                for server in servers
             )
             if isinstance(exc, Exception):
                 exc.add_note(logs)
