@@ -223,7 +223,11 @@ async def test_calls_per_month_refuses_past_the_quota_without_a_query_per_call(
     )
     admin, plan_id = await _on_plan(app, client, owner.workspace_id, "trial", callsPerMonth=3)
     assert (await _dev_call(client, owner, app_id, "ping")).status_code == 200  # loads the meter
-    with counting(app, "request_logs") as counts, counting(app, "plans") as plan_reads:
+    with (
+        counting(app, "request_logs") as counts,
+        counting(app, "plans") as plan_reads,
+        counting(app, "quota_hits") as hit_writes,
+    ):
         for _ in range(2):
             assert (await _dev_call(client, owner, app_id, "ping")).status_code == 200
         for _ in range(25):
@@ -231,6 +235,7 @@ async def test_calls_per_month_refuses_past_the_quota_without_a_query_per_call(
             assert _refused(refused, "callsPerMonth", 3)["used"] == 3
     assert [s for s in counts if "INSERT" not in s] == []
     assert plan_reads == []
+    assert hit_writes == []  # refusals are noted in memory, written after their minute
     hits = await _hits(app, client, admin, workspaceId=owner.workspace_id, quota="callsPerMonth")
     assert [(h["hits"], h["operation"], h["planId"]) for h in hits] == [
         (25, "invocations", plan_id)
