@@ -109,15 +109,18 @@ class ApiAuth(InputModel):
         return self
 
     def document(self) -> dict[str, Any]:
-        """The stored (and snapshotted) form: camelCase keys, JSON booleans."""
-        return {
+        """The stored (and snapshotted) form: camelCase keys, JSON booleans. The idempotency
+        flag is stored only when set, so documents of APIs without it stay as they were."""
+        document: dict[str, Any] = {
             "requireToken": self.require_token,
             "public": self.public,
-            "requireIdempotencyKey": self.require_idempotency_key,
             "mode": self.mode,
             "rights": list(dict.fromkeys(self.rights)),
             "target": self.target.model_dump() if self.target else None,
         }
+        if self.require_idempotency_key:
+            document["requireIdempotencyKey"] = True
+        return document
 
 
 class ApiAuthRead(ApiModel):
