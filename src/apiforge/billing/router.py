@@ -23,11 +23,13 @@ from apiforge.billing.schemas import (
     WithdrawalStatus,
 )
 from apiforge.billing.service import BillingService, EntryFilter, withdrawal_read
+from apiforge.billing.usage import MoneyChartService
 from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceAdmin
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
@@ -194,3 +196,43 @@ async def decide_withdrawal(
 ) -> Envelope[WithdrawalRead]:
     withdrawal = await service.decide_withdrawal(admin.id, withdrawal_id, body.status, body.note)
     return ok(withdrawal_read(withdrawal))
+
+
+def _charts(session: SessionDep) -> MoneyChartService:
+    return MoneyChartService(session)
+
+
+MoneyChartDep = Annotated[MoneyChartService, Depends(_charts)]
+AppFilter = Annotated[
+    str | None, Query(alias="appId", max_length=26, description="Only this app's calls")
+]
+
+
+@router.get(
+    "/usage/spend",
+    tags=["usage"],
+    summary="RU the workspace spent on calls per hour or day and per app or API (zero-filled "
+    "xAxis/series), or their shares (chart=pie)",
+)
+async def usage_spend(
+    current: CurrentWorkspaceDep,
+    service: MoneyChartDep,
+    query: ChartQueryDep,
+    app_id: AppFilter = None,
+) -> Envelope[TimeSeriesChart | PieChart]:
+    return ok(await service.chart(current, query, "spend", app_id or None))
+
+
+@router.get(
+    "/usage/earnings",
+    tags=["usage"],
+    summary="RU the workspace's apps earned (price minus cost) per hour or day and per app or "
+    "API (zero-filled xAxis/series), or their shares (chart=pie)",
+)
+async def usage_earnings(
+    current: CurrentWorkspaceDep,
+    service: MoneyChartDep,
+    query: ChartQueryDep,
+    app_id: AppFilter = None,
+) -> Envelope[TimeSeriesChart | PieChart]:
+    return ok(await service.chart(current, query, "earnings", app_id or None))

@@ -1,0 +1,136 @@
+"""Earnings, redemptions, withdrawals and the spend/earnings usage charts."""
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from apiforge.core.settings import Settings
+from apiforge.tools.clock import utcnow
+from tests.e2e._billing import COST, PRICE, balances, invoke, ledger_invariants, market, top_up
+from tests.e2e._workspaces import assert_error, data_of, new_workspace
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"welcome_credits": 0})
+
+
+async def test_earnings_redemptions_and_withdrawals(app: FastAPI, client: AsyncClient) -> None:
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, 3 * PRICE)
+    assert [await invoke(client, m) for _ in range(3)] == [200] * 3
+    profit = PRICE - COST
+
+    report = data_of(await client.get("/api/v1/earnings", headers=m.builder.headers))
+    today = utcnow().strftime("%Y-%m-%d")
+    assert report == {
+        "total": 3 * profit,
+        "list": [
+            {"day": today, "appId": m.app_id, "api": "priced", "calls": 3, "amount": 3 * profit}
+        ],
+    }
+    # a consumer earns nothing from what it calls
+    assert data_of(await client.get("/api/v1/earnings", headers=m.consumer.headers))["total"] == 0
+
+    # redeem into the builder's own wallet, then into a team wallet it belongs to
+    team = await new_workspace(client, m.builder, "Team")
+    redeemed = await client.post(
+        "/api/v1/redemptions", json={"amount": 5}, headers=m.builder.headers
+    )
+    first = data_of(redeemed)["id"]
+    body = {"amount": 4, "targetWorkspaceId": team}
+    data_of(await client.post("/api/v1/redemptions", json=body, headers=m.builder.headers))
+    assert await balances(client, m.builder) == {"balance": 5, "earnings": 3 * profit - 9}
+    assert await balances(client, m.builder, team) == {"balance": 4, "earnings": 0}
+    listed = data_of(await client.get("/api/v1/redemptions", headers=m.builder.headers))
+    assert [(r["amount"], r["targetWorkspaceId"]) for r in listed["list"]] == [
+        (4, team),
+        (5, m.builder.workspace_id),
+    ]
+    assert listed["list"][1]["id"] == first
+
+    # two withdrawals: one approved (leaves through payouts), one rejected (back to earnings)
+    left = 3 * profit - 9
+    ids = []
+    for amount in (6, left - 6):
+        response = await client.post(
+            "/api/v1/withdrawals", json={"amount": amount}, headers=m.builder.headers
+        )
+        ids.append(data_of(response)["id"])
+    assert await balances(client, m.builder) == {"balance": 5, "earnings": 0}
+    pending = data_of(
+        await client.get("/api/v1/admin/withdrawals?status=requested", headers=m.admin.headers)
+    )
+    assert {w["id"] for w in pending["list"]} == set(ids)
+    for withdrawal_id, status in zip(ids, ("approved", "rejected"), strict=True):
+        response = await client.patch(
+            f"/api/v1/admin/withdrawals/{withdrawal_id}",
+            json={"status": status, "note": "checked"},
+            headers=m.admin.headers,
+        )
+        decided = data_of(response)
+        assert decided["status"] == status
+        assert decided["decisionNote"] == "checked"
+        assert decided["decidedTime"] is not None
+    assert await balances(client, m.builder) == {"balance": 5, "earnings": left - 6}
+    own = data_of(await client.get("/api/v1/withdrawals", headers=m.builder.headers))
+    assert sorted(w["status"] for w in own["list"]) == ["approved", "rejected"]
+    kinds = data_of(
+        await client.get(
+            "/api/v1/ledger-entries?walletKind=earnings&pageSize=100", headers=m.builder.headers
+        )
+    )
+    assert sorted({e["kind"] for e in kinds["list"]}) == [
+        "call",
+        "redemption",
+        "withdrawal_rejected",
+        "withdrawal_request",
+    ]
+    await ledger_invariants(app)
+
+
+async def test_spend_and_earnings_charts(app: FastAPI, client: AsyncClient) -> None:
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, 5 * PRICE)
+    assert [await invoke(client, m) for _ in range(4)] == [200] * 4
+    assert await invoke(client, m, fail=True) == 400  # failed: neither spent nor earned
+
+    spend = data_of(
+        await client.get("/api/v1/usage/spend?granularity=hour", headers=m.consumer.headers)
+    )
+    assert len(spend["xAxis"]) == 24
+    assert [s["id"] for s in spend["series"]] == [m.app_id]
+    assert spend["series"][0]["name"] == "Shop"  # a public app is named
+    data = spend["series"][0]["data"]
+    assert len(data) == 24
+    assert sum(data) == 4 * PRICE
+    assert data.count(0) >= 23  # zero-filled
+
+    earned = data_of(
+        await client.get("/api/v1/usage/earnings?groupBy=api", headers=m.builder.headers)
+    )
+    assert len(earned["xAxis"]) == 30
+    assert [s["id"] for s in earned["series"]] == [f"{m.app_id}/priced"]
+    assert earned["series"][0]["name"] == "Shop/priced"
+    assert sum(earned["series"][0]["data"]) == 4 * (PRICE - COST)
+
+    shares = data_of(await client.get("/api/v1/usage/spend?chart=pie", headers=m.consumer.headers))
+    assert shares == {"series": [{"id": m.app_id, "name": "Shop", "value": 4 * PRICE}]}
+    nothing = data_of(
+        await client.get("/api/v1/usage/earnings?chart=pie", headers=m.consumer.headers)
+    )
+    assert nothing == {"series": []}
+    other = data_of(
+        await client.get(f"/api/v1/usage/spend?appId={'0' * 26}", headers=m.consumer.headers)
+    )
+    assert other["series"] == []
+    for query in ("granularity=minute", "chart=bar", "from=2020-01-01&granularity=hour", "top=0"):
+        response = await client.get(f"/api/v1/usage/spend?{query}", headers=m.consumer.headers)
+        assert response.status_code == 400, (query, response.text)
+    assert_error(
+        await client.get(
+            "/api/v1/usage/earnings", headers={**m.consumer.headers, "X-Workspace-Id": m.app_id}
+        ),
+        404,
+        "workspace_not_found",
+    )
