@@ -22,6 +22,7 @@ management API share it without it being passed through every service.
 
 import asyncio
 import contextlib
+import copy
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -187,8 +188,11 @@ class QuotaMeter:
         month = month_start(utcnow())
         entry = self._calls.get(workspace_id)
         if entry is None or entry.month != month:
-            entry = await _load_calls(connection, workspace_id)
-            self._put(self._calls, workspace_id, entry)
+            loaded = await _load_calls(connection, workspace_id)
+            entry = self._calls.get(workspace_id)  # a concurrent first check may have won
+            if entry is None or entry.month != loaded.month:
+                entry = loaded
+                self._put(self._calls, workspace_id, entry)
         elif entry.expires <= time.monotonic():
             self._refresh("calls", workspace_id, _load_calls, self._calls)
         return entry.base + entry.local
@@ -196,8 +200,12 @@ class QuotaMeter:
     async def _stock_of(self, connection: AsyncConnection, workspace_id: str) -> Stock:
         entry = self._stock.get(workspace_id)
         if entry is None:
-            entry = await _load_stock(connection, workspace_id)
-            self._put(self._stock, workspace_id, entry)
+            loaded = await _load_stock(connection, workspace_id)
+            # A concurrent first check may have loaded it meanwhile and counted writes in it.
+            entry = self._stock.get(workspace_id)
+            if entry is None:
+                entry = loaded
+                self._put(self._stock, workspace_id, entry)
         elif entry.expires <= time.monotonic():
             self._refresh("stock", workspace_id, _load_stock, self._stock)
         return entry
@@ -216,6 +224,7 @@ class QuotaMeter:
         if key in self._refreshing or engine is None:
             return
         self._refreshing.add(key)
+        before = copy.copy(cache.get(workspace_id))
 
         async def reload() -> None:
             try:
@@ -224,6 +233,7 @@ class QuotaMeter:
                 if fresh is None:
                     cache.pop(workspace_id, None)
                 else:
+                    _carry(fresh, before, cache.get(workspace_id))
                     self._put(cache, workspace_id, fresh)
             except Exception:  # a failed refresh keeps the stale entry; the next check retries
                 log.warning("quota_refresh_failed", kind=kind, workspace=workspace_id)
@@ -252,6 +262,19 @@ class QuotaMeter:
             used=used,
         )
         raise QuotaExceededError(quota, limit, used)
+
+
+def _carry(fresh: Any, before: Any, current: Any) -> None:
+    """Keep in a fresh snapshot what this process added while it was being read (the additions
+    counted in `current` since `before`, when the reload started), so none is lost; those the
+    snapshot already saw are counted twice until the next one (an overestimate, never an
+    overshoot)."""
+    if isinstance(fresh, CallCount) and isinstance(before, CallCount):
+        if isinstance(current, CallCount) and current.month == fresh.month == before.month:
+            fresh.local = max(0, current.local - before.local)
+    elif isinstance(fresh, Stock) and isinstance(before, Stock) and isinstance(current, Stock):
+        fresh.added_records = current.added_records - before.added_records
+        fresh.added_size = current.added_size - before.added_size
 
 
 async def _load_plan(connection: AsyncConnection, workspace_id: str) -> PlanLimits | None:

@@ -167,3 +167,27 @@ async def test_plan_changes_reach_the_meter_after_forget_or_refresh(app: FastAPI
         count = await connection.scalar(select(func.count()).select_from(QuotaHit))
     assert count == 0  # the refusal is still in memory, folded until its minute ends
     assert len(meter.hits) == 1
+
+
+async def test_writes_counted_while_a_snapshot_is_read_are_kept(app: FastAPI) -> None:
+    engine = app.state.engine
+    workspace_id = await _team_on_plan(app, records=3, callsPerMonth=10)
+    meter = quota_meter(engine)
+    async with engine.connect() as connection:
+        await meter.reserve_stock(connection, workspace_id, records=1, size=5, operation="t")
+        await meter.check_call(connection, workspace_id)
+        meter._stock[workspace_id].expires = time.monotonic() - 1
+        meter._calls[workspace_id].expires = time.monotonic() - 1
+        # Both reloads start here; a write and a call land before they finish.
+        await meter.reserve_stock(connection, workspace_id, records=1, size=7, operation="t")
+        await meter.check_call(connection, workspace_id)
+        meter.count_call(workspace_id)
+        await asyncio.gather(*meter._tasks)
+        stock, calls = meter._stock[workspace_id], meter._calls[workspace_id]
+        # Nothing was committed, so the snapshots read 0; what was added before they started is
+        # in them (here: dropped, as a rollback would be), what came after is carried over.
+        assert (stock.records, stock.added_records, stock.added_size) == (0, 1, 7)
+        assert (calls.base, calls.local) == (0, 1)
+        await meter.reserve_stock(connection, workspace_id, records=2, size=1, operation="t")
+        with pytest.raises(QuotaExceededError):
+            await meter.reserve_stock(connection, workspace_id, records=1, size=1, operation="t")
