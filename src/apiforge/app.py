@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One per process, shared by the gateway and the management API (keys/lookup.py).
     app.state.keys = KeyLookup(settings, engine)
     # Limits shared by the gateway stages, sign-in and key creation (traffic/control.py).
-    app.state.traffic = TrafficControl(settings, app.state.redis, app.state.limits_storage)
+    app.state.traffic = TrafficControl(settings, app.state.redis)
     app.user_middleware = middleware(settings)
     mount_gateway(app)
 

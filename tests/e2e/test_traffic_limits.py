@@ -120,7 +120,7 @@ async def test_a_key_limit_refuses_the_call_over_it_with_rate_limit_headers(
     refused = await call(client, secret, app_id, "echo", {"text": "over"})
     data = assert_error(refused, 429, "too_many_requests")
     retry = int(refused.headers["Retry-After"])
-    assert 1 <= retry <= 60
+    assert 1 <= retry <= 120  # the previous window may weigh for up to one more
     assert data == {
         "error": "too_many_requests",
         "limit": "frequency",
@@ -280,7 +280,7 @@ async def test_refused_and_failed_calls_give_their_places_back(
     for args in ({"text": 5}, {"text": "x" * 500}):  # refused by validation after the stage
         assert (await call(client, secret, app_id, "echo", args)).status_code == 400
     assert (await call(client, secret, app_id, "echo")).status_code == 200
-    store = application.state.traffic.concurrency
+    store = application.state.traffic.store
     if hasattr(store, "active"):
         assert store.active == {}
     else:
@@ -302,7 +302,7 @@ async def test_key_creation_is_rate_limited_per_account(settings: Settings) -> N
             )
             data = assert_error(response, 429, "too_many_requests")
             assert data["limit"] == "key_creation"
-            assert 1 <= int(response.headers["Retry-After"]) <= 60
+            assert 1 <= int(response.headers["Retry-After"]) <= 120
             keys = data_of(await client.get("/api/v1/api-keys", headers=owner.headers))
             assert keys["totalCount"] == 2  # the refused one was not created
             other = await register(client)  # per account: someone else is not affected

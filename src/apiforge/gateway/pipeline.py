@@ -5,8 +5,6 @@ from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
 from apiforge.gateway.stages.charge import ChargeStage
-from apiforge.gateway.stages.concurrency import ConcurrencyRelease, ConcurrencyStage
-from apiforge.gateway.stages.frequency import FrequencyStage
 from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
@@ -15,6 +13,7 @@ from apiforge.gateway.stages.quotas import QuotaStage
 from apiforge.gateway.stages.request import RequestStage
 from apiforge.gateway.stages.resolve import ResolveStage
 from apiforge.gateway.stages.run import RunStage
+from apiforge.gateway.stages.traffic import TrafficRelease, TrafficStage
 from apiforge.gateway.stages.validation import ValidationStage
 from apiforge.traffic.control import TrafficControl
 
@@ -36,10 +35,9 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         PolicyStage(loader, SubscriptionCache(state)),
         # 4b. A publishable key only reaches token-requiring or public APIs (needs the plan).
         PublishableKeyStage(),
-        # 5. Traffic control once the app, API and calling workspace are known: frequency
-        #    first (a refusal holds nothing), then a concurrency place held until the call ends.
-        FrequencyStage(traffic),
-        ConcurrencyStage(traffic),
+        # 5. Traffic control once the app, API and calling workspace are known: frequency and
+        #    concurrency limits admitted at once (one Redis round trip), places held to the end.
+        TrafficStage(traffic),
         # 6. Idempotency after the traffic stages (shed load never claims a key) and before
         #    validation, so a replay answers without re-checking; refusals after it release.
         IdempotencyStage(state),
@@ -59,7 +57,7 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
     # An unfinished idempotency claim is freed for a retry (only when a call carried a key).
     # Concurrency places are given back first, before anything else can delay them.
     after: tuple[AfterStage, ...] = (
-        ConcurrencyRelease(traffic),
+        TrafficRelease(traffic),
         IdempotencyReleaseStage(state),
         charge,
         RequestLogStage(state),

@@ -1,29 +1,28 @@
-"""One `TrafficControl` per process: the stores, the failure policy and the rules cache that the
-gateway stages, the login throttle and key creation share (built in `app.py`)."""
+"""One `TrafficControl` per process: the counters' store, the failure policy and the rules cache
+that the gateway's traffic stage and key creation share (built in `app.py`)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from limits.aio.storage import MemoryStorage, Storage
 from redis.asyncio import Redis
 
 from apiforge.core.errors import ApiforgeError
 from apiforge.core.settings import Settings
 from apiforge.http.metrics import LIMIT_REJECTIONS
-from apiforge.traffic.concurrency import (
-    ConcurrencyStore,
-    MemoryConcurrency,
-    RedisConcurrency,
-    Slot,
+from apiforge.traffic.concurrency import Slot
+from apiforge.traffic.failure import (
+    STORE_ERRORS,
+    FailureMode,
+    LimitsUnavailableError,
+    StoreHealth,
 )
-from apiforge.traffic.failure import STORE_ERRORS, FailureMode, StoreHealth
-from apiforge.traffic.frequency import Exceeded, FrequencyLimiter, Rate
+from apiforge.traffic.frequency import Rate, retry_seconds
 from apiforge.traffic.headers import exceeded_headers
 from apiforge.traffic.rules import LimitRules
+from apiforge.traffic.store import MemoryTraffic, RedisTraffic, Refusal, TrafficStore
 
 T = TypeVar("T")
-CONCURRENCY_RETRY_SECONDS = 1
 
 
 class TooManyRequestsError(ApiforgeError):
@@ -46,17 +45,14 @@ class TooManyRequestsError(ApiforgeError):
 
 
 class TrafficControl:
-    def __init__(self, settings: Settings, redis: Redis | None, storage: Storage) -> None:
+    def __init__(self, settings: Settings, redis: Redis | None) -> None:
         self.health = StoreHealth()
         self.frequency_mode: FailureMode = settings.traffic_frequency_failure
         self.concurrency_mode: FailureMode = settings.traffic_concurrency_failure
-        # Memory storage never fails: only a shared store goes through the failure policy.
-        self.frequency_shared = not isinstance(storage, MemoryStorage)
-        self.frequency = FrequencyLimiter(storage)
-        self.concurrency: ConcurrencyStore = (
-            RedisConcurrency(redis, settings.redis_prefix, settings.traffic_lease_seconds)
+        self.store: TrafficStore = (
+            RedisTraffic(redis, settings.redis_prefix, settings.traffic_lease_seconds)
             if redis is not None
-            else MemoryConcurrency()
+            else MemoryTraffic()
         )
         self.rules = LimitRules()
 
@@ -77,63 +73,78 @@ class TrafficControl:
         self.health.succeeded()
         return result
 
-    async def hit(self, rates: Sequence[Rate], kind: str = "frequency") -> None:
-        """Count a call in `rates`; 429 with the rate-limit headers at the first full one."""
-        if self.frequency_shared:
-            exceeded = await self.guarded(
-                kind, self.frequency_mode, lambda: self.frequency.hit(rates), None
-            )
+    async def admit(
+        self,
+        rates: Sequence[Rate],
+        slots: Sequence[Slot],
+        member: str,
+        kind: str = "frequency",
+    ) -> bool:
+        """Count the call in `rates` and hold a place in `slots`, or raise the 429 of the limit
+        that refused it. False when nothing is held: the store is unreachable and every limit
+        involved fails open (a closed one raises the 503 instead)."""
+        store = self.store
+        if not store.shared:
+            refusal = await store.admit(rates, slots, member)
         else:
-            exceeded = await self.frequency.hit(rates)
-        if exceeded is not None:
-            raise _frequency_refusal(rates, exceeded, kind)
-
-    async def acquire(self, slots: Sequence[Slot], member: str) -> bool:
-        """Take a place in every slot; 429 when one is full. False when nothing is held (the
-        store was unreachable and the limit fails open), so there is nothing to release."""
-        store = self.concurrency
-        if store.shared:
-            held = object()
-            full = await self.guarded(
-                "concurrency",
-                self.concurrency_mode,
-                lambda: store.acquire(slots, member),
-                held,
-            )
-            if full is held:
+            if not self.health.usable():
+                self._degrade(rates, slots, kind)
                 return False
-        else:
-            full = await store.acquire(slots, member)
-        if isinstance(full, Slot):
-            raise TooManyRequestsError(
-                f"At most {full.limit} calls may be in flight at once ({full.scope} limit)",
-                kind="concurrency",
-                scope=full.scope,
-                limit=full.limit,
-                headers={"Retry-After": str(CONCURRENCY_RETRY_SECONDS)},
-            )
+            try:
+                refusal = await store.admit(rates, slots, member)
+            except STORE_ERRORS as exc:
+                self.health.failed(exc)
+                self._degrade(rates, slots, kind)
+                return False
+            self.health.succeeded()
+        if refusal is not None:
+            raise _refusal(rates, refusal, kind)
         return True
+
+    def _degrade(self, rates: Sequence[Rate], slots: Sequence[Slot], kind: str) -> None:
+        """Every kind involved records the decision; a closed one refuses (503)."""
+        closed: LimitsUnavailableError | None = None
+        for involved, limit_kind, mode in (
+            (rates, kind, self.frequency_mode),
+            (slots, "concurrency", self.concurrency_mode),
+        ):
+            if involved:
+                try:
+                    self.health.degrade(limit_kind, mode)
+                except LimitsUnavailableError as exc:
+                    closed = closed or exc
+        if closed is not None:
+            raise closed
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
         """Give the places back, even while the caller's task is being cancelled (a client gone
-        mid-call); a store failure leaves the lease to expire. Never raises."""
-        store = self.concurrency
+        mid-call); a store failure leaves the lease to expire. Never raises a store error."""
+        store = self.store
         if not store.shared:
             await store.release(slots, member)
             return
         try:
+            # Shielded: a cancellation propagates, and the release still completes on its own.
             await asyncio.shield(store.release(slots, member))
         except STORE_ERRORS as exc:
             self.health.failed(exc)
-        # A cancellation propagates; the shielded release still completes on its own.
 
 
-def _frequency_refusal(rates: Sequence[Rate], exceeded: Exceeded, kind: str) -> ApiforgeError:
-    rate = exceeded.rate
+def _refusal(rates: Sequence[Rate], refusal: Refusal, kind: str) -> ApiforgeError:
+    retry = retry_seconds(refusal.retry_after_ms)
+    if refusal.rate is not None:
+        rate = refusal.rate
+        return TooManyRequestsError(
+            f"At most {rate.limit} calls per {rate.window} s ({rate.scope} limit); retry later",
+            kind=kind,
+            scope=rate.scope,
+            limit=rate.limit,
+            headers=exceeded_headers(rates, rate, retry),
+        )
     return TooManyRequestsError(
-        f"At most {rate.limit} calls per {rate.window} s ({rate.scope} limit); retry later",
-        kind=kind,
-        scope=rate.scope,
-        limit=rate.limit,
-        headers=exceeded_headers(rates, exceeded),
+        f"At most {refusal.limit} calls may be in flight at once ({refusal.scope} limit)",
+        kind="concurrency",
+        scope=refusal.scope,
+        limit=refusal.limit,
+        headers={"Retry-After": str(retry)},
     )

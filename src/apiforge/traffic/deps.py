@@ -22,7 +22,7 @@ class KeyCreationLimiter:
     rate: Rate
 
     async def __call__(self) -> None:
-        await self.control.hit((self.rate,), kind="key_creation")
+        await self.control.admit((self.rate,), (), "", kind="key_creation")
 
 
 def _key_creation_limiter(request: Request, account: CurrentAccount) -> KeyCreationLimiter:

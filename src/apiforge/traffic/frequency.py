@@ -1,55 +1,43 @@
 """Frequency limits: at most N calls per window per counter (an IP on an API, a key on an API, a
-workspace's plan), an exact sliding window (the `limits` library's moving window) kept in Redis
-across processes or in memory for one process."""
+workspace's plan).
+
+The window slides the way `limits`' sliding-window counter does: the previous fixed window's
+count, weighted by how much of it still overlaps the last `window` seconds, plus the current
+window's count. Constant memory and time per counter whatever the limit (a moving window keeps
+one timestamp per call: 100,000 entries for a busy plan), at the price of a small overshoot
+right after a window boundary (a limit of 50 may let 51 or 52 through when the previous window
+was full). The same arithmetic runs in process (`MemoryTraffic`) and in Redis's Lua
+(`RedisTraffic`, `store.py`).
+"""
 
 import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-
-
-@lru_cache(maxsize=1024)
-def rate_item(limit: int, window_seconds: int) -> RateLimitItem:
-    """`limit` calls per `window_seconds` (items are immutable, so one per pair is shared)."""
-    return RateLimitItemPerSecond(limit, window_seconds)
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """One counter a call is counted in: `scope` names the policy (ip, key, plan)."""
+    """One counter a call is counted in: `scope` names the policy (ip, key, plan, ...)."""
 
     scope: str
     key: str
     limit: int
-    window: int
-
-    @property
-    def item(self) -> RateLimitItem:
-        return rate_item(self.limit, self.window)
+    window: int  # seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Exceeded:
-    rate: Rate
-    retry_after: int  # whole seconds until the window has room again (≥ 1)
+def weighted_count(previous: int, current: int, elapsed_ms: float, window_ms: int) -> float:
+    """Calls in the sliding window ending now, `elapsed_ms` into the current fixed window."""
+    return previous * (1 - elapsed_ms / window_ms) + current
 
 
-class FrequencyLimiter:
-    """Counts a call in each rate, in order, and stops at the first that is full (the call
-    then counts in the rates before it, not in that one or those after)."""
+def wait_ms(limit: int, previous: int, current: int, elapsed_ms: float, window_ms: int) -> float:
+    """How long until one more call fits: within this window if only the previous window's
+    weight is in the way, else past the boundary once the current count has decayed enough."""
+    room = limit - 1
+    if current <= room and previous > 0:
+        return max(0.0, window_ms * (1 - (room - current) / previous) - elapsed_ms)
+    to_boundary = window_ms - elapsed_ms
+    return to_boundary + (window_ms * (1 - room / current) if current > 0 else 0.0)
 
-    def __init__(self, storage: Storage) -> None:
-        self.limiter = MovingWindowRateLimiter(storage)
 
-    async def hit(self, rates: Sequence[Rate]) -> Exceeded | None:
-        for rate in rates:
-            item = rate.item
-            if not await self.limiter.hit(item, rate.key):
-                stats = await self.limiter.get_window_stats(item, rate.key)
-                return Exceeded(rate, max(1, math.ceil(stats.reset_time - time.time())))
-        return None
+def retry_seconds(milliseconds: float) -> int:
+    return max(1, math.ceil(milliseconds / 1000))

@@ -8,7 +8,7 @@ fields), the widespread `X-RateLimit-*` trio, and `Retry-After`.
 
 from collections.abc import Sequence
 
-from apiforge.traffic.frequency import Exceeded, Rate
+from apiforge.traffic.frequency import Rate
 
 _policies: dict[tuple[tuple[str, int, int], ...], str] = {}
 
@@ -24,9 +24,9 @@ def policy(rates: Sequence[Rate]) -> str:
     return text
 
 
-def exceeded_headers(rates: Sequence[Rate], exceeded: Exceeded) -> dict[str, str]:
+def exceeded_headers(rates: Sequence[Rate], rate: Rate, retry_after: int) -> dict[str, str]:
     """Every header of a 429 from a frequency limit: the refusing policy has 0 remaining."""
-    rate, seconds = exceeded.rate, str(exceeded.retry_after)
+    seconds = str(retry_after)
     return {
         "Retry-After": seconds,
         "RateLimit-Policy": policy(rates),
