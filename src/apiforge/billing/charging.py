@@ -16,11 +16,12 @@ Two implementations, chosen by the database:
 - `SqliteCharger` (the embedded default, one server process): reservations live in process
   memory, against a balance cached per wallet, so reserving costs no database round trip. This is
   exact because every write to a wallet goes through this process (the gateway, or the management
-  API in the same process) and tells the cache (`MemoryWallets`). The settle is one hop to
-  aiosqlite's thread that runs every statement and the commit there, so SQLite's write lock is
-  held for microseconds. Its debit is still conditional (`balance >= amount`) and a CHECK
-  constraint forbids negative balances: were the cache ever wrong, the call is refused and rolled
-  back rather than overdrawn.
+  API in the same process) and tells the cache (`MemoryWallets`). The settle's statements are
+  queued to aiosqlite's thread just ahead of the commit the run stage sends next, so they run in
+  the same wake-up as that commit: no extra round trip, and SQLite's write lock is held for
+  microseconds. Its debit is still conditional (`balance - held >= amount`) and a CHECK
+  constraint forbids negative balances: were the cache ever wrong, the whole call is rolled back
+  and refused (402) rather than overdrawn, and the balance is read again.
 - `DatabaseCharger` (PostgreSQL, any number of processes): the database is the truth. Reserving
   is one atomic conditional UPDATE of `wallets.held` (`balance - held >= amount`) plus a hold row
   with an expiry, committed at once, so no row lock is held while the steps run and a workspace's
@@ -28,7 +29,6 @@ Two implementations, chosen by the database:
   next time its wallet runs short.
 """
 
-import asyncio
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,6 +76,8 @@ class Charge:
     request_id: str
     hold_id: str | None = None
     settled: bool = False
+    pending: bool = False  # SQLite: written in the commit's queue, not confirmed yet
+    outcome: str | None = None  # SQLite: what the queued write did ("ok", "short", "error…")
 
 
 def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
@@ -108,6 +110,10 @@ class Charger(Protocol):
     async def settle(
         self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
     ) -> None: ...
+
+    async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
+        """After the call's commit: raise when the charge turned out not to be written."""
+        ...
 
     async def finish(self, charge: Charge, succeeded: bool) -> None: ...
 
@@ -320,47 +326,72 @@ class SqliteCharger:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
 
-        def write() -> str:
-            """Runs in aiosqlite's thread: every statement and the commit, or nothing."""
+        def write() -> None:
+            """Runs in aiosqlite's thread: every statement and the commit of the whole call
+            (steps included), or its rollback when the debit can't be made. The commit the
+            run stage sends next then has nothing left to do."""
             db: sqlite3.Connection = driver._conn
             try:
                 if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
                     db.rollback()
-                    return "short"
+                    charge.outcome = "short"
+                    return
                 for params in credit_params:
                     db.execute(_SQLITE_CREDIT, params)
                 db.execute(entries_sql, entries)
                 db.execute(_INSERT_LOG, log_values)
                 db.commit()
-            except BaseException:
+            except BaseException as exc:
                 db.rollback()
-                raise
-            return "ok"
+                charge.outcome = f"error: {exc!r}"
+                return
+            charge.outcome = "ok"
 
-        wallet = charge.caller_wallet
-        self.memory.begin_write(wallet)
-        try:
-            outcome = await driver._execute(write)
-        except asyncio.CancelledError:
-            # The thread may still commit: the balance is unknown until read again.
-            self.memory.end_write(wallet, None, released=charge.debit)
-            charge.settled = True  # the reservation is accounted for either way
-            raise
-        except BaseException:
-            self.memory.end_write(wallet, 0, released=charge.debit)
+        self.memory.begin_write(charge.caller_wallet)
+        charge.pending = True
+        queue = getattr(driver, "_tx", None)
+        if queue is None:  # another aiosqlite layout: one hop of its own
+            await driver._execute(write)
+        else:
+            # Queued without a future: the thread runs it right before the commit the run stage
+            # queues next, in the same wake-up, so the charge costs no round trip of its own;
+            # `confirm` reads the outcome once that commit has returned.
+            queue.put_nowait((None, write))
+
+    async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
+        """After the call's commit returned: the charge is final, or the call fails."""
+        if charge.pending and charge.outcome is None:
+            # The run's commit sent nothing to the thread (SQLAlchemy saw no transaction of its
+            # own): wait for the queued write, which commits by itself.
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.commit()
+        if charge.outcome == "ok":
             charge.settled = True
-            raise
-        if outcome != "ok":
+            charge.pending = False
+            self.memory.end_write(charge.caller_wallet, -charge.debit, released=charge.debit)
+            return
+        # The write rolled the whole call back: nothing was committed.
+        charge.pending = False
+        short = charge.outcome == "short"
+        if short:
             # The database holds less than this process believed: trust the database.
-            log.warning("wallet_cache_stale", wallet_id=wallet)
-            self.memory.end_write(wallet, None, released=charge.debit)
-            charge.settled = True
+            log.warning("wallet_cache_stale", wallet_id=charge.caller_wallet)
+        else:
+            log.error("charge_failed", wallet_id=charge.caller_wallet, outcome=charge.outcome)
+        self.memory.end_write(charge.caller_wallet, None if short else 0, released=charge.debit)
+        charge.settled = True  # the reservation is accounted for
+        if short:
             raise InsufficientBalanceError(details={"price": charge.debit})
-        self.memory.end_write(wallet, -charge.debit, released=charge.debit)
-        charge.settled = True
+        raise RuntimeError("the call's charge could not be written")
 
     async def finish(self, charge: Charge, succeeded: bool) -> None:
-        if not charge.settled:
+        if charge.pending:
+            # Queued but never confirmed (the commit or a later settle failed): whether the
+            # database kept it is unknown here, so the balance is read again on next use.
+            charge.pending = False
+            self.memory.end_write(charge.caller_wallet, None, released=charge.debit)
+        elif not charge.settled:
             self.memory.release(charge.caller_wallet, charge.debit)
 
 
@@ -500,6 +531,9 @@ class DatabaseCharger:
             else:
                 await conn.execute(_PG_CREDIT, {"a": amount, "w": wallet, "now": now})
         charge.settled = True
+
+    async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
+        """The settle ran its statements in the call's transaction, which has committed."""
 
     async def finish(self, charge: Charge, succeeded: bool) -> None:
         """A settled, committed call's hold is gone with its commit; any other hold is

@@ -4,7 +4,7 @@ from apiforge.gateway.keys import ApiKeyResolver, PublishableKeyStage, Subscript
 from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
-from apiforge.gateway.stages.charge import ChargeStage
+from apiforge.gateway.stages.charge import ChargeConfirmStage, ChargeStage
 from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
@@ -52,6 +52,8 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         charge,
         # 10. Run the steps and commit the call's transaction.
         RunStage(state.engine),
+        # 11. The charge committed with the steps (else the call fails, nothing kept).
+        ChargeConfirmStage(charge),
     )
     # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
     # An unfinished idempotency claim is freed for a retry (only when a call carried a key).

@@ -69,3 +69,18 @@ class ChargeStage:
             # log stage writes the refusal instead.
             ctx.log_written = False
         await self.charger.finish(charge, succeeded)
+
+
+class ChargeConfirmStage:
+    """Right after the run stage's commit: a charge that could not be written (SQLite: the
+    database held less than the process believed) fails the call, whose writes rolled back."""
+
+    name = "charge_confirm"
+
+    def __init__(self, charge: ChargeStage) -> None:
+        self.charger = charge.charger
+
+    async def on_request(self, ctx: GatewayContext) -> None:
+        if ctx.charge is not None:
+            assert ctx.connection is not None
+            await self.charger.confirm(ctx.connection, ctx.charge)
