@@ -36,6 +36,8 @@ BILLING_APIS: dict[str, tuple[list[Any], int]] = {
         PRICE,
     ),
     "free": ([{"id": "hello", "type": "set", "value": "hi"}], 0),
+    # cost 2: writes a record; the charge commits with it or neither does.
+    "insert": ([{"id": "item", "type": "insert", "collection": "items", "data": {"n": 1}}], PRICE),
 }
 
 

@@ -1,11 +1,19 @@
 """Charging gateway calls: 402 before any step, exact split on success, nothing on failure."""
 
+from datetime import timedelta
+
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import func, insert, select, update
 
-from apiforge.billing.models import PLATFORM_WALLETS
+from apiforge.billing.ledger import Leg, post
+from apiforge.billing.models import PLATFORM_WALLETS, Wallet, WalletHold
 from apiforge.core.settings import Settings
+from apiforge.datasets.models import Record
+from apiforge.tools.clock import utcnow
+from apiforge.tools.ids import new_id
+from tests.conftest import DATABASE_URL
 from tests.e2e._billing import (
     COST,
     PRICE,
@@ -16,6 +24,8 @@ from tests.e2e._billing import (
     top_up,
 )
 from tests.e2e._workspaces import data_of
+
+ISSUANCE = PLATFORM_WALLETS["issuance"]
 
 
 @pytest.fixture
@@ -70,3 +80,67 @@ async def test_charged_call_logs_once_with_its_charge(app: FastAPI, client: Asyn
     call = next(e for e in entries["list"] if e["kind"] == "call")
     ok_row = next(row for row in logs["list"] if row["status"] == 200)
     assert call["requestId"] == ok_row["requestId"]
+
+
+async def _wallet_of(app: FastAPI, workspace_id: str) -> str:
+    async with app.state.engine.connect() as conn:
+        wallet_id = await conn.scalar(
+            select(Wallet.id).where(Wallet.workspace_id == workspace_id, Wallet.kind == "balance")
+        )
+    assert wallet_id is not None
+    return str(wallet_id)
+
+
+@pytest.mark.skipif(DATABASE_URL.startswith("postgresql"), reason="the SQLite wallet cache")
+async def test_a_stale_cache_refuses_instead_of_overdrawing(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """Someone broke the one-writer assumption (a second process wrote the wallet): the cache
+    believes in RU the database no longer has. The call is refused and fully rolled back (its
+    insert step too), and the next calls use the database's balance."""
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, 3 * PRICE)
+    assert await invoke(client, m) == 200  # the balance is cached now: 2 * PRICE
+    wallet = await _wallet_of(app, m.consumer.workspace_id)
+    async with app.state.engine.begin() as conn:  # behind the cache's back, ledger kept whole
+        await post(
+            conn,
+            [
+                Leg(wallet, m.consumer.workspace_id, -2 * PRICE + 1),
+                Leg(ISSUANCE, None, 2 * PRICE - 1),
+            ],
+            kind="topup",
+            note="out-of-band correction",
+        )
+    assert await invoke(client, m, "insert") == 402
+    assert await balances(client, m.consumer) == {"balance": 1, "earnings": 0}
+    async with app.state.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Record)) == 0
+    await top_up(client, m.admin, m.consumer.workspace_id, PRICE - 1)
+    assert [await invoke(client, m, "insert"), await invoke(client, m)] == [200, 402]
+    await ledger_invariants(app)
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith("postgresql"), reason="PostgreSQL holds")
+async def test_holds_of_a_crashed_process_expire(app: FastAPI, client: AsyncClient) -> None:
+    """A process that died mid-call left its hold: once expired, it is swept the first time it
+    stands in the way of a call, and the RU are spendable again."""
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, PRICE)
+    assert await invoke(client, m, "free") == 200
+    wallet = await _wallet_of(app, m.consumer.workspace_id)
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            insert(WalletHold).values(
+                id=new_id(),
+                wallet_id=wallet,
+                amount=PRICE,
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        await conn.execute(update(Wallet).where(Wallet.id == wallet).values(held=PRICE))
+    assert await invoke(client, m) == 402  # a live hold is respected
+    async with app.state.engine.begin() as conn:
+        await conn.execute(update(WalletHold).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert await invoke(client, m) == 200
+    await ledger_invariants(app)
