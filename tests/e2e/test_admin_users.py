@@ -92,6 +92,7 @@ async def test_list_items_have_the_documented_shape(app: FastAPI, client: AsyncC
         "name",
         "status",
         "isAdmin",
+        "version",
         "createdTime",
         "lastLoginTime",
     }

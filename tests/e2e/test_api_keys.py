@@ -25,6 +25,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ORIGIN = "https://notes.example.com"
 READ_FIELDS = {
     "id",
+    "version",
     "type",
     "name",
     "prefix",
@@ -98,6 +99,7 @@ async def test_the_secret_is_shown_once_and_lists_never_show_it(
         "allowedOrigins": [ORIGIN],
         "lastUsedTime": None,
         "createdBy": owner.account_id,
+        "version": 1,
         "createdTime": listed["createdTime"],
         "revokedTime": None,
     }

@@ -99,7 +99,7 @@ async def test_dataset_lifecycle(client: AsyncClient, owner: User) -> None:
         await client.put(
             f"/api/v1/datasets/{dataset_id}",
             json={"name": "articles", "description": "", "fields": fields},
-            headers=owner.headers,
+            headers={**owner.headers, "If-Match": "*"},
         )
     )
     assert updated["name"] == "articles"
@@ -192,7 +192,9 @@ async def test_name_is_unique_per_app(client: AsyncClient, owner: User) -> None:
     assert_error(response, 409, "dataset_name_taken")
     second = await new_dataset(client, owner, app_id, "drafts")
     renamed = await client.put(
-        f"/api/v1/datasets/{second}", json={"name": "posts", "fields": []}, headers=owner.headers
+        f"/api/v1/datasets/{second}",
+        json={"name": "posts", "fields": []},
+        headers={**owner.headers, "If-Match": "*"},
     )
     assert_error(renamed, 409, "dataset_name_taken")
 
@@ -207,7 +209,7 @@ async def test_type_change_with_values_conflicts_and_removal_erases_values(
     response = await client.put(
         f"/api/v1/datasets/{dataset_id}",
         json={"name": "posts", "fields": changed},
-        headers=owner.headers,
+        headers={**owner.headers, "If-Match": "*"},
     )
     data = assert_error(response, 409, "field_has_values")
     assert data["errors"][0]["field"] == "views"
@@ -217,7 +219,7 @@ async def test_type_change_with_values_conflicts_and_removal_erases_values(
             await client.put(
                 f"/api/v1/datasets/{dataset_id}",
                 json={"name": "posts", "fields": fields},
-                headers=owner.headers,
+                headers={**owner.headers, "If-Match": "*"},
             )
         )
     record = data_of(
@@ -239,7 +241,7 @@ async def test_making_a_field_unique_over_duplicates_conflicts(
     response = await client.put(
         f"/api/v1/datasets/{dataset_id}",
         json={"name": "posts", "fields": fields},
-        headers=owner.headers,
+        headers={**owner.headers, "If-Match": "*"},
     )
     assert_error(response, 409, "duplicate_values")
     read = data_of(await client.get(f"/api/v1/datasets/{dataset_id}", headers=owner.headers))

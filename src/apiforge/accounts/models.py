@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class Account(Base):
@@ -23,6 +24,9 @@ class Account(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class LoginSession(Base):

@@ -1,6 +1,6 @@
 """`/api/v1/auth/*` (console sign-in) and `/api/v1/user/profile`."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from apiforge.accounts.deps import AccountServiceDep, CurrentAccount
 from apiforge.accounts.schemas import (
@@ -14,6 +14,7 @@ from apiforge.accounts.schemas import (
 )
 from apiforge.http.deps import client_ip
 from apiforge.http.envelope import Envelope, ok
+from apiforge.idempotency.locking import IfMatch, set_etag
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -47,12 +48,17 @@ async def logout(
 
 
 @router.get("/user/profile", summary="The signed-in account's profile")
-async def get_profile(account: CurrentAccount) -> Envelope[ProfileRead]:
-    return ok(ProfileRead.model_validate(account))
+async def get_profile(account: CurrentAccount, response: Response) -> Envelope[ProfileRead]:
+    return ok(set_etag(response, ProfileRead.model_validate(account)))
 
 
 @router.patch("/user/profile", summary="Change name, avatar or locale")
 async def update_profile(
-    body: ProfileUpdate, account: CurrentAccount, service: AccountServiceDep
+    body: ProfileUpdate,
+    account: CurrentAccount,
+    service: AccountServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[ProfileRead]:
-    return ok(ProfileRead.model_validate(await service.update_profile(account, body)))
+    updated = await service.update_profile(account, body, if_match)
+    return ok(set_etag(response, ProfileRead.model_validate(updated)))

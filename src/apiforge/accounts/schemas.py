@@ -45,6 +45,7 @@ class ProfileRead(ApiModel):
     locale: str
     is_admin: Flag
     status: str
+    version: int
     created_at: Timestamp
     updated_at: Timestamp
     last_login_at: Timestamp | None

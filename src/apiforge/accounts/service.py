@@ -13,6 +13,7 @@ from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import issue_access_token
 from apiforge.core.errors import AuthenticationError, ConflictError, ForbiddenError
 from apiforge.core.settings import Settings
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.tools.clock import utcnow
 from apiforge.tools.hashing import random_secret, sha256_hex
 from apiforge.workspaces.service import create_workspace, personal_workspace_id
@@ -119,7 +120,10 @@ class AccountService:
             .execution_options(synchronize_session=False)
         )
 
-    async def update_profile(self, account: Account, data: ProfileUpdate) -> Account:
+    async def update_profile(
+        self, account: Account, data: ProfileUpdate, precondition: Precondition = NO_PRECONDITION
+    ) -> Account:
+        advance(account, precondition)
         for field in data.model_fields_set:
             value = getattr(data, field)
             if value is not None:

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from apiforge.accounts.deps import AdminAccount
 from apiforge.admin.schemas import AccountStatus, AdminUserRead, AdminUserUpdate, Deleted
@@ -10,6 +10,7 @@ from apiforge.admin.service import AdminUserService
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.idempotency.locking import IfMatch, set_etag
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -34,9 +35,10 @@ async def list_users(
 
 @router.get("/admin/users/{user_id}", summary="One account")
 async def get_user(
-    user_id: str, admin: AdminAccount, service: AdminUserServiceDep
+    user_id: str, admin: AdminAccount, service: AdminUserServiceDep, response: Response
 ) -> Envelope[AdminUserRead]:
-    return ok(AdminUserRead.model_validate(await service.get_user(user_id)))
+    account = await service.get_user(user_id)
+    return ok(set_etag(response, AdminUserRead.model_validate(account)))
 
 
 @router.patch(
@@ -45,10 +47,15 @@ async def get_user(
     description="Only `status` is accepted. Disabling ends all of the account's sessions.",
 )
 async def update_user(
-    user_id: str, body: AdminUserUpdate, admin: AdminAccount, service: AdminUserServiceDep
+    user_id: str,
+    body: AdminUserUpdate,
+    admin: AdminAccount,
+    service: AdminUserServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[AdminUserRead]:
-    account = await service.set_status(admin, user_id, body.status)
-    return ok(AdminUserRead.model_validate(account))
+    account = await service.set_status(admin, user_id, body.status, if_match)
+    return ok(set_etag(response, AdminUserRead.model_validate(account)))
 
 
 @router.delete("/admin/users/{user_id}", summary="Delete an account and everything it owns")

@@ -22,6 +22,7 @@ class AdminUserRead(ApiModel):
     name: str
     status: str
     is_admin: Flag
+    version: int
     created_time: Timestamp = Field(validation_alias="created_at")
     last_login_time: Timestamp | None = Field(validation_alias="last_login_at")
 

@@ -14,6 +14,7 @@ from apiforge.admin.schemas import AccountStatus, AdminUserRead
 from apiforge.core.db import UTCDateTime
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.tools.clock import utcnow
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
@@ -59,11 +60,18 @@ class AdminUserService:
             raise NotFoundError("User not found", reason="user_not_found")
         return account
 
-    async def set_status(self, actor: Account, user_id: str, status: AccountStatus) -> Account:
+    async def set_status(
+        self,
+        actor: Account,
+        user_id: str,
+        status: AccountStatus,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> Account:
         """Disable or enable an account. Disabling also ends every sign-in session, so refresh
         tokens die with it (access tokens already fail the status check on each request).
         Enabling does not bring sessions back: the user signs in again."""
         account = await self.get_user(user_id)
+        advance(account, precondition)
         if status is AccountStatus.DISABLED:
             self._refuse_self(actor, account)
             if account.status == AccountStatus.DISABLED:

@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, U
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class App(Base):
@@ -26,6 +27,9 @@ class App(Base):
     latest_version: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class ApiDefinition(Base):
@@ -50,6 +54,9 @@ class ApiDefinition(Base):
     auth: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()
+
+    __mapper_args__ = versioned(version)
 
 
 class AppVersion(Base):

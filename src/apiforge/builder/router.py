@@ -7,7 +7,7 @@ delegate: tenancy and roles are enforced by the services.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.hooks import app_changed_hook
@@ -29,6 +29,7 @@ from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["builder"])
@@ -67,16 +68,21 @@ async def create_app(
 
 @router.get("/apps/{app_id}", summary="One app")
 async def get_app(
-    app_id: str, current: CurrentWorkspaceDep, service: AppServiceDep
+    app_id: str, current: CurrentWorkspaceDep, service: AppServiceDep, response: Response
 ) -> Envelope[AppRead]:
-    return ok(await service.read(current, app_id))
+    return ok(set_etag(response, await service.read(current, app_id)))
 
 
 @router.patch("/apps/{app_id}", summary="Change an app's name, description, config or secrets")
 async def update_app(
-    app_id: str, body: AppUpdate, current: CurrentWorkspaceDep, service: AppServiceDep
+    app_id: str,
+    body: AppUpdate,
+    current: CurrentWorkspaceDep,
+    service: AppServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[AppRead]:
-    return ok(await service.update(current, app_id, body))
+    return ok(set_etag(response, await service.update(current, app_id, body, if_match)))
 
 
 @router.delete("/apps/{app_id}", summary="Delete an app and all its data (admin+)")
@@ -118,9 +124,13 @@ async def create_api(
 
 @router.get("/apps/{app_id}/apis/{api_id}", summary="One API on dev, with its computed cost")
 async def get_api(
-    app_id: str, api_id: str, current: CurrentWorkspaceDep, service: ApiServiceDep
+    app_id: str,
+    api_id: str,
+    current: CurrentWorkspaceDep,
+    service: ApiServiceDep,
+    response: Response,
 ) -> Envelope[ApiRead]:
-    return ok(await service.read(current, app_id, api_id))
+    return ok(set_etag(response, await service.read(current, app_id, api_id)))
 
 
 @router.patch("/apps/{app_id}/apis/{api_id}", summary="Change an API on dev (editor+; validated)")
@@ -130,8 +140,10 @@ async def update_api(
     body: ApiUpdate,
     current: CurrentWorkspaceDep,
     service: ApiServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[ApiRead]:
-    return ok(await service.update(current, app_id, api_id, body))
+    return ok(set_etag(response, await service.update(current, app_id, api_id, body, if_match)))
 
 
 @router.delete(

@@ -66,6 +66,7 @@ class AppRead(ApiModel):
     config: dict[str, Any]
     secret_names: list[str]
     api_count: int
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 
@@ -180,6 +181,7 @@ class ApiSummary(ApiModel):
     enabled: Flag
     price: int
     cost: int
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 

@@ -34,6 +34,7 @@ from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
@@ -127,6 +128,7 @@ def app_read(app: App, api_count: int) -> AppRead:
         config=dict((app.env or {}).get("config") or {}),
         secret_names=app_env.secret_names(app.env or {}),
         api_count=api_count,
+        version=app.version,
         created_time=app.created_at,
         updated_time=app.updated_at,
     )
@@ -172,9 +174,16 @@ class AppService:
         counts = await self._api_counts([app.id])
         return app_read(app, counts.get(app.id, 0))
 
-    async def update(self, current: CurrentWorkspace, app_id: str, data: AppUpdate) -> AppRead:
+    async def update(
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        data: AppUpdate,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> AppRead:
         app = await find_app(self.session, current.id, app_id)
         current.require(Role.EDITOR)
+        advance(app, precondition)
         if data.name is not None:
             app.name = data.name
         if data.description is not None:
@@ -227,6 +236,7 @@ def api_read(row: ApiDefinition) -> ApiRead:
         enabled=row.enabled,
         price=row.price,
         cost=row.cost,
+        version=row.version,
         created_time=row.created_at,
         updated_time=row.updated_at,
         doc_extra=row.doc_extra,
@@ -259,6 +269,7 @@ def api_summary(row: ApiDefinition) -> ApiSummary:
         enabled=row.enabled,
         price=row.price,
         cost=row.cost,
+        version=row.version,
         created_time=row.created_at,
         updated_time=row.updated_at,
     )
@@ -345,12 +356,18 @@ class ApiService:
         return api_read(await self._api(app.id, api_id))
 
     async def update(
-        self, current: CurrentWorkspace, app_id: str, api_id: str, data: ApiUpdate
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        api_id: str,
+        data: ApiUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> ApiRead:
         """Merge the given fields into the saved API, then validate the result as a new one."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         row = await self._api(app.id, api_id)
         current.require(Role.EDITOR)
+        advance(row, precondition)
         merged = {**api_document(row), **data.model_dump(by_alias=True, exclude_unset=True)}
         merged.pop("cost", None)
         definition = ApiCreate.model_validate(merged)

@@ -7,6 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class Collection(Base):
@@ -21,6 +22,9 @@ class Collection(Base):
     fields: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class Record(Base):

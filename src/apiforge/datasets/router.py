@@ -6,7 +6,7 @@ role rules and tenant scoping live in the services.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Response
 
 from apiforge.datasets.crypto import cipher_for
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, RecordRead
@@ -15,6 +15,7 @@ from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch, etag, set_etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -53,19 +54,24 @@ async def create_dataset(
 
 @router.get("/{dataset_id}", summary="One dataset's definition")
 async def get_dataset(
-    dataset_id: str, current: CurrentWorkspaceDep, service: CollectionServiceDep
+    dataset_id: str, current: CurrentWorkspaceDep, service: CollectionServiceDep, response: Response
 ) -> Envelope[DatasetRead]:
-    return ok(await service.get(current, dataset_id))
+    return ok(set_etag(response, await service.get(current, dataset_id)))
 
 
-@router.put("/{dataset_id}", summary="Replace a dataset's name, description and fields (editor+)")
+@router.put(
+    "/{dataset_id}",
+    summary="Replace a dataset's name, description and fields (editor+; If-Match required)",
+)
 async def update_dataset(
     dataset_id: str,
     body: DatasetUpdate,
     current: CurrentWorkspaceDep,
     service: CollectionServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[DatasetRead]:
-    return ok(await service.update(current, dataset_id, body))
+    return ok(set_etag(response, await service.update(current, dataset_id, body, if_match)))
 
 
 @router.delete("/{dataset_id}", summary="Delete a dataset and all its records (editor+)")
@@ -97,14 +103,20 @@ async def create_record(
 
 @router.get("/{dataset_id}/records/{record_id}", summary="One record")
 async def get_record(
-    dataset_id: str, record_id: str, current: CurrentWorkspaceDep, service: RecordServiceDep
+    dataset_id: str,
+    record_id: str,
+    current: CurrentWorkspaceDep,
+    service: RecordServiceDep,
+    response: Response,
 ) -> Envelope[RecordRead]:
-    return ok(await service.get(current, dataset_id, record_id))
+    record = await service.get(current, dataset_id, record_id)
+    response.headers["ETag"] = etag(int(record["version"]))
+    return ok(record)
 
 
 @router.put(
     "/{dataset_id}/records/{record_id}",
-    summary="Replace a record; a `version` in the body must be the current one (editor+)",
+    summary="Replace a record; needs If-Match or a `version` in the body (editor+)",
 )
 async def replace_record(
     dataset_id: str,
@@ -112,8 +124,14 @@ async def replace_record(
     body: RecordBody,
     current: CurrentWorkspaceDep,
     service: RecordServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[RecordRead]:
-    return ok(await service.update(current, dataset_id, record_id, body, replace=True))
+    record = await service.update(
+        current, dataset_id, record_id, body, replace=True, precondition=if_match
+    )
+    response.headers["ETag"] = etag(int(record["version"]))
+    return ok(record)
 
 
 @router.patch(
@@ -126,8 +144,14 @@ async def patch_record(
     body: RecordBody,
     current: CurrentWorkspaceDep,
     service: RecordServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[RecordRead]:
-    return ok(await service.update(current, dataset_id, record_id, body, replace=False))
+    record = await service.update(
+        current, dataset_id, record_id, body, replace=False, precondition=if_match
+    )
+    response.headers["ETag"] = etag(int(record["version"]))
+    return ok(record)
 
 
 @router.delete("/{dataset_id}/records/{record_id}", summary="Delete a record (editor+)")

@@ -58,6 +58,7 @@ class DatasetRead(ApiModel):
     name: str
     description: str
     fields: list[FieldRead]
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 

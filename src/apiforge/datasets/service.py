@@ -25,6 +25,12 @@ from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expr
 from apiforge.datasets.store import RecordStore
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import (
+    NO_PRECONDITION,
+    Precondition,
+    PreconditionRequiredError,
+    advance,
+)
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import CurrentWorkspace
@@ -63,6 +69,7 @@ def _read(collection: Collection) -> DatasetRead:
         name=collection.name,
         description=collection.description,
         fields=[FieldRead.model_validate(f) for f in collection.fields],
+        version=collection.version,
         created_time=collection.created_at,
         updated_time=collection.updated_at,
     )
@@ -144,13 +151,19 @@ class CollectionService:
         return _read(await _collection(self.session, current.id, dataset_id))
 
     async def update(
-        self, current: CurrentWorkspace, dataset_id: str, data: DatasetUpdate
+        self,
+        current: CurrentWorkspace,
+        dataset_id: str,
+        data: DatasetUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> DatasetRead:
         """Replace name, description and fields. A field's type or encryption cannot change
         while records hold values for it (409); a removed field's values are erased from every
-        record, so a later field of that name never sees stale data of another type."""
+        record, so a later field of that name never sees stale data of another type. Replacing
+        a schema needs `If-Match` (428 without): a stale editor would drop fields."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
+        advance(collection, precondition, required=True)
         fields = _field_schemas(data.fields)
         if data.name != collection.name:
             await self._ensure_name_free(collection.app_id, data.name, collection.id)
@@ -310,11 +323,26 @@ class RecordService:
         data: dict[str, Any],
         *,
         replace: bool,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> dict[str, Any]:
-        """PUT (`replace`) or PATCH; a `version` key in the body is the optimistic lock."""
+        """PUT (`replace`) or PATCH; a `version` key in the body or `If-Match` is the optimistic
+        lock (409 `version_conflict` / 412). A PUT needs one of them (428): a replacement
+        built from a stale read would erase fields written since."""
         store, schema = await self._open(current, dataset_id, Role.EDITOR)
         body = dict(data)
         version = _version(body.pop("version", None))
+        if precondition.given:
+            found = await store.get_one(schema, current.id, record_id)
+            if found is None:
+                raise NotFoundError("Record not found", reason="record_not_found")
+            precondition.check(int(found["version"]))
+            version = version if precondition.wildcard else int(found["version"])
+        elif replace and version is None:
+            if await store.get_one(schema, current.id, record_id) is None:
+                raise NotFoundError("Record not found", reason="record_not_found")
+            raise PreconditionRequiredError(
+                "Replacing a record needs If-Match (or a `version` in the body)"
+            )
         return await store.update(
             schema, current.id, record_id, body, version=version, replace=replace
         )

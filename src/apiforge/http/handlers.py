@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,6 +57,16 @@ def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[
     return "invalid_input", "Invalid input", errors
 
 
+async def _stale_row(_request: Request, exc: Exception) -> Response:
+    """An ORM UPDATE conditional on the version it read matched no row: another request changed
+    the row meanwhile (optimistic locking, idempotency/locking.py). Nothing was written."""
+    return error_response(
+        409,
+        "concurrent_update",
+        "Another request changed this resource at the same time; reload it and try again",
+    )
+
+
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     reason, message, errors = field_errors(list(exc.errors()))
@@ -66,3 +77,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiforgeError, _apiforge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StaleDataError, _stale_row)

@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, UTCDateTime, created_column, id_column, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class Subscription(Base):
@@ -27,6 +28,9 @@ class Subscription(Base):
     )
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class ApiKey(Base):
@@ -65,3 +69,6 @@ class ApiKey(Base):
         ForeignKey("accounts.id", ondelete="SET NULL"), default=None
     )
     created_at: Mapped[datetime] = created_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)

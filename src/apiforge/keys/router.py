@@ -7,13 +7,14 @@ key can list keys but never mint or revoke one, so a leaked key cannot make itse
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from apiforge.accounts.deps import CurrentAccount
 from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.schemas import (
     ApiKeyCreate,
@@ -77,9 +78,12 @@ async def enable_app(
 
 @router.get("/subscriptions/{subscription_id}", summary="One subscription")
 async def get_subscription(
-    subscription_id: str, current: CurrentWorkspaceDep, service: SubscriptionServiceDep
+    subscription_id: str,
+    current: CurrentWorkspaceDep,
+    service: SubscriptionServiceDep,
+    response: Response,
 ) -> Envelope[SubscriptionRead]:
-    return ok(await service.read(current, subscription_id))
+    return ok(set_etag(response, await service.read(current, subscription_id)))
 
 
 @router.patch(
@@ -90,8 +94,10 @@ async def update_subscription(
     body: SubscriptionUpdate,
     current: CurrentWorkspaceDep,
     service: SubscriptionServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[SubscriptionRead]:
-    return ok(await service.update(current, subscription_id, body))
+    return ok(set_etag(response, await service.update(current, subscription_id, body, if_match)))
 
 
 @router.delete(
@@ -133,9 +139,9 @@ async def create_api_key(
 
 @router.get("/api-keys/{key_id}", summary="One key (editor+)")
 async def get_api_key(
-    key_id: str, current: CurrentWorkspaceDep, service: ApiKeyServiceDep
+    key_id: str, current: CurrentWorkspaceDep, service: ApiKeyServiceDep, response: Response
 ) -> Envelope[ApiKeyRead]:
-    return ok(await service.read(current, key_id))
+    return ok(set_etag(response, await service.read(current, key_id)))
 
 
 @router.patch("/api-keys/{key_id}", summary="Rename, change expiry or allow-lists (admin+)")
@@ -145,8 +151,10 @@ async def update_api_key(
     account: CurrentAccount,
     current: CurrentWorkspaceDep,
     service: ApiKeyServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[ApiKeyRead]:
-    return ok(await service.update(current, key_id, body))
+    return ok(set_etag(response, await service.update(current, key_id, body, if_match)))
 
 
 @router.delete("/api-keys/{key_id}", summary="Revoke a key (admin+): it stops within a second")

@@ -64,6 +64,7 @@ class SubscriptionRead(ApiModel):
     app_id: str
     app_name: str
     enabled: Flag
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 
@@ -116,5 +117,6 @@ class ApiKeyRead(ApiModel):
     allowed_origins: list[str]
     last_used_time: Timestamp | None
     created_by: str | None
+    version: int
     created_time: Timestamp
     revoked_time: Timestamp | None

@@ -18,6 +18,7 @@ from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, V
 from apiforge.core.settings import Settings
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.keys.crypto import new_secret, secret_hash, visible_prefix
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.models import ApiKey, Subscription
@@ -140,12 +141,17 @@ class SubscriptionService:
         return self._read(subscription, await self._app_name(subscription.app_id))
 
     async def update(
-        self, current: CurrentWorkspace, subscription_id: str, data: SubscriptionUpdate
+        self,
+        current: CurrentWorkspace,
+        subscription_id: str,
+        data: SubscriptionUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> SubscriptionRead:
         """Disable (calls stop at once: 403 `app_not_enabled`) or enable again — only while the
         app is still public or this workspace's own."""
         subscription = await self._find(current, subscription_id)
         current.require(Role.EDITOR)
+        advance(subscription, precondition)
         if data.enabled and not subscription.enabled:
             app = await self.session.get(App, subscription.app_id)
             if app is None or (app.visibility != "public" and app.workspace_id != current.id):
@@ -207,6 +213,7 @@ class SubscriptionService:
             app_id=subscription.app_id,
             app_name=app_name,
             enabled=subscription.enabled,
+            version=subscription.version,
             created_time=subscription.created_at,
             updated_time=subscription.updated_at,
         )
@@ -298,13 +305,18 @@ class ApiKeyService:
         return self._read(await self._find(current, key_id), utcnow())
 
     async def update(
-        self, current: CurrentWorkspace, key_id: str, data: ApiKeyUpdate
+        self,
+        current: CurrentWorkspace,
+        key_id: str,
+        data: ApiKeyUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> ApiKeyRead:
         """Admins rename a key or change its expiry and allow-lists (a revoked key is final)."""
         key = await self._find(current, key_id)
         current.require(Role.ADMIN)
         if key.revoked_at is not None:
             raise ConflictError("A revoked key cannot change", reason="api_key_revoked")
+        advance(key, precondition)
         now = utcnow()
         given = data.model_fields_set
         if "expires_time" in given:
@@ -419,6 +431,7 @@ class ApiKeyService:
             allowed_origins=list(key.allowed_origins or []),
             last_used_time=last_used,
             created_by=key.created_by,
+            version=key.version,
             created_time=key.created_at,
             revoked_time=key.revoked_at,
         )

@@ -14,6 +14,7 @@ from apiforge.core.db import (
     id_column,
     updated_column,
 )
+from apiforge.idempotency.locking import version_column, versioned
 
 # Quota names and the free plan's values; -1 means unlimited. Later issues enforce each one.
 QUOTA_NAMES = (
@@ -52,6 +53,9 @@ class Plan(Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class QuotaHit(Base):

@@ -7,7 +7,7 @@ of them requires `AdminAccount` (403 `admin_required` otherwise).
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from apiforge.accounts.deps import AdminAccount
 from apiforge.core.errors import ValidationError
@@ -15,6 +15,7 @@ from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.plans.models import QUOTA_NAMES
 from apiforge.plans.schemas import (
     PlanCreate,
@@ -93,16 +94,21 @@ async def create_plan(
 
 @router.get("/admin/plans/{plan_id}", summary="One plan (admin)")
 async def get_plan(
-    plan_id: str, admin: AdminAccount, service: PlanServiceDep
+    plan_id: str, admin: AdminAccount, service: PlanServiceDep, response: Response
 ) -> Envelope[PlanRead]:
-    return ok(await service.get_plan(plan_id))
+    return ok(set_etag(response, await service.get_plan(plan_id)))
 
 
 @router.patch("/admin/plans/{plan_id}", summary="Change a plan; `quotas` merges into its limits")
 async def update_plan(
-    plan_id: str, body: PlanUpdate, admin: AdminAccount, service: PlanServiceDep
+    plan_id: str,
+    body: PlanUpdate,
+    admin: AdminAccount,
+    service: PlanServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[PlanRead]:
-    return ok(await service.update_plan(plan_id, body))
+    return ok(set_etag(response, await service.update_plan(plan_id, body, if_match)))
 
 
 @router.delete(

@@ -69,6 +69,7 @@ class PlanRead(ApiModel):
     quotas: dict[str, int]
     is_default: Flag
     is_public: Flag
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 

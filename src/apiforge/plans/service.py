@@ -19,6 +19,7 @@ from apiforge.builder.models import App
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.plans.meter import quota_meter, stock_of
 from apiforge.plans.models import FREE_PLAN_QUOTAS, QUOTA_NAMES, Plan, QuotaHit
 from apiforge.plans.quotas import (
@@ -213,6 +214,7 @@ def plan_read(plan: Plan) -> PlanRead:
         quotas=full_quotas(plan),
         is_default=plan.is_default,
         is_public=plan.is_public,
+        version=plan.version,
         created_time=plan.created_at,
         updated_time=plan.updated_at,
     )
@@ -257,8 +259,11 @@ class PlanService:
             await self._make_default(plan)
         return Created(id=plan.id)
 
-    async def update_plan(self, plan_id: str, data: PlanUpdate) -> PlanRead:
+    async def update_plan(
+        self, plan_id: str, data: PlanUpdate, precondition: Precondition = NO_PRECONDITION
+    ) -> PlanRead:
         plan = await self._plan(plan_id)
+        advance(plan, precondition)
         if data.is_default is False and plan.is_default:
             raise ConflictError(
                 "Exactly one plan is the default; make another plan the default instead",
@@ -305,6 +310,7 @@ class PlanService:
         if workspace is None:
             raise NotFoundError("Workspace not found", reason="workspace_not_found")
         plan = await self._plan(data.plan_id)
+        advance(workspace, NO_PRECONDITION)  # its planId changes: a new version
         workspace.plan_id = plan.id
         await self.session.flush()
         quota_meter(self.session).forget(workspace.id)

@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, created_column, id_column, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class Role(StrEnum):
@@ -35,6 +36,9 @@ class Workspace(Base):
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)
 
 
 class Membership(Base):
@@ -48,3 +52,6 @@ class Membership(Base):
     )
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = created_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)

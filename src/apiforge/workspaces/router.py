@@ -3,12 +3,13 @@
 Routes only parse and delegate: the role rules are enforced by `WorkspaceService`.
 """
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from apiforge.accounts.deps import CurrentAccount
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.workspaces.deps import PathWorkspace, WorkspaceServiceDep
 from apiforge.workspaces.schemas import (
     MemberCreate,
@@ -39,16 +40,20 @@ async def create_workspace(
 
 @router.get("/{workspace_id}", summary="One workspace the caller belongs to")
 async def get_workspace(
-    current: PathWorkspace, service: WorkspaceServiceDep
+    current: PathWorkspace, service: WorkspaceServiceDep, response: Response
 ) -> Envelope[WorkspaceRead]:
-    return ok(await service.read(current))
+    return ok(set_etag(response, await service.read(current)))
 
 
 @router.patch("/{workspace_id}", summary="Rename a workspace (admin or owner)")
 async def update_workspace(
-    body: WorkspaceUpdate, current: PathWorkspace, service: WorkspaceServiceDep
+    body: WorkspaceUpdate,
+    current: PathWorkspace,
+    service: WorkspaceServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[WorkspaceRead]:
-    return ok(await service.rename(current, body))
+    return ok(set_etag(response, await service.rename(current, body, if_match)))
 
 
 @router.delete("/{workspace_id}", summary="Delete a workspace (owner; never the personal one)")
@@ -75,9 +80,15 @@ async def add_member(
 
 @router.patch("/{workspace_id}/members/{account_id}", summary="Change a member's role (admin+)")
 async def update_member(
-    account_id: str, body: MemberUpdate, current: PathWorkspace, service: WorkspaceServiceDep
+    account_id: str,
+    body: MemberUpdate,
+    current: PathWorkspace,
+    service: WorkspaceServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> Envelope[MemberRead]:
-    return ok(await service.update_member(current, account_id, body))
+    member = await service.update_member(current, account_id, body, if_match)
+    return ok(set_etag(response, member))
 
 
 @router.delete(

@@ -28,6 +28,7 @@ class WorkspaceRead(ApiModel):
     plan_id: str
     role: Role
     member_count: int
+    version: int
     created_time: Timestamp
     updated_time: Timestamp
 
@@ -48,6 +49,7 @@ class MemberRead(ApiModel):
     email: str
     name: str
     role: Role
+    version: int
     created_time: Timestamp
 
 

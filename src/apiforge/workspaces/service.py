@@ -22,6 +22,7 @@ from apiforge.core.errors import (
 )
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.plans.models import Plan
 from apiforge.plans.service import (
     account_plan,
@@ -219,8 +220,14 @@ class WorkspaceService:
             current.workspace, current.role, await count_members(self.session, current.id)
         )
 
-    async def rename(self, current: CurrentWorkspace, data: WorkspaceUpdate) -> WorkspaceRead:
+    async def rename(
+        self,
+        current: CurrentWorkspace,
+        data: WorkspaceUpdate,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> WorkspaceRead:
         current.require(Role.ADMIN)
+        advance(current.workspace, precondition)
         current.workspace.name = data.name
         await self.session.flush()
         return await self.read(current)
@@ -272,7 +279,11 @@ class WorkspaceService:
         return Created(id=account.id)
 
     async def update_member(
-        self, current: CurrentWorkspace, account_id: str, data: MemberUpdate
+        self,
+        current: CurrentWorkspace,
+        account_id: str,
+        data: MemberUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> MemberRead:
         current.require(Role.ADMIN)
         ensure_grantable(data.role)
@@ -283,6 +294,7 @@ class WorkspaceService:
                 reason="owner_role_immutable",
             )
         ensure_outranks(current.role, Role(member.role))
+        advance(member, precondition)
         member.role = data.role
         await self.session.flush()
         accounts = await self._accounts([member.account_id])
@@ -394,6 +406,7 @@ class WorkspaceService:
             plan_id=workspace.plan_id,
             role=role,
             member_count=member_count,
+            version=workspace.version,
             created_time=workspace.created_at,
             updated_time=workspace.updated_at,
         )
@@ -405,5 +418,6 @@ class WorkspaceService:
             email=account.email,
             name=account.name,
             role=Role(member.role),
+            version=member.version,
             created_time=member.created_at,
         )

@@ -42,6 +42,7 @@ def test_read_renders_flags_times_and_a_missing_login() -> None:
         created_at=datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC),
         last_login_at=None,
         password_hash="secret-hash",
+        version=3,
     )
     rendered = AdminUserRead.model_validate(account).model_dump(by_alias=True)
     assert rendered == {
@@ -50,6 +51,7 @@ def test_read_renders_flags_times_and_a_missing_login() -> None:
         "name": "A",
         "status": "active",
         "isAdmin": 1,
+        "version": 3,
         "createdTime": "2026-01-02T03:04:05Z",
         "lastLoginTime": None,
     }

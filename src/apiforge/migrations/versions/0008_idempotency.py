@@ -18,6 +18,20 @@ depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
+# Updatable management resources get an optimistic-lock `version` (idempotency/locking.py);
+# existing rows start at 1.
+VERSIONED_TABLES = (
+    "accounts",
+    "api_keys",
+    "app_apis",
+    "apps",
+    "collections",
+    "plans",
+    "subscriptions",
+    "workspace_members",
+    "workspaces",
+)
+
 
 def upgrade() -> None:
     # No foreign keys: rows are keyed by hashes of the caller's scope and die by expiry.
@@ -42,9 +56,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_tokens")),
     )
     op.create_index("ix_idempotency_tokens_expires_at", "idempotency_tokens", ["expires_at"])
+    for table in VERSIONED_TABLES:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(
+                sa.Column("version", sa.Integer(), server_default="1", nullable=False)
+            )
 
 
 def downgrade() -> None:
+    for table in VERSIONED_TABLES:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("version")
     op.drop_index("ix_idempotency_tokens_expires_at", table_name="idempotency_tokens")
     op.drop_table("idempotency_tokens")
     op.drop_index("ix_idempotency_records_expires_at", table_name="idempotency_records")
