@@ -17,6 +17,7 @@ from apiforge.datasets.models import Record
 from apiforge.gateway.stages.log import request_log_buffer
 from apiforge.plans.meter import quota_meter
 from apiforge.plans.models import FREE_PLAN_QUOTAS, Plan
+from tests._servers import running_servers
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import app_key, call, counting, notes_app
 from tests.e2e._workspaces import add_member, assert_error, data_of, team
@@ -428,3 +429,37 @@ async def test_concurrent_app_creations_cannot_overshoot_the_apps_quota(
     statuses = await asyncio.gather(*(create(n) for n in range(5)))
     assert sorted(statuses) == [200, 200, 403, 403, 403]
     assert data_of(await client.get("/api/v1/apps", headers=owner.headers))["totalCount"] == 2
+
+
+async def test_two_server_processes_share_the_monthly_call_quota(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    """Each process counts its own calls at once and learns the others' from the request log
+    at its next snapshot; after an idle spell it re-reads before answering."""
+    owner = await register(client)
+    app_id = await new_app(client, owner.headers)
+    steps = [{"id": "p", "type": "set", "value": 1}]
+    await new_api(client, owner.headers, app_id, "ping", steps=steps)
+    admin, plan_id = await _on_plan(app, client, owner.workspace_id, "shared", callsPerMonth=4)
+    fast = {"APIFORGE_QUOTA_REFRESH_SECONDS": "0.2"}
+    async with (
+        running_servers(settings, count=2, extra_env=fast) as urls,
+        AsyncClient(base_url=urls[0], timeout=30) as first,
+        AsyncClient(base_url=urls[1], timeout=30) as second,
+    ):
+        for server in (first, second, first, second):
+            assert (await _dev_call(server, owner, app_id, "ping")).status_code == 200
+        await asyncio.sleep(1.5)  # the logs are written; both snapshots are long stale
+        for server in (first, second):
+            _refused(await _dev_call(server, owner, app_id, "ping"), "callsPerMonth", 4)
+    # Each process wrote its refusal when it stopped.
+    response = await client.get(
+        "/api/v1/admin/quota-hits",
+        params={"workspaceId": owner.workspace_id},
+        headers=admin.headers,
+    )
+    hits = data_of(response)["list"]
+    assert [(h["quota"], h["planId"], h["hits"]) for h in hits] == [
+        ("callsPerMonth", plan_id, 1),
+        ("callsPerMonth", plan_id, 1),
+    ]

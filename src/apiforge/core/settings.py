@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     traffic_frequency_failure: Literal["open", "closed"] = "open"
     traffic_concurrency_failure: Literal["open", "closed"] = "open"
     key_creations_per_minute: int = Field(default=20, ge=1)
+    # Plan quotas (docs/plans.md): how often each process re-reads a workspace's usage (calls
+    # this month, records, bytes) for its in-memory checks, so the bound of any overshoot across
+    # server processes.
+    quota_refresh_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     trusted_proxies: list[str] = Field(default_factory=list)
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).

@@ -6,14 +6,16 @@ gateway call and every record insert. Instead each process keeps, per workspace:
 - the plan's limits, loaded once and then refreshed in the background every `PLAN_TTL` seconds
   (plan changes made on this node apply at once: `forget`);
 - a snapshot of its usage (successful calls this UTC month from the request log; records and
-  stored bytes from the records index), refreshed in the background every `USAGE_TTL` seconds,
-  plus what this process added since the snapshot (calls that succeeded, records it wrote).
+  stored bytes from the records index), refreshed in the background every `USAGE_TTL` seconds
+  (`APIFORGE_QUOTA_REFRESH_SECONDS`), plus what this process added since the snapshot (calls
+  that succeeded, records it wrote).
 
-A check is dict lookups and an addition; only a workspace's first check in a process reads the
-database (on the caller's own connection, so it can't wait for a second pool connection), and a
-quota set to `-1` (unlimited) skips the usage entirely. The price is a soft bound across nodes:
-a quota may be overshot by what other processes did since their last snapshot (at most
-`USAGE_TTL` seconds of traffic) and by calls still in the request-log buffer (under a second).
+A check is dict lookups and an addition; only a workspace's first check in a process, or its
+first after an idle spell (an entry older than twice its refresh period), reads the database, on
+the caller's own connection so it can't wait for a second pool connection; a quota set to `-1`
+(unlimited) skips the usage entirely. The price is a soft bound across nodes: a quota may be
+overshot by what other processes did since this one's snapshot (under two refresh periods of
+their traffic) and by calls still in the request-log buffer (under a second).
 Deletions free space at the next snapshot.
 
 One meter per database engine (`quota_meter(bind)`), so the gateway, the step engine and the
@@ -56,7 +58,7 @@ T = TypeVar("T")
 class PlanLimits:
     plan_id: str
     quotas: dict[str, int]
-    expires: float
+    loaded: float  # time.monotonic() when read from the database
 
 
 @dataclass(slots=True)
@@ -66,7 +68,7 @@ class CallCount:
     month: datetime
     base: int
     local: int
-    expires: float
+    loaded: float  # time.monotonic() when read from the database
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ class Stock:
     size: int
     added_records: int
     added_size: int
-    expires: float
+    loaded: float  # time.monotonic() when read from the database
 
 
 class QuotaMeter:
@@ -85,6 +87,8 @@ class QuotaMeter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = weakref.ref(engine)
+        self.plan_ttl = PLAN_TTL
+        self.usage_ttl = USAGE_TTL  # APIFORGE_QUOTA_REFRESH_SECONDS, set by the gateway stage
         self.hits = QuotaHitLog(self._engine)
         self._plans: dict[str, PlanLimits] = {}
         self._calls: dict[str, CallCount] = {}
@@ -174,41 +178,50 @@ class QuotaMeter:
 
     async def limits(self, connection: AsyncConnection, workspace_id: str) -> PlanLimits | None:
         """The workspace's plan limits (None for an unknown workspace): cached, refreshed in the
-        background once stale."""
+        background once stale, re-read inline when much older (the workspace was idle here)."""
         entry = self._plans.get(workspace_id)
-        if entry is None:
-            entry = await _load_plan(connection, workspace_id)
-            if entry is not None:
-                self._put(self._plans, workspace_id, entry)
-        elif entry.expires <= time.monotonic():
+        age = _age(entry)
+        if entry is None or age >= 2 * self.plan_ttl:
+            loaded = await _load_plan(connection, workspace_id)
+            if loaded is None:
+                self._plans.pop(workspace_id, None)
+                return None
+            entry = self._settle(self._plans, workspace_id, entry, loaded)
+        elif age >= self.plan_ttl:
             self._refresh("plan", workspace_id, _load_plan, self._plans)
         return entry
 
     async def _calls_used(self, connection: AsyncConnection, workspace_id: str) -> int:
         month = month_start(utcnow())
         entry = self._calls.get(workspace_id)
-        if entry is None or entry.month != month:
-            loaded = await _load_calls(connection, workspace_id)
-            entry = self._calls.get(workspace_id)  # a concurrent first check may have won
-            if entry is None or entry.month != loaded.month:
-                entry = loaded
-                self._put(self._calls, workspace_id, entry)
-        elif entry.expires <= time.monotonic():
+        age = _age(entry)
+        if entry is None or entry.month != month or age >= 2 * self.usage_ttl:
+            entry = self._settle(
+                self._calls, workspace_id, entry, await _load_calls(connection, workspace_id)
+            )
+        elif age >= self.usage_ttl:
             self._refresh("calls", workspace_id, _load_calls, self._calls)
         return entry.base + entry.local
 
     async def _stock_of(self, connection: AsyncConnection, workspace_id: str) -> Stock:
         entry = self._stock.get(workspace_id)
-        if entry is None:
-            loaded = await _load_stock(connection, workspace_id)
-            # A concurrent first check may have loaded it meanwhile and counted writes in it.
-            entry = self._stock.get(workspace_id)
-            if entry is None:
-                entry = loaded
-                self._put(self._stock, workspace_id, entry)
-        elif entry.expires <= time.monotonic():
+        age = _age(entry)
+        if entry is None or age >= 2 * self.usage_ttl:
+            entry = self._settle(
+                self._stock, workspace_id, entry, await _load_stock(connection, workspace_id)
+            )
+        elif age >= self.usage_ttl:
             self._refresh("stock", workspace_id, _load_stock, self._stock)
         return entry
+
+    def _settle(self, cache: dict[str, T], workspace_id: str, seen: T | None, loaded: T) -> T:
+        """Store an entry read inline, unless a concurrent check replaced the one this check saw
+        while it was reading (that one may already count writes: keep it)."""
+        current = cache.get(workspace_id)
+        if current is not None and current is not seen:
+            return current
+        self._put(cache, workspace_id, loaded)
+        return loaded
 
     def _refresh(
         self,
@@ -264,6 +277,10 @@ class QuotaMeter:
         raise QuotaExceededError(quota, limit, used)
 
 
+def _age(entry: PlanLimits | CallCount | Stock | None) -> float:
+    return 0.0 if entry is None else time.monotonic() - entry.loaded
+
+
 def _carry(fresh: Any, before: Any, current: Any) -> None:
     """Keep in a fresh snapshot what this process added while it was being read (the additions
     counted in `current` since `before`, when the reload started), so none is lost; those the
@@ -288,18 +305,18 @@ async def _load_plan(connection: AsyncConnection, workspace_id: str) -> PlanLimi
     if row is None:
         return None
     plan = Plan(id=row.id, quotas=row.quotas)
-    return PlanLimits(plan.id, full_quotas(plan), time.monotonic() + PLAN_TTL)
+    return PlanLimits(plan.id, full_quotas(plan), time.monotonic())
 
 
 async def _load_calls(connection: AsyncConnection, workspace_id: str) -> CallCount:
     now = utcnow()
     used = await calls_this_month(connection, workspace_id, now)
-    return CallCount(month_start(now), used, 0, time.monotonic() + USAGE_TTL)
+    return CallCount(month_start(now), used, 0, time.monotonic())
 
 
 async def _load_stock(connection: AsyncConnection, workspace_id: str) -> Stock:
     records, size = await stock_of(connection, workspace_id)
-    return Stock(records, size, 0, 0, time.monotonic() + USAGE_TTL)
+    return Stock(records, size, 0, 0, time.monotonic())
 
 
 async def stock_of(bind: AsyncConnection | AsyncSession, workspace_id: str) -> tuple[int, int]:

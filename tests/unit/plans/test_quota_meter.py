@@ -125,7 +125,7 @@ async def test_stale_counts_are_refreshed_in_the_background(app: FastAPI) -> Non
         # Another node logged a third call; this node learns it once its snapshot is stale.
         await _log_calls(app, workspace_id, now)
         await meter.check_call(connection, workspace_id)
-        meter._calls[workspace_id].expires = time.monotonic() - 1
+        meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
         await meter.check_call(connection, workspace_id)  # answers from the stale entry
         await asyncio.gather(*meter._tasks)
         with pytest.raises(QuotaExceededError) as caught:
@@ -140,7 +140,7 @@ async def test_a_new_month_starts_the_count_afresh(app: FastAPI) -> None:
     last_month = datetime.now(UTC).replace(day=1) - timedelta(days=1)
     await _log_calls(app, workspace_id, last_month)
     async with engine.connect() as connection:
-        meter._calls[workspace_id] = CallCount(last_month, 1, 5, time.monotonic() + 3600)
+        meter._calls[workspace_id] = CallCount(last_month, 1, 5, time.monotonic())
         await meter.check_call(connection, workspace_id)  # last month's calls don't count
         assert meter._calls[workspace_id].base == 0
         meter.count_call(workspace_id)
@@ -176,8 +176,8 @@ async def test_writes_counted_while_a_snapshot_is_read_are_kept(app: FastAPI) ->
     async with engine.connect() as connection:
         await meter.reserve_stock(connection, workspace_id, records=1, size=5, operation="t")
         await meter.check_call(connection, workspace_id)
-        meter._stock[workspace_id].expires = time.monotonic() - 1
-        meter._calls[workspace_id].expires = time.monotonic() - 1
+        meter._stock[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
+        meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
         # Both reloads start here; a write and a call land before they finish.
         await meter.reserve_stock(connection, workspace_id, records=1, size=7, operation="t")
         await meter.check_call(connection, workspace_id)
@@ -191,3 +191,19 @@ async def test_writes_counted_while_a_snapshot_is_read_are_kept(app: FastAPI) ->
         await meter.reserve_stock(connection, workspace_id, records=2, size=1, operation="t")
         with pytest.raises(QuotaExceededError):
             await meter.reserve_stock(connection, workspace_id, records=1, size=1, operation="t")
+
+
+async def test_a_long_idle_entry_is_read_again_before_answering(app: FastAPI) -> None:
+    """Past two refresh periods a stale count could hide a lot of other nodes' traffic, so the
+    check reads the log inline rather than answering from it."""
+    engine = app.state.engine
+    workspace_id = await _team_on_plan(app, callsPerMonth=2)
+    meter = quota_meter(engine)
+    async with engine.connect() as connection:
+        await meter.check_call(connection, workspace_id)
+        now = datetime.now(UTC)
+        await _log_calls(app, workspace_id, now, now)  # another node's calls meanwhile
+        meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 2
+        with pytest.raises(QuotaExceededError):
+            await meter.check_call(connection, workspace_id)
+    assert not meter._tasks

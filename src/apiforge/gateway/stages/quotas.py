@@ -17,6 +17,7 @@ class QuotaStage:
 
     def __init__(self, state: GatewayState) -> None:
         self.meter = quota_meter(state.db)
+        self.meter.usage_ttl = state.settings.quota_refresh_seconds
 
     async def on_request(self, ctx: GatewayContext) -> None:
         caller = ctx.caller
