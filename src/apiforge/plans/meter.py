@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -95,6 +95,8 @@ class QuotaMeter:
         self._stock: dict[str, Stock] = {}
         self._refreshing: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._month_start = month_start(utcnow())
+        self._month_ends = 0.0  # epoch seconds when `_month_start` must be recomputed
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class QuotaMeter:
         return entry
 
     async def _calls_used(self, connection: AsyncConnection, workspace_id: str) -> int:
-        month = month_start(utcnow())
+        month = self._month()
         entry = self._calls.get(workspace_id)
         age = _age(entry)
         if entry is None or entry.month != month or age >= 2 * self.usage_ttl:
@@ -213,6 +215,14 @@ class QuotaMeter:
         elif age >= self.usage_ttl:
             self._refresh("stock", workspace_id, _load_stock, self._stock)
         return entry
+
+    def _month(self) -> datetime:
+        """The current UTC month's start, recomputed only when a month ends (cheaper per call)."""
+        if time.time() >= self._month_ends:
+            start = month_start(utcnow())
+            self._month_start = start
+            self._month_ends = (start + timedelta(days=32)).replace(day=1).timestamp()
+        return self._month_start
 
     def _settle(self, cache: dict[str, T], workspace_id: str, seen: T | None, loaded: T) -> T:
         """Store an entry read inline, unless a concurrent check replaced the one this check saw
