@@ -112,5 +112,6 @@ async def shutdown(app: FastAPI) -> None:
     await app.state.keys.close()  # writes the last-used times still in memory
     await app.state.engine.dispose()
     await close_limits_storage(app.state.limits_storage)
+    await app.state.traffic.close()  # sends the concurrency releases still pending
     if app.state.redis is not None:
         await app.state.redis.aclose()

@@ -283,7 +283,11 @@ async def test_refused_and_failed_calls_give_their_places_back(
     store = application.state.traffic.store
     if hasattr(store, "active"):
         assert store.active == {}
-    else:
+    else:  # Redis: the last release goes out within milliseconds when no call carries it
+        for _ in range(100):
+            if await store.in_flight(f"app:{app_id}") == 0:
+                break
+            await asyncio.sleep(0.01)
         assert await store.in_flight(f"app:{app_id}") == 0
 
 

@@ -1,7 +1,6 @@
 """One `TrafficControl` per process: the counters' store, the failure policy and the rules cache
 that the gateway's traffic stage and key creation share (built in `app.py`)."""
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -117,17 +116,13 @@ class TrafficControl:
             raise closed
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
-        """Give the places back, even while the caller's task is being cancelled (a client gone
-        mid-call); a store failure leaves the lease to expire. Never raises a store error."""
-        store = self.store
-        if not store.shared:
-            await store.release(slots, member)
-            return
-        try:
-            # Shielded: a cancellation propagates, and the release still completes on its own.
-            await asyncio.shield(store.release(slots, member))
-        except STORE_ERRORS as exc:
-            self.health.failed(exc)
+        """Give the places back. Never awaits I/O, so a call cancelled as its client goes away
+        still releases: with Redis the release is queued and sent with the next admission."""
+        await self.store.release(slots, member)
+
+    async def close(self) -> None:
+        """Send pending releases (Redis), so a stopping server leaves no lease to expire."""
+        await self.store.close()
 
 
 def _refusal(rates: Sequence[Rate], refusal: Refusal, kind: str) -> ApiforgeError:

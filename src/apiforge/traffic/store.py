@@ -2,10 +2,11 @@
 
 One operation admits a call — every frequency rate and every concurrency slot it is subject to,
 all or nothing: a call refused by any limit counts in none and holds nothing. In Redis that is a
-single Lua script (one round trip per call, whatever the number of limits), and releasing the
-call's places is one more (a pipeline of ZREMs).
+single Lua script (one round trip per call, whatever the number of limits), which also carries
+the releases of calls that ended since the last one.
 """
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from apiforge.traffic.concurrency import Slot
+from apiforge.traffic.failure import STORE_ERRORS
 from apiforge.traffic.frequency import Rate, wait_ms, weighted_count
 
 
@@ -37,6 +39,10 @@ class TrafficStore(Protocol):
         ...
 
     async def release(self, slots: Sequence[Slot], member: str) -> None: ...
+
+    async def close(self) -> None:
+        """Finish pending work at shutdown."""
+        ...
 
 
 class MemoryTraffic:
@@ -91,6 +97,9 @@ class MemoryTraffic:
             else:
                 active.pop(slot.key, None)
 
+    async def close(self) -> None:
+        pass
+
     def _prune(self, now_ms: float) -> None:
         """Forget counters whose both windows are over (many client IPs come and go)."""
         self.windows = {
@@ -100,22 +109,29 @@ class MemoryTraffic:
         }
 
 
-# KEYS: one hash per rate, then one sorted set per slot.
-# ARGV: number of rates, lease ms, member, then (limit, window ms) per rate, then limit per slot.
-# Redis's own clock times everything, so processes with skewed clocks agree. Returns {0} when
-# admitted, {1, rate index, wait ms} or {2, slot index} when refused (nothing counted then).
+# KEYS: sorted sets with a lease to drop first (releases riding along), one hash per rate, one
+# sorted set per slot. ARGV: number of releases, number of rates, lease ms, member, the released
+# members, (limit, window ms) per rate, limit per slot. Redis's own clock times everything, so
+# processes with skewed clocks agree. Returns {0} when admitted, {1, rate index, wait ms} or
+# {2, slot index} when refused (nothing counted then; the releases are done either way).
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nrates = tonumber(ARGV[1])
-local lease = tonumber(ARGV[2])
-local member = ARGV[3]
+local nrel = tonumber(ARGV[1])
+local nrates = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local member = ARGV[4]
+for r = 1, nrel do
+  redis.call('ZREM', KEYS[r], ARGV[4 + r])
+end
+local a = 4 + nrel
 local fields = {}
 for i = 1, nrates do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i])
+  local key = KEYS[nrel + i]
+  local limit = tonumber(ARGV[a + 2 * i - 1])
+  local window = tonumber(ARGV[a + 2 * i])
   local number = math.floor(now / window)
-  local counts = redis.call('HMGET', KEYS[i], tostring(number - 1), tostring(number))
+  local counts = redis.call('HMGET', key, tostring(number - 1), tostring(number))
   local previous = tonumber(counts[1]) or 0
   local current = tonumber(counts[2]) or 0
   local elapsed = now - number * window
@@ -133,29 +149,39 @@ for i = 1, nrates do
   end
   fields[i] = {number, window}
 end
-local first_slot = 4 + 2 * nrates
-for j = nrates + 1, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', now)
-  if redis.call('ZCARD', KEYS[j]) >= tonumber(ARGV[first_slot + j - nrates - 1]) then
-    return {2, j - nrates}
+local b = a + 2 * nrates
+local first = nrel + nrates
+for j = 1, #KEYS - first do
+  local key = KEYS[first + j]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[b + j]) then
+    return {2, j}
   end
 end
 for i = 1, nrates do
-  local number, window = fields[i][1], fields[i][2]
-  redis.call('HINCRBY', KEYS[i], tostring(number), 1)
-  redis.call('HDEL', KEYS[i], tostring(number - 2))
-  redis.call('PEXPIRE', KEYS[i], 2 * window)
+  local key, number, window = KEYS[nrel + i], fields[i][1], fields[i][2]
+  redis.call('HINCRBY', key, tostring(number), 1)
+  redis.call('HDEL', key, tostring(number - 2))
+  redis.call('PEXPIRE', key, 2 * window)
 end
-for j = nrates + 1, #KEYS do
-  redis.call('ZADD', KEYS[j], now + lease, member)
-  redis.call('PEXPIRE', KEYS[j], lease)
+for j = 1, #KEYS - first do
+  redis.call('ZADD', KEYS[first + j], now + lease, member)
+  redis.call('PEXPIRE', KEYS[first + j], lease)
 end
 return {0}
 """
 
+# How long a release may wait for the next admission to carry it before it is sent alone.
+RELEASE_DELAY_SECONDS = 0.002
+MAX_RIDING_RELEASES = 256
+MAX_PENDING_RELEASES = 10_000
+
 
 class RedisTraffic:
-    """Counters shared by every process: one script to admit, one pipeline to release."""
+    """Counters shared by every process. Admitting a call is one script; releasing its places
+    rides along with this process's next admission (or goes alone within 2 ms when none comes),
+    so under load a call costs one round trip in all. A release only ever arrives late, never
+    early: a limit may briefly refuse a call it had room for, never admit one too many."""
 
     shared = True
 
@@ -165,17 +191,30 @@ class RedisTraffic:
         self.slot_prefix = f"{prefix}conc:"
         self.lease_ms = lease_seconds * 1000
         self.script = redis.register_script(ADMIT_LUA)
+        self.pending: list[tuple[str, str]] = []  # (sorted set, member) to release
+        self.flush_scheduled = False
+        self.flushes: set[asyncio.Task[None]] = set()
 
     async def admit(
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
     ) -> Refusal | None:
-        keys = [self.rate_prefix + rate.key for rate in rates]
+        riding, self.pending = (
+            self.pending[:MAX_RIDING_RELEASES],
+            self.pending[MAX_RIDING_RELEASES:],
+        )
+        keys = [key for key, _ in riding]
+        keys += [self.rate_prefix + rate.key for rate in rates]
         keys += [self.slot_prefix + slot.key for slot in slots]
-        args: list[int | str] = [len(rates), self.lease_ms, member]
+        args: list[int | str] = [len(riding), len(rates), self.lease_ms, member]
+        args += [released for _, released in riding]
         for rate in rates:
             args += [rate.limit, rate.window * 1000]
         args += [slot.limit for slot in slots]
-        answer = await self.script(keys=keys, args=args)
+        try:
+            answer = await self.script(keys=keys, args=args)
+        except BaseException:
+            self._keep(riding)  # not sent: they ride with a later admission or flush
+            raise
         if answer[0] == 0:
             return None
         if answer[0] == 1:
@@ -185,10 +224,42 @@ class RedisTraffic:
         return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for slot in slots:
-                pipe.zrem(self.slot_prefix + slot.key, member)
-            await pipe.execute()
+        self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_later(RELEASE_DELAY_SECONDS, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self.flush_scheduled = False
+        if self.pending:
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self.flushes.add(task)
+            task.add_done_callback(self.flushes.discard)
+
+    async def flush(self) -> None:
+        """Send the releases no admission has carried (one pipeline); kept for later if Redis
+        is unreachable."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, member in pending:
+                    pipe.zrem(key, member)
+                await pipe.execute()
+        except STORE_ERRORS:
+            self._keep(pending)
+
+    def _keep(self, releases: list[tuple[str, str]]) -> None:
+        """Put unsent releases back, up to a bound: during a long outage the oldest are
+        dropped and their leases expire by themselves."""
+        self.pending = (releases + self.pending)[-MAX_PENDING_RELEASES:]
+
+    async def close(self) -> None:
+        """Send what is pending (at shutdown)."""
+        await self.flush()
+        if self.flushes:
+            await asyncio.gather(*self.flushes, return_exceptions=True)
 
     async def in_flight(self, key: str) -> int:
         """Live leases of one slot counter (expired ones are not counted): tests, operators."""

@@ -114,6 +114,32 @@ async def test_redis_leases_expire_when_never_released() -> None:
             await client.aclose()
 
 
+async def test_redis_releases_ride_along_or_go_alone_within_milliseconds() -> None:
+    async with redis_server() as server:
+        client = make_redis(Settings(redis_url=server.url))
+        assert client is not None
+        try:
+            store = RedisTraffic(client, "t:", lease_seconds=60)
+            slot = Slot("app", "ride", 1)
+            first = new_member()
+            assert await store.admit([], [slot], first) is None
+            await store.release([slot], first)
+            # The next admission carries the release: the slot has room again at once.
+            second = new_member()
+            assert await store.admit([], [slot], second) is None
+            assert store.pending == []
+            await store.release([slot], second)
+            await asyncio.sleep(0.05)  # nothing else comes: the release went out alone
+            assert await store.in_flight("ride") == 0
+            third = new_member()
+            assert await store.admit([], [slot], third) is None
+            await store.release([slot], third)
+            await store.close()  # at shutdown, pending releases are sent
+            assert await store.in_flight("ride") == 0
+        finally:
+            await client.aclose()
+
+
 def test_lease_members_are_unique() -> None:
     assert len({new_member() for _ in range(10_000)}) == 10_000
 
