@@ -240,6 +240,10 @@ _SQLITE_CREDIT = "UPDATE wallets SET balance = balance + ?, updated_at = ? WHERE
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
+def _nothing() -> None:
+    """A round trip to aiosqlite's thread that waits for what was queued before it."""
+
+
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.strftime(_SQLITE_TIME)  # already UTC (tools.clock)
@@ -361,11 +365,15 @@ class SqliteCharger:
     async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
         """After the call's commit returned: the charge is final, or the call fails."""
         if charge.pending and charge.outcome is None:
-            # The run's commit sent nothing to the thread (SQLAlchemy saw no transaction of its
-            # own): wait for the queued write, which commits by itself.
+            # The run's commit sent nothing to the thread (SQLAlchemy had no transaction of its
+            # own). The call is over (this is the last stage), so the connection goes back to
+            # the pool now: its rollback-on-return, which every call sends anyway, follows the
+            # queued write (which commits by itself) in the same wake-up of the thread.
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            await driver.commit()
+            await conn.close()
+            if charge.outcome is None:  # the pool sent nothing (reset-on-return turned off)
+                await driver._execute(_nothing)
         if charge.outcome == "ok":
             charge.settled = True
             charge.pending = False

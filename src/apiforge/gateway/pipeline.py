@@ -52,7 +52,8 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         charge,
         # 10. Run the steps and commit the call's transaction.
         RunStage(state.engine),
-        # 11. The charge committed with the steps (else the call fails, nothing kept).
+        # 11. The charge committed with the steps (else the call fails, nothing kept). Last:
+        #     on SQLite it may hand the call's connection back to the pool to get there.
         ChargeConfirmStage(charge),
     )
     # 11. Every call, refused or not, leaves a request log line (buffered, never a round trip).
