@@ -11,6 +11,7 @@ from starlette.routing import Route
 from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.db import make_engine, make_sessionmaker
+from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
 from apiforge.engine.service import build_engine_state
@@ -19,6 +20,7 @@ from apiforge.gateway.openapi import envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
 from apiforge.gateway.stage import GatewayState
 from apiforge.gateway.stages.log import drain_request_logs
+from apiforge.http.fastpath import add_fast_path
 from apiforge.http.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism
     )
     app = build_api()
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -79,18 +81,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def mount_gateway(app: FastAPI) -> None:
-    """The gateway is a plain Starlette route placed before the FastAPI routes, and documented
-    in the same OpenAPI document."""
+    """The gateway is a fast path in front of the middleware stack (`http/fastpath.py`), also a
+    plain route of the router (for its slash redirect), and documented in the same OpenAPI
+    document."""
     state = GatewayState(
         settings=app.state.settings,
         db=app.state.engine,
         engine=app.state.engine_state,
         redis=app.state.redis,
         extra={"keys": app.state.keys, "traffic": app.state.traffic},
+        reader=SqliteReader.for_url(app.state.settings.resolved_database_url),
     )
     stages, after = build_stages(state)
     app.state.gateway_state = state
     endpoint = GatewayEndpoint(state, stages, after)
+    add_fast_path(app, endpoint.route_path, endpoint)
     app.router.routes.insert(0, Route(endpoint.route_path, endpoint))
     default_openapi = app.openapi
 
@@ -108,6 +113,8 @@ def mount_gateway(app: FastAPI) -> None:
 
 async def shutdown(app: FastAPI) -> None:
     await drain_request_logs(app.state.gateway_state)
+    if app.state.gateway_state.reader is not None:
+        await app.state.gateway_state.reader.close()
     await close_quota_meter(app.state.engine)  # writes the quota hits still in memory
     await app.state.keys.close()  # writes the last-used times still in memory
     await app.state.engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
 from apiforge.tools.clock import utcnow
@@ -70,6 +70,9 @@ def updated_column() -> Mapped[datetime]:
     return mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
 
 
+SQLITE_POOL_SIZE = 4  # and as many again under bursts
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -79,16 +82,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
-    """Create the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+def _sqlite_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+    """Roll a returned SQLite connection back only when it is inside a transaction. The driver
+    opens one only before a write, so a connection that only read (most gateway calls) goes back
+    to the pool without a rollback round trip to aiosqlite's thread."""
+    if state.transaction_was_reset or state.terminate_only or not state.asyncio_safe:
+        return
+    if dbapi_conn.driver_connection.in_transaction:
+        dbapi_conn.rollback()
+
+
+def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngine:
+    """Create the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    `pool_size` (0: the backend's default) bounds the connections a process holds. On SQLite
+    each one is a thread of aiosqlite's, and one writer works at a time anyway, so few go a long
+    way (more of them only add thread switches under load)."""
     kwargs: dict[str, Any] = {}
+    sqlite = url.startswith("sqlite")
     if not pool:
         kwargs["poolclass"] = NullPool
-    elif url.startswith("postgresql"):
-        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+    elif sqlite:
+        size = pool_size or SQLITE_POOL_SIZE
+        kwargs.update(pool_size=size, max_overflow=size, pool_reset_on_return=None)
+    else:
+        size = pool_size or 10
+        kwargs.update(pool_size=size, max_overflow=2 * size, pool_pre_ping=True)
     engine = create_async_engine(url, **kwargs)
-    if url.startswith("sqlite"):
+    if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if pool:
+            event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
     return engine
 
 

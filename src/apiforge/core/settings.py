@@ -15,6 +15,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".apiforge")
     database_url: str = ""  # empty: an SQLite file in data_dir
+    db_pool_size: int = Field(default=0, ge=0, le=1000)  # 0: 4 on SQLite, 10 on PostgreSQL
     redis_url: str | None = None
     redis_prefix: str = "apiforge:"
     secret_key: str | None = None  # empty: generated once into data_dir/secret.key
@@ -23,6 +24,8 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     log_json: bool = True
+    # Gateway calls are all in the request log; also print each one's access line (5xx always).
+    gateway_access_log: bool = False
 
     access_token_ttl: int = Field(default=900, ge=30)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=60)

@@ -40,6 +40,7 @@ from apiforge.core.errors import (
     UnavailableError,
     ValidationError,
 )
+from apiforge.core.lazydb import driver_rows
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Record
 from apiforge.datasets.schema import CollectionSchema, validate_record
@@ -305,13 +306,10 @@ class RecordStore:
         )
 
     async def driver_rows(self, sql: str, params: list[Any]) -> Sequence[Any]:
-        """Rows of one statement run by the driver itself (one hop to aiosqlite's thread, one
-        asyncpg round trip), on this store's connection and so in its transaction."""
-        raw = await self.connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        if self.connection.dialect.name == "sqlite":
-            return list(await driver.execute_fetchall(sql, params))
-        return list(await driver.fetch(sql, *params))
+        """Rows of one statement run by the driver (`core/lazydb.py`), on this store's
+        connection and so in its transaction — or, before the call used it, on the shared
+        reader."""
+        return await driver_rows(self.connection, sql, params)
 
     async def count(
         self, schema: CollectionSchema, partition: str, where: ColumnElement[bool] | None = None

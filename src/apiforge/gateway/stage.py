@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.engine.service import EngineState
 from apiforge.gateway.context import GatewayContext
@@ -23,6 +24,9 @@ class GatewayState:
     engine: EngineState
     redis: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # SQLite: the read-only connection calls share for reads made before any statement of
+    # theirs (core/lazydb.py); None on PostgreSQL.
+    reader: SqliteReader | None = None
 
 
 class Answered(Exception):  # noqa: N818 - a signal, not an error

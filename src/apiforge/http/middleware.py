@@ -25,6 +25,13 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def request_id_of(scope: Scope) -> str:
+    """A well-formed `X-Request-ID` from the client, else a new id."""
+    given = _header(scope, b"x-request-id")
+    text = given.decode("latin-1") if given else ""
+    return text if _REQUEST_ID.match(text) else new_id()
+
+
 class RequestIdMiddleware:
     """Accept a well-formed `X-Request-ID`, else mint one; echo it and bind it to logs."""
 
@@ -35,9 +42,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
-        text = given.decode("latin-1") if given else ""
-        request_id = text if _REQUEST_ID.match(text) else new_id()
+        request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:

@@ -317,6 +317,9 @@ class _Builder:
 def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
     # Annotated locals: SQLAlchemy types rich comparisons on ColumnElement[Any] as Any.
     clause: ColumnElement[bool]
+    if isinstance(value, bool) and op not in ("_eq", "_neq"):
+        # SQLAlchemy takes a bare True/False only for =, != and IS; booleans order false < true.
+        value = literal(value)
     if op == "_eq":
         clause = column == value
     elif op == "_neq":

@@ -594,3 +594,12 @@ def test_random_input_compiles_or_raises_filter_error_only(
         return
     with property_engine.connect() as connection:
         connection.execute(select(posts.c.id).where(condition)).all()
+
+
+def test_range_operators_take_booleans(property_engine: Engine) -> None:
+    """SQLAlchemy refuses `column > False` unless the boolean is a bound value (found by the
+    property test above)."""
+    for op in ("_lt", "_lte", "_gt", "_gte"):
+        condition = compile_filter({"title": {op: False}}, column)
+        with property_engine.connect() as connection:
+            connection.execute(select(posts.c.id).where(condition)).all()
