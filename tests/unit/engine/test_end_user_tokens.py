@@ -2,13 +2,15 @@
 
 import base64
 import json
+import time
 from datetime import timedelta
 
 import jwt
 import pytest
 
 from apiforge.core.errors import AuthenticationError
-from apiforge.engine.tokens import sign_end_user_token, verify_end_user_token
+from apiforge.engine import tokens as tokens_module
+from apiforge.engine.tokens import VerifiedTokens, sign_end_user_token, verify_end_user_token
 from apiforge.tools.clock import utcnow
 
 SECRET = "app-secret-" + "s" * 40
@@ -113,3 +115,42 @@ def test_custom_claims_cannot_override_platform_claims(claim: str) -> None:
 def test_garbage_is_refused(garbage: str) -> None:
     with pytest.raises(AuthenticationError):
         verify_end_user_token(SECRET, "app-a", garbage)
+
+
+def test_verified_tokens_remember_accepted_tokens_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = VerifiedTokens(size=2)
+    token = _sign(rights=["r"])
+    first = verifier.verify(SECRET, "app-a", token)
+    first["rights"].append("tampered")  # a caller's copy; the memory is unchanged
+    checks: list[str] = []
+
+    def counted(*_args: object) -> dict[str, object]:
+        checks.append("checked")
+        return {"exp": 2**40}
+
+    monkeypatch.setattr(tokens_module, "verify_end_user_token", counted)
+    again = verifier.verify(SECRET, "app-a", token)
+    assert checks == []  # remembered: no signature check
+    assert again["rights"] == ["r"]
+    # Another app, another secret, or a different token: verified (here: by the patched check).
+    verifier.verify(SECRET, "app-b", token)
+    verifier.verify(OTHER_SECRET, "app-a", token)
+    assert checks == ["checked", "checked"]
+
+
+def test_verified_tokens_refuse_forgeries_and_expire_remembered_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = VerifiedTokens()
+    token = _sign(expires_in=60)
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):  # a refusal is never remembered
+        with pytest.raises(AuthenticationError) as exc:
+            verifier.verify(SECRET, "app-a", forged)
+        assert exc.value.reason == "invalid_token"
+    verifier.verify(SECRET, "app-a", token)
+    later = time.time() + 61
+    monkeypatch.setattr("apiforge.engine.tokens.time.time", lambda: later)
+    with pytest.raises(AuthenticationError) as exc:
+        verifier.verify(SECRET, "app-a", token)
+    assert exc.value.reason == "token_expired"

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import AuthenticationError, ForbiddenError
-from apiforge.engine.tokens import WORKSPACE_CLAIM, verify_end_user_token
+from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
 from apiforge.rights.store import RightsKey, held_rights
@@ -105,6 +105,7 @@ class PermissionStage:
 
     def __init__(self, state: GatewayState) -> None:
         self.secrets = SecretCache(state.engine.services.signing_secret_for)
+        self.tokens = VerifiedTokens()
 
     async def on_request(self, ctx: GatewayContext) -> None:
         assert ctx.compiled is not None
@@ -119,7 +120,7 @@ class PermissionStage:
             return
         assert ctx.connection is not None
         secret = await self.secrets.get(ctx.target.id, ctx.connection)
-        claims = verify_end_user_token(secret, ctx.target.id, raw)
+        claims = self.tokens.verify(secret, ctx.target.id, raw)
         if claims.get(WORKSPACE_CLAIM) != ctx.partition:
             raise AuthenticationError(
                 "This token was issued for another workspace's users",
