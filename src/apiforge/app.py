@@ -29,6 +29,7 @@ from apiforge.http.middleware import (
     RequestIdMiddleware,
 )
 from apiforge.idempotency.middleware import IdempotencyMiddleware
+from apiforge.idempotency.store import close_shared_store
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
@@ -115,6 +116,7 @@ async def shutdown(app: FastAPI) -> None:
     await drain_request_logs(app.state.gateway_state)
     if app.state.gateway_state.reader is not None:
         await app.state.gateway_state.reader.close()
+    await close_shared_store(app.state.gateway_state.extra)  # the idempotency store's connection
     await close_quota_meter(app.state.engine)  # writes the quota hits still in memory
     await app.state.keys.close()  # writes the last-used times still in memory
     await app.state.engine.dispose()

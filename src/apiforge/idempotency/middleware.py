@@ -35,6 +35,7 @@ from apiforge.idempotency.store import (
     DuplicateRequestError,
     IdempotencyStore,
     StoredResponse,
+    shared_store,
 )
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,6 @@ MAX_STORED_BODY = 1024 * 1024
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._store: IdempotencyStore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -148,8 +148,7 @@ class IdempotencyMiddleware:
             }
             try:
                 async with state.engine.connect() as conn:
-                    await store.complete(conn, claim, StoredResponse(status, kept, content))
-                    await conn.commit()
+                    await store.complete_now(conn, claim, StoredResponse(status, kept, content))
             except Exception:
                 # The work is done; not replaying it later is the lesser harm than a 500 now.
                 log.exception("idempotency_store_failed")
@@ -158,10 +157,9 @@ class IdempotencyMiddleware:
         for message in messages:
             await send(message)
 
-    def _store_of(self, state: Any) -> IdempotencyStore:
-        if self._store is None:
-            self._store = IdempotencyStore(state.settings, state.redis)
-        return self._store
+    @staticmethod
+    def _store_of(state: Any) -> IdempotencyStore:
+        return shared_store(state.gateway_state.extra, state.settings, state.redis)
 
 
 def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:

@@ -2,6 +2,7 @@
 completions, takeovers of dead claims, releases, sweeps and one-time tokens."""
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -37,9 +38,19 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[IdempotencyStore]:
     redis = make_redis(settings)
-    yield IdempotencyStore(settings, redis)
+    store = IdempotencyStore(settings, redis)
+    yield store
+    await store.close()
     if redis is not None:
         await redis.aclose()
+
+
+@asynccontextmanager
+async def _closing(store: IdempotencyStore) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await store.close()
 
 
 async def _expire(conn: AsyncConnection, rid: str = RID) -> None:
@@ -145,7 +156,7 @@ async def test_tokens_are_spent_once_by_their_owner(
 
 async def test_expired_tokens_are_refused(engine: AsyncEngine, settings: Settings) -> None:
     store = IdempotencyStore(settings)  # the database path, whatever the suite's backend
-    async with engine.connect() as conn:
+    async with engine.connect() as conn, _closing(store):
         token, _ = await store.issue_token(conn, "key:one")
         await conn.execute(
             update(IdempotencyToken).values(expires_at=utcnow() - timedelta(seconds=1))

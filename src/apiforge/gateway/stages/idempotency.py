@@ -32,23 +32,19 @@ from apiforge.idempotency.store import (
     DuplicateRequestError,
     IdempotencyStore,
     StoredResponse,
+    shared_store,
 )
 
 log = structlog.get_logger(__name__)
 
-STORE_KEY = "idempotency_store"
 # Response headers that belong to the answer itself and are replayed with it; per-request ones
 # (request id, CORS, rate-limit counters) are produced afresh on every request.
 KEPT_HEADERS = ("deprecation", "sunset", "link")
 
 
 def idempotency_store(state: GatewayState) -> IdempotencyStore:
-    """The process's store, shared by the stage and its after-stage."""
-    store = state.extra.get(STORE_KEY)
-    if not isinstance(store, IdempotencyStore):
-        store = IdempotencyStore(state.settings, state.redis)
-        state.extra[STORE_KEY] = store
-    return store
+    """The process's store, shared by the stage, its after-stage and the management API."""
+    return shared_store(state.extra, state.settings, state.redis)
 
 
 class IdempotencyStage:
@@ -114,9 +110,14 @@ class IdempotencyStage:
         assert isinstance(ctx.idempotency, Claim)
         assert ctx.connection is not None
         kept = {k: v for k, v in ctx.response_headers.items() if k.lower() in KEPT_HEADERS}
-        await self.store.complete(
-            ctx.connection, ctx.idempotency, StoredResponse(ctx.status, kept, ctx.body)
-        )
+        response = StoredResponse(ctx.status, kept, ctx.body)
+        if getattr(ctx.connection, "started", True):
+            # The steps used the call's connection (maybe wrote): store within its transaction.
+            await self.store.complete(ctx.connection, ctx.idempotency, response)
+        else:
+            # The steps wrote nothing (reads went through the shared reader): nothing to be
+            # atomic with, so no pooled connection is checked out just for this.
+            await self.store.complete_now(None, ctx.idempotency, response)
 
 
 class IdempotencyReleaseStage:
@@ -133,6 +134,9 @@ class IdempotencyReleaseStage:
         if claim is None or ctx.status < 300:
             return
         try:
+            if self.store.writer is not None:
+                await self.store.release(None, claim)
+                return
             async with self.db.connect() as conn:
                 # Conditional on "still unfinished": a completion that committed is kept.
                 await self.store.release(conn, claim)
