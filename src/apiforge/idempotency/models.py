@@ -18,7 +18,13 @@ class IdempotencyRecord(Base):
     """
 
     __tablename__ = "idempotency_records"
-    __table_args__ = (Index("ix_idempotency_records_expires_at", "expires_at"),)
+    # SQLite: the key is the table's own B-tree (no rowid plus a second index to write), and
+    # the sweep's index is on `created_at`, which a completion never changes: each claim and
+    # each completion writes as few pages as possible.
+    __table_args__ = (
+        Index("ix_idempotency_records_created_at", "created_at"),
+        {"sqlite_with_rowid": False},
+    )
 
     # SHA-256 of (kind, caller scope, key): fixed width, and the caller's key never stored raw.
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

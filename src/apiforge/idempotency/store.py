@@ -209,7 +209,7 @@ class IdempotencyStore:
         on the gateway's budget). None when the connection is inside a write transaction of
         someone else's (its work must not be committed here): the portable path decides."""
         sweep = self._sweep_due()
-        lease = self.lease
+        lease, retention = self.lease, self.retention
 
         def claim() -> Claim | StoredResponse | str | None:
             sql = db.raw
@@ -219,18 +219,19 @@ class IdempotencyStore:
                 now = utcnow()
                 stamp = _stamp(now)
                 try:
-                    inserted = sql.execute(
-                        _SQLITE_CLAIM, (record_id, fingerprint, owner, stamp, _stamp(now + lease))
-                    )
-                    if inserted.rowcount == 1:
-                        if sweep:
-                            _sweep_sqlite(sql, stamp)
-                        sql.commit()
-                        return Claim(record_id, owner)
+                    # Read first: a replay or a duplicate then opens no write transaction.
                     row = sql.execute(_SQLITE_READ, (record_id,)).fetchone()
                     if row is None:
+                        inserted = sql.execute(
+                            _SQLITE_CLAIM,
+                            (record_id, fingerprint, owner, stamp, _stamp(now + lease)),
+                        )
+                        if inserted.rowcount == 1 and sweep:
+                            _sweep_sqlite(sql, _stamp(now - lease - retention), stamp)
                         sql.commit()
-                        continue
+                        if inserted.rowcount == 1:
+                            return Claim(record_id, owner)
+                        continue  # another process claimed it in between: read it
                     found, holder, status, headers, body, expires = row
                     if expires <= stamp:
                         taken = sql.execute(
@@ -249,7 +250,6 @@ class IdempotencyStore:
                         if taken.rowcount == 1:
                             return Claim(record_id, owner)
                         continue
-                    sql.commit()
                 except BaseException:
                     sql.rollback()
                     raise
@@ -396,11 +396,17 @@ class IdempotencyStore:
             raise DuplicateRequestError()
 
     async def sweep(self, conn: AsyncConnection, now: datetime | None = None) -> int:
-        """Delete up to one batch of dead records and tokens (not committed here)."""
+        """Delete up to one batch of dead records and tokens (not committed here). A record
+        claimed longer ago than lease + retention is dead whatever its state (its index is on
+        `created_at`, which completions never rewrite); younger dead ones are taken over when
+        their key comes back, or swept later."""
         now = now or utcnow()
         removed = 0
-        for table in (RECORDS, TOKENS):
-            dead = select(table.c.id).where(table.c.expires_at <= now).limit(SWEEP_BATCH)
+        for table, column, horizon in (
+            (RECORDS, RECORDS.c.created_at, now - self.retention - self.lease),
+            (TOKENS, TOKENS.c.expires_at, now),
+        ):
+            dead = select(table.c.id).where(column <= horizon).limit(SWEEP_BATCH)
             result = await conn.execute(delete(table).where(table.c.id.in_(dead)))
             removed += result.rowcount
         return removed
@@ -438,7 +444,7 @@ _SQLITE_RELEASE = "DELETE FROM idempotency_records WHERE id = ? AND owner = ? AN
 _SQLITE_CONSUME = "DELETE FROM idempotency_tokens WHERE id = ? AND principal = ? AND expires_at > ?"
 _SQLITE_SWEEP = (
     "DELETE FROM {table} WHERE id IN "  # our two table names only
-    "(SELECT id FROM {table} WHERE expires_at <= ? LIMIT {batch})"
+    "(SELECT id FROM {table} WHERE {column} <= ? LIMIT {batch})"
 )
 
 
@@ -446,11 +452,15 @@ def _stamp(value: datetime) -> str:
     return value.strftime(_SQLITE_TIME)  # tools.clock times are UTC
 
 
-def _sweep_sqlite(sql: sqlite3.Connection, stamp: str) -> None:
+def _sweep_sqlite(sql: sqlite3.Connection, records_horizon: str, stamp: str) -> None:
+    """`sweep`'s statements, run in the claim's transaction on the store's connection."""
     removed = 0
-    for table in ("idempotency_records", "idempotency_tokens"):
-        statement = _SQLITE_SWEEP.format(table=table, batch=SWEEP_BATCH)
-        removed += sql.execute(statement, (stamp,)).rowcount
+    for table, column, horizon in (
+        ("idempotency_records", "created_at", records_horizon),
+        ("idempotency_tokens", "expires_at", stamp),
+    ):
+        statement = _SQLITE_SWEEP.format(table=table, column=column, batch=SWEEP_BATCH)
+        removed += sql.execute(statement, (horizon,)).rowcount
     if removed:
         log.info("idempotency_swept", removed=removed)
 

@@ -132,6 +132,13 @@ async def test_sweep_deletes_only_dead_rows(engine: AsyncEngine, store: Idempote
         for rid in ("a" * 64, "b" * 64):
             assert isinstance(await store.claim(conn, rid, "f"), Claim)
         await _expire(conn, "a" * 64)
+        assert await store.sweep(conn) == 0  # dead, but taken over when its key comes back
+        long_ago = utcnow() - store.retention - store.lease - timedelta(seconds=1)
+        await conn.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == "a" * 64)
+            .values(created_at=long_ago)
+        )
         assert await store.sweep(conn) == 1
         await conn.commit()
         left = await conn.scalar(select(func.count()).select_from(IdempotencyRecord))
@@ -166,3 +173,16 @@ async def test_expired_tokens_are_refused(engine: AsyncEngine, settings: Setting
         assert digest is not None
         with pytest.raises(DuplicateRequestError):
             await store.consume_token(conn, digest, "key:one")
+
+
+async def test_a_claim_sweeps_when_due(engine: AsyncEngine, store: IdempotencyStore) -> None:
+    async with engine.connect() as conn:
+        assert isinstance(await store.claim(conn, "a" * 64, "f"), Claim)
+        long_ago = utcnow() - store.retention - store.lease - timedelta(seconds=1)
+        await conn.execute(update(IdempotencyRecord).values(created_at=long_ago))
+        await conn.commit()
+        store._next_sweep = 0.0  # due now
+        assert isinstance(await store.claim(conn, "b" * 64, "f"), Claim)
+        left = (await conn.execute(select(IdempotencyRecord.id))).scalars().all()
+        assert left == ["b" * 64]
+        assert store._next_sweep > 0

@@ -46,8 +46,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_records")),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_idempotency_records_expires_at", "idempotency_records", ["expires_at"])
+    op.create_index("ix_idempotency_records_created_at", "idempotency_records", ["created_at"])
     op.create_table(
         "idempotency_tokens",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -69,5 +70,5 @@ def downgrade() -> None:
             batch_op.drop_column("version")
     op.drop_index("ix_idempotency_tokens_expires_at", table_name="idempotency_tokens")
     op.drop_table("idempotency_tokens")
-    op.drop_index("ix_idempotency_records_expires_at", table_name="idempotency_records")
+    op.drop_index("ix_idempotency_records_created_at", table_name="idempotency_records")
     op.drop_table("idempotency_records")
