@@ -29,6 +29,7 @@ from apiforge.http.middleware import (
     RequestIdMiddleware,
 )
 from apiforge.idempotency.middleware import IdempotencyMiddleware
+from apiforge.idempotency.openapi import document_idempotency
 from apiforge.idempotency.store import close_shared_store
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
@@ -104,6 +105,7 @@ def mount_gateway(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = default_openapi()
             schema["paths"]["/api/v1/invocations"] = invocation_path()
+            document_idempotency(schema)
             schema.setdefault("components", {}).setdefault("schemas", {})
             schema["components"]["schemas"].setdefault("Envelope", envelope_schema())
             app.openapi_schema = schema

@@ -143,3 +143,22 @@ async def test_reads_and_the_gateway_path_are_left_alone(client: AsyncClient) ->
     listed = await client.get("/api/v1/apps", headers={**user.headers, KEY: "k" * 300})
     assert listed.status_code == 200
     assert "Idempotent-Replayed" not in listed.headers
+
+
+async def test_the_headers_and_the_token_endpoint_are_documented(client: AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for path, method in (
+        ("/api/v1/apps", "post"),
+        ("/api/v1/apps/{app_id}", "patch"),
+        ("/api/v1/invocations", "post"),
+    ):
+        names = {p["name"] for p in schema["paths"][path][method].get("parameters", [])}
+        assert {"Idempotency-Key", "X-Request-Seq", "X-Idempotency-Token"} <= names, path
+    assert "Idempotency-Key" not in {
+        p["name"] for p in schema["paths"]["/api/v1/apps"]["get"].get("parameters", [])
+    }
+    tokens = schema["paths"]["/api/v1/idempotency-tokens"]["get"]
+    assert tokens["summary"]
+    assert "If-Match" in {
+        p["name"] for p in schema["paths"]["/api/v1/apps/{app_id}"]["patch"]["parameters"]
+    }

@@ -1,0 +1,51 @@
+"""The idempotency headers in the platform's OpenAPI document: every write accepts them."""
+
+from typing import Any
+
+WRITES = ("post", "put", "patch", "delete")
+HEADERS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": (
+            "1-255 visible ASCII characters, quoted or bare. The first successful answer is "
+            "replayed for 24 h (`Idempotent-Replayed: 1`); 409 while it runs, 422 for another "
+            "payload. See docs/idempotency.md."
+        ),
+        "schema": {"type": "string", "maxLength": 257},
+    },
+    {
+        "name": "X-Request-Seq",
+        "in": "header",
+        "required": False,
+        "description": "A sequence number of the calling credential; a seen one replays.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+    },
+    {
+        "name": "X-Idempotency-Token",
+        "in": "header",
+        "required": False,
+        "description": (
+            "A one-time token from `GET /api/v1/idempotency-tokens`; a spent one is 409 "
+            "`duplicate_request`."
+        ),
+        "schema": {"type": "string"},
+    },
+)
+
+
+def document_idempotency(schema: dict[str, Any]) -> None:
+    """Add the three headers to every write operation under `/api/v1/` (in place)."""
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method in WRITES:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            parameters = operation.setdefault("parameters", [])
+            present = {(p.get("in"), p.get("name", "").lower()) for p in parameters}
+            for header in HEADERS:
+                if ("header", header["name"].lower()) not in present:
+                    parameters.append(dict(header))
