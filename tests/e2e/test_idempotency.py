@@ -250,3 +250,18 @@ async def test_tokens_need_credentials(client: AsyncClient) -> None:
         "/api/v1/idempotency-tokens", headers={"X-Api-Key": "app-" + "x" * 40}
     )
     assert_error(bad_key, 401, "invalid_api_key")
+
+
+async def test_a_console_caller_on_dev_has_its_own_keys(client: AsyncClient) -> None:
+    owner = await register(client)
+    app_id = await hits_app(client, owner)
+    body = {"appId": app_id, "api": "hit", "version": "dev", "args": {"n": 1}}
+    headers = {**owner.headers, KEY: "dev-1"}
+    first = await client.post("/api/v1/invocations", json=body, headers=headers)
+    again = await client.post("/api/v1/invocations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert _replayed(again)
+    assert again.content == first.content
+    counted = {"appId": app_id, "api": "total", "version": "dev", "args": {}}
+    total_now = await client.post("/api/v1/invocations", json=counted, headers=owner.headers)
+    assert data_of(total_now)["total"] == 1

@@ -162,3 +162,13 @@ async def test_the_headers_and_the_token_endpoint_are_documented(client: AsyncCl
     assert "If-Match" in {
         p["name"] for p in schema["paths"]["/api/v1/apps/{app_id}"]["patch"]["parameters"]
     }
+
+
+async def test_malformed_bodies_are_refused_and_not_stored(client: AsyncClient) -> None:
+    user = await register(client)
+    headers = {**user.headers, KEY: "k", "Content-Type": "application/json"}
+    for content in (b"{", b"[]", b'{"name": 5}', b'{"name": "' + b"x" * 5000 + b'"}'):
+        response = await client.post("/api/v1/apps", content=content, headers=headers)
+        assert response.status_code == 400, response.text
+    assert (await _create(client, {**user.headers, KEY: "k"})).status_code == 200
+    assert await _app_count(client, user.headers) == 1
