@@ -8,10 +8,14 @@ charged, the log row goes through the buffered writer). Calls go one at a time i
 each block so the free call pays for its buffered row too. Process CPU time (all threads, so
 aiosqlite's thread counts) per call is reported for both, and the difference.
 
-    .venv/bin/python bench/charge_cost.py [--calls 200] [--rounds 30]
+    .venv/bin/python bench/charge_cost.py [--calls 200] [--rounds 30] [--concurrency 1]
+
+With `--concurrency N`, N callers are in flight at once (as under `wrk -c32`), so charges of
+concurrent calls share SQLite commits; 1 is the worst case, where every charge commits alone.
 """
 
 import argparse
+import asyncio
 import json
 import sqlite3
 import statistics
@@ -93,6 +97,9 @@ async def _setup(http: AsyncClient) -> tuple[str, str]:
     return app_id, key
 
 
+CONCURRENCY = 1  # callers in flight at once (--concurrency)
+
+
 def _endpoint(app: Any) -> GatewayEndpoint:
     for route in app.router.routes:
         if isinstance(getattr(route, "endpoint", None), GatewayEndpoint):
@@ -111,9 +118,13 @@ async def _block(http: AsyncClient, app: Any, app_id: str, key: str, calls: int)
     headers = {"X-Api-Key": key}
     buffer = app.state.gateway_state.extra["request_logs"]
     started = time.process_time()
-    for _ in range(calls):
-        response = await http.post("/api/v1/invocations", json=body, headers=headers)
-        assert response.status_code == 200, response.text
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            response = await http.post("/api/v1/invocations", json=body, headers=headers)
+            assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(worker(calls // CONCURRENCY) for _ in range(CONCURRENCY)))
     await buffer.flush()
     return (time.process_time() - started) / calls * 1e6
 
@@ -168,6 +179,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
+    CONCURRENCY = max(1, args.concurrency)
     with tempfile.TemporaryDirectory() as work:
         uvloop.run(main(prepare(work), args.calls, args.rounds))

@@ -19,6 +19,7 @@ from apiforge.gateway.endpoint import GatewayEndpoint
 from apiforge.gateway.openapi import envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
 from apiforge.gateway.stage import GatewayState
+from apiforge.gateway.stages.charge import close_charger
 from apiforge.gateway.stages.log import drain_request_logs
 from apiforge.http.fastpath import add_fast_path
 from apiforge.http.middleware import (
@@ -116,6 +117,7 @@ def mount_gateway(app: FastAPI) -> None:
 
 async def shutdown(app: FastAPI) -> None:
     await drain_request_logs(app.state.gateway_state)
+    await close_charger(app.state.gateway_state)  # SQLite: the charges' writer connection
     if app.state.gateway_state.reader is not None:
         await app.state.gateway_state.reader.close()
     await close_shared_store(app.state.gateway_state.extra)  # the idempotency store's connection

@@ -35,6 +35,9 @@ BILLING_APIS: dict[str, tuple[list[Any], int]] = {
         ],
         PRICE,
     ),
+    # cost 1: a page of items (a prepared read: the call never checks out a connection of its
+    # own, so on SQLite its charge goes through the process's writer).
+    "listed": ([{"id": "items", "type": "getMany", "collection": "items", "pageSize": 20}], PRICE),
     "free": ([{"id": "hello", "type": "set", "value": "hi"}], 0),
     # cost 2: writes a record; the charge commits with it or neither does.
     "insert": ([{"id": "item", "type": "insert", "collection": "items", "data": {"n": 1}}], PRICE),

@@ -41,10 +41,12 @@ async def _unlimited(client: AsyncClient, m: Market) -> None:
     data_of(response)
 
 
-async def _race(clients: list[AsyncClient], m: Market, total: int) -> Counter[int]:
+async def _race(
+    clients: list[AsyncClient], m: Market, total: int, api: str = "priced"
+) -> Counter[int]:
     tickets = iter(range(total))
     statuses: Counter[int] = Counter()
-    body = {"appId": m.app_id, "api": "priced", "version": "latest", "args": {}}
+    body = {"appId": m.app_id, "api": api, "version": "latest", "args": {}}
     headers = {"X-Api-Key": m.secret}
 
     async def worker(http: AsyncClient) -> None:
@@ -90,15 +92,21 @@ async def test_two_processes_never_overdraw(
     await _check(app, client, m, covered)
 
 
-async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient) -> None:
+@pytest.mark.parametrize("api", ["priced", "listed"])
+async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient, api: str) -> None:
+    """`priced` charges in the call's own transaction; `listed` (a prepared read, no connection
+    of its own) through the process's writer, where concurrent charges share commits."""
     total, covered = 500, 123
     m = await market(app, client)
     await _unlimited(client, m)
     await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
-    statuses = await _race([client], m, total)
+    statuses = await _race([client], m, total, api)
     assert statuses == {200: covered, 402: total - covered}
     await _check(app, client, m, covered)
+    if not DATABASE_URL:
+        writer = app.state.gateway_state.extra["charger"].writer
+        assert (writer._connection is not None) == (api == "listed")
     # the same again after a top-up that arrives while nothing is in flight
     await top_up(client, m.admin, m.consumer.workspace_id, 7 * PRICE)
-    again = await _race([client], m, 20)
+    again = await _race([client], m, 20, api)
     assert again == {200: 7, 402: 13}

@@ -24,6 +24,7 @@ OPS = st.one_of(
     st.tuples(st.just("builder_topup"), st.integers(1, 2 * PRICE)),
     st.tuples(st.just("call"), st.booleans()),  # True: the call fails after its steps began
     st.tuples(st.just("self_call"), st.none()),
+    st.tuples(st.just("list_call"), st.none()),  # charged through SQLite's shared writer
     st.tuples(st.just("redeem"), st.integers(1, 3 * PRICE)),
     st.tuples(st.just("withdraw"), st.integers(1, 3 * PRICE)),
     st.tuples(st.just("decide"), st.booleans()),  # True: approve the oldest pending one
@@ -67,9 +68,11 @@ async def _apply(client: AsyncClient, m: Market, model: Model, op: Op) -> None:
     elif kind == "builder_topup":
         await top_up(client, m.admin, m.builder.workspace_id, value)
         model.builder += value
-    elif kind in ("call", "self_call"):
+    elif kind in ("call", "self_call", "list_call"):
         fail = bool(value)
-        body = {"appId": m.app_id, "api": "priced", "version": "latest", "args": {"fail": fail}}
+        args = {} if kind == "list_call" else {"fail": fail}
+        api = "listed" if kind == "list_call" else "priced"
+        body = {"appId": m.app_id, "api": api, "version": "latest", "args": args}
         own = kind == "self_call"
         headers = m.builder.headers if own else {"X-Api-Key": m.secret}
         response = await client.post("/api/v1/invocations", json=body, headers=headers)

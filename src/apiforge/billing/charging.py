@@ -29,12 +29,16 @@ Two implementations, chosen by the database:
   next time its wallet runs short.
 """
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
+import aiosqlite
 import orjson
 import structlog
 from sqlalchemy import insert, text
@@ -43,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
 from apiforge.core.errors import PaymentRequiredError
+from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 from apiforge.usage.buffer import _storable
@@ -78,6 +83,7 @@ class Charge:
     settled: bool = False
     pending: bool = False  # SQLite: written in the commit's queue, not confirmed yet
     outcome: str | None = None  # SQLite: what the queued write did ("ok", "short", "error…")
+    driver: Any = None  # SQLite: the aiosqlite connection the write was queued on
 
 
 def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
@@ -116,6 +122,8 @@ class Charger(Protocol):
         ...
 
     async def finish(self, charge: Charge, succeeded: bool) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class WalletDirectory:
@@ -180,6 +188,16 @@ class MemoryWallets:
         account = self._account(wallet_id)
         return account.balance, account.held
 
+    def reserve_cached(self, wallet_id: str, amount: int) -> bool:
+        """The common case without an await: the balance is known and covers `amount`."""
+        account = self._accounts.get(wallet_id)
+        if account is None or account.balance is None:
+            return False
+        if account.balance - account.held < amount:
+            return False
+        account.held += amount
+        return True
+
     async def reserve(self, conn: AsyncConnection, wallet_id: str, amount: int) -> bool:
         account = self._account(wallet_id)
         balance = account.balance
@@ -212,9 +230,7 @@ class MemoryWallets:
 
 
 async def _read_balance(conn: AsyncConnection, wallet_id: str) -> int:
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    rows = await driver.execute_fetchall("SELECT balance FROM wallets WHERE id = ?", (wallet_id,))
+    rows = await driver_rows(conn, "SELECT balance FROM wallets WHERE id = ?", (wallet_id,))
     return int(rows[0][0]) if rows else 0
 
 
@@ -237,6 +253,14 @@ _SQLITE_DEBIT = (
     "UPDATE wallets SET balance = balance - ?, updated_at = ? WHERE id = ? AND balance - held >= ?"
 )
 _SQLITE_CREDIT = "UPDATE wallets SET balance = balance + ?, updated_at = ? WHERE id = ?"
+_SQLITE_CREDIT_2 = (
+    "UPDATE wallets SET balance = balance + CASE id WHEN ? THEN ? ELSE ? END, updated_at = ? "
+    "WHERE id IN (?, ?)"
+)
+# Log columns whose values need converting for the driver (times as text, JSON as text).
+_LOG_CONVERTED = tuple(
+    index for index, name in enumerate(_LOG_COLUMNS) if name in ("created_at", "args")
+)
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -252,12 +276,122 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+class SqliteWriter:
+    """The process's own write connection for charges of calls that wrote nothing themselves
+    (most calls: reads are served without checking a pooled connection out). Charges queue on
+    its thread; each runs its statements, and a commit follows when no other charge is waiting
+    (or after `GROUP`), so concurrent calls share one commit — SQLite's cost of a write is mostly
+    the commit's pages. A charge's caller learns its outcome only once it is committed."""
+
+    GROUP = 64
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
+        self._pending: list[tuple[asyncio.Future[str], str]] = []  # used on the writer thread
+
+    async def submit(self, statements: Callable[[sqlite3.Connection], str]) -> str:
+        connection = self._connection or await self._open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        queue = connection._tx
+        queue.put_nowait((None, partial(self._run, connection, statements, future)))
+        return await future
+
+    def _run(
+        self,
+        connection: aiosqlite.Connection,
+        statements: Callable[[sqlite3.Connection], str],
+        future: "asyncio.Future[str]",
+    ) -> None:
+        """On the writer thread."""
+        db = connection._conn
+        pending = self._pending
+        try:
+            pending.append((future, statements(db)))
+            if len(pending) < self.GROUP and not connection._tx.empty():
+                return  # another charge is waiting: it commits for both
+            db.commit()
+        except BaseException as exc:
+            # A statement or the commit failed: nothing pending was written.
+            with contextlib.suppress(Exception):
+                db.rollback()
+            failed = [waiting for waiting, _ in pending] + [future]
+            self._pending = []
+            for waiting in dict.fromkeys(failed):
+                waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
+            return
+        self._pending = []
+        for waiting, outcome in pending:
+            waiting.get_loop().call_soon_threadsafe(_succeed, waiting, outcome)
+
+    async def _open(self) -> aiosqlite.Connection:
+        async with self._opening:
+            if self._connection is None:
+                connection = await aiosqlite.connect(self.path)
+                for pragma in _WRITER_PRAGMAS:
+                    await connection.execute(pragma)
+                self._connection = connection
+            return self._connection
+
+    def _flush(self) -> None:
+        """On the writer thread: commit what waits (a charge always expects a later commit)."""
+        if self._pending:
+            self._connection_commit()
+
+    def _connection_commit(self) -> None:
+        assert self._connection is not None
+        db = self._connection._conn
+        pending, self._pending = self._pending, []
+        try:
+            db.commit()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                db.rollback()
+            for waiting, _ in pending:
+                waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
+            return
+        for waiting, outcome in pending:
+            waiting.get_loop().call_soon_threadsafe(_succeed, waiting, outcome)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            driver: Any = self._connection
+            await driver._execute(self._flush)
+            connection, self._connection = self._connection, None
+            await connection.close()
+
+
+_WRITER_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+
+
+def _succeed(future: "asyncio.Future[str]", outcome: str) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _fail(future: "asyncio.Future[str]", exc: BaseException) -> None:
+    if not future.done():
+        future.set_result(f"error: {exc!r}")
+
+
 class SqliteCharger:
     """Charging on the embedded database: see the module docstring."""
 
-    def __init__(self, welcome_credits: int) -> None:
+    def __init__(self, welcome_credits: int, writer: SqliteWriter | None = None) -> None:
         self.directory = WalletDirectory(welcome_credits)
         self.memory = MemoryWallets()
+        self.writer = writer
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
 
     async def reserve(
         self,
@@ -272,9 +406,14 @@ class SqliteCharger:
         api: str,
         request_id: str,
     ) -> Charge:
-        caller = await self.directory.wallets(conn, caller_workspace_id)
-        builder = await self.directory.wallets(conn, builder_workspace_id)
-        if not await self.memory.reserve(conn, caller["balance"], debit):
+        ids = self.directory._ids
+        caller, builder = ids.get(caller_workspace_id), ids.get(builder_workspace_id)
+        if caller is None or builder is None:
+            caller = await self.directory.wallets(conn, caller_workspace_id)
+            builder = await self.directory.wallets(conn, builder_workspace_id)
+        if not self.memory.reserve_cached(caller["balance"], debit) and not (
+            await self.memory.reserve(conn, caller["balance"], debit)
+        ):
             raise InsufficientBalanceError(details={"price": debit})
         return Charge(
             caller_workspace_id,
@@ -311,48 +450,72 @@ class SqliteCharger:
             charge.request_id,
             charge.builder_workspace_id,
         ]
-        credits: list[tuple[int, str, str]] = []
+        credits: list[tuple[str, int]] = []
         if charge.profit:
-            credits.append((charge.profit, charge.earnings_wallet, "2"))
+            credits.append((charge.earnings_wallet, charge.profit))
             entries += [base + "2", transaction_id, charge.earnings_wallet]
             entries += [charge.builder_workspace_id, charge.profit, stamp, charge.app_id]
             entries += [charge.api, charge.request_id, charge.caller_workspace_id]
         if charge.platform:
-            credits.append((charge.platform, REVENUE, "3"))
+            credits.append((REVENUE, charge.platform))
             entries += [base + "3", transaction_id, REVENUE, None, charge.platform, stamp]
             entries += [charge.app_id, charge.api, charge.request_id, charge.caller_workspace_id]
         entries_sql = _INSERT_ENTRIES[1 + len(credits)]
+        if len(credits) == 2:  # both credits in one statement
+            (w1, a1), (w2, a2) = credits
+            credit: tuple[str, tuple[Any, ...]] | None = (
+                _SQLITE_CREDIT_2,
+                (w1, a1, a2, stamp, w1, w2),
+            )
+        elif credits:
+            credit = (_SQLITE_CREDIT, (credits[0][1], stamp, credits[0][0]))
+        else:
+            credit = None
         row = _storable({**log_row, "id": transaction_id})
-        log_values = [_sqlite_value(row[column]) for column in _LOG_COLUMNS]
-        credit_params = [(amount, stamp, wallet) for amount, wallet, _ in credits]
+        log_values = [row[column] for column in _LOG_COLUMNS]
+        for index in _LOG_CONVERTED:
+            log_values[index] = _sqlite_value(log_values[index])
         debit_params = (charge.debit, stamp, charge.caller_wallet, charge.debit)
 
+        def statements(db: sqlite3.Connection) -> str:
+            """The charge's statements (no commit): "short" when the debit didn't apply, in
+            which case nothing of it was written."""
+            if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                return "short"
+            if credit is not None:
+                db.execute(*credit)
+            db.execute(entries_sql, entries)
+            db.execute(_INSERT_LOG, log_values)
+            return "ok"
+
+        self.memory.begin_write(charge.caller_wallet)
+        charge.pending = True
+        if self.writer is not None and getattr(conn, "sync_connection", None) is None:
+            # The call never used its own connection (it wrote nothing): the charge commits on
+            # the process's writer, together with the charges of concurrent calls.
+            charge.outcome = await self.writer.submit(statements)
+            self._conclude(charge)
+            return
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
+        charge.driver = driver
 
         def write() -> None:
-            """Runs in aiosqlite's thread: every statement and the commit of the whole call
+            """Runs in aiosqlite's thread: the statements and the commit of the whole call
             (steps included), or its rollback when the debit can't be made. The commit the
             run stage sends next then has nothing left to do."""
             db: sqlite3.Connection = driver._conn
             try:
-                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                outcome = statements(db)
+                if outcome == "ok":
+                    db.commit()
+                else:
                     db.rollback()
-                    charge.outcome = "short"
-                    return
-                for params in credit_params:
-                    db.execute(_SQLITE_CREDIT, params)
-                db.execute(entries_sql, entries)
-                db.execute(_INSERT_LOG, log_values)
-                db.commit()
             except BaseException as exc:
                 db.rollback()
-                charge.outcome = f"error: {exc!r}"
-                return
-            charge.outcome = "ok"
+                outcome = f"error: {exc!r}"
+            charge.outcome = outcome
 
-        self.memory.begin_write(charge.caller_wallet)
-        charge.pending = True
         queue = getattr(driver, "_tx", None)
         if queue is None:  # another aiosqlite layout: one hop of its own
             await driver._execute(write)
@@ -364,23 +527,25 @@ class SqliteCharger:
 
     async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
         """After the call's commit returned: the charge is final, or the call fails."""
-        if charge.pending and charge.outcome is None:
+        if not charge.pending:
+            return
+        if charge.outcome is None:
             # The run's commit sent nothing to the thread (SQLAlchemy had no transaction of its
             # own). The call is over (this is the last stage), so the connection goes back to
-            # the pool now: its rollback-on-return, which every call sends anyway, follows the
-            # queued write (which commits by itself) in the same wake-up of the thread.
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
+            # the pool now; then a round trip behind the queued write (which commits by itself).
+            driver: Any = charge.driver
             await conn.close()
-            if charge.outcome is None:  # the pool sent nothing (reset-on-return turned off)
+            if charge.outcome is None:
                 await driver._execute(_nothing)
+        self._conclude(charge)
+
+    def _conclude(self, charge: Charge) -> None:
+        """The charge is final (`ok`), or the call fails: nothing of it was committed."""
+        charge.pending = False
+        charge.settled = True  # the reservation is accounted for either way
         if charge.outcome == "ok":
-            charge.settled = True
-            charge.pending = False
             self.memory.end_write(charge.caller_wallet, -charge.debit, released=charge.debit)
             return
-        # The write rolled the whole call back: nothing was committed.
-        charge.pending = False
         short = charge.outcome == "short"
         if short:
             # The database holds less than this process believed: trust the database.
@@ -388,7 +553,6 @@ class SqliteCharger:
         else:
             log.error("charge_failed", wallet_id=charge.caller_wallet, outcome=charge.outcome)
         self.memory.end_write(charge.caller_wallet, None if short else 0, released=charge.debit)
-        charge.settled = True  # the reservation is accounted for
         if short:
             raise InsufficientBalanceError(details={"price": charge.debit})
         raise RuntimeError("the call's charge could not be written")
@@ -543,6 +707,9 @@ class DatabaseCharger:
     async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
         """The settle ran its statements in the call's transaction, which has committed."""
 
+    async def close(self) -> None:
+        """Nothing of its own to close (it uses the engine's pool)."""
+
     async def finish(self, charge: Charge, succeeded: bool) -> None:
         """A settled, committed call's hold is gone with its commit; any other hold is
         released now (also when the settle ran but its transaction rolled back)."""
@@ -557,5 +724,7 @@ class DatabaseCharger:
 
 def make_charger(engine: AsyncEngine, welcome_credits: int) -> SqliteCharger | DatabaseCharger:
     if engine.dialect.name == "sqlite":
-        return SqliteCharger(welcome_credits)
+        path = engine.url.database or ""
+        memory = path in ("", ":memory:") or path.startswith("file:")
+        return SqliteCharger(welcome_credits, None if memory else SqliteWriter(path))
     return DatabaseCharger(engine, welcome_credits)

@@ -14,6 +14,13 @@ from apiforge.gateway.stages.log import RequestLogStage
 CHARGER_KEY = "charger"
 
 
+async def close_charger(state: GatewayState) -> None:
+    """Commit and close what the charger holds (SQLite's writer connection): at shutdown."""
+    charger = state.extra.get(CHARGER_KEY)
+    if charger is not None:
+        await charger.close()
+
+
 def charger_of(state: GatewayState) -> Charger:
     """The process's charger (the management API tells its wallet cache about its writes)."""
     charger: Charger = state.extra[CHARGER_KEY]
