@@ -144,3 +144,34 @@ async def test_holds_of_a_crashed_process_expire(app: FastAPI, client: AsyncClie
         await conn.execute(update(WalletHold).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert await invoke(client, m) == 200
     await ledger_invariants(app)
+
+
+async def test_deprecated_versions_and_dev_calls_are_charged_alike(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, 2 * PRICE)
+    versions = data_of(
+        await client.get(f"/api/v1/apps/{m.app_id}/versions", headers=m.builder.headers)
+    )
+    version = versions["list"][0]["version"]
+    response = await client.patch(
+        f"/api/v1/apps/{m.app_id}/versions/{version}",
+        json={"deprecated": True},
+        headers=m.builder.headers,
+    )
+    data_of(response)
+    body = {"appId": m.app_id, "api": "priced", "version": version, "args": {}}
+    called = await client.post("/api/v1/invocations", json=body, headers={"X-Api-Key": m.secret})
+    assert called.status_code == 200
+    assert "deprecation" in called.headers
+    assert await balances(client, m.consumer) == {"balance": PRICE, "earnings": 0}
+    # the builder's own dev call pays the cost only, from its own (empty) wallet: refused
+    dev = {"appId": m.app_id, "api": "priced", "version": "dev", "args": {}}
+    response = await client.post("/api/v1/invocations", json=dev, headers=m.builder.headers)
+    assert response.status_code == 402
+    await top_up(client, m.admin, m.builder.workspace_id, COST)
+    response = await client.post("/api/v1/invocations", json=dev, headers=m.builder.headers)
+    assert response.status_code == 200
+    assert await balances(client, m.builder) == {"balance": 0, "earnings": PRICE - COST}
+    await ledger_invariants(app)
