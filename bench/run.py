@@ -34,8 +34,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,7 @@ class Call:
     body: str = ""
     notes: list[str] = field(default_factory=list)
     reference: Any = None  # the checked answer's data, for the floor to match
+    idempotency: bool = False  # a fresh Idempotency-Key on every request (wrk_report.lua)
 
     def send(self, headers: dict[str, str] | None = None) -> httpx.Response:
         return httpx.request(
@@ -224,6 +226,8 @@ def wrk(call: Call, seconds: int, connections: int, latency: bool = True) -> dic
     env["BENCH_METHOD"] = call.method
     env["BENCH_BODY"] = call.body
     env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in call.headers.items())
+    if call.idempotency:  # keys live 24 h: every wrk run numbers its own
+        env["BENCH_IDEMPOTENCY_PREFIX"] = f"bench-{time.time_ns()}-"
     argv = [
         "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
         "--timeout", "5s", "-s", str(BENCH / "wrk_report.lua"),
@@ -435,6 +439,8 @@ def verify_apiforge(call: Call, titles: list[str], published: int) -> None:
 def run_apiforge(
     posts: list[dict[str, Any]], args: argparse.Namespace
 ) -> tuple[Call, Path, dict[str, Any]]:
+    """The call three ways: as it is (limits and charging on), with a fresh idempotency key per
+    request, and — when Redis answers — with the limits and keys in Redis."""
     data_dir = args.work / "apiforge"
     port = free_port()
     env = clean_env(APIFORGE_DATA_DIR=str(data_dir), APIFORGE_HOST=HOST, APIFORGE_PORT=str(port))
@@ -447,15 +453,35 @@ def run_apiforge(
         input=ADMIN["password"] + "\n", text=True,
         cwd=args.work, env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    server = Server(
-        "apiforge", [str(BIN / "apiforge"), "serve"], env, args.work, args.work / "apiforge.log"
-    )
+    argv = [str(BIN / "apiforge"), "serve"]
+    server = Server("apiforge", argv, env, args.work, args.work / "apiforge.log")
     base = f"http://{HOST}:{port}"
+    results: dict[str, Any] = {}
     with running(server, f"{base}/healthz"):
         call = setup_apiforge(base, posts, args)
         verify_apiforge(call, newest_published_titles(posts), sum(p["published"] for p in posts))
-        result = measure(call, server, args)
-    return call, data_dir / "apiforge.db", result
+        results["apiforge"] = measure(call, server, args)
+        keyed = replace(call, name="apiforge+idem", idempotency=True, notes=[])
+        results[keyed.name] = measure(keyed, server, args)
+    if args.redis and redis_answers(args.redis):
+        env = {**env, "APIFORGE_REDIS_URL": args.redis, "APIFORGE_REDIS_PREFIX": "apiforge-bench:"}
+        server = Server("apiforge", argv, env, args.work, args.work / "apiforge-redis.log")
+        with running(server, f"{base}/healthz"):
+            keyed = replace(call, name="apiforge+redis+idem", idempotency=True, notes=[])
+            results[keyed.name] = measure(keyed, server, args)
+    elif args.redis:
+        call.notes.append(f"Redis at {args.redis} did not answer: no run with Redis")
+    return call, data_dir / "apiforge.db", results
+
+
+def redis_answers(url: str) -> bool:
+    """Whether something accepts connections at the Redis URL's host and port."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname or HOST, parsed.port or 6379), 1):
+            return True
+    except OSError:
+        return False
 
 
 # --- the floor ----------------------------------------------------------------------------------
@@ -643,6 +669,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=2000, help="profiled calls (0: no profile)")
     parser.add_argument("--console", action="store_true", help="console token even with keys")
     parser.add_argument("--only", choices=("apiforge", "floor", "pocketbase"), action="append")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for the run with shared limits and keys (skipped when it does not answer; "
+        "'' for none)",
+    )
     args = parser.parse_args(argv)
     check(args.duration in range(1, 121) and args.warmup in range(31), "bounded durations")
     check(args.connections in range(1, 513), "1..512 connections")
@@ -665,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: dict[str, list[str]] = {}
 
     print("apiforge (embedded SQLite, one process)", flush=True)
-    call, database, results["apiforge"] = run_apiforge(posts, args)
+    call, database, runs = run_apiforge(posts, args)
+    results.update(runs)
     notes["apiforge"] = call.notes
     if "floor" in only:
         print("floor (hand-written Starlette endpoint)", flush=True)
@@ -727,6 +760,20 @@ def summarise(
         ratios["cpu_apiforge_over_pocketbase"] = round(cpu["pocketbase"] / cpu["apiforge"], 2)
     if "floor" in cpu and cpu["apiforge"]:
         ratios["cpu_apiforge_fraction_of_floor"] = round(cpu["floor"] / cpu["apiforge"], 2)
+    # The other apiforge runs (idempotency keys, Redis) against PocketBase and the plain run.
+    for name, run in results.items():
+        if not name.startswith("apiforge+") or not cpu["apiforge"]:
+            continue
+        variant: dict[str, Any] = {
+            "cpu_added_over_apiforge": round(
+                run["server_cpu_ms_per_request"] / cpu["apiforge"] - 1, 3
+            )
+        }
+        if "pocketbase" in results:
+            pb = results["pocketbase"]
+            variant["over_pocketbase"] = round(run["requests_per_s"] / pb["requests_per_s"], 2)
+            variant["p99_over_pocketbase"] = round(run["p99_ms"] / pb["p99_ms"], 2)
+        ratios[name] = variant
     report["ratios"] = ratios
     busy = max(r["others_cpu_busy"] for r in results.values())
     if busy > OTHERS_LIMIT:
@@ -743,11 +790,11 @@ def summarise(
 
 def print_report(report: dict[str, Any]) -> None:
     print()
-    header = f"{'server':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}"
+    header = f"{'server':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}"
     print(header + f"{'CPU ms/req':>12}")
     for name, r in report["results"].items():
         print(
-            f"{name:<12}{r['requests_per_s']:>10.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}"
+            f"{name:<20}{r['requests_per_s']:>10.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}"
             f"{r['requests']:>10}{r['server_cpu_ms_per_request']:>12.3f}"
         )
     ratios = report["ratios"]
@@ -767,6 +814,16 @@ def print_report(report: dict[str, Any]) -> None:
             f"{ratios['cpu_apiforge_over_pocketbase']:.2f}x, apiforge / floor "
             f"{ratios.get('cpu_apiforge_fraction_of_floor', float('nan')):.2f}"
         )
+    for name, variant in ratios.items():
+        if not name.startswith("apiforge+"):
+            continue
+        line = f"{name}: {variant['cpu_added_over_apiforge']:+.1%} server CPU per request"
+        if "over_pocketbase" in variant:
+            line += (
+                f"; / PocketBase {variant['over_pocketbase']:.2f}x req/s, "
+                f"p99 {variant['p99_over_pocketbase']:.2f}x"
+            )
+        print(line)
     if "warning" in report:
         print(f"WARNING: {report['warning']}")
     for name, lines in report["notes"].items():

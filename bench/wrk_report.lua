@@ -4,6 +4,7 @@
 --   BENCH_METHOD   GET or POST (default GET)
 --   BENCH_BODY     the request body (POST)
 --   BENCH_HEADERS  "Name: value" lines separated by newlines
+--   BENCH_IDEMPOTENCY_PREFIX  when set, a fresh Idempotency-Key per request
 --
 -- No response() hook: it would make wrk parse every body in Lua and slow the client down.
 -- Non-2xx answers are counted by wrk itself (summary.errors.status) and reported.
@@ -17,6 +18,17 @@ for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
   local name, value = line:match("^([^:]+):%s*(.*)$")
   if name ~= nil then
     wrk.headers[name] = value
+  end
+end
+
+-- BENCH_IDEMPOTENCY_PREFIX: send `Idempotency-Key: <prefix><n>`, a new key on every request.
+local prefix = os.getenv("BENCH_IDEMPOTENCY_PREFIX")
+if prefix ~= nil and #prefix > 0 then
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    wrk.headers["Idempotency-Key"] = prefix .. counter
+    return wrk.format()
   end
 end
 
