@@ -17,7 +17,7 @@ issued, the only wallet allowed below zero), `escrow` (withdrawals awaiting an a
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, UTCDateTime, created_column, id_column, updated_column
@@ -81,9 +81,16 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         # A workspace's history (newest first, time range, kind, app) and per-day earnings.
-        # Platform entries have no workspace, so the same index lists them. No index per wallet:
-        # every index is one more page written by every charged call (audits scan).
-        Index("ix_ledger_entries_workspace_created", "workspace_id", "created_at"),
+        # Only workspaces' entries: the platform's (one per charged call) would be one more
+        # index page written by every call, for lists nobody pages through. No index per
+        # wallet either (audits scan).
+        Index(
+            "ix_ledger_entries_workspace_created",
+            "workspace_id",
+            "created_at",
+            sqlite_where=text("workspace_id IS NOT NULL"),
+            postgresql_where=text("workspace_id IS NOT NULL"),
+        ),
     )
 
 

@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wallets")),
     )
     with op.batch_alter_table("wallets", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_wallets_workspace_kind", ["workspace_id", "kind"], unique=True
-        )
+        batch_op.create_index("ix_wallets_workspace_kind", ["workspace_id", "kind"], unique=True)
 
     op.create_table(
         "ledger_entries",
@@ -72,7 +70,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_ledger_entries_workspace_created", ["workspace_id", "created_at"], unique=False
+            "ix_ledger_entries_workspace_created",
+            ["workspace_id", "created_at"],
+            unique=False,
+            sqlite_where=sa.text("workspace_id IS NOT NULL"),
+            postgresql_where=sa.text("workspace_id IS NOT NULL"),
         )
 
     op.create_table(
@@ -87,9 +89,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wallet_holds")),
     )
     with op.batch_alter_table("wallet_holds", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_wallet_holds_wallet_id"), ["wallet_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_wallet_holds_wallet_id"), ["wallet_id"], unique=False)
 
     op.create_table(
         "withdrawals",
