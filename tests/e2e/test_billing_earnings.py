@@ -86,6 +86,16 @@ async def test_earnings_redemptions_and_withdrawals(app: FastAPI, client: AsyncC
         "withdrawal_rejected",
         "withdrawal_request",
     ]
+    platform = data_of(await client.get("/api/v1/admin/wallets", headers=m.admin.headers))
+    assert {w["kind"]: w["balance"] for w in platform["list"]} == {
+        "escrow": 0,
+        "issuance": -3 * PRICE,
+        "payouts": 6,
+        "revenue": 3 * COST,
+    }
+    assert_error(
+        await client.get("/api/v1/admin/wallets", headers=m.builder.headers), 403, "admin_required"
+    )
     await ledger_invariants(app)
 
 

@@ -109,6 +109,18 @@ async def list_ledger_entries(
     return ok(await service.entries(current.id, filters, page))
 
 
+@router.get(
+    "/admin/wallets",
+    summary="The platform's wallets (administrators)",
+    description="`revenue` (the cost of every call), `issuance` (minus every RU ever issued), "
+    "`escrow` (requested withdrawals) and `payouts` (approved withdrawals).",
+)
+async def list_platform_wallets(
+    admin: AdminAccount, service: BillingServiceDep
+) -> Envelope[WalletList]:
+    return ok(WalletList(list=await service.platform_wallets()))
+
+
 @router.post(
     "/admin/wallets/{workspace_id}/credits",
     summary="Top up a workspace's wallet (administrators)",

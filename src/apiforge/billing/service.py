@@ -81,6 +81,19 @@ class BillingService:
             for r in rows
         ]
 
+    async def platform_wallets(self) -> list[WalletRead]:
+        """The platform's wallets: revenue, issuance (minus all RU ever issued), escrow and
+        payouts. With every workspace wallet they sum to zero."""
+        rows = await self.session.execute(
+            select(Wallet.id, Wallet.kind, Wallet.balance, Wallet.updated_at)
+            .where(Wallet.id.in_(list(PLATFORM_WALLETS.values())))
+            .order_by(Wallet.kind)
+        )
+        return [
+            WalletRead(id=r.id, kind=r.kind, balance=r.balance, updated_time=r.updated_at)
+            for r in rows
+        ]
+
     async def balance_of(self, wallet_id: str) -> int:
         return int(
             await self.session.scalar(select(Wallet.balance).where(Wallet.id == wallet_id)) or 0
