@@ -144,3 +144,26 @@ async def test_spend_and_earnings_charts(app: FastAPI, client: AsyncClient) -> N
         404,
         "workspace_not_found",
     )
+
+
+async def test_deleting_a_workspace_keeps_the_ledger_whole(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    m = await market(app, client)
+    team = await new_workspace(client, m.builder, "Team")
+    await top_up(client, m.admin, team, 7)
+    body = {"amount": 3}
+    headers = {**m.builder.headers, "X-Workspace-Id": team}
+    assert_error(await client.post("/api/v1/withdrawals", json=body, headers=headers), 402,
+                 "insufficient_balance")  # fmt: skip
+    response = await client.delete(f"/api/v1/workspaces/{team}", headers=m.builder.headers)
+    assert response.status_code == 200, response.text
+    wallets = await ledger_invariants(app)  # its wallets stay, unowned, with their entries
+    assert sorted(wallets.values()).count(7) == 1
+    assert_error(
+        await client.post(
+            f"/api/v1/admin/wallets/{team}/credits", json={"amount": 1}, headers=m.admin.headers
+        ),
+        404,
+        "workspace_not_found",
+    )
