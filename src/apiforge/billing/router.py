@@ -1,7 +1,6 @@
 """`/api/v1/wallets`, `/ledger-entries`, `/redemptions`, `/withdrawals`, `/earnings` and the
 admin's top-ups and withdrawal decisions."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,17 +23,15 @@ from apiforge.billing.schemas import (
 )
 from apiforge.billing.service import BillingService, EntryFilter, withdrawal_read
 from apiforge.billing.usage import MoneyChartService
-from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.http.timerange import From, To, time_range
 from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceAdmin
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
-
-_TIME_HINT = "an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"
 
 
 def _memory(request: Request) -> MemoryWallets | None:
@@ -50,33 +47,6 @@ def _service(request: Request, session: SessionDep) -> BillingService:
 
 
 BillingServiceDep = Annotated[BillingService, Depends(_service)]
-
-
-def parse_time(name: str, raw: str | None, errors: list[dict[str, str]]) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        errors.append({"field": name, "message": f"must be {_TIME_HINT}"})
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def time_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    errors: list[dict[str, str]] = []
-    start, end = parse_time("from", since, errors), parse_time("to", until, errors)
-    if start is not None and end is not None and start > end:
-        errors.append({"field": "to", "message": "must not be before from"})
-    if errors:
-        raise ValidationError(errors=errors)
-    return start, end
-
-
-From = Annotated[
-    str | None, Query(alias="from", max_length=40, description=f"Inclusive: {_TIME_HINT}")
-]
-To = Annotated[str | None, Query(alias="to", max_length=40, description=f"Exclusive: {_TIME_HINT}")]
 
 
 @router.get("/wallets", summary="The current workspace's wallets and their balances (RU)")

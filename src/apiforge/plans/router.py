@@ -4,7 +4,6 @@ The admin routes live here rather than in `admin/` so the plan domain keeps one 
 of them requires `AdminAccount` (403 `admin_required` otherwise).
 """
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -15,6 +14,7 @@ from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.http.timerange import From, To, time_range
 from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.plans.models import QUOTA_NAMES
 from apiforge.plans.schemas import (
@@ -38,36 +38,17 @@ def _plan_service(session: SessionDep) -> PlanService:
 
 PlanServiceDep = Annotated[PlanService, Depends(_plan_service)]
 
-_TIME_HINT = "an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"
-
-
-def _time(name: str, raw: str | None, errors: list[dict[str, str]]) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        errors.append({"field": name, "message": f"must be {_TIME_HINT}"})
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 def _hit_filter(
     workspace_id: Annotated[str | None, Query(alias="workspaceId", max_length=26)] = None,
     quota: Annotated[str | None, Query(max_length=32, description="A quota name")] = None,
-    since: Annotated[
-        str | None, Query(alias="from", max_length=40, description=f"Inclusive: {_TIME_HINT}")
-    ] = None,
-    until: Annotated[
-        str | None, Query(alias="to", max_length=40, description=f"Exclusive: {_TIME_HINT}")
-    ] = None,
+    since: From = None,
+    until: To = None,
 ) -> HitFilter:
     errors: list[dict[str, str]] = []
     if quota and quota not in QUOTA_NAMES:
         errors.append({"field": "quota", "message": f"must be one of: {', '.join(QUOTA_NAMES)}"})
-    start, end = _time("from", since, errors), _time("to", until, errors)
-    if start is not None and end is not None and start > end:
-        errors.append({"field": "to", "message": "must not be before from"})
+    start, end = time_range(since, until, errors)
     if errors:
         raise ValidationError(errors=errors)
     return HitFilter(workspace_id=workspace_id or None, quota=quota or None, since=start, until=end)

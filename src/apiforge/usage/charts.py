@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.core.errors import ValidationError
 from apiforge.http.schemas import ApiModel
+from apiforge.http.timerange import TIME_HINT, parse_time
 from apiforge.tools.clock import utcnow
 
 Granularity = Literal["hour", "day"]
@@ -230,20 +231,6 @@ def pie(
     return PieChart(series=series)
 
 
-_TIME_HINT = "an ISO 8601 time or date, e.g. 2026-01-31T00:00:00Z"
-
-
-def _time(field: str, raw: str | None, errors: list[dict[str, str]]) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        errors.append({"field": field, "message": f"must be {_TIME_HINT}"})
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _chart_query(
     since: Annotated[
         str | None,
@@ -251,7 +238,7 @@ def _chart_query(
             alias="from",
             max_length=40,
             description=f"Inclusive, floored to the bucket: "
-            f"{_TIME_HINT}; default: 24 hours or 30 days before `to`",
+            f"{TIME_HINT}; default: 24 hours or 30 days before `to`",
         ),
     ] = None,
     until: Annotated[
@@ -259,7 +246,7 @@ def _chart_query(
         Query(
             alias="to",
             max_length=40,
-            description=f"Exclusive, rounded up to the bucket: {_TIME_HINT}; default: now",
+            description=f"Exclusive, rounded up to the bucket: {TIME_HINT}; default: now",
         ),
     ] = None,
     granularity: Annotated[
@@ -277,7 +264,7 @@ def _chart_query(
     ] = DEFAULT_SERIES,
 ) -> ChartQuery:
     errors: list[dict[str, str]] = []
-    start, end = _time("from", since, errors), _time("to", until, errors)
+    start, end = parse_time("from", since, errors), parse_time("to", until, errors)
     if errors:
         raise ValidationError(errors=errors)
     return ChartQuery(make_range(start, end, granularity), group_by, chart, top)

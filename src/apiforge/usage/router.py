@@ -2,15 +2,14 @@
 anyone made to its apps; `/api/v1/usage/calls`: the same calls counted per hour or day, per app or
 API, in spec 003's chart formats. Any member of the workspace (`X-Workspace-Id`) may read them."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.http.timerange import From, To, time_range
 from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.usage.schemas import AppCallRead, RequestLogRead
 from apiforge.usage.service import CallChartService, LogFilter, Outcome, RequestLogService
@@ -18,42 +17,19 @@ from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
 
-_TIME_HINT = "an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"
-
 
 def _service(session: SessionDep) -> RequestLogService:
     return RequestLogService(session)
-
-
-def _time(name: str, raw: str | None, errors: list[dict[str, str]]) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        errors.append({"field": name, "message": f"must be {_TIME_HINT}"})
-        return None
-    # A time without an offset is UTC, like every time the API shows.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _filters(
     app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
     api: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[int | None, Query(ge=100, le=599, description="HTTP status")] = None,
-    since: Annotated[
-        str | None, Query(alias="from", max_length=40, description=f"Inclusive: {_TIME_HINT}")
-    ] = None,
-    until: Annotated[
-        str | None, Query(alias="to", max_length=40, description=f"Exclusive: {_TIME_HINT}")
-    ] = None,
+    since: From = None,
+    until: To = None,
 ) -> LogFilter:
-    errors: list[dict[str, str]] = []
-    start, end = _time("from", since, errors), _time("to", until, errors)
-    if start is not None and end is not None and start > end:
-        errors.append({"field": "to", "message": "must not be before from"})
-    if errors:
-        raise ValidationError(errors=errors)
+    start, end = time_range(since, until)
     return LogFilter(app_id=app_id or None, api=api or None, status=status, since=start, until=end)
 
 
