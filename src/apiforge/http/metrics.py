@@ -1,5 +1,7 @@
 """Prometheus metrics shared by both edges; `/metrics` renders the default registry."""
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("apiforge_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -11,9 +13,21 @@ LATENCY = Histogram(
 )
 
 
+# (method, route, status) -> its counter and histogram children: `labels()` costs a lock and a
+# tuple of strings per call, twice per request. Bounded, as label values should be.
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_MAX_CHILDREN = 4096
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # Traffic control (traffic/): calls refused by a limit, by limit kind (frequency, concurrency,

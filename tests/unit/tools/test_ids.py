@@ -48,3 +48,15 @@ def test_a_forked_child_does_not_reuse_the_parents_bytes() -> None:
     os.close(read)
     os.close(write)
     assert child != parent
+
+
+def test_encoding_is_crockford_base32_of_time_and_randomness() -> None:
+    before = int(time.time() * 1000)
+    made = new_id()
+    after = int(time.time() * 1000)
+    value = 0
+    for char in made:
+        value = value * 32 + "0123456789abcdefghjkmnpqrstvwxyz".index(char)
+    assert value < 2**128
+    assert before <= value >> 80 <= after
+    assert made[0] in "01234567"
