@@ -6,11 +6,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import make_url
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from apiforge.accounts import passwords
 from apiforge.api import build_api
+from apiforge.core.checkpoint import WalCheckpointer
 from apiforge.core.db import make_engine, make_sessionmaker
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
@@ -81,12 +83,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # process: keep it out of the collector's generations, so their scans stay short.
         gc.collect()
         gc.freeze()
+        checkpointer = wal_checkpointer(settings)
+        if checkpointer is not None:
+            checkpointer.start()
         yield
+        if checkpointer is not None:
+            await checkpointer.stop()
         await shutdown(app)
         gc.unfreeze()
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def wal_checkpointer(settings: Settings) -> WalCheckpointer | None:
+    """The background WAL checkpoint of an SQLite file (core/checkpoint.py)."""
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database or ""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return WalCheckpointer(path)
 
 
 def mount_gateway(app: FastAPI) -> None:

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
+from apiforge.core.db import SQLITE_PRAGMAS
 from apiforge.core.errors import PaymentRequiredError
 from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
@@ -330,7 +331,7 @@ class SqliteWriter:
         async with self._opening:
             if self._connection is None:
                 connection = await aiosqlite.connect(self.path)
-                for pragma in _WRITER_PRAGMAS:
+                for pragma in SQLITE_PRAGMAS:
                     await connection.execute(pragma)
                 self._connection = connection
             return self._connection
@@ -363,12 +364,6 @@ class SqliteWriter:
             await connection.close()
 
 
-_WRITER_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
-)
 
 
 def _succeed(future: "asyncio.Future[str]", outcome: str) -> None:

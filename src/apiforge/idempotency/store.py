@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.core.db import SQLITE_PRAGMAS
 from apiforge.core.errors import ApiforgeError, ConflictError, UnavailableError
 from apiforge.core.settings import Settings
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
@@ -504,8 +505,8 @@ class SqliteWriter:
         async with self._opening:
             if self._db is None:
                 connection = await aiosqlite.connect(self.path)
-                for pragma in ("busy_timeout=5000", "synchronous=NORMAL", "foreign_keys=ON"):
-                    await connection.execute(f"PRAGMA {pragma}")
+                for pragma in SQLITE_PRAGMAS:
+                    await connection.execute(pragma)
                 self._db = _Sqlite(connection)
             return self._db
 

@@ -1,0 +1,42 @@
+"""The WAL is copied back by the background checkpointer, not by the commits that fill it."""
+
+import sqlite3
+from pathlib import Path
+
+from apiforge.app import wal_checkpointer
+from apiforge.core.checkpoint import WalCheckpointer
+from apiforge.core.db import SQLITE_PRAGMAS, make_engine
+from apiforge.core.settings import Settings
+
+
+def _wal_pages(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size // 4096 if wal.exists() else 0
+
+
+async def test_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+        for _ in range(60):  # ~1,500 pages: over SQLite's default 1,000-page checkpoint
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO t VALUES (zeroblob(100000))")
+        assert _wal_pages(path) > 1000  # no commit checkpointed it
+        checkpointer = WalCheckpointer(str(path))
+        busy, frames, copied = await checkpointer.checkpoint()
+        await checkpointer.stop()
+        assert busy == 0
+        assert copied == frames > 1000
+        with sqlite3.connect(path) as check:
+            assert check.execute("SELECT count(*) FROM t").fetchone() == (60,)
+    finally:
+        await engine.dispose()
+
+
+def test_only_sqlite_files_get_a_checkpointer(tmp_path: Path) -> None:
+    assert wal_checkpointer(Settings(data_dir=tmp_path)) is not None
+    pg = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://u@h/db")
+    assert wal_checkpointer(pg) is None
+    assert any("wal_autocheckpoint" in pragma for pragma in SQLITE_PRAGMAS)
