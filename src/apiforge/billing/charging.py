@@ -231,7 +231,7 @@ class MemoryWallets:
 
 
 async def _read_balance(conn: AsyncConnection, wallet_id: str) -> int:
-    rows = await driver_rows(conn, "SELECT balance FROM wallets WHERE id = ?", (wallet_id,))
+    [rows] = await driver_rows(conn, (("SELECT balance FROM wallets WHERE id = ?", (wallet_id,)),))
     return int(rows[0][0]) if rows else 0
 
 
@@ -362,8 +362,6 @@ class SqliteWriter:
             await driver._execute(self._flush)
             connection, self._connection = self._connection, None
             await connection.close()
-
-
 
 
 def _succeed(future: "asyncio.Future[str]", outcome: str) -> None:

@@ -5,29 +5,33 @@ Most gateway calls find everything they need in the per-process caches (keys, su
 resolved apps, compiled plans, app secrets) and then run a page query or two. Checking a pooled
 connection out and back in costs a call about as much as its whole page query on SQLite, so the
 call's connection (`LazyConnection`) connects on its first statement, and a prepared read made
-before any statement of the call (`read_rows`) goes to one read-only aiosqlite connection the
-process shares — what a hand-written endpoint would do. Reads after a statement of the call use
+before any statement of the call (`driver_rows`) goes to one read-only connection the process
+shares — what a hand-written endpoint would do. Reads after a statement of the call use
 the call's own connection, so they see its uncommitted writes.
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
+
 
 class SqliteReader:
-    """One read-only connection to the database file, opened on first use (on the running
-    loop) and shared by every call of the process: aiosqlite runs its statements in order on
-    its own thread; SQLite's WAL lets it read while the pool's connections write."""
+    """One read-only connection to the database file, opened on first use and shared by every
+    call of the process, with a thread of its own: statements run there in order, several in
+    one hop when a read needs more than one (a page and its count); SQLite's WAL lets it read
+    while the pool's connections write."""
 
     def __init__(self, url: str) -> None:
         self.path = make_url(url).database or ""
-        self._connection: aiosqlite.Connection | None = None
-        self._opening = asyncio.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
 
     @classmethod
     def for_url(cls, url: str) -> "SqliteReader | None":
@@ -38,22 +42,31 @@ class SqliteReader:
         return None if path in ("", ":memory:") or path.startswith("file:") else cls(url)
 
     async def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        connection = self._connection or await self._open()
-        return list(await connection.execute_fetchall(sql, params))
+        return (await self.rows_many(((sql, params),)))[0]
 
-    async def _open(self) -> aiosqlite.Connection:
-        async with self._opening:
-            if self._connection is None:
-                connection = await aiosqlite.connect(self.path)
-                await connection.execute("PRAGMA query_only=ON")
-                await connection.execute("PRAGMA busy_timeout=5000")
-                self._connection = connection
-            return self._connection
+    async def rows_many(self, statements: Sequence[Statement]) -> list[list[Any]]:
+        """The rows of each statement, all run in one hop to the reader's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._run, statements)
+
+    def _run(self, statements: Sequence[Statement]) -> list[list[Any]]:
+        """On the reader's thread."""
+        connection = self._connection
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+            connection.execute("PRAGMA query_only=ON")
+            self._connection = connection
+        return [connection.execute(sql, params).fetchall() for sql, params in statements]
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=False)
+
+    def _close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            await connection.close()
+            connection.close()
 
 
 class _LazyTransaction(AsyncTransaction):
@@ -125,15 +138,17 @@ class LazyConnection(AsyncConnection):
         return self.sync_engine.dialect
 
 
-async def driver_rows(connection: AsyncConnection, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Rows of one statement run by the driver itself: on the shared reader when the call has
-    not used its connection yet, else on the call's connection (one hop to aiosqlite's thread,
-    or one asyncpg round trip), inside its transaction."""
+async def driver_rows(
+    connection: AsyncConnection, statements: Sequence[Statement]
+) -> list[list[Any]]:
+    """The rows of each statement, run by the driver itself: on the shared reader (all in one
+    hop) when the call has not used its connection yet, else on the call's connection (one hop
+    to aiosqlite's thread, or one asyncpg round trip, each), inside its transaction."""
     reader = connection.reader if isinstance(connection, LazyConnection) else None
     if reader is not None and not connection.sync_connection:
-        return await reader.rows(sql, params)
+        return await reader.rows_many(statements)
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     if connection.dialect.name == "sqlite":
-        return list(await driver.execute_fetchall(sql, params))
-    return list(await driver.fetch(sql, *params))
+        return [list(await driver.execute_fetchall(sql, params)) for sql, params in statements]
+    return [list(await driver.fetch(sql, *params)) for sql, params in statements]

@@ -40,7 +40,7 @@ from apiforge.core.errors import (
     UnavailableError,
     ValidationError,
 )
-from apiforge.core.lazydb import driver_rows
+from apiforge.core.lazydb import Statement, driver_rows
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Record
 from apiforge.datasets.schema import CollectionSchema, validate_record
@@ -131,7 +131,10 @@ class PreparedPage:
             "_limit": page_size,
             "_offset": (page_no - 1) * page_size,
         }
-        rows = await store.driver_rows(self.page_sql, [values[b] for b in self.page_binds])
+        statements: list[Statement] = [(self.page_sql, [values[b] for b in self.page_binds])]
+        if self.count_sql is not None:
+            statements.append((self.count_sql, [values[b] for b in self.count_binds]))
+        rows, *counted = await store.driver_rows(statements)
         wanted = None if self.fields is None else frozenset(self.fields)
         out = []
         for row in rows:
@@ -149,9 +152,8 @@ class PreparedPage:
                 record = {"id": record["id"], **{name: record.get(name) for name in self.fields}}
             out.append(record)
         page: dict[str, Any] = {"list": out, "pageNo": page_no, "pageSize": page_size}
-        if self.count_sql is not None:
-            counted = await store.driver_rows(self.count_sql, [values[b] for b in self.count_binds])
-            total = int(counted[0][0])
+        if counted:
+            total = int(counted[0][0][0])
             page["totalCount"] = total
             page["totalPage"] = math.ceil(total / page_size) if total else 0
         return page
@@ -305,11 +307,11 @@ class RecordStore:
             values=values,
         )
 
-    async def driver_rows(self, sql: str, params: list[Any]) -> Sequence[Any]:
-        """Rows of one statement run by the driver (`core/lazydb.py`), on this store's
+    async def driver_rows(self, statements: Sequence[Statement]) -> list[list[Any]]:
+        """The rows of each statement, run by the driver (`core/lazydb.py`) on this store's
         connection and so in its transaction — or, before the call used it, on the shared
-        reader."""
-        return await driver_rows(self.connection, sql, params)
+        reader, all in one hop."""
+        return await driver_rows(self.connection, statements)
 
     async def count(
         self, schema: CollectionSchema, partition: str, where: ColumnElement[bool] | None = None
