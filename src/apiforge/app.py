@@ -6,14 +6,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import make_url
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.checkpoint import WalCheckpointer
-from apiforge.core.db import make_engine, make_sessionmaker
+from apiforge.core.db import make_engine, make_sessionmaker, sqlite_file
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
@@ -98,13 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def wal_checkpointer(settings: Settings) -> WalCheckpointer | None:
     """The background WAL checkpoint of an SQLite file (core/checkpoint.py)."""
-    url = settings.resolved_database_url
-    if not url.startswith("sqlite"):
-        return None
-    path = make_url(url).database or ""
-    if path in ("", ":memory:") or path.startswith("file:"):
-        return None
-    return WalCheckpointer(path)
+    path = sqlite_file(settings.resolved_database_url)
+    return None if path is None else WalCheckpointer(path)
 
 
 def mount_gateway(app: FastAPI) -> None:

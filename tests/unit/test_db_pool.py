@@ -4,7 +4,9 @@ transaction (a read-only connection goes back without a round trip)."""
 from pathlib import Path
 from typing import Any
 
-from apiforge.core.db import SQLITE_POOL_SIZE, make_engine
+from sqlalchemy import make_url
+
+from apiforge.core.db import SQLITE_POOL_SIZE, make_engine, sqlite_file
 
 
 async def test_sqlite_connection_with_uncommitted_write_is_rolled_back_on_return(
@@ -41,3 +43,16 @@ async def test_sqlite_connection_with_uncommitted_write_is_rolled_back_on_return
 def test_sqlite_pool_is_small_by_default(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}")
     assert engine.pool.size() == SQLITE_POOL_SIZE  # type: ignore[attr-defined]
+
+
+def test_sqlite_file_names_only_real_sqlite_files(tmp_path: Path) -> None:
+    path = str(tmp_path / "a.db")
+    assert sqlite_file(f"sqlite+aiosqlite:///{path}") == path
+    assert sqlite_file(make_url(f"sqlite+aiosqlite:///{path}")) == path
+    for other in (
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file:shared?mode=memory&uri=true",
+        "postgresql+asyncpg://u@h/db",
+    ):
+        assert sqlite_file(other) is None, other

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
-from apiforge.core.db import SQLITE_PRAGMAS
+from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file
 from apiforge.core.errors import PaymentRequiredError
 from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
@@ -717,7 +717,6 @@ class DatabaseCharger:
 
 def make_charger(engine: AsyncEngine, welcome_credits: int) -> SqliteCharger | DatabaseCharger:
     if engine.dialect.name == "sqlite":
-        path = engine.url.database or ""
-        memory = path in ("", ":memory:") or path.startswith("file:")
-        return SqliteCharger(welcome_credits, None if memory else SqliteWriter(path))
+        path = sqlite_file(engine.url)
+        return SqliteCharger(welcome_credits, None if path is None else SqliteWriter(path))
     return DatabaseCharger(engine, welcome_credits)

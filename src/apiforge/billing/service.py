@@ -29,6 +29,7 @@ from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
+from apiforge.usage.charts import bucket_label_sql
 from apiforge.workspaces.models import Membership, Role, Workspace
 from apiforge.workspaces.service import CurrentWorkspace, WorkspaceNotFoundError
 
@@ -334,7 +335,9 @@ class BillingService:
     ) -> EarningsReport:
         """Earnings of the workspace's apps per UTC day, app and API (newest day first)."""
         earnings = (await self.wallet_ids(workspace_id))["earnings"]
-        day = day_label(self.session)
+        bind = self.session.bind
+        dialect = bind.dialect.name if bind is not None else "sqlite"
+        day = bucket_label_sql(LedgerEntry.created_at.expression, "day", dialect)
         stmt = (
             select(
                 day.label("day"),
@@ -367,14 +370,6 @@ class BillingService:
             for r in rows
         ]
         return EarningsReport(total=sum(item.amount for item in items), list=items)
-
-
-def day_label(session: AsyncSession) -> Any:
-    """`YYYY-MM-DD` of an entry's UTC time, rendered by the database."""
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", LedgerEntry.created_at), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", LedgerEntry.created_at)
 
 
 def _entry(row: LedgerEntry, wallet_kind: str) -> LedgerEntryRead:

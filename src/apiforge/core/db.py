@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, String, event
+from sqlalchemy import JSON, URL, DateTime, MetaData, String, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -89,6 +89,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def sqlite_file(url: str | URL) -> str | None:
+    """The file an SQLite URL names; None for other databases and in-memory SQLite (which get
+    no side connections: a second connection would see another, empty database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = parsed.database or ""
+    return None if path in ("", ":memory:") or path.startswith("file:") else path
 
 
 def _sqlite_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:

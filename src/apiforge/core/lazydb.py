@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from apiforge.core.db import sqlite_file
 
 Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
 
@@ -28,18 +29,16 @@ class SqliteReader:
     one hop when a read needs more than one (a page and its count); SQLite's WAL lets it read
     while the pool's connections write."""
 
-    def __init__(self, url: str) -> None:
-        self.path = make_url(url).database or ""
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
 
     @classmethod
     def for_url(cls, url: str) -> "SqliteReader | None":
         """A reader for an SQLite file; None for other databases and in-memory SQLite."""
-        if not url.startswith("sqlite"):
-            return None
-        path = make_url(url).database or ""
-        return None if path in ("", ":memory:") or path.startswith("file:") else cls(url)
+        path = sqlite_file(url)
+        return None if path is None else cls(path)
 
     async def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return (await self.rows_many(((sql, params),)))[0]

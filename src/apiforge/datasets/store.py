@@ -134,7 +134,7 @@ class PreparedPage:
         statements: list[Statement] = [(self.page_sql, [values[b] for b in self.page_binds])]
         if self.count_sql is not None:
             statements.append((self.count_sql, [values[b] for b in self.count_binds]))
-        rows, *counted = await store.driver_rows(statements)
+        rows, *counted = await driver_rows(store.connection, statements)
         wanted = None if self.fields is None else frozenset(self.fields)
         out = []
         for row in rows:
@@ -306,12 +306,6 @@ class RecordStore:
             count_binds=count_binds,
             values=values,
         )
-
-    async def driver_rows(self, statements: Sequence[Statement]) -> list[list[Any]]:
-        """The rows of each statement, run by the driver (`core/lazydb.py`) on this store's
-        connection and so in its transaction — or, before the call used it, on the shared
-        reader, all in one hop."""
-        return await driver_rows(self.connection, statements)
 
     async def count(
         self, schema: CollectionSchema, partition: str, where: ColumnElement[bool] | None = None

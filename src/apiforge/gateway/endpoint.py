@@ -28,7 +28,7 @@ from apiforge.http.middleware import request_id_of
 from apiforge.tools.netpolicy import proxy_policy
 
 log = structlog.get_logger("apiforge.access")
-_OVERRIDES = {b"PUT", b"PATCH", b"DELETE"}
+_OVERRIDES = {"PUT", "PATCH", "DELETE"}
 
 
 class _BodyTooLargeError(Exception):
@@ -91,19 +91,19 @@ class GatewayEndpoint:
         method = scope["method"]
         if method == "OPTIONS":
             return _preflight(scope)
-        if method != "POST" or _override(scope):
-            return error_response(405, "method_not_allowed", "Method not allowed")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # `X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway
+        # does not serve, as it would on any other route.
+        override = headers.get("x-http-method-override", "").upper()
+        if method != "POST" or override in _OVERRIDES:
+            return error_response(405, "method_not_allowed", "Method not allowed")
         declared = headers.get("content-length")
-        too_large = PayloadTooLargeError(details={"maxBytes": self.max_body})
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            return error_response(too_large.status, too_large.reason, too_large.message,
-                                  too_large.details)  # fmt: skip
+            return self._too_large()
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLargeError:
-            return error_response(too_large.status, too_large.reason, too_large.message,
-                                  too_large.details)  # fmt: skip
+            return self._too_large()
         peer = scope["client"][0] if scope.get("client") else ""
         ctx = GatewayContext(
             headers=headers,
@@ -116,6 +116,10 @@ class GatewayEndpoint:
             query_string=scope.get("query_string", b"").decode("latin-1"),
         )
         return await self._handle(ctx)
+
+    def _too_large(self) -> Response:
+        err = PayloadTooLargeError(details={"maxBytes": self.max_body})
+        return error_response(err.status, err.reason, err.message, err.details)
 
     async def _handle(self, ctx: GatewayContext) -> Response:
         try:
@@ -171,15 +175,6 @@ def _preflight(scope: Scope) -> Response:
     if origin:
         headers["Access-Control-Allow-Origin"] = origin
     return Response(status_code=204, headers=headers)
-
-
-def _override(scope: Scope) -> bool:
-    """`X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway does
-    not serve (as it would on any other route)."""
-    for key, value in scope["headers"]:
-        if key == b"x-http-method-override":
-            return bytes(value).upper() in _OVERRIDES
-    return False
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

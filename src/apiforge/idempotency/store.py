@@ -21,12 +21,12 @@ from typing import Any, cast
 import aiosqlite
 import orjson
 import structlog
-from sqlalchemy import Table, delete, insert, make_url, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apiforge.core.db import SQLITE_PRAGMAS
+from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file
 from apiforge.core.errors import ApiforgeError, ConflictError, UnavailableError
 from apiforge.core.settings import Settings
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
@@ -494,10 +494,8 @@ class SqliteWriter:
     @classmethod
     def for_url(cls, url: str) -> "SqliteWriter | None":
         """A writer for an SQLite file; None for other databases and in-memory SQLite."""
-        if not url.startswith("sqlite"):
-            return None
-        path = make_url(url).database or ""
-        return None if path in ("", ":memory:") or path.startswith("file:") else cls(path)
+        path = sqlite_file(url)
+        return None if path is None else cls(path)
 
     async def get(self) -> "_Sqlite":
         if self._db is not None:
