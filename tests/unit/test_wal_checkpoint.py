@@ -1,7 +1,10 @@
 """The WAL is copied back by the background checkpointer, not by the commits that fill it."""
 
+import asyncio
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from apiforge.app import wal_checkpointer
 from apiforge.core.checkpoint import WalCheckpointer
@@ -40,3 +43,20 @@ def test_only_sqlite_files_get_a_checkpointer(tmp_path: Path) -> None:
     pg = Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://u@h/db")
     assert wal_checkpointer(pg) is None
     assert any("wal_autocheckpoint" in pragma for pragma in SQLITE_PRAGMAS)
+
+
+async def test_stop_waits_for_a_running_checkpoint_before_closing(tmp_path: Path) -> None:
+    """Closing the connection while a checkpoint runs on it in another thread can crash the
+    process: stop() cancels the loop and queues the close behind whatever is running."""
+    path = tmp_path / "busy.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (x INTEGER)")
+    for _ in range(20):
+        checkpointer = WalCheckpointer(str(path), interval=0)
+        checkpointer.start()
+        await asyncio.sleep(0.005)  # checkpoints back to back in the checkpointer's thread
+        await checkpointer.stop()
+        assert checkpointer._connection is None
+        with pytest.raises(RuntimeError):  # its thread is gone with it
+            await checkpointer.checkpoint()
