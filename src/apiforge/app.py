@@ -141,6 +141,7 @@ async def shutdown(app: FastAPI) -> None:
     await close_shared_store(app.state.gateway_state.extra)  # the idempotency store's connection
     await close_quota_meter(app.state.engine)  # writes the quota hits still in memory
     await app.state.keys.close()  # writes the last-used times still in memory
+    await app.state.engine_state.loader.close()  # stops the target re-reads in flight
     await app.state.engine.dispose()
     await close_limits_storage(app.state.limits_storage)
     await app.state.traffic.close()  # sends the concurrency releases still pending

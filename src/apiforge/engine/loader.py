@@ -3,14 +3,14 @@
 Published versions are immutable, so their compiled APIs are cached in-process by
 `(app_id, version)` for the life of the process (bounded LRU). What can change — the app's owner,
 env, `latest` and a version's `deprecated` flag — is read in one query and kept for at most
-`TARGET_TTL` seconds, like API keys (`keys/lookup.py`): a change made through this process is
-seen at once (`forget_app`), one made on another node within a second. `dev` is compiled again
-only when the API's row or one of the app's collections changed since the cached compile.
-Everything here is SQLAlchemy Core on the call's own connection: no ORM session on the call path.
+`TARGET_TTL` seconds and read again ahead of its expiry, like API keys (`core/cache.py`): a change
+made through this process is seen at once (`forget_app`), one made on another node within a
+second. `dev` is compiled again only when the API's row or one of the app's collections changed
+since the cached compile. Everything here is SQLAlchemy Core: no ORM session on the call path.
 """
 
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy import and_, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.builder.models import ApiDefinition, App, AppVersion, StepPrice
+from apiforge.core.cache import RefreshingCache
 from apiforge.core.errors import NotFoundError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
@@ -100,14 +101,25 @@ class ApiLoader:
     ) -> None:
         self._published = _Lru(max_versions)
         self._dev = _Lru(max_dev)
-        self._targets = _Lru(max_targets)  # (app_id, version) -> (expires, AppTarget)
-        self.clock = time.monotonic
+        self._targets = RefreshingCache[tuple[str, str], AppTarget](
+            TARGET_TTL, max_targets, self._read_target
+        )
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._targets.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self._targets.clock = clock
 
     def forget_app(self, app_id: str) -> None:
         """Called when this process changes an app (env, publish, deprecate, delete), so its own
         next call sees the change at once."""
-        for key in [key for key in self._targets if key[0] == app_id]:
-            self._targets.pop(key, None)
+        self._targets.forget_where(lambda key: key[0] == app_id)
+
+    async def close(self) -> None:
+        await self._targets.close()
 
     async def target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
         """Resolve `version` (`dev`, `latest` or `X.Y.Z`) of `app_id`; 404 for an unknown app.
@@ -115,17 +127,11 @@ class ApiLoader:
         `deprecated` flag. An unknown version gives `version=None`, so the caller can check
         membership before saying so. Unknown apps are not cached (a miss is a 404 that costs a
         query, like any probe)."""
-        key = (app_id, version)
-        cached = self._targets.get(key)
-        now = self.clock()
-        if cached is not None and cached[0] > now:
-            target: AppTarget = cached[1]
-            return target
-        target = await self._read_target(conn, app_id, version)
-        self._targets.put(key, (now + TARGET_TTL, target))
-        return target
+        return await self._targets.get(conn, (app_id, version))
 
-    async def _read_target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
+    @staticmethod
+    async def _read_target(conn: AsyncConnection, key: tuple[str, str]) -> AppTarget:
+        app_id, version = key
         if version == "dev":
             row = (
                 await conn.execute(

@@ -2,16 +2,16 @@
 
 A call must not cost a key query, yet a revoked key, an expired key or a disabled subscription must
 stop working within a second on every node, with no message between nodes. So every answer —
-found, not found, enabled, disabled — is cached for `CACHE_TTL` (1 s) and then read again: at most
-one indexed query per key (and per workspace/app pair) per second per process, and no node can
-act on state older than that. Changes made through this process forget their entries at once.
+found, not found, enabled, disabled — is cached for `CACHE_TTL` (1 s): no node acts on state read
+longer ago than that. Entries in use are read again ahead of their expiry, in the background
+(`core/cache.py`): about two indexed queries per key (and per workspace/app pair) per second per
+process, and no call waits for them. Changes made through this process forget their entries at
+once.
 
 One `KeyLookup` per process (built in `app.py`, shared by the gateway and the management API); it
 also owns the `LastUsedTracker`.
 """
 
-import time
-from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.accounts.models import Account
 from apiforge.builder.models import App
+from apiforge.core.cache import RefreshingCache
 from apiforge.core.settings import Settings
 from apiforge.keys.crypto import SecretSealer, looks_like_key, sealer_for, secret_hash
 from apiforge.keys.lastused import LastUsedTracker
@@ -30,40 +31,6 @@ from apiforge.workspaces.models import Membership
 
 CACHE_TTL = 1.0  # seconds; the bound on how long a node may act on a revoked key
 MAX_ENTRIES = 10_000
-MISSING = object()
-
-
-class TtlCache:
-    """A bounded dict whose entries expire `ttl` seconds after they were stored."""
-
-    __slots__ = ("_entries", "size", "ttl")
-
-    def __init__(self, ttl: float, size: int) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-
-    def get(self, key: Any) -> Any:
-        """The value, or `MISSING` when absent or expired."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return MISSING
-        if entry[0] <= time.monotonic():
-            self._entries.pop(key, None)
-            return MISSING
-        return entry[1]
-
-    def put(self, key: Any, value: Any) -> None:
-        self._entries[key] = (time.monotonic() + self.ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def drop(self, key: Any) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _key_query() -> Select[Any]:
@@ -117,6 +84,26 @@ def _record(row: Any) -> KeyRecord:
     )
 
 
+async def _read_key(conn: AsyncConnection, digest: str) -> KeyRecord | None:
+    row = (await conn.execute(_KEY_QUERY.where(ApiKey.secret_hash == digest))).first()
+    return None if row is None else _record(row)
+
+
+async def _read_subscription(conn: AsyncConnection, pair: tuple[str, str]) -> bool:
+    workspace_id, app_id = pair
+    found = await conn.scalar(
+        select(Subscription.id)
+        .join(App, App.id == Subscription.app_id)
+        .where(
+            Subscription.workspace_id == workspace_id,
+            Subscription.app_id == app_id,
+            Subscription.enabled.is_(True),
+            or_(App.visibility == "public", App.workspace_id == workspace_id),
+        )
+    )
+    return found is not None
+
+
 class KeyLookup:
     """Cached reads of keys and subscriptions for calls; one per process."""
 
@@ -130,9 +117,13 @@ class KeyLookup:
         flush_interval: float = 15.0,
     ) -> None:
         self.settings = settings
-        self._by_hash = TtlCache(ttl, max_entries)
-        self._signing = TtlCache(ttl, max_entries)
-        self._subscriptions = TtlCache(ttl, max_entries)
+        self._by_hash = RefreshingCache[str, KeyRecord | None](ttl, max_entries, _read_key)
+        self._signing = RefreshingCache[str, tuple[KeyRecord, str] | None](
+            ttl, max_entries, self._read_signing_key
+        )
+        self._subscriptions = RefreshingCache[tuple[str, str], bool](
+            ttl, max_entries, _read_subscription
+        )
         self.last_used = LastUsedTracker(engine, interval=flush_interval)
 
     @property
@@ -144,15 +135,7 @@ class KeyLookup:
         which costs no query)."""
         if not looks_like_key(secret):
             return None
-        digest = secret_hash(secret)
-        cached = self._by_hash.get(digest)
-        if cached is not MISSING:
-            record: KeyRecord | None = cached
-            return record
-        row = (await conn.execute(_KEY_QUERY.where(ApiKey.secret_hash == digest))).first()
-        record = None if row is None else _record(row)
-        self._by_hash.put(digest, record)
-        return record
+        return await self._by_hash.get(conn, secret_hash(secret))
 
     async def signing_key_for(
         self, conn: AsyncConnection, key_id: str
@@ -160,49 +143,35 @@ class KeyLookup:
         """The key `key_id` and its secret, to verify an HMAC signature made with it; None for
         an unknown id or a secret sealed under a previous server secret. The caller still runs
         `check_key` (revoked, expired, IPs) on the record."""
-        cached = self._signing.get(key_id)
-        if cached is not MISSING:
-            found: tuple[KeyRecord, str] | None = cached
-            return found
-        found = None
-        if is_id(key_id):
-            row = (await conn.execute(_KEY_QUERY.where(ApiKey.id == key_id))).first()
-            if row is not None:
-                secret = self.sealer.open(row.sealed_secret)
-                found = None if secret is None else (_record(row), secret)
-        self._signing.put(key_id, found)
-        return found
+        return await self._signing.get(conn, key_id)
+
+    async def _read_signing_key(
+        self, conn: AsyncConnection, key_id: str
+    ) -> tuple[KeyRecord, str] | None:
+        if not is_id(key_id):
+            return None
+        row = (await conn.execute(_KEY_QUERY.where(ApiKey.id == key_id))).first()
+        if row is None:
+            return None
+        secret = self.sealer.open(row.sealed_secret)
+        return None if secret is None else (_record(row), secret)
 
     async def subscription_enabled(
         self, conn: AsyncConnection, workspace_id: str, app_id: str
     ) -> bool:
         """Whether `workspace_id` may call `app_id` now: an enabled subscription, and the app is
         public or its own (an app made private stops serving outside workspaces)."""
-        key = (workspace_id, app_id)
-        cached = self._subscriptions.get(key)
-        if cached is not MISSING:
-            return bool(cached)
-        found = await conn.scalar(
-            select(Subscription.id)
-            .join(App, App.id == Subscription.app_id)
-            .where(
-                Subscription.workspace_id == workspace_id,
-                Subscription.app_id == app_id,
-                Subscription.enabled.is_(True),
-                or_(App.visibility == "public", App.workspace_id == workspace_id),
-            )
-        )
-        enabled = found is not None
-        self._subscriptions.put(key, enabled)
-        return enabled
+        return await self._subscriptions.get(conn, (workspace_id, app_id))
 
     def forget_key(self, key_id: str, digest: str) -> None:
         """Drop a changed key from this process's caches (other nodes: within `CACHE_TTL`)."""
-        self._by_hash.drop(digest)
-        self._signing.drop(key_id)
+        self._by_hash.forget(digest)
+        self._signing.forget(key_id)
 
     def forget_subscription(self, workspace_id: str, app_id: str) -> None:
-        self._subscriptions.drop((workspace_id, app_id))
+        self._subscriptions.forget((workspace_id, app_id))
 
     async def close(self) -> None:
+        for cache in (self._by_hash, self._signing, self._subscriptions):
+            await cache.close()
         await self.last_used.close()

@@ -122,6 +122,7 @@ class TrafficControl:
 
     async def close(self) -> None:
         """Send pending releases (Redis), so a stopping server leaves no lease to expire."""
+        await self.rules.close()
         await self.store.close()
 
 

@@ -2,14 +2,14 @@
 rates, cached per process for a couple of seconds so a call under its limits reads no database
 (a change reaches every process within `CACHE_SECONDS`; the process that made it at once)."""
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.core.cache import RefreshingCache
 from apiforge.plans.models import FREE_PLAN_QUOTAS, Plan
 from apiforge.traffic.models import TrafficLimits
 from apiforge.workspaces.models import Workspace
@@ -90,65 +90,43 @@ def _quota(quotas: Mapping[str, Any], name: str) -> int:
     return FREE_PLAN_QUOTAS[name]
 
 
-K = TypeVar("K")
-V = TypeVar("V")
+async def _read_app(conn: AsyncConnection, app_id: str) -> AppLimits:
+    document = await conn.scalar(select(TrafficLimits.limits).where(TrafficLimits.app_id == app_id))
+    return resolve(app_id, document) if document else NO_APP_LIMITS
 
 
-class _Cache(Generic[K, V]):
-    def __init__(self) -> None:
-        self.entries: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K, now: float) -> V | None:
-        entry = self.entries.get(key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        return None
-
-    def put(self, key: K, value: V, now: float) -> None:
-        if len(self.entries) >= MAX_ENTRIES:
-            self.entries.clear()
-        self.entries[key] = (now + CACHE_SECONDS, value)
+async def _read_plan(conn: AsyncConnection, workspace_id: str) -> PlanRates:
+    quotas = await conn.scalar(
+        select(Plan.quotas)
+        .join(Workspace, Workspace.plan_id == Plan.id)
+        .where(Workspace.id == workspace_id)
+    )
+    return PlanRates(
+        requests_per_minute=_quota(quotas or {}, "requestsPerMinute"),
+        concurrent=_quota(quotas or {}, "concurrentRequests"),
+    )
 
 
 class LimitRules:
-    """Per-process cache of app limits and plan rates (one small query per app or workspace
-    every `CACHE_SECONDS`, on the call's own connection)."""
+    """Per-process cache of app limits and plan rates: one small query per app or workspace
+    every `CACHE_SECONDS`, read again ahead of expiry off the calls' path (`core/cache.py`)."""
 
     def __init__(self) -> None:
-        self.apps: _Cache[str, AppLimits] = _Cache()
-        self.plans: _Cache[str, PlanRates] = _Cache()
+        self.apps = RefreshingCache[str, AppLimits](CACHE_SECONDS, MAX_ENTRIES, _read_app)
+        self.plans = RefreshingCache[str, PlanRates](CACHE_SECONDS, MAX_ENTRIES, _read_plan)
 
     async def app(self, conn: AsyncConnection, app_id: str) -> AppLimits:
-        now = time.monotonic()
-        cached = self.apps.get(app_id, now)
-        if cached is not None:
-            return cached
-        document = await conn.scalar(
-            select(TrafficLimits.limits).where(TrafficLimits.app_id == app_id)
-        )
-        limits = resolve(app_id, document) if document else NO_APP_LIMITS
-        self.apps.put(app_id, limits, now)
-        return limits
+        return await self.apps.get(conn, app_id)
 
     async def plan(self, conn: AsyncConnection, workspace_id: str) -> PlanRates:
-        now = time.monotonic()
-        cached = self.plans.get(workspace_id, now)
-        if cached is not None:
-            return cached
-        quotas = await conn.scalar(
-            select(Plan.quotas)
-            .join(Workspace, Workspace.plan_id == Plan.id)
-            .where(Workspace.id == workspace_id)
-        )
-        rates = PlanRates(
-            requests_per_minute=_quota(quotas or {}, "requestsPerMinute"),
-            concurrent=_quota(quotas or {}, "concurrentRequests"),
-        )
-        self.plans.put(workspace_id, rates, now)
-        return rates
+        return await self.plans.get(conn, workspace_id)
 
     def forget_app(self, app_id: str) -> None:
-        self.apps.entries.pop(app_id, None)
+        self.apps.forget(app_id)
 
     def forget_plans(self) -> None:
-        self.plans.entries.clear()
+        self.plans.clear()
+
+    async def close(self) -> None:
+        await self.apps.close()
+        await self.plans.close()

@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from apiforge.core.settings import Settings
 from apiforge.keys.crypto import new_secret, secret_hash
-from apiforge.keys.lookup import MISSING, KeyLookup, TtlCache
+from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.models import ApiKey, Subscription
 from tests.e2e._keys import app_key, counting, create_key, notes_app
 from tests.factories import User, register
@@ -19,31 +19,6 @@ async def _keyed_app(client: AsyncClient) -> tuple[User, str, str, str]:
     app_id = await notes_app(client, owner, publish=False)
     key_id, secret = await app_key(client, owner, app_id)
     return owner, app_id, key_id, secret
-
-
-def test_ttl_cache_keeps_not_found_answers_and_stays_bounded() -> None:
-    cache = TtlCache(ttl=60, size=2)
-    cache.put("a", 1)
-    cache.put("b", None)
-    assert cache.get("a") == 1
-    assert cache.get("b") is None  # a cached "not found" is an answer, not a miss
-    assert cache.get("never") is MISSING
-    cache.put("c", 3)  # over the size: the oldest entry goes
-    assert cache.get("a") is MISSING
-    assert (cache.get("b"), cache.get("c")) == (None, 3)
-    cache.drop("c")
-    cache.drop("never")
-    assert cache.get("c") is MISSING
-    cache.clear()
-    assert cache.get("b") is MISSING
-
-
-async def test_ttl_cache_entries_expire() -> None:
-    cache = TtlCache(ttl=0.05, size=10)
-    cache.put("a", 1)
-    assert cache.get("a") == 1
-    await asyncio.sleep(0.08)
-    assert cache.get("a") is MISSING
 
 
 async def test_a_key_costs_one_query_per_ttl(app: FastAPI, client: AsyncClient) -> None:
