@@ -12,15 +12,23 @@ the call's own connection, so they see its uncommitted writes.
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from apiforge.core.db import sqlite_file
 
 Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
+T = TypeVar("T")
+
+# Migration 0009's triggers, which count every collection's record writes (`CollectionWrites`).
+WRITE_COUNTING_TRIGGERS = (
+    "records_counted_insert",
+    "records_counted_update",
+    "records_counted_delete",
+)
 
 
 class SqliteReader:
@@ -33,6 +41,7 @@ class SqliteReader:
         self.path = path
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self.writes_counted = False  # the file has the write-counting triggers (known once open)
 
     @classmethod
     def for_url(cls, url: str) -> "SqliteReader | None":
@@ -48,14 +57,30 @@ class SqliteReader:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._run, statements)
 
+    async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the reader's thread, in one hop; it must only read."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._call, work)
+
     def _run(self, statements: Sequence[Statement]) -> list[list[Any]]:
         """On the reader's thread."""
+        connection = self._open()
+        return [connection.execute(sql, params).fetchall() for sql, params in statements]
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return work(self._open())
+
+    def _open(self) -> sqlite3.Connection:
         connection = self._connection
         if connection is None:
             connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
             connection.execute("PRAGMA query_only=ON")
+            found = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
+            ).fetchall()
+            self.writes_counted = set(WRITE_COUNTING_TRIGGERS) <= {name for (name,) in found}
             self._connection = connection
-        return [connection.execute(sql, params).fetchall() for sql, params in statements]
+        return connection
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -137,14 +162,22 @@ class LazyConnection(AsyncConnection):
         return self.sync_engine.dialect
 
 
+def shared_reader(connection: AsyncConnection) -> SqliteReader | None:
+    """The process's shared reader, when `connection` is a call's that has made no statement yet
+    (so reading committed data is reading what the call would see)."""
+    if isinstance(connection, LazyConnection) and not connection.sync_connection:
+        return connection.reader
+    return None
+
+
 async def driver_rows(
     connection: AsyncConnection, statements: Sequence[Statement]
 ) -> list[list[Any]]:
     """The rows of each statement, run by the driver itself: on the shared reader (all in one
     hop) when the call has not used its connection yet, else on the call's connection (one hop
     to aiosqlite's thread, or one asyncpg round trip, each), inside its transaction."""
-    reader = connection.reader if isinstance(connection, LazyConnection) else None
-    if reader is not None and not connection.sync_connection:
+    reader = shared_reader(connection)
+    if reader is not None:
         return await reader.rows_many(statements)
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
@@ -47,6 +47,20 @@ class Record(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
+
+
+class CollectionWrites(Base):
+    """How many record writes each collection has seen, counted by triggers on `records` in the
+    writing transaction itself (SQLite only, migration 0009): a cached page count is still exact
+    while its collection's number is unchanged (`datasets/store.py`, `PreparedPage`), whoever
+    wrote — this process, another one, a shell. PostgreSQL keeps the table empty: concurrent
+    writers of one collection would queue on its row."""
+
+    __tablename__ = "collection_writes"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    collection_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    writes: Mapped[int] = mapped_column(BigInteger)
 
 
 class UserRight(Base):

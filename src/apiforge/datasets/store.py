@@ -10,9 +10,12 @@ Records come out as `{"id", <every field, null when absent>, "version", "created
 "updatedTime"}`. The store never commits: it works on the caller's connection and transaction.
 """
 
+import dataclasses
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -40,7 +43,7 @@ from apiforge.core.errors import (
     UnavailableError,
     ValidationError,
 )
-from apiforge.core.lazydb import Statement, driver_rows
+from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Record
 from apiforge.datasets.schema import CollectionSchema, validate_record
@@ -58,6 +61,8 @@ MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_PAGE_SIZE: Final = 1000
 MAX_GROUPS: Final = 1000
 AGGREGATE_OPS: Final = ("count", "sum", "avg", "min", "max")
+MAX_COUNTED_PARTITIONS: Final = 4096  # totals a prepared page keeps (then it starts afresh)
+_COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
 
 log = structlog.get_logger("apiforge.datasets")
 
@@ -120,6 +125,8 @@ class PreparedPage:
     count_sql: str | None
     count_binds: tuple[str, ...]
     values: dict[str, Any]  # the statement's constant binds (filter literals)
+    # partition -> (its collection's write count, the count then): see `_read_committed`
+    counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict, compare=False)
 
     async def run(
         self, store: "RecordStore", partition: str, page_no: int, page_size: int
@@ -131,10 +138,20 @@ class PreparedPage:
             "_limit": page_size,
             "_offset": (page_no - 1) * page_size,
         }
-        statements: list[Statement] = [(self.page_sql, [values[b] for b in self.page_binds])]
-        if self.count_sql is not None:
-            statements.append((self.count_sql, [values[b] for b in self.count_binds]))
-        rows, *counted = await driver_rows(store.connection, statements)
+        page_params = [values[b] for b in self.page_binds]
+        count_params = [values[b] for b in self.count_binds]
+        total: int | None = None
+        reader = shared_reader(store.connection)
+        if reader is not None:
+            work = partial(self._read_committed, reader, partition, page_params, count_params)
+            rows, total = await reader.call(work)
+        else:
+            statements: list[Statement] = [(self.page_sql, page_params)]
+            if self.count_sql is not None:
+                statements.append((self.count_sql, count_params))
+            rows, *counted = await driver_rows(store.connection, statements)
+            if counted:
+                total = int(counted[0][0][0])
         wanted = None if self.fields is None else frozenset(self.fields)
         out = []
         for row in rows:
@@ -152,11 +169,43 @@ class PreparedPage:
                 record = {"id": record["id"], **{name: record.get(name) for name in self.fields}}
             out.append(record)
         page: dict[str, Any] = {"list": out, "pageNo": page_no, "pageSize": page_size}
-        if counted:
-            total = int(counted[0][0][0])
+        if total is not None:
             page["totalCount"] = total
             page["totalPage"] = math.ceil(total / page_size) if total else 0
         return page
+
+    def _read_committed(
+        self,
+        reader: SqliteReader,
+        partition: str,
+        page_params: list[Any],
+        count_params: list[Any],
+        db: sqlite3.Connection,
+    ) -> tuple[list[Any], int | None]:
+        """On the shared reader's thread: the page and its total from one snapshot. Counting
+        reads every matching index entry (most of the call's SQLite time), so a total is kept
+        with the number of record writes its collection had seen; while that number is the same
+        (a trigger raises it in every writing transaction, whoever writes), so is the total."""
+        db.execute("BEGIN")
+        try:
+            rows = db.execute(self.page_sql, page_params).fetchall()
+            if self.count_sql is None:
+                return rows, None
+            writes = None
+            if reader.writes_counted:
+                found = db.execute(_COLLECTION_WRITES, (self.schema.id,)).fetchone()
+                writes = 0 if found is None else int(found[0])
+                cached = self.counts.get(partition)
+                if cached is not None and cached[0] == writes:
+                    return rows, cached[1]
+            total = int(db.execute(self.count_sql, count_params).fetchone()[0])
+            if writes is not None:
+                if len(self.counts) >= MAX_COUNTED_PARTITIONS:
+                    self.counts.clear()
+                self.counts[partition] = (writes, total)
+            return rows, total
+        finally:
+            db.execute("COMMIT")
 
 
 def _check_page(page_no: int, page_size: int) -> None:
