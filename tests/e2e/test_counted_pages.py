@@ -21,7 +21,7 @@ from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import data_of
 from tests.factories import register
 
-FILTERED = {
+FILTERED: dict[str, Any] = {
     "price": 10,
     "params": [],
     "steps": [
