@@ -277,12 +277,32 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+@dataclass(slots=True)
+class WriterCharge:
+    """One charge as the writer applies it: its rows (`insert`: ledger entries, request log) run
+    at once; its wallet movements are summed with the group's and applied once per wallet just
+    before the commit. `alone` is the whole charge done by itself (conditional debit first,
+    "short" having written nothing), for when a summed debit does not apply."""
+
+    wallet: str
+    debit: int
+    credits: list[tuple[str, int]]
+    stamp: str
+    insert: Callable[[sqlite3.Connection], None]
+    alone: Callable[[sqlite3.Connection], str]
+
+
 class SqliteWriter:
     """The process's own write connection for charges of calls that wrote nothing themselves
     (most calls: reads are served without checking a pooled connection out). Charges queue on
-    its thread; each runs its statements, and a commit follows when no other charge is waiting
-    (or after `GROUP`), so concurrent calls share one commit — SQLite's cost of a write is mostly
-    the commit's pages. A charge's caller learns its outcome only once it is committed."""
+    its thread; each inserts its rows, and a commit follows when no other charge is waiting (or
+    after `GROUP`), so concurrent calls share one commit — SQLite's cost of a write is mostly
+    the commit's pages. The group's wallet movements are summed per wallet and applied once,
+    right before its commit: one conditional debit per paying wallet (`balance - held >= sum`
+    holds exactly when each debit in turn would have), one credit per credited wallet. Should
+    a summed debit not apply (the balance cache was wrong), the group is rolled back and its
+    charges done one by one, each refused or written on its own. A charge's caller learns its
+    outcome only once it is committed."""
 
     GROUP = 64
 
@@ -290,42 +310,76 @@ class SqliteWriter:
         self.path = path
         self._connection: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
-        self._pending: list[tuple[asyncio.Future[str], str]] = []  # used on the writer thread
+        # Used on the writer thread only: the group's charges since the last commit.
+        self._pending: list[tuple[asyncio.Future[str], WriterCharge]] = []
 
-    async def submit(self, statements: Callable[[sqlite3.Connection], str]) -> str:
+    async def submit(self, charge: WriterCharge) -> str:
         connection = self._connection or await self._open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         queue = connection._tx
-        queue.put_nowait((None, partial(self._run, connection, statements, future)))
+        queue.put_nowait((None, partial(self._run, connection, charge, future)))
         return await future
 
     def _run(
         self,
         connection: aiosqlite.Connection,
-        statements: Callable[[sqlite3.Connection], str],
+        charge: WriterCharge,
         future: "asyncio.Future[str]",
     ) -> None:
         """On the writer thread."""
         db = connection._conn
-        pending = self._pending
+        self._pending.append((future, charge))
         try:
-            pending.append((future, statements(db)))
-            if len(pending) < self.GROUP and not connection._tx.empty():
-                return  # another charge is waiting: it commits for both
+            charge.insert(db)
+        except BaseException as exc:
+            self._fail_group(db, exc)
+            return
+        if len(self._pending) < self.GROUP and not connection._tx.empty():
+            return  # another charge is waiting: it commits for both
+        self._commit(db)
+
+    def _commit(self, db: sqlite3.Connection) -> None:
+        """On the writer thread: the group's summed wallet movements, then its commit."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        debits: dict[str, int] = {}
+        credits: dict[str, int] = {}
+        stamp = ""
+        for _, charge in pending:
+            debits[charge.wallet] = debits.get(charge.wallet, 0) + charge.debit
+            for wallet, amount in charge.credits:
+                credits[wallet] = credits.get(wallet, 0) + amount
+            stamp = max(stamp, charge.stamp)
+        outcomes: list[str] | None = None
+        try:
+            for wallet, amount in debits.items():
+                if db.execute(_SQLITE_DEBIT, (amount, stamp, wallet, amount)).rowcount != 1:
+                    break
+            else:
+                for wallet, amount in credits.items():
+                    db.execute(_SQLITE_CREDIT, (amount, stamp, wallet))
+                outcomes = ["ok"] * len(pending)
+            if outcomes is None:
+                # A summed debit did not apply: start again, one charge at a time.
+                db.rollback()
+                outcomes = [charge.alone(db) for _, charge in pending]
             db.commit()
         except BaseException as exc:
-            # A statement or the commit failed: nothing pending was written.
-            with contextlib.suppress(Exception):
-                db.rollback()
-            failed = [waiting for waiting, _ in pending] + [future]
-            self._pending = []
-            for waiting in dict.fromkeys(failed):
-                waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
+            self._pending = pending
+            self._fail_group(db, exc)
             return
-        self._pending = []
-        for waiting, outcome in pending:
+        for (waiting, _), outcome in zip(pending, outcomes, strict=True):
             waiting.get_loop().call_soon_threadsafe(_succeed, waiting, outcome)
+
+    def _fail_group(self, db: sqlite3.Connection, exc: BaseException) -> None:
+        """A statement or the commit failed: nothing pending was written."""
+        with contextlib.suppress(Exception):
+            db.rollback()
+        pending, self._pending = self._pending, []
+        for waiting, _ in pending:
+            waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
 
     async def _open(self) -> aiosqlite.Connection:
         async with self._opening:
@@ -338,23 +392,8 @@ class SqliteWriter:
 
     def _flush(self) -> None:
         """On the writer thread: commit what waits (a charge always expects a later commit)."""
-        if self._pending:
-            self._connection_commit()
-
-    def _connection_commit(self) -> None:
         assert self._connection is not None
-        db = self._connection._conn
-        pending, self._pending = self._pending, []
-        try:
-            db.commit()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                db.rollback()
-            for waiting, _ in pending:
-                waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
-            return
-        for waiting, outcome in pending:
-            waiting.get_loop().call_soon_threadsafe(_succeed, waiting, outcome)
+        self._commit(self._connection._conn)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -470,15 +509,18 @@ class SqliteCharger:
             log_values[index] = _sqlite_value(log_values[index])
         debit_params = (charge.debit, stamp, charge.caller_wallet, charge.debit)
 
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(entries_sql, entries)
+            db.execute(_INSERT_LOG, log_values)
+
         def statements(db: sqlite3.Connection) -> str:
-            """The charge's statements (no commit): "short" when the debit didn't apply, in
-            which case nothing of it was written."""
+            """The whole charge (no commit): "short" when the debit didn't apply, in which case
+            nothing of it was written."""
             if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
                 return "short"
             if credit is not None:
                 db.execute(*credit)
-            db.execute(entries_sql, entries)
-            db.execute(_INSERT_LOG, log_values)
+            insert(db)
             return "ok"
 
         self.memory.begin_write(charge.caller_wallet)
@@ -486,7 +528,10 @@ class SqliteCharger:
         if self.writer is not None and getattr(conn, "sync_connection", None) is None:
             # The call never used its own connection (it wrote nothing): the charge commits on
             # the process's writer, together with the charges of concurrent calls.
-            charge.outcome = await self.writer.submit(statements)
+            grouped = WriterCharge(
+                charge.caller_wallet, charge.debit, credits, stamp, insert, statements
+            )
+            charge.outcome = await self.writer.submit(grouped)
             self._conclude(charge)
             return
         raw = await conn.get_raw_connection()

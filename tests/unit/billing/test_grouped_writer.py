@@ -1,0 +1,119 @@
+"""SqliteWriter: concurrent charges share one commit and one summed movement per wallet; when a
+summed debit does not apply, each charge is done on its own — the ones the balance covers are
+written, the rest refused with nothing written."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from apiforge.billing.charging import SqliteWriter, WriterCharge
+
+STAMP = "2026-11-21 00:00:00.000000"
+
+
+def make_db(path: Path, balance: int) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE wallets (id TEXT PRIMARY KEY, balance INTEGER NOT NULL CHECK "
+            "(balance >= 0), held INTEGER NOT NULL DEFAULT 0, updated_at TEXT)"
+        )
+        db.execute("CREATE TABLE rows (charge TEXT)")
+        db.executemany(
+            "INSERT INTO wallets (id, balance) VALUES (?, ?)",
+            [("payer", balance), ("builder", 0), ("platform", 0)],
+        )
+
+
+def charge(name: str, amount: int) -> WriterCharge:
+    profit = amount // 3
+
+    def insert(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO rows VALUES (?)", (name,))
+
+    def alone(db: sqlite3.Connection) -> str:
+        debit = db.execute(
+            "UPDATE wallets SET balance = balance - ? WHERE id = 'payer' AND balance - held >= ?",
+            (amount, amount),
+        )
+        if debit.rowcount != 1:
+            return "short"
+        for wallet, credit in (("builder", profit), ("platform", amount - profit)):
+            db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (credit, wallet))
+        insert(db)
+        return "ok"
+
+    credits = [("builder", profit), ("platform", amount - profit)]
+    return WriterCharge("payer", amount, credits, STAMP, insert, alone)
+
+
+def state(path: Path) -> tuple[dict[str, int], list[str]]:
+    with sqlite3.connect(path) as db:
+        balances = dict(db.execute("SELECT id, balance FROM wallets").fetchall())
+        rows = sorted(r for (r,) in db.execute("SELECT charge FROM rows"))
+    return balances, rows
+
+
+async def test_a_group_that_fits_moves_each_wallet_once(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    make_db(path, 1000)
+    writer = SqliteWriter(str(path))
+    seen: list[str] = []
+    try:
+        await writer.submit(charge("warm", 10))  # opens the connection
+        assert writer._connection is not None
+        connection: Any = writer._connection
+        await connection._execute(lambda: connection._conn.set_trace_callback(seen.append))
+        outcomes = await asyncio.gather(*(writer.submit(charge(f"c{i}", 30)) for i in range(20)))
+    finally:
+        await writer.close()
+    assert outcomes == ["ok"] * 20
+    debits = [sql for sql in seen if sql.startswith("UPDATE wallets SET balance = balance -")]
+    assert len(debits) == seen.count("COMMIT") == 1  # one group: one debit, one commit
+    balances, rows = state(path)
+    assert balances == {"payer": 1000 - 610, "builder": 3 + 20 * 10, "platform": 7 + 20 * 20}
+    assert len(rows) == 21
+
+
+async def test_a_summed_debit_that_fails_falls_back_to_one_charge_at_a_time(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    writer = SqliteWriter(str(path))
+    try:
+        await writer.submit(charge("warm", 1))
+        # 99 left: 3 of 30 fit, so the summed 150 does not; the fourth and fifth are refused.
+        outcomes = await asyncio.gather(*(writer.submit(charge(f"c{i}", 30)) for i in range(5)))
+        after = await writer.submit(charge("after", 9))  # the writer goes on as before
+    finally:
+        await writer.close()
+    assert sorted(outcomes) == ["ok", "ok", "ok", "short", "short"]
+    assert after == "ok"
+    balances, rows = state(path)
+    assert balances["payer"] == 0
+    assert sum(balances.values()) == 100  # nothing created or lost
+    assert len(rows) == 1 + 3 + 1
+
+
+async def test_a_failing_row_fails_its_group_and_writes_nothing_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    writer = SqliteWriter(str(path))
+    bad = charge("bad", 5)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    bad.insert = broken
+    try:
+        await writer.submit(charge("warm", 1))
+        outcomes = await asyncio.gather(writer.submit(charge("c", 5)), writer.submit(bad))
+        later = await writer.submit(charge("later", 5))
+    finally:
+        await writer.close()
+    assert all(o.startswith("error") for o in outcomes)
+    assert later == "ok"
+    balances, rows = state(path)
+    assert balances["payer"] == 100 - 1 - 5
+    assert rows == ["later", "warm"]
