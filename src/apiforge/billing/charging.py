@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
 from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file
-from apiforge.core.errors import PaymentRequiredError
+from apiforge.core.errors import ApiforgeError, ConflictError, PaymentRequiredError
 from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
@@ -85,6 +85,11 @@ class Charge:
     pending: bool = False  # SQLite: written in the commit's queue, not confirmed yet
     outcome: str | None = None  # SQLite: what the queued write did ("ok", "short", "error…")
     driver: Any = None  # SQLite: the aiosqlite connection the write was queued on
+    # SQLite: more rows to commit with the charge (an idempotency key's answer), written before
+    # the charge's own rows in whichever transaction takes them. A row that returns False wrote
+    # nothing and refuses the call (nothing of the charge is written): with `refused`.
+    rows: list[Callable[[sqlite3.Connection], bool]] = field(default_factory=list)
+    refused: ApiforgeError | None = None
 
 
 def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
@@ -288,7 +293,7 @@ class WriterCharge:
     debit: int
     credits: list[tuple[str, int]]
     stamp: str
-    insert: Callable[[sqlite3.Connection], None]
+    insert: Callable[[sqlite3.Connection], bool]  # False: refused, nothing written
     alone: Callable[[sqlite3.Connection], str]
 
 
@@ -331,7 +336,9 @@ class SqliteWriter:
         db = connection._conn
         self._pending.append((future, charge))
         try:
-            charge.insert(db)
+            if not charge.insert(db):  # refused: wrote nothing, moves nothing
+                self._pending.pop()
+                future.get_loop().call_soon_threadsafe(_succeed, future, "refused")
         except BaseException as exc:
             self._fail_group(db, exc)
             return
@@ -509,19 +516,40 @@ class SqliteCharger:
             log_values[index] = _sqlite_value(log_values[index])
         debit_params = (charge.debit, stamp, charge.caller_wallet, charge.debit)
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: sqlite3.Connection) -> bool:
+            """The charge's rows; False (nothing written) when a carried row refuses."""
+            for row in charge.rows:
+                if not row(db):
+                    return False
             db.execute(entries_sql, entries)
             db.execute(_INSERT_LOG, log_values)
+            return True
 
         def statements(db: sqlite3.Connection) -> str:
-            """The whole charge (no commit): "short" when the debit didn't apply, in which case
-            nothing of it was written."""
-            if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
-                return "short"
-            if credit is not None:
-                db.execute(*credit)
-            insert(db)
-            return "ok"
+            """The whole charge (no commit): "short" when the debit didn't apply, "refused"
+            when a carried row refused; then nothing of it was written."""
+            if not charge.rows:
+                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                    return "short"
+                if credit is not None:
+                    db.execute(*credit)
+                insert(db)
+                return "ok"
+            db.execute("SAVEPOINT charge")
+            try:
+                outcome = "ok"
+                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                    outcome = "short"
+                else:
+                    if credit is not None:
+                        db.execute(*credit)
+                    if not insert(db):
+                        outcome = "refused"
+                if outcome != "ok":
+                    db.execute("ROLLBACK TO charge")
+            finally:
+                db.execute("RELEASE charge")
+            return outcome
 
         self.memory.begin_write(charge.caller_wallet)
         charge.pending = True
@@ -584,6 +612,9 @@ class SqliteCharger:
         if charge.outcome == "ok":
             self.memory.end_write(charge.caller_wallet, -charge.debit, released=charge.debit)
             return
+        if charge.outcome == "refused":
+            self.memory.end_write(charge.caller_wallet, 0, released=charge.debit)
+            raise charge.refused or ConflictError("The call was refused")
         short = charge.outcome == "short"
         if short:
             # The database holds less than this process believed: trust the database.

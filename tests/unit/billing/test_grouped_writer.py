@@ -28,8 +28,11 @@ def make_db(path: Path, balance: int) -> None:
 def charge(name: str, amount: int) -> WriterCharge:
     profit = amount // 3
 
-    def insert(db: sqlite3.Connection) -> None:
+    def insert(db: sqlite3.Connection) -> bool:
+        if name.startswith("refused"):  # a carried row that refuses writes nothing
+            return False
         db.execute("INSERT INTO rows VALUES (?)", (name,))
+        return True
 
     def alone(db: sqlite3.Connection) -> str:
         debit = db.execute(
@@ -40,8 +43,7 @@ def charge(name: str, amount: int) -> WriterCharge:
             return "short"
         for wallet, credit in (("builder", profit), ("platform", amount - profit)):
             db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (credit, wallet))
-        insert(db)
-        return "ok"
+        return "ok" if insert(db) else "refused"
 
     credits = [("builder", profit), ("platform", amount - profit)]
     return WriterCharge("payer", amount, credits, STAMP, insert, alone)
@@ -102,8 +104,9 @@ async def test_a_failing_row_fails_its_group_and_writes_nothing_of_it(tmp_path: 
     writer = SqliteWriter(str(path))
     bad = charge("bad", 5)
 
-    def broken(db: sqlite3.Connection) -> None:
+    def broken(db: sqlite3.Connection) -> bool:
         db.execute("INSERT INTO no_such_table VALUES (1)")
+        return True
 
     bad.insert = broken
     try:
@@ -117,3 +120,23 @@ async def test_a_failing_row_fails_its_group_and_writes_nothing_of_it(tmp_path: 
     balances, rows = state(path)
     assert balances["payer"] == 100 - 1 - 5
     assert rows == ["later", "warm"]
+
+
+async def test_a_refused_charge_moves_nothing_and_its_group_commits(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    writer = SqliteWriter(str(path))
+    try:
+        await writer.submit(charge("warm", 1))
+        outcomes = await asyncio.gather(
+            writer.submit(charge("a", 10)),
+            writer.submit(charge("refused", 10)),
+            writer.submit(charge("b", 10)),
+        )
+    finally:
+        await writer.close()
+    assert list(outcomes) == ["ok", "refused", "ok"]
+    balances, rows = state(path)
+    assert balances["payer"] == 100 - 1 - 20
+    assert sum(balances.values()) == 100
+    assert rows == ["a", "b", "warm"]

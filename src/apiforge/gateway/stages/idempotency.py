@@ -3,7 +3,10 @@
 With none of the three headers the stage costs three dict lookups. With one, it costs one short
 transaction before the run (claim the key, or spend the token) and one UPDATE inside the run's own
 transaction (store the response), so the stored response commits atomically with the call's
-effects: a crash can never leave effects without a record, and a retry never executes twice.
+effects: a crash can never leave effects without a record, and a retry never executes twice. On
+the embedded database (one server process) a key is claimed in process memory after one read of
+the shared reader, and its answer is written once, with the call's charge or in its transaction
+(`IdempotencyStore.claim_local`).
 Refusals before this stage (auth, policy, limits) never reach the store; refusals after it
 (validation, permissions, balance, failed steps) roll back and release the claim, so only
 completed calls are replayed.
@@ -31,6 +34,7 @@ from apiforge.idempotency.store import (
     Claim,
     DuplicateRequestError,
     IdempotencyStore,
+    KeyInUseError,
     StoredResponse,
     shared_store,
 )
@@ -52,6 +56,8 @@ class IdempotencyStage:
 
     def __init__(self, state: GatewayState) -> None:
         self.store = idempotency_store(state)
+        # Embedded SQLite: claims in this process's memory, read through the shared reader.
+        self.reader = state.reader if self.store.writer is not None else None
 
     async def on_request(self, ctx: GatewayContext) -> None:
         headers = ctx.headers
@@ -88,7 +94,10 @@ class IdempotencyStage:
             rid = ""
         if rid:
             print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
-            outcome = await self.store.claim(ctx.connection, rid, print_)
+            if self.reader is not None:
+                outcome = await self.store.claim_local(self.reader, rid, print_)
+            else:
+                outcome = await self.store.claim(ctx.connection, rid, print_)
             if isinstance(outcome, StoredResponse):
                 # A replay answers before the token is looked at: a retry that carries the same
                 # token and key gets the first answer, not `duplicate_request`.
@@ -111,6 +120,15 @@ class IdempotencyStage:
         assert ctx.connection is not None
         kept = {k: v for k, v in ctx.response_headers.items() if k.lower() in KEPT_HEADERS}
         response = StoredResponse(ctx.status, kept, ctx.body)
+        claim = ctx.idempotency
+        if claim.local:
+            if ctx.charge is not None:
+                # The charge settles next: the answer commits with its rows and the call's.
+                ctx.charge.rows.append(self.store.answer_with_charge(claim, response))
+                ctx.charge.refused = KeyInUseError()
+            else:
+                await self.store.complete_local(ctx.connection, claim, response)
+            return
         if getattr(ctx.connection, "started", True):
             # The steps used the call's connection (maybe wrote): store within its transaction.
             await self.store.complete(ctx.connection, ctx.idempotency, response)
@@ -131,6 +149,9 @@ class IdempotencyReleaseStage:
 
     async def after(self, ctx: GatewayContext) -> None:
         claim = ctx.idempotency
+        if claim is not None and claim.local:
+            self.store.drop_local(claim)  # committed with the call, or nothing was
+            return
         if claim is None or ctx.status < 300:
             return
         try:

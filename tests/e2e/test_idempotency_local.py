@@ -1,0 +1,117 @@
+"""Idempotency keys on the embedded database: a gateway call claims its key in process memory
+after one read, and its answer is written once, with the call's charge (a read-only call, on the
+charges' writer) or in the call's own transaction (a call that wrote). The answer must commit
+with the call's effects and charge, a key must run once, and a key that another process holds
+by the time the answer is written must refuse the call with nothing charged or changed."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+
+from apiforge.gateway.stages.idempotency import idempotency_store
+from apiforge.idempotency import store as store_module
+from apiforge.idempotency.keys import fingerprint, record_id
+from apiforge.idempotency.models import IdempotencyRecord
+from tests.e2e._billing import balances, ledger_invariants
+from tests.e2e._idempotency import hit, hits_app, total
+from tests.e2e._keys import app_key, call
+from tests.e2e._workspaces import assert_error, data_of
+from tests.factories import User, register
+
+KEY = "Idempotency-Key"
+
+
+@pytest.fixture(autouse=True)
+def embedded(app: FastAPI) -> None:
+    if app.state.gateway_state.reader is None:
+        pytest.skip("claims in process memory are the embedded database's")
+
+
+async def _setup(client: AsyncClient) -> tuple[str, User, str, str]:
+    owner, consumer = await register(client), await register(client)
+    app_id = await hits_app(client, owner)
+    key_id, secret = await app_key(client, consumer, app_id)
+    return app_id, consumer, key_id, secret
+
+
+async def _stored(app: FastAPI, rid: str) -> Any:
+    async with app.state.engine.connect() as conn:
+        return (
+            await conn.execute(
+                select(IdempotencyRecord.status, IdempotencyRecord.owner).where(
+                    IdempotencyRecord.id == rid
+                )
+            )
+        ).first()
+
+
+async def test_a_keyed_read_only_call_stores_its_answer_with_its_charge(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    app_id, consumer, key_id, secret = await _setup(client)
+    before = (await balances(client, consumer))["balance"]
+    rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", "read-once")
+    calls = [call(client, secret, app_id, "total", headers={KEY: "read-once"}) for _ in range(50)]
+    responses = await asyncio.gather(*calls)
+    assert {r.status_code for r in responses} <= {200, 409}
+    ran = [r for r in responses if r.status_code == 200 and "Idempotent-Replayed" not in r.headers]
+    assert len(ran) == 1
+    again = await call(client, secret, app_id, "total", headers={KEY: "read-once"})
+    assert again.headers["Idempotent-Replayed"] == "1"
+    assert again.content == ran[0].content
+    assert (await _stored(app, rid)).status == 200
+    assert idempotency_store(app.state.gateway_state)._inflight == {}  # nothing left claimed
+    assert (await balances(client, consumer))["balance"] == before - 100  # charged once
+    await ledger_invariants(app)
+
+
+async def test_a_key_held_by_another_process_refuses_the_call_and_changes_nothing(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process claimed the key after this one read it (simulated: the read sees
+    nothing, the other's claim row is in the database): the answer can't be stored, so the
+    call is refused — whether its charge rides the writer (read-only) or its own transaction
+    (it wrote) — and neither its charge nor its writes are kept."""
+    app_id, consumer, key_id, secret = await _setup(client)
+    assert (await hit(client, secret, app_id, 1)).status_code == 200
+    before = (await balances(client, consumer))["balance"]
+    store = idempotency_store(app.state.gateway_state)
+    bodies = {
+        api: f'{{"appId":"{app_id}","api":"{api}","version":"latest","args":{args}}}'.encode()
+        for api, args in (("total", "{}"), ("hit", '{"n":1}'))
+    }
+    async with app.state.engine.connect() as conn:
+        for api, body in bodies.items():
+            rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", f"held-{api}")
+            await store.claim(conn, rid, fingerprint("POST", "/api/v1/invocations", "", body))
+    monkeypatch.setattr(store_module, "_read_record", lambda _rid, _db: None)
+    for api, body in bodies.items():
+        response = await client.post(
+            "/api/v1/invocations",
+            content=body,
+            headers={"X-Api-Key": secret, KEY: f"held-{api}", "Content-Type": "application/json"},
+        )
+        assert_error(response, 409, "idempotency_key_in_use")
+    monkeypatch.undo()
+    assert (await balances(client, consumer))["balance"] == before  # nothing charged
+    assert await total(client, secret, app_id) == 1  # the refused `hit` wrote nothing
+    assert store._inflight == {}
+    await ledger_invariants(app)
+
+
+async def test_a_failed_keyed_call_frees_its_key_without_a_write(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    app_id, consumer, key_id, secret = await _setup(client)
+    rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", "fails")
+    failed = await call(client, secret, app_id, "failing", {"n": 1}, headers={KEY: "fails"})
+    assert_error(failed, 409, "nope")
+    assert await _stored(app, rid) is None  # nothing was claimed in the database
+    good = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "fails"})
+    assert good.status_code == 200
+    assert (await _stored(app, rid)).status == 200
+    data_of(good)
