@@ -197,6 +197,7 @@ class Call:
     notes: list[str] = field(default_factory=list)
     reference: Any = None  # the checked answer's data, for the floor to match
     idempotency: bool = False  # a fresh Idempotency-Key on every request (wrk_report.lua)
+    free_body: str = ""  # apiforge: the same call at a free version (nothing charged)
 
     def send(self, headers: dict[str, str] | None = None) -> httpx.Response:
         return httpx.request(
@@ -327,9 +328,9 @@ def seed_steps(chunk: int) -> list[dict[str, Any]]:
     ]
 
 
-def bench_plan(client: httpx.Client, builder: dict[str, str]) -> None:
+def bench_plan(client: httpx.Client, builder: dict[str, str]) -> dict[str, str]:
     """Move the builder's workspace to a plan whose limits the load never reaches, and give it
-    RU enough for every call of the run."""
+    RU enough for every call of the run; the administrator's headers."""
     login = {"email": ADMIN["email"], "password": ADMIN["password"]}
     admin_tokens = data_of(client.post("/api/v1/auth/login", json=login))
     admin = {"Authorization": f"Bearer {admin_tokens['accessToken']}"}
@@ -345,6 +346,33 @@ def bench_plan(client: httpx.Client, builder: dict[str, str]) -> None:
     data_of(
         client.post(f"/api/v1/admin/wallets/{workspace_id}/credits", json=credit, headers=admin)
     )
+    return admin
+
+
+def free_version(
+    client: httpx.Client, admin: dict[str, str], console: dict[str, str], app_id: str
+) -> str:
+    """Version 1.0.1, the same `getManyPost` at no cost and no price: the call without charging
+    (its request-log row then goes through the buffered log writer, as every free call's)."""
+    apis = data_of(client.get(f"/api/v1/apps/{app_id}/apis?pageSize=100", headers=console))
+    listed = next(a for a in apis["list"] if a["api"] == "getManyPost")
+    api = data_of(client.get(f"/api/v1/apps/{app_id}/apis/{listed['id']}", headers=console))
+    for step_type in {step["type"] for step in api["steps"]}:
+        free = {"cost": 0}
+        data_of(client.put(f"/api/v1/admin/pricing/{step_type}", json=free, headers=admin))
+    changed = client.patch(
+        f"/api/v1/apps/{app_id}/apis/{api['id']}", json={"price": 0}, headers=console
+    )
+    check(data_of(changed)["cost"] == 0, f"getManyPost still costs: {changed.text[:300]}")
+    published = data_of(
+        client.post(
+            f"/api/v1/apps/{app_id}/versions",
+            json={"bump": "patch", "notes": "free"},
+            headers=console,
+        )
+    )
+    version: str = published["version"]
+    return version
 
 
 def keys_available(client: httpx.Client, headers: dict[str, str]) -> bool:
@@ -372,7 +400,7 @@ def setup_apiforge(base: str, posts: list[dict[str, Any]], args: argparse.Namesp
     with httpx.Client(base_url=base, timeout=60.0) as client:
         tokens = data_of(client.post("/api/v1/auth/register", json=BUILDER))
         console = {"Authorization": f"Bearer {tokens['accessToken']}"}
-        bench_plan(client, console)
+        admin = bench_plan(client, console)
         app_id = data_of(client.post("/api/v1/apps/import", json=blog_document(), headers=console))[
             "id"
         ]
@@ -411,6 +439,8 @@ def setup_apiforge(base: str, posts: list[dict[str, Any]], args: argparse.Namesp
             path = "console token (Authorization) + end-user token (X-End-User-Token)"
         call = Call("apiforge", "POST", f"{base}/api/v1/invocations", headers, body)
         call.notes.append(f"credentials: {path}")
+        free = free_version(client, admin, console, app_id)
+        call.free_body = body.replace('"version": "1.0.0"', f'"version": "{free}"')
         (args.work / "apiforge-call.json").write_text(
             json.dumps({"app_id": app_id, "headers": headers, "body": body, "path": path})
         )
@@ -464,6 +494,10 @@ def run_apiforge(
     with running(server, f"{base}/healthz"):
         verify_apiforge(call, newest_published_titles(posts), sum(p["published"] for p in posts))
         results["apiforge"] = measure(call, server, args)
+        if call.free_body:
+            free = replace(call, name="apiforge-free", body=call.free_body, notes=[])
+            check(data_of(free.send()) == call.reference, "apiforge-free: the same answer")
+            results[free.name] = measure(free, server, args)
         keyed = replace(call, name="apiforge+idem", idempotency=True, notes=[])
         results[keyed.name] = measure(keyed, server, args)
     if args.redis and redis_answers(args.redis):
@@ -764,6 +798,9 @@ def summarise(
         ratios["cpu_apiforge_over_pocketbase"] = round(cpu["pocketbase"] / cpu["apiforge"], 2)
     if "floor" in cpu and cpu["apiforge"]:
         ratios["cpu_apiforge_fraction_of_floor"] = round(cpu["floor"] / cpu["apiforge"], 2)
+    if "apiforge-free" in cpu and cpu["apiforge"]:
+        # What charging takes of the charged call's time (CPU per answer, charged vs free).
+        ratios["charging_share"] = round(1 - cpu["apiforge-free"] / cpu["apiforge"], 3)
     # The other apiforge runs (idempotency keys, Redis) against PocketBase and the plain run.
     for name, run in results.items():
         if not name.startswith("apiforge+") or not cpu["apiforge"]:
@@ -817,6 +854,11 @@ def print_report(report: dict[str, Any]) -> None:
             "by server CPU per request: apiforge / PocketBase "
             f"{ratios['cpu_apiforge_over_pocketbase']:.2f}x, apiforge / floor "
             f"{ratios.get('cpu_apiforge_fraction_of_floor', float('nan')):.2f}"
+        )
+    if "charging_share" in ratios:
+        print(
+            f"charging: {ratios['charging_share']:.1%} of the charged call's server CPU "
+            "(apiforge vs apiforge-free; target <= 10%)"
         )
     for name, variant in ratios.items():
         if not name.startswith("apiforge+"):
