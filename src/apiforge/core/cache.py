@@ -96,6 +96,10 @@ class RefreshingCache(Generic[K, V]):
         if len(entries) > self.size:
             del entries[next(iter(entries))]  # the oldest read goes first
 
+    def put(self, key: K, value: V) -> None:
+        """Store `value` as read now (a value this process just wrote, or a benchmark's)."""
+        self._put(key, self.clock(), value)
+
     def forget(self, key: K) -> None:
         self._generation += 1
         self._entries.pop(key, None)
