@@ -11,6 +11,7 @@ from apiforge.billing.router import router as billing_router
 from apiforge.builder.router import router as builder_router
 from apiforge.datasets.router import router as datasets_router
 from apiforge.engine.router import router as engine_router
+from apiforge.files.router import router as files_router
 from apiforge.http.handlers import install_handlers
 from apiforge.idempotency.router import router as idempotency_router
 from apiforge.keys.router import router as keys_router
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     builder_router,
     rights_router,
     datasets_router,
+    files_router,
     engine_router,
     keys_router,
     traffic_router,

@@ -17,6 +17,7 @@ from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
 from apiforge.engine.service import build_engine_state
+from apiforge.files.router import upload_body_limits
 from apiforge.gateway.endpoint import GatewayEndpoint
 from apiforge.gateway.openapi import envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
@@ -49,7 +50,11 @@ def middleware(settings: Settings) -> list[Middleware]:
         Middleware(AccessLogMiddleware),
         Middleware(ErrorMiddleware),
         Middleware(MethodOverrideMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            per_path=upload_body_limits(settings),
+        ),
         # Idempotency of management writes: innermost, it sees the effective method and body.
         Middleware(IdempotencyMiddleware),
     ]

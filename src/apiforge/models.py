@@ -5,6 +5,7 @@ from apiforge.billing import models as billing
 from apiforge.builder import models as builder
 from apiforge.core.db import Base
 from apiforge.datasets import models as datasets
+from apiforge.files import models as files
 from apiforge.idempotency import models as idempotency
 from apiforge.keys import models as keys
 from apiforge.plans import models as plans
@@ -19,6 +20,7 @@ __all__ = [
     "billing",
     "builder",
     "datasets",
+    "files",
     "idempotency",
     "keys",
     "metadata",

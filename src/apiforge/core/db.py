@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
@@ -147,8 +147,37 @@ def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_ROLLBACK, None)
     for action in session.info.pop(_AFTER_COMMIT, ()):
         action()
+
+
+_AFTER_ROLLBACK = "apiforge.after_rollback"
+
+
+def after_rollback(session: AsyncSession, action: Callable[[], None]) -> None:
+    """Run `action` when this session's transaction rolls back instead of committing: undo an
+    effect outside the database made for it (the bytes of an upload already moved into place)."""
+    session.sync_session.info.setdefault(_AFTER_ROLLBACK, []).append(action)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _run_after_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is None:  # the whole transaction, not a savepoint or a failed flush
+        for action in session.info.pop(_AFTER_ROLLBACK, ()):
+            action()
+
+
+async def end_reads(session: AsyncSession) -> None:
+    """End a transaction that has only read so far, so that a long wait after it (an upload
+    streaming in) holds neither a pooled connection nor a database snapshot (which would keep
+    SQLite's WAL from being checkpointed). The objects read are detached and stay readable; the
+    next statement begins a new transaction. Call it before any write: a flushed change would be
+    rolled back."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_reads() with pending changes")
+    session.expunge_all()
+    await session.rollback()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -64,12 +64,21 @@ class Settings(BaseSettings):
     idempotency_retention_seconds: int = Field(default=86400, ge=60)
     idempotency_lease_seconds: int = Field(default=120, ge=5)
     idempotency_token_ttl_seconds: int = Field(default=3600, ge=10)
+    # Uploaded files (docs/files.md): where their bytes live (empty: data_dir/files; a directory
+    # every server process shares in a cluster), the largest file, files per request.
+    files_dir: Path | None = None
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_upload_files: int = Field(default=10, ge=1, le=1000)
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'apiforge.db').resolve()}"
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,6 +2,7 @@
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -69,19 +70,24 @@ class MethodOverrideMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over the limit: early by `Content-Length`, else while streaming."""
+    """Refuse bodies over the limit: early by `Content-Length`, else while streaming. `per_path`
+    gives some paths a limit of their own (file uploads, which stream to disk)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            err = PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            err = PayloadTooLargeError(details={"maxBytes": max_bytes})
             await error_response(err.status, err.reason, err.message, err.details)(
                 scope, receive, send
             )
@@ -94,11 +100,11 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes and not refused:
+                if seen > max_bytes and not refused:
                     # Answer 413 ourselves: frameworks turn errors raised while reading the
                     # body into their own 400, which `guarded_send` then discards.
                     refused = True
-                    err = PayloadTooLargeError(details={"maxBytes": self.max_bytes})
+                    err = PayloadTooLargeError(details={"maxBytes": max_bytes})
                     response = error_response(err.status, err.reason, err.message, err.details)
                     await response(scope, receive, send)
                     raise err

@@ -1,8 +1,8 @@
 """Plans: admin CRUD with exactly one default, moving workspaces, quota checks and usage reports.
 
-Counted quotas (members, workspaces, apps) are enforced where the counted thing is created,
-under a lock, by whichever service creates it (`check_quota`, which also notes the refusal in the
-quota-hit log); gateway calls and record writes are checked by the in-process meter
+Counted quotas (members, workspaces, apps, uploadsPerMonth) are enforced where the counted thing
+is created, under a lock, by whichever service creates it (`check_quota`, which also notes the
+refusal in the quota-hit log); gateway calls and record writes are checked by the in-process meter
 (`plans/meter.py`). This module reads limits and counts what exists.
 """
 
@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App
 from apiforge.core.errors import ConflictError, NotFoundError
+from apiforge.files.usage import uploads_this_month
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
@@ -191,8 +192,11 @@ async def _storage_used(session: AsyncSession, workspace: Workspace) -> int:
     return (await stock_of(session, workspace.id))[1]
 
 
-# What `/user/plans` counts. `uploadsPerMonth` has no subject yet (no upload endpoint exists:
-# `/api/v1/files` of DESIGN.md §3 is not built), so it reports 0.
+async def _uploads_used(session: AsyncSession, workspace: Workspace) -> int:
+    return await uploads_this_month(session, workspace.id)
+
+
+# What `/user/plans` counts.
 USAGE_COUNTERS: dict[str, UsageCounter] = {
     "members": _members_used,
     "workspaces": _workspaces_used,
@@ -200,6 +204,8 @@ USAGE_COUNTERS: dict[str, UsageCounter] = {
     # Records the workspace holds in its partitions of every app's collections, and their bytes.
     "records": _records_used,
     "storageBytes": _storage_used,
+    # Files uploaded this UTC calendar month, deleted ones included (files/usage.py).
+    "uploadsPerMonth": _uploads_used,
     # Successful gateway calls this UTC calendar month, from the request log.
     "callsPerMonth": _calls_used,
 }

@@ -1,0 +1,1 @@
+"""Uploaded files: metadata rows, bytes on local disk, and the `uploadsPerMonth` quota."""

@@ -1,0 +1,100 @@
+"""The bytes of uploaded files on local disk, at paths made from generated ids alone.
+
+Layout under the root (`APIFORGE_FILES_DIR`, default `<data dir>/files`):
+
+- `<workspace id>/<last two characters of the file id>/<file id>` — one file's bytes. Ids begin
+  with their creation time, so their last (random) characters spread a workspace's files evenly
+  over 1,024 directories; all of a workspace's bytes sit under one directory.
+- `.incoming/<random>.part` — uploads still streaming in. They sit on the same file system as
+  their final place, so placing one is an atomic rename: a reader never sees half a file.
+
+Client file names never reach a path; an id that is not a well-formed id never does either.
+"""
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import structlog
+
+from apiforge.tools.ids import is_id
+
+log = structlog.get_logger(__name__)
+INCOMING = ".incoming"
+
+
+@dataclass(slots=True)
+class StagedFile:
+    """One upload streaming into `.incoming/`: its form field, client-given name and type, and
+    its size and md5 so far."""
+
+    path: Path
+    form_field: str
+    name: str
+    content_type: str
+    size: int = 0
+    md5: "hashlib._Hash" = field(default_factory=lambda: hashlib.md5(usedforsecurity=False))
+    handle: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        """Append `data` (blocking: call it off the event loop)."""
+        if self.handle is None:
+            raise RuntimeError("staged file is closed")
+        self.handle.write(data)
+        self.md5.update(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def discard(self) -> None:
+        """Close and delete the partial file (a no-op once it was placed)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    @property
+    def hexdigest(self) -> str:
+        return self.md5.hexdigest()
+
+
+class FileStorage:
+    """Files on the local disk (or a directory every server process mounts, in a cluster)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, workspace_id: str, file_id: str) -> Path:
+        if not (is_id(workspace_id) and is_id(file_id)):  # paths are made of generated ids only
+            raise ValueError("not an id")
+        return self.root / workspace_id / file_id[-2:] / file_id
+
+    def stage(self, *, field: str, name: str, content_type: str) -> StagedFile:
+        """A new empty file in `.incoming/`, open for writing, readable only by this user."""
+        incoming = self.root / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        path = incoming / f"{secrets.token_hex(16)}.part"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        staged = StagedFile(path=path, form_field=field, name=name, content_type=content_type)
+        staged.handle = os.fdopen(fd, "wb")
+        return staged
+
+    def place(self, staged: StagedFile, workspace_id: str, file_id: str) -> Path:
+        """Move a complete staged file to its final place (an atomic rename)."""
+        staged.close()
+        final = self.path_of(workspace_id, file_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.path, final)
+        return final
+
+    def remove(self, workspace_id: str, file_id: str) -> None:
+        """Delete a file's bytes if present. Runs after a commit or rollback, where raising would
+        misreport the request: a failure is logged and leaves an orphan, never an error."""
+        try:
+            self.path_of(workspace_id, file_id).unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("file_remove_failed", workspace=workspace_id, file=file_id, error=repr(exc))
