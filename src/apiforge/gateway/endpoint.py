@@ -159,7 +159,8 @@ class GatewayEndpoint:
 _PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "POST",
     "Access-Control-Allow-Headers": (
-        "Authorization, Content-Type, Idempotency-Key, X-Api-Key, X-End-User-Token, X-Request-ID"
+        "Authorization, Content-Type, Idempotency-Key, X-Api-Key, X-End-User-Token, X-Request-ID, "
+        "X-Request-Seq, X-Idempotency-Token"
     ),
     "Access-Control-Max-Age": "600",
     "Vary": "Origin",

@@ -19,6 +19,25 @@ CALLER_KINDS = {"app": "app_key", "pk": "publishable_key", "ws": "workspace_key"
 SIGNING_KINDS = frozenset({"app", "ws"})
 
 
+# What a browser's script may read of an answer besides the CORS-safelisted headers: the
+# request id, the replay mark of an idempotency key, the limits' headers, deprecation notices.
+EXPOSED_HEADERS = ", ".join(
+    (
+        "X-Request-ID",
+        "Idempotent-Replayed",
+        "Retry-After",
+        "RateLimit",
+        "RateLimit-Policy",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "Deprecation",
+        "Sunset",
+        "Link",
+    )
+)
+
+
 def key_lookup(state: GatewayState) -> KeyLookup:
     """The process's lookup, put in `state.extra["keys"]` by `app.py`."""
     lookup: KeyLookup = state.extra["keys"]
@@ -33,6 +52,7 @@ def key_caller(record: KeyRecord, ctx: GatewayContext) -> Caller:
     if record.kind == "pk" and origin:
         # The browser may read the answer only because the key allows this origin.
         ctx.response_headers["Access-Control-Allow-Origin"] = origin
+        ctx.response_headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         ctx.response_headers["Vary"] = "Origin"
     return Caller(
         kind=CALLER_KINDS[record.kind],

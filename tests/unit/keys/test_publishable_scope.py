@@ -7,7 +7,7 @@ import pytest
 from apiforge.core.errors import ApiforgeError
 from apiforge.engine.compiler import compile_api
 from apiforge.gateway.context import Caller, GatewayContext
-from apiforge.gateway.keys import PublishableKeyStage, key_caller
+from apiforge.gateway.keys import EXPOSED_HEADERS, PublishableKeyStage, key_caller
 from apiforge.keys.policy import KeyRecord
 
 
@@ -94,8 +94,11 @@ def test_a_publishable_key_answers_its_origin_only() -> None:
     assert caller.allowed_origins == ("https://app.example.com",)
     assert ctx.response_headers == {
         "Access-Control-Allow-Origin": "https://app.example.com",
+        "Access-Control-Expose-Headers": EXPOSED_HEADERS,
         "Vary": "Origin",
     }
+    exposed = EXPOSED_HEADERS.split(", ")
+    assert {"Idempotent-Replayed", "X-Request-ID", "Retry-After", "RateLimit"} <= set(exposed)
     refused = _ctx("x", {}, {"origin": "https://evil.example.com"})
     with pytest.raises(ApiforgeError):
         key_caller(record, refused)
