@@ -178,7 +178,9 @@ MAX_RIDING_RELEASES = 256
 MAX_PENDING_RELEASES = 10_000
 
 
-Queued = tuple[list[str], list[int | str], "asyncio.Future[Any]"]  # keys, args, the answer
+# One admission waiting to be sent: the script's keys and args, the slots' keys it would take
+# for `member`, and where its answer goes.
+Queued = tuple[list[str], list[int | str], list[str], str, "asyncio.Future[Any]"]
 
 
 class RedisTraffic:
@@ -221,7 +223,7 @@ class RedisTraffic:
             args += [rate.limit, rate.window * 1000]
         args += [slot.limit for slot in slots]
         try:
-            answer = await self._evaluate(keys, args)
+            answer = await self._evaluate(keys, args, keys[len(keys) - len(slots) :], member)
         except BaseException:
             self._keep(riding)  # not sent: they ride with a later admission or flush
             raise
@@ -233,11 +235,13 @@ class RedisTraffic:
         slot = slots[int(answer[1]) - 1]
         return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
 
-    async def _evaluate(self, keys: list[str], args: list[int | str]) -> Any:
+    async def _evaluate(
+        self, keys: list[str], args: list[int | str], slot_keys: list[str], member: str
+    ) -> Any:
         """The admission script's answer, sent with the others of this turn of the loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.queued.append((keys, args, future))
+        self.queued.append((keys, args, slot_keys, member, future))
         if len(self.queued) == 1:
             loop.call_soon(self._send_queued)
         return await future
@@ -253,7 +257,7 @@ class RedisTraffic:
         Redis that lost its scripts (restarted) gets the script again and the batch is retried."""
         try:
             if len(batch) == 1:
-                keys, args, _ = batch[0]
+                keys, args, *_ = batch[0]
                 answers: list[Any] = [await self.script(keys=keys, args=args)]
             else:
                 answers = await self._pipelined(batch)
@@ -261,16 +265,21 @@ class RedisTraffic:
                     await self.redis.script_load(ADMIT_LUA)
                     answers = await self._pipelined(batch)
         except Exception as exc:  # Redis unreachable or failing: each caller's failure mode
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         except BaseException:  # cancelled (shutdown): so are the callers' waits
-            for _, _, future in batch:
+            for *_, future in batch:
                 future.cancel()
             raise
-        for (_, _, future), answer in zip(batch, answers, strict=True):
-            if future.done():  # its caller gave up meanwhile
+        for (_, _, slot_keys, member, future), answer in zip(batch, answers, strict=True):
+            if future.done():
+                # Its caller was cancelled meanwhile (its client went away) and will never
+                # release: places the script took for it are given back like any release.
+                if not isinstance(answer, Exception) and answer[0] == 0 and slot_keys:
+                    self.pending.extend((key, member) for key in slot_keys)
+                    self._schedule_flush()
                 continue
             if isinstance(answer, Exception):
                 future.set_exception(answer)
@@ -279,13 +288,16 @@ class RedisTraffic:
 
     async def _pipelined(self, batch: list[Queued]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
+            for keys, args, *_ in batch:
                 pipe.evalsha(self.script.sha, len(keys), *keys, *args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
         self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_later(RELEASE_DELAY_SECONDS, self._flush_later)

@@ -220,3 +220,31 @@ async def test_redis_admissions_of_one_loop_turn_share_one_pipeline() -> None:
         assert all(isinstance(outcome, STORE_ERRORS) for outcome in outcomes), outcomes
     finally:
         await gone.aclose()
+
+
+async def test_redis_places_of_a_cancelled_admission_are_given_back() -> None:
+    """A call cancelled while its admission is on the way (its client went away) never releases;
+    the places the script took for it are released by the store itself, not left to expire."""
+    async with redis_server() as server:
+        client = make_redis(Settings(redis_url=server.url))
+        assert client is not None
+        try:
+            store = RedisTraffic(client, "t:", lease_seconds=60)
+            slot = Slot("app", "cancelled", 5)
+            for together in (1, 4):  # alone, and in a pipeline
+                admissions = [
+                    asyncio.ensure_future(store.admit([], [slot], new_member()))
+                    for _ in range(together)
+                ]
+                await asyncio.sleep(0)  # queued: the batch is sent on the next turn
+                for admission in admissions:
+                    admission.cancel()
+                results = await asyncio.gather(*admissions, return_exceptions=True)
+                assert all(isinstance(r, asyncio.CancelledError) for r in results)
+                for _ in range(100):
+                    await asyncio.sleep(0.01)
+                    if await store.in_flight("cancelled") == 0 and not store.flushes:
+                        break
+                assert await store.in_flight("cancelled") == 0
+        finally:
+            await client.aclose()
