@@ -527,27 +527,22 @@ class SqliteCharger:
 
         def statements(db: sqlite3.Connection) -> str:
             """The whole charge (no commit): "short" when the debit didn't apply, "refused"
-            when a carried row refused; then nothing of it was written."""
-            if not charge.rows:
-                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
-                    return "short"
+            when a carried row refused; then nothing of it was written. Only a charge carrying
+            rows can be refused after its debit, so only it needs a savepoint to undo that."""
+            guarded = bool(charge.rows)
+            if guarded:
+                db.execute("SAVEPOINT charge")
+            outcome = "ok"
+            if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
+                outcome = "short"
+            else:
                 if credit is not None:
                     db.execute(*credit)
-                insert(db)
-                return "ok"
-            db.execute("SAVEPOINT charge")
-            try:
-                outcome = "ok"
-                if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
-                    outcome = "short"
-                else:
-                    if credit is not None:
-                        db.execute(*credit)
-                    if not insert(db):
-                        outcome = "refused"
+                if not insert(db):
+                    outcome = "refused"
+            if guarded:
                 if outcome != "ok":
                     db.execute("ROLLBACK TO charge")
-            finally:
                 db.execute("RELEASE charge")
             return outcome
 

@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
@@ -54,18 +55,12 @@ class SqliteReader:
 
     async def rows_many(self, statements: Sequence[Statement]) -> list[list[Any]]:
         """The rows of each statement, all run in one hop to the reader's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._run, statements)
+        return await self.call(partial(_rows_of, statements))
 
     async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(connection)` on the reader's thread, in one hop; it must only read."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._call, work)
-
-    def _run(self, statements: Sequence[Statement]) -> list[list[Any]]:
-        """On the reader's thread."""
-        connection = self._open()
-        return [connection.execute(sql, params).fetchall() for sql, params in statements]
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return work(self._open())
@@ -91,6 +86,10 @@ class SqliteReader:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
+
+
+def _rows_of(statements: Sequence[Statement], db: sqlite3.Connection) -> list[list[Any]]:
+    return [db.execute(sql, params).fetchall() for sql, params in statements]
 
 
 class _LazyTransaction(AsyncTransaction):

@@ -221,10 +221,11 @@ class IdempotencyStore:
 
     def answer_row(
         self, claim: Claim, response: StoredResponse
-    ) -> Callable[[sqlite3.Connection], int]:
-        """The statement storing a local claim's answer (1: stored; 0: a live record of the key
-        exists, written by another process), for the transaction of the call's effects; an
-        expired record of the key is replaced. Carries the periodic sweep when one is due."""
+    ) -> Callable[[sqlite3.Connection], bool]:
+        """The statement storing a local claim's answer, for the transaction of the call's
+        effects (a charge carries it in `Charge.rows`); an expired record of the key is replaced.
+        False, having written nothing, when a live record of the key exists — another process
+        holds it — which refuses the call. Carries the periodic sweep when one is due."""
         now = utcnow()
         stamp = _stamp(now)
         params = (
@@ -239,24 +240,12 @@ class IdempotencyStore:
         )
         horizon = _stamp(now - self.lease - self.retention) if self._sweep_due() else None
 
-        def write(db: sqlite3.Connection) -> int:
+        def write(db: sqlite3.Connection) -> bool:
             if horizon is not None:
                 _sweep_sqlite(db, horizon, stamp)
-            return int(db.execute(_SQLITE_ANSWER, params).rowcount)
+            return db.execute(_SQLITE_ANSWER, params).rowcount == 1
 
         return write
-
-    def answer_with_charge(
-        self, claim: Claim, response: StoredResponse
-    ) -> Callable[[sqlite3.Connection], bool]:
-        """`answer_row` for a charge to write before its own rows (`Charge.rows`): False — the
-        key is held by another process — refuses the charge and with it the call."""
-        write = self.answer_row(claim, response)
-
-        def row(db: sqlite3.Connection) -> bool:
-            return write(db) == 1
-
-        return row
 
     async def complete_local(
         self, conn: AsyncConnection, claim: Claim, response: StoredResponse
@@ -270,22 +259,11 @@ class IdempotencyStore:
         if db is not None:
             if not conn.in_transaction():
                 await conn.begin()  # so the caller's commit reaches the driver
-            done: int = await db.run(lambda: write(db.raw))
+            stored: bool = await db.run(lambda: write(db.raw))
         else:
             assert self.writer is not None
-            own = await self.writer.get()
-
-            def committed() -> int:
-                try:
-                    count = write(own.raw)
-                    own.raw.commit()
-                except BaseException:
-                    own.raw.rollback()
-                    raise
-                return count
-
-            done = await own.run(committed)
-        if done != 1:
+            stored = bool(await self._run_committed(await self.writer.get(), write))
+        if not stored:
             raise KeyInUseError()
 
     def drop_local(self, claim: Claim) -> None:
@@ -404,38 +382,28 @@ class IdempotencyStore:
             claim.id,
             claim.owner,
         )
-
-        def complete() -> int:
-            sql = db.raw
-            try:
-                done = int(sql.execute(_SQLITE_COMPLETE, params).rowcount)
-                if commit:
-                    sql.commit()
-            except BaseException:
-                if commit:
-                    sql.rollback()
-                raise
-            return done
-
-        done: int = await db.run(complete)
+        complete = _rowcount(_SQLITE_COMPLETE, params)
+        if commit:
+            done: int = await self._run_committed(db, complete)
+        else:
+            done = await db.run(lambda: complete(db.raw))
         return done
 
     @staticmethod
-    async def _run_committed(db: "_Sqlite", statement: str, params: tuple[Any, ...]) -> int:
-        """One statement and its commit in one hop; the affected row count."""
+    async def _run_committed(db: "_Sqlite", work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`work(connection)` and its commit in one hop on the store's connection; its result."""
 
-        def run() -> int:
+        def run() -> Any:
             sql = db.raw
             try:
-                count = int(sql.execute(statement, params).rowcount)
+                result = work(sql)
                 sql.commit()
             except BaseException:
                 sql.rollback()
                 raise
-            return count
+            return result
 
-        count: int = await db.run(run)
-        return count
+        return await db.run(run)
 
     def _sweep_due(self) -> bool:
         if time.monotonic() < self._next_sweep:
@@ -463,7 +431,7 @@ class IdempotencyStore:
         afresh. Commits (on SQLite on the store's own connection; else on `conn`)."""
         if self.writer is not None:
             params = (claim.id, claim.owner)
-            await self._run_committed(await self.writer.get(), _SQLITE_RELEASE, params)
+            await self._run_committed(await self.writer.get(), _rowcount(_SQLITE_RELEASE, params))
             return
         assert conn is not None
         await conn.execute(
@@ -500,9 +468,8 @@ class IdempotencyStore:
             except Exception as exc:
                 raise _redis_down("consume") from exc
         elif self.writer is not None:
-            spent = await self._run_committed(
-                await self.writer.get(), _SQLITE_CONSUME, (digest, principal, _stamp(utcnow()))
-            )
+            consume = _rowcount(_SQLITE_CONSUME, (digest, principal, _stamp(utcnow())))
+            spent = await self._run_committed(await self.writer.get(), consume)
         else:
             result = await conn.execute(
                 delete(TOKENS).where(
@@ -575,6 +542,11 @@ _SQLITE_SWEEP = (
     "DELETE FROM {table} WHERE id IN "  # our two table names only
     "(SELECT id FROM {table} WHERE {column} <= ? LIMIT {batch})"
 )
+
+
+def _rowcount(statement: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
+    """One statement, as work for `_run_committed`: the number of rows it changed."""
+    return lambda db: int(db.execute(statement, params).rowcount)
 
 
 def _read_record(record_id: str, db: sqlite3.Connection) -> Any:

@@ -214,16 +214,17 @@ class RedisTraffic:
             self.pending[:MAX_RIDING_RELEASES],
             self.pending[MAX_RIDING_RELEASES:],
         )
+        slot_keys = [self.slot_prefix + slot.key for slot in slots]
         keys = [key for key, _ in riding]
         keys += [self.rate_prefix + rate.key for rate in rates]
-        keys += [self.slot_prefix + slot.key for slot in slots]
+        keys += slot_keys
         args: list[int | str] = [len(riding), len(rates), self.lease_ms, member]
         args += [released for _, released in riding]
         for rate in rates:
             args += [rate.limit, rate.window * 1000]
         args += [slot.limit for slot in slots]
         try:
-            answer = await self._evaluate(keys, args, keys[len(keys) - len(slots) :], member)
+            answer = await self._evaluate(keys, args, slot_keys, member)
         except BaseException:
             self._keep(riding)  # not sent: they ride with a later admission or flush
             raise

@@ -124,7 +124,7 @@ class IdempotencyStage:
         if claim.local:
             if ctx.charge is not None:
                 # The charge settles next: the answer commits with its rows and the call's.
-                ctx.charge.rows.append(self.store.answer_with_charge(claim, response))
+                ctx.charge.rows.append(self.store.answer_row(claim, response))
                 ctx.charge.refused = KeyInUseError()
             else:
                 await self.store.complete_local(ctx.connection, claim, response)
