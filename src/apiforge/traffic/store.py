@@ -10,10 +10,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from apiforge.traffic.concurrency import Slot
 from apiforge.traffic.failure import STORE_ERRORS
@@ -178,21 +177,11 @@ MAX_RIDING_RELEASES = 256
 MAX_PENDING_RELEASES = 10_000
 
 
-# One admission waiting to be sent: the script's keys and args, the slots' keys it would take
-# for `member`, and where its answer goes.
-Queued = tuple[list[str], list[int | str], list[str], str, "asyncio.Future[Any]"]
-
-
 class RedisTraffic:
     """Counters shared by every process. Admitting a call is one script; releasing its places
     rides along with this process's next admission (or goes alone within 2 ms when none comes),
     so under load a call costs one round trip in all. A release only ever arrives late, never
-    early: a limit may briefly refuse a call it had room for, never admit one too many.
-
-    The scripts of calls admitted in the same turn of the event loop go to Redis together, as
-    one pipeline (one write, one read): redis-py spends ~45 us of CPU on a command sent alone and
-    ~12-17 us on one of a pipeline of 8-32, and under load many calls reach this stage at once.
-    Each script is still its own atomic admission."""
+    early: a limit may briefly refuse a call it had room for, never admit one too many."""
 
     shared = True
 
@@ -205,7 +194,6 @@ class RedisTraffic:
         self.pending: list[tuple[str, str]] = []  # (sorted set, member) to release
         self.flush_scheduled = False
         self.flushes: set[asyncio.Task[None]] = set()
-        self.queued: list[Queued] = []  # admissions waiting for this turn of the loop to end
 
     async def admit(
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
@@ -214,17 +202,16 @@ class RedisTraffic:
             self.pending[:MAX_RIDING_RELEASES],
             self.pending[MAX_RIDING_RELEASES:],
         )
-        slot_keys = [self.slot_prefix + slot.key for slot in slots]
         keys = [key for key, _ in riding]
         keys += [self.rate_prefix + rate.key for rate in rates]
-        keys += slot_keys
+        keys += [self.slot_prefix + slot.key for slot in slots]
         args: list[int | str] = [len(riding), len(rates), self.lease_ms, member]
         args += [released for _, released in riding]
         for rate in rates:
             args += [rate.limit, rate.window * 1000]
         args += [slot.limit for slot in slots]
         try:
-            answer = await self._evaluate(keys, args, slot_keys, member)
+            answer = await self.script(keys=keys, args=args)
         except BaseException:
             self._keep(riding)  # not sent: they ride with a later admission or flush
             raise
@@ -236,69 +223,8 @@ class RedisTraffic:
         slot = slots[int(answer[1]) - 1]
         return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
 
-    async def _evaluate(
-        self, keys: list[str], args: list[int | str], slot_keys: list[str], member: str
-    ) -> Any:
-        """The admission script's answer, sent with the others of this turn of the loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.queued.append((keys, args, slot_keys, member, future))
-        if len(self.queued) == 1:
-            loop.call_soon(self._send_queued)
-        return await future
-
-    def _send_queued(self) -> None:
-        batch, self.queued = self.queued, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self.flushes.add(task)
-        task.add_done_callback(self.flushes.discard)
-
-    async def _send(self, batch: list[Queued]) -> None:
-        """One script alone, or a pipeline of several; each answer, or error, to its caller. A
-        Redis that lost its scripts (restarted) gets the script again and the batch is retried."""
-        try:
-            if len(batch) == 1:
-                keys, args, *_ = batch[0]
-                answers: list[Any] = [await self.script(keys=keys, args=args)]
-            else:
-                answers = await self._pipelined(batch)
-                if any(isinstance(answer, NoScriptError) for answer in answers):
-                    await self.redis.script_load(ADMIT_LUA)
-                    answers = await self._pipelined(batch)
-        except Exception as exc:  # Redis unreachable or failing: each caller's failure mode
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:  # cancelled (shutdown): so are the callers' waits
-            for *_, future in batch:
-                future.cancel()
-            raise
-        for (_, _, slot_keys, member, future), answer in zip(batch, answers, strict=True):
-            if future.done():
-                # Its caller was cancelled meanwhile (its client went away) and will never
-                # release: places the script took for it are given back like any release.
-                if not isinstance(answer, Exception) and answer[0] == 0 and slot_keys:
-                    self.pending.extend((key, member) for key in slot_keys)
-                    self._schedule_flush()
-                continue
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
-
-    async def _pipelined(self, batch: list[Queued]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, *_ in batch:
-                pipe.evalsha(self.script.sha, len(keys), *keys, *args)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
-        return answers
-
     async def release(self, slots: Sequence[Slot], member: str) -> None:
         self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_later(RELEASE_DELAY_SECONDS, self._flush_later)

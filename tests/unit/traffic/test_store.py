@@ -4,7 +4,6 @@ that expire, and the 429s the control raises."""
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,6 @@ from apiforge.core.settings import Settings
 from apiforge.core.shared import make_redis
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
-from apiforge.traffic.failure import STORE_ERRORS
 from apiforge.traffic.frequency import Rate
 from apiforge.traffic.store import MemoryTraffic, RedisTraffic, TrafficStore
 from tests.e2e._traffic import redis_server
@@ -175,76 +173,3 @@ async def test_the_control_raises_429_with_the_limits_headers(settings: Settings
         "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": str(retry),
     }
-
-
-async def test_redis_admissions_of_one_loop_turn_share_one_pipeline() -> None:
-    """200 concurrent admissions: one pipeline, each script still atomic on its own; after
-    Redis lost its scripts (a restart), the batch loads the script again and goes through; with
-    Redis gone, every caller gets the error (its limit's failure mode decides)."""
-    async with redis_server() as server:
-        client = make_redis(Settings(redis_url=server.url))
-        assert client is not None
-        try:
-            store = RedisTraffic(client, "t:", lease_seconds=60)
-            sent: list[int] = []
-            pipelined = store._pipelined
-
-            async def counting(batch: list[Any]) -> list[Any]:
-                sent.append(len(batch))
-                return await pipelined(batch)
-
-            store._pipelined = counting  # type: ignore[method-assign]
-            rate = Rate("key", "batch", 25, 60)
-            assert await store.admit([rate], [], "") is None  # alone: no pipeline
-            assert sent == []
-            answers = await asyncio.gather(*(store.admit([rate], [], "") for _ in range(200)))
-            assert sum(answer is None for answer in answers) == 24
-            assert sent == [200]
-            await client.script_flush()
-            sent.clear()
-            slot = Slot("app", "after-flush", 3)
-            members = [new_member() for _ in range(10)]
-            answers = await asyncio.gather(*(store.admit([], [slot], m) for m in members))
-            assert sum(answer is None for answer in answers) == 3
-            assert sent == [10, 10]  # NOSCRIPT, then again with the script loaded
-        finally:
-            await client.aclose()
-    gone = make_redis(Settings(redis_url=server.url))  # the server has stopped
-    assert gone is not None
-    try:
-        store = RedisTraffic(gone, "t:", lease_seconds=60)
-        outcomes = await asyncio.gather(
-            *(store.admit([Rate("key", "gone", 5, 60)], [], "") for _ in range(5)),
-            return_exceptions=True,
-        )
-        assert all(isinstance(outcome, STORE_ERRORS) for outcome in outcomes), outcomes
-    finally:
-        await gone.aclose()
-
-
-async def test_redis_places_of_a_cancelled_admission_are_given_back() -> None:
-    """A call cancelled while its admission is on the way (its client went away) never releases;
-    the places the script took for it are released by the store itself, not left to expire."""
-    async with redis_server() as server:
-        client = make_redis(Settings(redis_url=server.url))
-        assert client is not None
-        try:
-            store = RedisTraffic(client, "t:", lease_seconds=60)
-            slot = Slot("app", "cancelled", 5)
-            for together in (1, 4):  # alone, and in a pipeline
-                admissions = [
-                    asyncio.ensure_future(store.admit([], [slot], new_member()))
-                    for _ in range(together)
-                ]
-                await asyncio.sleep(0)  # queued: the batch is sent on the next turn
-                for admission in admissions:
-                    admission.cancel()
-                results = await asyncio.gather(*admissions, return_exceptions=True)
-                assert all(isinstance(r, asyncio.CancelledError) for r in results)
-                for _ in range(100):
-                    await asyncio.sleep(0.01)
-                    if await store.in_flight("cancelled") == 0 and not store.flushes:
-                        break
-                assert await store.in_flight("cancelled") == 0
-        finally:
-            await client.aclose()
