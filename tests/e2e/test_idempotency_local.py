@@ -15,6 +15,7 @@ from sqlalchemy import select
 from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency import store as store_module
 from apiforge.idempotency.keys import fingerprint, record_id
+from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord
 from tests.e2e._billing import balances, ledger_invariants
 from tests.e2e._idempotency import hit, hits_app, total
@@ -115,3 +116,42 @@ async def test_a_failed_keyed_call_frees_its_key_without_a_write(
     assert good.status_code == 200
     assert (await _stored(app, rid)).status == 200
     data_of(good)
+
+
+async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter of stored ids (`KnownKeys`): once loaded, a fresh key is claimed without
+    reading the database; an answer stored before the filter existed (as after a restart) is
+    found by the load and replayed."""
+    app_id, _consumer, _key_id, secret = await _setup(client)
+    first = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
+    assert first.status_code == 200
+    store = idempotency_store(app.state.gateway_state)
+    store.known = KnownKeys()  # a process started after the answer was stored
+    reads: list[str] = []
+    original = store_module._read_record
+
+    def counted(rid: str, db: Any) -> Any:
+        reads.append(rid)
+        return original(rid, db)
+
+    monkeypatch.setattr(store_module, "_read_record", counted)
+    replayed = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
+    assert replayed.headers["Idempotent-Replayed"] == "1"  # read: the filter wasn't loaded
+    assert replayed.content == first.content
+    if store.known._task is not None:
+        await store.known._task
+    reads.clear()
+    again = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
+    assert again.headers["Idempotent-Replayed"] == "1"  # known: read, and replayed
+    assert len(reads) == 1
+    reads.clear()
+    for n in range(5):
+        fresh = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: f"fresh-{n}"})
+        assert fresh.status_code == 200
+        assert "Idempotent-Replayed" not in fresh.headers
+    assert reads == []  # fresh keys: nothing read
+    repeat = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "fresh-3"})
+    assert repeat.headers["Idempotent-Replayed"] == "1"
+    assert await total(client, secret, app_id) == 6  # "old" once, five fresh keys once each

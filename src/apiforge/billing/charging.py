@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
-from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file
+from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
 from apiforge.core.errors import ApiforgeError, ConflictError, PaymentRequiredError
 from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
@@ -87,9 +87,10 @@ class Charge:
     driver: Any = None  # SQLite: the aiosqlite connection the write was queued on
     # SQLite: more rows to commit with the charge (an idempotency key's answer), written before
     # the charge's own rows in whichever transaction takes them. A row that returns False wrote
-    # nothing and refuses the call (nothing of the charge is written): with `refused`.
+    # nothing and refuses the call (nothing of the charge is written): with `refused` (the
+    # error's class, made only when raised).
     rows: list[Callable[[sqlite3.Connection], bool]] = field(default_factory=list)
-    refused: ApiforgeError | None = None
+    refused: type[ApiforgeError] = ConflictError
 
 
 def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
@@ -267,7 +268,6 @@ _SQLITE_CREDIT_2 = (
 _LOG_CONVERTED = tuple(
     index for index, name in enumerate(_LOG_COLUMNS) if name in ("created_at", "args")
 )
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _nothing() -> None:
@@ -276,7 +276,7 @@ def _nothing() -> None:
 
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.strftime(_SQLITE_TIME)  # already UTC (tools.clock)
+        return sqlite_stamp(value)  # already UTC (tools.clock)
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return value
@@ -471,7 +471,7 @@ class SqliteCharger:
         self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
     ) -> None:
         now = utcnow()
-        stamp = now.strftime(_SQLITE_TIME)
+        stamp = sqlite_stamp(now)
         transaction_id = new_id()
         # Entry ids: the transaction's id with its last character replaced (the transaction id
         # itself ends in "0"), so one id is minted per call, not one per entry.
@@ -609,7 +609,7 @@ class SqliteCharger:
             return
         if charge.outcome == "refused":
             self.memory.end_write(charge.caller_wallet, 0, released=charge.debit)
-            raise charge.refused or ConflictError("The call was refused")
+            raise charge.refused()
         short = charge.outcome == "short"
         if short:
             # The database holds less than this process believed: trust the database.

@@ -91,6 +91,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_stamp(value: datetime) -> str:
+    """A UTC time as SQLAlchemy stores a DateTime on SQLite (`YYYY-MM-DD HH:MM:SS.ffffff`),
+    for statements sent to the driver directly; `isoformat` writes that text (then the offset,
+    cut off here) for less than `strftime` costs."""
+    return value.isoformat(" ", "microseconds")[:26]
+
+
 def sqlite_file(url: str | URL) -> str | None:
     """The file an SQLite URL names; None for other databases and in-memory SQLite (which get
     no side connections: a second connection would see another, empty database)."""

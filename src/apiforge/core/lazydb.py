@@ -41,6 +41,7 @@ class SqliteReader:
     def __init__(self, path: str) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None  # `peek`'s, used on the loop's thread
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self.writes_counted = False  # the file has the write-counting triggers (known once open)
 
@@ -62,14 +63,23 @@ class SqliteReader:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._call, work)
 
+    def peek(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` right here, on the caller's (the event loop's) thread, on a
+        read-only connection of its own: for a point lookup by key, which costs SQLite a few
+        microseconds where the hop to the reader's thread and back costs the process far more
+        (two thread switches and the loop's wake-up). It must only read, by an indexed key."""
+        connection = self._inline
+        if connection is None:
+            connection = self._inline = _read_only(self.path)
+        return work(connection)
+
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return work(self._open())
 
     def _open(self) -> sqlite3.Connection:
         connection = self._connection
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-            connection.execute("PRAGMA query_only=ON")
+            connection = _read_only(self.path)
             found = connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
             ).fetchall()
@@ -83,9 +93,18 @@ class SqliteReader:
         self._thread.shutdown(wait=False)
 
     def _close(self) -> None:
+        if self._inline is not None:
+            inline, self._inline = self._inline, None
+            inline.close()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=5, check_same_thread=False)
+    connection.execute("PRAGMA query_only=ON")
+    return connection
 
 
 def _rows_of(statements: Sequence[Statement], db: sqlite3.Connection) -> list[list[Any]]:

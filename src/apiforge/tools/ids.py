@@ -1,13 +1,14 @@
 """Sortable, URL-safe identifiers: 48-bit millisecond time + 80 random bits, Crockford base32."""
 
-import base64
 import os
 import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-# RFC 4648 base32 digits -> Crockford's (lowercase): the C encoder does the 5-bit split.
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+# Every 10-bit value as its two digits: an id's 130 bits are 13 lookups (the standard library's
+# base32 encoder is a Python loop over 5-byte groups on this Python, several times slower).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
 _RANDOM_BYTES = 10  # 80 bits
 _BATCH = 4096 // _RANDOM_BYTES * _RANDOM_BYTES
 
@@ -42,9 +43,9 @@ os.register_at_fork(after_in_child=_entropy.forget)
 def new_id() -> str:
     """Return a 26-character id that sorts by creation time (ULID layout, lowercase)."""
     value = (int(time.time() * 1000) << 80) | _entropy.take()
-    # 160 bits encode to 32 digits; the first 6 stand for the 30 zero bits above the 130 of an
-    # id (whose top 2 bits are zero too, as in a ULID).
-    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_CROCKFORD).decode()
+    # 26 digits of 5 bits: 130 bits, the top 2 zero (as in a ULID).
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def is_id(text: str) -> bool:

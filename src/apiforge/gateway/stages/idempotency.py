@@ -125,7 +125,7 @@ class IdempotencyStage:
             if ctx.charge is not None:
                 # The charge settles next: the answer commits with its rows and the call's.
                 ctx.charge.rows.append(self.store.answer_row(claim, response))
-                ctx.charge.refused = KeyInUseError()
+                ctx.charge.refused = KeyInUseError
             else:
                 await self.store.complete_local(ctx.connection, claim, response)
             return

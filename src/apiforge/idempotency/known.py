@@ -1,0 +1,123 @@
+"""Which idempotency records may exist: a Bloom filter over record ids, so a fresh key's claim
+on the embedded database is decided without reading the database.
+
+A gateway call that sends a key it never sent before (nearly every keyed call) must still learn
+that no answer is stored for it. Asking SQLite costs the call a read (~8 us alone, several times
+that among the writes of a loaded server); asking this filter costs a few bit tests. Record ids
+are SHA-256 hex digests, so the filter's bit positions are slices of the id itself.
+
+The filter may answer "maybe" for an id that has no row (then the database is read, as before),
+never "no" for an id whose row this process or an earlier one wrote: it holds every id the rows
+held when it was loaded, and every id this process claims from its creation on (before the row
+is written). Rows written by another process while this one runs are not seen — the embedded
+database has one server process, as charging assumes; should a second one claim a key, the
+answer's conditional write still refuses the later call (`IdempotencyStore.answer_row`).
+Expired rows stay in the filter until it is loaded again, which happens once as many ids were
+added as it was sized for.
+"""
+
+import asyncio
+import sqlite3
+import time
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_HASHES = 4  # bit positions per id, each from 8 hex digits of it
+_MIN_BITS_LOG2 = 20  # 128 KiB
+_MAX_BITS_LOG2 = 30  # 128 MiB
+_BITS_PER_ID = 16  # ~0.2 % false "maybe" with 4 positions at full capacity
+_MAX_RECENT = 1_000_000
+RETRY_SECONDS = 60.0
+
+
+class _Bits:
+    __slots__ = ("added", "array", "capacity", "mask")
+
+    def __init__(self, expected: int) -> None:
+        size = _MIN_BITS_LOG2
+        while size < _MAX_BITS_LOG2 and (1 << size) < 2 * expected * _BITS_PER_ID:
+            size += 1
+        self.array = bytearray(1 << (size - 3))
+        self.mask = (1 << size) - 1
+        self.capacity = (1 << size) // _BITS_PER_ID
+        self.added = 0
+
+    def add(self, record_id: str) -> None:
+        array, mask = self.array, self.mask
+        for i in range(0, 8 * _HASHES, 8):
+            bit = int(record_id[i : i + 8], 16) & mask
+            array[bit >> 3] |= 1 << (bit & 7)
+        self.added += 1
+
+    def __contains__(self, record_id: str) -> bool:
+        array, mask = self.array, self.mask
+        for i in range(0, 8 * _HASHES, 8):
+            bit = int(record_id[i : i + 8], 16) & mask
+            if not array[bit >> 3] & (1 << (bit & 7)):
+                return False
+        return True
+
+
+class KnownKeys:
+    """The record ids that may have a row; `may_hold` is True for all until loaded."""
+
+    def __init__(self) -> None:
+        self._bits = _Bits(0)
+        self._ready = False
+        # Ids claimed while not ready (before and during a load): the load adds them, so a row
+        # the load's snapshot missed (not yet committed when it read) is still known.
+        self._recent: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
+
+    def add(self, record_id: str) -> None:
+        """Before a row for `record_id` is written by this process."""
+        if not self._ready:
+            self._recent.add(record_id)
+            return
+        bits = self._bits
+        bits.add(record_id)
+        if bits.added > bits.capacity:
+            self._ready = False  # full: "maybe" for every id until loaded again, larger
+
+    def may_hold(self, record_id: str) -> bool:
+        """False only when no row of `record_id` exists (see the module's docstring)."""
+        return not self._ready or record_id in self._bits
+
+    def load_soon(self, path: str) -> None:
+        """Load the ids the rows of the database file at `path` hold now, in the background
+        (on a thread and connection of its own); until then the filter answers "maybe"."""
+        if self._ready or self._task is not None or time.monotonic() < self._retry_at:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._load(path))
+
+    async def _load(self, path: str) -> None:
+        try:
+            bits = await asyncio.to_thread(_read, path, len(self._recent))
+            for record_id in self._recent:  # on the loop's thread: none is added meanwhile
+                bits.add(record_id)
+            self._bits, self._recent, self._ready = bits, set(), True
+        except Exception:  # "maybe" stays: claims read the database, as without the filter
+            log.exception("idempotency_filter_load_failed")
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            if len(self._recent) > _MAX_RECENT:
+                self._recent.clear()  # a later load reads their rows (committed by then)
+        finally:
+            self._task = None
+
+
+def _read(path: str, more: int) -> _Bits:
+    """A filter of the ids in the file, sized for them, `more` and as many again."""
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("BEGIN")  # one snapshot for the count and the ids
+        (count,) = db.execute("SELECT count(*) FROM idempotency_records").fetchone()
+        bits = _Bits(count + more)
+        for (record_id,) in db.execute("SELECT id FROM idempotency_records"):
+            bits.add(record_id)
+        return bits
+    finally:
+        db.close()
