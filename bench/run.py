@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -271,24 +272,81 @@ def children_cpu_seconds() -> float:
 
 
 def measure(call: Call, server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """One call on one server: warm-up, then `--duration` seconds with wrk."""
     print(f"  {call.name}: warm-up {args.warmup} s, then {args.duration} s with wrk", flush=True)
     wrk(call, args.warmup, args.connections, latency=False)
+    return summed(call, [window(call, server, args, args.duration)], args)
+
+
+def measure_rounds(
+    runs: list[tuple[Call, Server]], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Several calls (on one server or several, all on the server CPU) measured in turns: each
+    gets `--duration` seconds in all, as `--rounds` windows taken in rotation (A B C, B C A,
+    ...), so a machine that speeds up or slows down during the run weighs on each call alike
+    and the calls' ratios hold; one run after the other, they did not here (±20 % between
+    consecutive runs on a shared machine)."""
+    rounds = args.rounds
+    seconds = max(1, args.duration // rounds)
+    for call, _ in runs:
+        print(f"  {call.name}: warm-up {args.warmup} s", flush=True)
+        wrk(call, args.warmup, args.connections, latency=False)
+    print(f"  {len(runs)} calls in turns: {rounds} x {seconds} s each", flush=True)
+    windows: dict[str, list[dict[str, Any]]] = {call.name: [] for call, _ in runs}
+    for turn in range(rounds):
+        for call, server in runs[turn % len(runs) :] + runs[: turn % len(runs)]:
+            windows[call.name].append(window(call, server, args, seconds))
+    return {call.name: summed(call, windows[call.name], args) for call, _ in runs}
+
+
+def window(call: Call, server: Server, args: argparse.Namespace, seconds: int) -> dict[str, Any]:
+    """`seconds` of wrk on `call`, with the CPU the server, wrk and the others used meanwhile."""
     machine_before, client_before = machine_busy_seconds(), children_cpu_seconds()
     cpu_before = server.cpu_seconds()
-    result = wrk(call, args.duration, args.connections)
-    cpu = server.cpu_seconds() - cpu_before
-    client = children_cpu_seconds() - client_before
-    others = machine_busy_seconds() - machine_before - cpu - client
-    # CPU per answer barely depends on who else uses the machine; req/s and p99 do.
-    result["server_cpu_ms_per_request"] = round(cpu / max(result["requests"], 1) * 1000, 3)
-    result["server_cpu_busy"] = round(cpu / args.duration, 2)
-    result["wrk_cpu_busy"] = round(client / args.duration, 2)
-    result["others_cpu_busy"] = round(max(others, 0.0) / args.duration, 2)
-    (args.work / f"wrk-{call.name}.txt").write_text(result.pop("wrk_text"))
+    result = wrk(call, seconds, args.connections)
+    result["server_cpu_s"] = server.cpu_seconds() - cpu_before
+    result["wrk_cpu_s"] = children_cpu_seconds() - client_before
+    others = machine_busy_seconds() - machine_before - result["server_cpu_s"] - result["wrk_cpu_s"]
+    result["others_cpu_s"] = max(others, 0.0)
+    result["seconds"] = seconds
     check(result["non_2xx"] == 0, f"{call.name}: {result['non_2xx']} non-2xx answers under load")
     check(result["socket_errors"] == 0, f"{call.name}: socket errors or timeouts under load")
+    return result
+
+
+def summed(call: Call, windows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """A call's windows as one result: totals for requests, CPU and time; the median window's
+    latency percentiles (and the largest maximum)."""
+    seconds = sum(w["seconds"] for w in windows)
+    requests = sum(w["requests"] for w in windows)
+    cpu = sum(w["server_cpu_s"] for w in windows)
+
+    def median(key: str) -> float:
+        return float(statistics.median(w[key] for w in windows))
+
+    result: dict[str, Any] = {
+        "requests_per_s": round(sum(w["requests"] for w in windows) / seconds, 1),
+        "p50_ms": median("p50_ms"),
+        "p90_ms": median("p90_ms"),
+        "p99_ms": median("p99_ms"),
+        "max_ms": max(w["max_ms"] for w in windows),
+        "mean_ms": median("mean_ms"),
+        "requests": requests,
+        "non_2xx": 0,
+        "socket_errors": 0,
+        "response_bytes": windows[0]["response_bytes"],
+        "windows": len(windows),
+        # CPU per answer barely depends on who else uses the machine; req/s and p99 do.
+        "server_cpu_ms_per_request": round(cpu / max(requests, 1) * 1000, 3),
+        "server_cpu_busy": round(cpu / seconds, 2),
+        "wrk_cpu_busy": round(sum(w["wrk_cpu_s"] for w in windows) / seconds, 2),
+        "others_cpu_busy": round(max(w["others_cpu_s"] / w["seconds"] for w in windows), 2),
+    }
+    text = "\n".join(w.pop("wrk_text") for w in windows)
+    (args.work / f"wrk-{call.name}.txt").write_text(text)
     print(
-        f"  {call.name}: {result['requests_per_s']:.0f} req/s, p99 {result['p99_ms']:.1f} ms",
+        f"  {call.name}: {result['requests_per_s']:.0f} req/s, p99 {result['p99_ms']:.1f} ms, "
+        f"{result['server_cpu_ms_per_request']:.3f} CPU ms/req",
         flush=True,
     )
     return result
@@ -486,28 +544,46 @@ def run_apiforge(
     argv = [str(BIN / "apiforge"), "serve"]
     server = Server("apiforge", argv, env, args.work, args.work / "apiforge.log")
     base = f"http://{HOST}:{port}"
-    results: dict[str, Any] = {}
     with running(server, f"{base}/healthz"):
         call = setup_apiforge(base, posts, args)
+    # With Redis: a second server on a copy of the data (the embedded database has one server
+    # process), with the limits and keys in Redis, measured in turns with the first.
+    redis_server: Server | None = None
+    if args.redis and redis_answers(args.redis):
+        copy = args.work / "apiforge-redis"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(data_dir, copy)
+        redis_port = free_port()
+        redis_env = {
+            **env,
+            "APIFORGE_DATA_DIR": str(copy),
+            "APIFORGE_PORT": str(redis_port),
+            "APIFORGE_REDIS_URL": args.redis,
+            "APIFORGE_REDIS_PREFIX": "apiforge-bench:",
+        }
+        log = args.work / "apiforge-redis.log"
+        redis_server = Server("apiforge", argv, redis_env, args.work, log)
+    elif args.redis:
+        call.notes.append(f"Redis at {args.redis} did not answer: no run with Redis")
     # Measured as a server started on its data, not the process that just bulk-loaded it (its
     # WAL and heap still hold the load); PocketBase gets the same restart.
-    with running(server, f"{base}/healthz"):
+    with contextlib.ExitStack() as servers:
+        servers.enter_context(running(server, f"{base}/healthz"))
         verify_apiforge(call, newest_published_titles(posts), sum(p["published"] for p in posts))
-        results["apiforge"] = measure(call, server, args)
+        runs = [(call, server)]
         if call.free_body:
             free = replace(call, name="apiforge-free", body=call.free_body, notes=[])
             check(data_of(free.send()) == call.reference, "apiforge-free: the same answer")
-            results[free.name] = measure(free, server, args)
-        keyed = replace(call, name="apiforge+idem", idempotency=True, notes=[])
-        results[keyed.name] = measure(keyed, server, args)
-    if args.redis and redis_answers(args.redis):
-        env = {**env, "APIFORGE_REDIS_URL": args.redis, "APIFORGE_REDIS_PREFIX": "apiforge-bench:"}
-        server = Server("apiforge", argv, env, args.work, args.work / "apiforge-redis.log")
-        with running(server, f"{base}/healthz"):
-            keyed = replace(call, name="apiforge+redis+idem", idempotency=True, notes=[])
-            results[keyed.name] = measure(keyed, server, args)
-    elif args.redis:
-        call.notes.append(f"Redis at {args.redis} did not answer: no run with Redis")
+            runs.append((free, server))
+        runs.append((replace(call, name="apiforge+idem", idempotency=True, notes=[]), server))
+        if redis_server is not None:
+            redis_base = f"http://{HOST}:{redis_server.env['APIFORGE_PORT']}"
+            servers.enter_context(running(redis_server, f"{redis_base}/healthz"))
+            url = call.url.replace(base, redis_base)
+            keyed = replace(call, name="apiforge+redis+idem", url=url, idempotency=True, notes=[])
+            check(data_of(keyed.send()) == call.reference, "apiforge+redis: the same answer")
+            runs.append((keyed, redis_server))
+        results = measure_rounds(runs, args)
     return call, data_dir / "apiforge.db", results
 
 
@@ -704,6 +780,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per server")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per server")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns the apiforge calls' --duration is split in"
+    )
     parser.add_argument("--calls", type=int, default=2000, help="profiled calls (0: no profile)")
     parser.add_argument("--console", action="store_true", help="console token even with keys")
     parser.add_argument("--only", choices=("apiforge", "floor", "pocketbase"), action="append")
@@ -716,6 +795,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check(args.duration in range(1, 121) and args.warmup in range(31), "bounded durations")
     check(args.connections in range(1, 513), "1..512 connections")
+    check(args.rounds in range(1, 61) and args.rounds <= args.duration, "1..duration rounds")
     return args
 
 

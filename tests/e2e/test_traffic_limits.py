@@ -314,3 +314,29 @@ async def test_key_creation_is_rate_limited_per_account(settings: Settings) -> N
             assert other_app
     finally:
         await shutdown(application)
+
+
+async def test_calls_waiting_on_a_slow_step_hold_no_pooled_connection(settings: Settings) -> None:
+    """Calls whose caches were cold read on their own connection first; they give it back
+    before their steps run, so a pool of two serves six calls waiting on a slow upstream at
+    once (before, the third waited for a connection until the first call ended, its place
+    already taken under the concurrency limit)."""
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL keeps the call's connection (a read opened a transaction there)")
+    pooled = settings.model_copy(update={"http_allow_hosts": ["127.0.0.1"], "db_pool_size": 1})
+    application = create_app(pooled)
+    transport = ASGITransport(app=application, raise_app_exceptions=False)
+    try:
+        async with (
+            AsyncClient(transport=transport, base_url="http://testserver") as client,
+            slow_upstream() as upstream,
+        ):
+            owner = await register(client)
+            upstream.gate = asyncio.Event()
+            app_id, secret = await limited_app(client, owner, upstream.url)
+            calls = [asyncio.create_task(call(client, secret, app_id, "slow")) for _ in range(6)]
+            await upstream.wait_in_flight(6, seconds=5)
+            upstream.gate.set()
+            assert [r.status_code for r in await asyncio.gather(*calls)] == [200] * 6
+    finally:
+        await shutdown(application)

@@ -175,6 +175,22 @@ class LazyConnection(AsyncConnection):
         if self.sync_connection is not None:
             await super().close()
 
+    async def let_go(self) -> None:
+        """Give the pooled connection back while the call holds nothing on it (SQLite: no
+        transaction open at the driver, so the call only read), before work that may wait long
+        — an HTTP step to a slow upstream: a call that read on a cache miss must not keep one
+        of the pool's few connections from the others meanwhile. The next statement checks one
+        out again. (PostgreSQL keeps its connection: a read opened a transaction there, and its
+        pool is larger.)"""
+        connection = self.sync_connection
+        if connection is None or self.dialect.name != "sqlite":
+            return
+        driver = connection.connection.driver_connection
+        if driver is None or driver.in_transaction:
+            return
+        await super().close()
+        self.sync_connection = None
+
     @property  # type: ignore[misc]  # read-only here: known before connecting
     def dialect(self) -> Any:
         return self.sync_engine.dialect

@@ -2,6 +2,7 @@
 
 from apiforge.builder.env import runtime_env
 from apiforge.core.errors import ApiforgeError
+from apiforge.core.lazydb import LazyConnection
 from apiforge.engine.base import RunContext
 from apiforge.engine.runtime import execute
 from apiforge.engine.service import EngineState, debug_body, envelope, trace_of
@@ -35,6 +36,8 @@ class RunStage:
             trace=[] if ctx.debug else None,
             api=ctx.api,
         )
+        if isinstance(ctx.connection, LazyConnection):
+            await ctx.connection.let_go()  # the stages' reads on cache misses are done
         try:
             result = await execute(ctx.compiled, run)
         except ApiforgeError as exc:
