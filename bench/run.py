@@ -295,6 +295,10 @@ def measure_rounds(
     windows: dict[str, list[dict[str, Any]]] = {call.name: [] for call, _ in runs}
     for turn in range(rounds):
         for call, server in runs[turn % len(runs) :] + runs[: turn % len(runs)]:
+            # A second unmeasured first: a server idle while the others ran has let its caches
+            # age, and its first answers would read them again inline, a tail the steady state
+            # doesn't have.
+            wrk(call, 1, args.connections, latency=False)
             windows[call.name].append(window(call, server, args, seconds))
     return {call.name: summed(call, windows[call.name], args) for call, _ in runs}
 

@@ -25,6 +25,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _HASHES = 4  # bit positions per id, each from 8 hex digits of it
+_SHIFTS = tuple(range(32 * (_HASHES - 1), -1, -32))
 _MIN_BITS_LOG2 = 20  # 128 KiB
 _MAX_BITS_LOG2 = 30  # 128 MiB
 _BITS_PER_ID = 16  # ~0.2 % false "maybe" with 4 positions at full capacity
@@ -44,17 +45,25 @@ class _Bits:
         self.capacity = (1 << size) // _BITS_PER_ID
         self.added = 0
 
-    def add(self, record_id: str) -> None:
+    def add(self, record_id: str) -> bool:
+        """Set the id's bits; whether they were all set already (the id may have been added)."""
         array, mask = self.array, self.mask
-        for i in range(0, 8 * _HASHES, 8):
-            bit = int(record_id[i : i + 8], 16) & mask
-            array[bit >> 3] |= 1 << (bit & 7)
+        value = int(record_id[: 8 * _HASHES], 16)  # 32 bits per position
+        seen = True
+        for shift in _SHIFTS:
+            bit = (value >> shift) & mask
+            byte, flag = bit >> 3, 1 << (bit & 7)
+            if not array[byte] & flag:
+                seen = False
+                array[byte] |= flag
         self.added += 1
+        return seen
 
     def __contains__(self, record_id: str) -> bool:
         array, mask = self.array, self.mask
-        for i in range(0, 8 * _HASHES, 8):
-            bit = int(record_id[i : i + 8], 16) & mask
+        value = int(record_id[: 8 * _HASHES], 16)
+        for shift in _SHIFTS:
+            bit = (value >> shift) & mask
             if not array[bit >> 3] & (1 << (bit & 7)):
                 return False
         return True
@@ -72,15 +81,17 @@ class KnownKeys:
         self._task: asyncio.Task[None] | None = None
         self._retry_at = 0.0
 
-    def add(self, record_id: str) -> None:
-        """Before a row for `record_id` is written by this process."""
+    def add(self, record_id: str) -> bool:
+        """Before a row for `record_id` is written by this process; `may_hold(record_id)` as it
+        was before (one pass over the bits for a claim's question and its addition)."""
         if not self._ready:
             self._recent.add(record_id)
-            return
+            return True
         bits = self._bits
-        bits.add(record_id)
+        seen = bits.add(record_id)
         if bits.added > bits.capacity:
             self._ready = False  # full: "maybe" for every id until loaded again, larger
+        return seen
 
     def may_hold(self, record_id: str) -> bool:
         """False only when no row of `record_id` exists (see the module's docstring)."""

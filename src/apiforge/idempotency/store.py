@@ -205,7 +205,7 @@ class IdempotencyStore:
         known = self.known
         assert known is not None  # a writer, so an embedded database
         row = None
-        if known.may_hold(record_id):  # else certainly no row: a fresh key reads nothing
+        if known.add(record_id):  # else certainly no row: a fresh key reads nothing
             known.load_soon(reader.path)
             row = reader.peek(partial(_read_record, record_id))  # a point lookup: no hop
         if row is not None:
@@ -218,7 +218,6 @@ class IdempotencyStore:
                 return StoredResponse(
                     status, orjson.loads(headers) if headers else {}, bytes(body or b"")
                 )
-        known.add(record_id)
         claim = Claim(record_id, self.local_owner, local=True, fingerprint=fingerprint)
         self._inflight[record_id] = claim
         return claim

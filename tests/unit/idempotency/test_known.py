@@ -112,3 +112,13 @@ async def test_a_failed_load_keeps_maybe_and_retries_later(
     await loaded(known, database(tmp_path / "a.db", []))
     assert known.may_hold(rid("claimed"))  # claimed before the failure: still known
     assert not known.may_hold(rid("fresh"))
+
+
+async def test_adding_answers_whether_the_id_may_have_been_held(tmp_path: Path) -> None:
+    known = KnownKeys()
+    assert known.add(rid("early"))  # not loaded: maybe
+    await loaded(known, database(tmp_path / "a.db", [rid("stored")]))
+    assert known.add(rid("stored"))
+    assert not known.add(rid("new"))
+    assert known.add(rid("new"))
+    assert known.may_hold(rid("early"))
