@@ -550,26 +550,29 @@ def run_apiforge(
     base = f"http://{HOST}:{port}"
     with running(server, f"{base}/healthz"):
         call = setup_apiforge(base, posts, args)
-    # With Redis: a second server on a copy of the data (the embedded database has one server
-    # process), with the limits and keys in Redis, measured in turns with the first.
-    redis_server: Server | None = None
-    if args.redis and redis_answers(args.redis):
-        copy = args.work / "apiforge-redis"
+
+    # The keyed calls get servers of their own, each on a copy of the data (the embedded
+    # database has one server process): each server's CPU is then its calls' alone — the keyed
+    # calls' 17.6 KB answers are checkpointed by whichever commit comes next, which on a shared
+    # server would often be a plain call's. All are measured in the same turns.
+    def twin(name: str, **settings: str) -> Server:
+        copy = args.work / name
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(data_dir, copy)
-        redis_port = free_port()
-        redis_env = {
-            **env,
-            "APIFORGE_DATA_DIR": str(copy),
-            "APIFORGE_PORT": str(redis_port),
-            "APIFORGE_REDIS_URL": args.redis,
-            "APIFORGE_REDIS_PREFIX": "apiforge-bench:",
-        }
-        log = args.work / "apiforge-redis.log"
-        redis_server = Server("apiforge", argv, redis_env, args.work, log)
+        twin_env = {**env, "APIFORGE_DATA_DIR": str(copy), "APIFORGE_PORT": str(free_port())}
+        return Server(name, argv, {**twin_env, **settings}, args.work, args.work / f"{name}.log")
+
+    keyed_server = twin("apiforge-idem")
+    redis_server: Server | None = None
+    if args.redis and redis_answers(args.redis):
+        redis_server = twin(
+            "apiforge-redis",
+            APIFORGE_REDIS_URL=args.redis,
+            APIFORGE_REDIS_PREFIX="apiforge-bench:",
+        )
     elif args.redis:
         call.notes.append(f"Redis at {args.redis} did not answer: no run with Redis")
-    # Measured as a server started on its data, not the process that just bulk-loaded it (its
+    # Measured as servers started on their data, not the process that just bulk-loaded it (its
     # WAL and heap still hold the load); PocketBase gets the same restart.
     with contextlib.ExitStack() as servers:
         servers.enter_context(running(server, f"{base}/healthz"))
@@ -579,14 +582,15 @@ def run_apiforge(
             free = replace(call, name="apiforge-free", body=call.free_body, notes=[])
             check(data_of(free.send()) == call.reference, "apiforge-free: the same answer")
             runs.append((free, server))
-        runs.append((replace(call, name="apiforge+idem", idempotency=True, notes=[]), server))
-        if redis_server is not None:
-            redis_base = f"http://{HOST}:{redis_server.env['APIFORGE_PORT']}"
-            servers.enter_context(running(redis_server, f"{redis_base}/healthz"))
-            url = call.url.replace(base, redis_base)
-            keyed = replace(call, name="apiforge+redis+idem", url=url, idempotency=True, notes=[])
-            check(data_of(keyed.send()) == call.reference, "apiforge+redis: the same answer")
-            runs.append((keyed, redis_server))
+        for name, other in (("apiforge+idem", keyed_server), ("apiforge+redis+idem", redis_server)):
+            if other is None:
+                continue
+            other_base = f"http://{HOST}:{other.env['APIFORGE_PORT']}"
+            servers.enter_context(running(other, f"{other_base}/healthz"))
+            url = call.url.replace(base, other_base)
+            keyed = replace(call, name=name, url=url, idempotency=True, notes=[])
+            check(data_of(keyed.send()) == call.reference, f"{name}: the same answer")
+            runs.append((keyed, other))
         results = measure_rounds(runs, args)
     return call, data_dir / "apiforge.db", results
 
