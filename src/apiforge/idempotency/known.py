@@ -19,6 +19,7 @@ added as it was sized for.
 import asyncio
 import sqlite3
 import time
+from collections.abc import Collection
 
 import structlog
 
@@ -97,17 +98,21 @@ class KnownKeys:
         """False only when no row of `record_id` exists (see the module's docstring)."""
         return not self._ready or record_id in self._bits
 
-    def load_soon(self, path: str) -> None:
+    def load_soon(self, path: str, in_flight: Collection[str] = ()) -> None:
         """Load the ids the rows of the database file at `path` hold now, in the background
-        (on a thread and connection of its own); until then the filter answers "maybe"."""
+        (on a thread and connection of its own); until then the filter answers "maybe".
+        `in_flight`: the ids of claims whose rows may still be written (the store's live
+        collection) — claimed before a reload, so kept only in the filter being replaced."""
         if self._ready or self._task is not None or time.monotonic() < self._retry_at:
             return
-        self._task = asyncio.get_running_loop().create_task(self._load(path))
+        self._task = asyncio.get_running_loop().create_task(self._load(path, in_flight))
 
-    async def _load(self, path: str) -> None:
+    async def _load(self, path: str, in_flight: Collection[str]) -> None:
         try:
-            bits = await asyncio.to_thread(_read, path, len(self._recent))
-            for record_id in self._recent:  # on the loop's thread: none is added meanwhile
+            claimed = list(in_flight)  # their rows may commit after the load's snapshot
+            bits = await asyncio.to_thread(_read, path, len(self._recent) + len(claimed))
+            # On the loop's thread: none is added meanwhile.
+            for record_id in (*claimed, *self._recent, *in_flight):
                 bits.add(record_id)
             self._bits, self._recent, self._ready = bits, set(), True
         except Exception:  # "maybe" stays: claims read the database, as without the filter

@@ -206,7 +206,7 @@ class IdempotencyStore:
         assert known is not None  # a writer, so an embedded database
         row = None
         if known.add(record_id):  # else certainly no row: a fresh key reads nothing
-            known.load_soon(reader.path)
+            known.load_soon(reader.path, self._inflight.keys())
             row = reader.peek(partial(_read_record, record_id))  # a point lookup: no hop
         if row is not None:
             found, _, status, headers, body, expires = row
@@ -244,7 +244,7 @@ class IdempotencyStore:
             claim.owner,
             response.status,
             orjson.dumps(response.headers).decode(),
-            b"" if __import__("os").environ.get("X_NOBODY") else response.body,
+            response.body,
             stamp,
             _stamp(now + self.retention),
         )

@@ -122,3 +122,19 @@ async def test_adding_answers_whether_the_id_may_have_been_held(tmp_path: Path) 
     assert not known.add(rid("new"))
     assert known.add(rid("new"))
     assert known.may_hold(rid("early"))
+
+
+async def test_a_reload_keeps_the_claims_still_in_flight(tmp_path: Path) -> None:
+    """Claimed while the old filter was ready, their rows not written yet when the new one
+    reads the file: the claims in flight are added, not lost with the old filter."""
+    path = database(tmp_path / "a.db", [])
+    known = await loaded(KnownKeys(), path)
+    in_flight = {rid("running"): object()}
+    assert not known.add(rid("running"))
+    for n in range(known._bits.capacity + 1):  # full: loaded again, larger
+        known.add(rid(f"added-{n}"))
+    known.load_soon(path, in_flight.keys())
+    assert known._task is not None
+    await known._task
+    assert known.may_hold(rid("running"))  # its row isn't in the file yet
+    assert not known.may_hold(rid("fresh"))
