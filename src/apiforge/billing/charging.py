@@ -47,7 +47,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
 from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
-from apiforge.core.errors import ApiforgeError, ConflictError, PaymentRequiredError
+from apiforge.core.errors import (
+    ApiforgeError,
+    ConflictError,
+    PaymentRequiredError,
+    UnavailableError,
+)
 from apiforge.core.lazydb import driver_rows
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
@@ -315,6 +320,7 @@ class SqliteWriter:
         self.path = path
         self._connection: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
+        self._closed = False  # once closed, never reopened: nothing would close it again
         # Used on the writer thread only: the group's charges since the last commit.
         self._pending: list[tuple[asyncio.Future[str], WriterCharge]] = []
 
@@ -390,6 +396,8 @@ class SqliteWriter:
 
     async def _open(self) -> aiosqlite.Connection:
         async with self._opening:
+            if self._closed:
+                raise UnavailableError("The server is stopping; retry the call")
             if self._connection is None:
                 connection = await aiosqlite.connect(self.path)
                 for pragma in SQLITE_PRAGMAS:
@@ -403,6 +411,9 @@ class SqliteWriter:
         self._commit(self._connection._conn)
 
     async def close(self) -> None:
+        self._closed = True
+        async with self._opening:  # an opening in progress finishes first, then is closed
+            pass
         if self._connection is not None:
             driver: Any = self._connection
             await driver._execute(self._flush)

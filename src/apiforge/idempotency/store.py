@@ -601,6 +601,7 @@ class SqliteWriter:
         self.path = path
         self._db: _Sqlite | None = None
         self._opening = asyncio.Lock()
+        self._closed = False  # once closed, never reopened: nothing would close it again
 
     @classmethod
     def for_url(cls, url: str) -> "SqliteWriter | None":
@@ -612,6 +613,8 @@ class SqliteWriter:
         if self._db is not None:
             return self._db
         async with self._opening:
+            if self._closed:
+                raise UnavailableError("The server is stopping; retry the call")
             if self._db is None:
                 connection = await aiosqlite.connect(self.path)
                 for pragma in SQLITE_PRAGMAS:
@@ -620,6 +623,9 @@ class SqliteWriter:
             return self._db
 
     async def close(self) -> None:
+        self._closed = True
+        async with self._opening:  # an opening in progress finishes first, then is closed
+            pass
         if self._db is not None:
             db, self._db = self._db, None
             await db.driver.close()

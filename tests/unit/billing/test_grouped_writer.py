@@ -7,7 +7,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from apiforge.billing.charging import SqliteWriter, WriterCharge
+from apiforge.core.errors import UnavailableError
 
 STAMP = "2026-11-21 00:00:00.000000"
 
@@ -140,3 +143,28 @@ async def test_a_refused_charge_moves_nothing_and_its_group_commits(tmp_path: Pa
     assert balances["payer"] == 100 - 1 - 20
     assert sum(balances.values()) == 100
     assert rows == ["a", "b", "warm"]
+
+
+async def test_a_closed_writer_refuses_work_and_opens_nothing(tmp_path: Path) -> None:
+    """A charge arriving after shutdown must not open a connection that nothing would close."""
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    writer = SqliteWriter(str(path))
+    await writer.submit(charge("before", 10))
+    await writer.close()
+    with pytest.raises(UnavailableError):
+        await writer.submit(charge("after", 10))
+    assert writer._connection is None
+    assert state(path)[1] == ["before"]
+
+
+async def test_closing_while_opening_closes_what_was_opened(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    writer = SqliteWriter(str(path))
+    first = asyncio.ensure_future(writer.submit(charge("racing", 10)))
+    await asyncio.sleep(0)  # the submit is inside its opening
+    await writer.close()
+    outcome = await asyncio.gather(first, return_exceptions=True)
+    assert writer._connection is None
+    assert outcome == ["ok"] or isinstance(outcome[0], UnavailableError)

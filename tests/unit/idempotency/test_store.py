@@ -4,12 +4,14 @@ completions, takeovers of dead claims, releases, sweeps and one-time tokens."""
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.core.db import make_engine
+from apiforge.core.errors import UnavailableError
 from apiforge.core.settings import Settings
 from apiforge.core.shared import make_redis
 from apiforge.idempotency.keys import token_id
@@ -20,6 +22,7 @@ from apiforge.idempotency.store import (
     IdempotencyStore,
     KeyInUseError,
     KeyMismatchError,
+    SqliteWriter,
     StoredResponse,
 )
 from apiforge.tools.clock import utcnow
@@ -186,3 +189,14 @@ async def test_a_claim_sweeps_when_due(engine: AsyncEngine, store: IdempotencySt
         left = (await conn.execute(select(IdempotencyRecord.id))).scalars().all()
         assert left == ["b" * 64]
         assert store._next_sweep > 0
+
+
+async def test_a_closed_sqlite_writer_refuses_to_reopen(tmp_path: Path) -> None:
+    """Work reaching the store's connection after shutdown gets a 503 and opens nothing: a
+    connection opened then would never be closed."""
+    writer = SqliteWriter(str(tmp_path / "idem.db"))
+    await writer.get()
+    await writer.close()
+    with pytest.raises(UnavailableError):
+        await writer.get()
+    assert writer._db is None
