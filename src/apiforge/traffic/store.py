@@ -14,6 +14,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from apiforge.core.redis_line import RedisLine
 from apiforge.traffic.concurrency import Slot
 from apiforge.traffic.failure import STORE_ERRORS
 from apiforge.traffic.frequency import Rate, wait_ms, weighted_count
@@ -191,6 +192,9 @@ class RedisTraffic:
         self.slot_prefix = f"{prefix}conc:"
         self.lease_ms = lease_seconds * 1000
         self.script = redis.register_script(ADMIT_LUA)
+        # The admission, once per call, goes over a lean pipelined connection (core/redis_line.py);
+        # redis-py's script only over TLS.
+        self.line = RedisLine.for_client(redis)
         self.pending: list[tuple[str, str]] = []  # (sorted set, member) to release
         self.flush_scheduled = False
         self.flushes: set[asyncio.Task[None]] = set()
@@ -211,7 +215,10 @@ class RedisTraffic:
             args += [rate.limit, rate.window * 1000]
         args += [slot.limit for slot in slots]
         try:
-            answer = await self.script(keys=keys, args=args)
+            if self.line is not None:
+                answer = await self.line.run_script(ADMIT_LUA, keys, args)
+            else:
+                answer = await self.script(keys=keys, args=args)
         except BaseException:
             self._keep(riding)  # not sent: they ride with a later admission or flush
             raise
@@ -260,6 +267,8 @@ class RedisTraffic:
         await self.flush()
         if self.flushes:
             await asyncio.gather(*self.flushes, return_exceptions=True)
+        if self.line is not None:
+            await self.line.close()
 
     async def in_flight(self, key: str) -> int:
         """Live leases of one slot counter (expired ones are not counted): tests, operators."""

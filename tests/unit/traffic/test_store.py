@@ -17,17 +17,24 @@ from apiforge.traffic.store import MemoryTraffic, RedisTraffic, TrafficStore
 from tests.e2e._traffic import redis_server
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-py"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[TrafficStore]:
+    """redis: admissions over the lean line; redis-py: over redis-py's script (TLS)."""
     if request.param == "memory":
         yield MemoryTraffic()
         return
     async with redis_server() as server:
         client = make_redis(Settings(redis_url=server.url))
         assert client is not None
+        traffic = RedisTraffic(client, "t:", lease_seconds=60)
+        if request.param == "redis-py":
+            assert traffic.line is not None
+            await traffic.line.close()
+            traffic.line = None
         try:
-            yield RedisTraffic(client, "t:", lease_seconds=60)
+            yield traffic
         finally:
+            await traffic.close()
             await client.aclose()
 
 
@@ -111,6 +118,7 @@ async def test_redis_leases_expire_when_never_released() -> None:
             assert await store.admit([], [slot], new_member()) is None
             assert await client.pttl("t:conc:leak") > 0  # the set expires with its last lease
         finally:
+            await store.close()
             await client.aclose()
 
 
