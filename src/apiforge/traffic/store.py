@@ -220,7 +220,10 @@ class RedisTraffic:
             else:
                 answer = await self.script(keys=keys, args=args)
         except BaseException:
-            self._keep(riding)  # not sent: they ride with a later admission or flush
+            self._keep(riding)  # maybe not sent: they ride with a later admission or flush
+            # The script may have run (the call was cancelled as its client went away, or the
+            # reply was lost): give back whatever places it took, lest they wait for the lease.
+            self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
             raise
         if answer[0] == 0:
             return None

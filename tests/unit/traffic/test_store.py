@@ -181,3 +181,27 @@ async def test_the_control_raises_429_with_the_limits_headers(settings: Settings
         "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": str(retry),
     }
+
+
+async def test_an_admission_cancelled_in_flight_gives_its_places_back() -> None:
+    """A client that goes away while its admission is on the wire: the script may run all the
+    same, and its place must not wait for the lease to expire."""
+    async with redis_server() as server:
+        client = make_redis(Settings(redis_url=server.url))
+        assert client is not None
+        store = RedisTraffic(client, "t:", lease_seconds=60)
+        try:
+            slot = Slot("app", "gone", 5)
+            assert await store.admit([], [slot], new_member()) is None  # connected
+            assert await store.in_flight("gone") == 1
+            for _ in range(3):
+                admission = asyncio.ensure_future(store.admit([], [slot], new_member()))
+                await asyncio.sleep(0)  # the script is on its way
+                admission.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await admission
+            await store.flush()
+            assert await store.in_flight("gone") == 1  # only the first call's place
+        finally:
+            await store.close()
+            await client.aclose()
