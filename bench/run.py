@@ -342,6 +342,10 @@ def summed(call: Call, windows: list[dict[str, Any]], args: argparse.Namespace) 
         "windows": len(windows),
         # CPU per answer barely depends on who else uses the machine; req/s and p99 do.
         "server_cpu_ms_per_request": round(cpu / max(requests, 1) * 1000, 3),
+        # Each window's own figure, in the order taken: the spread of a ratio between rounds.
+        "round_cpu_ms_per_request": [
+            round(w["server_cpu_s"] / max(w["requests"], 1) * 1000, 3) for w in windows
+        ],
         "server_cpu_busy": round(cpu / seconds, 2),
         "wrk_cpu_busy": round(sum(w["wrk_cpu_s"] for w in windows) / seconds, 2),
         "others_cpu_busy": round(max(w["others_cpu_s"] / w["seconds"] for w in windows), 2),
@@ -898,6 +902,18 @@ def summarise(
                 run["server_cpu_ms_per_request"] / cpu["apiforge"] - 1, 3
             )
         }
+        paired = zip(
+            run.get("round_cpu_ms_per_request", []),
+            results["apiforge"].get("round_cpu_ms_per_request", []),
+            strict=False,
+        )
+        by_round = sorted(keyed / plain - 1 for keyed, plain in paired if plain)
+        if len(by_round) > 1:  # round i of the variant against round i of the plain call
+            variant["added_by_round_min_median_max"] = [
+                round(by_round[0], 3),
+                round(statistics.median(by_round), 3),
+                round(by_round[-1], 3),
+            ]
         if "pocketbase" in results:
             pb = results["pocketbase"]
             variant["over_pocketbase"] = round(run["requests_per_s"] / pb["requests_per_s"], 2)
@@ -952,6 +968,9 @@ def print_report(report: dict[str, Any]) -> None:
         if not name.startswith("apiforge+"):
             continue
         line = f"{name}: {variant['cpu_added_over_apiforge']:+.1%} server CPU per request"
+        if "added_by_round_min_median_max" in variant:
+            low, mid, high = variant["added_by_round_min_median_max"]
+            line += f" (by round: {low:+.1%} to {high:+.1%}, median {mid:+.1%})"
         if "over_pocketbase" in variant:
             line += (
                 f"; / PocketBase {variant['over_pocketbase']:.2f}x req/s, "
