@@ -37,6 +37,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ ADMIN = {"email": "admin@bench.example", "password": "apiforge-admin-1"}
 # plan's 10 requests in flight and 600 a minute would answer most of wrk's calls with 429).
 BENCH_QUOTAS = {"requestsPerMinute": 100_000_000, "concurrentRequests": 1000, "callsPerMonth": -1}
 TARGET_RATIO = 1.5
+SIDE_BY_SIDE_SECONDS = 3
 # CPU (in cores) that programs other than the server and wrk may use during a measurement before
 # the run is flagged: their work competes for the same two cores and lowers req/s.
 OTHERS_LIMIT = 0.1
@@ -301,6 +303,56 @@ def measure_rounds(
             wrk(call, 1, args.connections, latency=False)
             windows[call.name].append(window(call, server, args, seconds))
     return {call.name: summed(call, windows[call.name], args) for call, _ in runs}
+
+
+def measure_side_by_side(
+    base: tuple[Call, Server], others: list[tuple[Call, Server]], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Each of `others` against `base`, both loaded at once (each by a wrk of its own with half
+    the connections, both servers on the server CPU), `--side-by-side` rounds of
+    SIDE_BY_SIDE_SECONDS: a CPU-per-request ratio taken over the same seconds, so the machine's
+    drift — which moves one call's turn against another's by ±30 % here — weighs on both alike.
+    Two servers sharing a core pay for each other's context switches, so their CPU per request
+    is higher than alone; the ratio is the figure, and the first pair (the plain call against a
+    twin of its own server, when given) shows how closely the method agrees with itself."""
+    call, server = base
+    half = max(1, args.connections // 2)
+    figures: dict[str, dict[str, Any]] = {}
+    print(f"  side by side with {call.name}: {args.side_by_side} x {SIDE_BY_SIDE_SECONDS} s each")
+    for other, other_server in others:
+        base_rounds: list[float] = []
+        other_rounds: list[float] = []
+        for _ in range(args.side_by_side):
+            before = server.cpu_seconds(), other_server.cpu_seconds()
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                loads = [pool.submit(wrk, c, SIDE_BY_SIDE_SECONDS, half) for c in (call, other)]
+                mine, theirs = (load.result() for load in loads)
+            for result, name in ((mine, call.name), (theirs, other.name)):
+                check(result["non_2xx"] == 0, f"{name}: non-2xx answers side by side")
+                check(result["socket_errors"] == 0, f"{name}: socket errors side by side")
+            spent = server.cpu_seconds() - before[0], other_server.cpu_seconds() - before[1]
+            base_rounds.append(spent[0] / mine["requests"] * 1000)
+            other_rounds.append(spent[1] / theirs["requests"] * 1000)
+        by_round = sorted(o / b - 1 for o, b in zip(other_rounds, base_rounds, strict=True))
+        figures[other.name] = {
+            "with": call.name,
+            "rounds": args.side_by_side,
+            "seconds": SIDE_BY_SIDE_SECONDS,
+            "cpu_ms_per_request": round(statistics.mean(other_rounds), 3),
+            "with_cpu_ms_per_request": round(statistics.mean(base_rounds), 3),
+            "added": round(sum(other_rounds) / sum(base_rounds) - 1, 3),
+            "added_by_round_min_median_max": [
+                round(by_round[0], 3),
+                round(statistics.median(by_round), 3),
+                round(by_round[-1], 3),
+            ],
+        }
+        print(
+            f"  {other.name} beside {call.name}: {figures[other.name]['added']:+.1%} CPU per "
+            f"request (rounds {by_round[0]:+.1%} to {by_round[-1]:+.1%})",
+            flush=True,
+        )
+    return figures
 
 
 def window(call: Call, server: Server, args: argparse.Namespace, seconds: int) -> dict[str, Any]:
@@ -567,6 +619,8 @@ def run_apiforge(
         return Server(name, argv, {**twin_env, **settings}, args.work, args.work / f"{name}.log")
 
     keyed_server = twin("apiforge-idem")
+    # A second server for the plain call: the side-by-side control (`measure_side_by_side`).
+    plain_twin = twin("apiforge-twin") if args.side_by_side else None
     redis_server: Server | None = None
     if args.redis and redis_answers(args.redis):
         redis_server = twin(
@@ -596,6 +650,19 @@ def run_apiforge(
             check(data_of(keyed.send()) == call.reference, f"{name}: the same answer")
             runs.append((keyed, other))
         results = measure_rounds(runs, args)
+        if args.side_by_side:
+            pairs = [(keyed, other) for keyed, other in runs if keyed.idempotency]
+            if plain_twin is not None:
+                twin_base = f"http://{HOST}:{plain_twin.env['APIFORGE_PORT']}"
+                servers.enter_context(running(plain_twin, f"{twin_base}/healthz"))
+                control = replace(call, name="apiforge-twin", url=call.url.replace(base, twin_base))
+                check(data_of(control.send()) == call.reference, "apiforge-twin: the same answer")
+                pairs.insert(0, (control, plain_twin))
+                if call.free_body:  # charging's share, over the same seconds as the charged call
+                    free_twin = replace(control, name="apiforge-free-twin", body=call.free_body)
+                    check(data_of(free_twin.send()) == call.reference, "free twin: the same answer")
+                    pairs.insert(1, (free_twin, plain_twin))
+            results["side_by_side"] = measure_side_by_side((call, server), pairs, args)
     return call, data_dir / "apiforge.db", results
 
 
@@ -795,6 +862,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=5, help="turns the apiforge calls' --duration is split in"
     )
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=8,
+        help="rounds of the keyed calls loaded at once with the plain call (0: none)",
+    )
     parser.add_argument("--calls", type=int, default=2000, help="profiled calls (0: no profile)")
     parser.add_argument("--console", action="store_true", help="console token even with keys")
     parser.add_argument("--only", choices=("apiforge", "floor", "pocketbase"), action="append")
@@ -808,6 +881,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check(args.duration in range(1, 121) and args.warmup in range(31), "bounded durations")
     check(args.connections in range(1, 513), "1..512 connections")
     check(args.rounds in range(1, 61) and args.rounds <= args.duration, "1..duration rounds")
+    check(args.side_by_side in range(41), "0..40 side-by-side rounds")
     return args
 
 
@@ -828,6 +902,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("apiforge (embedded SQLite, one process)", flush=True)
     call, database, runs = run_apiforge(posts, args)
+    side_by_side = runs.pop("side_by_side", {})
     results.update(runs)
     notes["apiforge"] = call.notes
     if "floor" in only:
@@ -841,6 +916,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = run_profile(database, args)
 
     report = summarise(results, notes, profile, args, time.monotonic() - started)
+    if side_by_side:
+        report["side_by_side"] = side_by_side
+        control, free = side_by_side.get("apiforge-twin"), side_by_side.get("apiforge-free-twin")
+        if control and free:
+            # The free call ran on the twin: measured against the twin's own bias (the control).
+            share = 1 - (1 + free["added"]) / (1 + control["added"])
+            report["ratios"]["charging_share_side_by_side"] = round(share, 3)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
@@ -977,6 +1059,18 @@ def print_report(report: dict[str, Any]) -> None:
                 f"p99 {variant['p99_over_pocketbase']:.2f}x"
             )
         print(line)
+    if "charging_share_side_by_side" in ratios:
+        print(
+            f"charging side by side: {ratios['charging_share_side_by_side']:.1%} of the charged "
+            "call's server CPU (the free call on the twin, against the control; target <= 10%)"
+        )
+    for name, figures in report.get("side_by_side", {}).items():
+        low, mid, high = figures["added_by_round_min_median_max"]
+        print(
+            f"{name} side by side with {figures['with']}: {figures['added']:+.1%} server CPU per "
+            f"request ({figures['rounds']} rounds of {figures['seconds']} s at once: {low:+.1%} "
+            f"to {high:+.1%}, median {mid:+.1%})"
+        )
     if "warning" in report:
         print(f"WARNING: {report['warning']}")
     for name, lines in report["notes"].items():
