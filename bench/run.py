@@ -333,7 +333,7 @@ def measure_side_by_side(
             spent = server.cpu_seconds() - before[0], other_server.cpu_seconds() - before[1]
             base_rounds.append(spent[0] / mine["requests"] * 1000)
             other_rounds.append(spent[1] / theirs["requests"] * 1000)
-        by_round = sorted(o / b - 1 for o, b in zip(other_rounds, base_rounds, strict=True))
+        by_round = [o / b - 1 for o, b in zip(other_rounds, base_rounds, strict=True)]
         figures[other.name] = {
             "with": call.name,
             "rounds": args.side_by_side,
@@ -341,18 +341,19 @@ def measure_side_by_side(
             "cpu_ms_per_request": round(statistics.mean(other_rounds), 3),
             "with_cpu_ms_per_request": round(statistics.mean(base_rounds), 3),
             "added": round(sum(other_rounds) / sum(base_rounds) - 1, 3),
-            "added_by_round_min_median_max": [
-                round(by_round[0], 3),
-                round(statistics.median(by_round), 3),
-                round(by_round[-1], 3),
-            ],
+            "added_by_round_min_median_max": spread(by_round),
         }
         print(
             f"  {other.name} beside {call.name}: {figures[other.name]['added']:+.1%} CPU per "
-            f"request (rounds {by_round[0]:+.1%} to {by_round[-1]:+.1%})",
+            f"request (rounds {min(by_round):+.1%} to {max(by_round):+.1%})",
             flush=True,
         )
     return figures
+
+
+def spread(ratios: list[float]) -> list[float]:
+    """Least, median and most of per-round figures: how far one run's figure can be trusted."""
+    return [round(min(ratios), 3), round(statistics.median(ratios), 3), round(max(ratios), 3)]
 
 
 def window(call: Call, server: Server, args: argparse.Namespace, seconds: int) -> dict[str, Any]:
@@ -989,13 +990,9 @@ def summarise(
             results["apiforge"].get("round_cpu_ms_per_request", []),
             strict=False,
         )
-        by_round = sorted(keyed / plain - 1 for keyed, plain in paired if plain)
+        by_round = [keyed / plain - 1 for keyed, plain in paired if plain]
         if len(by_round) > 1:  # round i of the variant against round i of the plain call
-            variant["added_by_round_min_median_max"] = [
-                round(by_round[0], 3),
-                round(statistics.median(by_round), 3),
-                round(by_round[-1], 3),
-            ]
+            variant["added_by_round_min_median_max"] = spread(by_round)
         if "pocketbase" in results:
             pb = results["pocketbase"]
             variant["over_pocketbase"] = round(run["requests_per_s"] / pb["requests_per_s"], 2)

@@ -223,7 +223,7 @@ class RedisTraffic:
             self._keep(riding)  # maybe not sent: they ride with a later admission or flush
             # The script may have run (the call was cancelled as its client went away, or the
             # reply was lost): give back whatever places it took, lest they wait for the lease.
-            self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
+            self._queue_release(slots, member)
             raise
         if answer[0] == 0:
             return None
@@ -234,6 +234,10 @@ class RedisTraffic:
         return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
+        self._queue_release(slots, member)
+
+    def _queue_release(self, slots: Sequence[Slot], member: str) -> None:
+        """The member's places, to ride with the next admission or go alone within 2 ms."""
         self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
         if not self.flush_scheduled:
             self.flush_scheduled = True
