@@ -63,6 +63,9 @@ ADMIN = {"email": "admin@bench.example", "password": "apiforge-admin-1"}
 # The builder's plan: every limit on and checked per call, none reached by the load (the free
 # plan's 10 requests in flight and 600 a minute would answer most of wrk's calls with 429).
 BENCH_QUOTAS = {"requestsPerMinute": 100_000_000, "concurrentRequests": 1000, "callsPerMonth": -1}
+# The baseline of "limits and keys together" (the traffic issue): the same plan, no limits at all.
+UNLIMITED_QUOTAS = {**BENCH_QUOTAS, "requestsPerMinute": -1, "concurrentRequests": -1}
+LIMITS_TARGET = 0.10
 TARGET_RATIO = 1.5
 SIDE_BY_SIDE_SECONDS = 3
 # CPU (in cores) that programs other than the server and wrk may use during a measurement before
@@ -201,6 +204,8 @@ class Call:
     reference: Any = None  # the checked answer's data, for the floor to match
     idempotency: bool = False  # a fresh Idempotency-Key on every request (wrk_report.lua)
     free_body: str = ""  # apiforge: the same call at a free version (nothing charged)
+    unlimited_plan: str = ""  # apiforge: a plan like the benchmark's, without any limit
+    workspace_id: str = ""  # apiforge: the calling workspace
 
     def send(self, headers: dict[str, str] | None = None) -> httpx.Response:
         return httpx.request(
@@ -447,25 +452,39 @@ def seed_steps(chunk: int) -> list[dict[str, Any]]:
     ]
 
 
-def bench_plan(client: httpx.Client, builder: dict[str, str]) -> dict[str, str]:
-    """Move the builder's workspace to a plan whose limits the load never reaches, and give it
-    RU enough for every call of the run; the administrator's headers."""
+def admin_headers(client: httpx.Client) -> dict[str, str]:
     login = {"email": ADMIN["email"], "password": ADMIN["password"]}
     admin_tokens = data_of(client.post("/api/v1/auth/login", json=login))
-    admin = {"Authorization": f"Bearer {admin_tokens['accessToken']}"}
-    plan = {"code": "bench", "name": "Benchmark", "quotas": BENCH_QUOTAS, "isPublic": 0}
-    plan_id = data_of(client.post("/api/v1/admin/plans", json=plan, headers=admin))["id"]
-    workspace_id = data_of(client.get("/api/v1/workspaces", headers=builder))["list"][0]["id"]
+    return {"Authorization": f"Bearer {admin_tokens['accessToken']}"}
+
+
+def move_to_plan(client: httpx.Client, workspace_id: str, plan_id: str) -> None:
     moved = client.put(
-        f"/api/v1/admin/workspaces/{workspace_id}/plan", json={"planId": plan_id}, headers=admin
+        f"/api/v1/admin/workspaces/{workspace_id}/plan",
+        json={"planId": plan_id},
+        headers=admin_headers(client),
     )
     data_of(moved)
+
+
+def bench_plan(client: httpx.Client, builder: dict[str, str]) -> tuple[dict[str, str], str, str]:
+    """Move the builder's workspace to a plan whose limits the load never reaches, and give it
+    RU enough for every call of the run; also make the same plan without any limit (the
+    baseline of the limits' cost). The administrator's headers, the workspace, that plan."""
+    admin = admin_headers(client)
+    plan = {"code": "bench", "name": "Benchmark", "quotas": BENCH_QUOTAS, "isPublic": 0}
+    plan_id = data_of(client.post("/api/v1/admin/plans", json=plan, headers=admin))["id"]
+    unlimited = {**plan, "code": "bench-unlimited", "name": "Benchmark, no limits"}
+    unlimited["quotas"] = UNLIMITED_QUOTAS
+    unlimited_id = data_of(client.post("/api/v1/admin/plans", json=unlimited, headers=admin))["id"]
+    workspace_id = data_of(client.get("/api/v1/workspaces", headers=builder))["list"][0]["id"]
+    move_to_plan(client, workspace_id, plan_id)
     # Charging is on: the calls are paid for (getManyPost costs 4 RU), so the wallet is topped up.
     credit = {"amount": 1_000_000_000, "note": "benchmark"}
     data_of(
         client.post(f"/api/v1/admin/wallets/{workspace_id}/credits", json=credit, headers=admin)
     )
-    return admin
+    return admin, workspace_id, unlimited_id
 
 
 def free_version(
@@ -519,7 +538,7 @@ def setup_apiforge(base: str, posts: list[dict[str, Any]], args: argparse.Namesp
     with httpx.Client(base_url=base, timeout=60.0) as client:
         tokens = data_of(client.post("/api/v1/auth/register", json=BUILDER))
         console = {"Authorization": f"Bearer {tokens['accessToken']}"}
-        admin = bench_plan(client, console)
+        admin, workspace_id, unlimited_plan = bench_plan(client, console)
         app_id = data_of(client.post("/api/v1/apps/import", json=blog_document(), headers=console))[
             "id"
         ]
@@ -558,6 +577,7 @@ def setup_apiforge(base: str, posts: list[dict[str, Any]], args: argparse.Namesp
             path = "console token (Authorization) + end-user token (X-End-User-Token)"
         call = Call("apiforge", "POST", f"{base}/api/v1/invocations", headers, body)
         call.notes.append(f"credentials: {path}")
+        call.unlimited_plan, call.workspace_id = unlimited_plan, workspace_id
         free = free_version(client, admin, console, app_id)
         call.free_body = body.replace('"version": "1.0.0"', f'"version": "{free}"')
         (args.work / "apiforge-call.json").write_text(
@@ -622,6 +642,8 @@ def run_apiforge(
     keyed_server = twin("apiforge-idem")
     # A second server for the plain call: the side-by-side control (`measure_side_by_side`).
     plain_twin = twin("apiforge-twin") if args.side_by_side else None
+    # The same call with no limits at all: what limits and keys together are measured against.
+    unlimited = twin("apiforge-nolimits") if args.side_by_side else None
     redis_server: Server | None = None
     if args.redis and redis_answers(args.redis):
         redis_server = twin(
@@ -664,7 +686,28 @@ def run_apiforge(
                     check(data_of(free_twin.send()) == call.reference, "free twin: the same answer")
                     pairs.insert(1, (free_twin, plain_twin))
             results["side_by_side"] = measure_side_by_side((call, server), pairs, args)
+        if unlimited is not None:
+            bare = without_limits(call, base, unlimited, servers)
+            wrk(bare, args.warmup, args.connections, latency=False)
+            limited = [(c, s) for c, s in runs if c.name == call.name or c.idempotency]
+            figures = measure_side_by_side((bare, unlimited), limited, args)
+            results["side_by_side_unlimited"] = figures
     return call, data_dir / "apiforge.db", results
+
+
+def without_limits(call: Call, base: str, unlimited: Server, servers: contextlib.ExitStack) -> Call:
+    """The call on a server whose copy of the data has the workspace on the benchmark plan
+    without limits (moved by the administrator, then restarted so no cache holds the old plan);
+    checked to give the same answer."""
+    bare_base = f"http://{HOST}:{unlimited.env['APIFORGE_PORT']}"
+    with running(unlimited, f"{bare_base}/healthz"), httpx.Client(base_url=bare_base) as client:
+        move_to_plan(client, call.workspace_id, call.unlimited_plan)
+    servers.enter_context(running(unlimited, f"{bare_base}/healthz"))
+    bare = replace(call, name="apiforge-nolimits", url=call.url.replace(base, bare_base), notes=[])
+    response = bare.send()
+    check("ratelimit-policy" not in response.headers, "apiforge-nolimits: still limited")
+    check(data_of(response) == call.reference, "apiforge-nolimits: the same answer")
+    return bare
 
 
 def redis_answers(url: str) -> bool:
@@ -904,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
     print("apiforge (embedded SQLite, one process)", flush=True)
     call, database, runs = run_apiforge(posts, args)
     side_by_side = runs.pop("side_by_side", {})
+    unlimited = runs.pop("side_by_side_unlimited", {})
     results.update(runs)
     notes["apiforge"] = call.notes
     if "floor" in only:
@@ -924,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
             # The free call ran on the twin: measured against the twin's own bias (the control).
             share = 1 - (1 + free["added"]) / (1 + control["added"])
             report["ratios"]["charging_share_side_by_side"] = round(share, 3)
+    if unlimited:
+        # The traffic issue's figure: limits (and keys) against the same call with neither.
+        report["limits_and_keys"] = unlimited
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
@@ -1067,6 +1114,15 @@ def print_report(report: dict[str, Any]) -> None:
             f"{name} side by side with {figures['with']}: {figures['added']:+.1%} server CPU per "
             f"request ({figures['rounds']} rounds of {figures['seconds']} s at once: {low:+.1%} "
             f"to {high:+.1%}, median {mid:+.1%})"
+        )
+    for name, figures in report.get("limits_and_keys", {}).items():
+        low, mid, high = figures["added_by_round_min_median_max"]
+        what = "limits and keys" if name != "apiforge" else "limits"
+        verdict = "met" if figures["added"] <= LIMITS_TARGET else "NOT met"
+        print(
+            f"{what} ({name}) side by side with the call without limits: {figures['added']:+.1%}"
+            f" server CPU per request ({low:+.1%} to {high:+.1%}, median {mid:+.1%}; target <= "
+            f"{LIMITS_TARGET:.0%}: {verdict})"
         )
     if "warning" in report:
         print(f"WARNING: {report['warning']}")

@@ -1,10 +1,12 @@
-"""Idempotency keys on the embedded database: a gateway call claims its key in process memory
-after one read, and its answer is written once, with the call's charge (a read-only call, on the
-charges' writer) or in the call's own transaction (a call that wrote). The answer must commit
-with the call's effects and charge, a key must run once, and a key that another process holds
-by the time the answer is written must refuse the call with nothing charged or changed."""
+"""Idempotency keys on the embedded database: the process that owns the answer log claims a
+gateway key in memory, and the answer is appended to the log by the transaction of the call's
+charge (a read-only call, on the charges' writer) or of its effects (a call that wrote). The
+answer must commit with them, a key must run once, a key that another process holds by the time
+the answer is written must refuse the call with nothing charged or changed, and answers must be
+replayed after a restart and after a crash (idempotency/answer_log.py)."""
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -12,11 +14,15 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 
+from apiforge.core.db import sqlite_file
+from apiforge.core.settings import Settings
 from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency import store as store_module
+from apiforge.idempotency.answer_log import AnswerLog, Stored
 from apiforge.idempotency.keys import fingerprint, record_id
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord
+from tests._servers import running_servers
 from tests.e2e._billing import balances, ledger_invariants
 from tests.e2e._idempotency import hit, hits_app, total
 from tests.e2e._keys import app_key, call
@@ -39,15 +45,20 @@ async def _setup(client: AsyncClient) -> tuple[str, User, str, str]:
     return app_id, consumer, key_id, secret
 
 
-async def _stored(app: FastAPI, rid: str) -> Any:
+async def _stored(app: FastAPI, rid: str) -> Stored | None:
+    """The gateway's stored answer of record `rid`, as the answer log holds it."""
+    log = idempotency_store(app.state.gateway_state).log
+    assert log is not None
+    assert log.owner
+    found = log.find(rid)
+    return None if found is None else log.read(found)
+
+
+async def _no_row(app: FastAPI, rid: str) -> bool:
+    """Nothing of the portable path: the gateway's claims never write `idempotency_records`."""
     async with app.state.engine.connect() as conn:
-        return (
-            await conn.execute(
-                select(IdempotencyRecord.status, IdempotencyRecord.owner).where(
-                    IdempotencyRecord.id == rid
-                )
-            )
-        ).first()
+        query = select(IdempotencyRecord.id).where(IdempotencyRecord.id == rid)
+        return (await conn.execute(query)).first() is None
 
 
 async def test_a_keyed_read_only_call_stores_its_answer_with_its_charge(
@@ -64,7 +75,11 @@ async def test_a_keyed_read_only_call_stores_its_answer_with_its_charge(
     again = await call(client, secret, app_id, "total", headers={KEY: "read-once"})
     assert again.headers["Idempotent-Replayed"] == "1"
     assert again.content == ran[0].content
-    assert (await _stored(app, rid)).status == 200
+    stored = await _stored(app, rid)
+    assert stored is not None
+    assert stored.status == 200
+    assert stored.body == ran[0].content
+    assert await _no_row(app, rid)
     assert idempotency_store(app.state.gateway_state)._inflight == {}  # nothing left claimed
     assert (await balances(client, consumer))["balance"] == before - 100  # charged once
     await ledger_invariants(app)
@@ -111,10 +126,13 @@ async def test_a_failed_keyed_call_frees_its_key_without_a_write(
     rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", "fails")
     failed = await call(client, secret, app_id, "failing", {"n": 1}, headers={KEY: "fails"})
     assert_error(failed, 409, "nope")
-    assert await _stored(app, rid) is None  # nothing was claimed in the database
+    assert await _stored(app, rid) is None  # nothing was stored
+    assert await _no_row(app, rid)
     good = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "fails"})
     assert good.status_code == 200
-    assert (await _stored(app, rid)).status == 200
+    stored = await _stored(app, rid)
+    assert stored is not None
+    assert stored.status == 200
     data_of(good)
 
 
@@ -130,13 +148,13 @@ async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
     store = idempotency_store(app.state.gateway_state)
     store.known = KnownKeys()  # a process started after the answer was stored
     reads: list[str] = []
-    original = store_module._read_record
+    original_find = AnswerLog.find
 
-    def counted(rid: str, db: Any) -> Any:
+    def counted(log: AnswerLog, rid: str, db: Any = None) -> Any:
         reads.append(rid)
-        return original(rid, db)
+        return original_find(log, rid, db)
 
-    monkeypatch.setattr(store_module, "_read_record", counted)
+    monkeypatch.setattr(AnswerLog, "find", counted)
     replayed = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
     assert replayed.headers["Idempotent-Replayed"] == "1"  # read: the filter wasn't loaded
     assert replayed.content == first.content
@@ -155,3 +173,34 @@ async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
     repeat = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "fresh-3"})
     assert repeat.headers["Idempotent-Replayed"] == "1"
     assert await total(client, secret, app_id) == 6  # "old" once, five fresh keys once each
+
+
+async def test_answers_are_replayed_after_the_owner_crashes_and_a_lost_one_refuses_its_key(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    """A server process that owned the answer log is killed (SIGKILL: nothing sealed); the power
+    loss is played by cutting its log's last record short. The next owner (this process) reads
+    the open segment again: the intact answer is replayed, and the key of the cut one — its call
+    committed, its charge and insert are there — is refused, never run a second time."""
+    async with running_servers(settings, count=1) as urls:
+        async with AsyncClient(base_url=urls[0], timeout=30) as server:
+            app_id, consumer, _key_id, secret = await _setup(server)
+            kept = await hit(server, secret, app_id, 1, **{KEY: "kept"})
+            cut = await hit(server, secret, app_id, 1, **{KEY: "cut"})
+            assert kept.status_code == cut.status_code == 200
+            before = (await balances(server, consumer))["balance"]
+        urls.kill(0)
+    directory = f"{sqlite_file(settings.resolved_database_url)}-answers"
+    names = os.listdir(directory)
+    [segment] = [name for name in names if name.endswith(".log")]
+    assert segment.replace(".log", ".idx") not in names  # the crash left it open
+    path = os.path.join(directory, segment)
+    os.truncate(path, os.stat(path).st_size - 100)
+    replayed = await hit(client, secret, app_id, 1, **{KEY: "kept"})
+    assert replayed.headers["Idempotent-Replayed"] == "1"
+    assert replayed.content == kept.content
+    lost = await hit(client, secret, app_id, 1, **{KEY: "cut"})
+    assert_error(lost, 409, "idempotency_answer_lost")
+    assert await total(client, secret, app_id) == 2  # each key ran once
+    assert (await balances(client, consumer))["balance"] == before - 100  # only `total` paid
+    await ledger_invariants(app)

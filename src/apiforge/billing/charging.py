@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
+from apiforge.core.commits import CommitHooks, CommitRefused
 from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
 from apiforge.core.errors import (
     ApiforgeError,
@@ -109,6 +110,10 @@ def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
 
 
 class Charger(Protocol):
+    def add_commit_hooks(self, hooks: CommitHooks) -> None:
+        """Run `hooks` around every commit and rollback of a charge's transaction."""
+        ...
+
     async def reserve(
         self,
         conn: AsyncConnection,
@@ -316,8 +321,9 @@ class SqliteWriter:
 
     GROUP = 64
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hooks: list[CommitHooks] | None = None) -> None:
         self.path = path
+        self.hooks = [] if hooks is None else hooks
         self._connection: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
         self._closed = False  # once closed, never reopened: nothing would close it again
@@ -374,10 +380,18 @@ class SqliteWriter:
                 for wallet, amount in credits.items():
                     db.execute(_SQLITE_CREDIT, (amount, stamp, wallet))
                 outcomes = ["ok"] * len(pending)
-            if outcomes is None:
-                # A summed debit did not apply: start again, one charge at a time.
+            try:
+                if outcomes is None:
+                    raise CommitRefused("a summed debit did not apply")
+                _before_commit(self.hooks, db)
+            except CommitRefused:
+                # Start again, one charge at a time: a debit the balance can't cover, or a row a
+                # hook refuses, refuses that charge alone.
                 db.rollback()
+                _rolled_back(self.hooks)
+                db.execute("BEGIN")  # one transaction: a charge's savepoint must not commit it
                 outcomes = [charge.alone(db) for _, charge in pending]
+                _before_commit(self.hooks, db)
             db.commit()
         except BaseException as exc:
             self._pending = pending
@@ -390,6 +404,7 @@ class SqliteWriter:
         """A statement or the commit failed: nothing pending was written."""
         with contextlib.suppress(Exception):
             db.rollback()
+        _rolled_back(self.hooks)
         pending, self._pending = self._pending, []
         for waiting, _ in pending:
             waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
@@ -421,6 +436,17 @@ class SqliteWriter:
             await connection.close()
 
 
+def _before_commit(hooks: list[CommitHooks], db: sqlite3.Connection) -> None:
+    for each in hooks:
+        each.before_commit(db)
+
+
+def _rolled_back(hooks: list[CommitHooks]) -> None:
+    for each in hooks:
+        with contextlib.suppress(Exception):  # the rollback stands whatever a hook does
+            each.after_rollback()
+
+
 def _succeed(future: "asyncio.Future[str]", outcome: str) -> None:
     if not future.done():
         future.set_result(outcome)
@@ -438,6 +464,10 @@ class SqliteCharger:
         self.directory = WalletDirectory(welcome_credits)
         self.memory = MemoryWallets()
         self.writer = writer
+        self.hooks: list[CommitHooks] = writer.hooks if writer is not None else []
+
+    def add_commit_hooks(self, hooks: CommitHooks) -> None:
+        self.hooks.append(hooks)
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -571,6 +601,7 @@ class SqliteCharger:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         charge.driver = driver
+        hooks = self.hooks
 
         def write() -> None:
             """Runs in aiosqlite's thread: the statements and the commit of the whole call
@@ -578,13 +609,22 @@ class SqliteCharger:
             run stage sends next then has nothing left to do."""
             db: sqlite3.Connection = driver._conn
             try:
+                if not db.in_transaction:  # a read-only call: its savepoint must not commit
+                    db.execute("BEGIN")
                 outcome = statements(db)
                 if outcome == "ok":
+                    _before_commit(hooks, db)
                     db.commit()
                 else:
                     db.rollback()
+                    _rolled_back(hooks)
+            except CommitRefused:
+                db.rollback()
+                _rolled_back(hooks)
+                outcome = "refused"
             except BaseException as exc:
                 db.rollback()
+                _rolled_back(hooks)
                 outcome = f"error: {exc!r}"
             charge.outcome = outcome
 
@@ -676,6 +716,9 @@ class DatabaseCharger:
     def __init__(self, engine: AsyncEngine, welcome_credits: int) -> None:
         self.engine = engine
         self.directory = WalletDirectory(welcome_credits)
+
+    def add_commit_hooks(self, hooks: CommitHooks) -> None:
+        """Nothing to run: on PostgreSQL an answer is a row of the call's own transaction."""
 
     async def reserve(
         self,

@@ -5,7 +5,11 @@ from apiforge.gateway.signing import SignatureResolver
 from apiforge.gateway.stage import AfterStage, GatewayState, Stage
 from apiforge.gateway.stages.auth import AuthStage, ConsoleTokenResolver
 from apiforge.gateway.stages.charge import ChargeConfirmStage, ChargeStage
-from apiforge.gateway.stages.idempotency import IdempotencyReleaseStage, IdempotencyStage
+from apiforge.gateway.stages.idempotency import (
+    IdempotencyReleaseStage,
+    IdempotencyStage,
+    idempotency_store,
+)
 from apiforge.gateway.stages.log import RequestLogStage
 from apiforge.gateway.stages.permissions import PermissionStage
 from apiforge.gateway.stages.policy import PolicyStage
@@ -23,6 +27,9 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
     traffic: TrafficControl = state.extra["traffic"]
     quotas = QuotaStage(state)  # checks before the run, counts successes after it
     charge = ChargeStage(state)  # reserves before the run, releases after a failed call
+    answers = idempotency_store(state).log
+    if answers is not None:  # SQLite: answers a charge carries are written as it commits
+        charge.charger.add_commit_hooks(answers)
     stages: tuple[Stage, ...] = (
         # 1. Parse the body first: nothing else can be known without appId/api/version.
         RequestStage(),

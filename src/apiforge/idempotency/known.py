@@ -2,7 +2,8 @@
 on the embedded database is decided without reading the database.
 
 A gateway call that sends a key it never sent before (nearly every keyed call) must still learn
-that no answer is stored for it. Asking SQLite costs the call a read (~8 us alone, several times
+that no answer is stored for it (in the answer log, `answer_log.py`, or a row of the portable
+path). Asking SQLite costs the call a read (~8 us alone, several times
 that among the writes of a loaded server); asking this filter costs a few bit tests. Record ids
 are SHA-256 hex digests, so the filter's bit positions are slices of the id itself.
 
@@ -19,7 +20,7 @@ added as it was sized for.
 import asyncio
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 
 import structlog
 
@@ -98,19 +99,27 @@ class KnownKeys:
         """False only when no row of `record_id` exists (see the module's docstring)."""
         return not self._ready or record_id in self._bits
 
-    def load_soon(self, path: str, in_flight: Collection[str] = ()) -> None:
-        """Load the ids the rows of the database file at `path` hold now, in the background
-        (on a thread and connection of its own); until then the filter answers "maybe".
-        `in_flight`: the ids of claims whose rows may still be written (the store's live
+    def load_soon(
+        self,
+        path: str,
+        in_flight: Collection[str] = (),
+        logged: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        """Load the ids the rows of the database file at `path` hold now, and the answer log's
+        (`logged()`, called here, iterated on the loading thread), in the background (on a
+        thread and connection of its own); until then the filter answers "maybe".
+        `in_flight`: the ids of claims whose answers may still be written (the store's live
         collection) — claimed before a reload, so kept only in the filter being replaced."""
         if self._ready or self._task is not None or time.monotonic() < self._retry_at:
             return
-        self._task = asyncio.get_running_loop().create_task(self._load(path, in_flight))
+        task = self._load(path, in_flight, logged())
+        self._task = asyncio.get_running_loop().create_task(task)
 
-    async def _load(self, path: str, in_flight: Collection[str]) -> None:
+    async def _load(self, path: str, in_flight: Collection[str], logged: Iterable[str]) -> None:
         try:
-            claimed = list(in_flight)  # their rows may commit after the load's snapshot
-            bits = await asyncio.to_thread(_read, path, len(self._recent) + len(claimed))
+            claimed = list(in_flight)  # their answers may commit after the load's snapshot
+            more = len(self._recent) + len(claimed)
+            bits = await asyncio.to_thread(_read, path, more, logged)
             # On the loop's thread: none is added meanwhile.
             for record_id in (*claimed, *self._recent, *in_flight):
                 bits.add(record_id)
@@ -124,15 +133,19 @@ class KnownKeys:
             self._task = None
 
 
-def _read(path: str, more: int) -> _Bits:
-    """A filter of the ids in the file, sized for them, `more` and as many again."""
+def _read(path: str, more: int, logged: Iterable[str] = ()) -> _Bits:
+    """A filter of the ids in the file and in `logged`, sized for them, `more` and as many
+    again."""
+    ids = list(logged)
     db = sqlite3.connect(path, timeout=5)
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("BEGIN")  # one snapshot for the count and the ids
         (count,) = db.execute("SELECT count(*) FROM idempotency_records").fetchone()
-        bits = _Bits(count + more)
+        bits = _Bits(count + len(ids) + more)
         for (record_id,) in db.execute("SELECT id FROM idempotency_records"):
+            bits.add(record_id)
+        for record_id in ids:
             bits.add(record_id)
         return bits
     finally:

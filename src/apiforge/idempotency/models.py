@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, UTCDateTime
@@ -45,3 +45,19 @@ class IdempotencyToken(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     principal: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdempotencyAnswerMark(Base):
+    """The embedded database's answer log (`answer_log.py`): one row per commit that carried
+    gateway answers of calls with effects, inserted by that commit — the answers' first seq
+    and their record ids (32 bytes each, in seq order). Their records in the log count only
+    with it; an id whose record was lost marks its key as run. Deleted once the answers'
+    segment is sealed, so the table holds only the open segments' markers."""
+
+    __tablename__ = "idempotency_answer_marks"
+
+    # SQLite: INTEGER PRIMARY KEY, the rowid itself (appended in order, no index of its own).
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    ids: Mapped[bytes] = mapped_column(LargeBinary)

@@ -32,6 +32,7 @@ from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
 from apiforge.core.errors import ApiforgeError, ConflictError, UnavailableError
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
+from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused, Found
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
 from apiforge.tools.clock import utcnow
@@ -67,12 +68,20 @@ class KeyMismatchError(ApiforgeError):
     message = "This idempotency key was already used with a different request"
 
 
+class AnswerLostError(ConflictError):
+    reason = "idempotency_answer_lost"
+    message = (
+        "The request with this idempotency key ran, but its stored answer was lost in a crash; "
+        "check its effects before sending it again under a new key"
+    )
+
+
 class DuplicateRequestError(ConflictError):
     reason = "duplicate_request"
     message = "This anti-duplicate token was already used (or never issued to you)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """This request owns the key: it must `complete` it with the response or `release` it."""
 
@@ -80,6 +89,7 @@ class Claim:
     owner: str
     local: bool = False  # claimed in this process's memory (`claim_local`)
     fingerprint: str = ""
+    answer: Answer | None = None  # a local claim's answer, once handed to the answer log
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +113,45 @@ class IdempotencyStore:
         # Embedded SQLite: claims go through one connection of the store's own (one hop each,
         # no pool checkout: a read-only call then never needs a pooled connection at all).
         self.writer = SqliteWriter.for_url(settings.resolved_database_url)
+        # Embedded SQLite: the gateway's answers, in a log of files (answer_log.py), opened on
+        # first use; the process that owns it claims gateway keys in memory (`claim_local`).
+        path = sqlite_file(settings.resolved_database_url)
+        retention = settings.idempotency_retention_seconds
+        self.log = AnswerLog.beside(path, retention_seconds=retention) if path else None
+        self._log_opened = False
+        self._opening = asyncio.Lock()
         # Embedded SQLite: the gateway's claims in flight, record id -> (owner, fingerprint).
         self._inflight: dict[str, Claim] = {}
-        # Embedded SQLite: the ids that may have a row, so a fresh key's claim reads nothing.
+        # Embedded SQLite: the ids that may have an answer, so a fresh key's claim reads nothing.
         self.known = KnownKeys() if self.writer is not None else None
         self.local_owner = new_id()  # the owner its local claims write: this process
 
     async def close(self) -> None:
+        if self.log is not None and self._log_opened:
+            await self.log.close()
         if self.writer is not None:
             await self.writer.close()
+
+    async def answer_log(self) -> AnswerLog | None:
+        """The embedded database's answer log, opened (and recovered) on first use."""
+        log = self.log
+        if log is None or self._log_opened:
+            return log
+        async with self._opening:
+            if not self._log_opened:
+                await log.open()
+                self._log_opened = True
+        return log
+
+    async def claim_gateway(
+        self, conn: AsyncConnection, reader: SqliteReader | None, record_id: str, fingerprint: str
+    ) -> Claim | StoredResponse:
+        """A gateway call's claim: in memory when this process owns the embedded database's
+        answer log (`claim_local`), else a claim row (`claim`)."""
+        log = self.log if self._log_opened else await self.answer_log()
+        if log is not None and log.owner and reader is not None:
+            return await self.claim_local(reader, record_id, fingerprint)
+        return await self.claim(conn, record_id, fingerprint)
 
     async def claim(
         self, conn: AsyncConnection, record_id: str, fingerprint: str
@@ -120,14 +160,20 @@ class IdempotencyStore:
 
         422 when the key was used with another payload, 409 while its first request runs. A dead
         row (lease or retention over) is taken over by a conditional UPDATE, so of two racing
-        takers exactly one wins.
+        takers exactly one wins. On the embedded database an answer in the answer log counts
+        as well: it is looked for once the claim row is committed, so an answer committed
+        before the row is found here, and one committing after it finds the row (`AnswerLog`).
         """
         self._check_inflight(record_id, fingerprint)
         owner = new_id()
         if self.known is not None:
             self.known.add(record_id)  # before a row of it can be written
         if self.writer is not None:
-            fast = await self._claim_sqlite(await self.writer.get(), record_id, fingerprint, owner)
+            log = await self.answer_log()
+            db = await self.writer.get()
+            fast = await self._claim_sqlite(db, record_id, fingerprint, owner)
+            if isinstance(fast, Claim) and log is not None:
+                return await self._unless_logged(db, log, fast, fingerprint)
             if fast is not None:
                 return fast
         for _ in range(3):
@@ -195,32 +241,48 @@ class IdempotencyStore:
     async def claim_local(
         self, reader: SqliteReader, record_id: str, fingerprint: str
     ) -> Claim | StoredResponse:
-        """A gateway call's claim on the embedded database, which one server process serves (as
-        charging assumes, billing/charging.py): the claim lives in this process's memory and the
-        database is only read, for an answer stored earlier. The answer is then written once, in
-        the transaction that commits the call's effects (`answer_row`), instead of a claim row
-        committed before the call and an update after it — two commits fewer per call. A crash
-        loses only claims whose calls had committed nothing, so a retry runs afresh."""
+        """A gateway call's claim on the embedded database, in the process that owns its answer
+        log (one process serves it, as charging assumes, billing/charging.py): the claim lives
+        in this process's memory, and the answer is written once, to the log, by the
+        transaction that commits the call's effects (`answer`) — no claim row committed before
+        the call. A crash loses only claims whose calls had committed nothing, so a retry runs
+        afresh. Only a key the filter of known ids may hold is looked up: in the log, then among
+        the rows of the portable path (the management API's, or another process's)."""
         self._check_inflight(record_id, fingerprint)
-        known = self.known
-        assert known is not None  # a writer, so an embedded database
-        row = None
-        if known.add(record_id):  # else certainly no row: a fresh key reads nothing
-            known.load_soon(reader.path, self._inflight.keys())
+        known, log = self.known, self.log
+        assert known is not None  # an embedded database
+        assert log is not None
+        if known.add(record_id):  # else certainly nothing stored: a fresh key reads nothing
+            known.load_soon(reader.path, self._inflight.keys(), log.known_ids)
+            found = log.find(record_id)
+            if found is not None and found.expires_us > time.time_ns() // 1000:
+                return await self._replayed(found, fingerprint)
             row = reader.peek(partial(_read_record, record_id))  # a point lookup: no hop
-        if row is not None:
-            found, _, status, headers, body, expires = row
-            if expires > _stamp(utcnow()):
-                if found != fingerprint:
-                    raise KeyMismatchError()
-                if status is None:  # claimed through the database (the management API)
-                    raise KeyInUseError()
-                return StoredResponse(
-                    status, orjson.loads(headers) if headers else {}, bytes(body or b"")
-                )
+            if row is not None:
+                stored, _, status, headers, body, expires = row
+                if expires > _stamp(utcnow()):
+                    if stored != fingerprint:
+                        raise KeyMismatchError()
+                    if status is None:  # claimed through the database (the portable path)
+                        raise KeyInUseError()
+                    return StoredResponse(
+                        status, orjson.loads(headers) if headers else {}, bytes(body or b"")
+                    )
         claim = Claim(record_id, self.local_owner, local=True, fingerprint=fingerprint)
         self._inflight[record_id] = claim
         return claim
+
+    async def _replayed(self, found: Found, fingerprint: str) -> StoredResponse:
+        """The answer the log holds for a key, for a request with `fingerprint`."""
+        assert self.log is not None
+        if found.lost:
+            raise AnswerLostError()
+        stored = await asyncio.to_thread(self.log.read, found)
+        if stored is None:  # damaged on the disk since it was written: as good as lost
+            raise AnswerLostError()
+        if stored.fingerprint != fingerprint:
+            raise KeyMismatchError()
+        return StoredResponse(stored.status, stored.headers, stored.body)
 
     def _check_inflight(self, record_id: str, fingerprint: str) -> None:
         held = self._inflight.get(record_id)
@@ -229,57 +291,63 @@ class IdempotencyStore:
                 raise KeyMismatchError()
             raise KeyInUseError()
 
-    def answer_row(
-        self, claim: Claim, response: StoredResponse
-    ) -> Callable[[sqlite3.Connection], bool]:
-        """The statement storing a local claim's answer, for the transaction of the call's
-        effects (a charge carries it in `Charge.rows`); an expired record of the key is replaced.
-        False, having written nothing, when a live record of the key exists — another process
-        holds it — which refuses the call. Carries the periodic sweep when one is due."""
-        now = utcnow()
-        stamp = _stamp(now)
-        params = (
-            claim.id,
-            claim.fingerprint,
-            claim.owner,
-            response.status,
-            orjson.dumps(response.headers).decode(),
-            response.body,
-            stamp,
-            _stamp(now + self.retention),
+    def answer(self, claim: Claim, response: StoredResponse, *, marked: bool = True) -> Answer:
+        """A local claim's answer, to be written by the transaction of the call's effects
+        (`AnswerLog.write`, which a charge carries in `Charge.rows`) or by `complete_local`."""
+        answer = Answer(
+            claim.id, claim.fingerprint, response.status, response.headers, response.body, marked
         )
-        horizon = _stamp(now - self.lease - self.retention) if self._sweep_due() else None
-
-        def write(db: sqlite3.Connection) -> bool:
-            if horizon is not None:
-                _sweep_sqlite(db, horizon, stamp)
-            return db.execute(_SQLITE_ANSWER, params).rowcount == 1
-
-        return write
+        claim.answer = answer
+        return answer
 
     async def complete_local(
         self, conn: AsyncConnection, claim: Claim, response: StoredResponse
     ) -> None:
         """Store a local claim's answer when no charge carries it: in the call's transaction if
-        the call used its connection (committed with its effects), else committed at once on
-        the store's connection (the call wrote nothing). 409 if another process holds the key:
-        the caller must roll back."""
-        write = self.answer_row(claim, response)
+        the call used its connection (committed with its effects), else at once from the
+        store's connection (the call committed nothing: nothing to be atomic with). 409 if
+        another process holds the key: the caller must roll back."""
+        log = self.log
+        assert log is not None
         db = await _sqlite_db(conn) if getattr(conn, "started", True) else None
-        if db is not None:
+        if db is None:
+            assert self.writer is not None
+            db = await self.writer.get()
+            answer = self.answer(claim, response, marked=False)
+        else:
+            answer = self.answer(claim, response)
             if not conn.in_transaction():
                 await conn.begin()  # so the caller's commit reaches the driver
-            stored: bool = await db.run(lambda: write(db.raw))
-        else:
-            assert self.writer is not None
-            stored = bool(await self._run_committed(await self.writer.get(), write))
-        if not stored:
+        sql = db
+        if not await sql.run(lambda: _written_now(log, sql.raw, answer)):
             raise KeyInUseError()
 
-    def drop_local(self, claim: Claim) -> None:
-        """The call is over: its answer committed (a retry now reads it) or nothing did."""
+    def settle_local(self, claim: Claim, committed: bool) -> None:
+        """The call is over: its answer committed (from now on found in the log) or nothing of
+        the call did."""
+        answer, log = claim.answer, self.log
+        if answer is not None and log is not None:
+            claim.answer = None
+            if committed:
+                log.confirm(answer)
+            else:
+                log.forget(answer)
         if self._inflight.get(claim.id) is claim:
             del self._inflight[claim.id]
+
+    async def _unless_logged(
+        self, db: "_Sqlite", log: AnswerLog, claim: Claim, fingerprint: str
+    ) -> Claim | StoredResponse:
+        """A claim row was just committed: an answer the log holds for the key wins (the row is
+        released); else the claim stands, and the log's owner, finding the row, will refuse a
+        gateway answer of the key from now on."""
+        found = await db.run(lambda: log.find(claim.id, db.raw))
+        if found is None or found.expires_us <= time.time_ns() // 1000:
+            return claim
+        try:
+            return await self._replayed(found, fingerprint)
+        finally:
+            await self.release(None, claim)
 
     # --- claims through the database ------------------------------------------------------------
 
@@ -382,7 +450,10 @@ class IdempotencyStore:
         self, db: "_Sqlite", claim: Claim, response: StoredResponse, *, commit: bool = False
     ) -> int:
         """The completion in one hop: inside the connection's open transaction (committed by
-        its owner), or committed here (`commit`, the store's own connection)."""
+        its owner), or committed here (`commit`, the store's own connection). 0 when the claim
+        was lost, or when the answer log holds a live answer of the key (committed by its
+        owner process after this claim looked: the row's UPDATE holds the write lock first,
+        so no answer can commit between the look and this transaction's commit)."""
         params = (
             response.status,
             orjson.dumps(response.headers).decode(),
@@ -391,7 +462,14 @@ class IdempotencyStore:
             claim.id,
             claim.owner,
         )
-        complete = _rowcount(_SQLITE_COMPLETE, params)
+        log = self.log if self._log_opened else None
+
+        def complete(sql: sqlite3.Connection) -> int:
+            done = int(sql.execute(_SQLITE_COMPLETE, params).rowcount)
+            if done and log is not None and _answered(log, sql, claim.id):
+                return 0
+            return done
+
         if commit:
             done: int = await self._run_committed(db, complete)
         else:
@@ -536,14 +614,6 @@ _SQLITE_COMPLETE = (
     "UPDATE idempotency_records SET status = ?, headers = ?, body = ?, expires_at = ? "
     "WHERE id = ? AND owner = ?"
 )
-_SQLITE_ANSWER = (
-    "INSERT INTO idempotency_records "
-    "(id, fingerprint, owner, status, headers, body, created_at, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "fingerprint = excluded.fingerprint, owner = excluded.owner, status = excluded.status, "
-    "headers = excluded.headers, body = excluded.body, created_at = excluded.created_at, "
-    "expires_at = excluded.expires_at WHERE idempotency_records.expires_at <= excluded.created_at"
-)
 _SQLITE_RELEASE = "DELETE FROM idempotency_records WHERE id = ? AND owner = ? AND status IS NULL"
 _SQLITE_CONSUME = "DELETE FROM idempotency_tokens WHERE id = ? AND principal = ? AND expires_at > ?"
 _SQLITE_SWEEP = (
@@ -555,6 +625,24 @@ _SQLITE_SWEEP = (
 def _rowcount(statement: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
     """One statement, as work for `_run_committed`: the number of rows it changed."""
     return lambda db: int(db.execute(statement, params).rowcount)
+
+
+def _answered(log: AnswerLog, db: sqlite3.Connection, record_id: str) -> bool:
+    """Whether the answer log holds a live answer of `record_id` (read on `db`'s thread)."""
+    found = log.find(record_id, db)
+    return found is not None and found.expires_us > time.time_ns() // 1000
+
+
+def _written_now(log: AnswerLog, db: sqlite3.Connection, answer: Answer) -> bool:
+    """`answer` staged on this thread and written at once (its transaction, if any, commits
+    later, by its owner); False when another process holds the key."""
+    if not log.write(db, answer):
+        return False
+    try:
+        log.before_commit(db)
+    except AnswersRefused:
+        return False
+    return True
 
 
 def _read_record(record_id: str, db: sqlite3.Connection) -> Any:

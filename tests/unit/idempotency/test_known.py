@@ -4,6 +4,7 @@ it never saw once loaded, and "maybe" for everything while not loaded."""
 import asyncio
 import hashlib
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,10 @@ async def test_ids_claimed_before_and_while_loading_are_kept(
     release = asyncio.Event()
     original = known_module._read
 
-    def slow_read(path: str, more: int) -> known_module._Bits:
+    def slow_read(path: str, more: int, logged: Iterable[str] = ()) -> known_module._Bits:
         asyncio.run_coroutine_threadsafe(_set(reading), loop).result()
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
-        return original(path, more)
+        return original(path, more, logged)
 
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(known_module, "_read", slow_read)
@@ -74,6 +75,26 @@ async def test_ids_claimed_before_and_while_loading_are_kept(
     assert not known.may_hold(rid("fresh"))
     known.add(rid("after"))
     assert known.may_hold(rid("after"))
+
+
+async def test_the_answer_logs_ids_are_loaded_with_the_rows(tmp_path: Path) -> None:
+    """The gateway's answers live in the answer log, not in rows: the filter holds both."""
+    path = database(tmp_path / "a.db", [rid("row")])
+    logged = [rid(f"logged-{n}") for n in range(300)]
+    asked: list[str] = []
+
+    def log_ids() -> list[str]:
+        asked.append("now")  # called when the load starts, on the event loop
+        return logged
+
+    known = KnownKeys()
+    known.load_soon(path, (), log_ids)
+    assert asked == ["now"]
+    assert known._task is not None
+    await known._task
+    assert known.may_hold(rid("row"))
+    assert all(known.may_hold(i) for i in logged)
+    assert sum(known.may_hold(rid(f"fresh-{n}")) for n in range(300)) <= 2
 
 
 async def _set(event: asyncio.Event) -> None:

@@ -27,7 +27,7 @@ from apiforge.idempotency.store import (
 )
 from apiforge.tools.clock import utcnow
 
-RID = "r" * 64
+RID = "7e" * 32  # record ids are SHA-256 hex digests
 ANSWER = StoredResponse(200, {"content-type": "application/json"}, b'{"code":200}')
 
 

@@ -4,13 +4,15 @@ With none of the three headers the stage costs three dict lookups. With one, it 
 transaction before the run (claim the key, or spend the token) and one UPDATE inside the run's own
 transaction (store the response), so the stored response commits atomically with the call's
 effects: a crash can never leave effects without a record, and a retry never executes twice. On
-the embedded database (one server process) a key is claimed in process memory after one read of
-the shared reader, and its answer is written once, with the call's charge or in its transaction
-(`IdempotencyStore.claim_local`).
+the embedded database the process that owns the answer log (idempotency/answer_log.py) claims a
+key in memory, reading nothing for a key it has never seen, and its answer is appended to the
+log by the transaction of the call's charge or effects (`IdempotencyStore.claim_local`).
 Refusals before this stage (auth, policy, limits) never reach the store; refusals after it
 (validation, permissions, balance, failed steps) roll back and release the claim, so only
 completed calls are replayed.
 """
+
+from functools import partial
 
 import structlog
 
@@ -57,7 +59,7 @@ class IdempotencyStage:
     def __init__(self, state: GatewayState) -> None:
         self.store = idempotency_store(state)
         # Embedded SQLite: claims in this process's memory, read through the shared reader.
-        self.reader = state.reader if self.store.writer is not None else None
+        self.reader = state.reader
 
     async def on_request(self, ctx: GatewayContext) -> None:
         headers = ctx.headers
@@ -94,10 +96,7 @@ class IdempotencyStage:
             rid = ""
         if rid:
             print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
-            if self.reader is not None:
-                outcome = await self.store.claim_local(self.reader, rid, print_)
-            else:
-                outcome = await self.store.claim(ctx.connection, rid, print_)
+            outcome = await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
             if isinstance(outcome, StoredResponse):
                 # A replay answers before the token is looked at: a retry that carries the same
                 # token and key gets the first answer, not `duplicate_request`.
@@ -124,7 +123,9 @@ class IdempotencyStage:
         if claim.local:
             if ctx.charge is not None:
                 # The charge settles next: the answer commits with its rows and the call's.
-                ctx.charge.rows.append(self.store.answer_row(claim, response))
+                assert self.store.log is not None
+                answer = self.store.answer(claim, response)
+                ctx.charge.rows.append(partial(self.store.log.write, answer=answer))
                 ctx.charge.refused = KeyInUseError
             else:
                 await self.store.complete_local(ctx.connection, claim, response)
@@ -150,7 +151,8 @@ class IdempotencyReleaseStage:
     async def after(self, ctx: GatewayContext) -> None:
         claim = ctx.idempotency
         if claim is not None and claim.local:
-            self.store.drop_local(claim)  # committed with the call, or nothing was
+            # A call that succeeded committed its answer; a failed one committed nothing.
+            self.store.settle_local(claim, ctx.status < 300)
             return
         if claim is None or ctx.status < 300:
             return

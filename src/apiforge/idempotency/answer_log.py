@@ -1,0 +1,675 @@
+"""The embedded database's store of gateway answers (idempotency keys): an append-only log of
+segment files beside the SQLite file (`<database>-answers/`), not rows of `idempotency_records`.
+
+Why: a keyed call stores its whole answer (17.6 KB for `make bench`'s page of posts). As a row,
+that answer went through SQLite's pages twice (the WAL, then the checkpoint's copy) and its id
+into a B-tree index at a random place (one more page written per call): side by side with the
+plain call, +21 % CPU per call. Appended to a file, once, by the transaction's own thread in one
+`pwritev` per group commit, it costs a few per cent (docs/benchmarks.md).
+
+An answer stays exactly as durable as the call's effects:
+
+- **Marked** answers (the call committed effects: a charge, or its steps' writes) are written to
+  the log *before* that transaction commits, and the transaction inserts a marker row (one per
+  commit, for all the answers it carries: `idempotency_answer_marks`, their first seq and their
+  record ids). A record whose marker never committed is garbage, never replayed. A marked id
+  whose record was lost (power loss: the log is synced every second, SQLite's WAL by its own
+  rules) becomes a tombstone: the key's retry is refused (409 `idempotency_answer_lost`), never
+  run a second time.
+- **Unmarked** answers (a call that committed nothing) are appended when the call ends.
+
+Which answers exist: this process's answers of the segments still open, in memory; then each
+sealed segment's index (written when the segment is full), newest first. Markers only matter
+until their segment is sealed (sealing checks them), so that table stays small; expired
+segments are deleted whole. A crash leaves segments without an index: the next start reads them
+(`segments.scan`), keeps the records whose markers committed, and seals them.
+
+One process owns the log (an exclusive lock on `owner.lock`), as one process serves the
+embedded database (billing/charging.py). Another process on the same file keeps its claims and
+answers in `idempotency_records` (the portable path) and looks answers up in the log as well
+(`find`, reading the open segments' tails); the owner checks `idempotency_records` for a live
+claim inside each answer's transaction (`write`). With SQLite's single writer, one of the two
+always sees the other, so a key runs once whichever process each request reaches.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from apiforge.core.commits import CommitRefused
+from apiforge.core.db import sqlite_stamp
+from apiforge.idempotency import segments
+from apiforge.idempotency.segments import LOST, MARKED, Entry, Index
+from apiforge.tools.clock import utcnow
+
+log = structlog.get_logger(__name__)
+
+SEGMENT_BYTES = 256 * 1024 * 1024
+SEGMENT_RECORDS = 100_000  # bounds the memory of an open segment's entries
+SEGMENT_SECONDS = 3600.0
+SYNC_SECONDS = 1.0  # how often the open segment is synced to the disk
+SWEEP_SECONDS = 300.0
+_MARK = "INSERT INTO idempotency_answer_marks (seq, ids) VALUES (?, ?)"
+_COVERING = "SELECT seq, ids FROM idempotency_answer_marks WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
+_UNMARK = "DELETE FROM idempotency_answer_marks WHERE seq <= ?"
+_MARKS = "SELECT seq, ids FROM idempotency_answer_marks"
+ID_SIZE = 32  # a record id's bytes in a marker row
+_LIVE_CLAIMS = "SELECT id FROM idempotency_records WHERE expires_at > ? AND id IN ({})"
+_IN_CHUNK = 500  # ids per query (SQLite allows 32,766 parameters; plenty of room)
+
+
+REFUSING_SECONDS = 1.0  # how long a key found held refuses its answers (the writer's retry)
+
+
+class AnswersRefused(CommitRefused):
+    """Another process holds live claims of these keys: the transaction must not commit."""
+
+    def __init__(self, record_ids: set[str]) -> None:
+        super().__init__(f"{len(record_ids)} key(s) held by another process")
+        self.record_ids = record_ids
+
+
+@dataclass(slots=True)
+class Answer:
+    """One answer to store; the flush that writes it gives it its seq and its place."""
+
+    record_id: str  # hex, as the store names records
+    fingerprint: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    marked: bool = True
+    seq: int = 0
+    segment: "_Segment | None" = None
+    offset: int = 0
+    length: int = 0
+    expires_us: int = 0
+    lost: bool = False  # a tombstone written at recovery
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A stored answer's record: read it with `AnswerLog.read`."""
+
+    path: Path
+    offset: int
+    length: int
+    expires_us: int
+    lost: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    fingerprint: str
+
+
+@dataclass(eq=False, slots=True)
+class _Segment:
+    number: int
+    path: Path
+    fd: int = -1  # the owner's, while the segment is open
+    size: int = 0
+    records: int = 0
+    opened: float = field(default_factory=time.monotonic)
+    flushed: int = 0  # answers written (by flushes, under the lock)
+    settled: int = 0  # answers confirmed or forgotten (on the loop): sealable when equal
+    first_seq: int = 0
+    last_seq: int = 0
+    # Open segments (owner): record id -> (offset, length, expires, flags, seq), once committed.
+    entries: dict[str, tuple[int, int, int, int, int]] | None = field(default_factory=dict)
+    index: Index | None = None
+    sealing: bool = False
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_suffix(".idx")
+
+
+@dataclass(slots=True)
+class _Tail:
+    """Another process's open segment, read as far as it is written (non-owners)."""
+
+    path: Path
+    cursor: int = 0
+    records: dict[str, segments.Record] = field(default_factory=dict)
+
+
+class AnswerLog:
+    """See the module docstring. `open` once (on the event loop) before anything else."""
+
+    def __init__(
+        self,
+        directory: Path,
+        database: str,
+        *,
+        retention_seconds: int,
+        segment_bytes: int = SEGMENT_BYTES,
+        segment_records: int = SEGMENT_RECORDS,
+        segment_seconds: float = SEGMENT_SECONDS,
+    ) -> None:
+        self.directory = directory
+        self.database = database
+        self.retention_us = retention_seconds * 1_000_000
+        self.segment_bytes = segment_bytes
+        self.segment_records = segment_records
+        self.segment_seconds = segment_seconds
+        self.owner = False
+        self._lock_fd = -1
+        self._lock = threading.Lock()  # flushes: place, write, rotate
+        self._reading = threading.Lock()  # non-owner lookups (they update what was read)
+        self._local = threading.local()  # each writer thread's answers awaiting its commit
+        # Keys found held by another process -> when: their answers are refused in the writer's
+        # retry of the transaction that found them (each once, and not after a second).
+        self._refusing: dict[str, float] = {}
+        self._next_seq = 1
+        self._numbers: Iterator[int] = itertools.count(1)
+        self._active: _Segment | None = None
+        self._open: list[_Segment] = []  # owner: segments without an index yet, oldest first
+        self._sealed: list[_Segment] = []  # oldest first
+        self._tails: dict[str, _Tail] = {}  # non-owner: other processes' open segments
+        self._seen: set[str] = set()  # non-owner: file names already read
+        self._maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answer-log")
+        self._db: sqlite3.Connection | None = None  # the maintenance thread's
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._closed = False
+
+    @classmethod
+    def beside(cls, database: str, *, retention_seconds: int) -> "AnswerLog":
+        return cls(Path(f"{database}-answers"), database, retention_seconds=retention_seconds)
+
+    # --- opening and closing (event loop) ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Take the log (or read it as a non-owner), recover what a crash left, start syncing."""
+        self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._maintenance, self._open_files)
+        if self.owner:
+            self._task = self._loop.create_task(self._upkeep(), name="answer-log")
+
+    def _open_files(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / "owner.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # another process owns the log: read it only
+            return
+        self._lock_fd, self.owner = fd, True
+        self._recover()
+
+    async def close(self) -> None:
+        """Seal the open segment when every answer in it is settled (else the next start reads
+        it), sync, and give the log up."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._maintenance, self._close_files)
+        self._maintenance.shutdown(wait=True)
+
+    def _close_files(self) -> None:
+        for segment in self._open:
+            if segment.flushed == segment.settled and segment.records:
+                self._seal_files(segment)
+            elif segment.fd >= 0:
+                os.fdatasync(segment.fd)
+                os.close(segment.fd)
+                segment.fd = -1
+                if not segment.records:
+                    segment.path.unlink(missing_ok=True)
+        for segment in self._sealed:
+            if segment.index is not None:
+                segment.index.close()
+        if self._db is not None:
+            self._db.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
+
+    # --- writing (the thread of the transaction that commits the answer) ------------------------
+
+    def write(self, db: sqlite3.Connection, answer: Answer) -> bool:
+        """Stage `answer` for this thread's next commit, which `before_commit` makes good (no
+        statement here: a group commit of many calls checks, marks and writes them at once).
+        False, staging nothing, for a key that a claim of another process was found holding
+        when this transaction last tried to commit (`AnswersRefused`): refuse that call."""
+        if self._refusing:
+            found = self._refusing.pop(answer.record_id, None)
+            if found is not None and time.monotonic() - found < REFUSING_SECONDS:
+                return False
+        staged: list[Answer] | None = getattr(self._local, "staged", None)
+        if staged is None:
+            staged = self._local.staged = []
+        staged.append(answer)
+        return True
+
+    def before_commit(self, db: sqlite3.Connection) -> None:
+        """Right before this thread's transaction on `db` commits, for the answers it staged:
+        check that no other process holds a live claim of their keys in `idempotency_records`
+        (one query; the transaction's writes already hold SQLite's write lock, so no claim can
+        commit between this check and the commit), write them to the log (one `pwritev`),
+        insert their marker row (one). Raises `AnswersRefused` (roll back, and stage the group
+        again: those keys now refuse their calls) or an `OSError`: don't commit."""
+        staged: list[Answer] | None = getattr(self._local, "staged", None)
+        if not staged:
+            return
+        self._local.staged = None
+        ids = [answer.record_id for answer in staged]
+        held = _live_claims(db, ids)
+        if held:
+            now = time.monotonic()
+            self._refusing = {
+                **{k: t for k, t in self._refusing.items() if now - t < REFUSING_SECONDS},
+                **dict.fromkeys(held, now),
+            }
+            raise AnswersRefused(held)
+        self._flush(staged)
+        if any(answer.marked for answer in staged):
+            keys = b"".join(bytes.fromhex(answer.record_id) for answer in staged)
+            db.execute(_MARK, (staged[0].seq, keys))
+
+    def after_rollback(self) -> None:
+        """This thread's transaction rolled back: its staged answers are void."""
+        self._local.staged = None
+
+    def _flush(self, answers: list[Answer]) -> None:
+        """Give the answers consecutive seqs and write them, in that order, to the open segment
+        (under the lock, so seqs rise through the log: `_seal_files` relies on it)."""
+        now_us = time.time_ns() // 1000
+        expires_us = now_us + self.retention_us
+        with self._lock:
+            seq = self._next_seq
+            parts: list[bytes] = []
+            lengths: list[int] = []
+            for answer in answers:
+                answer.seq, answer.expires_us = seq, expires_us
+                seq += 1
+                record = segments.pack(
+                    seq=answer.seq,
+                    created_us=now_us,
+                    expires_us=expires_us,
+                    status=answer.status,
+                    flags=(MARKED if answer.marked else 0) | (LOST if answer.lost else 0),
+                    record_id=bytes.fromhex(answer.record_id),
+                    fingerprint=bytes.fromhex(answer.fingerprint),
+                    headers=orjson.dumps(answer.headers) if answer.headers else b"",
+                    body=answer.body,
+                )
+                parts += record
+                lengths.append(len(record[0]) + len(record[1]) + len(record[2]))
+            total = sum(lengths)
+            segment = self._writable(total)
+            offset = segment.size
+            written = os.pwritev(segment.fd, parts, offset)
+            if written != total:  # the disk is full: what was written is past `size`, garbage
+                raise OSError(f"answer log: wrote {written} of {total} bytes")
+            self._next_seq = seq
+            segment.size += total
+            segment.records += len(answers)
+            segment.flushed += len(answers)
+            segment.first_seq = segment.first_seq or answers[0].seq
+            segment.last_seq = seq - 1
+            for answer, length in zip(answers, lengths, strict=True):
+                answer.segment, answer.offset, answer.length = segment, offset, length
+                offset += length
+            self._dirty = True
+
+    def _writable(self, need: int) -> _Segment:
+        """The open segment to append `need` bytes to, a new one when it is full (under the
+        lock). The one it replaces is sealed once its answers are settled."""
+        active = self._active
+        assert active is not None, "the answer log is not open for writing"
+        full = active.records and (
+            active.size + need > self.segment_bytes
+            or active.records >= self.segment_records
+            or time.monotonic() - active.opened > self.segment_seconds
+        )
+        if not full:
+            return active
+        self._active = self._new_segment()
+        if active.flushed == active.settled and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._seal_soon, active)
+        return self._active
+
+    def _new_segment(self) -> _Segment:
+        number = next(self._numbers)
+        path = self.directory / f"{number:012d}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        segment = _Segment(number, path, fd)
+        self._open.append(segment)
+        return segment
+
+    # --- settling (event loop) --------------------------------------------------------------------
+
+    def confirm(self, answer: Answer) -> None:
+        """The answer's transaction committed: it can be found and replayed from now on."""
+        segment = answer.segment
+        if segment is None:
+            return
+        assert segment.entries is not None
+        flags = (MARKED if answer.marked else 0) | (LOST if answer.lost else 0)
+        entry = (answer.offset, answer.length, answer.expires_us, flags, answer.seq)
+        segment.entries[answer.record_id] = entry
+        self._settle(segment)
+
+    def forget(self, answer: Answer) -> None:
+        """The answer's transaction did not commit: its record is garbage."""
+        segment = answer.segment
+        if segment is not None:
+            answer.segment = None
+            self._settle(segment)
+
+    def _settle(self, segment: _Segment) -> None:
+        segment.settled += 1
+        if segment is not self._active and segment.flushed == segment.settled:
+            self._seal_soon(segment)
+
+    def _seal_soon(self, segment: _Segment) -> None:
+        if segment.sealing or self._closed or self._loop is None:
+            return
+        segment.sealing = True
+        future = self._loop.run_in_executor(self._maintenance, self._seal_files, segment)
+        future.add_done_callback(_log_failure)
+
+    def _seal_files(self, segment: _Segment) -> None:
+        """Maintenance thread: the segment's index, then its markers are no longer needed."""
+        if segment.fd >= 0:
+            os.fdatasync(segment.fd)
+            os.close(segment.fd)
+            segment.fd = -1
+        entries = segment.entries or {}
+        segments.write_index(
+            segment.index_path,
+            (Entry(bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
+            segment.first_seq,
+            segment.last_seq,
+        )
+        segment.index = Index(segment.index_path)
+        with self._lock:  # markers below the oldest open segment's seqs are needed no more
+            older = [s.first_seq for s in self._open if s is not segment and s.first_seq]
+        horizon = min([segment.last_seq, *(first - 1 for first in older)])
+        db = self._connection()
+        db.execute(_UNMARK, (horizon,))
+        db.commit()
+        # Lookups now use the index (a list swap is atomic for readers on other threads); the
+        # lock keeps a new segment that a flush opens meanwhile in `_open`.
+        with self._lock:
+            self._sealed = [*self._sealed, segment]
+            self._open = [s for s in self._open if s is not segment]
+        segment.entries = None
+
+    # --- finding and reading ----------------------------------------------------------------------
+
+    def find(self, record_id: str, db: sqlite3.Connection | None = None) -> Found | None:
+        """The newest committed answer of `record_id` (maybe expired: the caller checks), or
+        None. The owner answers from memory and the sealed indexes; another process reads the
+        log's files as they are now, and checks open segments' markers on `db`."""
+        if self.owner:
+            for segment in reversed(self._open):
+                entry = segment.entries.get(record_id) if segment.entries is not None else None
+                if entry is not None:
+                    offset, length, expires, flags, _ = entry
+                    return Found(segment.path, offset, length, expires, bool(flags & LOST))
+            return self._find_sealed(bytes.fromhex(record_id))
+        with self._reading:
+            return self._find_as_reader(record_id, db)
+
+    def _find_sealed(self, key: bytes) -> Found | None:
+        for segment in reversed(self._sealed):
+            assert segment.index is not None
+            entry = segment.index.find(key)
+            if entry is not None:
+                lost = bool(entry.flags & LOST)
+                return Found(segment.path, entry.offset, entry.length, entry.expires_us, lost)
+        return None
+
+    def _find_as_reader(self, record_id: str, db: sqlite3.Connection | None) -> Found | None:
+        self._refresh()
+        for tail in sorted(self._tails.values(), key=lambda t: t.path.name, reverse=True):
+            scanned = segments.scan(tail.path, tail.cursor)
+            tail.cursor = scanned.end
+            for scanned_record in scanned.records:
+                tail.records[scanned_record.record_id.hex()] = scanned_record
+            found = tail.records.get(record_id)
+            if found is None:
+                continue
+            if found.flags & MARKED and (db is None or not _has_marker(db, found.seq)):
+                continue  # not committed (yet, or ever)
+            lost = bool(found.flags & LOST)
+            return Found(tail.path, found.offset, found.length, found.expires_us, lost)
+        return self._find_sealed(bytes.fromhex(record_id))
+
+    def _refresh(self) -> None:
+        """Non-owner: pick up segments the owner opened or sealed since the last look."""
+        names = set(os.listdir(self.directory))
+        for name in sorted(names - self._seen):
+            path = self.directory / name
+            if name.endswith(".idx"):
+                with contextlib.suppress(OSError, ValueError):  # half-written: next time
+                    index = Index(path)
+                    number = int(path.stem)
+                    log_path = path.with_suffix(".log")
+                    self._sealed.append(_Segment(number, log_path, entries=None, index=index))
+                    self._sealed.sort(key=lambda s: s.number)
+                    self._tails.pop(log_path.name, None)
+                    self._seen.add(name)
+            elif name.endswith(".log") and f"{path.stem}.idx" not in names:
+                self._tails.setdefault(name, _Tail(path))
+        gone = {s.index_path.name for s in self._sealed} - names
+        if gone:  # swept by the owner
+            self._sealed = [s for s in self._sealed if s.index_path.name not in gone]
+            self._seen -= gone
+        for name in [name for name in self._tails if name not in names]:
+            del self._tails[name]  # sealed and swept before this process looked again
+
+    def read(self, found: Found) -> Stored | None:
+        """The answer a `find` pointed at; None when its record can't be read back intact."""
+        fd = os.open(found.path, os.O_RDONLY)
+        try:
+            record = segments.read(fd, found.offset, found.length)
+        finally:
+            os.close(fd)
+        if record is None:
+            return None
+        head, headers, body = record
+        stored = orjson.loads(headers) if headers else {}
+        return Stored(head.status, stored, body, head.fingerprint.hex())
+
+    def known_ids(self) -> Iterable[str]:
+        """Every record id the log holds (the owner's filter of known keys loads them): the open
+        segments' taken now, on the event loop; the sealed ones' read when iterated (on the
+        filter's loading thread: a sealed index never changes)."""
+        opened = [rid for s in self._open if s.entries for rid in list(s.entries)]
+        return itertools.chain(opened, self._sealed_ids(list(self._sealed)))
+
+    @staticmethod
+    def _sealed_ids(sealed: list[_Segment]) -> Iterator[str]:
+        for segment in sealed:
+            if segment.index is not None:
+                for key in segment.index.ids():
+                    yield key.hex()
+
+    # --- recovery and upkeep (maintenance thread) -------------------------------------------------
+
+    def _recover(self) -> None:
+        """At open: index the sealed segments, and read the ones a crash left open: their
+        records stay when intact and committed (marker or none needed), the rest is cut off;
+        markers left without a record become tombstones. Then a new segment opens."""
+        names = sorted(os.listdir(self.directory))
+        for name in names:
+            if name.endswith(".tmp"):
+                (self.directory / name).unlink()
+        logs = [self.directory / n for n in names if n.endswith(".log")]
+        unsealed: list[Path] = []
+        last_number = 0
+        for path in logs:
+            last_number = max(last_number, int(path.stem))
+            try:
+                index = Index(path.with_suffix(".idx"))
+            except (OSError, ValueError):
+                unsealed.append(path)
+                continue
+            self._sealed.append(_Segment(int(path.stem), path, entries=None, index=index))
+        db = self._connection()
+        markers = {
+            first + n: ids[n * ID_SIZE : (n + 1) * ID_SIZE].hex()
+            for first, ids in db.execute(_MARKS)
+            for n in range(len(ids) // ID_SIZE)
+        }
+        last_seq = max([s.index.last_seq for s in self._sealed if s.index] + [*markers, 0])
+        kept_seqs: set[int] = set()
+        for path in unsealed:
+            last_seq = max(last_seq, self._recover_segment(path, markers, kept_seqs))
+        self._next_seq = last_seq + 1
+        self._numbers = itertools.count(last_number + 1)
+        lost = [
+            (seq, rid)
+            for seq, rid in markers.items()
+            if seq not in kept_seqs and not self._sealed_holds(rid, seq)
+        ]
+        db.execute("DELETE FROM idempotency_answer_marks")
+        db.commit()
+        self._active = self._new_segment()
+        if lost:
+            log.error("idempotency_answers_lost", count=len(lost))
+            tombstones = [
+                Answer(rid, "00" * 32, 0, {}, b"", marked=False, lost=True) for _, rid in lost
+            ]
+            self._flush(tombstones)
+            for answer in tombstones:
+                self.confirm(answer)
+
+    def _recover_segment(self, path: Path, markers: dict[int, str], kept: set[int]) -> int:
+        scanned = segments.scan(path)
+        if os.path.getsize(path) > scanned.end:
+            os.truncate(path, scanned.end)  # a torn tail
+        entries: dict[str, tuple[int, int, int, int, int]] = {}
+        last_seq = 0
+        for record in scanned.records:
+            last_seq = max(last_seq, record.seq)
+            if record.flags & MARKED and record.seq not in markers:
+                continue  # its transaction never committed
+            kept.add(record.seq)
+            entry = (record.offset, record.length, record.expires_us, record.flags, record.seq)
+            entries[record.record_id.hex()] = entry
+        if not scanned.records:
+            path.unlink()
+            return last_seq
+        segment = _Segment(int(path.stem), path, entries=entries)
+        segment.first_seq = min(r.seq for r in scanned.records)
+        segment.last_seq = last_seq
+        self._seal_files_quietly(segment)
+        return last_seq
+
+    def _seal_files_quietly(self, segment: _Segment) -> None:
+        """Recovery's seal: the markers are all deleted at once afterwards."""
+        entries = segment.entries or {}
+        segments.write_index(
+            segment.index_path,
+            (Entry(bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
+            segment.first_seq,
+            segment.last_seq,
+        )
+        segment.index = Index(segment.index_path)
+        segment.entries = None
+        self._sealed.append(segment)
+        self._sealed.sort(key=lambda s: s.number)
+
+    def _sealed_holds(self, record_id: str, seq: int) -> bool:
+        key = bytes.fromhex(record_id)
+        for segment in self._sealed:
+            assert segment.index is not None
+            entry = segment.index.find(key)
+            if entry is not None and entry.seq == seq:
+                return True
+        return False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(self.database, timeout=5, check_same_thread=False)
+        return self._db
+
+    async def _upkeep(self) -> None:
+        """Owner: sync the open segment every second; delete expired segments now and then."""
+        assert self._loop is not None
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            try:
+                if self._dirty:
+                    self._dirty = False
+                    await self._loop.run_in_executor(self._maintenance, self._sync)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                    await self._loop.run_in_executor(self._maintenance, self.sweep)
+            except Exception:  # the next round tries again
+                log.warning("answer_log_upkeep_failed", exc_info=True)
+
+    def _sync(self) -> None:
+        for segment in list(self._open):
+            if segment.fd >= 0:
+                os.fdatasync(segment.fd)
+
+    def sweep(self, now_us: int | None = None) -> int:
+        """Delete the sealed segments whose every answer has expired; how many were."""
+        now_us = time.time_ns() // 1000 if now_us is None else now_us
+        expired = [
+            s for s in self._sealed if s.index is not None and s.index.max_expires_us < now_us
+        ]
+        if not expired:
+            return 0
+        self._sealed = [s for s in self._sealed if s not in expired]
+        for segment in expired:
+            # Unlinked, not unmapped: a lookup on another thread may still be reading its index
+            # (its map stays readable until the last reference to it goes).
+            segment.index_path.unlink(missing_ok=True)
+            segment.path.unlink(missing_ok=True)
+        segments.sync_directory(self.directory)
+        log.info("idempotency_segments_swept", segments=len(expired))
+        return len(expired)
+
+
+def _live_claims(db: sqlite3.Connection, record_ids: list[str]) -> set[str]:
+    """Which of `record_ids` have a live row in `idempotency_records` (the portable path's
+    claims and answers: the management API's, another process's)."""
+    now = sqlite_stamp(utcnow())
+    held: set[str] = set()
+    for start in range(0, len(record_ids), _IN_CHUNK):
+        chunk = record_ids[start : start + _IN_CHUNK]
+        query = _LIVE_CLAIMS.format(", ".join("?" * len(chunk)))
+        held.update(rid for (rid,) in db.execute(query, (now, *chunk)))
+    return held
+
+
+def _has_marker(db: sqlite3.Connection, seq: int) -> bool:
+    """Whether a committed marker row covers `seq` (its first seq and its ids' count)."""
+    row = db.execute(_COVERING, (seq,)).fetchone()
+    return row is not None and seq < row[0] + len(row[1]) // ID_SIZE
+
+
+def _log_failure(future: "asyncio.Future[Any]") -> None:
+    """A seal's failure has no awaiter: log it (the next start reads the segment again)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("answer_log_seal_failed", exc_info=future.exception())

@@ -1,0 +1,239 @@
+"""The answer log's files (`answer_log.py`): records appended to segment files, and the index a
+segment gets once it is sealed. File formats only: no threads, no asyncio, no database.
+
+A record, little-endian:
+
+    header   magic "AFr1", payload size, CRC-32, seq, created and expires (unix µs), HTTP status,
+             flags, record id (32 bytes), payload fingerprint (32 bytes), headers' length
+    payload  the kept response headers (JSON), then the body
+
+The CRC covers everything after itself, so a record torn by a power loss (a prefix written, or
+blocks of it never reaching the disk) is found when the segment is read again, and the segment
+is cut there. It is computed 4 KiB at a time: `zlib.crc32` releases the GIL on larger buffers,
+and on the server's one core every such release hands the GIL to another thread and back.
+
+An index, written once when its segment is sealed and never changed:
+
+    head     magic "AFx1", entry count, first and last seq, latest expiry, CRC-32 of the entries
+    entries  sorted by record id: id (32 bytes), offset, length, expires, flags, seq
+
+and read by binary search over a memory map.
+"""
+
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+RECORD = struct.Struct("<4sIIQqqHH32s32sI")
+RECORD_MAGIC = b"AFr1"
+INDEX_HEAD = struct.Struct("<4sIQQqI")
+INDEX_MAGIC = b"AFx1"
+ENTRY = struct.Struct("<32sQIqHQ")
+MARKED = 1  # committed with effects: valid only with its marker row (`answer_log.py`)
+LOST = 2  # a tombstone: the answer's effects committed, its record was lost in a crash
+MAX_PAYLOAD = 256 * 1024 * 1024  # a larger size in a header is damage, not a record
+_CHUNK = 4096  # below zlib's GIL-release threshold (5 KiB)
+_CRC_FROM = 12  # the CRC covers the header from the field after it
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Where one record is and what its header says (the payload is read on demand)."""
+
+    offset: int
+    length: int  # header and payload
+    seq: int
+    created_us: int
+    expires_us: int
+    status: int
+    flags: int
+    record_id: bytes
+    fingerprint: bytes
+    headers_length: int
+
+
+def crc32(parts: Iterable[bytes | memoryview], value: int = 0) -> int:
+    """CRC-32 of `parts` in sequence, fed to zlib 4 KiB at a time (see the module docstring)."""
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), _CHUNK):
+            value = zlib.crc32(view[start : start + _CHUNK], value)
+    return value
+
+
+def pack(
+    *,
+    seq: int,
+    created_us: int,
+    expires_us: int,
+    status: int,
+    flags: int,
+    record_id: bytes,
+    fingerprint: bytes,
+    headers: bytes,
+    body: bytes,
+) -> list[bytes]:
+    """One record as the buffers to write in order (header, headers, body: no copy of the body)."""
+    size = len(headers) + len(body)
+    if size > MAX_PAYLOAD:
+        raise ValueError("answer too large for the log")
+    head = bytearray(
+        RECORD.pack(
+            RECORD_MAGIC,
+            size,
+            0,
+            seq,
+            created_us,
+            expires_us,
+            status,
+            flags,
+            record_id,
+            fingerprint,
+            len(headers),
+        )
+    )
+    crc = crc32((memoryview(head)[_CRC_FROM:], headers, body))
+    struct.pack_into("<I", head, 8, crc)
+    return [bytes(head), headers, body]
+
+
+def _parse(offset: int, head: bytes) -> tuple[Record, int, int] | None:
+    """The record a header describes, its payload size and stored CRC; None when it is not one."""
+    if len(head) < RECORD.size:
+        return None
+    (magic, size, crc, seq, created, expires, status, flags, rid, fp, hlen) = RECORD.unpack(head)
+    if magic != RECORD_MAGIC or size > MAX_PAYLOAD or hlen > size:
+        return None
+    record = Record(offset, RECORD.size + size, seq, created, expires, status, flags, rid, fp, hlen)
+    return record, size, crc
+
+
+def read(fd: int, offset: int, length: int) -> tuple[Record, bytes, bytes] | None:
+    """The record at `offset` with its headers and body, checked (CRC, length); None if it is
+    damaged or not there (yet)."""
+    data = os.pread(fd, length, offset)
+    parsed = _parse(offset, data[: RECORD.size])
+    if parsed is None:
+        return None
+    record, _, crc = parsed
+    if record.length != length or len(data) != length:
+        return None
+    view = memoryview(data)
+    if crc32((view[_CRC_FROM:],)) != crc:
+        return None
+    payload = view[RECORD.size :]
+    return record, bytes(payload[: record.headers_length]), bytes(payload[record.headers_length :])
+
+
+@dataclass(slots=True)
+class Scan:
+    """Records of a segment read from `offset` on; `end` is where the intact ones stop."""
+
+    records: list[Record]
+    end: int
+
+
+def scan(path: str | Path, offset: int = 0) -> Scan:
+    """Every intact record from `offset` up to the first that is torn, damaged or incomplete
+    (a power loss's tail, or a record still being written by another process)."""
+    records: list[Record] = []
+    with open(path, "rb", buffering=1 << 20) as file:
+        file.seek(offset)
+        while True:
+            head = file.read(RECORD.size)
+            parsed = _parse(offset, head)
+            if parsed is None:
+                break
+            record, size, crc = parsed
+            payload = file.read(size)
+            if len(payload) != size or crc32((head[_CRC_FROM:], payload)) != crc:
+                break
+            records.append(record)
+            offset += record.length
+    return Scan(records, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An index entry: where a record id's record is in its segment."""
+
+    record_id: bytes
+    offset: int
+    length: int
+    expires_us: int
+    flags: int
+    seq: int
+
+
+def write_index(path: Path, entries: Iterable[Entry], first_seq: int, last_seq: int) -> None:
+    """Write a sealed segment's index (sorted by record id; one entry per id) atomically: a
+    temporary file, synced, renamed, and the directory synced."""
+    ordered = sorted(entries, key=lambda entry: entry.record_id)
+    body = b"".join(
+        ENTRY.pack(e.record_id, e.offset, e.length, e.expires_us, e.flags, e.seq) for e in ordered
+    )
+    latest = max((e.expires_us for e in ordered), default=0)
+    head = INDEX_HEAD.pack(INDEX_MAGIC, len(ordered), first_seq, last_seq, latest, crc32((body,)))
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as file:
+        file.write(head)
+        file.write(body)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a rename or an unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Index:
+    """A sealed segment's index, memory-mapped; `find` is a binary search over record ids."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < INDEX_HEAD.size:
+                raise ValueError(f"{path.name}: not an index")
+            self._map = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
+        magic, count, first, last, latest, crc = INDEX_HEAD.unpack_from(self._map, 0)
+        body = memoryview(self._map)[INDEX_HEAD.size :]
+        try:
+            if magic != INDEX_MAGIC or len(body) != count * ENTRY.size or crc32((body,)) != crc:
+                raise ValueError(f"{path.name}: damaged index")
+        finally:
+            body.release()
+        self.count, self.first_seq, self.last_seq, self.max_expires_us = count, first, last, latest
+
+    def find(self, record_id: bytes) -> Entry | None:
+        data, size, low, high = self._map, ENTRY.size, 0, self.count
+        while low < high:
+            middle = (low + high) // 2
+            start = INDEX_HEAD.size + middle * size
+            key = data[start : start + 32]
+            if key < record_id:
+                low = middle + 1
+            elif key > record_id:
+                high = middle
+            else:
+                return Entry(*ENTRY.unpack_from(data, start))
+        return None
+
+    def ids(self) -> Iterator[bytes]:
+        data = self._map
+        for n in range(self.count):
+            start = INDEX_HEAD.size + n * ENTRY.size
+            yield data[start : start + 32]
+
+    def close(self) -> None:
+        self._map.close()
