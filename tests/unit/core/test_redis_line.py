@@ -45,6 +45,27 @@ async def test_concurrent_calls_each_get_their_own_reply(line: RedisLine) -> Non
     assert echoed == [f"m{i}".encode() for i in range(300)]
 
 
+async def test_the_commands_of_one_turn_go_out_in_one_write(line: RedisLine) -> None:
+    assert await line.run_script(SCRIPT, ["k"], [0]) == [b"k", 1]  # loaded: EVALSHA from now
+    wire = line._wire
+    assert wire is not None
+    assert wire.transport is not None
+    writes: list[bytes] = []
+    write = wire.transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    wire.transport.write = counted  # type: ignore[method-assign]
+    replies = await asyncio.gather(*(line.call("ECHO", f"m{i}") for i in range(50)))
+    assert replies == [f"m{i}".encode() for i in range(50)]
+    assert len(writes) == 1  # fifty commands, queued in one turn, sent together
+    scripts = [line.run_script(SCRIPT, [f"k{i}"], [i]) for i in range(20)]
+    assert await asyncio.gather(*scripts) == [[f"k{i}".encode(), i + 1] for i in range(20)]
+    assert len(writes) == 2
+
+
 async def test_a_caller_that_goes_away_does_not_shift_the_replies(line: RedisLine) -> None:
     slow = asyncio.ensure_future(line.call("BLPOP", "nothing", "0.2"))
     after = asyncio.ensure_future(line.call("ECHO", "mine"))
