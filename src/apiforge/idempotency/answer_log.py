@@ -52,7 +52,7 @@ import structlog
 from apiforge.core.commits import CommitRefused
 from apiforge.core.db import sqlite_stamp
 from apiforge.idempotency import segments
-from apiforge.idempotency.segments import LOST, MARKED, Entry, Index
+from apiforge.idempotency.segments import LOST, MARKED, Index
 from apiforge.tools.clock import utcnow
 
 log = structlog.get_logger(__name__)
@@ -62,7 +62,11 @@ SEGMENT_RECORDS = 100_000  # bounds the memory of an open segment's entries
 SEGMENT_SECONDS = 3600.0
 SYNC_SECONDS = 1.0  # how often the open segment is synced to the disk
 SWEEP_SECONDS = 300.0
-_MARK = "INSERT INTO idempotency_answer_marks (seq, ids) VALUES (?, ?)"
+# The marker of a group's answers, written only when no live claim of their keys is held.
+_MARK = (
+    "INSERT INTO idempotency_answer_marks (seq, ids) SELECT ?, ? WHERE NOT EXISTS "
+    "(SELECT 1 FROM idempotency_records WHERE expires_at > ? AND id IN ({}))"
+)
 _COVERING = "SELECT seq, ids FROM idempotency_answer_marks WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
 _UNMARK = "DELETE FROM idempotency_answer_marks WHERE seq <= ?"
 _MARKS = "SELECT seq, ids FROM idempotency_answer_marks"
@@ -267,74 +271,80 @@ class AnswerLog:
 
     def before_commit(self, db: sqlite3.Connection) -> None:
         """Right before this thread's transaction on `db` commits, for the answers it staged:
-        check that no other process holds a live claim of their keys in `idempotency_records`
-        (one query; the transaction's writes already hold SQLite's write lock, so no claim can
-        commit between this check and the commit), write them to the log (one `pwritev`),
-        insert their marker row (one). Raises `AnswersRefused` (roll back, and stage the group
-        again: those keys now refuse their calls) or an `OSError`: don't commit."""
+        insert their marker row — on condition that no other process holds a live claim of
+        their keys in `idempotency_records` (the transaction's writes already hold SQLite's
+        write lock, so no claim can commit between this check and the commit) — then write
+        them to the log (one `pwritev`). One statement for the whole group. Raises
+        `AnswersRefused` (roll back, and stage the group again: those keys now refuse their
+        calls) or an `OSError`, having written nothing: don't commit."""
         staged: list[Answer] | None = getattr(self._local, "staged", None)
         if not staged:
             return
         self._local.staged = None
         ids = [answer.record_id for answer in staged]
-        held = _live_claims(db, ids)
-        if held:
-            now = time.monotonic()
-            self._refusing = {
-                **{k: t for k, t in self._refusing.items() if now - t < REFUSING_SECONDS},
-                **dict.fromkeys(held, now),
-            }
-            raise AnswersRefused(held)
-        self._flush(staged)
-        if any(answer.marked for answer in staged):
-            keys = b"".join(bytes.fromhex(answer.record_id) for answer in staged)
-            db.execute(_MARK, (staged[0].seq, keys))
+        with self._lock:  # seqs rise through the log: reserved, marked and written together
+            first = self._next_seq
+            if any(answer.marked for answer in staged):
+                keys = b"".join(bytes.fromhex(rid) for rid in ids)
+                free = _marked_unless_held(db, first, keys, ids)
+            else:
+                free = not _live_claims(db, ids)
+            if not free:
+                held = _live_claims(db, ids)
+                self._refuse(held)
+                raise AnswersRefused(held)
+            self._flush(staged, first)
+
+    def _refuse(self, held: set[str]) -> None:
+        now = time.monotonic()
+        self._refusing = {
+            **{k: t for k, t in self._refusing.items() if now - t < REFUSING_SECONDS},
+            **dict.fromkeys(held, now),
+        }
 
     def after_rollback(self) -> None:
         """This thread's transaction rolled back: its staged answers are void."""
         self._local.staged = None
 
-    def _flush(self, answers: list[Answer]) -> None:
-        """Give the answers consecutive seqs and write them, in that order, to the open segment
-        (under the lock, so seqs rise through the log: `_seal_files` relies on it)."""
+    def _flush(self, answers: list[Answer], seq: int) -> None:
+        """Give the answers consecutive seqs from `seq` and write them, in that order, to the
+        open segment (under the lock, so seqs rise through the log: `_seal_files` relies on it)."""
         now_us = time.time_ns() // 1000
         expires_us = now_us + self.retention_us
-        with self._lock:
-            seq = self._next_seq
-            parts: list[bytes] = []
-            lengths: list[int] = []
-            for answer in answers:
-                answer.seq, answer.expires_us = seq, expires_us
-                seq += 1
-                record = segments.pack(
-                    seq=answer.seq,
-                    created_us=now_us,
-                    expires_us=expires_us,
-                    status=answer.status,
-                    flags=(MARKED if answer.marked else 0) | (LOST if answer.lost else 0),
-                    record_id=bytes.fromhex(answer.record_id),
-                    fingerprint=bytes.fromhex(answer.fingerprint),
-                    headers=orjson.dumps(answer.headers) if answer.headers else b"",
-                    body=answer.body,
-                )
-                parts += record
-                lengths.append(len(record[0]) + len(record[1]) + len(record[2]))
-            total = sum(lengths)
-            segment = self._writable(total)
-            offset = segment.size
-            written = os.pwritev(segment.fd, parts, offset)
-            if written != total:  # the disk is full: what was written is past `size`, garbage
-                raise OSError(f"answer log: wrote {written} of {total} bytes")
-            self._next_seq = seq
-            segment.size += total
-            segment.records += len(answers)
-            segment.flushed += len(answers)
-            segment.first_seq = segment.first_seq or answers[0].seq
-            segment.last_seq = seq - 1
-            for answer, length in zip(answers, lengths, strict=True):
-                answer.segment, answer.offset, answer.length = segment, offset, length
-                offset += length
-            self._dirty = True
+        parts: list[bytes] = []
+        lengths: list[int] = []
+        for answer in answers:
+            answer.seq, answer.expires_us = seq, expires_us
+            seq += 1
+            record = segments.pack(
+                seq=answer.seq,
+                created_us=now_us,
+                expires_us=expires_us,
+                status=answer.status,
+                flags=(MARKED if answer.marked else 0) | (LOST if answer.lost else 0),
+                record_id=bytes.fromhex(answer.record_id),
+                fingerprint=bytes.fromhex(answer.fingerprint),
+                headers=orjson.dumps(answer.headers) if answer.headers else b"",
+                body=answer.body,
+            )
+            parts += record
+            lengths.append(len(record[0]) + len(record[1]) + len(record[2]))
+        total = sum(lengths)
+        segment = self._writable(total)
+        offset = segment.size
+        written = os.pwritev(segment.fd, parts, offset)
+        if written != total:  # the disk is full: what was written is past `size`, garbage
+            raise OSError(f"answer log: wrote {written} of {total} bytes")
+        self._next_seq = seq
+        segment.size += total
+        segment.records += len(answers)
+        segment.flushed += len(answers)
+        segment.first_seq = segment.first_seq or answers[0].seq
+        segment.last_seq = seq - 1
+        for answer, length in zip(answers, lengths, strict=True):
+            answer.segment, answer.offset, answer.length = segment, offset, length
+            offset += length
+        self._dirty = True
 
     def _writable(self, need: int) -> _Segment:
         """The open segment to append `need` bytes to, a new one when it is full (under the
@@ -402,7 +412,7 @@ class AnswerLog:
         entries = segment.entries or {}
         segments.write_index(
             segment.index_path,
-            (Entry(bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
+            ((bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
             segment.first_seq,
             segment.last_seq,
         )
@@ -557,7 +567,8 @@ class AnswerLog:
             tombstones = [
                 Answer(rid, "00" * 32, 0, {}, b"", marked=False, lost=True) for _, rid in lost
             ]
-            self._flush(tombstones)
+            with self._lock:
+                self._flush(tombstones, self._next_seq)
             for answer in tombstones:
                 self.confirm(answer)
 
@@ -588,7 +599,7 @@ class AnswerLog:
         entries = segment.entries or {}
         segments.write_index(
             segment.index_path,
-            (Entry(bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
+            ((bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
             segment.first_seq,
             segment.last_seq,
         )
@@ -649,6 +660,20 @@ class AnswerLog:
         segments.sync_directory(self.directory)
         log.info("idempotency_segments_swept", segments=len(expired))
         return len(expired)
+
+
+def _marked_unless_held(
+    db: sqlite3.Connection, seq: int, keys: bytes, record_ids: list[str]
+) -> bool:
+    """Insert the marker row of answers `seq`…: False (nothing inserted) when one of their keys
+    has a live row in `idempotency_records`."""
+    if len(record_ids) > _IN_CHUNK:  # a marker row per statement would be two: check apart
+        if _live_claims(db, record_ids):
+            return False
+        record_ids = record_ids[:1]
+    query = _MARK.format(", ".join("?" * len(record_ids)))
+    now = sqlite_stamp(utcnow())
+    return db.execute(query, (seq, keys, now, *record_ids)).rowcount == 1
 
 
 def _live_claims(db: sqlite3.Connection, record_ids: list[str]) -> set[str]:

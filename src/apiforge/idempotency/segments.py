@@ -9,7 +9,7 @@ A record, little-endian:
 
 The CRC covers everything after itself, so a record torn by a power loss (a prefix written, or
 blocks of it never reaching the disk) is found when the segment is read again, and the segment
-is cut there. It is computed 4 KiB at a time: `zlib.crc32` releases the GIL on larger buffers,
+is cut there. It is computed 5 KiB at a time: `zlib.crc32` releases the GIL on larger buffers,
 and on the server's one core every such release hands the GIL to another thread and back.
 
 An index, written once when its segment is sealed and never changed:
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORD = struct.Struct("<4sIIQqqHH32s32sI")
+_PREFIX = struct.Struct("<4sII")  # magic, size, CRC: what the CRC does not cover
+_COVERED = struct.Struct("<QqqHH32s32sI")  # the rest of the header, covered by the CRC
 RECORD_MAGIC = b"AFr1"
 INDEX_HEAD = struct.Struct("<4sIQQqI")
 INDEX_MAGIC = b"AFx1"
@@ -36,7 +38,7 @@ ENTRY = struct.Struct("<32sQIqHQ")
 MARKED = 1  # committed with effects: valid only with its marker row (`answer_log.py`)
 LOST = 2  # a tombstone: the answer's effects committed, its record was lost in a crash
 MAX_PAYLOAD = 256 * 1024 * 1024  # a larger size in a header is damage, not a record
-_CHUNK = 4096  # below zlib's GIL-release threshold (5 KiB)
+_CHUNK = 5120  # zlib's GIL-release threshold: it releases above 5 KiB
 _CRC_FROM = 12  # the CRC covers the header from the field after it
 
 
@@ -81,24 +83,11 @@ def pack(
     size = len(headers) + len(body)
     if size > MAX_PAYLOAD:
         raise ValueError("answer too large for the log")
-    head = bytearray(
-        RECORD.pack(
-            RECORD_MAGIC,
-            size,
-            0,
-            seq,
-            created_us,
-            expires_us,
-            status,
-            flags,
-            record_id,
-            fingerprint,
-            len(headers),
-        )
+    covered = _COVERED.pack(
+        seq, created_us, expires_us, status, flags, record_id, fingerprint, len(headers)
     )
-    crc = crc32((memoryview(head)[_CRC_FROM:], headers, body))
-    struct.pack_into("<I", head, 8, crc)
-    return [bytes(head), headers, body]
+    crc = crc32((covered, headers, body))
+    return [_PREFIX.pack(RECORD_MAGIC, size, crc) + covered, headers, body]
 
 
 def _parse(offset: int, head: bytes) -> tuple[Record, int, int] | None:
@@ -169,14 +158,18 @@ class Entry:
     seq: int
 
 
-def write_index(path: Path, entries: Iterable[Entry], first_seq: int, last_seq: int) -> None:
-    """Write a sealed segment's index (sorted by record id; one entry per id) atomically: a
-    temporary file, synced, renamed, and the directory synced."""
-    ordered = sorted(entries, key=lambda entry: entry.record_id)
-    body = b"".join(
-        ENTRY.pack(e.record_id, e.offset, e.length, e.expires_us, e.flags, e.seq) for e in ordered
-    )
-    latest = max((e.expires_us for e in ordered), default=0)
+def write_index(
+    path: Path,
+    entries: Iterable[tuple[bytes, int, int, int, int, int]],
+    first_seq: int,
+    last_seq: int,
+) -> None:
+    """Write a sealed segment's index atomically (a temporary file, synced, renamed, and the
+    directory synced). `entries`: (record id, offset, length, expires, flags, seq) as `Entry`
+    has them, one per id, in any order."""
+    ordered = sorted(entries)
+    body = b"".join(ENTRY.pack(*entry) for entry in ordered)
+    latest = max((entry[3] for entry in ordered), default=0)
     head = INDEX_HEAD.pack(INDEX_MAGIC, len(ordered), first_seq, last_seq, latest, crc32((body,)))
     temporary = path.with_suffix(".tmp")
     with open(temporary, "wb") as file:

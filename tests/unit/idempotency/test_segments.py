@@ -116,7 +116,8 @@ def test_an_oversized_answer_is_refused() -> None:
 def test_an_index_finds_every_id_and_only_those(tmp_path: Path) -> None:
     path = tmp_path / "1.idx"
     entries = [Entry(rid(f"k{n}"), n * 100, 100, 5_000 + n, MARKED, n) for n in range(1000)]
-    segments.write_index(path, reversed(entries), 1, 1000)
+    rows = [(e.record_id, e.offset, e.length, e.expires_us, e.flags, e.seq) for e in entries]
+    segments.write_index(path, reversed(rows), 1, 1000)
     index = Index(path)
     try:
         assert (index.count, index.first_seq, index.last_seq) == (1000, 1, 1000)
@@ -134,7 +135,7 @@ def test_an_index_finds_every_id_and_only_those(tmp_path: Path) -> None:
 
 def test_a_damaged_index_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "1.idx"
-    segments.write_index(path, [Entry(rid("k"), 0, 10, 1, 0, 1)], 1, 1)
+    segments.write_index(path, [(rid("k"), 0, 10, 1, 0, 1)], 1, 1)
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
