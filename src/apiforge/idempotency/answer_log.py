@@ -73,8 +73,6 @@ _MARKS = "SELECT seq, ids FROM idempotency_answer_marks"
 ID_SIZE = 32  # a record id's bytes in a marker row
 _LIVE_CLAIMS = "SELECT id FROM idempotency_records WHERE expires_at > ? AND id IN ({})"
 _IN_CHUNK = 500  # ids per query (SQLite allows 32,766 parameters; plenty of room)
-
-
 REFUSING_SECONDS = 1.0  # how long a key found held refuses its answers (the writer's retry)
 
 
@@ -217,7 +215,12 @@ class AnswerLog:
             os.close(fd)  # another process owns the log: read it only
             return
         self._lock_fd, self.owner = fd, True
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:  # the next keyed call tries again, from the start
+            self._lock_fd, self.owner = -1, False
+            os.close(fd)
+            raise
 
     async def close(self) -> None:
         """Seal the open segment when every answer in it is settled (else the next start reads
@@ -255,8 +258,9 @@ class AnswerLog:
     # --- writing (the thread of the transaction that commits the answer) ------------------------
 
     def write(self, db: sqlite3.Connection, answer: Answer) -> bool:
-        """Stage `answer` for this thread's next commit, which `before_commit` makes good (no
-        statement here: a group commit of many calls checks, marks and writes them at once).
+        """Stage `answer` for this thread's next commit on `db`, which `before_commit` makes
+        good (no statement here: a group commit of many calls checks, marks and writes them at
+        once; `db` is the transaction's, as a charge's carried rows take it).
         False, staging nothing, for a key that a claim of another process was found holding
         when this transaction last tried to commit (`AnswersRefused`): refuse that call."""
         if self._refusing:
@@ -438,7 +442,8 @@ class AnswerLog:
         log's files as they are now, and checks open segments' markers on `db`."""
         if self.owner:
             for segment in reversed(self._open):
-                entry = segment.entries.get(record_id) if segment.entries is not None else None
+                entries = segment.entries  # None once sealed (on the maintenance thread)
+                entry = entries.get(record_id) if entries is not None else None
                 if entry is not None:
                     offset, length, expires, flags, _ = entry
                     return Found(segment.path, offset, length, expires, bool(flags & LOST))
@@ -511,7 +516,11 @@ class AnswerLog:
         """Every record id the log holds (the owner's filter of known keys loads them): the open
         segments' taken now, on the event loop; the sealed ones' read when iterated (on the
         filter's loading thread: a sealed index never changes)."""
-        opened = [rid for s in self._open if s.entries for rid in list(s.entries)]
+        opened: list[str] = []
+        for segment in self._open:
+            entries = segment.entries  # None once sealed (on the maintenance thread)
+            if entries:
+                opened += list(entries)
         return itertools.chain(opened, self._sealed_ids(list(self._sealed)))
 
     @staticmethod

@@ -309,17 +309,17 @@ class IdempotencyStore:
         another process holds the key: the caller must roll back."""
         log = self.log
         assert log is not None
-        db = await _sqlite_db(conn) if getattr(conn, "started", True) else None
-        if db is None:
-            assert self.writer is not None
-            db = await self.writer.get()
-            answer = self.answer(claim, response, marked=False)
-        else:
+        own = await _sqlite_db(conn) if getattr(conn, "started", True) else None
+        if own is not None:
             answer = self.answer(claim, response)
             if not conn.in_transaction():
                 await conn.begin()  # so the caller's commit reaches the driver
-        sql = db
-        if not await sql.run(lambda: _written_now(log, sql.raw, answer)):
+            target = own
+        else:
+            assert self.writer is not None
+            answer = self.answer(claim, response, marked=False)
+            target = await self.writer.get()
+        if not await target.run(lambda: _written_now(log, target.raw, answer)):
             raise KeyInUseError()
 
     def settle_local(self, claim: Claim, committed: bool) -> None:
