@@ -5,7 +5,7 @@ Why: a keyed call stores its whole answer (17.6 KB for `make bench`'s page of po
 that answer went through SQLite's pages twice (the WAL, then the checkpoint's copy) and its id
 into a B-tree index at a random place (one more page written per call): side by side with the
 plain call, +21 % CPU per call. Appended to a file, once, by the transaction's own thread in one
-`pwritev` per group commit, it costs a few per cent (docs/benchmarks.md).
+`pwritev` per group commit: +12.6 % (docs/benchmarks.md).
 
 An answer stays exactly as durable as the call's effects:
 
@@ -20,16 +20,15 @@ An answer stays exactly as durable as the call's effects:
 
 Which answers exist: this process's answers of the segments still open, in memory; then each
 sealed segment's index (written when the segment is full), newest first. Markers only matter
-until their segment is sealed (sealing checks them), so that table stays small; expired
-segments are deleted whole. A crash leaves segments without an index: the next start reads them
-(`segments.scan`), keeps the records whose markers committed, and seals them.
+until their segment is sealed, so that table stays small; expired segments are deleted whole. A
+crash leaves segments without an index: the next start reads them again (`log_recovery.py`).
 
 One process owns the log (an exclusive lock on `owner.lock`), as one process serves the
 embedded database (billing/charging.py). Another process on the same file keeps its claims and
 answers in `idempotency_records` (the portable path) and looks answers up in the log as well
-(`find`, reading the open segments' tails); the owner checks `idempotency_records` for a live
-claim inside each answer's transaction (`write`). With SQLite's single writer, one of the two
-always sees the other, so a key runs once whichever process each request reaches.
+(`log_reader.py`); the owner checks `idempotency_records` for a live claim inside each answer's
+transaction (`before_commit`). With SQLite's single writer, one of the two always sees the
+other, so a key runs once whichever process each request reaches.
 """
 
 import asyncio
@@ -42,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,9 @@ import structlog
 from apiforge.core.commits import CommitRefused
 from apiforge.core.db import sqlite_stamp
 from apiforge.idempotency import segments
-from apiforge.idempotency.segments import LOST, MARKED, Index
+from apiforge.idempotency.log_reader import LogReader
+from apiforge.idempotency.log_recovery import recover
+from apiforge.idempotency.segments import LOST, MARKED, Found, Segment, find_sealed, index_segment
 from apiforge.tools.clock import utcnow
 
 log = structlog.get_logger(__name__)
@@ -67,10 +68,7 @@ _MARK = (
     "INSERT INTO idempotency_answer_marks (seq, ids) SELECT ?, ? WHERE NOT EXISTS "
     "(SELECT 1 FROM idempotency_records WHERE expires_at > ? AND id IN ({}))"
 )
-_COVERING = "SELECT seq, ids FROM idempotency_answer_marks WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
 _UNMARK = "DELETE FROM idempotency_answer_marks WHERE seq <= ?"
-_MARKS = "SELECT seq, ids FROM idempotency_answer_marks"
-ID_SIZE = 32  # a record id's bytes in a marker row
 _LIVE_CLAIMS = "SELECT id FROM idempotency_records WHERE expires_at > ? AND id IN ({})"
 _IN_CHUNK = 500  # ids per query (SQLite allows 32,766 parameters; plenty of room)
 REFUSING_SECONDS = 1.0  # how long a key found held refuses its answers (the writer's retry)
@@ -95,22 +93,11 @@ class Answer:
     body: bytes
     marked: bool = True
     seq: int = 0
-    segment: "_Segment | None" = None
+    segment: "Segment | None" = None
     offset: int = 0
     length: int = 0
     expires_us: int = 0
     lost: bool = False  # a tombstone written at recovery
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A stored answer's record: read it with `AnswerLog.read`."""
-
-    path: Path
-    offset: int
-    length: int
-    expires_us: int
-    lost: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,37 +106,6 @@ class Stored:
     headers: dict[str, str]
     body: bytes
     fingerprint: str
-
-
-@dataclass(eq=False, slots=True)
-class _Segment:
-    number: int
-    path: Path
-    fd: int = -1  # the owner's, while the segment is open
-    size: int = 0
-    records: int = 0
-    opened: float = field(default_factory=time.monotonic)
-    flushed: int = 0  # answers written (by flushes, under the lock)
-    settled: int = 0  # answers confirmed or forgotten (on the loop): sealable when equal
-    first_seq: int = 0
-    last_seq: int = 0
-    # Open segments (owner): record id -> (offset, length, expires, flags, seq), once committed.
-    entries: dict[str, tuple[int, int, int, int, int]] | None = field(default_factory=dict)
-    index: Index | None = None
-    sealing: bool = False
-
-    @property
-    def index_path(self) -> Path:
-        return self.path.with_suffix(".idx")
-
-
-@dataclass(slots=True)
-class _Tail:
-    """Another process's open segment, read as far as it is written (non-owners)."""
-
-    path: Path
-    cursor: int = 0
-    records: dict[str, segments.Record] = field(default_factory=dict)
 
 
 class AnswerLog:
@@ -174,18 +130,16 @@ class AnswerLog:
         self.owner = False
         self._lock_fd = -1
         self._lock = threading.Lock()  # flushes: place, write, rotate
-        self._reading = threading.Lock()  # non-owner lookups (they update what was read)
         self._local = threading.local()  # each writer thread's answers awaiting its commit
         # Keys found held by another process -> when: their answers are refused in the writer's
         # retry of the transaction that found them (each once, and not after a second).
         self._refusing: dict[str, float] = {}
         self._next_seq = 1
         self._numbers: Iterator[int] = itertools.count(1)
-        self._active: _Segment | None = None
-        self._open: list[_Segment] = []  # owner: segments without an index yet, oldest first
-        self._sealed: list[_Segment] = []  # oldest first
-        self._tails: dict[str, _Tail] = {}  # non-owner: other processes' open segments
-        self._seen: set[str] = set()  # non-owner: file names already read
+        self._active: Segment | None = None
+        self._open: list[Segment] = []  # owner: segments without an index yet, oldest first
+        self._sealed: list[Segment] = []  # oldest first
+        self._reader = LogReader(directory)  # non-owners: the log as this process has read it
         self._maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answer-log")
         self._db: sqlite3.Connection | None = None  # the maintenance thread's
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -350,7 +304,7 @@ class AnswerLog:
             offset += length
         self._dirty = True
 
-    def _writable(self, need: int) -> _Segment:
+    def _writable(self, need: int) -> Segment:
         """The open segment to append `need` bytes to, a new one when it is full (under the
         lock). The one it replaces is sealed once its answers are settled."""
         active = self._active
@@ -367,11 +321,11 @@ class AnswerLog:
             self._loop.call_soon_threadsafe(self._seal_soon, active)
         return self._active
 
-    def _new_segment(self) -> _Segment:
+    def _new_segment(self) -> Segment:
         number = next(self._numbers)
         path = self.directory / f"{number:012d}.log"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        segment = _Segment(number, path, fd)
+        segment = Segment(number, path, fd)
         self._open.append(segment)
         return segment
 
@@ -395,32 +349,25 @@ class AnswerLog:
             answer.segment = None
             self._settle(segment)
 
-    def _settle(self, segment: _Segment) -> None:
+    def _settle(self, segment: Segment) -> None:
         segment.settled += 1
         if segment is not self._active and segment.flushed == segment.settled:
             self._seal_soon(segment)
 
-    def _seal_soon(self, segment: _Segment) -> None:
+    def _seal_soon(self, segment: Segment) -> None:
         if segment.sealing or self._closed or self._loop is None:
             return
         segment.sealing = True
         future = self._loop.run_in_executor(self._maintenance, self._seal_files, segment)
         future.add_done_callback(_log_failure)
 
-    def _seal_files(self, segment: _Segment) -> None:
+    def _seal_files(self, segment: Segment) -> None:
         """Maintenance thread: the segment's index, then its markers are no longer needed."""
         if segment.fd >= 0:
             os.fdatasync(segment.fd)
             os.close(segment.fd)
             segment.fd = -1
-        entries = segment.entries or {}
-        segments.write_index(
-            segment.index_path,
-            ((bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
-            segment.first_seq,
-            segment.last_seq,
-        )
-        segment.index = Index(segment.index_path)
+        index_segment(segment)
         with self._lock:  # markers below the oldest open segment's seqs are needed no more
             older = [s.first_seq for s in self._open if s is not segment and s.first_seq]
         horizon = min([segment.last_seq, *(first - 1 for first in older)])
@@ -447,57 +394,8 @@ class AnswerLog:
                 if entry is not None:
                     offset, length, expires, flags, _ = entry
                     return Found(segment.path, offset, length, expires, bool(flags & LOST))
-            return self._find_sealed(bytes.fromhex(record_id))
-        with self._reading:
-            return self._find_as_reader(record_id, db)
-
-    def _find_sealed(self, key: bytes) -> Found | None:
-        for segment in reversed(self._sealed):
-            assert segment.index is not None
-            entry = segment.index.find(key)
-            if entry is not None:
-                lost = bool(entry.flags & LOST)
-                return Found(segment.path, entry.offset, entry.length, entry.expires_us, lost)
-        return None
-
-    def _find_as_reader(self, record_id: str, db: sqlite3.Connection | None) -> Found | None:
-        self._refresh()
-        for tail in sorted(self._tails.values(), key=lambda t: t.path.name, reverse=True):
-            scanned = segments.scan(tail.path, tail.cursor)
-            tail.cursor = scanned.end
-            for scanned_record in scanned.records:
-                tail.records[scanned_record.record_id.hex()] = scanned_record
-            found = tail.records.get(record_id)
-            if found is None:
-                continue
-            if found.flags & MARKED and (db is None or not _has_marker(db, found.seq)):
-                continue  # not committed (yet, or ever)
-            lost = bool(found.flags & LOST)
-            return Found(tail.path, found.offset, found.length, found.expires_us, lost)
-        return self._find_sealed(bytes.fromhex(record_id))
-
-    def _refresh(self) -> None:
-        """Non-owner: pick up segments the owner opened or sealed since the last look."""
-        names = set(os.listdir(self.directory))
-        for name in sorted(names - self._seen):
-            path = self.directory / name
-            if name.endswith(".idx"):
-                with contextlib.suppress(OSError, ValueError):  # half-written: next time
-                    index = Index(path)
-                    number = int(path.stem)
-                    log_path = path.with_suffix(".log")
-                    self._sealed.append(_Segment(number, log_path, entries=None, index=index))
-                    self._sealed.sort(key=lambda s: s.number)
-                    self._tails.pop(log_path.name, None)
-                    self._seen.add(name)
-            elif name.endswith(".log") and f"{path.stem}.idx" not in names:
-                self._tails.setdefault(name, _Tail(path))
-        gone = {s.index_path.name for s in self._sealed} - names
-        if gone:  # swept by the owner
-            self._sealed = [s for s in self._sealed if s.index_path.name not in gone]
-            self._seen -= gone
-        for name in [name for name in self._tails if name not in names]:
-            del self._tails[name]  # sealed and swept before this process looked again
+            return find_sealed(self._sealed, bytes.fromhex(record_id))
+        return self._reader.find(record_id, db)
 
     def read(self, found: Found) -> Stored | None:
         """The answer a `find` pointed at; None when its record can't be read back intact."""
@@ -524,7 +422,7 @@ class AnswerLog:
         return itertools.chain(opened, self._sealed_ids(list(self._sealed)))
 
     @staticmethod
-    def _sealed_ids(sealed: list[_Segment]) -> Iterator[str]:
+    def _sealed_ids(sealed: list[Segment]) -> Iterator[str]:
         for segment in sealed:
             if segment.index is not None:
                 for key in segment.index.ids():
@@ -533,98 +431,23 @@ class AnswerLog:
     # --- recovery and upkeep (maintenance thread) -------------------------------------------------
 
     def _recover(self) -> None:
-        """At open: index the sealed segments, and read the ones a crash left open: their
-        records stay when intact and committed (marker or none needed), the rest is cut off;
-        markers left without a record become tombstones. Then a new segment opens."""
-        names = sorted(os.listdir(self.directory))
-        for name in names:
-            if name.endswith(".tmp"):
-                (self.directory / name).unlink()
-        logs = [self.directory / n for n in names if n.endswith(".log")]
-        unsealed: list[Path] = []
-        last_number = 0
-        for path in logs:
-            last_number = max(last_number, int(path.stem))
-            try:
-                index = Index(path.with_suffix(".idx"))
-            except (OSError, ValueError):
-                unsealed.append(path)
-                continue
-            self._sealed.append(_Segment(int(path.stem), path, entries=None, index=index))
-        db = self._connection()
-        markers = {
-            first + n: ids[n * ID_SIZE : (n + 1) * ID_SIZE].hex()
-            for first, ids in db.execute(_MARKS)
-            for n in range(len(ids) // ID_SIZE)
-        }
-        last_seq = max([s.index.last_seq for s in self._sealed if s.index] + [*markers, 0])
-        kept_seqs: set[int] = set()
-        for path in unsealed:
-            last_seq = max(last_seq, self._recover_segment(path, markers, kept_seqs))
-        self._next_seq = last_seq + 1
-        self._numbers = itertools.count(last_number + 1)
-        lost = [
-            (seq, rid)
-            for seq, rid in markers.items()
-            if seq not in kept_seqs and not self._sealed_holds(rid, seq)
-        ]
-        db.execute("DELETE FROM idempotency_answer_marks")
-        db.commit()
+        """At open: what a crash left (`log_recovery.recover`), then a new segment opens, and
+        tombstones are written for the answers lost."""
+        recovered = recover(self.directory, self._connection())
+        self._sealed = recovered.sealed
+        self._next_seq = recovered.last_seq + 1
+        self._numbers = itertools.count(recovered.last_number + 1)
         self._active = self._new_segment()
-        if lost:
-            log.error("idempotency_answers_lost", count=len(lost))
+        if recovered.lost:
+            log.error("idempotency_answers_lost", count=len(recovered.lost))
             tombstones = [
-                Answer(rid, "00" * 32, 0, {}, b"", marked=False, lost=True) for _, rid in lost
+                Answer(rid, "00" * 32, 0, {}, b"", marked=False, lost=True)
+                for rid in recovered.lost
             ]
             with self._lock:
                 self._flush(tombstones, self._next_seq)
             for answer in tombstones:
                 self.confirm(answer)
-
-    def _recover_segment(self, path: Path, markers: dict[int, str], kept: set[int]) -> int:
-        scanned = segments.scan(path)
-        if os.path.getsize(path) > scanned.end:
-            os.truncate(path, scanned.end)  # a torn tail
-        entries: dict[str, tuple[int, int, int, int, int]] = {}
-        last_seq = 0
-        for record in scanned.records:
-            last_seq = max(last_seq, record.seq)
-            if record.flags & MARKED and record.seq not in markers:
-                continue  # its transaction never committed
-            kept.add(record.seq)
-            entry = (record.offset, record.length, record.expires_us, record.flags, record.seq)
-            entries[record.record_id.hex()] = entry
-        if not scanned.records:
-            path.unlink()
-            return last_seq
-        segment = _Segment(int(path.stem), path, entries=entries)
-        segment.first_seq = min(r.seq for r in scanned.records)
-        segment.last_seq = last_seq
-        self._seal_files_quietly(segment)
-        return last_seq
-
-    def _seal_files_quietly(self, segment: _Segment) -> None:
-        """Recovery's seal: the markers are all deleted at once afterwards."""
-        entries = segment.entries or {}
-        segments.write_index(
-            segment.index_path,
-            ((bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
-            segment.first_seq,
-            segment.last_seq,
-        )
-        segment.index = Index(segment.index_path)
-        segment.entries = None
-        self._sealed.append(segment)
-        self._sealed.sort(key=lambda s: s.number)
-
-    def _sealed_holds(self, record_id: str, seq: int) -> bool:
-        key = bytes.fromhex(record_id)
-        for segment in self._sealed:
-            assert segment.index is not None
-            entry = segment.index.find(key)
-            if entry is not None and entry.seq == seq:
-                return True
-        return False
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -695,12 +518,6 @@ def _live_claims(db: sqlite3.Connection, record_ids: list[str]) -> set[str]:
         query = _LIVE_CLAIMS.format(", ".join("?" * len(chunk)))
         held.update(rid for (rid,) in db.execute(query, (now, *chunk)))
     return held
-
-
-def _has_marker(db: sqlite3.Connection, seq: int) -> bool:
-    """Whether a committed marker row covers `seq` (its first seq and its ids' count)."""
-    row = db.execute(_COVERING, (seq,)).fetchone()
-    return row is not None and seq < row[0] + len(row[1]) // ID_SIZE
 
 
 def _log_failure(future: "asyncio.Future[Any]") -> None:

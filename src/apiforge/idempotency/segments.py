@@ -1,5 +1,6 @@
-"""The answer log's files (`answer_log.py`): records appended to segment files, and the index a
-segment gets once it is sealed. File formats only: no threads, no asyncio, no database.
+"""The answer log's files (`answer_log.py`): records appended to segment files, the index a
+segment gets once it is sealed, and what the log knows of each segment. No threads, no asyncio,
+no database.
 
 A record, little-endian:
 
@@ -23,9 +24,10 @@ and read by binary search over a memory map.
 import mmap
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 RECORD = struct.Struct("<4sIIQqqHH32s32sI")
@@ -37,6 +39,7 @@ INDEX_MAGIC = b"AFx1"
 ENTRY = struct.Struct("<32sQIqHQ")
 MARKED = 1  # committed with effects: valid only with its marker row (`answer_log.py`)
 LOST = 2  # a tombstone: the answer's effects committed, its record was lost in a crash
+ID_SIZE = 32  # a record id's bytes (a SHA-256 digest), in records, indexes and marker rows
 MAX_PAYLOAD = 256 * 1024 * 1024  # a larger size in a header is damage, not a record
 _CHUNK = 5120  # zlib's GIL-release threshold: it releases above 5 KiB
 _CRC_FROM = 12  # the CRC covers the header from the field after it
@@ -230,3 +233,61 @@ class Index:
 
     def close(self) -> None:
         self._map.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A stored answer's record: read it with `AnswerLog.read`."""
+
+    path: Path
+    offset: int
+    length: int
+    expires_us: int
+    lost: bool
+
+
+@dataclass(eq=False, slots=True)
+class Segment:
+    """A segment file and what the log knows of it."""
+
+    number: int
+    path: Path
+    fd: int = -1  # the owner's, while the segment is open
+    size: int = 0
+    records: int = 0
+    opened: float = field(default_factory=time.monotonic)
+    flushed: int = 0  # answers written (by flushes, under the lock)
+    settled: int = 0  # answers confirmed or forgotten (on the loop): sealable when equal
+    first_seq: int = 0
+    last_seq: int = 0
+    # Open segments (owner): record id -> (offset, length, expires, flags, seq), once committed.
+    entries: dict[str, tuple[int, int, int, int, int]] | None = field(default_factory=dict)
+    index: Index | None = None
+    sealing: bool = False
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_suffix(".idx")
+
+
+def find_sealed(sealed: list[Segment], key: bytes) -> Found | None:
+    """The newest entry of record id `key` in the sealed segments' indexes."""
+    for segment in reversed(sealed):
+        assert segment.index is not None
+        entry = segment.index.find(key)
+        if entry is not None:
+            lost = bool(entry.flags & LOST)
+            return Found(segment.path, entry.offset, entry.length, entry.expires_us, lost)
+    return None
+
+
+def index_segment(segment: Segment) -> None:
+    """Write a segment's index from its entries (written, synced, renamed) and map it."""
+    entries = segment.entries or {}
+    write_index(
+        segment.index_path,
+        ((bytes.fromhex(rid), *entry) for rid, entry in entries.items()),
+        segment.first_seq,
+        segment.last_seq,
+    )
+    segment.index = Index(segment.index_path)

@@ -32,9 +32,10 @@ from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
 from apiforge.core.errors import ApiforgeError, ConflictError, UnavailableError
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
-from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused, Found
+from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
+from apiforge.idempotency.segments import Found
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 
