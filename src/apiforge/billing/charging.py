@@ -609,8 +609,8 @@ class SqliteCharger:
             run stage sends next then has nothing left to do."""
             db: sqlite3.Connection = driver._conn
             try:
-                if not db.in_transaction:  # a read-only call: its savepoint must not commit
-                    db.execute("BEGIN")
+                if charge.rows and not db.in_transaction:
+                    db.execute("BEGIN")  # a read-only call's savepoint must not commit by itself
                 outcome = statements(db)
                 if outcome == "ok":
                     _before_commit(hooks, db)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from apiforge.billing.charging import SqliteWriter, WriterCharge
+from apiforge.core.commits import CommitRefused
 from apiforge.core.errors import UnavailableError
 
 STAMP = "2026-11-21 00:00:00.000000"
@@ -168,3 +169,85 @@ async def test_closing_while_opening_closes_what_was_opened(tmp_path: Path) -> N
     (outcome,) = await asyncio.gather(first, return_exceptions=True)
     assert writer._connection is None
     assert outcome == "ok" or isinstance(outcome, UnavailableError)
+
+
+class Refusing:
+    """Commit hooks (core/commits.py) that refuse a group's first commit, naming charges to
+    refuse in the writer's one-at-a-time retry; then fail or pass the retry's commit."""
+
+    def __init__(self, refuse: set[str], fail_retry: bool = False) -> None:
+        self.refuse, self.fail_retry = refuse, fail_retry
+        self.refusing: set[str] = set()
+        self.commits = 0
+        self.armed = False
+
+    def before_commit(self, db: sqlite3.Connection) -> None:
+        if not self.armed:
+            return
+        self.commits += 1
+        if self.commits == 1:
+            self.refusing = set(self.refuse)
+            raise CommitRefused("held elsewhere")
+        if self.fail_retry:
+            raise RuntimeError("the disk is full")
+
+    def after_rollback(self) -> None:
+        pass
+
+
+def guarded(name: str, amount: int, hooks: Refusing) -> WriterCharge:
+    """A charge whose carried row a hook may refuse after its debit: its own savepoint undoes
+    it, as `SqliteCharger`'s statements do (which open no transaction of their own)."""
+    plain = charge(name, amount)
+
+    def insert(db: sqlite3.Connection) -> bool:
+        if name in hooks.refusing:
+            hooks.refusing.discard(name)
+            return False
+        db.execute("INSERT INTO rows VALUES (?)", (name,))
+        return True
+
+    def alone(db: sqlite3.Connection) -> str:
+        db.execute("SAVEPOINT charge")
+        db.execute("UPDATE wallets SET balance = balance - ? WHERE id = 'payer'", (amount,))
+        for wallet, credit in plain.credits:
+            db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (credit, wallet))
+        outcome = "ok" if insert(db) else "refused"
+        if outcome != "ok":
+            db.execute("ROLLBACK TO charge")
+        db.execute("RELEASE charge")
+        return outcome
+
+    plain.insert, plain.alone = insert, alone
+    return plain
+
+
+@pytest.mark.parametrize("fail_retry", [False, True])
+async def test_a_hook_refusing_a_commit_has_the_group_retried_in_one_transaction(
+    tmp_path: Path, fail_retry: bool
+) -> None:
+    """The refused charge writes and moves nothing, the others commit together; and the retry
+    is one transaction (a charge's savepoint must not commit it alone): when its commit fails,
+    nothing of the group is kept."""
+    path = tmp_path / "w.db"
+    make_db(path, 100)
+    hooks = Refusing({"b"}, fail_retry)
+    writer = SqliteWriter(str(path), [hooks])
+    try:
+        await writer.submit(guarded("warm", 1, hooks))  # opens the connection
+        hooks.armed = True
+        outcomes = await asyncio.gather(
+            *(writer.submit(guarded(name, 10, hooks)) for name in ("a", "b", "c"))
+        )
+    finally:
+        await writer.close()
+    balances, rows = state(path)
+    assert sum(balances.values()) == 100
+    if fail_retry:
+        assert all(o.startswith("error") for o in outcomes)
+        assert rows == ["warm"]
+        assert balances["payer"] == 100 - 1
+    else:
+        assert list(outcomes) == ["ok", "refused", "ok"]
+        assert rows == ["a", "c", "warm"]
+        assert balances["payer"] == 100 - 1 - 20
