@@ -3,8 +3,11 @@ at a torn tail, and sealed indexes found by binary search and refused when damag
 
 import hashlib
 import os
+import struct
+import zlib
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
 from apiforge.idempotency import segments
@@ -144,3 +147,46 @@ def test_a_damaged_index_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"AF")
     with pytest.raises(ValueError, match="not an index"):
         Index(path)
+
+
+def first_format(parts: list[bytes]) -> bytes:
+    """The same record as the first format wrote it: magic "AFr1", zlib's CRC-32."""
+    data = b"".join(parts)
+    covered = data[12:]  # the layout is the same: only the magic and the CRC differ
+    return b"AFr1" + data[4:8] + struct.pack("<I", zlib.crc32(covered)) + covered
+
+
+def test_records_and_indexes_of_the_first_format_still_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "1.log"
+    body = os.urandom(12_000)
+    old = first_format(record(1, body))
+    new = b"".join(record(2))
+    path.write_bytes(old + new)
+    scanned = segments.scan(path)
+    assert [r.seq for r in scanned.records] == [1, 2]  # a log written before and after
+    fd = os.open(path, os.O_RDWR)
+    try:
+        read = segments.read(fd, 0, len(old))
+        assert read is not None
+        assert read[2] == body
+        os.pwrite(fd, b"y", len(old) - 10)  # still checked: one byte of its body changed
+        assert segments.read(fd, 0, len(old)) is None
+    finally:
+        os.close(fd)
+    index = tmp_path / "1.idx"
+    segments.write_index(index, [(rid("k"), 0, 10, 1, 0, 1)], 1, 1)
+    written = index.read_bytes()
+    head, entries = written[: segments.INDEX_HEAD.size], written[segments.INDEX_HEAD.size :]
+    magic, count, first, last, latest, _ = segments.INDEX_HEAD.unpack(head)
+    assert magic == b"AFx2"
+    old_head = segments.INDEX_HEAD.pack(b"AFx1", count, first, last, latest, zlib.crc32(entries))
+    index.write_bytes(old_head + entries)
+    assert Index(index).find(rid("k")) == Entry(rid("k"), 0, 10, 1, 0, 1)
+
+
+def test_a_record_carries_the_crc32c_of_what_follows_its_crc() -> None:
+    data = b"".join(record(3, b"payload"))
+    (crc,) = struct.unpack_from("<I", data, 8)
+    assert data[:4] == b"AFr2"
+    assert crc == google_crc32c.value(data[12:])
+    assert crc != zlib.crc32(data[12:])
