@@ -144,6 +144,25 @@ class IdempotencyStore:
                 self._log_opened = True
         return log
 
+    def claim_fresh(self, record_id: str, fingerprint: str) -> Claim | None:
+        """The common case of `claim_gateway`, without awaiting: a key this process never saw,
+        in the process that owns the answer log, is claimed here and now (`claim_local` without
+        a lookup). None: anything else (not the owner, a key in flight, one the filter of known
+        ids may hold); `claim_gateway` decides."""
+        log, known = self.log, self.known
+        if (
+            not self._log_opened
+            or log is None
+            or not log.owner
+            or known is None
+            or record_id in self._inflight
+            or known.add(record_id)  # "maybe held": added all the same, then looked up
+        ):
+            return None
+        claim = Claim(record_id, self.local_owner, local=True, fingerprint=fingerprint)
+        self._inflight[record_id] = claim
+        return claim
+
     async def claim_gateway(
         self, conn: AsyncConnection, reader: SqliteReader | None, record_id: str, fingerprint: str
     ) -> Claim | StoredResponse:

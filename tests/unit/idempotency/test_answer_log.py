@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from apiforge.core.db import sqlite_stamp
+from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
+from apiforge.idempotency.store import Claim, IdempotencyStore
 from apiforge.migrate import upgrade
 from apiforge.tools.clock import utcnow
 
@@ -301,3 +303,38 @@ def _abandon(log: AnswerLog) -> None:
     log._lock_fd = -1
     log._closed = True
     log._maintenance.shutdown(wait=True)
+
+
+async def test_only_a_key_never_seen_is_claimed_without_awaiting(database: str) -> None:
+    """`claim_fresh`, the gateway's common case, claims a key the filter has never held in the
+    process that owns the log, and leaves every other case to the lookups of `claim_gateway`:
+    a key in flight, one whose answer is stored, any key while the filter is not loaded."""
+    settings = Settings(data_dir=Path(database).parent)
+    store = IdempotencyStore(settings)
+    try:
+        assert store.claim_fresh(rid("a"), "f") is None  # the log is not open yet
+        found = await store.answer_log()
+        assert found is not None
+        assert found.owner
+        assert store.known is not None
+        store.known.load_soon(database)  # the filter loads once (until then: "maybe")
+        for _ in range(500):
+            if not store.known.may_hold(rid("never")):
+                break
+            await asyncio.sleep(0.01)
+        claim = store.claim_fresh(rid("a"), "f")
+        assert claim is not None
+        assert claim.local
+        assert store._inflight[rid("a")] is claim
+        assert store.claim_fresh(rid("a"), "f") is None  # in flight: 409 or 422 decided later
+        store.settle_local(claim, committed=False)
+        assert rid("a") not in store._inflight
+        assert store.claim_fresh(rid("a"), "f") is None  # the filter knows it now: looked up
+        reader = SqliteReader(database)
+        try:
+            again = await store.claim_local(reader, rid("a"), "f")  # nothing stored: claimed
+            assert isinstance(again, Claim)
+        finally:
+            await reader.close()
+    finally:
+        await store.close()

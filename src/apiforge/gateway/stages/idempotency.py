@@ -96,7 +96,11 @@ class IdempotencyStage:
             rid = ""
         if rid:
             print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
-            outcome = await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
+            outcome: Claim | StoredResponse | None = None
+            if self.reader is not None:  # a fresh key, claimed in memory without awaiting
+                outcome = self.store.claim_fresh(rid, print_)
+            if outcome is None:
+                outcome = await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
             if isinstance(outcome, StoredResponse):
                 # A replay answers before the token is looked at: a retry that carries the same
                 # token and key gets the first answer, not `duplicate_request`.

@@ -8,14 +8,17 @@ counts in no window and holds no place; an admitted one holds its places until
 `TrafficRelease` gives them back after the call, refused later or not, client gone or not.
 """
 
+from dataclasses import dataclass
+
 from apiforge.gateway.context import GatewayContext
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
 from apiforge.traffic.frequency import Rate
 from apiforge.traffic.headers import policy
-from apiforge.traffic.rules import UNLIMITED
+from apiforge.traffic.rules import UNLIMITED, ApiLimits, PlanRates
 
 WINDOW = 60
+MAX_SHAPES = 10_000
 
 
 class TrafficStage:
@@ -23,6 +26,11 @@ class TrafficStage:
 
     def __init__(self, control: TrafficControl) -> None:
         self.control = control
+        # The rates and places of a caller on an API, with their `RateLimit-Policy`, as last
+        # built from the app's limits and the plan's rates: reused while the rules cache hands
+        # out the same objects (read again at most every few seconds), so most calls build
+        # nothing. Keyed by everything a counter's name holds.
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
 
     async def on_request(self, ctx: GatewayContext) -> None:
         assert ctx.connection is not None
@@ -34,31 +42,62 @@ class TrafficStage:
         limits = (await rules.app(ctx.connection, app_id)).of(api)
         plan = await rules.plan(ctx.connection, workspace)
         caller_id = caller.key_id or f"acct:{caller.account_id}"
-        rates: list[Rate] = []
-        if limits.ip_per_minute is not None:
-            key = f"ip:{app_id}:{api}:{ctx.client_ip}"
-            rates.append(Rate("ip", key, limits.ip_per_minute, WINDOW))
-        if limits.key_per_minute is not None:
-            key = f"key:{app_id}:{api}:{caller_id}"
-            rates.append(Rate("key", key, limits.key_per_minute, WINDOW))
-        if plan.requests_per_minute != UNLIMITED:
-            rates.append(Rate("plan", f"plan:{workspace}", plan.requests_per_minute, WINDOW))
-        slots: list[Slot] = []
-        if limits.concurrent_per_key is not None:
-            limit, counter = limits.concurrent_per_key
-            slots.append(Slot("key", f"key:{counter}:{caller_id}", limit))
-        if limits.concurrent is not None:
-            limit, counter = limits.concurrent
-            slots.append(Slot("app", f"app:{counter}", limit))
-        if plan.concurrent != UNLIMITED:
-            slots.append(Slot("plan", f"plan:{workspace}", plan.concurrent))
+        ip = ctx.client_ip if limits.ip_per_minute is not None else ""
+        key = (app_id, api, workspace, caller_id, ip)
+        shape = self._shapes.get(key)
+        if shape is None or shape.limits is not limits or shape.plan is not plan:
+            shape = _shape(limits, plan, app_id, api, workspace, caller_id, ip)
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()  # callers and IPs come and go: start afresh
+            self._shapes[key] = shape
+        rates, slots = shape.rates, shape.slots
         if not rates and not slots:
             return
-        if rates:
-            ctx.response_headers["RateLimit-Policy"] = policy(rates)
-        member = new_member()
+        if shape.policy:
+            ctx.response_headers["RateLimit-Policy"] = shape.policy
+        # A lease id names the call's places in Redis; in process a place is only a count.
+        member = new_member() if self.control.store.shared else ""
         if await self.control.admit(rates, slots, member) and slots:
             ctx.lease = (slots, member)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    limits: ApiLimits
+    plan: PlanRates
+    rates: tuple[Rate, ...]
+    slots: tuple[Slot, ...]
+    policy: str
+
+
+def _shape(
+    limits: ApiLimits,
+    plan: PlanRates,
+    app_id: str,
+    api: str,
+    workspace: str,
+    caller_id: str,
+    ip: str,
+) -> _Shape:
+    """The counters a call of `caller_id` (from `ip`) on `api` is subject to."""
+    rates: list[Rate] = []
+    if limits.ip_per_minute is not None:
+        rates.append(Rate("ip", f"ip:{app_id}:{api}:{ip}", limits.ip_per_minute, WINDOW))
+    if limits.key_per_minute is not None:
+        key = f"key:{app_id}:{api}:{caller_id}"
+        rates.append(Rate("key", key, limits.key_per_minute, WINDOW))
+    if plan.requests_per_minute != UNLIMITED:
+        rates.append(Rate("plan", f"plan:{workspace}", plan.requests_per_minute, WINDOW))
+    slots: list[Slot] = []
+    if limits.concurrent_per_key is not None:
+        limit, counter = limits.concurrent_per_key
+        slots.append(Slot("key", f"key:{counter}:{caller_id}", limit))
+    if limits.concurrent is not None:
+        limit, counter = limits.concurrent
+        slots.append(Slot("app", f"app:{counter}", limit))
+    if plan.concurrent != UNLIMITED:
+        slots.append(Slot("plan", f"plan:{workspace}", plan.concurrent))
+    return _Shape(limits, plan, tuple(rates), tuple(slots), policy(rates) if rates else "")
 
 
 class TrafficRelease:
