@@ -136,6 +136,34 @@ async def test_a_failed_keyed_call_frees_its_key_without_a_write(
     data_of(good)
 
 
+async def test_an_answer_past_its_retention_is_not_replayed_and_its_key_runs_again(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    app_id, consumer, key_id, secret = await _setup(client)
+    log = idempotency_store(app.state.gateway_state).log
+    assert log is not None
+    rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", "short-lived")
+    kept = await hit(client, secret, app_id, 1, **{KEY: "short-lived"})
+    assert kept.status_code == 200
+    assert (await hit(client, secret, app_id, 1, **{KEY: "short-lived"})).headers[
+        "Idempotent-Replayed"
+    ] == "1"
+    assert await total(client, secret, app_id) == 1
+    log.retention_us = 0  # answers from now on are kept for no time: as if their 24 h were over
+    expiring = await hit(client, secret, app_id, 2, **{KEY: "expiring"})
+    assert expiring.status_code == 200
+    again = await hit(client, secret, app_id, 3, **{KEY: "expiring"})  # another payload: no 422
+    assert again.status_code == 200
+    assert "Idempotent-Replayed" not in again.headers
+    assert await total(client, secret, app_id) == 3  # the expired key ran a second time
+    found = log.find(rid)  # the answer kept for 24 h is still found and replayed
+    assert found is not None
+    assert found.live()
+    replay = await hit(client, secret, app_id, 1, **{KEY: "short-lived"})
+    assert replay.headers["Idempotent-Replayed"] == "1"
+    assert replay.content == kept.content
+
+
 async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
     app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -268,6 +268,10 @@ class Found:
     expires_us: int
     lost: bool
 
+    def live(self) -> bool:
+        """Not expired yet: an answer a request with its key is given."""
+        return self.expires_us > time.time_ns() // 1000
+
 
 @dataclass(eq=False, slots=True)
 class Segment:

@@ -275,7 +275,7 @@ class IdempotencyStore:
         if known.add(record_id):  # else certainly nothing stored: a fresh key reads nothing
             known.load_soon(reader.path, self._inflight.keys(), log.known_ids)
             found = log.find(record_id)
-            if found is not None and found.expires_us > time.time_ns() // 1000:
+            if found is not None and found.live():
                 return await self._replayed(found, fingerprint)
             row = reader.peek(partial(_read_record, record_id))  # a point lookup: no hop
             if row is not None:
@@ -362,7 +362,7 @@ class IdempotencyStore:
         released); else the claim stands, and the log's owner, finding the row, will refuse a
         gateway answer of the key from now on."""
         found = await db.run(lambda: log.find(claim.id, db.raw))
-        if found is None or found.expires_us <= time.time_ns() // 1000:
+        if found is None or not found.live():
             return claim
         try:
             return await self._replayed(found, fingerprint)
@@ -650,7 +650,7 @@ def _rowcount(statement: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Conn
 def _answered(log: AnswerLog, db: sqlite3.Connection, record_id: str) -> bool:
     """Whether the answer log holds a live answer of `record_id` (read on `db`'s thread)."""
     found = log.find(record_id, db)
-    return found is not None and found.expires_us > time.time_ns() // 1000
+    return found is not None and found.live()
 
 
 def _written_now(log: AnswerLog, db: sqlite3.Connection, answer: Answer) -> bool:
