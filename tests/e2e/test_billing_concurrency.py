@@ -105,7 +105,7 @@ async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient, ap
     await _check(app, client, m, covered)
     if not DATABASE_URL:
         writer = app.state.gateway_state.extra["charger"].writer
-        assert (writer._connection is not None) == (api == "listed")
+        assert (writer._own.connection is not None) == (api == "listed")
     # the same again after a top-up that arrives while nothing is in flight
     await top_up(client, m.admin, m.consumer.workspace_id, 7 * PRICE)
     again = await _race([client], m, 20, api)

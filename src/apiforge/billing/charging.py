@@ -47,14 +47,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apiforge.billing.ledger import ensure_wallets, lock_order
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
 from apiforge.core.commits import CommitHooks, CommitRefused
-from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
+from apiforge.core.db import sqlite_file, sqlite_stamp
 from apiforge.core.errors import (
     ApiforgeError,
     ConflictError,
     PaymentRequiredError,
-    UnavailableError,
 )
 from apiforge.core.lazydb import driver_rows
+from apiforge.core.own_sqlite import OwnSqlite
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 from apiforge.usage.buffer import _storable
@@ -324,14 +324,12 @@ class SqliteWriter:
     def __init__(self, path: str, hooks: list[CommitHooks] | None = None) -> None:
         self.path = path
         self.hooks = [] if hooks is None else hooks
-        self._connection: aiosqlite.Connection | None = None
-        self._opening = asyncio.Lock()
-        self._closed = False  # once closed, never reopened: nothing would close it again
+        self._own = OwnSqlite(path)
         # Used on the writer thread only: the group's charges since the last commit.
         self._pending: list[tuple[asyncio.Future[str], WriterCharge]] = []
 
     async def submit(self, charge: WriterCharge) -> str:
-        connection = self._connection or await self._open()
+        connection = self._own.connection or await self._own.get()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         queue = connection._tx
@@ -409,31 +407,9 @@ class SqliteWriter:
         for waiting, _ in pending:
             waiting.get_loop().call_soon_threadsafe(_fail, waiting, exc)
 
-    async def _open(self) -> aiosqlite.Connection:
-        async with self._opening:
-            if self._closed:
-                raise UnavailableError("The server is stopping; retry the call")
-            if self._connection is None:
-                connection = await aiosqlite.connect(self.path)
-                for pragma in SQLITE_PRAGMAS:
-                    await connection.execute(pragma)
-                self._connection = connection
-            return self._connection
-
-    def _flush(self) -> None:
-        """On the writer thread: commit what waits (a charge always expects a later commit)."""
-        assert self._connection is not None
-        self._commit(self._connection._conn)
-
     async def close(self) -> None:
-        self._closed = True
-        async with self._opening:  # an opening in progress finishes first, then is closed
-            pass
-        if self._connection is not None:
-            driver: Any = self._connection
-            await driver._execute(self._flush)
-            connection, self._connection = self._connection, None
-            await connection.close()
+        """Commit what waits (a charge always expects a later commit), then close."""
+        await self._own.close(self._commit)
 
 
 def _before_commit(hooks: list[CommitHooks], db: sqlite3.Connection) -> None:

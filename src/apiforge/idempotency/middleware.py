@@ -32,11 +32,11 @@ from apiforge.idempotency.keys import (
 )
 from apiforge.idempotency.store import (
     Claim,
-    DuplicateRequestError,
     IdempotencyStore,
     StoredResponse,
     shared_store,
 )
+from apiforge.idempotency.tokens import DuplicateRequestError
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +101,7 @@ class IdempotencyMiddleware:
                     digest = token_id(raw_token)
                     if digest is None:
                         raise DuplicateRequestError()
-                    await store.consume_token(conn, digest, caller.principal)
+                    await store.tokens.consume(conn, digest, caller.principal)
                 await conn.commit()
             except BaseException:
                 await conn.rollback()

@@ -13,5 +13,5 @@ class IdempotencyTokenService:
 
     async def issue(self, principal: str) -> IdempotencyTokenRead:
         """A token only `principal` can spend, once, before it expires."""
-        token, expires = await self.store.issue_token(await self.session.connection(), principal)
+        token, expires = await self.store.tokens.issue(await self.session.connection(), principal)
         return IdempotencyTokenRead(token=token, expires_time=expires)

@@ -10,49 +10,38 @@ the database otherwise (one conditional DELETE).
 """
 
 import asyncio
-import hashlib
-import secrets
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-import aiosqlite
 import orjson
 import structlog
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apiforge.core.db import SQLITE_PRAGMAS, sqlite_file, sqlite_stamp
-from apiforge.core.errors import ApiforgeError, ConflictError, UnavailableError
+from apiforge.core.db import sqlite_file, sqlite_stamp
+from apiforge.core.errors import ApiforgeError, ConflictError
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
 from apiforge.idempotency.known import KnownKeys
-from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
+from apiforge.idempotency.models import IdempotencyRecord
 from apiforge.idempotency.segments import Found
+from apiforge.idempotency.sqlite_db import SqliteWriter, StoreDb, call_db, rowcount, run_committed
+from apiforge.idempotency.tokens import TOKENS, TokenStore
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 
 log = structlog.get_logger(__name__)
 
 RECORDS = cast(Table, IdempotencyRecord.__table__)
-TOKENS = cast(Table, IdempotencyToken.__table__)
 SWEEP_INTERVAL = 300.0  # seconds between sweeps of expired rows, per process
 SWEEP_BATCH = 500
-
-# Compare-and-delete: a token is spent only by the caller it was issued to.
-_CONSUME_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class KeyInUseError(ConflictError):
@@ -75,11 +64,6 @@ class AnswerLostError(ConflictError):
         "The request with this idempotency key ran, but its stored answer was lost in a crash; "
         "check its effects before sending it again under a new key"
     )
-
-
-class DuplicateRequestError(ConflictError):
-    reason = "duplicate_request"
-    message = "This anti-duplicate token was already used (or never issued to you)"
 
 
 @dataclass(slots=True)
@@ -106,14 +90,13 @@ class IdempotencyStore:
     def __init__(self, settings: Settings, redis: Any = None) -> None:
         self.retention = timedelta(seconds=settings.idempotency_retention_seconds)
         self.lease = timedelta(seconds=settings.idempotency_lease_seconds)
-        self.token_ttl = settings.idempotency_token_ttl_seconds
-        self.redis = redis
-        self.prefix = f"{settings.redis_prefix}idem-token:"
-        self._consume = redis.register_script(_CONSUME_LUA) if redis is not None else None
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
         # Embedded SQLite: claims go through one connection of the store's own (one hop each,
         # no pool checkout: a read-only call then never needs a pooled connection at all).
         self.writer = SqliteWriter.for_url(settings.resolved_database_url)
+        # Anti-duplicate tokens: Redis when configured, else the database (tokens.py).
+        ttl = settings.idempotency_token_ttl_seconds
+        self.tokens = TokenStore(ttl, redis, settings.redis_prefix, self.writer)
         # Embedded SQLite: the gateway's answers, in a log of files (answer_log.py), opened on
         # first use; the process that owns it claims gateway keys in memory (`claim_local`).
         path = sqlite_file(settings.resolved_database_url)
@@ -329,7 +312,7 @@ class IdempotencyStore:
         another process holds the key: the caller must roll back."""
         log = self.log
         assert log is not None
-        own = await _sqlite_db(conn) if getattr(conn, "started", True) else None
+        own = await call_db(conn) if getattr(conn, "started", True) else None
         if own is not None:
             answer = self.answer(claim, response)
             if not conn.in_transaction():
@@ -356,7 +339,7 @@ class IdempotencyStore:
             del self._inflight[claim.id]
 
     async def _unless_logged(
-        self, db: "_Sqlite", log: AnswerLog, claim: Claim, fingerprint: str
+        self, db: StoreDb, log: AnswerLog, claim: Claim, fingerprint: str
     ) -> Claim | StoredResponse:
         """A claim row was just committed: an answer the log holds for the key wins (the row is
         released); else the claim stands, and the log's owner, finding the row, will refuse a
@@ -375,7 +358,7 @@ class IdempotencyStore:
         """Store the response on the claimed row, in the caller's transaction (not committed
         here). 409 when the claim was lost (its lease ran out and another request took it): the
         caller must roll back, so only one request's effects ever commit."""
-        db = await _sqlite_db(conn)
+        db = await call_db(conn)
         if db is not None:
             if not conn.in_transaction():
                 # So that the caller's commit reaches the driver (SQLAlchemy commits only a
@@ -398,7 +381,7 @@ class IdempotencyStore:
             raise KeyInUseError()
 
     async def _claim_sqlite(
-        self, db: "_Sqlite", record_id: str, fingerprint: str, owner: str
+        self, db: StoreDb, record_id: str, fingerprint: str, owner: str
     ) -> Claim | StoredResponse | None:
         """The claim in one hop to aiosqlite's thread, on the driver's connection: the same
         statements as the portable path, without SQLAlchemy's per-statement cost (~150 us each
@@ -467,7 +450,7 @@ class IdempotencyStore:
         return outcome
 
     async def _complete_sqlite(
-        self, db: "_Sqlite", claim: Claim, response: StoredResponse, *, commit: bool = False
+        self, db: StoreDb, claim: Claim, response: StoredResponse, *, commit: bool = False
     ) -> int:
         """The completion in one hop: inside the connection's open transaction (committed by
         its owner), or committed here (`commit`, the store's own connection). 0 when the claim
@@ -491,26 +474,10 @@ class IdempotencyStore:
             return done
 
         if commit:
-            done: int = await self._run_committed(db, complete)
+            done: int = await run_committed(db, complete)
         else:
             done = await db.run(lambda: complete(db.raw))
         return done
-
-    @staticmethod
-    async def _run_committed(db: "_Sqlite", work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """`work(connection)` and its commit in one hop on the store's connection; its result."""
-
-        def run() -> Any:
-            sql = db.raw
-            try:
-                result = work(sql)
-                sql.commit()
-            except BaseException:
-                sql.rollback()
-                raise
-            return result
-
-        return await db.run(run)
 
     def _sweep_due(self) -> bool:
         if time.monotonic() < self._next_sweep:
@@ -538,7 +505,7 @@ class IdempotencyStore:
         afresh. Commits (on SQLite on the store's own connection; else on `conn`)."""
         if self.writer is not None:
             params = (claim.id, claim.owner)
-            await self._run_committed(await self.writer.get(), _rowcount(_SQLITE_RELEASE, params))
+            await run_committed(await self.writer.get(), rowcount(_SQLITE_RELEASE, params))
             return
         assert conn is not None
         await conn.execute(
@@ -549,46 +516,6 @@ class IdempotencyStore:
             )
         )
         await conn.commit()
-
-    async def issue_token(self, conn: AsyncConnection, principal: str) -> tuple[str, datetime]:
-        """A new one-time token bound to `principal` (the caller commits the database row)."""
-        token = secrets.token_urlsafe(32)
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        expires = utcnow() + timedelta(seconds=self.token_ttl)
-        if self.redis is not None:
-            try:
-                await self.redis.set(self.prefix + digest, principal, ex=self.token_ttl)
-            except Exception as exc:
-                raise _redis_down("issue") from exc
-        else:
-            await conn.execute(
-                insert(TOKENS).values(id=digest, principal=principal, expires_at=expires)
-            )
-        return token, expires
-
-    async def consume_token(self, conn: AsyncConnection, digest: str, principal: str) -> None:
-        """Spend a token atomically (one compare-and-delete); 409 `duplicate_request` when it was
-        spent already, expired, or issued to someone else. Commits on the database."""
-        if self._consume is not None:
-            try:
-                spent = await self._consume(keys=[self.prefix + digest], args=[principal])
-            except Exception as exc:
-                raise _redis_down("consume") from exc
-        elif self.writer is not None:
-            consume = _rowcount(_SQLITE_CONSUME, (digest, principal, _stamp(utcnow())))
-            spent = await self._run_committed(await self.writer.get(), consume)
-        else:
-            result = await conn.execute(
-                delete(TOKENS).where(
-                    TOKENS.c.id == digest,
-                    TOKENS.c.principal == principal,
-                    TOKENS.c.expires_at > utcnow(),
-                )
-            )
-            await conn.commit()
-            spent = result.rowcount
-        if spent != 1:
-            raise DuplicateRequestError()
 
     async def sweep(self, conn: AsyncConnection, now: datetime | None = None) -> int:
         """Delete up to one batch of dead records and tokens (not committed here). A record
@@ -635,16 +562,10 @@ _SQLITE_COMPLETE = (
     "WHERE id = ? AND owner = ?"
 )
 _SQLITE_RELEASE = "DELETE FROM idempotency_records WHERE id = ? AND owner = ? AND status IS NULL"
-_SQLITE_CONSUME = "DELETE FROM idempotency_tokens WHERE id = ? AND principal = ? AND expires_at > ?"
 _SQLITE_SWEEP = (
     "DELETE FROM {table} WHERE id IN "  # our two table names only
     "(SELECT id FROM {table} WHERE {column} <= ? LIMIT {batch})"
 )
-
-
-def _rowcount(statement: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
-    """One statement, as work for `_run_committed`: the number of rows it changed."""
-    return lambda db: int(db.execute(statement, params).rowcount)
 
 
 def _answered(log: AnswerLog, db: sqlite3.Connection, record_id: str) -> bool:
@@ -685,72 +606,6 @@ def _sweep_sqlite(sql: sqlite3.Connection, records_horizon: str, stamp: str) -> 
         log.info("idempotency_swept", removed=removed)
 
 
-@dataclass(frozen=True, slots=True)
-class _Sqlite:
-    """aiosqlite's connection: `raw` is its sqlite3 connection, used only inside `run`, which
-    executes a function in aiosqlite's own thread (one hop, in order with its other work)."""
-
-    driver: Any
-
-    @property
-    def raw(self) -> sqlite3.Connection:
-        raw: sqlite3.Connection = self.driver._conn
-        return raw
-
-    async def run(self, fn: Any) -> Any:
-        return await self.driver._execute(fn)
-
-
-class SqliteWriter:
-    """The store's own connection to the embedded database file, opened on first use and
-    shared by the process's requests; aiosqlite runs their functions in order on its thread."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._db: _Sqlite | None = None
-        self._opening = asyncio.Lock()
-        self._closed = False  # once closed, never reopened: nothing would close it again
-
-    @classmethod
-    def for_url(cls, url: str) -> "SqliteWriter | None":
-        """A writer for an SQLite file; None for other databases and in-memory SQLite."""
-        path = sqlite_file(url)
-        return None if path is None else cls(path)
-
-    async def get(self) -> "_Sqlite":
-        if self._db is not None:
-            return self._db
-        async with self._opening:
-            if self._closed:
-                raise UnavailableError("The server is stopping; retry the call")
-            if self._db is None:
-                connection = await aiosqlite.connect(self.path)
-                for pragma in SQLITE_PRAGMAS:
-                    await connection.execute(pragma)
-                self._db = _Sqlite(connection)
-            return self._db
-
-    async def close(self) -> None:
-        self._closed = True
-        async with self._opening:  # an opening in progress finishes first, then is closed
-            pass
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.driver.close()
-
-
-async def _sqlite_db(conn: AsyncConnection) -> _Sqlite | None:
-    """The embedded database's driver connection, when it has the aiosqlite layout we use (as
-    billing/charging.py does); None on PostgreSQL or another layout (the portable path)."""
-    if conn.dialect.name != "sqlite":
-        return None
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    if not (hasattr(driver, "_execute") and hasattr(driver, "_conn")):
-        return None
-    return _Sqlite(driver)
-
-
 STORE_KEY = "idempotency_store"
 
 
@@ -775,11 +630,3 @@ def _insert_ignoring_conflict(conn: AsyncConnection) -> Any:
     if conn.dialect.name == "postgresql":
         return pg_insert(RECORDS).on_conflict_do_nothing(index_elements=["id"])
     return sqlite_insert(RECORDS).on_conflict_do_nothing(index_elements=["id"])
-
-
-def _redis_down(operation: str) -> UnavailableError:
-    """Tokens fail closed: without Redis nobody can tell a first use from a second."""
-    log.warning("idempotency_redis_unavailable", operation=operation)
-    return UnavailableError(
-        "Anti-duplicate tokens are unavailable; retry shortly", reason="idempotency_unavailable"
-    )

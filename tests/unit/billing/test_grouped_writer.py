@@ -67,8 +67,8 @@ async def test_a_group_that_fits_moves_each_wallet_once(tmp_path: Path) -> None:
     seen: list[str] = []
     try:
         await writer.submit(charge("warm", 10))  # opens the connection
-        assert writer._connection is not None
-        connection: Any = writer._connection
+        assert writer._own.connection is not None
+        connection: Any = writer._own.connection
         await connection._execute(lambda: connection._conn.set_trace_callback(seen.append))
         outcomes = await asyncio.gather(*(writer.submit(charge(f"c{i}", 30)) for i in range(20)))
     finally:
@@ -155,7 +155,7 @@ async def test_a_closed_writer_refuses_work_and_opens_nothing(tmp_path: Path) ->
     await writer.close()
     with pytest.raises(UnavailableError):
         await writer.submit(charge("after", 10))
-    assert writer._connection is None
+    assert writer._own.connection is None
     assert state(path)[1] == ["before"]
 
 
@@ -167,7 +167,7 @@ async def test_closing_while_opening_closes_what_was_opened(tmp_path: Path) -> N
     await asyncio.sleep(0)  # the submit is inside its opening
     await writer.close()
     (outcome,) = await asyncio.gather(first, return_exceptions=True)
-    assert writer._connection is None
+    assert writer._own.connection is None
     assert outcome == "ok" or isinstance(outcome, UnavailableError)
 
 

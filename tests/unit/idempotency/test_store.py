@@ -16,15 +16,15 @@ from apiforge.core.settings import Settings
 from apiforge.core.shared import make_redis
 from apiforge.idempotency.keys import token_id
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
+from apiforge.idempotency.sqlite_db import SqliteWriter
 from apiforge.idempotency.store import (
     Claim,
-    DuplicateRequestError,
     IdempotencyStore,
     KeyInUseError,
     KeyMismatchError,
-    SqliteWriter,
     StoredResponse,
 )
+from apiforge.idempotency.tokens import DuplicateRequestError
 from apiforge.tools.clock import utcnow
 
 RID = "7e" * 32  # record ids are SHA-256 hex digests
@@ -152,22 +152,22 @@ async def test_tokens_are_spent_once_by_their_owner(
     engine: AsyncEngine, store: IdempotencyStore
 ) -> None:
     async with engine.connect() as conn:
-        token, expires = await store.issue_token(conn, "key:one")
+        token, expires = await store.tokens.issue(conn, "key:one")
         await conn.commit()
         assert expires > utcnow()
         digest = token_id(token)
         assert digest is not None
         with pytest.raises(DuplicateRequestError):
-            await store.consume_token(conn, digest, "key:two")  # someone else's
-        await store.consume_token(conn, digest, "key:one")
+            await store.tokens.consume(conn, digest, "key:two")  # someone else's
+        await store.tokens.consume(conn, digest, "key:one")
         with pytest.raises(DuplicateRequestError):
-            await store.consume_token(conn, digest, "key:one")
+            await store.tokens.consume(conn, digest, "key:one")
 
 
 async def test_expired_tokens_are_refused(engine: AsyncEngine, settings: Settings) -> None:
     store = IdempotencyStore(settings)  # the database path, whatever the suite's backend
     async with engine.connect() as conn, _closing(store):
-        token, _ = await store.issue_token(conn, "key:one")
+        token, _ = await store.tokens.issue(conn, "key:one")
         await conn.execute(
             update(IdempotencyToken).values(expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -175,7 +175,7 @@ async def test_expired_tokens_are_refused(engine: AsyncEngine, settings: Setting
         digest = token_id(token)
         assert digest is not None
         with pytest.raises(DuplicateRequestError):
-            await store.consume_token(conn, digest, "key:one")
+            await store.tokens.consume(conn, digest, "key:one")
 
 
 async def test_a_claim_sweeps_when_due(engine: AsyncEngine, store: IdempotencyStore) -> None:

@@ -34,12 +34,12 @@ from apiforge.idempotency.keys import (
 )
 from apiforge.idempotency.store import (
     Claim,
-    DuplicateRequestError,
     IdempotencyStore,
     KeyInUseError,
     StoredResponse,
     shared_store,
 )
+from apiforge.idempotency.tokens import DuplicateRequestError
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +115,7 @@ class IdempotencyStage:
             digest = token_id(raw_token)
             if digest is None:
                 raise DuplicateRequestError()
-            await self.store.consume_token(ctx.connection, digest, who)
+            await self.store.tokens.consume(ctx.connection, digest, who)
 
     async def _complete(self, ctx: GatewayContext) -> None:
         """Inside the run's transaction, after the steps: the response commits with them."""
