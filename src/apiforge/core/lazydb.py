@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from apiforge.core.db import sqlite_file
@@ -111,6 +112,10 @@ def _rows_of(statements: Sequence[Statement], db: sqlite3.Connection) -> list[li
     return [db.execute(sql, params).fetchall() for sql, params in statements]
 
 
+# Whether the open transaction wrote or locked a row (either gives it a transaction id).
+_WROTE = text("SELECT txid_current_if_assigned() IS NOT NULL")
+
+
 class _LazyTransaction(AsyncTransaction):
     __slots__ = ()
 
@@ -175,19 +180,29 @@ class LazyConnection(AsyncConnection):
         if self.sync_connection is not None:
             await super().close()
 
-    async def let_go(self) -> None:
-        """Give the pooled connection back while the call holds nothing on it (SQLite: no
-        transaction open at the driver, so the call only read), before work that may wait long
-        — an HTTP step to a slow upstream: a call that read on a cache miss must not keep one
-        of the pool's few connections from the others meanwhile. The next statement checks one
-        out again. (PostgreSQL keeps its connection: a read opened a transaction there, and its
-        pool is larger.)"""
+    async def let_go(self, *, before_wait: bool = False) -> None:
+        """Give the pooled connection back while the call holds nothing on it, so a call that
+        read on a cache miss does not keep one of the pool's connections from the others while
+        it waits; the next statement checks one out again.
+
+        SQLite (before the steps, and before a wait): when no transaction is open at the driver
+        (the call only read). PostgreSQL only `before_wait` (an HTTP step to a slow upstream:
+        checking a connection out again costs a ping, worth it only then), when no transaction
+        is open (a reservation committed) or the open one neither wrote nor locked a row (it
+        has no transaction id: one round trip) and holds no savepoint."""
         connection = self.sync_connection
-        if connection is None or self.dialect.name != "sqlite":
+        if connection is None:
             return
-        driver = connection.connection.driver_connection
-        if driver is None or driver.in_transaction:
+        if self.dialect.name == "sqlite":
+            driver = connection.connection.driver_connection
+            if driver is None or driver.in_transaction:
+                return
+        elif not before_wait:
             return
+        elif super().in_transaction():
+            if self.in_nested_transaction() or await super().scalar(_WROTE):
+                return
+            await super().rollback()
         await super().close()
         self.sync_connection = None
 

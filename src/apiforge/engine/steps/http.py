@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 from pydantic import Field, field_validator
 
+from apiforge.core.lazydb import LazyConnection
 from apiforge.engine.base import LimitExceededError, RunContext
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
@@ -170,6 +171,9 @@ class HttpRequestStep:
         if budget <= 0:
             raise self._out_of_time(ctx)
         limit = min(self.timeout, budget)
+        if isinstance(ctx.connection, LazyConnection):
+            # The upstream may take its time: the pool's connection waits for no one meanwhile.
+            await ctx.connection.let_go(before_wait=True)
         try:
             async with asyncio.timeout(limit):
                 return await self._exchange(ctx, request, limit)
