@@ -17,7 +17,7 @@ from sqlalchemy import select
 from apiforge.core.db import sqlite_file
 from apiforge.core.settings import Settings
 from apiforge.gateway.stages.idempotency import idempotency_store
-from apiforge.idempotency import store as store_module
+from apiforge.idempotency import local_claims
 from apiforge.idempotency.answer_log import AnswerLog, Stored
 from apiforge.idempotency.keys import fingerprint, record_id
 from apiforge.idempotency.known import KnownKeys
@@ -80,7 +80,9 @@ async def test_a_keyed_read_only_call_stores_its_answer_with_its_charge(
     assert stored.status == 200
     assert stored.body == ran[0].content
     assert await _no_row(app, rid)
-    assert idempotency_store(app.state.gateway_state)._inflight == {}  # nothing left claimed
+    local = idempotency_store(app.state.gateway_state).local
+    assert local is not None
+    assert local.inflight == {}  # nothing left claimed
     assert (await balances(client, consumer))["balance"] == before - 100  # charged once
     await ledger_invariants(app)
 
@@ -104,7 +106,7 @@ async def test_a_key_held_by_another_process_refuses_the_call_and_changes_nothin
         for api, body in bodies.items():
             rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", f"held-{api}")
             await store.claim(conn, rid, fingerprint("POST", "/api/v1/invocations", "", body))
-    monkeypatch.setattr(store_module, "_read_record", lambda _rid, _db: None)
+    monkeypatch.setattr(local_claims, "read_record", lambda _rid, _db: None)
     for api, body in bodies.items():
         response = await client.post(
             "/api/v1/invocations",
@@ -115,7 +117,8 @@ async def test_a_key_held_by_another_process_refuses_the_call_and_changes_nothin
     monkeypatch.undo()
     assert (await balances(client, consumer))["balance"] == before  # nothing charged
     assert await total(client, secret, app_id) == 1  # the refused `hit` wrote nothing
-    assert store._inflight == {}
+    assert store.local is not None
+    assert store.local.inflight == {}
     await ledger_invariants(app)
 
 
@@ -174,7 +177,8 @@ async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
     first = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
     assert first.status_code == 200
     store = idempotency_store(app.state.gateway_state)
-    store.known = KnownKeys()  # a process started after the answer was stored
+    assert store.local is not None
+    store.local.known = KnownKeys()  # a process started after the answer was stored
     reads: list[str] = []
     original_find = AnswerLog.find
 
@@ -186,8 +190,8 @@ async def test_fresh_keys_read_nothing_once_known_and_old_answers_still_replay(
     replayed = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
     assert replayed.headers["Idempotent-Replayed"] == "1"  # read: the filter wasn't loaded
     assert replayed.content == first.content
-    if store.known._task is not None:
-        await store.known._task
+    if store.local.known._task is not None:
+        await store.local.known._task
     reads.clear()
     again = await call(client, secret, app_id, "hit", {"n": 1}, headers={KEY: "old"})
     assert again.headers["Idempotent-Replayed"] == "1"  # known: read, and replayed

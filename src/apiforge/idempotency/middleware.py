@@ -19,6 +19,7 @@ from apiforge.core.errors import ApiforgeError, ValidationError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
 from apiforge.idempotency.callers import CallerScope, management_caller
+from apiforge.idempotency.claims import Claim, StoredResponse
 from apiforge.idempotency.keys import (
     KEY_HEADER,
     REPLAYED_HEADER,
@@ -30,12 +31,7 @@ from apiforge.idempotency.keys import (
     record_id,
     token_id,
 )
-from apiforge.idempotency.store import (
-    Claim,
-    IdempotencyStore,
-    StoredResponse,
-    shared_store,
-)
+from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
 
 log = structlog.get_logger(__name__)

@@ -87,3 +87,14 @@ async def run_committed(db: StoreDb, work: Callable[[sqlite3.Connection], Any]) 
 def rowcount(statement: str, params: tuple[Any, ...]) -> Callable[[sqlite3.Connection], int]:
     """One statement, as work for `run_committed`: the number of rows it changed."""
     return lambda db: int(db.execute(statement, params).rowcount)
+
+
+_READ_RECORD = (
+    "SELECT fingerprint, owner, status, headers, body, expires_at "
+    "FROM idempotency_records WHERE id = ?"
+)
+
+
+def read_record(record_id: str, db: sqlite3.Connection) -> Any:
+    """A key's row of `idempotency_records` (the portable path's claim or answer), or None."""
+    return db.execute(_READ_RECORD, (record_id,)).fetchone()

@@ -5,16 +5,14 @@ commit in the same transaction as the call's effects (gateway), so that a crash 
 effects without a record and let a retry execute twice. The "in flight" lock is the same row,
 inserted in its own short transaction, so it holds across processes and hosts.
 
-Anti-duplicate tokens live in Redis when it is configured (one atomic compare-and-delete) and in
-the database otherwise (one conditional DELETE).
+On the embedded database the process that owns the answer log claims gateway keys in memory
+instead (local_claims.py); the rows here serve the management API and any other process.
+Anti-duplicate tokens: tokens.py.
 """
 
-import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -25,14 +23,25 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.db import sqlite_file, sqlite_stamp
-from apiforge.core.errors import ApiforgeError, ConflictError
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
-from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
-from apiforge.idempotency.known import KnownKeys
+from apiforge.idempotency.answer_log import AnswerLog
+from apiforge.idempotency.claims import (
+    Claim,
+    KeyInUseError,
+    KeyMismatchError,
+    StoredResponse,
+)
+from apiforge.idempotency.local_claims import LocalClaims
 from apiforge.idempotency.models import IdempotencyRecord
-from apiforge.idempotency.segments import Found
-from apiforge.idempotency.sqlite_db import SqliteWriter, StoreDb, call_db, rowcount, run_committed
+from apiforge.idempotency.sqlite_db import (
+    SqliteWriter,
+    StoreDb,
+    call_db,
+    read_record,
+    rowcount,
+    run_committed,
+)
 from apiforge.idempotency.tokens import TOKENS, TokenStore
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
@@ -42,46 +51,6 @@ log = structlog.get_logger(__name__)
 RECORDS = cast(Table, IdempotencyRecord.__table__)
 SWEEP_INTERVAL = 300.0  # seconds between sweeps of expired rows, per process
 SWEEP_BATCH = 500
-
-
-class KeyInUseError(ConflictError):
-    reason = "idempotency_key_in_use"
-    message = "A request with this idempotency key is still running; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
-
-
-class KeyMismatchError(ApiforgeError):
-    status = 422
-    reason = "idempotency_key_mismatch"
-    message = "This idempotency key was already used with a different request"
-
-
-class AnswerLostError(ConflictError):
-    reason = "idempotency_answer_lost"
-    message = (
-        "The request with this idempotency key ran, but its stored answer was lost in a crash; "
-        "check its effects before sending it again under a new key"
-    )
-
-
-@dataclass(slots=True)
-class Claim:
-    """This request owns the key: it must `complete` it with the response or `release` it."""
-
-    id: str
-    owner: str
-    local: bool = False  # claimed in this process's memory (`claim_local`)
-    fingerprint: str = ""
-    answer: Answer | None = None  # a local claim's answer, once handed to the answer log
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 class IdempotencyStore:
@@ -98,62 +67,30 @@ class IdempotencyStore:
         ttl = settings.idempotency_token_ttl_seconds
         self.tokens = TokenStore(ttl, redis, settings.redis_prefix, self.writer)
         # Embedded SQLite: the gateway's answers, in a log of files (answer_log.py), opened on
-        # first use; the process that owns it claims gateway keys in memory (`claim_local`).
+        # first use; the process that owns it claims gateway keys in memory (local_claims.py).
         path = sqlite_file(settings.resolved_database_url)
         retention = settings.idempotency_retention_seconds
         self.log = AnswerLog.beside(path, retention_seconds=retention) if path else None
-        self._log_opened = False
-        self._opening = asyncio.Lock()
-        # Embedded SQLite: the gateway's claims in flight, record id -> (owner, fingerprint).
-        self._inflight: dict[str, Claim] = {}
-        # Embedded SQLite: the ids that may have an answer, so a fresh key's claim reads nothing.
-        self.known = KnownKeys() if self.writer is not None else None
-        self.local_owner = new_id()  # the owner its local claims write: this process
+        self.local = (
+            LocalClaims(self.log, self.writer)
+            if self.log is not None and self.writer is not None
+            else None
+        )
 
     async def close(self) -> None:
-        if self.log is not None and self._log_opened:
-            await self.log.close()
+        if self.local is not None and self.local.opened:
+            await self.local.log.close()
         if self.writer is not None:
             await self.writer.close()
-
-    async def answer_log(self) -> AnswerLog | None:
-        """The embedded database's answer log, opened (and recovered) on first use."""
-        log = self.log
-        if log is None or self._log_opened:
-            return log
-        async with self._opening:
-            if not self._log_opened:
-                await log.open()
-                self._log_opened = True
-        return log
-
-    def claim_fresh(self, record_id: str, fingerprint: str) -> Claim | None:
-        """The common case of `claim_gateway`, without awaiting: a key this process never saw,
-        in the process that owns the answer log, is claimed here and now (`claim_local` without
-        a lookup). None: anything else (not the owner, a key in flight, one the filter of known
-        ids may hold); `claim_gateway` decides."""
-        log, known = self.log, self.known
-        if (
-            not self._log_opened
-            or log is None
-            or not log.owner
-            or known is None
-            or record_id in self._inflight
-            or known.add(record_id)  # "maybe held": added all the same, then looked up
-        ):
-            return None
-        claim = Claim(record_id, self.local_owner, local=True, fingerprint=fingerprint)
-        self._inflight[record_id] = claim
-        return claim
 
     async def claim_gateway(
         self, conn: AsyncConnection, reader: SqliteReader | None, record_id: str, fingerprint: str
     ) -> Claim | StoredResponse:
         """A gateway call's claim: in memory when this process owns the embedded database's
-        answer log (`claim_local`), else a claim row (`claim`)."""
-        log = self.log if self._log_opened else await self.answer_log()
-        if log is not None and log.owner and reader is not None:
-            return await self.claim_local(reader, record_id, fingerprint)
+        answer log (local_claims.py), else a claim row (`claim`)."""
+        local = self.local
+        if local is not None and reader is not None and (await local.open_log()).owner:
+            return await local.claim(reader, record_id, fingerprint)
         return await self.claim(conn, record_id, fingerprint)
 
     async def claim(
@@ -167,12 +104,13 @@ class IdempotencyStore:
         as well: it is looked for once the claim row is committed, so an answer committed
         before the row is found here, and one committing after it finds the row (`AnswerLog`).
         """
-        self._check_inflight(record_id, fingerprint)
+        local = self.local
+        if local is not None:
+            local.check_inflight(record_id, fingerprint)
+            local.known.add(record_id)  # before a row of it can be written
         owner = new_id()
-        if self.known is not None:
-            self.known.add(record_id)  # before a row of it can be written
         if self.writer is not None:
-            log = await self.answer_log()
+            log = await local.open_log() if local is not None else None
             db = await self.writer.get()
             fast = await self._claim_sqlite(db, record_id, fingerprint, owner)
             if isinstance(fast, Claim) and log is not None:
@@ -239,105 +177,6 @@ class IdempotencyStore:
             return StoredResponse(row.status, dict(row.headers or {}), bytes(row.body or b""))
         raise KeyInUseError()  # three lost races in a row: the key is busy
 
-    # --- the gateway's claims on the embedded database --------------------------------------------
-
-    async def claim_local(
-        self, reader: SqliteReader, record_id: str, fingerprint: str
-    ) -> Claim | StoredResponse:
-        """A gateway call's claim on the embedded database, in the process that owns its answer
-        log (one process serves it, as charging assumes, billing/charging.py): the claim lives
-        in this process's memory, and the answer is written once, to the log, by the
-        transaction that commits the call's effects (`answer`) — no claim row committed before
-        the call. A crash loses only claims whose calls had committed nothing, so a retry runs
-        afresh. Only a key the filter of known ids may hold is looked up: in the log, then among
-        the rows of the portable path (the management API's, or another process's)."""
-        self._check_inflight(record_id, fingerprint)
-        known, log = self.known, self.log
-        assert known is not None  # an embedded database
-        assert log is not None
-        if known.add(record_id):  # else certainly nothing stored: a fresh key reads nothing
-            known.load_soon(reader.path, self._inflight.keys(), log.known_ids)
-            found = log.find(record_id)
-            if found is not None and found.live():
-                return await self._replayed(found, fingerprint)
-            row = reader.peek(partial(_read_record, record_id))  # a point lookup: no hop
-            if row is not None:
-                stored, _, status, headers, body, expires = row
-                if expires > _stamp(utcnow()):
-                    if stored != fingerprint:
-                        raise KeyMismatchError()
-                    if status is None:  # claimed through the database (the portable path)
-                        raise KeyInUseError()
-                    return StoredResponse(
-                        status, orjson.loads(headers) if headers else {}, bytes(body or b"")
-                    )
-        claim = Claim(record_id, self.local_owner, local=True, fingerprint=fingerprint)
-        self._inflight[record_id] = claim
-        return claim
-
-    async def _replayed(self, found: Found, fingerprint: str) -> StoredResponse:
-        """The answer the log holds for a key, for a request with `fingerprint`."""
-        assert self.log is not None
-        if found.lost:
-            raise AnswerLostError()
-        stored = await asyncio.to_thread(self.log.read, found)
-        if stored is None:  # damaged on the disk since it was written: as good as lost
-            raise AnswerLostError()
-        if stored.fingerprint != fingerprint:
-            raise KeyMismatchError()
-        return StoredResponse(stored.status, stored.headers, stored.body)
-
-    def _check_inflight(self, record_id: str, fingerprint: str) -> None:
-        held = self._inflight.get(record_id)
-        if held is not None:
-            if held.fingerprint != fingerprint:
-                raise KeyMismatchError()
-            raise KeyInUseError()
-
-    def answer(self, claim: Claim, response: StoredResponse, *, marked: bool = True) -> Answer:
-        """A local claim's answer, to be written by the transaction of the call's effects
-        (`AnswerLog.write`, which a charge carries in `Charge.rows`) or by `complete_local`."""
-        answer = Answer(
-            claim.id, claim.fingerprint, response.status, response.headers, response.body, marked
-        )
-        claim.answer = answer
-        return answer
-
-    async def complete_local(
-        self, conn: AsyncConnection, claim: Claim, response: StoredResponse
-    ) -> None:
-        """Store a local claim's answer when no charge carries it: in the call's transaction if
-        the call used its connection (committed with its effects), else at once from the
-        store's connection (the call committed nothing: nothing to be atomic with). 409 if
-        another process holds the key: the caller must roll back."""
-        log = self.log
-        assert log is not None
-        own = await call_db(conn) if getattr(conn, "started", True) else None
-        if own is not None:
-            answer = self.answer(claim, response)
-            if not conn.in_transaction():
-                await conn.begin()  # so the caller's commit reaches the driver
-            target = own
-        else:
-            assert self.writer is not None
-            answer = self.answer(claim, response, marked=False)
-            target = await self.writer.get()
-        if not await target.run(lambda: _written_now(log, target.raw, answer)):
-            raise KeyInUseError()
-
-    def settle_local(self, claim: Claim, committed: bool) -> None:
-        """The call is over: its answer committed (from now on found in the log) or nothing of
-        the call did."""
-        answer, log = claim.answer, self.log
-        if answer is not None and log is not None:
-            claim.answer = None
-            if committed:
-                log.confirm(answer)
-            else:
-                log.forget(answer)
-        if self._inflight.get(claim.id) is claim:
-            del self._inflight[claim.id]
-
     async def _unless_logged(
         self, db: StoreDb, log: AnswerLog, claim: Claim, fingerprint: str
     ) -> Claim | StoredResponse:
@@ -347,8 +186,9 @@ class IdempotencyStore:
         found = await db.run(lambda: log.find(claim.id, db.raw))
         if found is None or not found.live():
             return claim
+        assert self.local is not None  # the log is the local claims'
         try:
-            return await self._replayed(found, fingerprint)
+            return await self.local.replayed(found, fingerprint)
         finally:
             await self.release(None, claim)
 
@@ -399,7 +239,7 @@ class IdempotencyStore:
                 stamp = _stamp(now)
                 try:
                     # Read first: a replay or a duplicate then opens no write transaction.
-                    row = sql.execute(_SQLITE_READ, (record_id,)).fetchone()
+                    row = read_record(record_id, sql)
                     if row is None:
                         inserted = sql.execute(
                             _SQLITE_CLAIM,
@@ -465,7 +305,7 @@ class IdempotencyStore:
             claim.id,
             claim.owner,
         )
-        log = self.log if self._log_opened else None
+        log = self.local.log if self.local is not None and self.local.opened else None
 
         def complete(sql: sqlite3.Connection) -> int:
             done = int(sql.execute(_SQLITE_COMPLETE, params).rowcount)
@@ -549,10 +389,6 @@ _SQLITE_CLAIM = (
     "INSERT INTO idempotency_records (id, fingerprint, owner, created_at, expires_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
-_SQLITE_READ = (
-    "SELECT fingerprint, owner, status, headers, body, expires_at "
-    "FROM idempotency_records WHERE id = ?"
-)
 _SQLITE_TAKE_OVER = (
     "UPDATE idempotency_records SET fingerprint = ?, owner = ?, status = NULL, headers = NULL, "
     "body = NULL, created_at = ?, expires_at = ? WHERE id = ? AND owner = ? AND expires_at <= ?"
@@ -572,22 +408,6 @@ def _answered(log: AnswerLog, db: sqlite3.Connection, record_id: str) -> bool:
     """Whether the answer log holds a live answer of `record_id` (read on `db`'s thread)."""
     found = log.find(record_id, db)
     return found is not None and found.live()
-
-
-def _written_now(log: AnswerLog, db: sqlite3.Connection, answer: Answer) -> bool:
-    """`answer` staged on this thread and written at once (its transaction, if any, commits
-    later, by its owner); False when another process holds the key."""
-    if not log.write(db, answer):
-        return False
-    try:
-        log.before_commit(db)
-    except AnswersRefused:
-        return False
-    return True
-
-
-def _read_record(record_id: str, db: sqlite3.Connection) -> Any:
-    return db.execute(_SQLITE_READ, (record_id,)).fetchone()
 
 
 _stamp = sqlite_stamp

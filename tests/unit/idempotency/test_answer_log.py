@@ -18,7 +18,8 @@ from apiforge.core.db import sqlite_stamp
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
-from apiforge.idempotency.store import Claim, IdempotencyStore
+from apiforge.idempotency.claims import Claim
+from apiforge.idempotency.store import IdempotencyStore
 from apiforge.migrate import upgrade
 from apiforge.tools.clock import utcnow
 
@@ -306,33 +307,33 @@ def _abandon(log: AnswerLog) -> None:
 
 
 async def test_only_a_key_never_seen_is_claimed_without_awaiting(database: str) -> None:
-    """`claim_fresh`, the gateway's common case, claims a key the filter has never held in the
-    process that owns the log, and leaves every other case to the lookups of `claim_gateway`:
+    """`LocalClaims.fresh`, the gateway's common case, claims a key the filter has never held in the
+    process that owns the log, and leaves every other case to the lookups of `LocalClaims.claim`:
     a key in flight, one whose answer is stored, any key while the filter is not loaded."""
     settings = Settings(data_dir=Path(database).parent)
     store = IdempotencyStore(settings)
+    local = store.local
+    assert local is not None
     try:
-        assert store.claim_fresh(rid("a"), "f") is None  # the log is not open yet
-        found = await store.answer_log()
-        assert found is not None
+        assert local.fresh(rid("a"), "f") is None  # the log is not open yet
+        found = await local.open_log()
         assert found.owner
-        assert store.known is not None
-        store.known.load_soon(database)  # the filter loads once (until then: "maybe")
+        local.known.load_soon(database)  # the filter loads once (until then: "maybe")
         for _ in range(500):
-            if not store.known.may_hold(rid("never")):
+            if not local.known.may_hold(rid("never")):
                 break
             await asyncio.sleep(0.01)
-        claim = store.claim_fresh(rid("a"), "f")
+        claim = local.fresh(rid("a"), "f")
         assert claim is not None
         assert claim.local
-        assert store._inflight[rid("a")] is claim
-        assert store.claim_fresh(rid("a"), "f") is None  # in flight: 409 or 422 decided later
-        store.settle_local(claim, committed=False)
-        assert rid("a") not in store._inflight
-        assert store.claim_fresh(rid("a"), "f") is None  # the filter knows it now: looked up
+        assert local.inflight[rid("a")] is claim
+        assert local.fresh(rid("a"), "f") is None  # in flight: 409 or 422 decided later
+        local.settle(claim, committed=False)
+        assert rid("a") not in local.inflight
+        assert local.fresh(rid("a"), "f") is None  # the filter knows it now: looked up
         reader = SqliteReader(database)
         try:
-            again = await store.claim_local(reader, rid("a"), "f")  # nothing stored: claimed
+            again = await local.claim(reader, rid("a"), "f")  # nothing stored: claimed
             assert isinstance(again, Claim)
         finally:
             await reader.close()

@@ -14,16 +14,11 @@ from apiforge.core.db import make_engine
 from apiforge.core.errors import UnavailableError
 from apiforge.core.settings import Settings
 from apiforge.core.shared import make_redis
+from apiforge.idempotency.claims import Claim, KeyInUseError, KeyMismatchError, StoredResponse
 from apiforge.idempotency.keys import token_id
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
 from apiforge.idempotency.sqlite_db import SqliteWriter
-from apiforge.idempotency.store import (
-    Claim,
-    IdempotencyStore,
-    KeyInUseError,
-    KeyMismatchError,
-    StoredResponse,
-)
+from apiforge.idempotency.store import IdempotencyStore
 from apiforge.idempotency.tokens import DuplicateRequestError
 from apiforge.tools.clock import utcnow
 

@@ -6,7 +6,7 @@ transaction (store the response), so the stored response commits atomically with
 effects: a crash can never leave effects without a record, and a retry never executes twice. On
 the embedded database the process that owns the answer log (idempotency/answer_log.py) claims a
 key in memory, reading nothing for a key it has never seen, and its answer is appended to the
-log by the transaction of the call's charge or effects (`IdempotencyStore.claim_local`).
+log by the transaction of the call's charge or effects (idempotency/local_claims.py).
 Refusals before this stage (auth, policy, limits) never reach the store; refusals after it
 (validation, permissions, balance, failed steps) roll back and release the claim, so only
 completed calls are replayed.
@@ -20,6 +20,7 @@ from apiforge.core.errors import ValidationError
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import Answered, GatewayState
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
+from apiforge.idempotency.claims import Claim, KeyInUseError, StoredResponse
 from apiforge.idempotency.keys import (
     KEY_HEADER,
     REPLAYED_HEADER,
@@ -32,13 +33,7 @@ from apiforge.idempotency.keys import (
     record_id,
     token_id,
 )
-from apiforge.idempotency.store import (
-    Claim,
-    IdempotencyStore,
-    KeyInUseError,
-    StoredResponse,
-    shared_store,
-)
+from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
 
 log = structlog.get_logger(__name__)
@@ -60,6 +55,7 @@ class IdempotencyStage:
         self.store = idempotency_store(state)
         # Embedded SQLite: claims in this process's memory, read through the shared reader.
         self.reader = state.reader
+        self.local = self.store.local if self.reader is not None else None
 
     async def on_request(self, ctx: GatewayContext) -> None:
         headers = ctx.headers
@@ -97,8 +93,8 @@ class IdempotencyStage:
         if rid:
             print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
             outcome: Claim | StoredResponse | None = None
-            if self.reader is not None:  # a fresh key, claimed in memory without awaiting
-                outcome = self.store.claim_fresh(rid, print_)
+            if self.local is not None:  # a fresh key, claimed in memory without awaiting
+                outcome = self.local.fresh(rid, print_)
             if outcome is None:
                 outcome = await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
             if isinstance(outcome, StoredResponse):
@@ -125,14 +121,15 @@ class IdempotencyStage:
         response = StoredResponse(ctx.status, kept, ctx.body)
         claim = ctx.idempotency
         if claim.local:
+            local = self.store.local
+            assert local is not None
             if ctx.charge is not None:
                 # The charge settles next: the answer commits with its rows and the call's.
-                assert self.store.log is not None
-                answer = self.store.answer(claim, response)
-                ctx.charge.rows.append(partial(self.store.log.write, answer=answer))
+                answer = local.answer(claim, response)
+                ctx.charge.rows.append(partial(local.log.write, answer=answer))
                 ctx.charge.refused = KeyInUseError
             else:
-                await self.store.complete_local(ctx.connection, claim, response)
+                await local.complete(ctx.connection, claim, response)
             return
         if getattr(ctx.connection, "started", True):
             # The steps used the call's connection (maybe wrote): store within its transaction.
@@ -156,7 +153,8 @@ class IdempotencyReleaseStage:
         claim = ctx.idempotency
         if claim is not None and claim.local:
             # A call that succeeded committed its answer; a failed one committed nothing.
-            self.store.settle_local(claim, ctx.status < 300)
+            assert self.store.local is not None
+            self.store.local.settle(claim, ctx.status < 300)
             return
         if claim is None or ctx.status < 300:
             return
