@@ -56,11 +56,6 @@ class LocalClaims:
                     self.opened = True
         return self.log
 
-    @property
-    def owns_log(self) -> bool:
-        """Whether claims are made here: the log is open and this process owns it."""
-        return self.opened and self.log.owner
-
     def fresh(self, record_id: str, fingerprint: str) -> Claim | None:
         """The common case of `claim`, without awaiting: a key this process never saw is
         claimed here and now. None: anything else (not the log's owner, a key in flight, one the

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apiforge.core.db import sqlite_file
 from apiforge.core.own_sqlite import OwnSqlite
 
 
@@ -39,12 +38,6 @@ class SqliteWriter:
     def __init__(self, path: str) -> None:
         self._own = OwnSqlite(path)
         self._db: StoreDb | None = None
-
-    @classmethod
-    def for_url(cls, url: str) -> "SqliteWriter | None":
-        """A writer for an SQLite file; None for other databases and in-memory SQLite."""
-        path = sqlite_file(url)
-        return None if path is None else cls(path)
 
     async def get(self) -> StoreDb:
         if self._db is None:

@@ -60,22 +60,26 @@ class IdempotencyStore:
         self.retention = timedelta(seconds=settings.idempotency_retention_seconds)
         self.lease = timedelta(seconds=settings.idempotency_lease_seconds)
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        path = sqlite_file(settings.resolved_database_url)
         # Embedded SQLite: claims go through one connection of the store's own (one hop each,
-        # no pool checkout: a read-only call then never needs a pooled connection at all).
-        self.writer = SqliteWriter.for_url(settings.resolved_database_url)
+        # no pool checkout: a read-only call then never needs a pooled connection at all); the
+        # gateway's answers go to a log of files (answer_log.py), opened on first use, and the
+        # process that owns it claims gateway keys in memory (local_claims.py).
+        self.writer: SqliteWriter | None = None
+        self.local: LocalClaims | None = None
+        if path is not None:
+            self.writer = SqliteWriter(path)
+            retention = settings.idempotency_retention_seconds
+            answers = AnswerLog.beside(path, retention_seconds=retention)
+            self.local = LocalClaims(answers, self.writer)
         # Anti-duplicate tokens: Redis when configured, else the database (tokens.py).
         ttl = settings.idempotency_token_ttl_seconds
         self.tokens = TokenStore(ttl, redis, settings.redis_prefix, self.writer)
-        # Embedded SQLite: the gateway's answers, in a log of files (answer_log.py), opened on
-        # first use; the process that owns it claims gateway keys in memory (local_claims.py).
-        path = sqlite_file(settings.resolved_database_url)
-        retention = settings.idempotency_retention_seconds
-        self.log = AnswerLog.beside(path, retention_seconds=retention) if path else None
-        self.local = (
-            LocalClaims(self.log, self.writer)
-            if self.log is not None and self.writer is not None
-            else None
-        )
+
+    @property
+    def log(self) -> AnswerLog | None:
+        """The embedded database's answer log (not opened until a keyed call needs it)."""
+        return self.local.log if self.local is not None else None
 
     async def close(self) -> None:
         if self.local is not None and self.local.opened:

@@ -131,13 +131,14 @@ class IdempotencyStage:
             else:
                 await local.complete(ctx.connection, claim, response)
             return
-        if getattr(ctx.connection, "started", True):
-            # The steps used the call's connection (maybe wrote): store within its transaction.
-            await self.store.complete(ctx.connection, ctx.idempotency, response)
-        else:
-            # The steps wrote nothing (reads went through the shared reader): nothing to be
-            # atomic with, so no pooled connection is checked out just for this.
+        if self.store.writer is not None and not getattr(ctx.connection, "started", True):
+            # SQLite, and the steps wrote nothing (reads went through the shared reader):
+            # nothing to be atomic with, so no pooled connection is checked out just for this.
             await self.store.complete_now(None, ctx.idempotency, response)
+        else:
+            # Within the call's transaction, committed with its effects and its charge (on
+            # PostgreSQL even when an HTTP step gave the connection back: it is taken again).
+            await self.store.complete(ctx.connection, ctx.idempotency, response)
 
 
 class IdempotencyReleaseStage:
