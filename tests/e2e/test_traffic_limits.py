@@ -341,34 +341,26 @@ async def test_calls_waiting_on_a_slow_step_hold_no_pooled_connection(settings: 
         await shutdown(application)
 
 
-async def test_a_keyed_call_waiting_on_an_upstream_stores_its_answer(settings: Settings) -> None:
+async def test_a_keyed_call_waiting_on_an_upstream_stores_its_answer(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
     """A call with an idempotency key whose `httpRequest` step gave its connection back before
     the wait (let_go) still stores its answer, with its charge: the retry replays it, the
     upstream is called once and the call is charged once."""
-    allowed = settings.model_copy(update={"http_allow_hosts": ["127.0.0.1"]})
-    application = create_app(allowed)
-    transport = ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with (
-            AsyncClient(transport=transport, base_url="http://testserver") as client,
-            slow_upstream() as upstream,
-        ):
-            owner = await register(client)
-            app_id, secret = await limited_app(client, owner, upstream.url)
-            await call(client, secret, app_id, "slow")  # warm caches: the claim is the checkout
-            served = upstream.served
-            headers = {"Idempotency-Key": "wait-once"}
-            first = await call(client, secret, app_id, "slow", headers=headers)
-            again = await call(client, secret, app_id, "slow", headers=headers)
-            assert first.status_code == 200, first.text
-            assert again.status_code == 200, again.text
-            assert again.headers["Idempotent-Replayed"] == "1"
-            assert again.content == first.content
-            assert upstream.served == served + 1
-            ledger = data_of(
-                await client.get("/api/v1/ledger-entries?pageSize=100", headers=owner.headers)
-            )
-            calls = [e for e in ledger["list"] if e.get("kind") == "call" and e["amount"] < 0]
-            assert len(calls) == 2  # the warm-up and the keyed call, not its replay
-    finally:
-        await shutdown(application)
+    _, client = upstream_client
+    async with slow_upstream() as upstream:
+        owner = await register(client)
+        app_id, secret = await limited_app(client, owner, upstream.url)
+        await call(client, secret, app_id, "slow")  # warm caches: the claim is the checkout
+        served = upstream.served
+        headers = {"Idempotency-Key": "wait-once"}
+        first = await call(client, secret, app_id, "slow", headers=headers)
+        again = await call(client, secret, app_id, "slow", headers=headers)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "1"
+    assert again.content == first.content
+    assert upstream.served == served + 1
+    ledger = data_of(await client.get("/api/v1/ledger-entries?pageSize=100", headers=owner.headers))
+    calls = [e for e in ledger["list"] if e.get("kind") == "call" and e["amount"] < 0]
+    assert len(calls) == 2  # the warm-up and the keyed call, not its replay
