@@ -30,15 +30,15 @@ from apiforge.idempotency.claims import (
 )
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.segments import Found
-from apiforge.idempotency.sqlite_db import SqliteWriter, call_db, read_record
+from apiforge.idempotency.sqlite_db import OwnConnection, call_db, read_record
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 
 
 class LocalClaims:
-    def __init__(self, log: AnswerLog, writer: SqliteWriter) -> None:
+    def __init__(self, log: AnswerLog, own_db: OwnConnection) -> None:
         self.log = log
-        self.writer = writer
+        self.own_db = own_db
         # The ids that may have an answer, so a fresh key's claim reads nothing.
         self.known = KnownKeys()
         # The claims in flight in this process, by record id.
@@ -140,7 +140,7 @@ class LocalClaims:
             target = own
         else:
             answer = self.answer(claim, response, marked=False)
-            target = await self.writer.get()
+            target = await self.own_db.get()
         if not await target.run(lambda: _written_now(log, target.raw, answer)):
             raise KeyInUseError()
 

@@ -1,4 +1,4 @@
-"""The idempotency store's hands on the embedded database: its own connection (`SqliteWriter`),
+"""The idempotency store's hands on the embedded database: its own connection (`OwnConnection`),
 a call's driver connection (`call_db`), and work run there in one hop with its commit.
 
 Everything here runs functions on aiosqlite's thread, where the sqlite3 connection lives, so a
@@ -31,7 +31,7 @@ class StoreDb:
         return await self.driver._execute(fn)
 
 
-class SqliteWriter:
+class OwnConnection:
     """The store's own connection to the embedded database file (`OwnSqlite`), shared by the
     process's requests; aiosqlite runs their functions in order on its thread."""
 

@@ -35,7 +35,7 @@ from apiforge.idempotency.claims import (
 from apiforge.idempotency.local_claims import LocalClaims
 from apiforge.idempotency.models import IdempotencyRecord
 from apiforge.idempotency.sqlite_db import (
-    SqliteWriter,
+    OwnConnection,
     StoreDb,
     call_db,
     read_record,
@@ -65,16 +65,16 @@ class IdempotencyStore:
         # no pool checkout: a read-only call then never needs a pooled connection at all); the
         # gateway's answers go to a log of files (answer_log.py), opened on first use, and the
         # process that owns it claims gateway keys in memory (local_claims.py).
-        self.writer: SqliteWriter | None = None
+        self.own_db: OwnConnection | None = None
         self.local: LocalClaims | None = None
         if path is not None:
-            self.writer = SqliteWriter(path)
+            self.own_db = OwnConnection(path)
             retention = settings.idempotency_retention_seconds
             answers = AnswerLog.beside(path, retention_seconds=retention)
-            self.local = LocalClaims(answers, self.writer)
+            self.local = LocalClaims(answers, self.own_db)
         # Anti-duplicate tokens: Redis when configured, else the database (tokens.py).
         ttl = settings.idempotency_token_ttl_seconds
-        self.tokens = TokenStore(ttl, redis, settings.redis_prefix, self.writer)
+        self.tokens = TokenStore(ttl, redis, settings.redis_prefix, self.own_db)
 
     @property
     def log(self) -> AnswerLog | None:
@@ -84,8 +84,8 @@ class IdempotencyStore:
     async def close(self) -> None:
         if self.local is not None and self.local.opened:
             await self.local.log.close()
-        if self.writer is not None:
-            await self.writer.close()
+        if self.own_db is not None:
+            await self.own_db.close()
 
     async def claim_gateway(
         self, conn: AsyncConnection, reader: SqliteReader | None, record_id: str, fingerprint: str
@@ -113,9 +113,9 @@ class IdempotencyStore:
             local.check_inflight(record_id, fingerprint)
             local.known.add(record_id)  # before a row of it can be written
         owner = new_id()
-        if self.writer is not None:
+        if self.own_db is not None:
             log = await local.open_log() if local is not None else None
-            db = await self.writer.get()
+            db = await self.own_db.get()
             fast = await self._claim_sqlite(db, record_id, fingerprint, owner)
             if isinstance(fast, Claim) and log is not None:
                 return await self._unless_logged(db, log, fast, fingerprint)
@@ -335,8 +335,8 @@ class IdempotencyStore:
         """Store the response in a transaction of its own, committed here: for work that
         committed already (the management API) or wrote nothing (a gateway call whose steps
         only read). On SQLite that is one hop on the store's own connection; else `conn`."""
-        if self.writer is not None:
-            db = await self.writer.get()
+        if self.own_db is not None:
+            db = await self.own_db.get()
             if await self._complete_sqlite(db, claim, response, commit=True) != 1:
                 raise KeyInUseError()
             return
@@ -347,9 +347,9 @@ class IdempotencyStore:
     async def release(self, conn: AsyncConnection | None, claim: Claim) -> None:
         """Forget an unfinished claim (the request failed, nothing committed): a retry runs
         afresh. Commits (on SQLite on the store's own connection; else on `conn`)."""
-        if self.writer is not None:
+        if self.own_db is not None:
             params = (claim.id, claim.owner)
-            await run_committed(await self.writer.get(), rowcount(_SQLITE_RELEASE, params))
+            await run_committed(await self.own_db.get(), rowcount(_SQLITE_RELEASE, params))
             return
         assert conn is not None
         await conn.execute(

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.core.db import sqlite_stamp
 from apiforge.core.errors import ConflictError, UnavailableError
 from apiforge.idempotency.models import IdempotencyToken
-from apiforge.idempotency.sqlite_db import SqliteWriter, rowcount, run_committed
+from apiforge.idempotency.sqlite_db import OwnConnection, rowcount, run_committed
 from apiforge.tools.clock import utcnow
 
 log = structlog.get_logger(__name__)
@@ -41,12 +41,12 @@ class DuplicateRequestError(ConflictError):
 
 class TokenStore:
     def __init__(
-        self, ttl_seconds: int, redis: Any, prefix: str, writer: SqliteWriter | None
+        self, ttl_seconds: int, redis: Any, prefix: str, own_db: OwnConnection | None
     ) -> None:
         self.ttl = ttl_seconds
         self.redis = redis
         self.prefix = f"{prefix}idem-token:"
-        self.writer = writer
+        self.own_db = own_db
         self._consume = redis.register_script(_CONSUME_LUA) if redis is not None else None
 
     async def issue(self, conn: AsyncConnection, principal: str) -> tuple[str, datetime]:
@@ -73,9 +73,9 @@ class TokenStore:
                 spent = await self._consume(keys=[self.prefix + digest], args=[principal])
             except Exception as exc:
                 raise _redis_down("consume") from exc
-        elif self.writer is not None:
+        elif self.own_db is not None:
             consume = rowcount(_SQLITE_CONSUME, (digest, principal, sqlite_stamp(utcnow())))
-            spent = await run_committed(await self.writer.get(), consume)
+            spent = await run_committed(await self.own_db.get(), consume)
         else:
             result = await conn.execute(
                 delete(TOKENS).where(

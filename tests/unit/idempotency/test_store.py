@@ -17,7 +17,7 @@ from apiforge.core.shared import make_redis
 from apiforge.idempotency.claims import Claim, KeyInUseError, KeyMismatchError, StoredResponse
 from apiforge.idempotency.keys import token_id
 from apiforge.idempotency.models import IdempotencyRecord, IdempotencyToken
-from apiforge.idempotency.sqlite_db import SqliteWriter
+from apiforge.idempotency.sqlite_db import OwnConnection
 from apiforge.idempotency.store import IdempotencyStore
 from apiforge.idempotency.tokens import DuplicateRequestError
 from apiforge.tools.clock import utcnow
@@ -186,12 +186,12 @@ async def test_a_claim_sweeps_when_due(engine: AsyncEngine, store: IdempotencySt
         assert store._next_sweep > 0
 
 
-async def test_a_closed_sqlite_writer_refuses_to_reopen(tmp_path: Path) -> None:
+async def test_a_closed_own_connection_refuses_to_reopen(tmp_path: Path) -> None:
     """Work reaching the store's connection after shutdown gets a 503 and opens nothing: a
     connection opened then would never be closed."""
-    writer = SqliteWriter(str(tmp_path / "idem.db"))
-    await writer.get()
-    await writer.close()
+    own_db = OwnConnection(str(tmp_path / "idem.db"))
+    await own_db.get()
+    await own_db.close()
     with pytest.raises(UnavailableError):
-        await writer.get()
-    assert writer._db is None
+        await own_db.get()
+    assert own_db._db is None

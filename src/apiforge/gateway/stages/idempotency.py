@@ -131,7 +131,7 @@ class IdempotencyStage:
             else:
                 await local.complete(ctx.connection, claim, response)
             return
-        if self.store.writer is not None and not getattr(ctx.connection, "started", True):
+        if self.store.own_db is not None and not getattr(ctx.connection, "started", True):
             # SQLite, and the steps wrote nothing (reads went through the shared reader):
             # nothing to be atomic with, so no pooled connection is checked out just for this.
             await self.store.complete_now(None, ctx.idempotency, response)
@@ -160,7 +160,7 @@ class IdempotencyReleaseStage:
         if claim is None or ctx.status < 300:
             return
         try:
-            if self.store.writer is not None:
+            if self.store.own_db is not None:
                 await self.store.release(None, claim)
                 return
             async with self.db.connect() as conn:
