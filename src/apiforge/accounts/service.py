@@ -60,18 +60,21 @@ class AccountService:
         return await self._start_session(account)
 
     async def login(self, email: str, password: str, ip: str) -> TokenPair:
+        """Sign in. The attempt counts as a failed one from before the password is checked
+        (so concurrent attempts cannot outrun the throttle) until the password proves right;
+        any other outcome, an unexpected error included, leaves it counted."""
         email = email.strip().lower()
-        await self.throttle.check(email, ip)
+        await self.throttle.reserve(email, ip)
         account = await self.session.scalar(select(Account).where(Account.email == email))
         stored = account.password_hash if account else None
         # argon2 is deliberately slow: keep it off the event loop.
         if not await asyncio.to_thread(verify_password, stored, password):
-            await self.throttle.failed(email, ip)
             raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
         assert account is not None
         if account.status != "active":
+            await self.throttle.give_back(email, ip)
             raise ForbiddenError("Account is disabled", reason="account_disabled")
-        await self.throttle.succeeded(email)
+        await self.throttle.succeeded(email, ip)
         if needs_rehash(account.password_hash):
             account.password_hash = await asyncio.to_thread(hash_password, password)
         account.last_login_at = utcnow()

@@ -1,4 +1,11 @@
-"""Failed sign-in throttling per email and per client IP (sliding window, shared via Redis).
+"""Failed sign-in throttling per email and per client IP (moving window, shared via Redis).
+
+An attempt takes its place in both windows *before* the password is checked (`reserve`, one
+atomic `limits` hit per key: a lock in process, a Lua script in Redis), so at most
+`max_failures` checks per email and per IP are in progress or failed within the window, however
+many arrive at once. A wrong password leaves the place taken: it was the failure. A right one
+gives it back (`succeeded`: the email's failures are cleared, as before; the IP gets its one
+place back but keeps its failures, so signing in to one's own account resets nothing else).
 
 Under traffic control's failure policy (`traffic/control.py`): while Redis is unreachable the
 throttle follows the frequency limits' mode (open: sign-in works unthrottled; closed: 503),
@@ -10,16 +17,21 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 
 from apiforge.core.errors import RateLimitedError
 from apiforge.http.metrics import LIMIT_REJECTIONS
+from apiforge.traffic.frequency import Rate
+from apiforge.traffic.headers import exceeded_headers
 
 if TYPE_CHECKING:
     from apiforge.traffic.control import TrafficControl
 
 T = TypeVar("T")
+Key = tuple[str, str]  # (scope, identifier), as `limits` keys a window
 
 
 class LoginThrottle:
@@ -33,43 +45,97 @@ class LoginThrottle:
         self.limiter = MovingWindowRateLimiter(storage)
         self.item = RateLimitItemPerSecond(max_failures, window_seconds)
         self.control = control
+        self._remove_newest = _newest_entry_remover(storage)
 
-    def _keys(self, email: str, ip: str) -> list[tuple[str, str]]:
+    def _keys(self, email: str, ip: str) -> list[Key]:
         return [("login-email", email.lower()), ("login-ip", ip or "unknown")]
 
-    async def check(self, email: str, ip: str) -> None:
-        """Refuse before verifying the password when either key is over the limit."""
-        refusal = await self._guarded(lambda: self._refusal(email, ip), None)
-        if refusal is not None:
-            LIMIT_REJECTIONS.labels("login", refusal[0]).inc()
-            raise RateLimitedError(
-                "Too many failed sign-in attempts; try again later",
-                retry_after=refusal[1],
-                reason="login_throttled",
-            )
+    async def reserve(self, email: str, ip: str) -> None:
+        """Count this attempt as a failure under the email and the IP before the password is
+        checked, or raise 429 `login_throttled`, counting nothing, when either is full."""
+        refusal = await self._guarded(lambda: self._reserve(email, ip), None)
+        if refusal is None:
+            return
+        scope, retry = refusal
+        LIMIT_REJECTIONS.labels("login", scope).inc()
+        error = RateLimitedError(
+            "Too many failed sign-in attempts; try again later",
+            retry_after=retry,
+            reason="login_throttled",
+        )
+        limit, window = self.item.amount, self.item.get_expiry()
+        rates = [
+            Rate(name.removeprefix("login-"), key, limit, window)
+            for name, key in self._keys(email, ip)
+        ]
+        refusing = next(rate for rate in rates if rate.scope == scope)
+        error.headers = exceeded_headers(rates, refusing, retry)
+        raise error
 
-    async def _refusal(self, email: str, ip: str) -> tuple[str, int] | None:
-        for keys in self._keys(email, ip):
-            if not await self.limiter.test(self.item, *keys):
-                stats = await self.limiter.get_window_stats(self.item, *keys)
+    async def _reserve(self, email: str, ip: str) -> tuple[str, int] | None:
+        taken: list[Key] = []
+        for key in self._keys(email, ip):
+            if not await self.limiter.hit(self.item, *key):
+                for held in taken:  # all or nothing: a refused attempt counts nowhere
+                    await self._give_back(held)
+                stats = await self.limiter.get_window_stats(self.item, *key)
                 retry = max(1, int(stats.reset_time - time.time()) + 1)
-                return keys[0].removeprefix("login-"), retry
+                return key[0].removeprefix("login-"), retry
+            taken.append(key)
         return None
 
-    async def failed(self, email: str, ip: str) -> None:
-        await self._guarded(lambda: self._failed(email, ip), None)
+    async def succeeded(self, email: str, ip: str) -> None:
+        """The password was right: clear the email's failures, give the IP its place back."""
 
-    async def _failed(self, email: str, ip: str) -> None:
-        for keys in self._keys(email, ip):
-            await self.limiter.hit(self.item, *keys)
+        async def operation() -> None:
+            await self.limiter.clear(self.item, "login-email", email.lower())
+            await self._give_back(self._keys(email, ip)[1])
 
-    async def succeeded(self, email: str) -> None:
-        await self._guarded(
-            lambda: self.limiter.clear(self.item, "login-email", email.lower()), None
-        )
+        await self._guarded(operation, None)
+
+    async def give_back(self, email: str, ip: str) -> None:
+        """The password was right but sign-in is refused for another reason (a disabled
+        account): the attempt counts nowhere, and no failure is cleared."""
+
+        async def operation() -> None:
+            for key in self._keys(email, ip):
+                await self._give_back(key)
+
+        await self._guarded(operation, None)
+
+    async def _give_back(self, key: Key) -> None:
+        await self._remove_newest(self.item.key_for(*key))
 
     async def _guarded(self, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
         if self.control is None:
             return await operation()
         control = self.control
         return await control.guarded("login", control.frequency_mode, operation, fallback)
+
+
+def _newest_entry_remover(storage: Storage) -> Callable[[str], Awaitable[None]]:
+    """Removing one entry from a moving window. `limits` has no public way to, so this knows the
+    layout of the two storages `core/shared.py` builds (tests/unit/accounts/test_throttle.py
+    holds both to it): newest first, in a list per key in process, in a Redis list its Lua
+    script pushes on the left. The newest entry, not necessarily the one being given back, goes:
+    the counts are exact, and the entries left are at most a password check older."""
+    if isinstance(storage, MemoryStorage):
+        memory = storage
+
+        async def remove_in_memory(key: str) -> None:
+            async with memory.locks[key]:
+                entries = memory.events.get(key)
+                if entries:
+                    del entries[0]
+
+        return remove_in_memory
+    bridge = storage.bridge if isinstance(storage, RedisStorage) else None
+    client = bridge.get_connection() if isinstance(bridge, RedispyBridge) else None
+    if bridge is None or not isinstance(client, Redis):
+        raise TypeError(f"Sign-in throttling cannot give attempts back in {type(storage)}")
+    redis, prefixed = client, bridge.prefixed_key
+
+    async def remove_in_redis(key: str) -> None:
+        await redis.lpop(prefixed(key))
+
+    return remove_in_redis
