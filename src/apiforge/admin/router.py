@@ -60,7 +60,7 @@ async def update_user(
 
 @router.delete("/admin/users/{user_id}", summary="Delete an account and everything it owns")
 async def delete_user(
-    user_id: str, admin: AdminAccount, service: AdminUserServiceDep
+    user_id: str, admin: AdminAccount, service: AdminUserServiceDep, if_match: IfMatch
 ) -> Envelope[Deleted]:
-    await service.delete_user(admin, user_id)
+    await service.delete_user(admin, user_id, if_match)
     return ok(Deleted(id=user_id))

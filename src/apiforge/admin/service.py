@@ -6,7 +6,7 @@ Spec 002: administrators may switch an account off or remove it, never edit its 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession
@@ -14,7 +14,7 @@ from apiforge.admin.schemas import AccountStatus, AdminUserRead
 from apiforge.core.db import UTCDateTime
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
-from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.tools.clock import utcnow
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
@@ -86,14 +86,18 @@ class AdminUserService:
             await self.session.flush()
         return account
 
-    async def delete_user(self, actor: Account, user_id: str) -> None:
+    async def delete_user(
+        self, actor: Account, user_id: str, precondition: Precondition = NO_PRECONDITION
+    ) -> None:
         """Delete the account; the database cascades to its sessions, refresh tokens, settings,
-        memberships and the workspaces it owns (with their members)."""
+        memberships and the workspaces it owns (with their members). `If-Match` is checked
+        (412) and the DELETE is conditional on the version checked (409)."""
         account = await self.get_user(user_id)
         self._refuse_self(actor, account)
+        precondition.check(account.version)
         await self._lock_active_admins(account)
         was_admin = account.is_admin
-        await self.session.execute(delete(Account).where(Account.id == account.id))
+        await delete_row(self.session, account, precondition)
         await self._ensure_an_admin_remains(was_admin)
 
     @staticmethod

@@ -87,9 +87,9 @@ async def update_app(
 
 @router.delete("/apps/{app_id}", summary="Delete an app and all its data (admin+)")
 async def delete_app(
-    app_id: str, current: CurrentWorkspaceDep, service: AppServiceDep
+    app_id: str, current: CurrentWorkspaceDep, service: AppServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.delete(current, app_id)
+    await service.delete(current, app_id, if_match)
     return ok(Created(id=app_id))
 
 
@@ -150,9 +150,13 @@ async def update_api(
     "/apps/{app_id}/apis/{api_id}", summary="Delete an API from dev (published versions keep it)"
 )
 async def delete_api(
-    app_id: str, api_id: str, current: CurrentWorkspaceDep, service: ApiServiceDep
+    app_id: str,
+    api_id: str,
+    current: CurrentWorkspaceDep,
+    service: ApiServiceDep,
+    if_match: IfMatch,
 ) -> Envelope[Created]:
-    await service.delete(current, app_id, api_id)
+    await service.delete(current, app_id, api_id, if_match)
     return ok(Created(id=api_id))
 
 

@@ -8,7 +8,7 @@ checked here, not in routers: viewer reads, editor changes, admin deletes an app
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +34,7 @@ from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
-from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
@@ -200,10 +200,14 @@ class AppService:
         after_commit(self.session, lambda: self.app_changed(app_id))
         return await self.read(current, app_id)
 
-    async def delete(self, current: CurrentWorkspace, app_id: str) -> None:
-        """Admin or owner: the app goes with its APIs, versions, collections and records."""
+    async def delete(
+        self, current: CurrentWorkspace, app_id: str, precondition: Precondition = NO_PRECONDITION
+    ) -> None:
+        """Admin or owner: the app goes with its APIs, versions, collections and records, if
+        `If-Match` allows (412) and the app still has the version checked (409)."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         current.require(Role.ADMIN)
+        precondition.check(app.version)
         # Records and collections go by ON DELETE CASCADE; their expression indexes do not.
         connection = await self.session.connection()
         collection_ids = await self.session.scalars(
@@ -211,8 +215,7 @@ class AppService:
         )
         for collection_id in collection_ids.all():
             await drop_indexes(connection, collection_id)
-        await self.session.execute(delete(App).where(App.id == app.id))
-        self.session.expunge(app)
+        await delete_row(self.session, app, precondition)
         after_commit(self.session, lambda: self.app_changed(app_id))
 
     async def _api_counts(self, app_ids: list[str]) -> dict[str, int]:
@@ -378,11 +381,19 @@ class ApiService:
         await self._save(row)
         return api_read(row)
 
-    async def delete(self, current: CurrentWorkspace, app_id: str, api_id: str) -> None:
-        """Removes the API from `dev` only: published snapshots keep it."""
+    async def delete(
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        api_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> None:
+        """Removes the API from `dev` only: published snapshots keep it. `If-Match` is checked
+        (412) and the ORM's DELETE is conditional on the version checked."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         row = await self._api(app.id, api_id)
         current.require(Role.EDITOR)
+        precondition.check(row.version)
         await self.session.delete(row)
         await self.session.flush()
 

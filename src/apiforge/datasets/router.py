@@ -76,9 +76,9 @@ async def update_dataset(
 
 @router.delete("/{dataset_id}", summary="Delete a dataset and all its records (editor+)")
 async def delete_dataset(
-    dataset_id: str, current: CurrentWorkspaceDep, service: CollectionServiceDep
+    dataset_id: str, current: CurrentWorkspaceDep, service: CollectionServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.delete(current, dataset_id)
+    await service.delete(current, dataset_id, if_match)
     return ok(Created(id=dataset_id))
 
 
@@ -160,7 +160,8 @@ async def delete_record(
     record_id: str,
     current: CurrentWorkspaceDep,
     service: RecordServiceDep,
+    if_match: IfMatch,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Envelope[Created]:
-    await service.delete(current, dataset_id, record_id, version)
+    await service.delete(current, dataset_id, record_id, version, if_match)
     return ok(Created(id=record_id))

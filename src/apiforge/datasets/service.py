@@ -201,10 +201,17 @@ class CollectionService:
         await self.session.refresh(collection)
         return _read(collection)
 
-    async def delete(self, current: CurrentWorkspace, dataset_id: str) -> None:
-        """The collection and every record of it, in every workspace's partition."""
+    async def delete(
+        self,
+        current: CurrentWorkspace,
+        dataset_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> None:
+        """The collection and every record of it, in every workspace's partition. `If-Match`
+        is checked (412) and the ORM's DELETE is conditional on the version checked."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
+        precondition.check(collection.version)
         connection = await self.session.connection()
         await drop_indexes(connection, collection.id)
         await connection.execute(delete(Record).where(collection_predicate(collection.id)))
@@ -325,33 +332,59 @@ class RecordService:
         replace: bool,
         precondition: Precondition = NO_PRECONDITION,
     ) -> dict[str, Any]:
-        """PUT (`replace`) or PATCH; a `version` key in the body or `If-Match` is the optimistic
-        lock (409 `version_conflict` / 412). A PUT needs one of them (428): a replacement
-        built from a stale read would erase fields written since."""
+        """PUT (`replace`) or PATCH; a `version` key in the body and `If-Match` are the
+        optimistic lock: each given one must name the current version (a stale `If-Match` is
+        412, a stale body `version` 409 `version_conflict`). A PUT needs one of them (428): a
+        replacement built from a stale read would erase fields written since."""
         store, schema = await self._open(current, dataset_id, Role.EDITOR)
         body = dict(data)
         version = _version(body.pop("version", None))
-        if precondition.given:
-            found = await store.get_one(schema, current.id, record_id)
-            if found is None:
-                raise NotFoundError("Record not found", reason="record_not_found")
-            precondition.check(int(found["version"]))
-            version = version if precondition.wildcard else int(found["version"])
-        elif replace and version is None:
+        if not precondition.given and replace and version is None:
             if await store.get_one(schema, current.id, record_id) is None:
                 raise NotFoundError("Record not found", reason="record_not_found")
             raise PreconditionRequiredError(
                 "Replacing a record needs If-Match (or a `version` in the body)"
             )
+        version = await _expected(store, schema, current.id, record_id, version, precondition)
         return await store.update(
             schema, current.id, record_id, body, version=version, replace=replace
         )
 
     async def delete(
-        self, current: CurrentWorkspace, dataset_id: str, record_id: str, version: int | None
+        self,
+        current: CurrentWorkspace,
+        dataset_id: str,
+        record_id: str,
+        version: int | None,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> None:
+        """The `version` query parameter and `If-Match` lock as in `update` (409 / 412)."""
         store, schema = await self._open(current, dataset_id, Role.EDITOR)
+        version = await _expected(store, schema, current.id, record_id, version, precondition)
         await store.delete(schema, current.id, record_id, version=version)
+
+
+async def _expected(
+    store: RecordStore,
+    schema: CollectionSchema,
+    partition: str,
+    record_id: str,
+    version: int | None,
+    precondition: Precondition,
+) -> int | None:
+    """The version a record write must find, its statement conditional on it: the caller's
+    `version` (body or query) once `If-Match` holds (412 if not), else the one `If-Match`
+    matched (a write between this read and the statement is 409 `version_conflict`)."""
+    if not precondition.given:
+        return version
+    found = await store.get_one(schema, partition, record_id)
+    if found is None:
+        raise NotFoundError("Record not found", reason="record_not_found")
+    current = int(found["version"])
+    precondition.check(current)
+    if version is not None or precondition.wildcard:
+        return version
+    return current
 
 
 def _version(raw: Any) -> int | None:

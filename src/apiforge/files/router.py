@@ -22,6 +22,7 @@ from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
+from apiforge.idempotency.locking import IfMatch
 from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceEditor
 
 router = APIRouter(prefix="/api/v1", tags=["files"])
@@ -165,7 +166,7 @@ async def download_file(
 
 @router.delete("/files/{file_id}", summary="Delete a file and its bytes (editor+)")
 async def delete_file(
-    file_id: str, current: CurrentWorkspaceDep, service: FileServiceDep
+    file_id: str, current: CurrentWorkspaceDep, service: FileServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.delete(current, file_id)
+    await service.delete(current, file_id, if_match)
     return ok(Created(id=file_id))

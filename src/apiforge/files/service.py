@@ -41,6 +41,7 @@ from apiforge.files.schemas import FileRead
 from apiforge.files.storage import FileStorage, StagedFile
 from apiforge.files.usage import uploads_this_month
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id, new_id
@@ -209,11 +210,16 @@ class FileService:
             )
         return Download(path, row.name, row.content_type, row.size, row.md5)
 
-    async def delete(self, current: CurrentWorkspace, file_id: str) -> None:
+    async def delete(
+        self, current: CurrentWorkspace, file_id: str, precondition: Precondition = NO_PRECONDITION
+    ) -> None:
         """Delete a file's bytes (once the deletion commits) and its row. A file uploaded this
-        month keeps a tombstone row until the month is over: it still counts as an upload."""
+        month keeps a tombstone row until the month is over: it still counts as an upload.
+        `If-Match` must name the download's ETag (`"<md5>"`, 412); the bytes never change, so
+        nothing can come between the check and the delete."""
         current.require(Role.EDITOR)
         row = await self._file(current.id, file_id)
+        precondition.check_tag(row.md5)
         now = utcnow()
         this_month = month_start(now)
         if row.created_at >= this_month:

@@ -6,7 +6,8 @@ Every updatable row carries an integer `version`, shown in its responses and as 
 `concurrent_update` — never a silently lost update. `If-Match` makes the precondition explicit:
 the write applies only if the current version is one of the listed tags (412
 `precondition_failed` otherwise); where a route requires it, a write without one is 428
-`precondition_required`.
+`precondition_required`. A `DELETE` honours `If-Match` the same way (never requires it), and is
+conditional on the version it checked, like an UPDATE.
 """
 
 import re
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Response
-from sqlalchemy import Integer, event, inspect
+from sqlalchemy import Integer, delete, event, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.exc import StaleDataError
 
 from apiforge.core.errors import ApiforgeError
 
@@ -56,23 +59,35 @@ def etag(version: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Precondition:
-    """What `If-Match` asked for: nothing (None), anything (`*`) or some versions."""
+    """What `If-Match` asked for: nothing (None), anything (`*`) or some strong entity tags,
+    kept as the text between their quotes (`"3"` -> `3`)."""
 
-    versions: frozenset[int] | None = None
+    tags: frozenset[str] | None = None
     wildcard: bool = False
 
     def check(self, current: int, *, required: bool = False) -> None:
-        if self.versions is None and not self.wildcard:
+        """412 unless `If-Match` is `*` or lists version `current`'s ETag; without `If-Match`,
+        428 if `required`, else nothing to check."""
+        if not self.given:
             if required:
                 raise PreconditionRequiredError()
             return
-        if self.wildcard or current in (self.versions or ()):
-            return
-        raise PreconditionFailedError(details={"version": current})
+        if not self.matches(str(current)):
+            raise PreconditionFailedError(details={"version": current})
+
+    def check_tag(self, opaque: str) -> None:
+        """`check` for a resource whose ETag is not a version (a file's `"<md5>"`)."""
+        if self.given and not self.matches(opaque):
+            raise PreconditionFailedError(details={"etag": f'"{opaque}"'})
+
+    def matches(self, opaque: str) -> bool:
+        """RFC 9110 strong comparison: the tag's characters exactly, so `"01"` is not the ETag
+        `"1"` (a version's tag is its canonical decimal, as `etag` writes it)."""
+        return self.wildcard or opaque in (self.tags or ())
 
     @property
     def given(self) -> bool:
-        return self.wildcard or self.versions is not None
+        return self.wildcard or self.tags is not None
 
 
 def parse_if_match(raw: str | None) -> Precondition:
@@ -82,14 +97,12 @@ def parse_if_match(raw: str | None) -> Precondition:
         return Precondition()
     if raw.strip() == "*":
         return Precondition(wildcard=True)
-    versions: set[int] = set()
+    tags: set[str] = set()
     for part in raw.split(","):
         found = _TAG.fullmatch(part)
-        if found and not part.strip().startswith("W/") and found.group(1).isdigit():
-            value = int(found.group(1))
-            if 0 < value < 2**31:
-                versions.add(value)
-    return Precondition(versions=frozenset(versions))
+        if found and not part.strip().startswith("W/"):
+            tags.add(found.group(1))
+    return Precondition(tags=frozenset(tags))
 
 
 NO_PRECONDITION = Precondition()
@@ -103,6 +116,24 @@ def advance(row: Versioned, precondition: Precondition, *, required: bool = Fals
 
 
 _BUMP = "apiforge.bump_version"
+
+
+async def delete_row(session: AsyncSession, row: Versioned, precondition: Precondition) -> None:
+    """Delete `row` with one SQL DELETE (the database cascades to what it owns), if `If-Match`
+    allows it (412), and only while it still has the version checked: a write that came between
+    the read and the DELETE makes it 409 `concurrent_update`, as it does an ORM write (an ORM
+    `session.delete` of a versioned row is conditional on its version by itself)."""
+    precondition.check(row.version)
+    state = inspect(row)
+    mapper = state.mapper
+    key = [
+        column == value for column, value in zip(mapper.primary_key, state.identity, strict=True)
+    ]
+    stmt = delete(mapper).where(*key, mapper.version_id_col == row.version)
+    result = await session.execute(stmt.execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleDataError(f"{mapper.class_.__name__} changed or went before its DELETE")
+    session.expunge(row)
 
 
 @event.listens_for(Session, "before_flush")
@@ -119,7 +150,8 @@ def _if_match(
         str | None,
         Header(
             alias="If-Match",
-            description='Optimistic lock: the ETag (`"<version>"`) of the version you edited.',
+            description='Optimistic lock: the ETag you read (`"<version>"`); the change or '
+            "delete applies only while it is current (412 otherwise).",
         ),
     ] = None,
 ) -> Precondition:

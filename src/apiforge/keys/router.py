@@ -104,9 +104,12 @@ async def update_subscription(
     "/subscriptions/{subscription_id}", summary="Remove a subscription and its keys (admin+)"
 )
 async def delete_subscription(
-    subscription_id: str, current: CurrentWorkspaceDep, service: SubscriptionServiceDep
+    subscription_id: str,
+    current: CurrentWorkspaceDep,
+    service: SubscriptionServiceDep,
+    if_match: IfMatch,
 ) -> Envelope[Created]:
-    await service.delete(current, subscription_id)
+    await service.delete(current, subscription_id, if_match)
     return ok(Created(id=subscription_id))
 
 
@@ -163,6 +166,7 @@ async def revoke_api_key(
     account: CurrentAccount,
     current: CurrentWorkspaceDep,
     service: ApiKeyServiceDep,
+    if_match: IfMatch,
 ) -> Envelope[Created]:
-    await service.revoke(current, key_id)
+    await service.revoke(current, key_id, if_match)
     return ok(Created(id=key_id))

@@ -161,10 +161,17 @@ class SubscriptionService:
         self.lookup.forget_subscription(current.id, subscription.app_id)
         return self._read(subscription, await self._app_name(subscription.app_id))
 
-    async def delete(self, current: CurrentWorkspace, subscription_id: str) -> None:
-        """Admins remove a subscription; its keys go with it."""
+    async def delete(
+        self,
+        current: CurrentWorkspace,
+        subscription_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> None:
+        """Admins remove a subscription; its keys go with it. `If-Match` is checked (412) and
+        the ORM's DELETE is conditional on the version checked."""
         subscription = await self._find(current, subscription_id)
         current.require(Role.ADMIN)
+        precondition.check(subscription.version)
         keys = await self.session.execute(
             select(ApiKey.id, ApiKey.secret_hash).where(ApiKey.subscription_id == subscription.id)
         )
@@ -334,11 +341,15 @@ class ApiKeyService:
         self.lookup.forget_key(key.id, key.secret_hash)
         return self._read(key, now)
 
-    async def revoke(self, current: CurrentWorkspace, key_id: str) -> None:
+    async def revoke(
+        self, current: CurrentWorkspace, key_id: str, precondition: Precondition = NO_PRECONDITION
+    ) -> None:
         """Admins revoke; the key stops working at once here and within a second elsewhere.
-        Revoking a revoked key changes nothing."""
+        Revoking a revoked key changes nothing. `If-Match` is checked (412); revoking takes the
+        next version (its status changes), its UPDATE conditional on the version checked."""
         key = await self._find(current, key_id)
         current.require(Role.ADMIN)
+        advance(key, precondition)
         if key.revoked_at is None:
             key.revoked_at = utcnow()
             key.revoked_by = current.account_id

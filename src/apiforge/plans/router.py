@@ -96,9 +96,9 @@ async def update_plan(
     "/admin/plans/{plan_id}", summary="Delete a plan no workspace uses (not the default)"
 )
 async def delete_plan(
-    plan_id: str, admin: AdminAccount, service: PlanServiceDep
+    plan_id: str, admin: AdminAccount, service: PlanServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.delete_plan(plan_id)
+    await service.delete_plan(plan_id, if_match)
     return ok(Created(id=plan_id))
 
 

@@ -293,8 +293,11 @@ class PlanService:
         quota_meter(self.session).forget()
         return plan_read(plan)
 
-    async def delete_plan(self, plan_id: str) -> None:
+    async def delete_plan(self, plan_id: str, precondition: Precondition = NO_PRECONDITION) -> None:
+        """A plan no workspace uses; `If-Match` is checked (412) and the ORM's DELETE is
+        conditional on the version checked."""
         plan = await self._plan(plan_id)
+        precondition.check(plan.version)
         if plan.is_default:
             raise ConflictError("The default plan cannot be deleted", reason="default_plan")
         in_use = await self.session.scalar(select(func.count()).where(Workspace.plan_id == plan.id))

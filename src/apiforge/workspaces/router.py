@@ -58,9 +58,9 @@ async def update_workspace(
 
 @router.delete("/{workspace_id}", summary="Delete a workspace (owner; never the personal one)")
 async def delete_workspace(
-    current: PathWorkspace, service: WorkspaceServiceDep
+    current: PathWorkspace, service: WorkspaceServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.delete(current)
+    await service.delete(current, if_match)
     return ok(Created(id=current.id))
 
 
@@ -96,9 +96,9 @@ async def update_member(
     summary="Remove a member (admin+), or leave (your own account id)",
 )
 async def remove_member(
-    account_id: str, current: PathWorkspace, service: WorkspaceServiceDep
+    account_id: str, current: PathWorkspace, service: WorkspaceServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
-    await service.remove_member(current, account_id)
+    await service.remove_member(current, account_id, if_match)
     return ok(Created(id=account_id))
 
 

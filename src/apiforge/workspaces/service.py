@@ -8,7 +8,7 @@ no route can forget a check and the rules are testable without HTTP.
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -22,7 +22,7 @@ from apiforge.core.errors import (
 )
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
-from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.plans.models import Plan
 from apiforge.plans.service import (
     account_plan,
@@ -232,16 +232,19 @@ class WorkspaceService:
         await self.session.flush()
         return await self.read(current)
 
-    async def delete(self, current: CurrentWorkspace) -> None:
+    async def delete(
+        self, current: CurrentWorkspace, precondition: Precondition = NO_PRECONDITION
+    ) -> None:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
-        everything else keyed to the workspace) go with it through ON DELETE CASCADE."""
+        everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
+        is checked (412) and the DELETE is conditional on the version checked (409)."""
         current.require(Role.OWNER)
+        precondition.check(current.workspace.version)
         if current.workspace.personal:
             raise ConflictError(
                 "The personal workspace cannot be deleted", reason="personal_workspace"
             )
-        await self.session.execute(delete(Workspace).where(Workspace.id == current.id))
-        self.session.expunge(current.workspace)
+        await delete_row(self.session, current.workspace, precondition)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
         stmt = (
@@ -300,8 +303,14 @@ class WorkspaceService:
         accounts = await self._accounts([member.account_id])
         return self._member(member, accounts[member.account_id])
 
-    async def remove_member(self, current: CurrentWorkspace, account_id: str) -> None:
-        """Admins remove members ranked below them; anyone but the owner may leave."""
+    async def remove_member(
+        self,
+        current: CurrentWorkspace,
+        account_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+    ) -> None:
+        """Admins remove members ranked below them; anyone but the owner may leave. `If-Match`
+        is checked (412) and the ORM's DELETE is conditional on the version checked."""
         if account_id == current.account_id:
             if current.role is Role.OWNER:
                 raise ConflictError(
@@ -315,6 +324,7 @@ class WorkspaceService:
             if member.role == Role.OWNER:
                 raise ConflictError("The owner cannot be removed", reason="owner_cannot_be_removed")
             ensure_outranks(current.role, Role(member.role))
+        precondition.check(member.version)
         await self.session.delete(member)
         await self.session.flush()
 
