@@ -5,6 +5,7 @@ plan's `uploadsPerMonth` quota (refusals noted, `/user/plans` usage and warnings
 import asyncio
 import base64
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from apiforge.core.settings import Settings
 from apiforge.files.models import File
 from apiforge.files.storage import FileStorage, StagedFile
+from apiforge.idempotency import spool
 from apiforge.plans.meter import quota_meter
 from apiforge.tools.ids import is_id
 from tests.e2e._keys import create_key
@@ -527,3 +529,30 @@ async def test_workspace_keys_upload_with_their_role_and_are_recorded(
         assert await connection.scalar(stmt) == editor_key_id
     viewer_get = await client.get(uploaded["url"], headers={"X-Api-Key": viewer_secret})
     assert viewer_get.content == b"k"
+
+
+async def test_a_keyed_upload_runs_once_and_its_retry_replays(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload with an `Idempotency-Key`, bigger than the memory the idempotency middleware
+    keeps a body in (it spools the rest to a file): stored once, and the retry — the same bytes,
+    multipart boundary included — replays its answer."""
+    monkeypatch.setattr(spool, "IN_MEMORY_BYTES", 16 * 1024)
+    user = await register(client)
+    data = os.urandom(60 * 1024 + 17)
+    keyed = {**user.headers, "Idempotency-Key": "upload-once"}
+    prepared = client.build_request(
+        "POST", "/api/v1/files", files={"file": ("big.bin", data)}, headers=keyed
+    )
+    body = prepared.read()
+    first = await client.post("/api/v1/files", content=body, headers=prepared.headers)
+    again = await client.post("/api/v1/files", content=body, headers=prepared.headers)
+    assert first.status_code == 200, first.text
+    assert again.headers["Idempotent-Replayed"] == "1"
+    assert again.content == first.content
+    assert await _rows(app, user.workspace_id) == 1
+    stored = data_of(first)
+    download = await client.get(f"/api/v1/files/{stored['id']}", headers=user.headers)
+    assert download.content == data
+    other = await _upload(client, user, "big.bin", data, headers=keyed)  # another boundary
+    assert_error(other, 422, "idempotency_key_mismatch")

@@ -12,7 +12,7 @@ from httpx import AsyncClient, Response
 from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.keys import fingerprint, record_id
 from tests.e2e._idempotency import hit, hits_app, total
-from tests.e2e._keys import app_key, call
+from tests.e2e._keys import app_key, call, create_key, notes_app
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, register
 
@@ -161,6 +161,44 @@ async def test_a_key_is_scoped_to_the_caller(client: AsyncClient) -> None:
         assert response.content != first.content
     assert await total(client, alice_secret, app_id) == 2  # alice's two keys, her partition
     assert await total(client, bob_secret, app_id) == 1
+
+
+async def test_a_replay_needs_the_end_user_and_is_that_end_user_s(client: AsyncClient) -> None:
+    """A browser (`pk-`) key is shared by the app's end users: a key's answer is replayed only
+    to a call the gateway would let through (with a valid end-user token), and only to the end
+    user who made the first call; sequence numbers likewise."""
+    owner = await register(client)
+    app_id = await notes_app(client, owner)
+    _, secret = await app_key(client, owner, app_id)
+    origin = "https://shop.example"
+    _, pk = await create_key(
+        client, owner.headers, type="pk", appId=app_id, allowedOrigins=[origin]
+    )
+
+    async def token_of(user: str) -> str:
+        signed = data_of(await call(client, secret, app_id, "signIn", {"user": user}))
+        return str(signed["session"]["token"])
+
+    alice, bob = await token_of("alice"), await token_of("bob")
+    for header, value in ((KEY, "k1"), ("X-Request-Seq", "7")):
+        sent = {header: value, "Origin": origin}
+        first = await call(
+            client, pk, app_id, "whoAmI", headers={**sent, "Authorization": f"Bearer {alice}"}
+        )
+        assert data_of(first) == {"me": "alice"}
+        assert_error(await call(client, pk, app_id, "whoAmI", headers=sent), 401, "token_required")
+        forged = {**sent, "Authorization": "Bearer not.a.token"}
+        assert (await call(client, pk, app_id, "whoAmI", headers=forged)).status_code == 401
+        as_bob = await call(
+            client, pk, app_id, "whoAmI", headers={**sent, "Authorization": f"Bearer {bob}"}
+        )
+        assert data_of(as_bob) == {"me": "bob"}
+        assert not _replayed(as_bob)
+        again = await call(
+            client, pk, app_id, "whoAmI", headers={**sent, "Authorization": f"Bearer {alice}"}
+        )
+        assert _replayed(again)
+        assert again.content == first.content
 
 
 async def test_an_api_can_require_a_key(client: AsyncClient) -> None:

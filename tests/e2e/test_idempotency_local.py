@@ -23,6 +23,7 @@ from apiforge.idempotency.keys import fingerprint, record_id
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord
 from tests._servers import running_servers
+from tests.e2e._apps import new_api, new_app
 from tests.e2e._billing import balances, ledger_invariants
 from tests.e2e._idempotency import hit, hits_app, total
 from tests.e2e._keys import app_key, call
@@ -236,3 +237,34 @@ async def test_answers_are_replayed_after_the_owner_crashes_and_a_lost_one_refus
     assert await total(client, secret, app_id) == 2  # each key ran once
     assert (await balances(client, consumer))["balance"] == before - 100  # only `total` paid
     await ledger_invariants(app)
+
+
+async def test_a_second_process_stores_no_answer_for_a_call_whose_charge_failed(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that doesn't own the answer log claims keys with rows; the answer of a call
+    that touched no table must commit with its charge, not before it: when the charge can't be
+    written (the database holds less than this process believed: another process spent it),
+    the call is a 402 and its key is free, never a stored 200 replayed for free."""
+    owner, consumer = await register(client), await register(client)
+    app_id = await new_app(client, owner.headers, "Pings", visibility="public")
+    ping = [{"id": "pong", "type": "set", "value": 1}]
+    await new_api(client, owner.headers, app_id, "ping", price=100, steps=ping)
+    published = f"/api/v1/apps/{app_id}/versions"
+    data_of(await client.post(published, json={"bump": "minor"}, headers=owner.headers))
+    _, secret = await app_key(client, consumer, app_id)
+    assert (await call(client, secret, app_id, "ping", headers={KEY: "opens-the-log"})).is_success
+    store = idempotency_store(app.state.gateway_state)
+    assert store.local is not None
+    monkeypatch.setattr(store.local.log, "owner", False)  # as a second process sees the log
+    assert (await call(client, secret, app_id, "ping", headers={KEY: "warm"})).is_success
+    async with app.state.engine.begin() as conn:  # what another process reserved meanwhile
+        await conn.exec_driver_sql(
+            "UPDATE wallets SET held = balance WHERE workspace_id = ? AND kind = 'balance'",
+            (consumer.workspace_id,),
+        )
+    refused = await call(client, secret, app_id, "ping", headers={KEY: "unpaid"})
+    assert_error(refused, 402, "insufficient_balance")
+    again = await call(client, secret, app_id, "ping", headers={KEY: "unpaid"})
+    assert_error(again, 402, "insufficient_balance")
+    assert "Idempotent-Replayed" not in again.headers

@@ -172,3 +172,31 @@ async def test_malformed_bodies_are_refused_and_not_stored(client: AsyncClient) 
         assert response.status_code == 400, response.text
     assert (await _create(client, {**user.headers, KEY: "k"})).status_code == 200
     assert await _app_count(client, user.headers) == 1
+
+
+async def test_a_replay_needs_credentials_the_route_would_accept(client: AsyncClient) -> None:
+    """A stored answer (here a new app; it could be a minted key's secret) is never handed to a
+    revoked `ws-` key or a signed-out session: the route would refuse them, so does the replay."""
+    user = await register(client)
+    key_id, secret = await create_key(client, user.headers, type="ws", role="editor")
+    assert (await _create(client, {"X-Api-Key": secret, KEY: "by-key"})).status_code == 200
+    assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=user.headers)).is_success
+    refused = await _create(client, {"X-Api-Key": secret, KEY: "by-key"})
+    assert_error(refused, 401, "api_key_revoked")
+    assert not _replayed(refused)
+    assert (await _create(client, {**user.headers, KEY: "by-session"})).status_code == 200
+    assert (await client.post("/api/v1/auth/logout", headers=user.headers)).is_success
+    refused = await _create(client, {**user.headers, KEY: "by-session"})
+    assert_error(refused, 401, "session_revoked")
+    assert not _replayed(refused)
+
+
+async def test_the_default_workspace_and_its_id_are_one_scope(client: AsyncClient) -> None:
+    """Leaving `X-Workspace-Id` to its default and naming that workspace act in one workspace:
+    one key there, one app."""
+    user = await register(client)
+    first = await _create(client, {**user.headers, KEY: "w"})
+    named = await _create(client, {**user.headers, KEY: "w", "X-Workspace-Id": user.workspace_id})
+    assert _replayed(named)
+    assert named.content == first.content
+    assert await _app_count(client, user.headers) == 1

@@ -24,6 +24,7 @@ from httpx import ASGITransport, AsyncClient
 import apiforge
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
+from tests.factories import register
 
 NOTES = """\
 # Changelog
@@ -194,6 +195,30 @@ async def test_metrics_exposes_request_counters_outside_the_envelope(client: Asy
     assert "# TYPE apiforge_http_requests_total counter" in response.text
     assert _metric(response.text, "apiforge_http_requests_total", labels) == before + 1
     assert "apiforge_http_request_seconds_bucket" in response.text
+
+
+async def test_answers_of_idempotency_keys_are_counted_under_their_route(
+    client: AsyncClient,
+) -> None:
+    """A management replay, a 422 and a 400 are answered before the router runs: they are
+    counted under the route's template all the same (deliverable: latency by route template)."""
+    user = await register(client)
+
+    def counts(text: str) -> list[float]:
+        return [
+            _metric(text, "apiforge_http_requests_total", {**route, "status": status})
+            for status in ("200", "422", "400")
+        ] + [_metric(text, "apiforge_http_requests_total", {**unmatched, "status": "200"})]
+
+    route = {"method": "POST", "route": "/api/v1/apps"}
+    unmatched = {"method": "POST", "route": "unmatched"}
+    before = counts((await client.get("/metrics")).text)
+    for name, key in (("X", "a"), ("X", "a"), ("Y", "a"), ("Y", "a b")):
+        await client.post(
+            "/api/v1/apps", json={"name": name}, headers={**user.headers, "Idempotency-Key": key}
+        )
+    after = counts((await client.get("/metrics")).text)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 0]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/version", "/healthz", "/readyz", "/metrics"])

@@ -71,3 +71,33 @@ async def test_a_limit_configured_to_fail_closed_answers_503(dead_redis: Setting
             data = assert_error(response, 503, "limits_unavailable")
             assert data["limit"] == "concurrency"
             assert response.headers["Retry-After"] == "1"
+
+
+async def test_anti_duplicate_tokens_fail_closed_with_a_retry_and_a_metric(
+    dead_redis: Settings,
+) -> None:
+    """Tokens live in Redis when it is configured: unreachable, nobody can tell a first use
+    from a second, so issuing and spending answer 503 (with `Retry-After`), never a 500 or a
+    run, and the degraded metric counts them as closed."""
+    async for _, client in _client(dead_redis):
+        owner = await register(client)
+        before = (await client.get("/metrics")).text
+        issued = await client.get("/api/v1/idempotency-tokens", headers=owner.headers)
+        assert_error(issued, 503, "idempotency_unavailable")
+        assert issued.headers["Retry-After"] == "1"
+        token = "t" * 43
+        spent = await client.post(
+            "/api/v1/apps",
+            json={"name": "Shop"},
+            headers={**owner.headers, "X-Idempotency-Token": token},
+        )
+        assert_error(spent, 503, "idempotency_unavailable")
+        assert spent.headers["Retry-After"] == "1"
+        apps = data_of(await client.get("/api/v1/apps", headers=owner.headers))
+        assert apps["totalCount"] == 0
+        after = (await client.get("/metrics")).text
+        name, labels = "apiforge_limit_degraded_total", {"kind": "idempotency_token"}
+        grown = metric_value(after, name, **labels, mode="closed") - metric_value(
+            before, name, **labels, mode="closed"
+        )
+        assert grown == 2

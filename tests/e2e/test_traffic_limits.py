@@ -189,6 +189,28 @@ async def test_the_plan_sets_requests_per_minute_for_the_calling_workspace(
         assert (await call(client, other, app_id, "echo")).status_code == 200
 
 
+@pytest.mark.parametrize("quota", ["requestsPerMinute", "concurrentRequests"])
+async def test_a_plan_that_allows_no_calls_is_403_not_a_429_to_retry(
+    app: FastAPI, client: AsyncClient, quota: str
+) -> None:
+    """0 calls a minute (or in flight) is a plan's "no", not a busy moment: 403
+    `quota_exceeded` naming the quota, with no `Retry-After` that would never lead anywhere."""
+    admin = await make_admin(app, client)
+    owner = await register(client)
+    body = {"code": "none", "name": "None", "quotas": {quota: 0}}
+    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
+    moved = await client.put(
+        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
+        json={"planId": plan["id"]},
+        headers=admin.headers,
+    )
+    data_of(moved)
+    app_id, secret = await limited_app(client, owner, visibility="public")
+    refused = await call(client, secret, app_id, "echo")
+    assert assert_error(refused, 403, "quota_exceeded")["quota"] == quota
+    assert "Retry-After" not in refused.headers
+
+
 async def test_a_concurrency_limit_refuses_calls_beyond_the_ones_in_flight(
     upstream_client: tuple[FastAPI, AsyncClient],
 ) -> None:
@@ -364,3 +386,32 @@ async def test_a_keyed_call_waiting_on_an_upstream_stores_its_answer(
     ledger = data_of(await client.get("/api/v1/ledger-entries?pageSize=100", headers=owner.headers))
     calls = [e for e in ledger["list"] if e.get("kind") == "call" and e["amount"] < 0]
     assert len(calls) == 2  # the warm-up and the keyed call, not its replay
+
+
+async def test_a_cancelled_keyed_call_frees_its_key_and_is_not_charged(
+    upstream_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    """A call cancelled while it waits on its upstream (its client gone, the server stopping)
+    failed: its concurrency place and its idempotency key are free at once, nothing of it is
+    charged, and the retry with the same key runs (it held the key until its lease ended on
+    PostgreSQL: a cancelled call read as a success to the after-stages)."""
+    _, client = upstream_client
+    async with slow_upstream() as upstream:
+        upstream.gate = asyncio.Event()
+        owner = await register(client)
+        app_id, secret = await limited_app(client, owner, upstream.url, concurrentPerKey=1)
+        headers = {"Idempotency-Key": "cancelled"}
+        task = asyncio.create_task(call(client, secret, app_id, "slow", headers=headers))
+        await upstream.wait_in_flight(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        upstream.gate.set()
+        retry = await call(client, secret, app_id, "slow", headers=headers)
+        again = await call(client, secret, app_id, "slow", headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert "Idempotent-Replayed" not in retry.headers
+    assert again.headers["Idempotent-Replayed"] == "1"
+    ledger = data_of(await client.get("/api/v1/ledger-entries?pageSize=100", headers=owner.headers))
+    calls = [e for e in ledger["list"] if e.get("kind") == "call" and e["amount"] < 0]
+    assert len(calls) == 1  # the retry alone

@@ -5,16 +5,19 @@ see it through `workspaces/deps.py`, which confines a key to its workspace and r
 `CurrentAccount` (person-level routes) and `AdminAccount` refuse keys.
 """
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession
 from apiforge.accounts.service import AccountService
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import decode_access_token
 from apiforge.core.errors import AuthenticationError, ForbiddenError
+from apiforge.core.settings import Settings
 from apiforge.http.deps import SessionDep, SettingsDep, client_ip
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.policy import KeyRecord, check_key
@@ -45,33 +48,24 @@ def _key_secret(request: Request) -> str | None:
     return token if token is not None and token.startswith("ws-") else None
 
 
-async def _key_account(request: Request, session: SessionDep, secret: str) -> Account:
-    """A `ws-` key acts for its creator, inside its workspace only, with at most its role (the
-    workspace dependencies apply both limits)."""
-    lookup: KeyLookup = request.app.state.keys
-    record = await lookup.key(await session.connection(), secret)
-    if record is None or record.kind != "ws":
-        raise AuthenticationError(
-            "Invalid API key (the management API takes ws- keys)", reason="invalid_api_key"
-        )
-    check_key(record, now=utcnow(), client_ip=client_ip(request), origin=None)
-    account = await session.get(Account, record.account_id) if record.account_id else None
-    if account is None or account.status != "active":
-        raise AuthenticationError(
-            "The creator of this key is no longer an active member of its workspace",
-            reason="api_key_orphaned",
-        )
-    lookup.last_used.touch(record.id)
-    request.state.workspace_key = record
-    request.state.account_id = account.id
-    return account
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated management caller: the account, and the `ws-` key or the console
+    session it came with."""
+
+    account: Account
+    key: KeyRecord | None = None
+    session_id: str | None = None
 
 
-async def _caller_account(request: Request, session: SessionDep, settings: SettingsDep) -> Account:
-    """Who is calling: a console access token, or a `ws-` key. Seam for OAuth2 access tokens."""
+async def authenticate(request: Request, session: AsyncSession, settings: Settings) -> Caller:
+    """Who is calling: a console access token of a live session of an active account, or a
+    usable `ws-` key of an active creator; 401 otherwise. The one check behind `CallerAccount`
+    and the idempotency middleware (which must never replay an answer to a caller the route
+    would refuse). Seam for OAuth2 access tokens."""
     secret = _key_secret(request)
     if secret is not None:
-        return await _key_account(request, session, secret)
+        return await _key_caller(request, session, secret)
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError()
@@ -88,9 +82,37 @@ async def _caller_account(request: Request, session: SessionDep, settings: Setti
     account: Account = row.Account
     if account.status != "active":
         raise AuthenticationError("Account is disabled", reason="account_disabled")
-    request.state.account_id = account.id
-    request.state.session_id = claims["sid"]
-    return account
+    return Caller(account, session_id=claims["sid"])
+
+
+async def _key_caller(request: Request, session: AsyncSession, secret: str) -> Caller:
+    """A `ws-` key acts for its creator, inside its workspace only, with at most its role (the
+    workspace dependencies apply both limits)."""
+    lookup: KeyLookup = request.app.state.keys
+    record = await lookup.key(await session.connection(), secret)
+    if record is None or record.kind != "ws":
+        raise AuthenticationError(
+            "Invalid API key (the management API takes ws- keys)", reason="invalid_api_key"
+        )
+    check_key(record, now=utcnow(), client_ip=client_ip(request), origin=None)
+    account = await session.get(Account, record.account_id) if record.account_id else None
+    if account is None or account.status != "active":
+        raise AuthenticationError(
+            "The creator of this key is no longer an active member of its workspace",
+            reason="api_key_orphaned",
+        )
+    lookup.last_used.touch(record.id)
+    return Caller(account, key=record)
+
+
+async def _caller_account(request: Request, session: SessionDep, settings: SettingsDep) -> Account:
+    caller = await authenticate(request, session, settings)
+    if caller.key is not None:
+        request.state.workspace_key = caller.key
+    else:
+        request.state.session_id = caller.session_id
+    request.state.account_id = caller.account.id
+    return caller.account
 
 
 CallerAccount = Annotated[Account, Depends(_caller_account)]

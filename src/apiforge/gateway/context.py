@@ -10,6 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.engine.compiler import CompiledApi
 from apiforge.engine.loader import AppTarget
 
+# The status of a call cancelled before it answered (its client gone, the server stopping):
+# nginx's "client closed request". The after-stages treat it as a failure whose effects may or
+# may not have committed.
+CANCELLED = 499
+
 
 @dataclass(slots=True)
 class Caller:
@@ -58,7 +63,8 @@ class GatewayContext:
     # True once the call's request-log row was written with its charge (the log stage skips it).
     log_written: bool = False
 
-    # The outcome.
+    # The outcome (`CANCELLED` when the call was cancelled mid-way: what it committed, if
+    # anything, is not known to the stages).
     status: int = 200
     reason: str = ""
     body: bytes = b""

@@ -11,6 +11,7 @@ Every call is recorded in the request log (`gateway/stages/log.py`). The JSON ac
 stderr is written for 5xx answers, and for every call when `APIFORGE_GATEWAY_ACCESS_LOG` is on.
 """
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from apiforge.core.errors import ApiforgeError, PayloadTooLargeError
 from apiforge.core.lazydb import LazyConnection
-from apiforge.gateway.context import GatewayContext
+from apiforge.gateway.context import CANCELLED, GatewayContext
 from apiforge.gateway.stage import AfterStage, Answered, GatewayState, Stage
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
@@ -146,6 +147,9 @@ class GatewayEndpoint:
             ctx.status, ctx.reason = exc.status, exc.reason
             headers = {**ctx.response_headers, **exc.headers}
             response = error_response(exc.status, exc.reason, exc.message, exc.details, headers)
+        except asyncio.CancelledError:
+            ctx.status, ctx.reason = CANCELLED, "client_closed_request"
+            raise
         except Exception:
             ctx.status, ctx.reason = 500, "internal_error"
             raise

@@ -45,13 +45,15 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         # 5. Traffic control once the app, API and calling workspace are known: frequency and
         #    concurrency limits admitted at once (one Redis round trip), places held to the end.
         TrafficStage(traffic),
-        # 6. Idempotency after the traffic stages (shed load never claims a key) and before
-        #    validation, so a replay answers without re-checking; refusals after it release.
-        IdempotencyStage(state),
-        # 7. Validate args only for callers allowed to call: errors never leak param lists.
+        # 6. Validate args only for callers allowed to call: errors never leak param lists.
         ValidationStage(),
-        # 8. End-user token and permission mode, on validated args (userSystem reads an arg).
+        # 7. End-user token and permission mode, on validated args (userSystem reads an arg).
         PermissionStage(state),
+        # 8. Idempotency once the caller and its end user may make this call (DESIGN.md puts
+        #    it before 7 and 8: a replay would then answer a caller without its end user's
+        #    token, or another end user of a shared browser key; docs/decisions.md), after
+        #    the traffic stages (shed load never claims a key); refusals after it release.
+        IdempotencyStage(state),
         # 9. Plan quotas (callsPerMonth) from in-process counters: no round trip per call.
         quotas,
         # 9b. Balance >= price: the price is reserved before any step runs (402), charged in

@@ -98,6 +98,7 @@ class Answer:
     length: int = 0
     expires_us: int = 0
     lost: bool = False  # a tombstone written at recovery
+    abandoned: bool = False  # its call was cancelled before it was written: never write it
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,10 @@ class AnswerLog:
         good (no statement here: a group commit of many calls checks, marks and writes them at
         once; `db` is the transaction's, as a charge's carried rows take it).
         False, staging nothing, for a key that a claim of another process was found holding
-        when this transaction last tried to commit (`AnswersRefused`): refuse that call."""
+        when this transaction last tried to commit (`AnswersRefused`), or for an answer whose
+        call was cancelled (`abandon`): refuse that call."""
+        if answer.abandoned:
+            return False
         if self._refusing:
             found = self._refusing.pop(answer.record_id, None)
             if found is not None and time.monotonic() - found < REFUSING_SECONDS:
@@ -241,6 +245,8 @@ class AnswerLog:
         self._local.staged = None
         ids = [answer.record_id for answer in staged]
         with self._lock:  # seqs rise through the log: reserved, marked and written together
+            if any(answer.abandoned for answer in staged):  # its `write` refuses it next
+                raise AnswersRefused({answer.record_id for answer in staged if answer.abandoned})
             first = self._next_seq
             if any(answer.marked for answer in staged):
                 keys = b"".join(bytes.fromhex(rid) for rid in ids)
@@ -330,6 +336,18 @@ class AnswerLog:
         return segment
 
     # --- settling (event loop) --------------------------------------------------------------------
+
+    def abandon(self, answer: Answer) -> bool:
+        """The call of `answer` was cancelled, so whether its transaction commits is not known
+        on the event loop. True: the answer is written already (its transaction was committing:
+        treat it as committed, so a retry replays it rather than runs again). False: it was not,
+        and it never will be — a transaction that still carries it is refused (the call's
+        charge and effects with it), so the key is free and a retry runs once."""
+        with self._lock:  # `before_commit` writes under it: either it wrote, or it never will
+            if answer.segment is not None:
+                return True
+            answer.abandoned = True
+            return False
 
     def confirm(self, answer: Answer) -> None:
         """The answer's transaction committed: it can be found and replayed from now on."""

@@ -1,26 +1,29 @@
-"""Who is calling, as idempotency scopes it: resolved from the credential headers alone.
+"""Who is calling, as idempotency scopes it on the management API.
 
-The management middleware runs before FastAPI authenticates the request, so it identifies the
-caller the same way the auth dependencies will — a verified console token's account, or a `ws-`
-key's id — without deciding anything: a request whose credentials don't check out is passed on
-untouched and refused (401) by the route, and never reaches the store.
+The management middleware runs before FastAPI authenticates the request, so it authenticates
+the caller with the very check the routes' dependency makes (`accounts.deps.authenticate`:
+session live, account active, key usable) — a stored answer is never replayed to a caller the
+route would refuse — and decides nothing else: a request whose credentials don't check out is
+passed on untouched and refused (401) by the route, and never reaches the store.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.types import Scope
 
-from apiforge.accounts.tokens import decode_access_token
+from apiforge.accounts.deps import authenticate
 from apiforge.core.errors import ApiforgeError
-from apiforge.core.settings import Settings
 from apiforge.idempotency.keys import principal
-from apiforge.keys.lookup import KeyLookup
+from apiforge.workspaces.deps import WORKSPACE_HEADER
+from apiforge.workspaces.service import personal_workspace_id
 
 
 @dataclass(frozen=True, slots=True)
 class CallerScope:
     principal: str  # key:<id> | acct:<id>
-    workspace: str  # the workspace acted in ("" = the account's personal one)
+    workspace: str  # the workspace acted in, as the route resolves it
 
 
 def key_secret(headers: dict[str, str]) -> str | None:
@@ -35,23 +38,22 @@ def key_secret(headers: dict[str, str]) -> str | None:
     return None
 
 
-async def management_caller(
-    settings: Settings, lookup: KeyLookup, conn: AsyncConnection, headers: dict[str, str]
-) -> CallerScope | None:
-    """The caller of a management request, or None when its credentials don't identify one."""
-    secret = key_secret(headers)
-    if secret is not None:
-        record = await lookup.key(conn, secret)
-        if record is None or record.kind != "ws":
+async def management_caller(scope: Scope, state: Any) -> CallerScope | None:
+    """The caller of a management request, or None when the route would refuse its
+    credentials. The workspace is the one the route acts in: a `ws-` key's own, else the
+    `X-Workspace-Id` header's, else the account's personal workspace (the header's default),
+    so one request names one scope whether the header is sent or left to its default."""
+    request = Request(scope)
+    async with state.sessionmaker() as session:
+        try:
+            caller = await authenticate(request, session, state.settings)
+        except ApiforgeError:
             return None
-        return CallerScope(f"key:{record.id}", record.workspace_id)
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    try:
-        claims = decode_access_token(settings, token.strip())
-    except ApiforgeError:
-        return None
-    who = principal(None, str(claims["sub"]))
-    assert who is not None
-    return CallerScope(who, headers.get("x-workspace-id", "").strip())
+        if caller.key is not None:
+            return CallerScope(f"key:{caller.key.id}", caller.key.workspace_id)
+        who = principal(None, caller.account.id)
+        assert who is not None
+        workspace = request.headers.get(WORKSPACE_HEADER, "").strip()
+        if not workspace:
+            workspace = await personal_workspace_id(session, caller.account.id) or ""
+        return CallerScope(who, workspace)

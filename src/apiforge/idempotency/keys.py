@@ -6,6 +6,8 @@ agree byte for byte on what a key, a scope and a payload are.
 
 import hashlib
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from apiforge.core.errors import ValidationError
 
@@ -15,9 +17,11 @@ TOKEN_HEADER = "x-idempotency-token"  # noqa: S105 - a header name, not a secret
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 
-# Visible ASCII without `"` and `\`; a quoted key (RFC 8941 sf-string) may also hold spaces.
-_BARE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,255}")
-_QUOTED = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,255}")
+# Bare: visible ASCII without `"` and `\`. Quoted: an RFC 8941 sf-string, which may also hold
+# spaces, and `"` and `\` escaped with a backslash.
+_BARE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_QUOTED = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])+')
+_ESCAPED = re.compile(r'\\(["\\])')
 _SEQ = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
@@ -27,17 +31,20 @@ def _invalid(header: str, message: str, reason: str = "invalid_idempotency_key")
 
 
 def parse_key(raw: str) -> str:
-    """`Idempotency-Key`, quoted (`"k"`) or bare (`k`): both name the same key. 400 when empty,
-    longer than 255 characters, or holding anything but visible ASCII."""
+    """`Idempotency-Key`, quoted (`"k"`, escapes `\\"` and `\\\\` as in RFC 8941) or bare (`k`):
+    both name the same key. 400 when empty, longer than 255 characters, or holding anything but
+    visible ASCII (and spaces, quoted)."""
     value = raw.strip()
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value, pattern = value[1:-1], _QUOTED
     else:
         pattern = _BARE
-    if len(value) > MAX_KEY_LENGTH:
-        raise _invalid("Idempotency-Key", f"must be at most {MAX_KEY_LENGTH} characters")
     if not pattern.fullmatch(value):
         raise _invalid("Idempotency-Key", "must be 1-255 visible ASCII characters")
+    if pattern is _QUOTED:
+        value = _ESCAPED.sub(r"\1", value)
+    if len(value) > MAX_KEY_LENGTH:
+        raise _invalid("Idempotency-Key", f"must be at most {MAX_KEY_LENGTH} characters")
     return value
 
 
@@ -67,9 +74,15 @@ def record_id(kind: str, scope: str, key: str) -> str:
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     """What makes two requests "the same payload": method, path, query and the exact body."""
-    digest = hashlib.sha256(f"{method}\x00{path}\x00{query}\x00".encode())
+    digest = fingerprint_hash(method, path, query)
     digest.update(body)
     return digest.hexdigest()
+
+
+def fingerprint_hash(method: str, path: str, query: str) -> "hashlib._Hash":
+    """`fingerprint` of a body hashed as it arrives: `update` it with the body, then
+    `hexdigest`."""
+    return hashlib.sha256(f"{method}\x00{path}\x00{query}\x00".encode())
 
 
 def principal(key_id: str | None, account_id: str | None) -> str | None:
@@ -79,3 +92,11 @@ def principal(key_id: str | None, account_id: str | None) -> str | None:
     if account_id:
         return f"acct:{account_id}"
     return None
+
+
+def end_user_scope(who: str, app_id: str, claims: Mapping[str, Any]) -> str:
+    """A credential's scope narrowed to the end user whose verified token the call carries (of
+    app `app_id`): a publishable key is every end user's, and one end user's key must never
+    replay another's answer."""
+    subject = str(claims.get("sub", ""))
+    return f"{who}|user:{len(app_id)}:{app_id}:{subject}"

@@ -144,12 +144,14 @@ class LocalClaims:
         if not await target.run(lambda: _written_now(log, target.raw, answer)):
             raise KeyInUseError()
 
-    def settle(self, claim: Claim, committed: bool) -> None:
-        """The call is over: its answer committed (from now on found in the log) or nothing of
-        the call did."""
+    def settle(self, claim: Claim, committed: bool | None) -> None:
+        """The call is over: its answer committed (from now on found in the log), nothing of
+        the call did, or — None, a cancelled call — it is not known (`AnswerLog.abandon`)."""
         answer = claim.answer
         if answer is not None:
             claim.answer = None
+            if committed is None:
+                committed = self.log.abandon(answer)
             if committed:
                 self.log.confirm(answer)
             else:

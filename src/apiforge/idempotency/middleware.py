@@ -10,9 +10,11 @@ in the gateway. A process that dies between the two leaves the claim unfinished:
 409 until its lease ends, after which a retry runs again (docs/idempotency.md).
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiforge.core.errors import ApiforgeError, ValidationError
@@ -25,12 +27,12 @@ from apiforge.idempotency.keys import (
     REPLAYED_HEADER,
     SEQ_HEADER,
     TOKEN_HEADER,
-    fingerprint,
     parse_key,
     parse_seq,
     record_id,
     token_id,
 )
+from apiforge.idempotency.spool import SpooledBody
 from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
 
@@ -62,6 +64,7 @@ class IdempotencyMiddleware:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         state = scope["app"].state
+        _match_route(scope)
         try:
             await self._guarded(scope, receive, send, headers, state)
         except ApiforgeError as exc:
@@ -72,49 +75,47 @@ class IdempotencyMiddleware:
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], state: Any
     ) -> None:
         store = self._store_of(state)
-        async with state.engine.connect() as conn:
-            caller = await management_caller(state.settings, state.keys, conn, headers)
-            await conn.commit()
+        caller = await management_caller(scope, state)
         if caller is None:  # no usable credentials: the route answers 401, nothing is stored
             await self.app(scope, receive, send)
             return
         rid = _record_id(headers, caller)
-        body = await _read_body(receive)
-        async with state.engine.connect() as conn:
+        query = scope.get("query_string", b"").decode("latin-1")
+        with SpooledBody(scope["method"], scope["path"], query) as body:
+            await body.read_from(receive)
             claim: Claim | None = None
-            if rid is not None:
-                query = scope.get("query_string", b"").decode("latin-1")
-                print_ = fingerprint(scope["method"], scope["path"], query, body)
-                outcome = await store.claim(conn, rid, print_)
-                if isinstance(outcome, StoredResponse):
-                    IDEMPOTENT_REPLAYS.labels("management").inc()
-                    await _replay(outcome, send)
-                    return
-                claim = outcome
-            raw_token = headers.get(TOKEN_HEADER)
-            try:
-                if raw_token is not None:
-                    digest = token_id(raw_token)
-                    if digest is None:
-                        raise DuplicateRequestError()
-                    await store.tokens.consume(conn, digest, caller.principal)
-                await conn.commit()
-            except BaseException:
-                await conn.rollback()
-                if claim is not None:
-                    await store.release(conn, claim)
-                raise
-        if claim is None:
-            await self.app(scope, _replaying(body, receive), send)
-            return
-        await self._run_and_store(scope, receive, send, body, store, claim, state)
+            async with state.engine.connect() as conn:
+                if rid is not None:
+                    outcome = await store.claim(conn, rid, body.fingerprint())
+                    if isinstance(outcome, StoredResponse):
+                        IDEMPOTENT_REPLAYS.labels("management").inc()
+                        await _replay(outcome, send)
+                        return
+                    claim = outcome
+                raw_token = headers.get(TOKEN_HEADER)
+                try:
+                    if raw_token is not None:
+                        digest = token_id(raw_token)
+                        if digest is None:
+                            raise DuplicateRequestError()
+                        await store.tokens.consume(conn, digest, caller.principal)
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    if claim is not None:
+                        await store.release(conn, claim)
+                    raise
+            if claim is None:
+                await self.app(scope, body.replaying(receive), send)
+                return
+            await self._run_and_store(scope, receive, send, body, store, claim, state)
 
     async def _run_and_store(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        body: bytes,
+        body: SpooledBody,
         store: IdempotencyStore,
         claim: Claim,
         state: Any,
@@ -127,7 +128,7 @@ class IdempotencyMiddleware:
             messages.append(message)
 
         try:
-            await self.app(scope, _replaying(body, receive), hold)
+            await self.app(scope, body.replaying(receive), hold)
         except BaseException:
             await _release(state, store, claim)
             raise
@@ -156,6 +157,26 @@ class IdempotencyMiddleware:
     @staticmethod
     def _store_of(state: Any) -> IdempotencyStore:
         return shared_store(state.gateway_state.extra, state.settings, state.redis)
+
+
+def _match_route(scope: Scope) -> None:
+    """Name the route in `scope` as the router will: an answer given here (a replay, a 409, a
+    422) is then counted under its route template in `/metrics`, not as "unmatched"."""
+    route = _matching(scope["app"].router.routes, scope)
+    if route is not None:
+        scope["route"] = route
+
+
+def _matching(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:
+    for route in routes:
+        # FastAPI keeps an included router whole (its `original_router`): look inside.
+        inner = getattr(route, "original_router", None)
+        found = _matching(inner.routes, scope) if inner is not None else None
+        if found is not None:
+            return found
+        if inner is None and route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
 
 
 def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:
@@ -188,29 +209,3 @@ async def _replay(stored: StoredResponse, send: Send) -> None:
     headers.append((REPLAYED_HEADER.encode(), b"1"))
     await send({"type": "http.response.start", "status": stored.status, "headers": headers})
     await send({"type": "http.response.body", "body": stored.body})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the route the body already read, then defers to the client's."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

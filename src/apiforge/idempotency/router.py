@@ -4,14 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from apiforge.accounts.deps import _caller_account as caller_account
+from apiforge.accounts.deps import authenticate
 from apiforge.core.errors import AuthenticationError
 from apiforge.http.deps import SessionDep, SettingsDep, client_ip
 from apiforge.http.envelope import Envelope, ok
 from apiforge.idempotency.callers import key_secret
 from apiforge.idempotency.schemas import IdempotencyTokenRead
 from apiforge.idempotency.service import IdempotencyTokenService
-from apiforge.idempotency.store import IdempotencyStore
+from apiforge.idempotency.store import shared_store
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.policy import check_key
 from apiforge.tools.clock import utcnow
@@ -43,14 +43,17 @@ async def _principal(
     if key is not None:
         return key
     # A console sign-in: the same checks (session live, account active) as every other route.
-    account = await caller_account(request, session, settings)
-    return f"acct:{account.id}"
+    caller = await authenticate(request, session, settings)
+    return f"acct:{caller.account.id}"
 
 
 def _service(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> IdempotencyTokenService:
-    return IdempotencyTokenService(session, IdempotencyStore(settings, request.app.state.redis))
+    state = request.app.state
+    return IdempotencyTokenService(
+        session, shared_store(state.gateway_state.extra, settings, state.redis)
+    )
 
 
 @router.get(

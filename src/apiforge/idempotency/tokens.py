@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.db import sqlite_stamp
 from apiforge.core.errors import ConflictError, UnavailableError
+from apiforge.http.metrics import LIMIT_DEGRADED
 from apiforge.idempotency.models import IdempotencyToken
 from apiforge.idempotency.sqlite_db import OwnConnection, rowcount, run_committed
 from apiforge.tools.clock import utcnow
@@ -93,6 +94,9 @@ class TokenStore:
 def _redis_down(operation: str) -> UnavailableError:
     """Tokens fail closed: without Redis nobody can tell a first use from a second."""
     log.warning("idempotency_redis_unavailable", operation=operation)
+    LIMIT_DEGRADED.labels("idempotency_token", "closed").inc()
     return UnavailableError(
-        "Anti-duplicate tokens are unavailable; retry shortly", reason="idempotency_unavailable"
+        "Anti-duplicate tokens are unavailable; retry shortly",
+        reason="idempotency_unavailable",
+        headers={"Retry-After": "1"},
     )

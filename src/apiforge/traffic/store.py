@@ -251,12 +251,19 @@ class RedisTraffic:
             task.add_done_callback(self.flushes.discard)
 
     async def flush(self) -> None:
-        """Send the releases no admission has carried (one pipeline); kept for later if Redis
-        is unreachable."""
+        """Send the releases no admission has carried; kept for later if Redis is unreachable.
+        On the admissions' own line (the script, admitting nothing): Redis applies them before
+        any admission this process sends afterwards, so a place given back before a call is
+        admitted is free for it (over another connection the call could arrive first)."""
         pending, self.pending = self.pending, []
         if not pending:
             return
         try:
+            if self.line is not None:
+                keys = [key for key, _ in pending]
+                args: list[int | str] = [len(pending), 0, self.lease_ms, ""]
+                await self.line.run_script(ADMIT_LUA, keys, args + [m for _, m in pending])
+                return
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, member in pending:
                     pipe.zrem(key, member)

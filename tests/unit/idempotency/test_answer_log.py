@@ -118,6 +118,41 @@ async def test_a_rolled_back_or_unconfirmed_answer_is_never_found(
     assert log.find(rid("failed")) is None
 
 
+async def test_a_cancelled_call_s_answer_is_kept_if_written_and_never_written_after(
+    log: AnswerLog, database: str
+) -> None:
+    """`abandon`: the event loop can't tell whether a cancelled call's transaction commits.
+    An answer already written counts as committed (a retry replays it); one not written yet is
+    refused by the transaction that carries it (its call's effects with it): never both a run
+    and a free key."""
+    db = connect(database)
+    written = answer("written")
+    assert log.write(db, written)
+    log.before_commit(db)
+    assert log.abandon(written)
+    db.commit()
+    log.confirm(written)
+    assert log.find(rid("written")) is not None
+    staged, other = answer("staged"), answer("other")
+    assert log.write(db, staged)
+    assert log.write(db, other)
+    assert not log.abandon(staged)  # staged, not written: it never will be
+    with pytest.raises(AnswersRefused) as refused:
+        log.before_commit(db)
+    assert refused.value.record_ids == {rid("staged")}
+    assert staged.segment is None  # nothing of the group written
+    assert other.segment is None
+    db.rollback()
+    log.after_rollback()
+    assert not log.write(db, staged)  # the writer's retry, one charge at a time, refuses it
+    commit(log, db, other)  # and commits the rest
+    assert log.find(rid("staged")) is None
+    assert log.find(rid("other")) is not None
+    late = answer("late")
+    assert not log.abandon(late)  # cancelled before its transaction even took it
+    assert not log.write(db, late)
+
+
 async def test_a_live_claim_row_of_another_process_refuses_the_answer(
     log: AnswerLog, database: str
 ) -> None:

@@ -23,6 +23,10 @@ from apiforge.idempotency.keys import (
         ("k" * 255, "k" * 255),
         ('"' + "k" * 255 + '"', "k" * 255),
         ("8e03978e-40d5-43e8-bc93-6894a57f9324", "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+        # RFC 8941 escapes in a quoted key; 255 characters once unescaped.
+        ('"say \\"hi\\""', 'say "hi"'),
+        ('"back\\\\slash"', "back\\slash"),
+        ('"' + '\\"' * 255 + '"', '"' * 255),
     ],
 )
 def test_bare_and_quoted_keys(raw: str, key: str) -> None:
@@ -30,7 +34,11 @@ def test_bare_and_quoted_keys(raw: str, key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["", '""', "k" * 256, '"' + "k" * 256 + '"', "a b", '"a"b"', "a\\b", "é", "\x00", '"']
+    "raw",
+    [
+        *("", '""', "k" * 256, '"' + "k" * 256 + '"', "a b", '"a"b"', "a\\b", "é", "\x00", '"'),
+        *('"a\\b"', '"a\\"', '"' + '\\"' * 256 + '"', '"\\\\\\"'),
+    ],
 )
 def test_malformed_keys_are_refused(raw: str) -> None:
     with pytest.raises(ValidationError) as caught:

@@ -148,6 +148,33 @@ async def test_redis_releases_ride_along_or_go_alone_within_milliseconds() -> No
             await client.aclose()
 
 
+async def test_a_release_sent_alone_is_applied_before_the_next_admission() -> None:
+    """A release on its way alone (the flush) is sent over the admissions' line, so the call
+    admitted right after it finds the place free: over another connection, the admission could
+    reach Redis first and be refused a place that had been given back."""
+    async with redis_server() as server:
+        client = make_redis(Settings(redis_url=server.url))
+        assert client is not None
+        store = RedisTraffic(client, "t:", lease_seconds=60)
+        try:
+            slot = Slot("key", "order", 1)
+            for _ in range(20):
+                member = new_member()
+                assert await store.admit([], [slot], member) is None
+                await store.release([slot], member)
+                flushing = asyncio.create_task(store.flush())
+                await asyncio.sleep(0)  # the flush has taken the release and sent it
+                assert store.pending == []
+                last = new_member()
+                assert await store.admit([], [slot], last) is None
+                await flushing
+                await store.release([slot], last)
+                await store.flush()
+        finally:
+            await store.close()
+            await client.aclose()
+
+
 def test_lease_members_are_unique() -> None:
     assert len({new_member() for _ in range(10_000)}) == 10_000
 

@@ -1,4 +1,5 @@
-"""Stage: idempotency keys, sequence numbers and anti-duplicate tokens (DESIGN.md §4 stage 6).
+"""Stage: idempotency keys, sequence numbers and anti-duplicate tokens (DESIGN.md §4 stage 6,
+run after validation and permissions: see pipeline.py).
 
 With none of the three headers the stage costs three dict lookups. With one, it costs one short
 transaction before the run (claim the key, or spend the token) and one UPDATE inside the run's own
@@ -7,9 +8,11 @@ effects: a crash can never leave effects without a record, and a retry never exe
 the embedded database the process that owns the answer log (idempotency/answer_log.py) claims a
 key in memory, reading nothing for a key it has never seen, and its answer is appended to the
 log by the transaction of the call's charge or effects (idempotency/local_claims.py).
-Refusals before this stage (auth, policy, limits) never reach the store; refusals after it
-(validation, permissions, balance, failed steps) roll back and release the claim, so only
-completed calls are replayed.
+A key belongs to the credential in the calling workspace and, when the call carries an end-user
+token, to that end user: a replay is only ever an answer to the same caller, checked afresh.
+Refusals before this stage (auth, policy, limits, validation, permissions) never reach the
+store; refusals after it (quotas, balance, failed steps) roll back and release the claim, so
+only completed calls are replayed.
 """
 
 from functools import partial
@@ -17,7 +20,7 @@ from functools import partial
 import structlog
 
 from apiforge.core.errors import ValidationError
-from apiforge.gateway.context import GatewayContext
+from apiforge.gateway.context import CANCELLED, GatewayContext
 from apiforge.gateway.stage import Answered, GatewayState
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
 from apiforge.idempotency.claims import Claim, KeyInUseError, StoredResponse
@@ -26,6 +29,7 @@ from apiforge.idempotency.keys import (
     REPLAYED_HEADER,
     SEQ_HEADER,
     TOKEN_HEADER,
+    end_user_scope,
     fingerprint,
     parse_key,
     parse_seq,
@@ -76,6 +80,9 @@ class IdempotencyStage:
         assert ctx.connection is not None
         who = principal(ctx.caller.key_id, ctx.caller.account_id)
         assert who is not None  # every authenticated caller has a key or an account
+        if ctx.token is not None:
+            # A browser key is shared by the app's end users: each has keys of its own.
+            who = end_user_scope(who, ctx.target.id if ctx.target else "", ctx.token)
         if raw_key is not None and raw_seq is not None:
             raise ValidationError(
                 "Send Idempotency-Key or X-Request-Seq, not both",
@@ -131,9 +138,12 @@ class IdempotencyStage:
             else:
                 await local.complete(ctx.connection, claim, response)
             return
-        if self.store.own_db is not None and not getattr(ctx.connection, "started", True):
-            # SQLite, and the steps wrote nothing (reads went through the shared reader):
-            # nothing to be atomic with, so no pooled connection is checked out just for this.
+        started = getattr(ctx.connection, "started", True)
+        if self.store.own_db is not None and ctx.charge is None and not started:
+            # SQLite, the steps wrote nothing (reads went through the shared reader) and the
+            # call is free: nothing to be atomic with, so no pooled connection is checked out
+            # just for this. (A charge must commit with the answer: were it refused, a stored
+            # answer would be replayed for nothing.)
             await self.store.complete_now(None, ctx.idempotency, response)
         else:
             # Within the call's transaction, committed with its effects and its charge (on
@@ -153,9 +163,10 @@ class IdempotencyReleaseStage:
     async def after(self, ctx: GatewayContext) -> None:
         claim = ctx.idempotency
         if claim is not None and claim.local:
-            # A call that succeeded committed its answer; a failed one committed nothing.
+            # A call that succeeded committed its answer; a failed one committed nothing; of a
+            # cancelled one the answer's writer decides.
             assert self.store.local is not None
-            self.store.local.settle(claim, ctx.status < 300)
+            self.store.local.settle(claim, None if ctx.status == CANCELLED else ctx.status < 300)
             return
         if claim is None or ctx.status < 300:
             return

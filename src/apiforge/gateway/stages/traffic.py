@@ -11,6 +11,7 @@ counts in no window and holds no place; an admitted one holds its places until
 from dataclasses import dataclass
 
 from apiforge.gateway.context import GatewayContext
+from apiforge.plans.quotas import QuotaExceededError
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
 from apiforge.traffic.frequency import Rate
@@ -50,6 +51,9 @@ class TrafficStage:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()  # callers and IPs come and go: start afresh
             self._shapes[key] = shape
+        if shape.closed:
+            # A plan that allows no calls: retrying later never helps, so not a 429.
+            raise QuotaExceededError(shape.closed, 0, 0)
         rates, slots = shape.rates, shape.slots
         if not rates and not slots:
             return
@@ -68,6 +72,7 @@ class _Shape:
     rates: tuple[Rate, ...]
     slots: tuple[Slot, ...]
     policy: str
+    closed: str = ""  # the plan quota that allows no calls at all (0), if any
 
 
 def _shape(
@@ -97,7 +102,14 @@ def _shape(
         slots.append(Slot("app", f"app:{counter}", limit))
     if plan.concurrent != UNLIMITED:
         slots.append(Slot("plan", f"plan:{workspace}", plan.concurrent))
-    return _Shape(limits, plan, tuple(rates), tuple(slots), policy(rates) if rates else "")
+    closed = (
+        "requestsPerMinute"
+        if plan.requests_per_minute == 0
+        else "concurrentRequests"
+        if plan.concurrent == 0
+        else ""
+    )
+    return _Shape(limits, plan, tuple(rates), tuple(slots), policy(rates) if rates else "", closed)
 
 
 class TrafficRelease:
