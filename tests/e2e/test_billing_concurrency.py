@@ -18,7 +18,7 @@ from apiforge.usage.models import RequestLog
 from tests._servers import running_servers
 from tests.conftest import DATABASE_URL
 from tests.e2e._billing import COST, PRICE, Market, balances, ledger_invariants, market, top_up
-from tests.e2e._workspaces import data_of
+from tests.e2e._plans import on_plan
 
 CLIENTS = 50
 
@@ -31,14 +31,7 @@ def settings(settings: Settings) -> Settings:
 async def _unlimited(client: AsyncClient, m: Market) -> None:
     """The consumer's plan must not be what refuses calls here: no rate or concurrency cap."""
     quotas = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
-    body = {"code": "unlimited", "name": "Unlimited", "quotas": quotas}
-    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=m.admin.headers))
-    response = await client.put(
-        f"/api/v1/admin/workspaces/{m.consumer.workspace_id}/plan",
-        json={"planId": plan["id"]},
-        headers=m.admin.headers,
-    )
-    data_of(response)
+    await on_plan(client, m.admin, m.consumer.workspace_id, "unlimited", **quotas)
 
 
 async def _race(

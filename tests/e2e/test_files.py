@@ -22,6 +22,7 @@ from apiforge.idempotency import spool
 from apiforge.plans.meter import quota_meter
 from apiforge.tools.ids import is_id
 from tests.e2e._keys import create_key
+from tests.e2e._plans import on_plan
 from tests.e2e._workspaces import assert_error, data_of, team
 from tests.factories import User, make_admin, register
 
@@ -397,14 +398,7 @@ async def test_openapi_documents_the_file_routes(client: AsyncClient) -> None:
 
 async def _on_plan(app: FastAPI, client: AsyncClient, workspace_id: str, **quotas: int) -> User:
     admin = await make_admin(app, client)
-    body = {"code": "uploads", "name": "Uploads", "quotas": quotas}
-    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
-    moved = await client.put(
-        f"/api/v1/admin/workspaces/{workspace_id}/plan",
-        json={"planId": plan["id"]},
-        headers=admin.headers,
-    )
-    assert data_of(moved)["planId"] == plan["id"]
+    await on_plan(client, admin, workspace_id, "uploads", **quotas)
     return admin
 
 

@@ -10,6 +10,7 @@ from httpx import ASGITransport, AsyncClient
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from tests.e2e._keys import app_key, call, notes_app
+from tests.e2e._plans import on_plan
 from tests.e2e._workspaces import data_of
 from tests.factories import make_admin, register
 
@@ -20,14 +21,7 @@ async def test_a_burst_of_first_calls_on_a_fresh_node_all_succeed(
     owner = await register(client)
     # The burst is about the pool, not the plan's limit of calls in flight: lift that limit.
     admin = await make_admin(app, client)
-    body = {"code": "burst", "name": "Burst", "quotas": {"concurrentRequests": -1}}
-    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
-    moved = await client.put(
-        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
-        json={"planId": plan["id"]},
-        headers=admin.headers,
-    )
-    data_of(moved)
+    await on_plan(client, admin, owner.workspace_id, "burst", concurrentRequests=-1)
     app_id = await notes_app(client, owner)
     _, key = await app_key(client, owner, app_id)
     signed = data_of(await call(client, key, app_id, "signIn", {"user": "reader-1"}))

@@ -15,6 +15,7 @@ from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from tests.e2e._apps import in_workspace, new_app
 from tests.e2e._keys import app_key, call, create_key
+from tests.e2e._plans import on_plan
 from tests.e2e._traffic import limited_app, metric_value, set_limits, slow_upstream
 from tests.e2e._workspaces import add_member, assert_error, data_of, new_workspace
 from tests.factories import make_admin, register
@@ -162,20 +163,8 @@ async def test_the_plan_sets_requests_per_minute_for_the_calling_workspace(
 ) -> None:
     admin = await make_admin(app, client)
     owner = await register(client)
-    body = {
-        "code": "tiny",
-        "name": "Tiny",
-        "quotas": {"requestsPerMinute": 2, "concurrentRequests": -1},
-    }
-    plan_id = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))[
-        "id"
-    ]
-    moved = await client.put(
-        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
-        json={"planId": plan_id},
-        headers=admin.headers,
-    )
-    data_of(moved)
+    quotas = {"requestsPerMinute": 2, "concurrentRequests": -1}
+    await on_plan(client, admin, owner.workspace_id, "tiny", **quotas)
     app_id, secret = await limited_app(client, owner, visibility="public")
     assert (await call(client, secret, app_id, "echo")).status_code == 200
     assert (await call(client, secret, app_id, "other")).status_code == 200
@@ -197,14 +186,7 @@ async def test_a_plan_that_allows_no_calls_is_403_not_a_429_to_retry(
     `quota_exceeded` naming the quota, with no `Retry-After` that would never lead anywhere."""
     admin = await make_admin(app, client)
     owner = await register(client)
-    body = {"code": "none", "name": "None", "quotas": {quota: 0}}
-    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
-    moved = await client.put(
-        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
-        json={"planId": plan["id"]},
-        headers=admin.headers,
-    )
-    data_of(moved)
+    await on_plan(client, admin, owner.workspace_id, "none", **{quota: 0})
     app_id, secret = await limited_app(client, owner, visibility="public")
     refused = await call(client, secret, app_id, "echo")
     assert assert_error(refused, 403, "quota_exceeded")["quota"] == quota
@@ -273,14 +255,7 @@ async def test_the_plan_bounds_calls_in_flight_for_the_calling_workspace(
     application, client = upstream_client
     admin = await make_admin(application, client)
     owner = await register(client)
-    body = {"code": "one", "name": "One", "quotas": {"concurrentRequests": 1}}
-    plan = data_of(await client.post("/api/v1/admin/plans", json=body, headers=admin.headers))
-    moved = await client.put(
-        f"/api/v1/admin/workspaces/{owner.workspace_id}/plan",
-        json={"planId": plan["id"]},
-        headers=admin.headers,
-    )
-    data_of(moved)
+    await on_plan(client, admin, owner.workspace_id, "one", concurrentRequests=1)
     async with slow_upstream() as upstream:
         upstream.gate = asyncio.Event()
         app_id, secret = await limited_app(client, owner, upstream.url)
