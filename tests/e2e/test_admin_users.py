@@ -197,6 +197,8 @@ async def test_pagination_and_sorting(app: FastAPI, client: AsyncClient) -> None
         ({"pageSize": "100000"}, "pageSize"),
         ({"pageNo": "0"}, "pageNo"),
         ({"pageNo": "one"}, "pageNo"),
+        ({"pageNo": "²"}, "pageNo"),  # a digit to str.isdigit, not to int()
+        ({"pageSize": "¹٣"}, "pageSize"),
         ({"q": "x" * 101}, "q"),
     ],
 )

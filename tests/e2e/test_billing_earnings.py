@@ -7,6 +7,7 @@ from httpx import AsyncClient
 from apiforge.core.settings import Settings
 from apiforge.tools.clock import utcnow
 from tests.e2e._billing import COST, PRICE, balances, invoke, ledger_invariants, market, top_up
+from tests.e2e._keys import create_key
 from tests.e2e._workspaces import assert_error, data_of, new_workspace
 
 
@@ -167,3 +168,26 @@ async def test_deleting_a_workspace_keeps_the_ledger_whole(
         404,
         "workspace_not_found",
     )
+
+
+async def test_a_workspace_key_redeems_only_into_its_own_workspace(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """A `ws-` key acts only in its workspace: redeeming its earnings into another workspace of
+    its creator is the same 404 as an unknown workspace, and moves nothing; into its own
+    workspace it works."""
+    m = await market(app, client)
+    await top_up(client, m.admin, m.consumer.workspace_id, 3 * PRICE)
+    assert [await invoke(client, m) for _ in range(3)] == [200] * 3
+    team = await new_workspace(client, m.builder, "Team")
+    _, secret = await create_key(client, m.builder.headers, type="ws", role="admin")
+    before = await balances(client, m.builder)
+    body = {"amount": 1, "targetWorkspaceId": team}
+    refused = await client.post("/api/v1/redemptions", json=body, headers={"X-Api-Key": secret})
+    assert_error(refused, 404, "workspace_not_found")
+    assert await balances(client, m.builder) == before
+    assert await balances(client, m.builder, team) == {"balance": 0, "earnings": 0}
+    own = {"amount": 1, "targetWorkspaceId": m.builder.workspace_id}
+    data_of(await client.post("/api/v1/redemptions", json=own, headers={"X-Api-Key": secret}))
+    assert (await balances(client, m.builder))["balance"] == before["balance"] + 1
+    await ledger_invariants(app)

@@ -370,6 +370,9 @@ async def test_bad_query_input_is_refused_and_changes_nothing(
         ({"to": "2026-13-01T00:00:00Z"}, "to", "invalid_input"),
         ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to", "invalid_input"),
         ({"from": "x" * 41}, "from", "invalid_input"),
+        ({"from": "0001-01-01T00:00:00+01:00"}, "from", "invalid_input"),  # before year 1 in UTC
+        ({"to": "9999-12-31T23:59:59-01:00"}, "to", "invalid_input"),  # after year 9999
+        ({"pageNo": "²"}, "pageNo", "invalid_input"),
         ({"appId": "a" * 27}, "appId", "invalid_input"),
         ({"api": "a" * 65}, "api", "invalid_input"),
         ({"scope": "everyone"}, "scope", "invalid_input"),

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from apiforge.accounts.deps import AdminAccount
+from apiforge.accounts.deps import AdminAccount, workspace_key
 from apiforge.billing.charging import MemoryWallets
 from apiforge.billing.schemas import (
     CreditCreate,
@@ -118,9 +118,15 @@ async def list_earnings(
     "`targetWorkspaceId` (a workspace the caller belongs to; default: the current one).",
 )
 async def create_redemption(
-    body: RedemptionCreate, current: CurrentWorkspaceDep, service: BillingServiceDep
+    request: Request,
+    body: RedemptionCreate,
+    current: CurrentWorkspaceDep,
+    service: BillingServiceDep,
 ) -> Envelope[Created]:
-    transaction_id = await service.redeem(current, body.amount, body.target_workspace_id)
+    by_key = workspace_key(request) is not None
+    transaction_id = await service.redeem(
+        current, body.amount, body.target_workspace_id, by_workspace_key=by_key
+    )
     return ok(Created(id=transaction_id))
 
 

@@ -177,12 +177,22 @@ class BillingService:
         return params.page(items, total)
 
     async def redeem(
-        self, current: CurrentWorkspace, amount: int, target_workspace_id: str | None
+        self,
+        current: CurrentWorkspace,
+        amount: int,
+        target_workspace_id: str | None,
+        *,
+        by_workspace_key: bool = False,
     ) -> str:
         """Earned RU of the current workspace into a spendable wallet of a workspace the caller
-        belongs to (the current one by default). Needs the admin role where the RU come from."""
+        belongs to (the current one by default). Needs the admin role where the RU come from.
+        A `ws-` key acts only in its own workspace: another target is the same 404 as an
+        unknown one (moving RU out would act elsewhere, and tell which workspaces its creator
+        belongs to)."""
         current.require(Role.ADMIN)
         target = target_workspace_id or current.id
+        if target != current.id and by_workspace_key:
+            raise WorkspaceNotFoundError()
         if target != current.id:
             member = (
                 await self.session.scalar(

@@ -72,7 +72,7 @@ def _int_param(
 ) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:  # `²` is a digit, no int
         errors.append({"field": name, "message": "must be a positive integer"})
         return default
     value = int(raw)

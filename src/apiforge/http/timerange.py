@@ -22,10 +22,11 @@ def parse_time(name: str, raw: str | None, errors: list[dict[str, str]]) -> date
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        # An offset can carry a time at the calendar's edge past it (0001-01-01T00:00+01:00).
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         errors.append({"field": name, "message": f"must be {TIME_HINT}"})
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def time_range(
