@@ -10,8 +10,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
+
+from apiforge.tools.clock import iso
 
 NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -168,9 +170,10 @@ def normalise_datetime(value: Any) -> str | None:
             return None
     else:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return iso(moment)
+    except OverflowError:  # an offset that carries it past year 1 or 9999
+        return None
 
 
 def _depth(value: Any, limit: int) -> bool:

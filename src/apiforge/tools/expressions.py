@@ -22,11 +22,13 @@ import base64
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import cel
 import cel.stdlib
+
+from apiforge.tools.clock import iso
 
 MAX_SOURCE_CHARS: Final = 4096
 MAX_NESTING: Final = 32  # ( [ { open at once
@@ -384,8 +386,7 @@ class _Plain:
             return {self.key(key): self.convert(item, depth + 1) for key, item in value.items()}
         if isinstance(value, datetime):
             self.charge(22)
-            stamp = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-            return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return iso(value)
         if isinstance(value, timedelta):
             self.charge(24)
             return _duration(value)

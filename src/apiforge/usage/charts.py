@@ -120,7 +120,9 @@ def ceil(moment: datetime, granularity: Granularity) -> datetime:
 
 def label(moment: datetime, granularity: Granularity) -> str:
     """The axis label of the bucket holding `moment`."""
-    return floor(moment, granularity).strftime(_LABEL_FORMAT[granularity])
+    start = floor(moment, granularity)
+    # strftime's %Y leaves years before 1000 unpadded; the database's labels are padded.
+    return start.strftime(_LABEL_FORMAT[granularity].replace("%Y", f"{start.year:04d}"))
 
 
 def bucket_label_sql(

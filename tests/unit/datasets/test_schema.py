@@ -131,6 +131,17 @@ def test_normalise_datetime_refuses_garbage() -> None:
     assert normalise_datetime("2024-13-01T00:00:00Z") is None
     assert normalise_datetime("x" * 1000) is None
     assert normalise_datetime(None) is None
+    # An offset that carries the time past year 1 or 9999 in UTC is refused, not a 500.
+    assert normalise_datetime("0001-01-01T00:00:00+01:00") is None
+    assert normalise_datetime("9999-12-31T23:59:59-01:00") is None
+
+
+def test_normalise_datetime_pads_early_years_so_text_order_is_time_order() -> None:
+    early, late = normalise_datetime("0999-06-01T00:00:00Z"), normalise_datetime("1999-06-01")
+    assert early == "0999-06-01T00:00:00Z"
+    assert late == "1999-06-01T00:00:00Z"
+    assert early < late
+    assert normalise_datetime("2026-01-01T10:00:00.75+02:00") == "2026-01-01T08:00:00Z"
 
 
 def test_cipher_round_trip_and_refusals() -> None:

@@ -38,6 +38,8 @@ def test_floor_and_ceil_align_to_utc_buckets() -> None:
     assert floor(shifted, "day") == datetime(2026, 3, 13, tzinfo=UTC)
     assert label(shifted, "hour") == "2026-03-13T23:00:00Z"
     assert label(datetime(2026, 3, 14, 15, 59), "day") == "2026-03-14"
+    assert label(datetime(1, 1, 1, 5, 30), "day") == "0001-01-01"  # padded, as the SQL's
+    assert label(datetime(999, 6, 1, 5, 30), "hour") == "0999-06-01T05:00:00Z"
 
 
 def test_range_is_floored_and_rounded_up_to_whole_buckets() -> None:
