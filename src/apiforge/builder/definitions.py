@@ -6,18 +6,23 @@ app's collections and the current step prices; the builder adds only what the en
 (the price against the computed cost, the permission target against the params).
 """
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiforge.builder.models import ApiDefinition, StepPrice
+from apiforge.builder.models import ApiDefinition, AppVersion, StepPrice
 from apiforge.builder.schemas import ApiCreate
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
+from apiforge.engine.base import RunLimits
 from apiforge.engine.compiler import compile_api
+
+MAX_CALL_DEPTH = RunLimits().max_call_depth
+_PINNED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 
 
 def api_document(row: ApiDefinition) -> dict[str, Any]:
@@ -107,9 +112,43 @@ class DefinitionChecker:
             self._collections[app_id] = await load_collections(self.session, app_id)
         return self._collections[app_id]
 
-    async def check_api(self, app_id: str, data: ApiCreate) -> int:
-        """The API's cost; 400 naming the step and field, or `price_below_cost`."""
-        return self.check(definition_of(data), await self.collections(app_id), await self.prices())
+    async def check_api(self, app_id: str, data: ApiCreate, replacing: str | None = None) -> int:
+        """The API's cost (its `callApi` callees' included, as `dev` has them; `replacing`: the
+        name the API is saved under now); 400 naming the step and field, or
+        `price_below_cost`."""
+        definition = definition_of(data)
+        collections, prices = await self.collections(app_id), await self.prices()
+        rows = await self.session.scalars(
+            select(ApiDefinition).where(ApiDefinition.app_id == app_id)
+        )
+        siblings = {row.api: api_document(row) for row in rows if row.api != replacing}
+        siblings[data.api] = definition
+        callees = await self.callee_costs(app_id, siblings, collections, prices)
+        return self.check(definition, collections, prices, callee_cost=callees.at(0))
+
+    async def callee_costs(
+        self,
+        app_id: str | None,
+        definitions: Mapping[str, Mapping[str, Any]],
+        collections: Mapping[str, CollectionSchema],
+        prices: Mapping[str, int],
+        own_version: str | None = None,
+    ) -> "CalleeCosts":
+        """The callee costs of `definitions` (one version of an app: `dev`, or `own_version`
+        being published), with the frozen costs of the published versions they pin."""
+        wanted = {v for d in definitions.values() for v in pinned_versions(d.get("steps"))}
+        wanted.discard(own_version or "")
+        pinned: dict[tuple[str, str], int] = {}
+        if wanted and app_id is not None:
+            found = await self.session.execute(
+                select(AppVersion.version, AppVersion.snapshot).where(
+                    AppVersion.app_id == app_id, AppVersion.version.in_(sorted(wanted))
+                )
+            )
+            for version, snapshot in found:
+                for api, document in ((snapshot or {}).get("apis") or {}).items():
+                    pinned[(version, api)] = int(document.get("cost") or 0)
+        return CalleeCosts(definitions, collections, prices, pinned, own_version)
 
     def check(
         self,
@@ -118,11 +157,12 @@ class DefinitionChecker:
         prices: Mapping[str, int],
         *,
         prefix: str = "",
+        callee_cost: Callable[[str, str | None], int] | None = None,
     ) -> int:
         """Compile one definition document; errors name `<prefix><field>`."""
         try:
             _check_target(definition)
-            compiled = compile_api(definition, dict(collections), prices)
+            compiled = compile_api(definition, dict(collections), prices, callee_cost=callee_cost)
             cost = int(compiled.cost)
             if int(definition.get("price", 0)) < cost:
                 raise price_below_cost(int(definition.get("price", 0)), cost)
@@ -149,3 +189,64 @@ def _check_target(definition: dict[str, Any]) -> None:
             reason="invalid_definition",
             errors=[{"field": "auth.target.value", "message": "must name one of the params"}],
         )
+
+
+class CalleeCosts:
+    """The most an API of one app version costs when a `callApi` step runs it: its own steps
+    and, in turn, its callees', as deep as calls may nest at run time (a step that would nest
+    deeper fails before its callee runs: it adds nothing). Callees of the same version are
+    compiled from `definitions`; a pinned other version adds the cost it was published with."""
+
+    def __init__(
+        self,
+        definitions: Mapping[str, Mapping[str, Any]],
+        collections: Mapping[str, CollectionSchema],
+        prices: Mapping[str, int],
+        pinned: Mapping[tuple[str, str], int],
+        own_version: str | None = None,
+    ) -> None:
+        self.definitions = definitions
+        self.collections = dict(collections)
+        self.prices = prices
+        self.pinned = pinned
+        self.own_version = own_version
+        self._costs: dict[tuple[str, int], int] = {}
+
+    def at(self, depth: int) -> Callable[[str, str | None], int]:
+        """The callee costs for the `callApi` steps of an API running at call depth `depth`."""
+
+        def callee_cost(api: str, version: str | None) -> int:
+            if depth >= MAX_CALL_DEPTH:
+                return 0
+            if version not in (None, "dev", self.own_version):
+                return self.pinned.get((str(version), api), 0)
+            definition = self.definitions.get(api)
+            if definition is None:  # an unknown API: the step fails at run time
+                return 0
+            key = (api, depth)
+            if key not in self._costs:
+                try:
+                    compiled = compile_api(
+                        definition, self.collections, self.prices, callee_cost=self.at(depth + 1)
+                    )
+                except (ValidationError, RecursionError):  # it fails at run time too
+                    self._costs[key] = 0
+                else:
+                    self._costs[key] = compiled.cost
+            return self._costs[key]
+
+        return callee_cost
+
+
+def pinned_versions(steps: Any) -> Iterator[str]:
+    """The exact versions (`X.Y.Z`) that the `callApi` steps in `steps`, nested ones too, pin."""
+    if isinstance(steps, list):
+        for item in steps:
+            yield from pinned_versions(item)
+    elif isinstance(steps, dict):
+        version = steps.get("version")
+        if steps.get("type") == "callApi" and isinstance(version, str) and _PINNED.match(version):
+            yield version
+        for value in steps.values():
+            if isinstance(value, list | dict):
+                yield from pinned_versions(value)

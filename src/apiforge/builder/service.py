@@ -376,7 +376,7 @@ class ApiService:
         definition = ApiCreate.model_validate(merged)
         if definition.api != row.api:
             await self._ensure_name_free(app.id, definition.api, row.id)
-        cost = await self.checker.check_api(app.id, definition)
+        cost = await self.checker.check_api(app.id, definition, replacing=row.api)
         apply_definition(row, definition, cost)
         await self._save(row)
         return api_read(row)

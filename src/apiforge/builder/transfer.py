@@ -174,8 +174,16 @@ async def import_app(
         schemas[row.name] = schema
     checker = DefinitionChecker(session)
     prices = await checker.prices()
+    definitions = {api.api: definition_of(api) for api in document.apis}
+    callees = await checker.callee_costs(None, definitions, schemas, prices)
     for index, api in enumerate(document.apis):
-        cost = checker.check(definition_of(api), schemas, prices, prefix=f"apis.{index}.")
+        cost = checker.check(
+            definitions[api.api],
+            schemas,
+            prices,
+            prefix=f"apis.{index}.",
+            callee_cost=callees.at(0),
+        )
         row_api = ApiDefinition(app_id=app.id)
         apply_definition(row_api, api, cost)
         session.add(row_api)

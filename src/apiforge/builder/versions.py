@@ -230,7 +230,9 @@ class VersionService:
         )
         if not rows:
             raise ConflictError("The app has no API to publish", reason="no_apis")
-        snapshot = await self._snapshot(app, rows)
+        major, minor, patch = next_version(app.latest_version, data.bump)
+        label = f"{major}.{minor}.{patch}"
+        snapshot = await self._snapshot(app, rows, label)
         previous = await self._latest(app)
         before = (previous.snapshot.get("apis") or {}) if previous else {}
         changes = compare(before, snapshot["apis"])
@@ -241,8 +243,6 @@ class VersionService:
                 reason="breaking_change_requires_major",
                 details={"changes": [c.read().model_dump(by_alias=True) for c in changes]},
             )
-        major, minor, patch = next_version(app.latest_version, data.bump)
-        label = f"{major}.{minor}.{patch}"
         snapshot["version"] = label
         row = AppVersion(
             app_id=app.id,
@@ -328,17 +328,24 @@ class VersionService:
             )
         )
 
-    async def _snapshot(self, app: App, rows: list[ApiDefinition]) -> dict[str, Any]:
-        """Every API compiled again with today's collections and prices, and those collections."""
+    async def _snapshot(self, app: App, rows: list[ApiDefinition], label: str) -> dict[str, Any]:
+        """Every API compiled again with today's collections and prices (and the APIs its
+        `callApi` steps run, as this version has them), and those collections."""
         collections = await self.checker.collections(app.id)
         prices = await self.checker.prices()
+        documents = {row.api: api_document(row) for row in rows}
+        for document in documents.values():
+            del document["cost"]
+        checker = self.checker
+        callees = await checker.callee_costs(app.id, documents, collections, prices, label)
         apis: dict[str, Any] = {}
         for row in rows:
-            document = api_document(row)
-            del document["cost"]
-            cost = self.checker.check(document, collections, prices, prefix=f"apis.{row.api}.")
-            row.cost = document["cost"] = cost  # dev shows the cost the version was priced at
-            apis[row.api] = document
+            document = documents[row.api]
+            cost = checker.check(
+                document, collections, prices, prefix=f"apis.{row.api}.", callee_cost=callees.at(0)
+            )
+            row.cost = cost  # dev shows the cost the version was priced at
+            apis[row.api] = {**document, "cost": cost}
         return {
             "format": SNAPSHOT_FORMAT,
             "apis": apis,

@@ -7,7 +7,7 @@ immutable and reused for every call of that version.
 """
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,9 +56,16 @@ class Compiler:
     used_collections: set[str] = field(default_factory=set)
     current: str | None = None
     depth: int = 0
+    # The most a `callApi` step's callee can cost (by name and pinned version); None: the
+    # callee is not costed here (a run compiles a definition whose cost was frozen on save).
+    callee_cost: Callable[[str, str | None], int] | None = None
     _pending: list[_PendingRef] = field(default_factory=list)
 
     # --- called by step specs ------------------------------------------------------------
+
+    def callee(self, api: str, version: str | None) -> int:
+        """What a `callApi` of `api` at `version` adds to the caller's cost: the callee's own."""
+        return self.callee_cost(api, version) if self.callee_cost is not None else 0
 
     def error(self, field: str, message: str) -> DefinitionError:
         """A `DefinitionError` naming `steps.<current step>.<field>`."""
@@ -274,11 +281,14 @@ def compile_api(
     definition: Mapping[str, Any],
     collections: Mapping[str, CollectionSchema],
     prices: Mapping[str, int],
+    *,
+    callee_cost: Callable[[str, str | None], int] | None = None,
 ) -> CompiledApi:
     """Validate and compile one API definition (`api`, `params`, `steps`, `returnSteps`, `auth`,
-    `price`, `enabled`; camelCase or snake_case keys). Raises `DefinitionError` (400)."""
+    `price`, `enabled`; camelCase or snake_case keys). Raises `DefinitionError` (400).
+    `callee_cost` costs the APIs its `callApi` steps run (builder/definitions.py)."""
     params = compile_params(definition.get("params"))
-    compiler = Compiler(collections=collections, prices=prices)
+    compiler = Compiler(collections=collections, prices=prices, callee_cost=callee_cost)
     steps = compiler.steps(definition.get("steps") or [], "steps")
     compiler.raise_pending()
     return_steps = _return_steps(

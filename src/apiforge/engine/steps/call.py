@@ -48,7 +48,12 @@ class CallApiSpec(StepSpec):
         if args.is_literal and not isinstance(args.literal, dict):
             raise compiler.error("args", "must be an object")
         return CallApiStep(
-            id=self.id, type=self.type, api=self.api, version=self.version, args=args
+            id=self.id,
+            type=self.type,
+            api=self.api,
+            version=self.version,
+            args=args,
+            callee_cost=compiler.callee(self.api, self.version),
         )
 
 
@@ -59,14 +64,16 @@ class CallApiStep:
     api: str
     version: str | None
     args: CompiledValue
+    callee_cost: int = 0  # the most the callee can cost, as the builder found it
 
     @property
     def inputs(self) -> dict[str, CompiledValue]:
         return {"args": self.args}
 
     def cost(self, prices: Mapping[str, int]) -> int:
-        """The step's own price; the callee is costed (and priced) by its own definition."""
-        return prices.get(self.type, 0)
+        """The step's own price and the callee's cost: the steps it runs are the caller's to
+        pay for (else a free API wrapping a dear one would run it for nothing)."""
+        return prices.get(self.type, 0) + self.callee_cost
 
     async def run(self, ctx: RunContext) -> Any:
         if ctx.call_depth >= ctx.limits.max_call_depth:
