@@ -313,6 +313,27 @@ async def test_key_creation_is_rate_limited_per_account(settings: Settings) -> N
         await shutdown(application)
 
 
+async def test_anti_duplicate_tokens_are_rate_limited_per_caller(settings: Settings) -> None:
+    """Each token is a row (or a Redis key) until spent or expired: a caller mints at most
+    `idempotency_tokens_per_minute` a minute; 429 beyond, with the rate-limit headers, and
+    nothing issued; another caller is not affected."""
+    application = create_app(settings.model_copy(update={"idempotency_tokens_per_minute": 2}))
+    transport = ASGITransport(app=application, raise_app_exceptions=False)
+    try:
+        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+            owner, other = await register(client), await register(client)
+            for _ in range(2):
+                data_of(await client.get("/api/v1/idempotency-tokens", headers=owner.headers))
+            refused = await client.get("/api/v1/idempotency-tokens", headers=owner.headers)
+            data = assert_error(refused, 429, "too_many_requests")
+            assert (data["limit"], data["scope"]) == ("idempotency_token", "caller")
+            assert refused.headers["RateLimit-Policy"] == '"caller";q=2;w=60'
+            assert 1 <= int(refused.headers["Retry-After"]) <= 120
+            data_of(await client.get("/api/v1/idempotency-tokens", headers=other.headers))
+    finally:
+        await shutdown(application)
+
+
 async def test_calls_waiting_on_a_slow_step_hold_no_pooled_connection(settings: Settings) -> None:
     """Calls whose caches were cold read on their own connection first (and on PostgreSQL
     reserved their charge on it); they give it back before they wait on the upstream, so a pool

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     traffic_frequency_failure: Literal["open", "closed"] = "open"
     traffic_concurrency_failure: Literal["open", "closed"] = "open"
     key_creations_per_minute: int = Field(default=20, ge=1)
+    idempotency_tokens_per_minute: int = Field(default=600, ge=1)
     # Plan quotas (docs/plans.md): how often each process re-reads a workspace's usage (calls
     # this month, records, bytes) for its in-memory checks, so the bound of any overshoot across
     # server processes.

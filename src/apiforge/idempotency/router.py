@@ -15,6 +15,7 @@ from apiforge.idempotency.store import shared_store
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.policy import check_key
 from apiforge.tools.clock import utcnow
+from apiforge.traffic.deps import token_issue_limiter
 
 router = APIRouter(prefix="/api/v1", tags=["idempotency"])
 
@@ -59,9 +60,13 @@ def _service(
 @router.get(
     "/idempotency-tokens",
     summary="Issue a one-time anti-duplicate token for X-Idempotency-Token",
+    description="At most `APIFORGE_IDEMPOTENCY_TOKENS_PER_MINUTE` (600) a minute per caller "
+    "(429 `too_many_requests` with the rate-limit headers beyond).",
 )
 async def issue_token(
+    request: Request,
     principal: Annotated[str, Depends(_principal)],
     service: Annotated[IdempotencyTokenService, Depends(_service)],
 ) -> Envelope[IdempotencyTokenRead]:
+    await token_issue_limiter(request, principal)()
     return ok(await service.issue(principal))
