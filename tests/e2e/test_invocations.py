@@ -712,6 +712,28 @@ async def test_a_transaction_group_rolls_back_alone(client: AsyncClient) -> None
     assert data_of(response) == {"n": 1}
 
 
+async def test_a_committed_group_rolls_back_with_the_call_that_fails_after_it(
+    client: AsyncClient,
+) -> None:
+    """A transaction group that succeeded is still part of the call: a step failing after it
+    rolls the whole call back (on SQLite the group's SAVEPOINT, opened outside a transaction,
+    had committed its writes on release)."""
+    user, app_id, _ = await _posts_app(client)
+    group = {
+        "id": "group",
+        "type": "transaction",
+        "steps": [{"id": "i", "type": "insert", "collection": "posts", "data": {"title": "a"}}],
+    }
+    failing = [group, {"id": "boom", "type": "throw", "status": 409, "error": "boom"}]
+    body = {"appId": app_id, "steps": failing}
+    assert_error(
+        await client.post("/api/v1/workflows", json=body, headers=user.headers), 409, "boom"
+    )
+    count = {"appId": app_id, "steps": [{"id": "n", "type": "count", "collection": "posts"}]}
+    counted = await client.post("/api/v1/workflows", json=count, headers=user.headers)
+    assert data_of(counted) == {"n": 0}
+
+
 async def test_traces_mask_encrypted_fields(client: AsyncClient) -> None:
     user, app_id, _ = await _posts_app(client)
     response = await _invoke(

@@ -9,8 +9,10 @@ from sqlalchemy import JSON, URL, DateTime, MetaData, String, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
+    AsyncTransaction,
     async_sessionmaker,
     create_async_engine,
 )
@@ -116,6 +118,19 @@ def _sqlite_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
         return
     if dbapi_conn.driver_connection.in_transaction:
         dbapi_conn.rollback()
+
+
+async def open_savepoint(conn: AsyncConnection) -> AsyncTransaction:
+    """A SAVEPOINT inside the connection's transaction. SQLite's driver opens its transaction
+    only before a write, and a SAVEPOINT outside one *is* a transaction: its RELEASE would commit
+    what it holds, and a later rollback of the whole would undo none of it. So on SQLite the
+    transaction is begun first (as `billing/charging.py` does before its own savepoint)."""
+    if conn.dialect.name == "sqlite":
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if not driver.in_transaction:
+            await conn.exec_driver_sql("BEGIN")
+    return await conn.begin_nested()
 
 
 def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngine:

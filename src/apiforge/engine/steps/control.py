@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from pydantic import Field, StrictInt, field_validator, model_validator
 
+from apiforge.core.db import open_savepoint
 from apiforge.core.errors import ApiforgeError
 from apiforge.engine.base import CompiledStep, LimitExceededError, RunContext
 from apiforge.engine.errors import step_error
@@ -316,7 +317,7 @@ class TransactionStep:
         return _price(prices, self.type) + _sum_cost(self.children, prices)
 
     async def run(self, ctx: RunContext) -> Any:
-        savepoint = await ctx.connection.begin_nested()
+        savepoint = await open_savepoint(ctx.connection)
         try:
             await run_steps(self.children, ctx)
         except StepReturn:
