@@ -401,7 +401,8 @@ async def test_another_workspace_cannot_reach_a_private_app(client: AsyncClient)
         "app_not_found",
     )
     _, b_key = await app_key(client, b, public)
-    assert_error(await call(client, b_key, private, "listNotes"), 403, "key_not_for_app")
+    # Bound to another tenant's app: the same 404 as an unknown app (no clue it exists).
+    assert_error(await call(client, b_key, private, "listNotes"), 404, "app_not_found")
     _, b_ws = await create_key(client, b.headers, type="ws", role="admin")
     assert_error(await call(client, b_ws, private, "listNotes"), 404, "app_not_found")
     body = {"type": "app", "name": "steal", "appId": private}
@@ -501,3 +502,40 @@ async def test_publishable_keys_may_call_apis_marked_public(client: AsyncClient)
     assert data_of(public) == {"greeting": "hi"}
     closed = await call(client, pk, app_id, "closed", headers={"Origin": ORIGIN})
     assert_error(closed, 403, "publishable_key_not_allowed")
+
+
+async def test_a_subscriber_never_reaches_dev(client: AsyncClient) -> None:
+    """`dev` holds the builder's unpublished and disabled APIs: a subscriber's key finds no
+    such version (the builder's own keys call it, as the other tests do)."""
+    owner, consumer = await register(client), await register(client)
+    app_id = await notes_app(client, owner, visibility="public")
+    hidden = [{"id": "s", "type": "set", "value": "internal"}]
+    await new_api(client, owner.headers, app_id, "secretOp", steps=hidden, price=100, enabled=0)
+    _, secret = await app_key(client, consumer, app_id)
+    for api in ("secretOp", "listNotes"):
+        refused = await call(client, secret, app_id, api, version="dev")
+        assert_error(refused, 404, "version_not_found")
+    assert_error(await call(client, secret, app_id, "secretOp"), 404, "api_not_found")
+    _, own = await app_key(client, owner, app_id)
+    assert data_of(await call(client, own, app_id, "secretOp", version="dev")) == {"s": "internal"}
+
+
+async def test_refusals_give_no_clue_of_another_tenant_s_app(client: AsyncClient) -> None:
+    """A key of one's own app, a `ws-` key or a console token sent to another tenant's private
+    app: the same 404 as an unknown app, without the `Deprecation` header its version has."""
+    owner, victim = await register(client), await register(client)
+    app_id = await notes_app(client, owner)
+    private = await notes_app(client, victim)
+    versions = data_of(await client.get(f"/api/v1/apps/{private}/versions", headers=victim.headers))
+    url = f"/api/v1/apps/{private}/versions/{versions['list'][0]['version']}"
+    data_of(await client.patch(url, json={"deprecated": 1}, headers=victim.headers))
+    _, secret = await app_key(client, owner, app_id)
+    _, ws = await create_key(client, owner.headers, type="ws", role="viewer")
+    body = {"appId": private, "api": "listNotes", "version": "latest", "args": {}}
+    for headers in ({"X-Api-Key": secret}, {"X-Api-Key": ws}, owner.headers):
+        refused = await client.post("/api/v1/invocations", json=body, headers=headers)
+        assert_error(refused, 404, "app_not_found")
+        assert "Deprecation" not in refused.headers
+    _, victims = await app_key(client, victim, private)
+    allowed = await call(client, victims, private, "listNotes")
+    assert allowed.headers["Deprecation"] == "true"

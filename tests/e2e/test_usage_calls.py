@@ -151,7 +151,7 @@ async def test_a_private_app_s_name_never_reaches_a_caller_who_guessed_its_id(
     # A key of the prying workspace (bound to a public app) sent to the private app's id.
     public = await _vault(client, owner)
     _, secret = await app_key(client, prying, public)
-    assert_error(await call(client, secret, hidden, "x"), 403, "key_not_for_app")
+    assert_error(await call(client, secret, hidden, "x"), 404, "app_not_found")
     await request_log_buffer(app.state.gateway_state).flush()
     chart = await _chart(client, prying.headers, chart="pie")
     assert chart["series"] == [{"id": hidden, "name": hidden, "value": 1}]

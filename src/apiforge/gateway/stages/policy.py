@@ -3,7 +3,11 @@
 Console callers (and workspace keys) must belong to the app's own workspace and call with its
 partition; app and publishable keys must be bound to this app and their workspace must have the
 app enabled (a subscription). Anything else is the same 404 as an unknown app, so private apps
-never leak. A disabled API is 403 `api_disabled` on published versions.
+never leak (a key bound to another app of the caller's own workspace is told so: 403
+`key_not_for_app`). `dev` — unpublished, disabled APIs included — is the app's workspace's
+own: a subscriber's key finds no such version. A disabled API is 403 `api_disabled` on
+published versions. A deprecated version's `Deprecation` header is only sent to callers who
+may call it.
 """
 
 from typing import Protocol
@@ -48,7 +52,10 @@ class PolicyStage:
             if caller.workspace_id != target.workspace_id:
                 raise AppNotFoundError()
         else:
+            own = caller.workspace_id == target.workspace_id
             if caller.app_id is not None and caller.app_id != target.id:
+                if not own:  # another tenant's app: it may be private, so no clue it exists
+                    raise AppNotFoundError()
                 raise ForbiddenError("This key is for another app", reason="key_not_for_app")
             if caller.workspace_id is None or self.subscriptions is None:
                 raise AppNotFoundError()
@@ -60,6 +67,8 @@ class PolicyStage:
                 raise ForbiddenError(
                     "Debug traces are for the app's members", reason="debug_forbidden"
                 )
+            if target.version == "dev" and not own:
+                raise VersionNotFoundError("The app has no version dev for subscribers")
         ctx.partition = caller.workspace_id or target.workspace_id
         if target.version is None:
             label = "published version" if ctx.version == "latest" else f"version {ctx.version}"
@@ -73,4 +82,6 @@ class PolicyStage:
         compiled = await self.loader.load(ctx.connection, target, ctx.api)
         if not compiled.enabled and target.version != "dev":
             raise ForbiddenError("This API is disabled", reason="api_disabled")
+        if target.deprecated:
+            ctx.response_headers["Deprecation"] = "true"
         ctx.compiled = compiled
