@@ -168,6 +168,20 @@ async def test_the_eleventh_active_key_is_refused(app: FastAPI, client: AsyncCli
         400,
         "too_many_api_keys",
     )
+    # ... until it is made active again: that needs room like a new key.
+    revive = {"expiresTime": None}
+    path = f"/api/v1/api-keys/{expiring}"
+    assert_error(
+        await client.patch(path, json=revive, headers=owner.headers), 400, "too_many_api_keys"
+    )
+    assert (await keys_of(client, owner.headers))[expiring]["status"] == "expired"
+    active = [
+        k for k, v in (await keys_of(client, owner.headers)).items() if v["status"] == "active"
+    ]
+    data_of(await client.delete(f"/api/v1/api-keys/{active[0]}", headers=owner.headers))
+    assert (
+        data_of(await client.patch(path, json=revive, headers=owner.headers))["status"] == "active"
+    )
 
 
 async def test_ten_workspace_keys_at_most(client: AsyncClient) -> None:
@@ -310,6 +324,14 @@ async def test_bad_input_is_refused_and_changes_nothing(client: AsyncClient) -> 
             "invalid_input",
             "expiresTime",
         ),
+        *(  # past year 9999 or before year 1 once in UTC (they were 500s)
+            (
+                {"type": "app", "name": "x", "appId": app_id, "expiresTime": edge},
+                "invalid_input",
+                "expiresTime",
+            )
+            for edge in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:30:00+01:00")
+        ),
     ]
     for body, reason, field in cases:
         response = await client.post(post, json=body, headers=h)
@@ -329,6 +351,7 @@ async def test_bad_input_is_refused_and_changes_nothing(client: AsyncClient) -> 
     patch = f"{post}/{key_id}"
     for body in (
         {"expiresTime": "2001-01-01T00:00:00Z"},
+        {"expiresTime": "9999-12-31T23:59:59-05:00"},
         {"allowedIps": ["nope"]},
         {"allowedOrigins": [ORIGIN]},  # an app key has no origins
         {"name": ""},

@@ -4,8 +4,10 @@ disabling stops calls at once; roles, bad input and other tenants' ids change no
 import re
 from typing import Any
 
+import pytest
 from httpx import AsyncClient
 
+from apiforge.keys.service import SubscriptionService
 from apiforge.tools.ids import new_id
 from tests.e2e._apps import new_app
 from tests.e2e._keys import app_key, call, notes_app, refused_within, subscribe
@@ -179,6 +181,33 @@ async def test_disabling_stops_calls_at_once_and_enabling_restores_them(
     assert_error(refused, 403, "app_not_enabled")
     data_of(await client.patch(path, json={"enabled": True}, headers=a.headers))
     assert data_of(await call(client, secret, app_id, "listNotes"))["notes"]["list"] == []
+
+
+async def test_a_call_during_the_disabling_request_caches_nothing_stale(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that reads the subscription while the request disabling it has not committed yet
+    (it still reads "enabled") must not leave that in the cache: the cache forgets it once the
+    change commits, so the next call is refused at once (it passed for up to a second when the
+    cache forgot before the commit)."""
+    a = await register(client)
+    app_id = await notes_app(client, a)
+    _, secret = await app_key(client, a, app_id)
+    [subscription] = await _subscriptions(client, a.headers)
+    path = f"/api/v1/subscriptions/{subscription['id']}"
+    during: list[int] = []
+    app_name = SubscriptionService._app_name
+
+    async def call_meanwhile(self: SubscriptionService, app: str) -> str:
+        during.append((await call(client, secret, app_id, "echo", {"text": "x"})).status_code)
+        return await app_name(self, app)
+
+    monkeypatch.setattr(SubscriptionService, "_app_name", call_meanwhile)
+    data_of(await client.patch(path, json={"enabled": False}, headers=a.headers))
+    assert during == [200]  # the disabling was not committed yet
+    monkeypatch.undo()
+    refused = await call(client, secret, app_id, "echo", {"text": "after"})
+    assert_error(refused, 403, "app_not_enabled")
 
 
 async def test_an_app_made_private_stops_serving_other_workspaces(client: AsyncClient) -> None:

@@ -30,8 +30,9 @@ from apiforge.keys.policy import KeyRecord
 
 SKEW_SECONDS = 300
 # A nonce must be remembered at least as long as a timestamp that carries it can be accepted:
-# from 300 s in the past to 300 s in the future of the server clock.
-NONCE_TTL_SECONDS = 2 * SKEW_SECONDS
+# while the server's whole second is within 300 s of it, i.e. for 601 s of real time (from
+# T-300 to just before T+301); a second more for the stores' whole-second expiries.
+NONCE_TTL_SECONDS = 2 * SKEW_SECONDS + 2
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
 SIGN_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")

@@ -2,8 +2,8 @@
 
 Roles (checked here, not in routers): viewers list subscriptions; editors enable and disable
 apps, create and list keys; admins revoke keys, change their policy and remove subscriptions.
-Every change forgets the affected entries of this process's `KeyLookup` at once; other nodes
-follow within its one-second TTL.
+Every change forgets the affected entries of this process's `KeyLookup` as it commits; other
+nodes follow within its one-second TTL.
 """
 
 from datetime import UTC, datetime
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import App
+from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
@@ -112,7 +113,7 @@ class SubscriptionService:
             await self.session.flush()
         except IntegrityError:  # a concurrent request enabled it between check and insert
             raise self._already(None) from None
-        self.lookup.forget_subscription(current.id, app.id)
+        self._forget_subscription(current.id, app.id)
         return Created(id=subscription.id)
 
     async def list_subscriptions(
@@ -158,7 +159,7 @@ class SubscriptionService:
                 raise ForbiddenError("The app is no longer public", reason="app_not_public")
         subscription.enabled = data.enabled
         await self.session.flush()
-        self.lookup.forget_subscription(current.id, subscription.app_id)
+        self._forget_subscription(current.id, subscription.app_id)
         return self._read(subscription, await self._app_name(subscription.app_id))
 
     async def delete(
@@ -176,10 +177,16 @@ class SubscriptionService:
             select(ApiKey.id, ApiKey.secret_hash).where(ApiKey.subscription_id == subscription.id)
         )
         for key_id, digest in keys.all():
-            self.lookup.forget_key(key_id, digest)
+            forget_key_after_commit(self.session, self.lookup, key_id, digest)
         await self.session.delete(subscription)
         await self.session.flush()
-        self.lookup.forget_subscription(current.id, subscription.app_id)
+        self._forget_subscription(current.id, subscription.app_id)
+
+    def _forget_subscription(self, workspace_id: str, app_id: str) -> None:
+        """Once the change is committed: forgotten earlier, a call reading the old row in
+        between would cache it again, and calls would pass (or not) for up to a second."""
+        lookup = self.lookup
+        after_commit(self.session, lambda: lookup.forget_subscription(workspace_id, app_id))
 
     async def _subscribable_app(self, workspace_id: str, app_id: str) -> App:
         app = await self.session.get(App, app_id) if is_id(app_id) else None
@@ -244,21 +251,11 @@ class ApiKeyService:
         app_id: str | None = None
         if data.type == "ws":
             role = self._ws_role(current, data)
-            await self._lock(Workspace, current.id)
-            used = await self._count_active(ApiKey.workspace_id == current.id, "ws", now)
-            resource = "workspace"
         else:
             role = None
             subscription = await self._subscription(current, data)
             subscription_id, app_id = subscription.id, subscription.app_id
-            await self._lock(Subscription, subscription.id)
-            used = await self._count_active(ApiKey.subscription_id == subscription.id, None, now)
-            resource = "app subscription"
-        if used >= MAX_ACTIVE_KEYS:
-            raise ValidationError(
-                f"At most {MAX_ACTIVE_KEYS} active keys per {resource}; revoke one first",
-                reason="too_many_api_keys",
-            )
+        await self._ensure_room(data.type, current.id, subscription_id, now)
         secret = new_secret(data.type)
         key = ApiKey(
             kind=data.type,
@@ -329,6 +326,8 @@ class ApiKeyService:
         if "expires_time" in given:
             if data.expires_time is not None and _aware(data.expires_time) <= now:
                 raise _field_error("expiresTime", "must be in the future")
+            if _status(key, now) == "expired":  # it becomes active again: one more to count
+                await self._ensure_room(key.kind, current.id, key.subscription_id, now)
             key.expires_at = None if data.expires_time is None else _aware(data.expires_time)
         if data.allowed_origins is not None:
             self._check_origins(key.kind, data.allowed_origins)
@@ -338,7 +337,7 @@ class ApiKeyService:
         if data.allowed_ips is not None:
             key.allowed_ips = list(dict.fromkeys(data.allowed_ips))
         await self.session.flush()
-        self.lookup.forget_key(key.id, key.secret_hash)
+        forget_key_after_commit(self.session, self.lookup, key.id, key.secret_hash)
         return self._read(key, now)
 
     async def revoke(
@@ -354,7 +353,7 @@ class ApiKeyService:
             key.revoked_at = utcnow()
             key.revoked_by = current.account_id
             await self.session.flush()
-        self.lookup.forget_key(key.id, key.secret_hash)
+        forget_key_after_commit(self.session, self.lookup, key.id, key.secret_hash)
 
     def _ws_role(self, current: CurrentWorkspace, data: ApiKeyCreate) -> str:
         if data.app_id is not None:
@@ -397,6 +396,27 @@ class ApiKeyService:
             )
         if kind != "pk" and origins:
             raise _field_error("allowedOrigins", "only publishable (pk) keys have origins")
+
+    async def _ensure_room(
+        self, kind: str, workspace_id: str, subscription_id: str | None, now: datetime
+    ) -> None:
+        """400 `too_many_api_keys` when the key's resource — the workspace (ws keys) or the
+        app subscription (app and pk keys) — holds its maximum of active keys; the resource
+        stays locked until commit, so two requests cannot both pass the count."""
+        if kind == "ws":
+            await self._lock(Workspace, workspace_id)
+            used = await self._count_active(ApiKey.workspace_id == workspace_id, "ws", now)
+            resource = "workspace"
+        else:
+            assert subscription_id is not None
+            await self._lock(Subscription, subscription_id)
+            used = await self._count_active(ApiKey.subscription_id == subscription_id, None, now)
+            resource = "app subscription"
+        if used >= MAX_ACTIVE_KEYS:
+            raise ValidationError(
+                f"At most {MAX_ACTIVE_KEYS} active keys per {resource}; revoke one first",
+                reason="too_many_api_keys",
+            )
 
     async def _lock(self, model: type[Workspace] | type[Subscription], row_id: str) -> None:
         """Serialise key creation per resource until commit, so two requests cannot both pass
@@ -448,6 +468,17 @@ class ApiKeyService:
         )
 
 
+def forget_key_after_commit(
+    session: AsyncSession, lookup: KeyLookup, key_id: str, digest: str
+) -> None:
+    """The key's cached record goes once its change is committed (see `_forget_subscription`)."""
+    after_commit(session, lambda: lookup.forget_key(key_id, digest))
+
+
 def _aware(value: datetime) -> datetime:
-    """Inputs without a zone are UTC (spec 003 times are UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """Inputs without a zone are UTC (spec 003 times are UTC); one that UTC puts past year 1 or
+    9999 is a 400 naming `expiresTime`."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise _field_error("expiresTime", "must be a time between years 1 and 9999") from None

@@ -17,6 +17,7 @@ from apiforge.gateway.context import Caller, GatewayContext
 from apiforge.gateway.signing import (
     DEGRADED,
     NONCE_TTL_SECONDS,
+    SKEW_SECONDS,
     MemoryNonceStore,
     NonceStore,
     RedisNonceStore,
@@ -408,3 +409,13 @@ async def test_malformed_signatures_are_refused_without_a_lookup(
     error = await _refusal(resolver, _context({**_signed(), "X-Sign": value}))
     assert error.reason == "invalid_signature"
     assert keys.looked_up == []
+
+
+def test_a_nonce_outlives_every_moment_its_timestamp_is_accepted() -> None:
+    """The first use may come as early as the window opens and a replay as late as it closes:
+    the nonce must still be remembered then (the window is 601 s of real time, not 600)."""
+    signed = 1_800_000_000
+    earliest, latest = signed - SKEW_SECONDS + 0.001, signed + SKEW_SECONDS + 0.999
+    check_timestamp(str(signed), earliest)
+    check_timestamp(str(signed), latest)
+    assert latest - earliest < NONCE_TTL_SECONDS
