@@ -444,6 +444,8 @@ async def test_encrypted_field_is_ciphertext_in_the_database(
         ({"title": "t", "colour": "red"}, {"colour"}),
         ({"title": "t", "id": "01m7ze3v9ev5dh923kf93x2yhz"}, {"id"}),
         ({"title": None}, {"title"}),
+        ({"title": "x\x00"}, {"title"}),  # PostgreSQL cannot store NUL: it answered 500
+        ({"title": "t", "ssn": "\x00"}, {"ssn"}),
     ],
 )
 async def test_invalid_records_name_the_fields_and_store_nothing(

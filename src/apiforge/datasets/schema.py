@@ -26,6 +26,8 @@ MAX_FIELDS: Final = 100
 MAX_NESTING: Final = 32  # depth of object/array values; deeper documents are refused
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**63 - 1
+# PostgreSQL text and jsonb cannot hold NUL; refused on every backend so both behave alike.
+_NUL_MESSAGE: Final = "cannot contain NUL characters"
 
 
 def is_name(text: object) -> bool:
@@ -176,25 +178,33 @@ def normalise_datetime(value: Any) -> str | None:
         return None
 
 
-def _depth(value: Any, limit: int) -> bool:
-    """True when `value` nests no deeper than `limit` (iterative: no recursion to exhaust)."""
+def _document_problem(value: Any, limit: int) -> str | None:
+    """Why an object/array value cannot be stored: nested deeper than `limit`, or a NUL in a
+    string or a key anywhere inside. Iterative: no recursion to exhaust."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return False
-        if isinstance(item, dict):
+            return f"nests deeper than {limit} levels"
+        if isinstance(item, str):
+            if "\x00" in item:
+                return _NUL_MESSAGE
+        elif isinstance(item, dict):
+            if any(isinstance(key, str) and "\x00" in key for key in item):
+                return _NUL_MESSAGE
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-    return True
+    return None
 
 
 def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
     """The stored form of `value` for field `f`, or a message saying why it does not fit."""
     kind = f.type
     if kind == "string":
-        return (value, None) if isinstance(value, str) else (None, "must be a string")
+        if not isinstance(value, str):
+            return None, "must be a string"
+        return (value, None) if "\x00" not in value else (None, _NUL_MESSAGE)
     if kind == "integer":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -219,9 +229,8 @@ def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
     expected = dict if kind == "object" else list
     if not isinstance(value, expected):
         return None, f"must be an {kind}" if kind == "object" else "must be an array"
-    if not _depth(value, MAX_NESTING):
-        return None, f"nests deeper than {MAX_NESTING} levels"
-    return value, None
+    problem = _document_problem(value, MAX_NESTING)
+    return (None, problem) if problem else (value, None)
 
 
 def validate_record(

@@ -22,11 +22,13 @@ import orjson
 import structlog
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Integer,
     Row,
     String,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -37,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import (
+    ApiforgeError,
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
@@ -46,7 +49,7 @@ from apiforge.core.errors import (
 from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Record
-from apiforge.datasets.schema import CollectionSchema, validate_record
+from apiforge.datasets.schema import INT_MAX, INT_MIN, CollectionSchema, validate_record
 from apiforge.datasets.sql import (
     BUILTIN_TYPES,
     collection_predicate,
@@ -62,6 +65,7 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_GROUPS: Final = 1000
 AGGREGATE_OPS: Final = ("count", "sum", "avg", "min", "max")
 MAX_COUNTED_PARTITIONS: Final = 4096  # totals a prepared page keeps (then it starts afresh)
+_LOW_BITS: Final = 2**32 - 1
 _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
 
 log = structlog.get_logger("apiforge.datasets")
@@ -375,7 +379,8 @@ class RecordStore:
         """Rows of `{<groupBy field>: value, ..., <metric name>: value}`, ordered by the groups.
 
         `metrics` maps an output name to (op, field): `count` (field optional), `sum`/`avg` of a
-        number, `min`/`max` of any sortable field."""
+        number, `min`/`max` of any sortable field (booleans: false < true). An integer sum is
+        exact on every backend; one outside 64 bits is a 422 `aggregate_overflow`."""
         dialect = self.connection.dialect
         columns: list[ColumnElement[Any]] = []
         groups: list[ColumnElement[Any]] = []
@@ -383,8 +388,11 @@ class RecordStore:
             expression, _ = _sort_key(schema, name, dialect)
             groups.append(expression)
             columns.append(expression.label(f"g_{len(groups)}"))
+        widths: list[int] = []  # database columns per metric (an exact SQLite sum takes two)
         for i, (op_name, field) in enumerate(metrics.values()):
-            columns.append(self._metric(schema, op_name, field).label(f"m_{i}"))
+            parts = self._metric(schema, op_name, field)
+            columns.extend(part.label(f"m_{i}_{j}") for j, part in enumerate(parts))
+            widths.append(len(parts))
         condition = self.scope(schema, partition)
         if where is not None:
             condition = and_(condition, where)
@@ -398,13 +406,23 @@ class RecordStore:
             for op_name, field in metrics.values()
         ]
         ops = [None] * len(group_by) + [op_name for op_name, _ in metrics.values()]
-        return [
-            {
-                name: _plain(value, kind, op_name)
-                for name, value, kind, op_name in zip(names, row, types, ops, strict=True)
-            }
-            for row in rows
-        ]
+        fields = [*group_by, *(field or "" for _, field in metrics.values())]
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            values = list(row[: len(group_by)])
+            at = len(group_by)
+            for width in widths:
+                values.append(_halves(row[at], row[at + 1]) if width == 2 else row[at])
+                at += width
+            out.append(
+                {
+                    name: _plain(value, kind, op_name, field)
+                    for name, value, kind, op_name, field in zip(
+                        names, values, types, ops, fields, strict=True
+                    )
+                }
+            )
+        return out
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -616,18 +634,35 @@ class RecordStore:
                 out[f.name] = self.cipher.encrypt(out[f.name])
         return out
 
-    def _metric(self, schema: CollectionSchema, op_name: str, field: str | None) -> Any:
+    def _metric(
+        self, schema: CollectionSchema, op_name: str, field: str | None
+    ) -> tuple[ColumnElement[Any], ...]:
+        """The SQL of one metric: one column, or two for an exact integer sum on SQLite."""
         if op_name not in AGGREGATE_OPS:  # never let a name pick an arbitrary SQL function
             raise ValidationError(
                 errors=[{"field": "metrics", "message": f"op must be one of {AGGREGATE_OPS}"}]
             )
         if op_name == "count":
             if field is None:
-                return func.count()
-            return func.count(self._metric_operand(schema, field, op_name))
+                return (func.count(),)
+            return (func.count(self._metric_operand(schema, field, op_name)),)
         expression = self._metric_operand(schema, field, op_name)
+        kind = self._type(schema, field or "")
+        postgres = self.connection.dialect.name == "postgresql"
+        if kind == "boolean" and op_name in ("min", "max") and postgres:
+            # PostgreSQL has no min/max of booleans; false < true, as SQLite's 0 < 1 gives.
+            return ((func.bool_and if op_name == "min" else func.bool_or)(expression),)
+        if op_name == "sum" and not postgres:
+            if kind == "number":
+                # Summed as floats, like PostgreSQL's: never an integer overflow (and, unlike
+                # total(), NULL when there is nothing to sum, as PostgreSQL's sum is).
+                return (func.sum(cast(expression, Float)),)
+            # SQLite's sum() fails once a 64-bit total overflows, even midway. Summing the high
+            # and low 32-bit halves apart cannot overflow (2**31 rows would be needed), and
+            # `_halves` puts them back together exactly (PostgreSQL sums bigint as numeric).
+            return (func.sum(expression.op(">>")(32)), func.sum(expression.op("&")(_LOW_BITS)))
         aggregate: Any = getattr(func, op_name)  # sum, avg, min or max: checked above
-        return aggregate(expression)
+        return (aggregate(expression),)
 
     def _metric_operand(
         self, schema: CollectionSchema, field: str | None, op_name: str
@@ -696,7 +731,12 @@ def _size(stored: Mapping[str, Any]) -> int:
     return size
 
 
-def _plain(value: Any, kind: str, op_name: str | None) -> Any:
+def _halves(high: Any, low: Any) -> int | None:
+    """An integer sum from the sums of its values' high (signed) and low 32-bit halves."""
+    return None if high is None else int(high) * 2**32 + int(low)
+
+
+def _plain(value: Any, kind: str, op_name: str | None, field: str = "") -> Any:
     """Database aggregate values as JSON: Decimal -> int/float, SQLite 1/0 -> bool."""
     if value is None:
         return None
@@ -707,7 +747,18 @@ def _plain(value: Any, kind: str, op_name: str | None) -> Any:
     if kind == "boolean":
         return bool(value)
     if kind == "integer":
-        return int(value)
+        whole = int(value)
+        if op_name == "sum" and not INT_MIN <= whole <= INT_MAX:
+            # Exact, but no later step could use it (integer fields, filters and expressions
+            # hold 64 bits) and past 2**64 the JSON encoder cannot write it: refused alike on
+            # both backends.
+            raise ApiforgeError(
+                f"The sum of {field!r} does not fit in 64 bits",
+                reason="aggregate_overflow",
+                status=422,
+                details={"field": field},
+            )
+        return whole
     if kind == "number":
         number = float(value)
         return int(number) if number.is_integer() and op_name != "avg" else number

@@ -32,6 +32,8 @@ from apiforge.engine.schemas import WorkflowCreate
 from apiforge.tools.clock import utcnow
 from apiforge.workspaces.service import CurrentWorkspace
 
+_OMITTED_ROOM = 64  # bytes kept for the `{"omittedEntries": n}` that ends a cut trace
+
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
@@ -144,10 +146,32 @@ class EngineService:
 
 
 def trace_of(compiled: CompiledApi, ctx: RunContext) -> list[dict[str, Any]]:
-    # Round-trip through JSON so the error renderer (plain orjson) can always serialise it.
+    """The call's debug trace, masked and cut to the response-size limit (`_within`)."""
     rows = trace_json(ctx.trace or [], masker_for(compiled, ctx))
-    loaded: list[dict[str, Any]] = orjson.loads(dump_json(rows))
-    return loaded
+    return _within(rows, ctx.limits.max_response_bytes)
+
+
+def _within(rows: Sequence[Mapping[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """`rows` serialising to at most `budget` bytes, in order: a row that would go over keeps
+    its step id, type, time and error, with `input` and `output` null and `omittedBytes` its
+    full size; once not even that fits, a last `{"omittedEntries": n}` counts the rest.
+
+    Cut rather than refused: a debug call must commit or fail exactly as the same call without
+    `debug`, and the big values are usually what is being debugged (other steps stay whole).
+    Each row goes through JSON so the error renderer (plain orjson) can always serialise it."""
+    out: list[dict[str, Any]] = []
+    used = 2 + _OMITTED_ROOM  # the brackets, and room for the closing `omittedEntries`
+    for index, row in enumerate(rows):
+        encoded = dump_json(row)
+        if used + len(encoded) + 1 > budget:
+            stub = {**row, "input": None, "output": None, "omittedBytes": len(encoded)}
+            encoded = dump_json(stub)
+            if used + len(encoded) + 1 > budget:
+                out.append({"omittedEntries": len(rows) - index})
+                break
+        out.append(orjson.loads(encoded))
+        used += len(encoded) + 1
+    return out
 
 
 def debug_body(result: RunResult, trace: Sequence[Mapping[str, Any]]) -> bytes:

@@ -111,6 +111,30 @@ def test_deep_documents_are_refused_without_recursion() -> None:
     assert errors == [{"field": "v", "message": f"nests deeper than {MAX_NESTING} levels"}]
 
 
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("string", "a\x00b"),
+        ("string", "\x00"),
+        ("object", {"k\x00": 1}),
+        ("object", {"a": {"b": ["ok", "x\x00"]}}),
+        ("object", {"a": [{"deep\x00key": None}]}),
+        ("array", ["ok", ["\x00"]]),
+        ("array", [{"k\x00": 1}]),
+    ],
+)
+def test_nul_characters_are_refused_anywhere_in_a_value(kind: str, value: Any) -> None:
+    # PostgreSQL text and jsonb cannot hold NUL: refused on every backend, named by field.
+    clean, errors = validate_record(schema({"name": "v", "type": kind}), {"v": value})
+    assert clean == {}
+    assert errors == [{"field": "v", "message": "cannot contain NUL characters"}]
+
+
+def test_a_nul_in_a_default_is_refused_when_the_field_is_saved() -> None:
+    problems = validate_fields([FieldSchema("v", "string", default="a\x00")])
+    assert problems == [{"field": "fields.0.default", "message": "cannot contain NUL characters"}]
+
+
 def test_required_defaults_and_nulls() -> None:
     s = schema(
         {"name": "title", "type": "string", "required": True},

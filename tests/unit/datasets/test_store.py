@@ -328,6 +328,62 @@ async def test_aggregate_groups_and_metrics(
         await store.aggregate(posts, tenants.a, metrics={"x": ("sum", "title")})
 
 
+async def test_integer_sums_are_exact_where_a_64_bit_running_total_overflows(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    # SQLite's sum() failed (a 500) as soon as a running total left 64 bits, even when the
+    # final one fits; PostgreSQL sums bigint as numeric.
+    posts = await tenants.new_collection(connection)
+    big = 2**62 + 2**61
+    for views in (big, big, -big, -5, 3):
+        await store.insert(posts, tenants.a, {"title": "t", "views": views, "rating": views})
+    rows = await store.aggregate(
+        posts,
+        tenants.a,
+        metrics={"total": ("sum", "views"), "real": ("sum", "rating"), "top": ("max", "views")},
+    )
+    assert rows == [{"total": big - 2, "real": float(big - 2), "top": big}]
+    assert isinstance(rows[0]["total"], int)
+
+
+async def test_an_integer_sum_beyond_64_bits_is_a_clear_refusal(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    # Past 2**63 no later step can use the sum, and past 2**64 the JSON encoder cannot write it
+    # (a 500 on PostgreSQL too): 422 on both backends.
+    posts = await tenants.new_collection(connection)
+    big = 2**62 + 2**61
+    for views in (big, big, big):
+        await store.insert(posts, tenants.a, {"title": "t", "views": views})
+    metrics: dict[str, tuple[str, str | None]] = {"total": ("sum", "views")}
+    with pytest.raises(ApiforgeError) as exc:
+        await store.aggregate(posts, tenants.a, metrics=metrics)
+    assert _error(exc) == (422, "aggregate_overflow", {"field": "views"})
+    await store.insert(posts, tenants.a, {"title": "t", "views": -big})
+    with pytest.raises(ApiforgeError):  # 2**63 + 2**62: exact, still over 64 signed bits
+        await store.aggregate(posts, tenants.a, metrics=metrics)
+    await store.insert(posts, tenants.a, {"title": "t", "views": -big})
+    assert await store.aggregate(posts, tenants.a, metrics=metrics) == [{"total": big}]
+
+
+async def test_min_and_max_of_a_boolean_field(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    # PostgreSQL has no max(boolean) (it answered 500); false sorts before true on both.
+    posts = await tenants.new_collection(connection)
+    metrics: dict[str, tuple[str, str | None]] = {
+        "lo": ("min", "published"),
+        "hi": ("max", "published"),
+    }
+    assert await store.aggregate(posts, tenants.a, metrics=metrics) == [{"lo": None, "hi": None}]
+    await store.insert(posts, tenants.a, {"title": "a", "published": True, "views": 1})
+    assert await store.aggregate(posts, tenants.a, metrics=metrics) == [{"lo": True, "hi": True}]
+    await store.insert(posts, tenants.a, {"title": "b", "published": False, "views": 1})
+    await store.insert(posts, tenants.a, {"title": "c", "published": True, "views": 2})
+    rows = await store.aggregate(posts, tenants.a, group_by=["views"], metrics=metrics)
+    assert rows == [{"views": 1, "lo": False, "hi": True}, {"views": 2, "lo": True, "hi": True}]
+
+
 async def test_record_size_is_capped(
     store: RecordStore, tenants: Tenants, connection: AsyncConnection
 ) -> None:

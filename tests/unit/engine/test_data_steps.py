@@ -470,6 +470,42 @@ async def test_call_time_values_are_checked(tenants: Tenants, connection: AsyncC
         assert exc.value.details["stepId"] == "s"
 
 
+async def test_nul_characters_are_refused_before_the_database(
+    tenants: Tenants, connection: AsyncConnection
+) -> None:
+    # PostgreSQL cannot store NUL in text or jsonb (it answered 500); every backend says 400.
+    posts = await tenants.new_collection(connection)
+    c = {"posts": posts}
+    saved = [
+        ({"title": "a\x00b"}, "steps.s.data.title"),
+        ({"title": "t", "meta": {"k\x00": 1}}, "steps.s.data.meta"),
+        ({"title": "t", "tags": ["ok", {"a": "\x00"}]}, "steps.s.data.tags"),
+    ]
+    for data, field in saved:
+        step = {"id": "s", "type": "insert", "collection": "posts", "data": data}
+        assert refused([step], c) == field, data
+    at_run = [
+        ({"title": "a\x00"}, "title"),
+        ({"title": "t", "meta": {"a": [{"k\x00": 1}]}}, "meta"),
+        ({"title": "t", "secret": "\x00"}, "secret"),
+    ]
+    compiled = build(
+        [{"id": "s", "type": "insert", "collection": "posts", "data": {"expr": "args.d"}}], c
+    )
+    for data, field in at_run:
+        with pytest.raises(ApiforgeError) as exc:
+            await run(compiled, connection, tenants, tenants.a, {"d": data})
+        assert (exc.value.status, exc.value.reason) == (400, "invalid_record"), data
+        errors = exc.value.details["errors"]
+        assert errors == [{"field": field, "message": "cannot contain NUL characters"}]
+    assert await run(
+        build([{"id": "n", "type": "count", "collection": "posts"}], c),
+        connection,
+        tenants,
+        tenants.a,
+    ) == {"n": 0}
+
+
 async def test_encrypted_fields_are_stored_encrypted_and_masked_in_traces(
     tenants: Tenants, connection: AsyncConnection
 ) -> None:

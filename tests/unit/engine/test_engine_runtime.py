@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.core.errors import ApiforgeError, ConflictError
 from apiforge.engine import catalog
 from apiforge.engine.base import LimitExceededError, RunContext, RunLimits, StepFailedError
-from apiforge.engine.runtime import MASK, Masker, masker_for, trace_json
+from apiforge.engine.runtime import MASK, Masker, execute, masker_for, trace_json
+from apiforge.engine.service import debug_body, trace_of
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
 
@@ -254,6 +256,41 @@ async def test_foreach_collects_per_item(connection: AsyncConnection) -> None:
     assert "d" not in data
 
 
+async def test_foreach_iterations_never_see_nested_outputs_of_earlier_ones(
+    connection: AsyncConnection,
+) -> None:
+    # Steps nested deeper in the body (here in an `if`) were left over from the previous
+    # iteration, and leaked into `data` after the loop.
+    compiled = build(
+        [
+            {
+                "id": "loop",
+                "type": "forEach",
+                "items": {"expr": "args.xs"},
+                "maxIterations": 5,
+                "steps": [
+                    {
+                        "id": "cond",
+                        "type": "if",
+                        "condition": {"expr": "item == 1"},
+                        "then": [
+                            {
+                                "id": "tx",
+                                "type": "transaction",
+                                "steps": [_set("x", {"expr": "item"})],
+                            }
+                        ],
+                    }
+                ],
+                "collect": {"expr": "has(steps.x) ? steps.x : null"},
+            },
+        ],
+        params=[{"name": "xs", "type": "array", "required": True}],
+    )
+    data = (await run(compiled, connection, args={"xs": [1, 2, 3]})).data
+    assert data == {"loop": [1, None, None]}
+
+
 async def test_foreach_refuses_more_items_than_max_iterations(
     connection: AsyncConnection,
 ) -> None:
@@ -339,6 +376,36 @@ async def test_a_failing_child_rolls_the_group_back(connection: AsyncConnection)
     }
     assert "one" not in data
     assert await probe_names(connection) == ["after", "before"]
+
+
+async def test_a_rolled_back_group_shows_no_nested_outputs(connection: AsyncConnection) -> None:
+    # Only the group's direct children were forgotten: a write inside an `if` stayed in `data`
+    # although it was rolled back.
+    compiled = build(
+        [
+            {
+                "id": "tx",
+                "type": "transaction",
+                "onError": "continue",
+                "steps": [
+                    {
+                        "id": "cond",
+                        "type": "if",
+                        "condition": True,
+                        "then": [{"id": "ghost", "type": "probe", "name": "ghost"}],
+                    },
+                    {"id": "boom", "type": "throw"},
+                ],
+            },
+            {"id": "seen", "type": "set", "value": {"expr": "has(steps.ghost)"}},
+        ],
+    )
+    data = (await run(compiled, connection)).data
+    assert data["tx"]["committed"] is False
+    assert "ghost" not in data
+    assert "cond" not in data
+    assert data["seen"] is False
+    assert await probe_names(connection) == []
 
 
 async def test_a_database_error_inside_rolls_back_only_the_group(
@@ -573,6 +640,48 @@ async def test_trace_masks_sensitive_values(connection: AsyncConnection) -> None
     assert rows[2]["error"] == "bad ***"
     assert "hunter22" not in repr(rows)
     assert "sk-live-123456" not in repr(rows)
+
+
+async def test_a_debug_trace_is_cut_to_the_response_size_limit(
+    connection: AsyncConnection,
+) -> None:
+    # The trace had no limit: a loop repeating a big output answered megabytes (1 GB possible).
+    compiled = build(
+        [
+            _set("big", {"expr": "args.s"}),
+            {
+                "id": "loop",
+                "type": "forEach",
+                "items": {"expr": "args.xs"},
+                "maxIterations": 50,
+                "steps": [_set("copy", {"expr": "steps.big"})],
+                "collect": 1,
+            },
+            _set("small", 7),
+        ],
+        params=[{"name": "s"}, {"name": "xs", "type": "array"}],
+    )
+    limit = 4000
+    ctx = context(
+        connection,
+        args={"s": "x" * 1000, "xs": list(range(30))},
+        limits=RunLimits(max_response_bytes=limit),
+        debug=True,
+    )
+    result = await execute(compiled, ctx)
+    rows = trace_of(compiled, ctx)
+    assert len(orjson.dumps(rows)) <= limit
+    assert rows[0]["output"] == "x" * 1000  # rows that fit are whole, in order
+    cut = [row for row in rows if "omittedBytes" in row]
+    assert cut
+    assert all(row["input"] is None and row["output"] is None for row in cut)
+    assert all(row["omittedBytes"] > 1000 and row["stepId"] for row in cut)
+    assert rows[-1]["omittedEntries"] == len(result.trace or []) - (len(rows) - 1)
+    assert len(debug_body(result, rows)) <= limit + len(result.body) + 30
+    # Under the limit nothing changes.
+    roomy = context(connection, args={"s": "x", "xs": [1]}, debug=True)
+    await execute(compiled, roomy)
+    assert trace_of(compiled, roomy) == trace_json(roomy.trace or [], masker_for(compiled, roomy))
 
 
 def test_masker_walks_nested_values() -> None:

@@ -151,6 +151,40 @@ async def test_header_values_with_line_breaks_are_refused(server: LocalServer) -
     assert server.seen == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ("x", "headers must be an object"),
+        ([1], "headers must be an object"),
+        ({"Host": "evil"}, "header 'Host' is set by the platform"),
+        ({"transfer-encoding": "chunked"}, "header 'transfer-encoding' is set by the platform"),
+        ({"Content-Length": "1"}, "header 'Content-Length' is set by the platform"),
+        ({"Connection": "close"}, "header 'Connection' is set by the platform"),
+        ({"bad name\r\n": "v"}, "invalid header name 'bad name\\r\\n'"),
+        ({"": "v"}, "invalid header name ''"),
+    ],
+)
+async def test_headers_computed_at_call_time_get_the_checks_of_literal_ones(
+    server: LocalServer, headers: Any, message: str
+) -> None:
+    # A whole-object expression passes the save-time name checks: a non-object was a 500 and
+    # a forbidden name went out.
+    failure = await _fails(
+        {"url": f"{server.base}/echo", "headers": {"expr": "args.h"}}, _ctx(args={"h": headers})
+    )
+    assert (failure.status, failure.message, failure.details["field"]) == (400, message, "headers")
+    assert server.seen == []
+
+
+async def test_headers_from_one_expression_are_sent(server: LocalServer) -> None:
+    out = await _run(
+        {"url": f"{server.base}/echo", "headers": {"expr": "args.h"}},
+        _ctx(args={"h": {"X-A": "1", "X-Skip": None}}),
+    )
+    assert out["body"]["headers"]["x-a"] == "1"
+    assert "x-skip" not in out["body"]["headers"]
+
+
 # --- SSRF ----------------------------------------------------------------------------------
 
 

@@ -218,6 +218,7 @@ class ForEachSpec(StepSpec):
         items = compiler.value(self.items, "items")
         if items.is_literal and not isinstance(items.literal, list):
             raise compiler.error("items", "must be a list")
+        before = set(compiler.declared)
         with compiler.bind(self.as_, self.index_as), compiler.scope():
             body = compiler.steps(self.steps, "steps")
             collect = compiler.value(self.collect, "collect") if self.collect is not None else None
@@ -230,6 +231,7 @@ class ForEachSpec(StepSpec):
             index_as=self.index_as,
             body=tuple(body),
             collect=collect,
+            nested_ids=tuple(sorted(compiler.declared - before)),
         )
 
 
@@ -243,6 +245,9 @@ class ForEachStep:
     index_as: str
     body: tuple[CompiledStep, ...]
     collect: CompiledValue | None
+    # Every step id inside the body, however deep (an `if` in the body holds steps too): each
+    # iteration starts without the last one's outputs, and none outlives the loop.
+    nested_ids: tuple[str, ...]
 
     @property
     def inputs(self) -> dict[str, CompiledValue]:
@@ -270,6 +275,7 @@ class ForEachStep:
         try:
             for index, item in enumerate(items):
                 count_iteration(ctx, self.id)
+                self._forget(ctx)
                 ctx.locals = {**outer, self.as_: item, self.index_as: index}
                 await run_steps(self.body, ctx)
                 if self.collect is not None:
@@ -280,9 +286,12 @@ class ForEachStep:
                     results.append(item)
         finally:
             ctx.locals = outer
-            for step_id in body_ids:
-                ctx.steps.pop(step_id, None)
+            self._forget(ctx)
         return results
+
+    def _forget(self, ctx: RunContext) -> None:
+        for step_id in self.nested_ids:
+            ctx.steps.pop(step_id, None)
 
 
 # --- transaction ------------------------------------------------------------------------------
@@ -300,9 +309,14 @@ class TransactionSpec(StepSpec):
     container = True
 
     def compile(self, compiler: Any) -> "TransactionStep":
+        before = set(compiler.declared)
         children = compiler.steps(self.steps, "steps")
         return TransactionStep(
-            id=self.id, type=self.type, children=tuple(children), on_error=self.on_error
+            id=self.id,
+            type=self.type,
+            children=tuple(children),
+            on_error=self.on_error,
+            nested_ids=tuple(sorted(compiler.declared - before)),
         )
 
 
@@ -312,6 +326,8 @@ class TransactionStep:
     type: str
     children: tuple[CompiledStep, ...]
     on_error: str
+    # Every step id inside, however deep: a rolled-back group shows none of its outputs.
+    nested_ids: tuple[str, ...]
 
     def cost(self, prices: Mapping[str, int]) -> int:
         return _price(prices, self.type) + _sum_cost(self.children, prices)
@@ -327,8 +343,8 @@ class TransactionStep:
             await savepoint.rollback()
             # Budgets are absolute: running out is never "continued" past.
             if self.on_error == "continue" and not isinstance(exc, LimitExceededError):
-                for child in self.children:
-                    ctx.steps.pop(child.id, None)
+                for step_id in self.nested_ids:
+                    ctx.steps.pop(step_id, None)
                 error = {"error": exc.reason, "message": exc.message}
                 if "stepId" in exc.details:
                     error["stepId"] = str(exc.details["stepId"])

@@ -99,10 +99,9 @@ class HttpRequestSpec(StepSpec):
     @classmethod
     def _header_names(cls, headers: dict[str, Any]) -> dict[str, Any]:
         for name in headers:
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if name.lower() in _FORBIDDEN_HEADERS:
-                raise ValueError(f"header {name!r} is set by the platform")
+            problem = _header_name_problem(name)
+            if problem:
+                raise ValueError(problem)
         return headers
 
     def compile(self, compiler: Any) -> "HttpRequestStep":
@@ -206,7 +205,16 @@ class HttpRequestStep:
                 raise step_error(self.id, "query must be an object", field="query")
             url = _with_query(url, query, self.id)
         out_headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+        if headers is None:
+            headers = {}
+        if not isinstance(headers, dict):
+            raise step_error(self.id, "headers must be an object", field="headers")
         for name, value in headers.items():
+            # Names computed when the call runs (`"headers": {"expr": ...}`) get the checks a
+            # literal name got when the API was saved.
+            problem = _header_name_problem(name)
+            if problem:
+                raise step_error(self.id, problem, field="headers")
             if value is None:
                 continue
             text = value if isinstance(value, str) else json.dumps(value)
@@ -330,6 +338,14 @@ class HttpRequestStep:
             if self.response_type == "json":
                 raise self._fail("the answer is not valid JSON", "upstream_invalid_json") from None
             return text
+
+
+def _header_name_problem(name: Any) -> str | None:
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        return f"invalid header name {name!r}"
+    if name.lower() in _FORBIDDEN_HEADERS:
+        return f"header {name!r} is set by the platform"
+    return None
 
 
 def _with_query(url: str, query: dict[str, Any], step_id: str) -> str:
