@@ -38,14 +38,15 @@ def workspace_key(request: Request) -> KeyRecord | None:
     return record
 
 
-def _key_secret(request: Request) -> str | None:
-    """A key in `X-Api-Key`, or a `ws-` key as `Authorization: Bearer ws-…` (seed 000: "API key
-    or OAuth2 bearer token"). Console access tokens are JWTs and never start with `ws-`."""
+def key_secret(request: Request, bearer: tuple[str, ...] = ("ws-",)) -> str | None:
+    """A key in `X-Api-Key`, or one of the `bearer` kinds as `Authorization: Bearer <key>`
+    (seed 000: "API key or OAuth2 bearer token"; the management API takes `ws-` keys there).
+    Console access tokens are JWTs and never start with a key's prefix."""
     given = request.headers.get("x-api-key", "").strip()
     if given:
         return given
     token = bearer_token(request)
-    return token if token is not None and token.startswith("ws-") else None
+    return token if token is not None and token.startswith(bearer) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ async def authenticate(request: Request, session: AsyncSession, settings: Settin
     usable `ws-` key of an active creator; 401 otherwise. The one check behind `CallerAccount`
     and the idempotency middleware (which must never replay an answer to a caller the route
     would refuse). Seam for OAuth2 access tokens."""
-    secret = _key_secret(request)
+    secret = key_secret(request)
     if secret is not None:
         return await _key_caller(request, session, secret)
     token = bearer_token(request)

@@ -26,18 +26,6 @@ class CallerScope:
     workspace: str  # the workspace acted in, as the route resolves it
 
 
-def key_secret(headers: dict[str, str]) -> str | None:
-    """A key in `X-Api-Key`, or `Authorization: Bearer <key>`; never a console JWT."""
-    given = headers.get("x-api-key", "").strip()
-    if given:
-        return given
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() == "bearer" and token[:3] in ("ws-", "app", "pk-"):
-        return token
-    return None
-
-
 async def management_caller(scope: Scope, state: Any) -> CallerScope | None:
     """The caller of a management request, or None when the route would refuse its
     credentials. The workspace is the one the route acts in: a `ws-` key's own, else the

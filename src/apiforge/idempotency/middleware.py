@@ -83,32 +83,15 @@ class IdempotencyMiddleware:
         query = scope.get("query_string", b"").decode("latin-1")
         with SpooledBody(scope["method"], scope["path"], query) as body:
             await body.read_from(receive)
-            claim: Claim | None = None
-            async with state.engine.connect() as conn:
-                if rid is not None:
-                    outcome = await store.claim(conn, rid, body.fingerprint())
-                    if isinstance(outcome, StoredResponse):
-                        IDEMPOTENT_REPLAYS.labels("management").inc()
-                        await _replay(outcome, send)
-                        return
-                    claim = outcome
-                raw_token = headers.get(TOKEN_HEADER)
-                try:
-                    if raw_token is not None:
-                        digest = token_id(raw_token)
-                        if digest is None:
-                            raise DuplicateRequestError()
-                        await store.tokens.consume(conn, digest, caller.principal)
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    if claim is not None:
-                        await store.release(conn, claim)
-                    raise
-            if claim is None:
+            token = headers.get(TOKEN_HEADER)
+            outcome = await _admitted(state, store, rid, body, token, caller.principal)
+            if isinstance(outcome, StoredResponse):
+                IDEMPOTENT_REPLAYS.labels("management").inc()
+                await _replay(outcome, send)
+            elif outcome is None:
                 await self.app(scope, body.replaying(receive), send)
-                return
-            await self._run_and_store(scope, receive, send, body, store, claim, state)
+            else:
+                await self._run_and_store(scope, receive, send, body, store, outcome, state)
 
     async def _run_and_store(
         self,
@@ -177,6 +160,39 @@ def _matching(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:
         if inner is None and route.matches(scope)[0] is Match.FULL:
             return route
     return None
+
+
+async def _admitted(
+    state: Any,
+    store: IdempotencyStore,
+    rid: str | None,
+    body: SpooledBody,
+    raw_token: str | None,
+    principal: str,
+) -> Claim | StoredResponse | None:
+    """Claim the key (or find its stored answer) and spend the token, in one short committed
+    transaction: the claim, the answer to replay, or None (a token alone, spent). A token that
+    can't be spent frees the claim again."""
+    async with state.engine.connect() as conn:
+        claim: Claim | None = None
+        if rid is not None:
+            outcome = await store.claim(conn, rid, body.fingerprint())
+            if isinstance(outcome, StoredResponse):
+                return outcome
+            claim = outcome
+        try:
+            if raw_token is not None:
+                digest = token_id(raw_token)
+                if digest is None:
+                    raise DuplicateRequestError()
+                await store.tokens.consume(conn, digest, principal)
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            if claim is not None:
+                await store.release(conn, claim)
+            raise
+        return claim
 
 
 def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:

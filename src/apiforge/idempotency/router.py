@@ -4,11 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from apiforge.accounts.deps import authenticate
+from apiforge.accounts.deps import authenticate, key_secret
 from apiforge.core.errors import AuthenticationError
 from apiforge.http.deps import SessionDep, SettingsDep, client_ip
 from apiforge.http.envelope import Envelope, ok
-from apiforge.idempotency.callers import key_secret
 from apiforge.idempotency.schemas import IdempotencyTokenRead
 from apiforge.idempotency.service import IdempotencyTokenService
 from apiforge.idempotency.store import shared_store
@@ -22,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["idempotency"])
 
 async def _key_principal(request: Request, session: SessionDep) -> str | None:
     """`key:<id>` for any key (app-, pk-, ws-): gateway callers need tokens too."""
-    secret = key_secret(dict(request.headers.items()))
+    secret = key_secret(request, ("ws-", "app-", "pk-"))
     if secret is None:
         return None
     lookup: KeyLookup = request.app.state.keys

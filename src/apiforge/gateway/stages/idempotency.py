@@ -144,11 +144,11 @@ class IdempotencyStage:
             # call is free: nothing to be atomic with, so no pooled connection is checked out
             # just for this. (A charge must commit with the answer: were it refused, a stored
             # answer would be replayed for nothing.)
-            await self.store.complete_now(None, ctx.idempotency, response)
+            await self.store.complete_now(None, claim, response)
         else:
             # Within the call's transaction, committed with its effects and its charge (on
             # PostgreSQL even when an HTTP step gave the connection back: it is taken again).
-            await self.store.complete(ctx.connection, ctx.idempotency, response)
+            await self.store.complete(ctx.connection, claim, response)
 
 
 class IdempotencyReleaseStage:
