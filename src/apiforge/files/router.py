@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from apiforge.accounts.deps import workspace_key
 from apiforge.core.settings import Settings
@@ -96,9 +97,28 @@ FileServiceDep = Annotated[FileService, Depends(_files)]
 KeyIdDep = Annotated[str | None, Depends(_key_id)]
 
 
+_DIGESTS = (b"content-md5", b"x-content-md5")
+
+
+class _FileDownload(FileResponse):
+    """A file's bytes. The digest headers describe the whole file, so an answer whose body is
+    only part of it (206, a `Range` request) leaves them out: `Content-MD5` is the digest of the
+    body (RFC 1864), and a client checking it against what it received would reject a correct
+    range. The `ETag` still names the whole file, as `If-Range` needs."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_digests_of_whole_bodies(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 200:
+                headers = [(k, v) for k, v in message["headers"] if k not in _DIGESTS]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await super().__call__(scope, receive, send_digests_of_whole_bodies)
+
+
 def _download_response(download: Download) -> FileResponse:
     digest = bytes.fromhex(download.md5)
-    return FileResponse(
+    return _FileDownload(
         download.path,
         media_type=download.content_type,
         headers={

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import Delete, Update, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -222,10 +222,17 @@ class FileService:
         precondition.check_tag(row.md5)
         now = utcnow()
         this_month = month_start(now)
+        # Conditional on the file still being live: of concurrent deletions exactly one wins,
+        # the others see the 404 they would have seen a moment later.
+        live = and_(File.id == row.id, File.deleted_at.is_(None))
+        gone: Update | Delete
         if row.created_at >= this_month:
-            row.deleted_at = now
+            gone = update(File).where(live).values(deleted_at=now)
         else:
-            await self.session.delete(row)
+            gone = delete(File).where(live)
+        result = await self.session.execute(gone.execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise NoSuchFileError()
         # Tombstones of earlier months count for nothing any more: they go now.
         await self.session.execute(
             delete(File)

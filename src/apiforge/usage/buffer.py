@@ -174,13 +174,19 @@ def _storable(row: Row) -> Row:
 
 
 def _kept_args(args: Any) -> Any:
-    """`args` as they can be stored: None when too large (or not JSON after all)."""
+    """`args` as they can be stored: None when too large (or not JSON after all). A call's
+    JSON body may hold `NaN` or `Infinity` (the parser accepts them), which no JSON column
+    takes (PostgreSQL refuses the row, and with it its whole batch or the call's charge): they
+    are stored as `null`, as orjson writes them. A `null` anywhere is the only sign of one, so
+    only then are the args read back from their encoding."""
     try:
         encoded = orjson.dumps(args)
     except orjson.JSONEncodeError:
         return None
     if len(encoded) > MAX_ARGS_BYTES:
         return None
+    if b"null" in encoded:
+        args = orjson.loads(encoded)
     return _without_nul(args) if b"\\u0000" in encoded else args
 
 

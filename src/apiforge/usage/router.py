@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
@@ -22,6 +23,14 @@ def _service(session: SessionDep) -> RequestLogService:
     return RequestLogService(session)
 
 
+def _text(field: str, value: str | None, errors: list[dict[str, str]]) -> str | None:
+    """A text filter as given, `""` meaning none. A NUL character is refused: no stored value
+    holds one, and PostgreSQL rejects it in a query parameter (a 500 otherwise)."""
+    if value and "\x00" in value:
+        errors.append({"field": field, "message": "cannot contain NUL characters"})
+    return value or None
+
+
 def _filters(
     app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
     api: Annotated[str | None, Query(max_length=64)] = None,
@@ -29,8 +38,12 @@ def _filters(
     since: From = None,
     until: To = None,
 ) -> LogFilter:
-    start, end = time_range(since, until)
-    return LogFilter(app_id=app_id or None, api=api or None, status=status, since=start, until=end)
+    errors: list[dict[str, str]] = []
+    app, name = _text("appId", app_id, errors), _text("api", api, errors)
+    start, end = time_range(since, until, errors)
+    if errors:
+        raise ValidationError(errors=errors)
+    return LogFilter(app_id=app, api=name, status=status, since=start, until=end)
 
 
 RequestLogServiceDep = Annotated[RequestLogService, Depends(_service)]
@@ -80,5 +93,9 @@ async def usage_calls(
         Outcome, Query(description="all calls, only successful (2xx) ones, or only refused/failed")
     ] = "all",
 ) -> Envelope[TimeSeriesChart | PieChart]:
-    chart = await service.calls(current, query, scope=scope, app_id=app_id or None, outcome=outcome)
+    errors: list[dict[str, str]] = []
+    app = _text("appId", app_id, errors)
+    if errors:
+        raise ValidationError(errors=errors)
+    chart = await service.calls(current, query, scope=scope, app_id=app, outcome=outcome)
     return ok(chart)
