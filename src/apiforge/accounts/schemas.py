@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 
@@ -12,11 +12,11 @@ Password = Annotated[str, Field(min_length=8, max_length=128)]
 class RegisterInput(InputModel):
     email: EmailStr = Field(max_length=254)
     password: Password
-    name: str = Field(default="", max_length=100)
+    name: Text = Field(default="", max_length=100)
 
 
 class LoginInput(InputModel):
-    email: str = Field(max_length=254)
+    email: Text = Field(max_length=254)
     password: str = Field(max_length=128)
 
 
@@ -54,8 +54,8 @@ class ProfileRead(ApiModel):
 class ProfileUpdate(InputModel):
     """Only these fields are the user's to change; email and status are not."""
 
-    name: str | None = Field(default=None, max_length=100)
-    avatar_url: str | None = Field(default=None, max_length=500, pattern=r"^(https?://\S+)?$")
+    name: Text | None = Field(default=None, max_length=100)
+    avatar_url: Text | None = Field(default=None, max_length=500, pattern=r"^(https?://\S+)?$")
     locale: str | None = Field(
         default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
     )

@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession, RefreshToken
@@ -27,6 +28,10 @@ class RefreshReuseError(AuthenticationError):
     keep_changes = True
 
 
+def _email_taken() -> ConflictError:
+    return ConflictError("Email is already registered", reason="email_taken")
+
+
 class AccountService:
     def __init__(self, session: AsyncSession, settings: Settings, throttle: LoginThrottle) -> None:
         self.session = session
@@ -40,7 +45,7 @@ class AccountService:
         email = email.strip().lower()
         taken = await self.session.scalar(select(Account.id).where(Account.email == email))
         if taken:
-            raise ConflictError("Email is already registered", reason="email_taken")
+            raise _email_taken()
         account = Account(
             email=email,
             password_hash=await asyncio.to_thread(hash_password, password),
@@ -48,7 +53,10 @@ class AccountService:
             is_admin=is_admin,
         )
         self.session.add(account)
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent sign-up took the email between check and insert
+            raise _email_taken() from None
         label = name or email.split("@", 1)[0]
         await create_workspace(
             self.session, account.id, f"{label}'s workspace"[:100], personal=True
@@ -75,9 +83,22 @@ class AccountService:
             await self.throttle.give_back(email, ip)
             raise ForbiddenError("Account is disabled", reason="account_disabled")
         await self.throttle.succeeded(email, ip)
+        # Not ORM writes: those would be conditional on the version read before argon2 ran,
+        # and a profile edit committed meanwhile would turn a right password into a 409.
+        await self.session.execute(
+            update(Account)
+            .where(Account.id == account.id)
+            .values(last_login_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
         if needs_rehash(account.password_hash):
-            account.password_hash = await asyncio.to_thread(hash_password, password)
-        account.last_login_at = utcnow()
+            # Only over the hash that was checked: a password changed meanwhile stays changed.
+            await self.session.execute(
+                update(Account)
+                .where(Account.id == account.id, Account.password_hash == account.password_hash)
+                .values(password_hash=await asyncio.to_thread(hash_password, password))
+                .execution_options(synchronize_session=False)
+            )
         return await self._start_session(account)
 
     async def refresh(self, token: str) -> TokenPair:

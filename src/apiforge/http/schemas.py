@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from apiforge.tools.case import to_camel
 from apiforge.tools.clock import iso
@@ -25,6 +25,17 @@ def _parse_flag(value: Any) -> bool:
 
 Flag = Annotated[bool, BeforeValidator(_parse_flag), PlainSerializer(int, return_type=int)]
 """A boolean: accepts true/false/1/0, answers 1/0 (spec 003 §2.4.1)."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string every backend can store: PostgreSQL's `text` and `jsonb` refuse U+0000 (a 500 there,
+kept silently by SQLite), so it is a 400 on every backend."""
 
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
 """A UTC time rendered `YYYY-MM-DDTHH:MM:SSZ`."""

@@ -4,13 +4,14 @@ A key is never shown again after `ApiKeyCreated`: `ApiKeyRead` has its prefix, n
 or its hash.
 """
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 from apiforge.tools.netpolicy import normalise_cidr
 
 MAX_ALLOWED_ENTRIES = 20
@@ -18,13 +19,17 @@ KeyType = Literal["app", "pk", "ws"]
 KeyStatus = Literal["active", "expired", "revoked"]
 KeyRole = Literal["viewer", "editor", "admin"]  # never owner: ownership is not delegable
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Control characters and spaces: never in an `Origin` header (and PostgreSQL cannot store NUL).
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # ß ς ZWNJ ZWJ
 
 
 def normalise_origin(text: str) -> str:
     """`HTTPS://App.Example.com:443` → `https://app.example.com`: the form browsers send in
     `Origin`, so the gateway compares strings."""
-    parts = urlsplit(text.strip())
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+    text = text.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or _UNSAFE.search(text):
         raise ValueError("must be an origin like https://app.example.com")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         raise ValueError("must be an origin like https://app.example.com (no path)")
@@ -32,7 +37,7 @@ def normalise_origin(text: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError("has an invalid port") from None
-    host = parts.hostname.lower()
+    host = _ascii_host(parts.hostname.lower())
     if ":" in host:
         host = f"[{host}]"
     if port is None or port == _DEFAULT_PORTS[parts.scheme]:
@@ -40,11 +45,25 @@ def normalise_origin(text: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+def _ascii_host(host: str) -> str:
+    """Browsers send an internationalised host in its ASCII form (`bücher.example` →
+    `xn--bcher-kva.example`). The few characters IDNA 2003 (Python's codec) maps otherwise than
+    browsers (UTS 46) are refused rather than stored in a form no browser sends."""
+    if host.isascii():
+        return host
+    if not _IDNA_DEVIATIONS.isdisjoint(host):
+        raise ValueError("must give this host name in its ASCII (xn--) form")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("must be an origin with a valid host name") from None
+
+
 Cidr = Annotated[str, Field(max_length=64), AfterValidator(normalise_cidr)]
 Origin = Annotated[str, Field(max_length=255), AfterValidator(normalise_origin)]
 AllowedIps = Annotated[list[Cidr], Field(max_length=MAX_ALLOWED_ENTRIES)]
 AllowedOrigins = Annotated[list[Origin], Field(max_length=MAX_ALLOWED_ENTRIES)]
-KeyName = Annotated[str, Field(min_length=1, max_length=100)]
+KeyName = Annotated[Text, Field(min_length=1, max_length=100)]
 IdText = Annotated[str, Field(min_length=1, max_length=64)]
 
 

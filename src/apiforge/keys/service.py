@@ -9,7 +9,7 @@ nodes follow within its one-second TTL.
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -288,8 +288,8 @@ class ApiKeyService:
         current.require(Role.EDITOR)
         now = utcnow()
         stmt = select(ApiKey).where(ApiKey.workspace_id == current.id)
-        if app_id is not None:
-            stmt = stmt.where(ApiKey.app_id == app_id)
+        if app_id is not None:  # not an id: no key has it (and no query sees a NUL)
+            stmt = stmt.where(ApiKey.app_id == app_id if is_id(app_id) else false())
         if kind is not None:
             stmt = stmt.where(ApiKey.kind == kind)
         if status == "active":
