@@ -10,6 +10,7 @@ from apiforge.admin.service import AdminUserService
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.http.schemas import Text
 from apiforge.idempotency.locking import IfMatch, set_etag
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -27,7 +28,7 @@ async def list_users(
     admin: AdminAccount,
     service: AdminUserServiceDep,
     page: PageDep,
-    q: Annotated[str, Query(max_length=100, description="Part of the email or name")] = "",
+    q: Annotated[Text, Query(max_length=100, description="Part of the email or name")] = "",
     status: AccountStatus | None = None,
 ) -> Envelope[Page[AdminUserRead]]:
     return ok(await service.list_users(page, q.strip(), status))

@@ -16,6 +16,7 @@ from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.tools.clock import utcnow
+from apiforge.tools.ids import is_id
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
 # first and PostgreSQL last, so NULL itself cannot be the sort key).
@@ -55,7 +56,8 @@ class AdminUserService:
         return params.page([AdminUserRead.model_validate(row) for row in rows], total)
 
     async def get_user(self, user_id: str) -> Account:
-        account = await self.session.get(Account, user_id)
+        # Not an id (e.g. holding NUL, which PostgreSQL refuses as a parameter): no such account.
+        account = await self.session.get(Account, user_id) if is_id(user_id) else None
         if account is None:
             raise NotFoundError("User not found", reason="user_not_found")
         return account

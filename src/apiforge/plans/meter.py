@@ -94,6 +94,7 @@ class QuotaMeter:
         self._calls: dict[str, CallCount] = {}
         self._stock: dict[str, Stock] = {}
         self._refreshing: set[tuple[str, str]] = set()
+        self._plan_epoch = 0  # bumped by `forget`: plan reads begun before it are not kept
         self._tasks: set[asyncio.Task[None]] = set()
         self._month_start = month_start(utcnow())
         self._month_ends = 0.0  # epoch seconds when `_month_start` must be recomputed
@@ -161,7 +162,9 @@ class QuotaMeter:
 
     def forget(self, workspace_id: str | None = None) -> None:
         """Drop cached plan limits (all of them without a workspace): a plan was changed or a
-        workspace moved on this node, which then applies at once; other nodes within PLAN_TTL."""
+        workspace moved on this node, which then applies at once; other nodes within PLAN_TTL.
+        Call it once the change is committed; plan reads still in flight are not kept."""
+        self._plan_epoch += 1
         if workspace_id is None:
             self._plans.clear()
         else:
@@ -184,7 +187,10 @@ class QuotaMeter:
         entry = self._plans.get(workspace_id)
         age = _age(entry)
         if entry is None or age >= 2 * self.plan_ttl:
+            epoch = self._plan_epoch
             loaded = await _load_plan(connection, workspace_id)
+            if epoch != self._plan_epoch:  # forgotten meanwhile: the read may predate the change
+                return loaded
             if loaded is None:
                 self._plans.pop(workspace_id, None)
                 return None
@@ -248,11 +254,14 @@ class QuotaMeter:
             return
         self._refreshing.add(key)
         before = copy.copy(cache.get(workspace_id))
+        epoch = self._plan_epoch
 
         async def reload() -> None:
             try:
                 async with engine.connect() as connection:
                     fresh = await loader(connection, workspace_id)
+                if cache is self._plans and epoch != self._plan_epoch:
+                    return  # forgotten meanwhile: the next check reads the plan again
                 if fresh is None:
                     cache.pop(workspace_id, None)
                 else:

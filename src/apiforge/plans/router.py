@@ -13,7 +13,7 @@ from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.http.schemas import Created
+from apiforge.http.schemas import Created, Text
 from apiforge.http.timerange import From, To, time_range
 from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.plans.models import QUOTA_NAMES
@@ -40,7 +40,7 @@ PlanServiceDep = Annotated[PlanService, Depends(_plan_service)]
 
 
 def _hit_filter(
-    workspace_id: Annotated[str | None, Query(alias="workspaceId", max_length=26)] = None,
+    workspace_id: Annotated[Text | None, Query(alias="workspaceId", max_length=26)] = None,
     quota: Annotated[str | None, Query(max_length=32, description="A quota name")] = None,
     since: From = None,
     until: To = None,

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, field_validator
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 
 # The largest integer every JSON client (JavaScript included) reads exactly.
 MAX_QUOTA = 2**53 - 1
@@ -43,8 +43,8 @@ class QuotasInput(InputModel):
 
 class PlanCreate(InputModel):
     code: str = Field(pattern=PLAN_CODE_PATTERN, max_length=40)
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field(default="", max_length=500)
+    name: Text = Field(min_length=1, max_length=100)
+    description: Text = Field(default="", max_length=500)
     quotas: QuotasInput = Field(default_factory=QuotasInput)
     is_default: Flag = False
     is_public: Flag = True
@@ -54,8 +54,8 @@ class PlanUpdate(InputModel):
     """Every field optional; `quotas` is merged into the plan's current limits."""
 
     code: str | None = Field(default=None, pattern=PLAN_CODE_PATTERN, max_length=40)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=500)
+    name: Text | None = Field(default=None, min_length=1, max_length=100)
+    description: Text | None = Field(default=None, max_length=500)
     quotas: QuotasInput | None = None
     is_default: Flag | None = None
     is_public: Flag | None = None

@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App
+from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.files.usage import uploads_this_month
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
@@ -260,7 +262,7 @@ class PlanService:
             is_public=data.is_public,
         )
         self.session.add(plan)
-        await self.session.flush()
+        await self._flush_code()
         if data.is_default:
             await self._make_default(plan)
         return Created(id=plan.id)
@@ -287,10 +289,12 @@ class PlanService:
             plan.quotas = {**full_quotas(plan), **data.quotas.given()}
         if data.is_public is not None:
             plan.is_public = data.is_public
-        await self.session.flush()
+        await self._flush_code()
         if data.is_default and not plan.is_default:
             await self._make_default(plan)
-        quota_meter(self.session).forget()
+        # Once the change is committed: forgotten before, a concurrent check would read the old
+        # limits again and keep them for up to the meter's refresh period.
+        after_commit(self.session, quota_meter(self.session).forget)
         return plan_read(plan)
 
     async def delete_plan(self, plan_id: str, precondition: Precondition = NO_PRECONDITION) -> None:
@@ -322,7 +326,8 @@ class PlanService:
         advance(workspace, NO_PRECONDITION)  # its planId changes: a new version
         workspace.plan_id = plan.id
         await self.session.flush()
-        quota_meter(self.session).forget(workspace.id)
+        meter, moved = quota_meter(self.session), workspace.id
+        after_commit(self.session, lambda: meter.forget(moved))
         return WorkspacePlanRead(id=workspace.id, plan_id=plan.id)
 
     async def user_plans(self, workspace: Workspace) -> UserPlans:
@@ -373,7 +378,15 @@ class PlanService:
 
     async def _ensure_code_free(self, code: str) -> None:
         if await self.session.scalar(select(Plan.id).where(Plan.code == code)):
-            raise ConflictError("Plan code is already used", reason="plan_code_taken")
+            raise _code_taken()
+
+    async def _flush_code(self) -> None:
+        """Flush a plan whose code `_ensure_code_free` checked: a concurrent request may have
+        taken the code since, which the unique index refuses (409, not a 500)."""
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            raise _code_taken() from None
 
     async def _make_default(self, plan: Plan) -> None:
         """Move the default flag to `plan`. Locking the current default first serialises two
@@ -388,6 +401,10 @@ class PlanService:
             .execution_options(synchronize_session=False)
         )
         await self.session.refresh(plan)
+
+
+def _code_taken() -> ConflictError:
+    return ConflictError("Plan code is already used", reason="plan_code_taken")
 
 
 def _hit_read(row: QuotaHit) -> QuotaHitRead:

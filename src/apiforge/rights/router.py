@@ -12,6 +12,7 @@ from pydantic import Field
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.http.schemas import Text
 from apiforge.rights.schemas import (
     MAX_ID_LENGTH,
     MAX_RIGHTS,
@@ -30,8 +31,8 @@ def _service(session: SessionDep) -> UserRightService:
 
 
 UserRightServiceDep = Annotated[UserRightService, Depends(_service)]
-UserIdQuery = Annotated[str, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)]
-TargetQuery = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
+UserIdQuery = Annotated[Text, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)]
+TargetQuery = Annotated[Text, Query(max_length=MAX_ID_LENGTH)]
 
 
 @router.get("", summary="Grants in the workspace's partition; filter by userId and target")
@@ -41,9 +42,9 @@ async def list_user_rights(
     service: UserRightServiceDep,
     page: PageDep,
     user_id: Annotated[
-        str | None, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)
+        Text | None, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)
     ] = None,
-    target: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
+    target: Annotated[Text | None, Query(max_length=MAX_ID_LENGTH)] = None,
 ) -> Envelope[Page[UserRightRead]]:
     return ok(await service.list_rights(current, app_id, page, user_id, target))
 
@@ -63,7 +64,7 @@ async def revoke_user_rights(
     service: UserRightServiceDep,
     target: TargetQuery = "",
     rights: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None,
+        list[Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None,
         Query(max_length=MAX_RIGHTS),
     ] = None,
 ) -> Envelope[UserRightHeld]:

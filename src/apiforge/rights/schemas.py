@@ -4,14 +4,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from apiforge.http.schemas import ApiModel, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, InputModel, Text, Timestamp
 
 MAX_ID_LENGTH = 128  # the user_rights key columns
 MAX_RIGHTS = 100  # per (user, target), as the `userRight` step allows
 
-UserId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
-Target = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
-Right = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+UserId = Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+Target = Annotated[Text, Field(max_length=MAX_ID_LENGTH)]
+Right = Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class UserRightGrant(InputModel):

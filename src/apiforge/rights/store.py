@@ -30,8 +30,12 @@ class RightsKey:
 
     @property
     def fits(self) -> bool:
-        """Whether a row can exist for this key at all (longer ids are never stored)."""
-        return len(self.user_id) <= MAX_ID_LENGTH and len(self.target) <= MAX_ID_LENGTH
+        """Whether a row can exist for this key at all: longer ids, and ids holding NUL (which
+        PostgreSQL refuses as a query parameter), are never stored."""
+        return all(
+            len(text) <= MAX_ID_LENGTH and "\x00" not in text
+            for text in (self.user_id, self.target)
+        )
 
     def where(self) -> ColumnElement[bool]:
         c = TABLE.c
@@ -58,6 +62,7 @@ async def held_rights(
 
 async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list[str]) -> list[str]:
     """Add `rights` (creating the row when needed); answers what the user holds afterwards."""
+    _refuse_nul(key, rights)
     module = postgresql if connection.dialect.name == "postgresql" else sqlite
     values = {
         "workspace_id": key.workspace_id,
@@ -80,6 +85,17 @@ async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list
             update(TABLE).where(key.where()).values(rights=merged, updated_at=utcnow())
         )
     return merged
+
+
+def _refuse_nul(key: RightsKey, rights: list[str]) -> None:
+    """400 for text PostgreSQL cannot store (a 500 there, kept silently by SQLite)."""
+    named = [("userId", key.user_id), ("target", key.target)] + [("rights", r) for r in rights]
+    for field, text in named:
+        if "\x00" in text:
+            raise ValidationError(
+                f"{field} cannot contain the NUL character",
+                errors=[{"field": field, "message": "must not contain the NUL character"}],
+            )
 
 
 async def revoke_rights(

@@ -4,10 +4,10 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 from apiforge.workspaces.models import Role
 
-WorkspaceName = Annotated[str, Field(min_length=1, max_length=100)]
+WorkspaceName = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class WorkspaceCreate(InputModel):

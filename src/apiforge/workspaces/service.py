@@ -352,6 +352,11 @@ class WorkspaceService:
             account_id=member.account_id,
         )
         old_owner = await self._member_of(current, current.account_id)
+        # Each of the three rows takes a new version: their ETags change, and the UPDATEs are
+        # conditional on the versions read, so a concurrent transfer (or a change to either
+        # member) gets 409 `concurrent_update` instead of leaving two owners.
+        for row in (old_owner, member, current.workspace):
+            advance(row, NO_PRECONDITION)
         old_owner.role = Role.ADMIN
         member.role = Role.OWNER
         current.workspace.owner_id = member.account_id
