@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import ApiDefinition, AppVersion, StepPrice
-from apiforge.builder.schemas import ApiCreate
+from apiforge.builder.schemas import ApiCreate, json_problem
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
@@ -161,6 +161,7 @@ class DefinitionChecker:
     ) -> int:
         """Compile one definition document; errors name `<prefix><field>`."""
         try:
+            _check_nesting(definition)
             _check_target(definition)
             compiled = compile_api(definition, dict(collections), prices, callee_cost=callee_cost)
             cost = int(compiled.cost)
@@ -175,6 +176,18 @@ class DefinitionChecker:
                 errors=[{"field": f"{prefix}steps", "message": "nests too deeply"}],
             ) from None
         return cost
+
+
+def _check_nesting(definition: dict[str, Any]) -> None:
+    """Steps nested deeper than `MAX_JSON_DEPTH` are refused before the engine sees them: deeper
+    ones were saved, then every read of the API (or its version, or an export) failed."""
+    problem = json_problem(definition.get("steps"))
+    if problem is not None:
+        raise ValidationError(
+            "The definition nests too deeply",
+            reason="invalid_definition",
+            errors=[{"field": "steps", "message": problem}],
+        )
 
 
 def _check_target(definition: dict[str, Any]) -> None:

@@ -52,7 +52,9 @@ class PricingService:
 
     async def set_price(self, step_type: str, data: StepPriceUpdate) -> StepPriceRead:
         """Set the cost of a seeded step type, or of a catalogued one that has no row yet."""
-        row = await self.session.get(StepPrice, step_type) if len(step_type) <= 32 else None
+        # No type has a NUL in its name, and PostgreSQL refuses one in a query: a plain 404.
+        known = len(step_type) <= 32 and "\x00" not in step_type
+        row = await self.session.get(StepPrice, step_type) if known else None
         if row is None:
             if step_type not in STEP_TYPES:
                 raise StepTypeNotFoundError()

@@ -8,6 +8,7 @@ delegate: tenancy and roles are enforced by the services.
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AfterValidator
 
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.hooks import app_changed_hook
@@ -21,6 +22,7 @@ from apiforge.builder.schemas import (
     AppCreate,
     AppRead,
     AppUpdate,
+    without_nul,
 )
 from apiforge.builder.service import ApiService, AppService
 from apiforge.builder.transfer_router import router as transfer_router
@@ -34,7 +36,13 @@ from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["builder"])
 
-Search = Annotated[str, Query(max_length=100, description="Part of the name or description")]
+# A NUL can match nothing stored, and PostgreSQL refuses it in a query: a 400, not a 500.
+Search = Annotated[
+    str,
+    Query(max_length=100, description="Part of the name or description"),
+    AfterValidator(without_nul),
+]
+Group = Annotated[str | None, Query(max_length=64), AfterValidator(without_nul)]
 
 
 def _apps(session: SessionDep, settings: SettingsDep, request: Request) -> AppService:
@@ -103,7 +111,7 @@ async def list_apis(
     service: ApiServiceDep,
     page: PageDep,
     q: Search = "",
-    group: Annotated[str | None, Query(max_length=64)] = None,
+    group: Group = None,
 ) -> Envelope[Page[ApiSummary]]:
     return ok(await service.list_apis(current, app_id, page, q.strip(), group))
 

@@ -1,10 +1,12 @@
 """Request and response models of apps, their APIs, versions, step prices and import/export."""
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import BaseModel, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from apiforge.datasets.schema import MAX_FIELDS
+from apiforge.datasets.schema import MAX_FIELDS, NAME_PATTERN
 from apiforge.datasets.schemas import FieldDef
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
 
@@ -26,12 +28,95 @@ SecretName = Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]
 SecretValue = Annotated[str, Field(min_length=1, max_length=4096)]
 Right = Annotated[str, Field(min_length=1, max_length=64)]
 Config = Annotated[dict[str, Any], Field(max_length=100)]
+# Free-form JSON (config, params, steps) nests at most this deep: far more than any definition
+# needs (steps nest 6 levels), and far less than what exhausts the stack when it is encoded.
+MAX_JSON_DEPTH = 64
+_INT64 = (-(2**63), 2**63 - 1)  # what orjson (every response, exports) can write
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "cannot contain NUL characters"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (`"\ud800"` is valid JSON, not UTF-8)
+            return "is not valid Unicode text"
+    return None
+
+
+def json_problem(value: Any, limit: int | None = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` (a builder's input) cannot be stored and served back as JSON on every backend:
+    NUL or a lone surrogate in a string or key (PostgreSQL text and jsonb refuse them), NaN or an
+    infinity (which Python's JSON parser accepts and jsonb refuses), an integer beyond 64 bits, a
+    key that is not a string, a value JSON has no type for (YAML dates, binaries, sets), or
+    nesting deeper than `limit` (None: any depth). Nested pydantic models check themselves.
+    Iterative: no recursion to exhaust."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        at = f" (at {path[:200]})" if path else ""
+        if item is None or isinstance(item, bool | BaseModel):
+            continue
+        if isinstance(item, str):
+            text = _text_problem(item)
+            if text is not None:
+                return f"{text}{at}"
+        elif isinstance(item, int):
+            if not _INT64[0] <= item <= _INT64[1]:
+                return f"holds an integer beyond 64 bits{at}"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"holds NaN or an infinite number{at}"
+        elif isinstance(item, dict | list):
+            if limit is not None and depth >= limit:
+                return f"nests deeper than {limit} levels{at}"
+            children: list[tuple[Any, Any]]
+            children = list(item.items()) if isinstance(item, dict) else list(enumerate(item))
+            for key, child in children:
+                if isinstance(item, dict) and not isinstance(key, str):
+                    return f"has a key that is not a string{at}"
+                text = _text_problem(key) if isinstance(key, str) else None
+                if text is not None:
+                    return f"{text}{at}"
+                stack.append((child, f"{path}.{key}" if path else str(key), depth + 1))
+        else:
+            return f"holds a {type(item).__name__}, which is not a JSON value{at}"
+    return None
+
+
+def without_nul(value: str | None) -> str | None:
+    """A query parameter's validator: NUL characters are refused."""
+    if value is not None and "\x00" in value:
+        raise PydanticCustomError("invalid_value", "cannot contain NUL characters")
+    return value
+
+
+class BuilderInput(InputModel):
+    """A request body (or import document part) of the builder: every field must be storable and
+    servable as JSON on every backend (`json_problem`), a 400 naming the field otherwise."""
+
+    informative_fields: ClassVar[frozenset[str]] = frozenset()  # never stored: not checked
+    # Their nesting is checked with the whole definition (`DefinitionChecker`: 400
+    # `invalid_definition`, as the step engine's own refusals).
+    definition_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in cls.informative_fields or not isinstance(value, str | list | dict):
+            return value
+        limit = None if info.field_name in cls.definition_fields else MAX_JSON_DEPTH
+        problem = json_problem(value, limit)
+        if problem is not None:
+            raise PydanticCustomError("invalid_value", problem)
+        return value
 
 
 # --- apps -------------------------------------------------------------------------------------
 
 
-class AppCreate(InputModel):
+class AppCreate(BuilderInput):
     name: AppName
     description: Description = ""
     visibility: Visibility = "private"
@@ -43,7 +128,7 @@ class AppCreate(InputModel):
     )
 
 
-class AppUpdate(InputModel):
+class AppUpdate(BuilderInput):
     """Every field optional. `config` replaces the whole config; `secrets` is merged: a name set
     to `null` is deleted, the others are set."""
 
@@ -74,14 +159,14 @@ class AppRead(ApiModel):
 # --- APIs -------------------------------------------------------------------------------------
 
 
-class PermissionTarget(InputModel):
+class PermissionTarget(BuilderInput):
     """Where the `userSystem` target comes from: an arg's name, a token claim, or a constant."""
 
     source: Literal["arg", "token", "constant"]
     value: str = Field(min_length=1, max_length=128)
 
 
-class ApiAuth(InputModel):
+class ApiAuth(BuilderInput):
     """Token requirement and permission mode (spec 001); enforced by the gateway.
 
     `simple` and `userSystem` need `rights` (any one of them grants access); `userSystem` also
@@ -137,7 +222,7 @@ Steps = Annotated[list[dict[str, Any]], Field(max_length=MAX_STEPS)]
 ReturnSteps = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=MAX_STEPS)]
 
 
-class ApiCreate(InputModel):
+class ApiCreate(BuilderInput):
     """One API on `dev`. `params` and `steps` are checked by the step engine on save;
     `returnSteps` null (or absent) returns every step's output."""
 
@@ -153,8 +238,10 @@ class ApiCreate(InputModel):
     return_steps: ReturnSteps | None = None
     auth: ApiAuth = Field(default_factory=ApiAuth)
 
+    definition_fields: ClassVar[frozenset[str]] = frozenset({"steps"})
 
-class ApiUpdate(InputModel):
+
+class ApiUpdate(BuilderInput):
     """Every field optional; the result is validated as a whole, exactly like a new API."""
 
     api: ApiName | None = None
@@ -168,6 +255,8 @@ class ApiUpdate(InputModel):
     steps: Steps | None = None
     return_steps: ReturnSteps | None = None
     auth: ApiAuth | None = None
+
+    definition_fields: ClassVar[frozenset[str]] = frozenset({"steps"})
 
 
 class ApiSummary(ApiModel):
@@ -206,7 +295,7 @@ class ApiGroupList(ApiModel):
 # --- versions ---------------------------------------------------------------------------------
 
 
-class VersionCreate(InputModel):
+class VersionCreate(BuilderInput):
     """Publish `dev`: `bump` picks the next semver from `latest` (the first version is 1.0.0)."""
 
     bump: Literal["major", "minor", "patch"]
@@ -266,27 +355,30 @@ class StepPriceRead(ApiModel):
     updated_time: Timestamp
 
 
-class StepPriceUpdate(InputModel):
+class StepPriceUpdate(BuilderInput):
     cost: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
 
 
 # --- import / export --------------------------------------------------------------------------
 
 
-class CollectionExport(InputModel):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+class CollectionExport(BuilderInput):
+    # The rule of `POST /api/v1/datasets`: an import makes no collection that route would refuse.
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     description: Description = ""
     fields: Annotated[list[FieldDef], Field(max_length=MAX_FIELDS)] = Field(default_factory=list)
 
 
-class VersionNotes(InputModel):
+class VersionNotes(BuilderInput):
     version: Annotated[str, Field(max_length=32)]
     notes: Annotated[str, Field(max_length=20_000)] = ""
     deprecated: Flag = False
     created_time: Any = None  # informative only; YAML may have turned it into a datetime
 
+    informative_fields: ClassVar[frozenset[str]] = frozenset({"created_time"})
 
-class AppExportInfo(InputModel):
+
+class AppExportInfo(BuilderInput):
     name: AppName
     description: Description = ""
     visibility: Visibility = "private"
@@ -296,16 +388,18 @@ class AppExportInfo(InputModel):
     )
 
 
-class AppDocument(InputModel):
+class AppDocument(BuilderInput):
     """The export/import document (JSON or YAML). Ids, secrets and snapshots are not part of it:
     an import creates a new app with new ids and a new signing secret, its APIs on `dev`."""
 
     format: Literal["apiforge-app"] = "apiforge-app"
     format_version: Literal[1] = 1
-    exported_time: Any = None
+    exported_time: Any = None  # informative only, like `VersionNotes.created_time`
     app: AppExportInfo
     collections: Annotated[list[CollectionExport], Field(max_length=100)] = Field(
         default_factory=list
     )
     apis: Annotated[list[ApiCreate], Field(max_length=1000)] = Field(default_factory=list)
     versions: Annotated[list[VersionNotes], Field(max_length=10_000)] = Field(default_factory=list)
+
+    informative_fields: ClassVar[frozenset[str]] = frozenset({"exported_time"})

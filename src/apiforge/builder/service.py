@@ -8,6 +8,7 @@ checked here, not in routers: viewer reads, editor changes, admin deletes an app
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError as PydanticError
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,7 @@ from apiforge.builder import env as app_env
 from apiforge.builder.definitions import DefinitionChecker, api_document
 from apiforge.builder.models import ApiDefinition, App
 from apiforge.builder.schemas import (
+    MAX_SECRETS,
     ApiAuthRead,
     ApiCreate,
     ApiGroupList,
@@ -28,10 +30,11 @@ from apiforge.builder.schemas import (
     AppUpdate,
 )
 from apiforge.core.db import after_commit
-from apiforge.core.errors import ConflictError, NotFoundError
+from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
 from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
+from apiforge.http.handlers import field_errors
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
@@ -195,6 +198,12 @@ class AppService:
             env["config"] = dict(data.config)
         if data.secrets is not None:
             env = app_env.merge_secrets(self.settings, env, dict(data.secrets))
+            if len(env["secrets"]) > MAX_SECRETS:  # each PATCH is capped; so is their sum
+                raise ValidationError(
+                    f"An app holds at most {MAX_SECRETS} secrets",
+                    reason="too_many_secrets",
+                    errors=[{"field": "secrets", "message": f"at most {MAX_SECRETS} per app"}],
+                )
         app.env = env
         await self.session.flush()
         after_commit(self.session, lambda: self.app_changed(app_id))
@@ -373,7 +382,11 @@ class ApiService:
         advance(row, precondition)
         merged = {**api_document(row), **data.model_dump(by_alias=True, exclude_unset=True)}
         merged.pop("cost", None)
-        definition = ApiCreate.model_validate(merged)
+        try:
+            definition = ApiCreate.model_validate(merged)
+        except PydanticError as exc:  # e.g. `{"name": null}`: the update parses, the API not
+            reason, message, errors = field_errors([dict(e) for e in exc.errors()])
+            raise ValidationError(message, errors=errors, reason=reason) from None
         if definition.api != row.api:
             await self._ensure_name_free(app.id, definition.api, row.id)
         cost = await self.checker.check_api(app.id, definition, replacing=row.api)
