@@ -65,6 +65,9 @@ log = structlog.get_logger(__name__)
 REVENUE = PLATFORM_WALLETS["revenue"]
 HOLD_TTL = timedelta(minutes=10)  # far above the engine's per-call time budget
 MAX_CACHED = 100_000  # wallets (and workspaces) remembered per process
+# Where the process's one charger is kept (the gateway state's `extra`): the management API's
+# charges (workflows) and wallet writes must reach the same one, whose SQLite cache they keep exact.
+CHARGER_KEY = "charger"
 
 
 class InsufficientBalanceError(PaymentRequiredError):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from apiforge.accounts.deps import AdminAccount, workspace_key
-from apiforge.billing.charging import MemoryWallets
+from apiforge.billing.charging import CHARGER_KEY, MemoryWallets
 from apiforge.billing.schemas import (
     CreditCreate,
     EarningsReport,
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/api/v1", tags=["billing"])
 def _memory(request: Request) -> MemoryWallets | None:
     """The gateway's in-process wallet cache (SQLite only), told about every credit."""
     state = getattr(request.app.state, "gateway_state", None)
-    charger: Any = state.extra.get("charger") if state is not None else None
+    charger: Any = state.extra.get(CHARGER_KEY) if state is not None else None
     memory = getattr(charger, "memory", None)
     return memory if isinstance(memory, MemoryWallets) else None
 

@@ -4,16 +4,24 @@ Each call runs in one database transaction of its own (a connection from the app
 the request's ORM session): committed when the run succeeds, rolled back when anything fails, so
 a refused call leaves no trace in the collections. The plan comes from `ApiLoader` (compiled once
 per published version); the rest of the path is plain Core queries and the runtime.
+
+A workflow is charged like a workspace's call of its own app's `dev`: the steps' cost, to the
+platform, reserved before they run (402), written with their commit (ledger entries and a
+request-log row named `(workflow)`), nothing when the run fails. Otherwise running an API's
+steps ad hoc would cost nothing where calling the API costs its steps.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apiforge.billing.charging import Charge, Charger, split
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
 from apiforge.core.errors import ApiforgeError, ForbiddenError
@@ -88,6 +96,42 @@ def envelope(data_json: bytes) -> bytes:
     return b'{"code":200,"message":"success","data":' + data_json + b"}"
 
 
+WORKFLOW_API = "(workflow)"  # an ad-hoc run's name in the ledger and the request log: no API's
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """The request that runs a workflow, as its request-log row records it."""
+
+    request_id: str
+    client_ip: str
+    key_id: str | None = None  # the `ws-` key that runs it, if one does
+    started: float = field(default_factory=time.perf_counter)
+
+    def log_row(self, current: CurrentWorkspace, app_id: str) -> dict[str, object]:
+        """The run's request-log row, written with its charge (the columns of a gateway
+        call's: `gateway/stages/log.py`). Its args are not kept: a workflow declares no
+        params, so nothing says which of them are sensitive."""
+        elapsed = time.perf_counter() - self.started
+        return {
+            "created_at": utcnow() - timedelta(seconds=elapsed),
+            "request_id": self.request_id[:128],
+            "workspace_id": current.id,
+            "app_workspace_id": current.id,
+            "account_id": current.account_id,
+            "key_id": self.key_id,
+            "caller_kind": "workspace_key" if self.key_id else "console",
+            "app_id": app_id,
+            "api": WORKFLOW_API,
+            "version": "dev",
+            "status": 200,
+            "reason": "",
+            "latency_ms": round(elapsed * 1000, 3),
+            "client_ip": self.client_ip[:45],
+            "args": None,
+        }
+
+
 class EngineService:
     """Runs an ad-hoc step list (`run_workflow`); stored APIs run through the gateway. Owns the
     call's transaction, unlike the other services, because a call's writes must not ride on the
@@ -96,18 +140,47 @@ class EngineService:
     def __init__(self, state: EngineState) -> None:
         self.state = state
 
-    async def run_workflow(self, current: CurrentWorkspace, body: WorkflowCreate) -> Invocation:
+    async def run_workflow(
+        self, current: CurrentWorkspace, body: WorkflowCreate, charger: Charger, run: WorkflowRun
+    ) -> Invocation:
         """Run an ad-hoc step list against the `dev` collections of one of the current
-        workspace's apps, in the current workspace's partition (nothing is stored)."""
-        async with self.state.db.begin() as conn:
-            target = await self.state.loader.target(conn, body.app_id, "dev")
-            if target.workspace_id != current.id:
-                raise AppNotFoundError()
-            collections = await self.state.loader.collections(conn, target.id)
-            compiled = compile_workflow(body.steps, collections, await load_prices(conn))
-            args = compiled.validate_args(body.args)
-            ctx = self._context(conn, target, current.id, args, body.debug)
-            body_bytes = await self._run(compiled, ctx)
+        workspace's apps, in the current workspace's partition (the steps are not stored),
+        charged their cost (see the module docstring)."""
+        charge: Charge | None = None
+        succeeded = False
+        try:
+            async with self.state.db.connect() as conn:
+                target = await self.state.loader.target(conn, body.app_id, "dev")
+                if target.workspace_id != current.id:
+                    raise AppNotFoundError()
+                collections = await self.state.loader.collections(conn, target.id)
+                compiled = compile_workflow(body.steps, collections, await load_prices(conn))
+                args = compiled.validate_args(body.args)
+                debit, profit, platform = split(0, compiled.cost, own_app=True)
+                if debit > 0:
+                    charge = await charger.reserve(
+                        conn,
+                        caller_workspace_id=current.id,
+                        builder_workspace_id=current.id,
+                        debit=debit,
+                        profit=profit,
+                        platform=platform,
+                        app_id=target.id,
+                        api=WORKFLOW_API,
+                        request_id=run.request_id[:128],
+                    )
+                ctx = self._context(conn, target, current.id, args, body.debug)
+                body_bytes = await self._run(compiled, ctx)
+                if charge is not None:
+                    await charger.settle(conn, charge, run.log_row(current, target.id))
+                await conn.commit()
+                if charge is not None:
+                    await charger.confirm(conn, charge)
+                succeeded = True
+        finally:
+            # Once the connection is given back: on PostgreSQL a hold is released on another.
+            if charge is not None:
+                await charger.finish(charge, succeeded)
         return Invocation(body_bytes)
 
     def _context(

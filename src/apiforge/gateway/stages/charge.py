@@ -6,12 +6,10 @@ workspace), who earns (the app's workspace), the API's price and cost from its c
 call that moves nothing (price 0, or a workspace's own free API) does nothing here at all.
 """
 
-from apiforge.billing.charging import Charger, make_charger, split
+from apiforge.billing.charging import CHARGER_KEY, Charger, make_charger, split
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
 from apiforge.gateway.stages.log import RequestLogStage
-
-CHARGER_KEY = "charger"
 
 
 async def close_charger(state: GatewayState) -> None:
