@@ -1,9 +1,10 @@
 """Password hashing with argon2id; cost parameters come from settings (cheap ones in tests)."""
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
+_DEFAULT = PasswordHasher()  # argon2-cffi's own cost: hashes made with it always verify
 _dummy_hash: str | None = None
 
 
@@ -40,3 +41,19 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
+
+
+def cost_allowed(password_hash: str) -> bool:
+    """Whether verifying `password_hash` costs no more than hashing does here (or than
+    argon2-cffi's defaults): the cost is read from the hash itself, so a crafted one
+    (`m=4000000`, `t=100000`) would otherwise take gigabytes or hours. Not an argon2 hash: True
+    (`verify_password` refuses it cheaply)."""
+    try:
+        cost = extract_parameters(password_hash)
+    except InvalidHashError:
+        return True
+    return (
+        cost.time_cost <= max(_hasher.time_cost, _DEFAULT.time_cost)
+        and cost.memory_cost <= max(_hasher.memory_cost, _DEFAULT.memory_cost)
+        and cost.parallelism <= max(_hasher.parallelism, _DEFAULT.parallelism)
+    )

@@ -40,6 +40,19 @@ MAX_RESULT_DEPTH: Final = 100
 # macros cost about n² per level and cannot be interrupted once running (it holds the GIL).
 MAX_COMPREHENSION_WORK: Final = 2_000_000
 _WALK_BUDGET: Final = 100_000  # containers and items visited to find n, at most
+# Characters (or list items) the engine may copy in one evaluation, estimated before it starts
+# (`_Shape.copies`): it copies every intermediate string and list whole, so `a + a + ... + a`
+# costs the square of its length and chained `map(x, x + x)` doubles its input at each link.
+# About half a second of copying at the rates measured on cel 0.10.
+MAX_COPY_WORK: Final = 2_000_000_000
+# Below this element size the comprehension bound above is the one that matters.
+_MIN_ELEMENT_CHARS: Final = 1000
+# Larger than any single value a call can hold (request bodies, expression results and
+# httpRequest answers are capped at about 1 MB): expressions whose copies stay within budget even
+# for such a value skip the walk over their variables.
+_MAX_VALUE_CHARS: Final = 2**21
+_GROWING_FUNCTIONS: Final = frozenset({"replace", "join"})
+_KEYWORDS: Final = frozenset({"true", "false", "null", "in"})
 MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 # Never turned into ExpressionError: they stop the process or cancel the task, not the expression.
@@ -78,11 +91,38 @@ class _Token(NamedTuple):  # a tuple: a 4 KB source can make thousands
 
 
 @dataclass(frozen=True, slots=True)
+class _Shape:
+    """What in a source can make values grow, counted on its tokens."""
+
+    references: int = 0  # variables read (macro-bound ones included), each a copy of an input
+    plus: int = 0  # `+` operators: each concatenation copies both sides whole
+    maps: int = 0  # `map` macros: each may multiply its input by its body's growth
+    literal_items: int = 0  # items of the longest list or map literal (a range to iterate)
+    literal_chars: int = 0  # the longest string literal
+    growing_calls: int = 0  # `replace` and `join`: output up to MAX_RESULT_CHARS
+    splits: bool = False  # `split` turns a string into a list as long as the string
+
+    @property
+    def copies(self) -> int:
+        """How many times over one input the values built in one evaluation can be: at most
+        `references` inputs are combined, concatenated `plus` times, and each `map` link may
+        repeat that (`[s].map(x, x + x).map(x, x + x)...` doubles at every link). Capped, as
+        only the comparison with the budget matters."""
+        copies = self.plus + 1
+        for _ in range(self.maps + 1):
+            copies *= self.references + 1
+            if copies > MAX_COPY_WORK:
+                return MAX_COPY_WORK + 1
+        return copies
+
+
+@dataclass(frozen=True, slots=True)
 class _Scan:
     steps: frozenset[str]
     reads_all_steps: bool
     bound: frozenset[str]
     comprehension_depth: int = 0
+    shape: _Shape = _Shape()
 
 
 def _tokens(source: str) -> Iterator[_Token]:
@@ -173,6 +213,37 @@ def _references(tokens: list[_Token]) -> _Scan:
     return _Scan(frozenset(steps), reads_all, frozenset(bound))
 
 
+def _shape(tokens: list[_Token]) -> _Shape:
+    """Count what can make an evaluation's values grow (see `_Shape`)."""
+    references = plus = maps = literal_items = literal_chars = growing = 0
+    splits = False
+    items: list[int] = []  # per open bracket: items so far in a list/map literal, -1 for `(`
+    for i, token in enumerate(tokens):
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        calls = after is not None and after.kind == "punct" and after.text == "("
+        if token.kind == "string":
+            literal_chars = max(literal_chars, len(token.text))
+        elif token.kind == "ident":
+            selected = i > 0 and tokens[i - 1].kind == "punct" and tokens[i - 1].text == "."
+            if calls:
+                maps += token.text == "map"
+                growing += token.text in _GROWING_FUNCTIONS
+                splits = splits or token.text == "split"
+            elif not selected and token.text not in _KEYWORDS:
+                references += 1
+        elif token.kind == "punct":
+            if token.text == "+":
+                plus += 1
+            elif token.text in "([{":
+                empty = after is not None and after.kind == "punct" and after.text in ")]}"
+                items.append(-1 if token.text == "(" or empty else 1)
+            elif token.text in ")]}" and items:
+                literal_items = max(literal_items, items.pop())
+            elif token.text == "," and items and items[-1] > 0:
+                items[-1] += 1
+    return _Shape(references, plus, maps, literal_items, literal_chars, growing, splits)
+
+
 def _scan(source: Any) -> _Scan:
     if not isinstance(source, str):
         raise ExpressionError("an expression must be a string")
@@ -181,7 +252,7 @@ def _scan(source: Any) -> _Scan:
     tokens, depth = _checked(_tokens(source))
     if not tokens:
         raise ExpressionError("the expression is empty")
-    return replace(_references(tokens), comprehension_depth=depth)
+    return replace(_references(tokens), comprehension_depth=depth, shape=_shape(tokens))
 
 
 # --- extension functions --------------------------------------------------------------------
@@ -239,6 +310,8 @@ class CompiledExpression:
         "_functions",
         "_names",
         "_program",
+        "_shape",
+        "_walks",
         "reads_all_steps",
         "roots",
         "source",
@@ -260,6 +333,10 @@ class CompiledExpression:
             name: FUNCTIONS[name] for name in references["functions"] if name in FUNCTIONS
         }
         self._depth = scan.comprehension_depth
+        self._shape = scan.shape
+        # Whether an evaluation must first look at its inputs' sizes (decided once: most
+        # expressions are within budget whatever they are given, and skip it).
+        self._walks = bool(self._depth) or scan.shape.copies * _MAX_VALUE_CHARS > MAX_COPY_WORK
 
     def __repr__(self) -> str:
         return f"CompiledExpression({self.source!r})"
@@ -276,8 +353,8 @@ class CompiledExpression:
         steps = payload.get("steps")
         if isinstance(steps, Mapping) and not self.reads_all_steps:
             payload["steps"] = {key: steps[key] for key in self.steps if key in steps}
-        if self._depth:
-            _check_comprehension_work(payload, self._depth)
+        if self._walks:
+            _check_work(payload, self._depth, self._shape)
         context: dict[str, Any] | cel.Context = payload
         if self._functions:
             context = cel.Context(variables=payload, functions=self._functions)
@@ -290,28 +367,48 @@ class CompiledExpression:
         return _Plain().convert(result, 0)
 
 
-def _check_comprehension_work(payload: Mapping[str, Any], depth: int) -> None:
-    """Refuse before the engine starts when its comprehensions could run for too long."""
-    largest, visited = 0, 0
+def _check_work(payload: Mapping[str, Any], depth: int, shape: _Shape) -> None:
+    """Refuse before the engine starts when the evaluation could run for too long: the engine
+    holds the GIL and cannot be interrupted, so the whole process would wait for it."""
+    largest = longest = total = visited = 0
     pending: list[Any] = list(payload.values())
     while pending:
         value = pending.pop()
+        if isinstance(value, str | bytes):
+            longest = max(longest, len(value))
+            total += len(value)
+            continue
         if isinstance(value, Mapping):
             items: Any = list(value.values())
+            longest = max(longest, *(len(key) for key in value if isinstance(key, str)), 0)
         elif isinstance(value, list | tuple):
             items = value
         else:
             continue
         largest = max(largest, len(items))
+        total += len(items)
         visited += len(items) + 1
         if visited > _WALK_BUDGET:
             largest = max(largest, visited)
             break
         pending.extend(items)
-    if largest ** (depth + 1) > MAX_COMPREHENSION_WORK:
+    # A literal list is a range like any other, and `split` makes one as long as a string.
+    n = max(largest, shape.literal_items, longest if shape.splits else 0)
+    element = max(longest, shape.literal_chars)
+    if shape.growing_calls:  # `replace` and `join` may build up to MAX_RESULT_CHARS each
+        element = max(element, min(MAX_RESULT_CHARS, max(total, element * shape.literal_chars)))
+    if depth and n ** (depth + 1) > MAX_COMPREHENSION_WORK:
         raise ExpressionError(
-            f"too much work: comprehensions nested {depth} deep over {largest} items "
+            f"too much work: comprehensions nested {depth} deep over {n} items "
             f"(at most {_max_items(depth)} items at this depth)"
+        )
+    copied = n ** (depth + 1) * max(element, _MIN_ELEMENT_CHARS) if depth else 0
+    grown = shape.copies * max(element, n, 1)
+    if max(copied, grown) > MAX_COPY_WORK:
+        raise ExpressionError(
+            f"too much work: the expression could copy about {max(copied, grown):.1e} "
+            f"characters over inputs of up to {max(element, n)} (at most {MAX_COPY_WORK:.0e}); "
+            "cap the inputs or split the expression into steps"
         )
 
 

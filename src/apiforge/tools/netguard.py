@@ -5,7 +5,8 @@ address (never resolving the name again), so a DNS answer that changes between t
 connection — rebinding — cannot steer the request elsewhere. Redirects are followed by the caller
 one hop at a time, each hop going through `check_url` again.
 
-Refused: loopback, private, link-local (cloud metadata at 169.254.169.254), carrier-grade NAT,
+Refused: loopback, private (IPv6 site-local `fec0::/10` too), link-local (cloud metadata at
+169.254.169.254), carrier-grade NAT,
 multicast, reserved, unspecified and documentation ranges, in IPv4 and IPv6, including IPv4 hidden
 inside IPv6 (mapped `::ffff:127.0.0.1`, 6to4, Teredo, NAT64) and the legacy IPv4 spellings that
 resolvers still accept (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`). An operator can allow
@@ -112,7 +113,7 @@ def is_public_address(address: IPAddress) -> bool:
         inner = _embedded_ipv4(address)
         if inner is not None and not is_public_address(inner):
             return False
-        if address.scope_id:
+        if address.scope_id or address.is_site_local:  # fec0::/10: deprecated, still private
             return False
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return False

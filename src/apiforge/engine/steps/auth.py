@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from apiforge.accounts.passwords import hash_password, verify_password
+from apiforge.accounts.passwords import cost_allowed, hash_password, verify_password
 from apiforge.core.errors import ValidationError
 from apiforge.engine.base import RunContext
 from apiforge.engine.errors import step_error
@@ -230,6 +230,11 @@ class PasswordStep:
         stored = self.hash.evaluate(variables)
         if stored is not None and not isinstance(stored, str):
             raise step_error(self.id, "hash must be a string or null", field="hash")
+        if stored and not cost_allowed(stored):
+            # The cost is read from the hash: one from a caller could ask for gigabytes.
+            raise step_error(
+                self.id, "hash asks for a higher argon2 cost than this server uses", field="hash"
+            )
         return await asyncio.to_thread(verify_password, stored or None, password)
 
 

@@ -16,6 +16,7 @@ import json
 import re
 import ssl
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -67,6 +68,9 @@ _FORBIDDEN_HEADERS = frozenset(
 # Dropped when a redirect leaves the original origin (what browsers and curl do).
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _REDIRECTS = {301, 302, 303, 307, 308}
+# Content codings undone here, as httpx would (others are passed through as they are).
+_CODINGS = frozenset({"gzip", "deflate"})
+_SLACK = 64 * 1024  # what one intermediate layer of a stacked coding may exceed the cap by
 
 
 @functools.cache
@@ -294,19 +298,36 @@ class HttpRequestStep:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             raise self._too_large()
+        # Raw bytes, inflated here a bounded piece at a time: httpx would inflate each network
+        # read whole, and 500 bytes of gzip-of-gzip make hundreds of megabytes.
+        codings = [
+            coding.strip().lower()
+            for coding in response.headers.get("content-encoding", "").split(",")
+        ]
+        inflaters = [_Inflater(coding) for coding in reversed(codings) if coding in _CODINGS]
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.aiter_bytes():
+            async for raw_chunk in response.aiter_raw():
+                chunk = self._inflate(inflaters, raw_chunk, size, final=False)
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise self._too_large()
                 chunks.append(chunk)
+            chunk = self._inflate(inflaters, b"", size, final=True)
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
             raise self._fail(
                 f"reading the answer failed: {type(exc).__name__}", "upstream_error"
+            ) from None
+        except zlib.error:
+            raise self._fail(
+                "reading the answer failed: invalid compressed data", "upstream_error"
             ) from None
         raw = b"".join(chunks)
         headers: dict[str, str] = {}
@@ -318,6 +339,20 @@ class HttpRequestStep:
             "headers": headers,
             "body": self._decode(raw, headers.get("content-type", ""), response.encoding),
         }
+
+    def _inflate(self, inflaters: list["_Inflater"], data: bytes, size: int, final: bool) -> bytes:
+        """`data` through every coding layer, outermost first; never more than the cap (plus
+        `_SLACK` in the middle of stacked codings) is produced, so too much is refused early."""
+        room = self.max_response_bytes - size
+        for index, inflater in enumerate(inflaters):
+            last = index == len(inflaters) - 1
+            limit = room if last else self.max_response_bytes + _SLACK
+            data = inflater.feed(data, limit)
+            if final:
+                data += inflater.flush()
+            if len(data) > limit:
+                raise self._too_large()
+        return data
 
     def _too_large(self) -> Exception:
         return self._fail(
@@ -338,6 +373,38 @@ class HttpRequestStep:
             if self.response_type == "json":
                 raise self._fail("the answer is not valid JSON", "upstream_invalid_json") from None
             return text
+
+
+class _Inflater:
+    """One gzip or deflate layer undone incrementally, each call producing at most `limit + 1`
+    bytes (one more than allowed is how the caller learns it is too much)."""
+
+    __slots__ = ("_coding", "_object", "_started")
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding
+        self._started = False
+        self._object = zlib.decompressobj(
+            zlib.MAX_WBITS | 16 if coding == "gzip" else zlib.MAX_WBITS
+        )
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        if not data:
+            return b""
+        try:
+            out = self._object.decompress(data, max(limit, 0) + 1)
+        except zlib.error:
+            if self._coding != "deflate" or self._started:
+                raise
+            # Some servers send raw deflate without the zlib header (httpx accepts it too).
+            self._object = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._object.decompress(data, max(limit, 0) + 1)
+        self._started = True
+        return out
+
+    def flush(self) -> bytes:
+        # Small: `feed` either consumed all its input or produced too much (and the read ended).
+        return self._object.flush() if self._started else b""
 
 
 def _header_name_problem(name: Any) -> str | None:
