@@ -26,7 +26,7 @@ from apiforge.billing.usage import MoneyChartService
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.http.schemas import Created
+from apiforge.http.schemas import Created, Text
 from apiforge.http.timerange import From, To, time_range
 from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceAdmin
@@ -68,7 +68,7 @@ async def list_ledger_entries(
     page: PageDep,
     kind: EntryKind | None = None,
     wallet_kind: Annotated[Literal["balance", "earnings"] | None, Query(alias="walletKind")] = None,
-    app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
+    app_id: Annotated[Text | None, Query(alias="appId", max_length=26)] = None,
     since: From = None,
     until: To = None,
 ) -> Envelope[Page[LedgerEntryRead]]:
@@ -192,7 +192,7 @@ def _charts(session: SessionDep) -> MoneyChartService:
 
 MoneyChartDep = Annotated[MoneyChartService, Depends(_charts)]
 AppFilter = Annotated[
-    str | None, Query(alias="appId", max_length=26, description="Only this app's calls")
+    Text | None, Query(alias="appId", max_length=26, description="Only this app's calls")
 ]
 
 

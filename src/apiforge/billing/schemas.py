@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from apiforge.billing.models import MAX_AMOUNT
-from apiforge.http.schemas import ApiModel, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, InputModel, Text, Timestamp
 
 Amount = Annotated[
     int,
@@ -62,7 +62,7 @@ class LedgerEntryRead(ApiModel):
 
 class CreditCreate(InputModel):
     amount: Amount
-    note: str = Field(default="", max_length=200)
+    note: Text = Field(default="", max_length=200)
 
 
 class Posted(ApiModel):
@@ -90,12 +90,12 @@ class RedemptionRead(ApiModel):
 
 class WithdrawalCreate(InputModel):
     amount: Amount
-    note: str = Field(default="", max_length=500)
+    note: Text = Field(default="", max_length=500)
 
 
 class WithdrawalDecision(InputModel):
     status: Literal["approved", "rejected"]
-    note: str = Field(default="", max_length=500)
+    note: Text = Field(default="", max_length=500)
 
 
 class WithdrawalRead(ApiModel):

@@ -14,7 +14,7 @@ from apiforge.datasets.service import CollectionService, RecordService
 from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.http.schemas import Created
+from apiforge.http.schemas import Created, Text
 from apiforge.idempotency.locking import IfMatch, etag, set_etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
@@ -39,8 +39,8 @@ async def list_datasets(
     current: CurrentWorkspaceDep,
     service: CollectionServiceDep,
     page: PageDep,
-    app_id: Annotated[str | None, Query(alias="appId", max_length=64)] = None,
-    q: Annotated[str | None, Query(max_length=64)] = None,
+    app_id: Annotated[Text | None, Query(alias="appId", max_length=64)] = None,
+    q: Annotated[Text | None, Query(max_length=64)] = None,
 ) -> Envelope[Page[DatasetRead]]:
     return ok(await service.list(current, page, app_id, q))
 

@@ -5,13 +5,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, JsonValue
 
 from apiforge.datasets.schema import MAX_FIELDS, NAME_PATTERN
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 
 # Same list as `schema.FIELD_TYPES` (a unit test keeps them equal).
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "datetime"]
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-Description = Annotated[str, Field(max_length=2000)]
+Description = Annotated[Text, Field(max_length=2000)]
 
 
 class FieldDef(InputModel):

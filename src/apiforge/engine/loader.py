@@ -24,6 +24,7 @@ from apiforge.core.errors import NotFoundError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.compiler import CompiledApi, compile_api
+from apiforge.tools.ids import is_id
 
 TARGET_TTL = 1.0  # seconds a resolved (app, version) is trusted without reading it again
 
@@ -132,6 +133,10 @@ class ApiLoader:
     @staticmethod
     async def _read_target(conn: AsyncConnection, key: tuple[str, str]) -> AppTarget:
         app_id, version = key
+        # Not an id (the gateway's body has no validators): no such app. PostgreSQL would refuse
+        # a NUL in the query (500); only a cache miss pays for the check.
+        if not is_id(app_id):
+            raise AppNotFoundError()
         if version == "dev":
             row = (
                 await conn.execute(

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from apiforge.http.schemas import Flag, InputModel
+from apiforge.http.schemas import Flag, InputModel, Text
 
 # "dev", "latest" or an exact published version.
 VersionLabel = Annotated[
@@ -27,7 +27,7 @@ class InvocationCreate(InputModel):
 class WorkflowCreate(InputModel):
     """`{"appId", "steps", "args", "debug"}`: an ad-hoc step list run once, never stored."""
 
-    app_id: str = Field(min_length=1, max_length=26)
+    app_id: Text = Field(min_length=1, max_length=26)
     steps: list[Any] = Field(max_length=200)
     args: dict[str, Any] = Field(default_factory=dict)
     debug: Flag = False
