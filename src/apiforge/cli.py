@@ -161,6 +161,19 @@ async def _ensure_admin(settings: Settings, email: str, password: str, name: str
         return existing
 
 
+async def _is_admin(settings: Settings, email: str) -> bool:
+    """Whether `email` names an administrator (as stored: trimmed and lowercased)."""
+    from sqlalchemy import select
+
+    from apiforge.accounts.models import Account
+
+    async with _account_service(settings) as service:
+        found = await service.session.scalar(
+            select(Account.is_admin).where(Account.email == email.strip().lower())
+        )
+        return bool(found)
+
+
 def _run(work: Coroutine[Any, Any, T]) -> T:
     """Run database work; an unreachable or unmigrated database is a message, not a traceback."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -217,6 +230,10 @@ def admin_ensure() -> None:
     try:
         existing = _run(_ensure_admin(settings, email, password, name))
     except ConflictError:
+        if _run(_is_admin(settings, email)):
+            # Another `admin ensure` (a second node starting) created it meanwhile.
+            typer.echo("an administrator account already exists; nothing to do")
+            return
         # The address belongs to a regular account: never promote it silently.
         raise _fail(
             f"{email} is already a regular account; set another APIFORGE_ADMIN_EMAIL "

@@ -1,11 +1,15 @@
 """Run the Alembic history programmatically (CLI, `make run`, tests)."""
 
 import asyncio
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
+from apiforge.core.db import sqlite_file
 from apiforge.core.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -18,10 +22,29 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def _sqlite_migration_lock(database_url: str) -> Iterator[None]:
+    """One `upgrade` at a time per SQLite file: Alembic runs SQLite DDL outside a transaction, so
+    two processes starting together (`make run` twice, a supervisor's workers) would both create
+    the same tables. PostgreSQL serialises in `migrations/env.py` with an advisory lock."""
+    path = sqlite_file(database_url)
+    if path is None:
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(settings: Settings, revision: str = "head") -> None:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings.resolved_database_url), revision)
+    url = settings.resolved_database_url
+    with _sqlite_migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
 
 
 async def upgrade_async(settings: Settings) -> None:

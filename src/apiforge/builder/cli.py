@@ -106,7 +106,10 @@ def export_command(
         sys.stdout.buffer.write(content + (b"" if content.endswith(b"\n") else b"\n"))
         sys.stdout.flush()
         return
-    out.write_bytes(content)
+    try:
+        out.write_bytes(content)
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}") from None
     typer.echo(f"app {app_id} exported to {out}", err=True)
 
 

@@ -18,6 +18,10 @@ def _render_item(kind: str, obj: Any, _ctx: AutogenContext) -> str | Literal[Fal
     return False
 
 
+# pg_advisory_xact_lock key of `apiforge db upgrade` (any constant bigint, unique to apiforge).
+MIGRATION_LOCK_KEY = 0x61706966_6F726765  # "apiforge"
+
+
 def _include_object(
     obj: Any, name: str | None, kind: str, _reflected: bool, _compare_to: Any
 ) -> bool:
@@ -27,6 +31,10 @@ def _include_object(
 
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
+        # Every node of a cluster may run `apiforge db upgrade` as it starts: one at a time, the
+        # others wait here (before lock_timeout applies) and then find the history applied.
+        # The lock is held until this transaction, the whole upgrade, commits or rolls back.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         connection.exec_driver_sql("SET lock_timeout = '5s'")
         connection.exec_driver_sql("SET statement_timeout = '60s'")
     context.configure(
