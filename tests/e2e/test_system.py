@@ -184,6 +184,18 @@ async def test_readyz_503_names_an_unreachable_redis(settings: Settings) -> None
     }
 
 
+async def test_health_probes_answer_head_too(client: AsyncClient, settings: Settings) -> None:
+    """Load balancers often probe with HEAD: the same status, no body."""
+    assert (await client.head("/healthz")).status_code == 200
+    assert (await client.head("/readyz")).status_code == 200
+    async with client_for(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as h:
+        response = await h.head("/readyz")
+    assert response.status_code == 503
+    assert response.content == b""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert set(paths["/healthz"]) == set(paths["/readyz"]) == {"get", "head"}
+
+
 async def test_metrics_exposes_request_counters_outside_the_envelope(client: AsyncClient) -> None:
     labels = {"method": "GET", "route": "/healthz", "status": "200"}
     before = _metric((await client.get("/metrics")).text, "apiforge_http_requests_total", labels)

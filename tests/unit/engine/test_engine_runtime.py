@@ -494,6 +494,28 @@ async def test_log_writes_a_masked_line(connection: AsyncConnection) -> None:
     assert line["step_id"] == "note"
 
 
+async def test_log_masks_a_secret_across_its_cut(connection: AsyncConnection) -> None:
+    from structlog.testing import capture_logs
+
+    compiled = build(
+        [
+            {
+                "id": "note",
+                "type": "log",
+                "level": "warning",
+                "message": {"expr": "args.pad + args.password"},
+            }
+        ],
+        params=[{"name": "pad"}, {"name": "password", "sensitive": True}],
+    )
+    secret = "s3cret-value-0123456789"
+    with capture_logs() as logs:
+        await run(compiled, connection, args={"pad": "x" * 3990, "password": secret})
+    (line,) = [entry for entry in logs if entry["event"] == "api_log"]
+    assert line["text"] == "x" * 3990 + "***"
+    assert secret[:8] not in line["text"]
+
+
 # --- limits -----------------------------------------------------------------------------------
 
 

@@ -442,6 +442,9 @@ class LogSpec(StepSpec):
         )
 
 
+LOG_CHARS = 4000  # of a `log` step's line
+
+
 @dataclass(frozen=True, slots=True)
 class LogStep:
     id: str
@@ -459,7 +462,8 @@ class LogStep:
     async def run(self, ctx: RunContext) -> Any:
         message = self.message.resolve(ctx)
         text = message if isinstance(message, str) else dump_json(message).decode()
-        text = Masker(frozenset(), ctx.masked_values).text(text[:4000])
+        # Masked whole, then cut: cut first, a secret across the cut would show its start.
+        text = Masker(frozenset(), ctx.masked_values).text(text)[:LOG_CHARS]
         getattr(log, self.level)(
             "api_log",
             app_id=ctx.app_id,
