@@ -8,7 +8,6 @@ delegate: tenancy and roles are enforced by the services.
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AfterValidator
 
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.hooks import app_changed_hook
@@ -22,7 +21,6 @@ from apiforge.builder.schemas import (
     AppCreate,
     AppRead,
     AppUpdate,
-    without_nul,
 )
 from apiforge.builder.service import ApiService, AppService
 from apiforge.builder.transfer_router import router as transfer_router
@@ -30,19 +28,15 @@ from apiforge.builder.versions_router import router as versions_router
 from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.http.schemas import Created
+from apiforge.http.schemas import Created, Text
 from apiforge.idempotency.locking import IfMatch, set_etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["builder"])
 
 # A NUL can match nothing stored, and PostgreSQL refuses it in a query: a 400, not a 500.
-Search = Annotated[
-    str,
-    Query(max_length=100, description="Part of the name or description"),
-    AfterValidator(without_nul),
-]
-Group = Annotated[str | None, Query(max_length=64), AfterValidator(without_nul)]
+Search = Annotated[Text, Query(max_length=100, description="Part of the name or description")]
+Group = Annotated[Text | None, Query(max_length=64)]
 
 
 def _apps(session: SessionDep, settings: SettingsDep, request: Request) -> AppService:

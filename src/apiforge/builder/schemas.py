@@ -85,13 +85,6 @@ def json_problem(value: Any, limit: int | None = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
-def without_nul(value: str | None) -> str | None:
-    """A query parameter's validator: NUL characters are refused."""
-    if value is not None and "\x00" in value:
-        raise PydanticCustomError("invalid_value", "cannot contain NUL characters")
-    return value
-
-
 class BuilderInput(InputModel):
     """A request body (or import document part) of the builder: every field must be storable and
     servable as JSON on every backend (`json_problem`), a 400 naming the field otherwise."""

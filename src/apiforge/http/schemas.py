@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic_core import PydanticCustomError
 
 from apiforge.tools.case import to_camel
 from apiforge.tools.clock import iso
@@ -27,9 +28,12 @@ Flag = Annotated[bool, BeforeValidator(_parse_flag), PlainSerializer(int, return
 """A boolean: accepts true/false/1/0, answers 1/0 (spec 003 §2.4.1)."""
 
 
+NUL_MESSAGE = "cannot contain NUL characters"
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("must not contain the NUL character")
+        raise PydanticCustomError("invalid_value", NUL_MESSAGE)
     return value
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import UserRight
+from apiforge.http.schemas import NUL_MESSAGE
 from apiforge.rights.schemas import MAX_ID_LENGTH, MAX_RIGHTS
 from apiforge.tools.clock import utcnow
 
@@ -94,7 +95,7 @@ def _refuse_nul(key: RightsKey, rights: list[str]) -> None:
         if "\x00" in text:
             raise ValidationError(
                 f"{field} cannot contain the NUL character",
-                errors=[{"field": field, "message": "must not contain the NUL character"}],
+                errors=[{"field": field, "message": NUL_MESSAGE}],
             )
 
 

@@ -10,6 +10,7 @@ from apiforge.core.errors import ValidationError
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.http.schemas import NUL_MESSAGE, Text
 from apiforge.http.timerange import From, To, time_range
 from apiforge.usage.charts import ChartQueryDep, PieChart, TimeSeriesChart
 from apiforge.usage.schemas import AppCallRead, RequestLogRead
@@ -23,14 +24,6 @@ def _service(session: SessionDep) -> RequestLogService:
     return RequestLogService(session)
 
 
-def _text(field: str, value: str | None, errors: list[dict[str, str]]) -> str | None:
-    """A text filter as given, `""` meaning none. A NUL character is refused: no stored value
-    holds one, and PostgreSQL rejects it in a query parameter (a 500 otherwise)."""
-    if value and "\x00" in value:
-        errors.append({"field": field, "message": "cannot contain NUL characters"})
-    return value or None
-
-
 def _filters(
     app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
     api: Annotated[str | None, Query(max_length=64)] = None,
@@ -38,12 +31,16 @@ def _filters(
     since: From = None,
     until: To = None,
 ) -> LogFilter:
-    errors: list[dict[str, str]] = []
-    app, name = _text("appId", app_id, errors), _text("api", api, errors)
+    # Checked here rather than as `Text`, so a NUL is reported with the time range's problems.
+    errors = [
+        {"field": field, "message": NUL_MESSAGE}
+        for field, value in (("appId", app_id), ("api", api))
+        if value and "\x00" in value
+    ]
     start, end = time_range(since, until, errors)
     if errors:
         raise ValidationError(errors=errors)
-    return LogFilter(app_id=app, api=name, status=status, since=start, until=end)
+    return LogFilter(app_id=app_id or None, api=api or None, status=status, since=start, until=end)
 
 
 RequestLogServiceDep = Annotated[RequestLogService, Depends(_service)]
@@ -87,15 +84,11 @@ async def usage_calls(
         Scope, Query(description="caller: calls this workspace made; builder: calls to its apps")
     ] = "caller",
     app_id: Annotated[
-        str | None, Query(alias="appId", max_length=26, description="Only this app's calls")
+        Text | None, Query(alias="appId", max_length=26, description="Only this app's calls")
     ] = None,
     outcome: Annotated[
         Outcome, Query(description="all calls, only successful (2xx) ones, or only refused/failed")
     ] = "all",
 ) -> Envelope[TimeSeriesChart | PieChart]:
-    errors: list[dict[str, str]] = []
-    app = _text("appId", app_id, errors)
-    if errors:
-        raise ValidationError(errors=errors)
-    chart = await service.calls(current, query, scope=scope, app_id=app, outcome=outcome)
+    chart = await service.calls(current, query, scope=scope, app_id=app_id or None, outcome=outcome)
     return ok(chart)

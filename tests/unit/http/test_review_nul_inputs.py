@@ -3,9 +3,9 @@ database: PostgreSQL cannot store or compare it (a 500 there), so it is a 400 on
 (docs/decisions.md, "NUL characters").
 
 The structural test walks the app's routes: every request-body model (nested models included) and
-every query and path parameter. A `str` must carry `Text` (or the builder's `without_nul`, or a
-parser that refuses NUL), sit in a `BuilderInput` body (one check over the whole value), or have an
-anchored `pattern` that cannot match NUL. A short length (`max_length=26`) is no such check: a
+every query and path parameter. A `str` must carry `Text` (or a parser that refuses NUL), sit
+in a `BuilderInput` body (one check over the whole value), or have an anchored `pattern` that
+cannot match NUL. A short length (`max_length=26`) is no such check: a
 26-character filter once reached PostgreSQL and answered 500. Anything else must be in the
 allow-list below, with its reason. Path parameters are ids or names the services check before any
 query (`is_id`: a NUL is 404); the last test sends a NUL in each of them to the running app.
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from apiforge.api import build_api
-from apiforge.builder.schemas import BuilderInput, without_nul
+from apiforge.builder.schemas import BuilderInput
 from apiforge.engine.schemas import InvocationCreate
 from apiforge.http.schemas import Text
 from apiforge.keys.schemas import normalise_origin
@@ -38,7 +38,6 @@ from tests.factories import make_admin
 # Validators that refuse any text holding NUL (the test below makes sure), by name.
 NO_NUL: dict[str, Callable[[str], Any]] = {
     "Text": get_args(Text)[1].func,
-    "without_nul": without_nul,  # the builder's query parameters
     # Parsers whose grammar leaves no room for NUL.
     "normalise_cidr": normalise_cidr,
     "normalise_origin": normalise_origin,
@@ -80,9 +79,8 @@ ALLOWED: dict[str, str] = {
     "body:apiforge.accounts.settings_router.replace_settings.body[key]": (
         "the settings document is checked whole (settings_service: 400 invalid_setting_value)"
     ),
-    "query:apiforge.usage.router._filters.app_id": "usage router's own NUL check",
-    "query:apiforge.usage.router._filters.api": "usage router's own NUL check",
-    "query:apiforge.usage.router.usage_calls.app_id": "usage router's own NUL check",
+    "query:apiforge.usage.router._filters.app_id": "checked in _filters, with the time range",
+    "query:apiforge.usage.router._filters.api": "checked in _filters, with the time range",
     "query:apiforge.plans.router._hit_filter.quota": "must be one of the quota names",
     "query:apiforge.builder.transfer_router.app_docs.version": "parse_version before any query",
     "query:apiforge.builder.transfer_router.app_openapi.version": "parse_version before any query",
