@@ -16,6 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.core.errors import ApiforgeError
 from apiforge.datasets.crypto import FieldCipher
 
+# A secret shorter than this is treated as shown only where it is a whole value: masking (or
+# spotting) two-letter secrets inside longer strings would hit ordinary text.
+MIN_SUBSTRING_MASK = 4
+
 
 @dataclass(frozen=True, slots=True)
 class RunLimits:
@@ -77,6 +81,9 @@ class RunContext:
     locals: dict[str, Any] = field(default_factory=dict)  # forEach `item`/`index`
     # Values never to show in clear (sensitive args, env secrets): masked in traces and `log`.
     masked_values: tuple[str, ...] = ()
+    # Keys whose values are never shown (encrypted record fields, sensitive params): set by
+    # `execute` from the running API, masked in traces and in what `log` writes.
+    masked_keys: frozenset[str] = frozenset()
     api: str = ""  # the API's name, for logs
 
     def variables(self) -> dict[str, Any]:

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from apiforge.core.errors import ApiforgeError
-from apiforge.engine.base import CompiledStep, LimitExceededError, RunContext, TraceEntry
+from apiforge.engine.base import (
+    MIN_SUBSTRING_MASK,
+    CompiledStep,
+    LimitExceededError,
+    RunContext,
+    TraceEntry,
+)
 from apiforge.engine.values import CompiledValue
 
 if TYPE_CHECKING:  # the compiler imports the step catalogue, whose steps import this module
@@ -26,7 +32,6 @@ if TYPE_CHECKING:  # the compiler imports the step catalogue, whose steps import
 
 MASK = "***"
 MAX_TRACE_ENTRIES = 1000
-_MIN_SUBSTRING_MASK = 4  # shorter secrets are masked only where they are the whole value
 
 
 class StepReturn(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -147,7 +152,7 @@ class Masker:
         for secret in self.values:
             if text == secret:
                 return MASK
-            if len(secret) >= _MIN_SUBSTRING_MASK and secret in text:
+            if len(secret) >= MIN_SUBSTRING_MASK and secret in text:
                 text = text.replace(secret, MASK)
         return text
 
@@ -215,6 +220,7 @@ async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
         ctx.deadline = time.monotonic() + ctx.limits.time_budget_seconds
     if not ctx.masked_values:
         ctx.masked_values = sensitive_values(compiled, ctx.args, ctx.env)
+    ctx.masked_keys = compiled.masked_keys
     loop = asyncio.get_running_loop()
     timeout = asyncio.timeout_at(loop.time() + (ctx.deadline - time.monotonic()))
     try:

@@ -286,6 +286,86 @@ async def test_credentials_are_dropped_when_a_redirect_changes_origin(
     assert out["body"]["headers"]["x-keep"] == "1"
 
 
+async def test_headers_carrying_a_secret_stay_behind_on_a_cross_origin_redirect(
+    server: LocalServer,
+) -> None:
+    # An API key in a custom header is as much a credential as `Authorization`: the host the
+    # redirect names never sees it; the same header goes on to a same-origin hop.
+    other = LocalServer()
+    await other.start()
+    ctx = _ctx(env={"config": {}, "secrets": {"apiKey": "sk-live-abcdef"}})
+    ctx.masked_values = ("sk-live-abcdef",)
+    config = {
+        "headers": {
+            "X-Api-Key": {"expr": "env.secrets.apiKey"},
+            "X-Signed": {"expr": "'v1=' + env.secrets.apiKey"},
+            "X-Keep": "1",
+        }
+    }
+    try:
+        away = await _run(
+            {"url": f"{server.base}/redirect", "query": {"to": f"{other.base}/echo"}, **config},
+            ctx,
+        )
+        home = await _run(
+            {"url": f"{server.base}/redirect", "query": {"to": "/echo"}, **config}, ctx
+        )
+    finally:
+        await other.stop()
+    assert "x-api-key" not in away["body"]["headers"]
+    assert "x-signed" not in away["body"]["headers"]
+    assert away["body"]["headers"]["x-keep"] == "1"
+    assert "sk-live-abcdef" not in json.dumps(other.seen[0].headers)
+    assert home["body"]["headers"]["x-api-key"] == "sk-live-abcdef"
+    assert home["body"]["headers"]["x-signed"] == "v1=sk-live-abcdef"
+
+
+async def test_a_307_that_would_resend_a_secret_body_to_another_origin_is_refused(
+    server: LocalServer,
+) -> None:
+    other = LocalServer()
+    await other.start()
+    ctx = _ctx(env={"config": {}, "secrets": {"clientSecret": "cs-0123456789"}})
+    ctx.masked_values = ("cs-0123456789",)
+    body = {"client_id": "me", "client_secret": {"expr": "env.secrets.clientSecret"}}
+    try:
+        failure = await _fails(
+            {
+                "method": "POST",
+                "url": f"{server.base}/redirect",
+                "query": {"to": f"{other.base}/echo", "code": 307},
+                "body": body,
+            },
+            ctx,
+        )
+        # The same body follows a 307 that stays on its origin, and a body without a secret
+        # follows one that leaves it.
+        home = await _run(
+            {
+                "method": "POST",
+                "url": f"{server.base}/redirect",
+                "query": {"to": "/echo", "code": 307},
+                "body": body,
+            },
+            ctx,
+        )
+        plain = await _run(
+            {
+                "method": "POST",
+                "url": f"{server.base}/redirect",
+                "query": {"to": f"{other.base}/echo", "code": 307},
+                "body": {"client_id": "me"},
+            },
+            ctx,
+        )
+    finally:
+        await other.stop()
+    assert failure.reason == "redirect_refused"
+    assert "cs-0123456789" in home["body"]["body"]
+    assert plain["body"]["body"] == '{"client_id": "me"}'
+    assert len(other.seen) == 1  # only the secret-free body reached the other host
+
+
 async def test_redirect_loop_stops(server: LocalServer) -> None:
     failure = await _fails({"url": f"{server.base}/loop"})
     assert failure.reason == "too_many_redirects"

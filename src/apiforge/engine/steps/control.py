@@ -461,9 +461,16 @@ class LogStep:
 
     async def run(self, ctx: RunContext) -> Any:
         message = self.message.resolve(ctx)
-        text = message if isinstance(message, str) else dump_json(message).decode()
+        masker = Masker(ctx.masked_keys, ctx.masked_values)
+        # A record (or anything holding one) is masked by key before it becomes text: its
+        # encrypted fields are decrypted values here, which no value list could name.
+        text = (
+            masker.text(message)
+            if isinstance(message, str)
+            else dump_json(masker(message)).decode()
+        )
         # Masked whole, then cut: cut first, a secret across the cut would show its start.
-        text = Masker(frozenset(), ctx.masked_values).text(text)[:LOG_CHARS]
+        text = text[:LOG_CHARS]
         getattr(log, self.level)(
             "api_log",
             app_id=ctx.app_id,

@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from apiforge.core.lazydb import LazyConnection
-from apiforge.engine.base import LimitExceededError, RunContext
+from apiforge.engine.base import MIN_SUBSTRING_MASK, LimitExceededError, RunContext
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
@@ -65,7 +65,8 @@ _FORBIDDEN_HEADERS = frozenset(
         "expect",
     }
 )
-# Dropped when a redirect leaves the original origin (what browsers and curl do).
+# Dropped when a redirect leaves the original origin (what browsers and curl do); so is any
+# header that carries one of the call's secrets (`_carries_secret`).
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _REDIRECTS = {301, 302, 303, 307, 308}
 # Content codings undone here, as httpx would (others are passed through as they are).
@@ -287,7 +288,16 @@ class HttpRequestStep:
                 try:
                     location = response.headers.get("location")
                     if self.follow_redirects and response.status_code in _REDIRECTS and location:
-                        request = _redirected(request, response.status_code, location, target)
+                        hop = _redirected(
+                            request, response.status_code, location, target, ctx.masked_values
+                        )
+                        if hop is None:
+                            raise self._fail(
+                                "a redirect to another origin would resend a body that carries "
+                                "a secret",
+                                "redirect_refused",
+                            )
+                        request = hop
                         continue
                     return await self._read(response)
                 finally:
@@ -430,8 +440,22 @@ def _with_query(url: str, query: dict[str, Any], step_id: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, ""))
 
 
-def _redirected(request: _Request, status: int, location: str, target: Target) -> _Request:
-    """The next hop: RFC 9110 method rules; credentials dropped when the origin changes."""
+def _carries_secret(text: str, secrets: tuple[str, ...]) -> bool:
+    """Whether `text` shows one of the call's secrets (the rule `Masker.text` masks by)."""
+    return any(
+        text == secret or (len(secret) >= MIN_SUBSTRING_MASK and secret in text)
+        for secret in secrets
+        if secret
+    )
+
+
+def _redirected(
+    request: _Request, status: int, location: str, target: Target, secrets: tuple[str, ...]
+) -> _Request | None:
+    """The next hop: RFC 9110 method rules. When the origin changes, credentials and every header
+    carrying a secret (an API key in `X-Api-Key`, say) stay behind, and a body that is resent
+    (307/308) must carry none: None refuses the hop rather than hand a secret to a host the API's
+    author never named."""
     here = f"{target.scheme}://{target.host_header}{target.target}"
     url = urljoin(here, location)
     method, content, headers = request.method, request.content, dict(request.headers)
@@ -445,9 +469,13 @@ def _redirected(request: _Request, status: int, location: str, target: Target) -
         same_origin = (new.scheme, new.host, new.port) == (target.scheme, target.host, target.port)
     except NetGuardError:
         same_origin = False  # the next hop's check refuses it; nothing is sent
-    if not same_origin:
-        for name in _CREDENTIAL_HEADERS:
-            headers.pop(name, None)
+    if same_origin:
+        return _Request(method, url, headers, content)
+    if content is not None and _carries_secret(content.decode(errors="replace"), secrets):
+        return None
+    for name in list(headers):
+        if name in _CREDENTIAL_HEADERS or _carries_secret(headers[name], secrets):
+            del headers[name]
     return _Request(method, url, headers, content)
 
 
