@@ -266,3 +266,36 @@ async def test_concurrent_additions_cannot_overshoot_the_members_quota(
     statuses = await asyncio.gather(*(add(user.email) for user in newcomers))
     assert sorted(statuses) == [200, 403, 403, 403]
     assert len(await member_roles(client, owner, workspace_id)) == 5
+
+
+async def test_a_workspace_key_cannot_change_who_belongs(client: AsyncClient) -> None:
+    # A leaked admin `ws-` key must not enrol an account that keeps its access once the key is
+    # revoked, nor change roles, remove people or hand the workspace over; reading is fine.
+    from tests.e2e._keys import create_key
+
+    owner, workspace_id, members = await team(client, "editor")
+    editor = members["editor"]
+    _, secret = await create_key(
+        client, {**owner.headers, "X-Workspace-Id": workspace_id}, type="ws", role="admin"
+    )
+    key = {"X-Api-Key": secret}
+    outsider = await register(client)
+    base = f"/api/v1/workspaces/{workspace_id}"
+    before = await member_roles(client, owner, workspace_id)
+    for response in (
+        await client.post(
+            f"{base}/members", json={"email": outsider.email, "role": "admin"}, headers=key
+        ),
+        await client.patch(
+            f"{base}/members/{editor.account_id}", json={"role": "admin"}, headers=key
+        ),
+        await client.delete(f"{base}/members/{editor.account_id}", headers=key),
+        await client.delete(f"{base}/members/{owner.account_id}", headers=key),
+        await client.post(f"{base}/transfer", json={"accountId": editor.account_id}, headers=key),
+    ):
+        assert_error(response, 403, "workspace_key_not_allowed")
+    assert await member_roles(client, owner, workspace_id) == before
+    listed = await client.get(f"{base}/members?pageSize=100", headers=key)
+    assert {m["accountId"] for m in data_of(listed)["list"]} == set(before)
+    # The owner, signed in, still can.
+    await add_member(client, owner, workspace_id, outsider, "viewer")

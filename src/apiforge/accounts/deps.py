@@ -120,14 +120,20 @@ CallerAccount = Annotated[Account, Depends(_caller_account)]
 """A console session or a `ws-` key: for workspace-scoped routes (through the workspace deps)."""
 
 
-async def _current_account(request: Request, account: CallerAccount) -> Account:
-    """The signed-in person: account-level routes (`/user/*`, `/workspaces`, `/admin/*`, key
-    management) refuse workspace keys, which act only inside their workspace."""
+def refuse_workspace_key(request: Request) -> None:
+    """403 `workspace_key_not_allowed` for a request made with a `ws-` key: what only a signed-in
+    person may do (account-level routes, and changing who belongs to a workspace)."""
     if workspace_key(request) is not None:
         raise ForbiddenError(
             "This needs a console sign-in; workspace keys act only inside their workspace",
             reason="workspace_key_not_allowed",
         )
+
+
+async def _current_account(request: Request, account: CallerAccount) -> Account:
+    """The signed-in person: account-level routes (`/user/*`, `/workspaces`, `/admin/*`, key
+    management) refuse workspace keys, which act only inside their workspace."""
+    refuse_workspace_key(request)
     return account
 
 

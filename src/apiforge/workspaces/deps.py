@@ -21,7 +21,9 @@ Rules finer than a rank (whose role may be changed, by whom) stay in the service
 
 Both also accept a `ws-` workspace key (`CallerAccount`): it acts for its creator, only in the
 key's own workspace (another `X-Workspace-Id` is 404 `workspace_not_found`), and with the lesser of
-the key's role and the creator's current role.
+the key's role and the creator's current role. `PathWorkspaceInPerson` refuses keys: who belongs
+to a workspace is changed by people signed in, so a leaked key cannot enrol an account that keeps
+its access after the key is revoked.
 """
 
 from collections.abc import Awaitable, Callable
@@ -29,7 +31,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
-from apiforge.accounts.deps import CallerAccount, workspace_key
+from apiforge.accounts.deps import CallerAccount, refuse_workspace_key, workspace_key
 from apiforge.http.deps import SessionDep
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import (
@@ -114,6 +116,15 @@ CurrentWorkspaceDep = Annotated[CurrentWorkspace, Depends(_header_workspace)]
 
 PathWorkspace = Annotated[CurrentWorkspace, Depends(_path_workspace)]
 """The caller's membership of the `{workspace_id}` path parameter's workspace, any role."""
+
+
+async def _path_workspace_in_person(request: Request, current: PathWorkspace) -> CurrentWorkspace:
+    refuse_workspace_key(request)
+    return current
+
+
+PathWorkspaceInPerson = Annotated[CurrentWorkspace, Depends(_path_workspace_in_person)]
+"""`PathWorkspace` for a signed-in person only: 403 `workspace_key_not_allowed` for a `ws-` key."""
 
 
 def require_role(minimum: Role) -> Callable[[CurrentWorkspace], Awaitable[CurrentWorkspace]]:

@@ -1,6 +1,8 @@
 """`/api/v1/workspaces`: the caller's workspaces, their members and ownership transfer.
 
-Routes only parse and delegate: the role rules are enforced by `WorkspaceService`.
+Routes only parse and delegate: the role rules are enforced by `WorkspaceService`. Changing who
+belongs to a workspace (add, role change, removal, ownership) takes a console sign-in, never a
+`ws-` key (`PathWorkspaceInPerson`).
 """
 
 from fastapi import APIRouter, Response
@@ -10,7 +12,7 @@ from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import IfMatch, set_etag
-from apiforge.workspaces.deps import PathWorkspace, WorkspaceServiceDep
+from apiforge.workspaces.deps import PathWorkspace, PathWorkspaceInPerson, WorkspaceServiceDep
 from apiforge.workspaces.schemas import (
     MemberCreate,
     MemberRead,
@@ -73,7 +75,7 @@ async def list_members(
 
 @router.post("/{workspace_id}/members", summary="Add an existing account by email (admin+)")
 async def add_member(
-    body: MemberCreate, current: PathWorkspace, service: WorkspaceServiceDep
+    body: MemberCreate, current: PathWorkspaceInPerson, service: WorkspaceServiceDep
 ) -> Envelope[Created]:
     return ok(await service.add_member(current, body))
 
@@ -82,7 +84,7 @@ async def add_member(
 async def update_member(
     account_id: str,
     body: MemberUpdate,
-    current: PathWorkspace,
+    current: PathWorkspaceInPerson,
     service: WorkspaceServiceDep,
     if_match: IfMatch,
     response: Response,
@@ -96,7 +98,7 @@ async def update_member(
     summary="Remove a member (admin+), or leave (your own account id)",
 )
 async def remove_member(
-    account_id: str, current: PathWorkspace, service: WorkspaceServiceDep, if_match: IfMatch
+    account_id: str, current: PathWorkspaceInPerson, service: WorkspaceServiceDep, if_match: IfMatch
 ) -> Envelope[Created]:
     await service.remove_member(current, account_id, if_match)
     return ok(Created(id=account_id))
@@ -104,6 +106,6 @@ async def remove_member(
 
 @router.post("/{workspace_id}/transfer", summary="Hand ownership to a member (owner only)")
 async def transfer_ownership(
-    body: OwnershipTransfer, current: PathWorkspace, service: WorkspaceServiceDep
+    body: OwnershipTransfer, current: PathWorkspaceInPerson, service: WorkspaceServiceDep
 ) -> Envelope[WorkspaceRead]:
     return ok(await service.transfer(current, body))
