@@ -29,6 +29,7 @@ from apiforge.http.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
     ErrorMiddleware,
+    HeadMiddleware,
     MethodOverrideMiddleware,
     RequestIdMiddleware,
 )
@@ -43,13 +44,14 @@ from apiforge.traffic.control import TrafficControl
 
 def middleware(settings: Settings) -> list[Middleware]:
     """Outermost first. The request id wraps everything so even a 500 carries it; the access log
-    sits outside the error guard so it records the 500; method override precedes routing; the body
-    limit is innermost so its error is rendered by the envelope handlers."""
+    sits outside the error guard so it records the 500; method override and HEAD-as-GET precede
+    routing; the body limit is innermost so its error is rendered by the envelope handlers."""
     return [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(ErrorMiddleware),
         Middleware(MethodOverrideMiddleware),
+        Middleware(HeadMiddleware),
         Middleware(
             BodyLimitMiddleware,
             max_bytes=settings.max_body_bytes,

@@ -132,6 +132,22 @@ async def test_upload_then_download_returns_the_same_bytes_and_integrity_headers
     assert path == settings.resolved_files_dir / user.workspace_id / file_id[-2:] / file_id
 
 
+async def test_head_of_a_download_gives_its_headers_without_the_bytes(
+    client: AsyncClient,
+) -> None:
+    user = await register(client)
+    data = bytes(range(256)) * 256  # 65,536 bytes: one full chunk, so the stream goes on
+    url = data_of(await _upload(client, user, "big.bin", data))["url"]
+    got = await client.get(url, headers=user.headers)
+    head = await client.head(url, headers=user.headers)
+    assert (head.status_code, head.content) == (200, b"")
+    for name in ("content-length", "etag", "x-content-md5", "content-disposition"):
+        assert head.headers[name] == got.headers[name], name
+    assert head.headers["content-length"] == str(len(data))
+    # The download still works after a HEAD cut its stream short.
+    assert (await client.get(url, headers=user.headers)).content == data
+
+
 async def test_md5_may_be_base64_and_the_upload_needs_none(client: AsyncClient) -> None:
     user = await register(client)
     data = b"hello, files"

@@ -193,7 +193,29 @@ async def test_health_probes_answer_head_too(client: AsyncClient, settings: Sett
     assert response.status_code == 503
     assert response.content == b""
     paths = (await client.get("/openapi.json")).json()["paths"]
-    assert set(paths["/healthz"]) == set(paths["/readyz"]) == {"get", "head"}
+    assert set(paths["/healthz"]) == set(paths["/readyz"]) == {"get"}
+
+
+async def test_every_get_route_answers_head_with_its_headers_and_no_body(
+    client: AsyncClient,
+) -> None:
+    """RFC 9110: HEAD is GET without the body, errors included; other methods stay 405."""
+    from tests.factories import register
+
+    user = await register(client)
+    got = await client.get("/api/v1/user/profile", headers=user.headers)
+    head = await client.head("/api/v1/user/profile", headers=user.headers)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == got.headers["content-length"] != "0"
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["x-request-id"]
+    refused = await client.head("/api/v1/user/profile")
+    assert (refused.status_code, refused.content) == (401, b"")
+    assert int(refused.headers["content-length"]) > 0
+    # A POST-only route is still 405 for HEAD, as for GET.
+    assert (await client.head("/api/v1/auth/login")).status_code == 405
+    assert (await client.get("/api/v1/auth/login")).status_code == 405
 
 
 async def test_metrics_exposes_request_counters_outside_the_envelope(client: AsyncClient) -> None:

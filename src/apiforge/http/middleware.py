@@ -69,6 +69,43 @@ class MethodOverrideMiddleware:
         await self.app(scope, receive, send)
 
 
+class _HeadAnswered(Exception):
+    """Raised into the app once a HEAD answer's headers are out: its body is never wanted."""
+
+
+class HeadMiddleware:
+    """`HEAD` on any `GET` route: the route runs as a `GET` (RFC 9110 §9.3.2: the same header
+    fields), its headers are sent, its body is not. A streamed body (a file download) is cut off at
+    its first chunk instead of being read to the end. Routes stay `GET`-only in the router and
+    the OpenAPI document; the access log records the `HEAD`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        finished = False
+
+        async def send_headers_only(message: Message) -> None:
+            nonlocal finished
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            if finished:
+                return
+            finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if message.get("more_body", False):
+                raise _HeadAnswered()
+
+        try:
+            await self.app(dict(scope, method="GET"), receive, send_headers_only)
+        except _HeadAnswered:
+            pass
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over the limit: early by `Content-Length`, else while streaming. `per_path`
     gives some paths a limit of their own (file uploads, which stream to disk)."""

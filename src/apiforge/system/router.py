@@ -39,14 +39,13 @@ def get_version(settings: SettingsDep) -> Envelope[VersionRead]:
     return ok(version_info(settings))
 
 
-# HEAD too: load balancers often probe with it, and a 405 reads as down.
-@router.head("/healthz", summary="Liveness, for probes that send HEAD (no body)")
+# HEAD too, as on every GET route (http/middleware.py `HeadMiddleware`): load balancers often
+# probe with it, and a 405 reads as down.
 @router.get("/healthz", summary="Liveness: the process answers (touches no dependency)")
 async def healthz() -> Envelope[HealthRead]:
     return ok(HealthRead(status="ok"))
 
 
-@router.head("/readyz", summary="Readiness, for probes that send HEAD (no body)")
 @router.get(
     "/readyz", summary="Readiness: database, and Redis when configured", responses=_NOT_READY
 )
