@@ -1,5 +1,6 @@
 """Pure ASGI middleware for the conventions every request shares (no BaseHTTPMiddleware)."""
 
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -69,7 +70,7 @@ class MethodOverrideMiddleware:
         await self.app(scope, receive, send)
 
 
-class _HeadAnswered(Exception):
+class _HeadAnsweredError(Exception):
     """Raised into the app once a HEAD answer's headers are out: its body is never wanted."""
 
 
@@ -98,12 +99,10 @@ class HeadMiddleware:
             finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             if message.get("more_body", False):
-                raise _HeadAnswered()
+                raise _HeadAnsweredError()
 
-        try:
+        with contextlib.suppress(_HeadAnsweredError):
             await self.app(dict(scope, method="GET"), receive, send_headers_only)
-        except _HeadAnswered:
-            pass
 
 
 class BodyLimitMiddleware:
