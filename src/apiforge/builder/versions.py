@@ -108,6 +108,8 @@ def _param_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[
         if spec.get("required") and not was.get("required"):
             message = f"param {param} became required"
             changes.append(Change(name, "param_now_required", True, message, param))
+        if old_type == new_type:
+            changes.extend(_narrowed(name, param, was, spec))
     for param in before.keys() - after.keys():
         # Params are a closed set: calls that still pass it are refused as unknown.
         message = f"param {param} removed; calls passing it are refused"
@@ -115,11 +117,58 @@ def _param_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[
     return changes
 
 
+def _narrowed(name: str, param: str, was: dict[str, Any], spec: dict[str, Any]) -> list[Change]:
+    """A param of the same type that now refuses values it accepted: fewer `enum` values, a
+    higher `min`, a lower `max` (lengths, for strings), a new or different `pattern`."""
+    changes: list[Change] = []
+    old_enum, new_enum = was.get("enum"), spec.get("enum")
+    if new_enum is not None and (
+        old_enum is None or any(value not in new_enum for value in old_enum)
+    ):
+        message = f"param {param} accepts fewer values (enum)"
+        changes.append(Change(name, "param_enum_narrowed", True, message, param))
+    old_min, new_min = was.get("min"), spec.get("min")
+    old_max, new_max = was.get("max"), spec.get("max")
+    if (new_min is not None and (old_min is None or new_min > old_min)) or (
+        new_max is not None and (old_max is None or new_max < old_max)
+    ):
+        message = f"param {param} accepts a narrower range (min/max)"
+        changes.append(Change(name, "param_range_narrowed", True, message, param))
+    if spec.get("pattern") is not None and spec.get("pattern") != was.get("pattern"):
+        # Whether one regular expression accepts less than another can't be decided in
+        # general: a new or different pattern is taken as refusing what the old one let in.
+        message = f"param {param} has a new pattern"
+        changes.append(Change(name, "param_pattern_changed", True, message, param))
+    return changes
+
+
 def _auth_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """Callers refused where they were let in: a token newly required, browser (`public`)
+    access withdrawn, an idempotency key newly required, another permission mode or target,
+    fewer rights granting access (any one of them does), the API disabled."""
     before, after = old.get("auth") or {}, new.get("auth") or {}
+    changes: list[Change] = []
+
+    def breaking(kind: str, message: str) -> None:
+        changes.append(Change(name, kind, True, message))
+
     if after.get("requireToken") and not before.get("requireToken"):
-        return [Change(name, "token_now_required", True, "an end-user token is now required")]
-    return []
+        breaking("token_now_required", "an end-user token is now required")
+    if before.get("public") and not after.get("public"):
+        breaking("public_removed", "publishable (browser) keys may no longer call it")
+    if after.get("requireIdempotencyKey") and not before.get("requireIdempotencyKey"):
+        breaking("idempotency_key_now_required", "an Idempotency-Key is now required")
+    old_mode, new_mode = before.get("mode") or "none", after.get("mode") or "none"
+    if old_mode != new_mode and new_mode != "none":
+        breaking("permission_mode_changed", f"permission mode changed to {new_mode}")
+    elif new_mode != "none":
+        if set(before.get("rights") or []) - set(after.get("rights") or []):
+            breaking("rights_narrowed", "fewer rights grant access")
+        if new_mode == "userSystem" and before.get("target") != after.get("target"):
+            breaking("permission_target_changed", "the permission target changed")
+    if old.get("enabled", True) and not new.get("enabled", True):
+        breaking("api_disabled", f"API {name} disabled")
+    return changes
 
 
 _COMPARED = ("params", "steps", "returnSteps", "auth", "price", "enabled")
@@ -129,8 +178,9 @@ _DESCRIBED = ("name", "description", "docExtra", "group")
 def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
     """What publishing `dev` changes for callers of `latest` (both: api name -> document).
 
-    Breaking: an API removed, a required param added, an optional param becoming required, a
-    param removed or retyped, a token newly required. Everything else is reported as a change.
+    Breaking: an API removed or disabled, a required param added, an optional param becoming
+    required, a param removed, retyped or narrowed (`_narrowed`), callers newly refused by its
+    `auth` (`_auth_changes`). Everything else is reported as a change.
     """
     changes: list[Change] = []
     for name in sorted(latest.keys() - dev.keys()):

@@ -92,3 +92,86 @@ def test_other_changes_are_reported_but_not_breaking() -> None:
         ("a", "api_changed", "", False),
         ("b", "docs_changed", "", False),
     ]
+
+
+def test_narrowed_params_are_breaking_and_widened_ones_are_not() -> None:
+    latest = {
+        "a": _api(
+            {"name": "lang", "enum": ["en", "fr"]},
+            {"name": "size", "type": "integer", "min": 1, "max": 100},
+            {"name": "code", "pattern": "^[a-z]+$"},
+            {"name": "tag"},
+            {"name": "n", "type": "integer", "max": 10},
+        )
+    }
+    narrowed = {
+        "a": _api(
+            {"name": "lang", "enum": ["en"]},
+            {"name": "size", "type": "integer", "min": 1, "max": 50},
+            {"name": "code", "pattern": "^[a-z]{1,8}$"},
+            {"name": "tag", "enum": ["x"], "max": 20},
+            {"name": "n", "type": "integer", "min": 0, "max": 10},
+        )
+    }
+    assert sorted(_kinds(latest, narrowed)) == [
+        ("a", "param_enum_narrowed", "lang", True),
+        ("a", "param_enum_narrowed", "tag", True),
+        ("a", "param_pattern_changed", "code", True),
+        ("a", "param_range_narrowed", "n", True),
+        ("a", "param_range_narrowed", "size", True),
+        ("a", "param_range_narrowed", "tag", True),
+    ]
+    widened = {
+        "a": _api(
+            {"name": "lang", "enum": ["en", "fr", "de"]},
+            {"name": "size", "type": "integer", "min": 0},
+            {"name": "code"},
+            {"name": "tag"},
+            {"name": "n", "type": "integer", "max": 11},
+        )
+    }
+    assert _kinds(latest, widened) == [("a", "api_changed", "", False)]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kind"),
+    [
+        ({"public": True}, {"public": False}, "public_removed"),
+        ({}, {"requireIdempotencyKey": True}, "idempotency_key_now_required"),
+        (
+            {"requireToken": True, "mode": "none"},
+            {"requireToken": True, "mode": "admin"},
+            "permission_mode_changed",
+        ),
+        (
+            {"requireToken": True, "mode": "simple", "rights": ["a", "b"]},
+            {"requireToken": True, "mode": "simple", "rights": ["a"]},
+            "rights_narrowed",
+        ),
+        (
+            {"requireToken": True, "mode": "userSystem", "rights": ["a"], "target": {"x": "1"}},
+            {"requireToken": True, "mode": "userSystem", "rights": ["a"], "target": {"x": "2"}},
+            "permission_target_changed",
+        ),
+    ],
+)
+def test_auth_changes_that_refuse_callers_are_breaking(
+    before: dict[str, Any], after: dict[str, Any], kind: str
+) -> None:
+    assert _kinds({"a": _api(auth=before)}, {"a": _api(auth=after)}) == [("a", kind, "", True)]
+    # The other way round lets more callers in: a change, not a break (another target is
+    # another set of callers either way).
+    back = _kinds({"a": _api(auth=after)}, {"a": _api(auth=before)})
+    if kind == "permission_target_changed":
+        assert back == [("a", kind, "", True)]
+    else:
+        assert back == [("a", "api_changed", "", False)]
+
+
+def test_disabling_an_api_is_breaking() -> None:
+    assert _kinds({"a": _api(enabled=True)}, {"a": _api(enabled=False)}) == [
+        ("a", "api_disabled", "", True)
+    ]
+    assert _kinds({"a": _api(enabled=False)}, {"a": _api(enabled=True)}) == [
+        ("a", "api_changed", "", False)
+    ]
