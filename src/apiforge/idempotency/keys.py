@@ -24,6 +24,10 @@ _QUOTED = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])+')
 _ESCAPED = re.compile(r'\\(["\\])')
 _SEQ = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+# What HTTP lets surround a field value (RFC 9110 OWS). Not `str.strip()`'s whitespace, which
+# also takes control characters and non-ASCII spaces (`\x1f`, `\x85`, `\xa0` in a header read
+# as latin-1) off the ends: `k\xa0` would then be the key `k` instead of a 400.
+_OWS = " \t"
 
 
 def _invalid(header: str, message: str, reason: str = "invalid_idempotency_key") -> ValidationError:
@@ -34,7 +38,7 @@ def parse_key(raw: str) -> str:
     """`Idempotency-Key`, quoted (`"k"`, escapes `\\"` and `\\\\` as in RFC 8941) or bare (`k`):
     both name the same key. 400 when empty, longer than 255 characters, or holding anything but
     visible ASCII (and spaces, quoted)."""
-    value = raw.strip()
+    value = raw.strip(_OWS)
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value, pattern = value[1:-1], _QUOTED
     else:
@@ -50,7 +54,7 @@ def parse_key(raw: str) -> str:
 
 def parse_seq(raw: str) -> str:
     """`X-Request-Seq`: 1-64 characters of `[A-Za-z0-9._:-]` (a number, a snowflake id, ...)."""
-    value = raw.strip()
+    value = raw.strip(_OWS)
     if not _SEQ.fullmatch(value):
         raise _invalid(
             "X-Request-Seq", "must be 1-64 characters of A-Z a-z 0-9 . _ : -", "invalid_request_seq"
@@ -60,7 +64,7 @@ def parse_seq(raw: str) -> str:
 
 def token_id(raw: str) -> str | None:
     """The stored id (SHA-256) of an anti-duplicate token, or None when it can't be one."""
-    value = raw.strip()
+    value = raw.strip(_OWS)
     if not _TOKEN.fullmatch(value):
         return None
     return hashlib.sha256(value.encode()).hexdigest()

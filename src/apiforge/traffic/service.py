@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import ApiDefinition
 from apiforge.builder.service import find_app
+from apiforge.core.db import after_commit
 from apiforge.core.errors import ValidationError
 from apiforge.traffic.models import TrafficLimits
 from apiforge.traffic.rules import LimitRules
@@ -68,5 +69,6 @@ class TrafficLimitsService:
             row.limits = data.document()
         await self.session.flush()
         await self.session.refresh(row)
-        self.rules.forget_app(app.id)
+        # Once committed: a call reading the limits before then would cache the old ones again.
+        after_commit(self.session, lambda: self.rules.forget_app(app_id))
         return limits_read(app.id, row)
