@@ -8,11 +8,11 @@ import math
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiforge.accounts.models import AppSetting, UserSetting
+from apiforge.accounts.models import Account, AppSetting, UserSetting
 from apiforge.accounts.settings_schemas import AppSettingItem
 from apiforge.core.errors import (
     ForbiddenError,
@@ -136,6 +136,7 @@ class UserSettingsService:
         """Create or replace one key. A new key beyond `MAX_APP_SETTINGS` is 403
         `settings_limit_reached`; replacing an existing key is always allowed."""
         check_json_value(value, field="value", max_bytes=self.max_bytes)
+        await self._lock_account(account_id)
         exists = await self.session.get(AppSetting, (account_id, app_id, key))
         if exists is None:
             held = await self.session.scalar(
@@ -170,6 +171,17 @@ class UserSettingsService:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise NotFoundError("Setting not found", reason="setting_not_found")
+
+    async def _lock_account(self, account_id: str) -> None:
+        """Serialise the account's app-setting writes until commit, so concurrent new keys cannot
+        all pass the same count: a no-op UPDATE of the account row, which locks the row on
+        PostgreSQL and takes the database's write lock on SQLite (as `WorkspaceService` does)."""
+        await self.session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(updated_at=Account.updated_at)  # explicit: keeps `onupdate` from firing
+            .execution_options(synchronize_session=False)
+        )
 
     async def _upsert(
         self,

@@ -409,7 +409,12 @@ class ApiKeyService:
             resource = "workspace"
         else:
             assert subscription_id is not None
-            await self._lock(Subscription, subscription_id)
+            if not await self._lock(Subscription, subscription_id):
+                # Removed by a concurrent request since it was read: its keys went with it, and a
+                # new one would point at nothing (the foreign key's refusal was a 500).
+                raise SubscriptionNotFoundError(
+                    "Enable the app first: POST /api/v1/subscriptions with its appId"
+                )
             used = await self._count_active(ApiKey.subscription_id == subscription_id, None, now)
             resource = "app subscription"
         if used >= MAX_ACTIVE_KEYS:
@@ -418,16 +423,17 @@ class ApiKeyService:
                 reason="too_many_api_keys",
             )
 
-    async def _lock(self, model: type[Workspace] | type[Subscription], row_id: str) -> None:
+    async def _lock(self, model: type[Workspace] | type[Subscription], row_id: str) -> bool:
         """Serialise key creation per resource until commit, so two requests cannot both pass
         the count (a no-op UPDATE locks on both backends; see `WorkspaceService._lock_workspace`).
-        """
-        await self.session.execute(
+        False when the row is gone."""
+        result = await self.session.execute(
             update(model)
             .where(model.id == row_id)
             .values(updated_at=model.updated_at)
             .execution_options(synchronize_session=False)
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def _count_active(
         self, resource: ColumnElement[bool], kind: str | None, now: datetime

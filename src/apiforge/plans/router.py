@@ -56,7 +56,7 @@ def _hit_filter(
 
 @router.get("/user/plans", summary="The current workspace's plan, its quota usage, public plans")
 async def user_plans(current: CurrentWorkspaceDep, service: PlanServiceDep) -> Envelope[UserPlans]:
-    return ok(await service.user_plans(current.workspace))
+    return ok(await service.user_plans(current.workspace, current.account_id))
 
 
 @router.get("/admin/plans", summary="All plans, public or not (admin)")

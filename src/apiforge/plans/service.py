@@ -173,10 +173,6 @@ async def _members_used(session: AsyncSession, workspace: Workspace) -> int:
     return await count_members(session, workspace.id)
 
 
-async def _workspaces_used(session: AsyncSession, workspace: Workspace) -> int:
-    return await count_owned_workspaces(session, workspace.owner_id)
-
-
 async def _calls_used(session: AsyncSession, workspace: Workspace) -> int:
     return await calls_this_month(session, workspace.id)
 
@@ -198,10 +194,9 @@ async def _uploads_used(session: AsyncSession, workspace: Workspace) -> int:
     return await uploads_this_month(session, workspace.id)
 
 
-# What `/user/plans` counts.
+# What `/user/plans` counts in the workspace (`workspaces`, an account allowance, apart).
 USAGE_COUNTERS: dict[str, UsageCounter] = {
     "members": _members_used,
-    "workspaces": _workspaces_used,
     "apps": _apps_used,
     # Records the workspace holds in its partitions of every app's collections, and their bytes.
     "records": _records_used,
@@ -330,16 +325,26 @@ class PlanService:
         after_commit(self.session, lambda: meter.forget(moved))
         return WorkspacePlanRead(id=workspace.id, plan_id=plan.id)
 
-    async def user_plans(self, workspace: Workspace) -> UserPlans:
-        """The workspace's plan, its use of each counted quota, and the plans anyone may pick."""
+    async def user_plans(self, workspace: Workspace, account_id: str | None = None) -> UserPlans:
+        """The workspace's plan, its use of each counted quota, and the plans anyone may pick.
+
+        `workspaces` is an allowance of the account `account_id` (default: the workspace's owner),
+        not of the workspace: it shows that account's owned workspaces against the plan of its
+        personal workspace, the same count and plan `WorkspaceService.create` enforces, whatever
+        plan the workspace shown is on."""
         plan = await plan_of(self.session, workspace)
+        account_id = account_id or workspace.owner_id
         usage = []
         for name in QUOTA_NAMES:
             if name in RATE_QUOTAS:
                 continue
-            counter = USAGE_COUNTERS.get(name)
-            used = await counter(self.session, workspace) if counter else 0
-            limit = quota_limit(plan, name)
+            if name == "workspaces":
+                used = await count_owned_workspaces(self.session, account_id)
+                limit = quota_limit(await account_plan(self.session, account_id), name)
+            else:
+                counter = USAGE_COUNTERS.get(name)
+                used = await counter(self.session, workspace) if counter else 0
+                limit = quota_limit(plan, name)
             usage.append(
                 QuotaUsage(quota=name, limit=limit, used=used, warning=near_limit(used, limit))
             )

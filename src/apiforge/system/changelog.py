@@ -53,10 +53,13 @@ def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, 
     if match is None:
         return None
     major, minor, patch, pre = match.groups()
-    if pre is None:
-        return int(major), int(minor), int(patch), 1, ()
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
-    return int(major), int(minor), int(patch), 0, parts
+    try:  # int() refuses over 4,300 digits (CPython's conversion limit): not a version to read
+        if pre is None:
+            return int(major), int(minor), int(patch), 1, ()
+        parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+        return int(major), int(minor), int(patch), 0, parts
+    except ValueError:
+        return None
 
 
 def is_newer(candidate: str | None, running: str) -> bool:
@@ -110,8 +113,8 @@ def parse_changelog(text: str) -> list[Release]:
             match = _RELEASE.match(line)
             current = None
             category = UNCATEGORISED
-            if match:
-                version = (match["bracketed"] or match["bare"]).lstrip("vV")
+            version = (match["bracketed"] or match["bare"]).lstrip("vV") if match else ""
+            if match and semver_key(version) is not None:
                 current = Release(version, _valid_date(match["date"]))
                 releases.append(current)
             continue
