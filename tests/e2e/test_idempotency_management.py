@@ -3,8 +3,12 @@ apps shows how many times a write really ran (the app list)."""
 
 import asyncio
 
+from fastapi import FastAPI
 from httpx import AsyncClient, Response
+from sqlalchemy import select
 
+from apiforge.core.settings import Settings
+from apiforge.idempotency.models import IdempotencyRecord
 from tests.e2e._keys import create_key
 from tests.e2e._workspaces import assert_error, data_of, new_workspace
 from tests.factories import User, register
@@ -200,3 +204,27 @@ async def test_the_default_workspace_and_its_id_are_one_scope(client: AsyncClien
     assert _replayed(named)
     assert named.content == first.content
     assert await _app_count(client, user.headers) == 1
+
+
+async def test_stored_answers_are_sealed_so_a_new_keys_secret_is_never_kept_in_clear(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    # A keyed POST /api-keys answer holds the key's one-time secret: it is replayed exactly, but
+    # what the database (or any file of the server) keeps of it is sealed.
+    user = await register(client)
+    headers = {**user.headers, KEY: "mint-ws-key"}
+    body = {"type": "ws", "name": "ci", "role": "editor"}
+    first = await client.post("/api/v1/api-keys", json=body, headers=headers)
+    again = await client.post("/api/v1/api-keys", json=body, headers=headers)
+    secret = data_of(first)["key"]
+    assert _replayed(again)
+    assert again.content == first.content
+    async with app.state.engine.connect() as conn:
+        rows = (await conn.execute(select(IdempotencyRecord))).all()
+    stored = [row.body for row in rows if row.body]
+    assert stored
+    assert all(b.startswith(b"\x00sealed:v1:") for b in stored)
+    assert not any(secret.encode() in repr(tuple(row)).encode() for row in rows)
+    for path in settings.data_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

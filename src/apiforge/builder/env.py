@@ -5,31 +5,20 @@ with a Fernet key derived from the server's signing key, so a database dump alon
 them; they are opened only when a call needs them (`runtime_env`) and never returned by the API.
 """
 
-import base64
-from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from apiforge.core.settings import Settings
+from apiforge.tools.sealing import derived_fernet
 
 # Purpose-specific HKDF `info`: these ciphertexts stay independent of every other use of the key.
 _INFO = b"apiforge/apps/env-secrets/v1"
 
 
 def _fernet(settings: Settings) -> Fernet:
-    return _fernet_for(settings.signing_key)
-
-
-@lru_cache(maxsize=8)
-def _fernet_for(signing_key: str) -> Fernet:
-    # Derived once per key: `runtime_env` runs on every call, and HKDF is not free.
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-        signing_key.encode()
-    )
-    return Fernet(base64.urlsafe_b64encode(key))
+    # Derived once per key (tools/sealing.py): `runtime_env` runs on every call.
+    return derived_fernet(settings.signing_key, _INFO)
 
 
 def seal(settings: Settings, value: str) -> str:

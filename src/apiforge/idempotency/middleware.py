@@ -8,12 +8,17 @@ The management API commits its unit of work inside the route, so here the respon
 a short transaction right after the route returns — not atomically with the route's effects as
 in the gateway. A process that dies between the two leaves the claim unfinished: duplicates get
 409 until its lease ends, after which a retry runs again (docs/idempotency.md).
+
+Stored answers are sealed (Fernet under a key derived from the server secret): management
+answers carry secrets shown once — a new API key, an app's signing secret — which must not sit in
+the database in clear for the retention period, when everything else keeps only their hashes.
 """
 
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from cryptography.fernet import InvalidToken
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +26,7 @@ from apiforge.core.errors import ApiforgeError, ValidationError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
 from apiforge.idempotency.callers import CallerScope, management_caller
-from apiforge.idempotency.claims import Claim, StoredResponse
+from apiforge.idempotency.claims import AnswerLostError, Claim, StoredResponse
 from apiforge.idempotency.keys import (
     KEY_HEADER,
     REPLAYED_HEADER,
@@ -35,6 +40,7 @@ from apiforge.idempotency.keys import (
 from apiforge.idempotency.spool import SpooledBody
 from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
+from apiforge.tools.sealing import derived_fernet
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +52,10 @@ KEPT_HEADERS = frozenset(
     {"content-type", "etag", "location", "deprecation", "sunset", "link", "cache-control"}
 )
 MAX_STORED_BODY = 1024 * 1024
+# A sealed body starts with a NUL, which no answer stored in clear (JSON, by earlier versions)
+# does; the purpose keeps these ciphertexts apart from every other use of the server secret.
+_SEALED = b"\x00sealed:v1:"
+_PURPOSE = b"apiforge/idempotency/management-answers/v1"
 
 
 class IdempotencyMiddleware:
@@ -87,7 +97,7 @@ class IdempotencyMiddleware:
             outcome = await _admitted(state, store, rid, body, token, caller.principal)
             if isinstance(outcome, StoredResponse):
                 IDEMPOTENT_REPLAYS.labels("management").inc()
-                await _replay(outcome, send)
+                await _replay(outcome, _opened(state, outcome.body), send)
             elif outcome is None:
                 await self.app(scope, body.replaying(receive), send)
             else:
@@ -128,7 +138,8 @@ class IdempotencyMiddleware:
             }
             try:
                 async with state.engine.connect() as conn:
-                    await store.complete_now(conn, claim, StoredResponse(status, kept, content))
+                    sealed = StoredResponse(status, kept, _sealed(state, content))
+                    await store.complete_now(conn, claim, sealed)
             except Exception:
                 # The work is done; not replaying it later is the lesser harm than a 500 now.
                 log.exception("idempotency_store_failed")
@@ -218,10 +229,26 @@ async def _release(state: Any, store: IdempotencyStore, claim: Claim) -> None:
         log.exception("idempotency_release_failed")
 
 
-async def _replay(stored: StoredResponse, send: Send) -> None:
+def _sealed(state: Any, body: bytes) -> bytes:
+    return _SEALED + derived_fernet(state.settings.signing_key, _PURPOSE).encrypt(body)
+
+
+def _opened(state: Any, stored: bytes) -> bytes:
+    """The answer's bytes; one sealed under a server secret since replaced can't be given back
+    (409 `idempotency_answer_lost`, as for an answer lost in a crash)."""
+    if not stored.startswith(_SEALED):
+        return stored  # stored in clear by an earlier version, within its retention
+    fernet = derived_fernet(state.settings.signing_key, _PURPOSE)
+    try:
+        return fernet.decrypt(stored[len(_SEALED) :])
+    except InvalidToken:
+        raise AnswerLostError() from None
+
+
+async def _replay(stored: StoredResponse, body: bytes, send: Send) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers.items()]
     headers = [h for h in headers if h[0].lower() != b"content-length"]
-    headers.append((b"content-length", str(len(stored.body)).encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
     headers.append((REPLAYED_HEADER.encode(), b"1"))
     await send({"type": "http.response.start", "status": stored.status, "headers": headers})
-    await send({"type": "http.response.body", "body": stored.body})
+    await send({"type": "http.response.body", "body": body})

@@ -7,17 +7,15 @@ derived from the server secret with a purpose-specific HKDF `info`, because veri
 signature needs the secret itself. A database dump alone therefore reveals neither.
 """
 
-import base64
 import re
 import secrets
 import string
 from functools import lru_cache
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 
 from apiforge.tools.hashing import sha256_hex
+from apiforge.tools.sealing import derived_fernet
 
 KINDS = ("app", "pk", "ws")
 SECRET_LENGTH = 40
@@ -59,10 +57,7 @@ class SecretSealer:
     __slots__ = ("_fernet",)
 
     def __init__(self, server_secret: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-            server_secret.encode()
-        )
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        self._fernet = derived_fernet(server_secret, _INFO)
 
     def seal(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode("ascii")
