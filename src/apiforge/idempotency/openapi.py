@@ -9,11 +9,13 @@ HEADERS: tuple[dict[str, Any], ...] = (
         "in": "header",
         "required": False,
         "description": (
-            "1-255 visible ASCII characters, quoted or bare. The first successful answer is "
+            '1-255 visible ASCII characters, quoted or bare (quoted, `\\"` and `\\\\` '
+            "escapes count as the one character they stand for). The first successful answer is "
             "replayed for 24 h (`Idempotent-Replayed: 1`); 409 while it runs, 422 for another "
             "payload. See docs/idempotency.md."
         ),
-        "schema": {"type": "string", "maxLength": 257},
+        # Quoted with every character escaped: 2 quotes + 2 x 255.
+        "schema": {"type": "string", "maxLength": 512},
     },
     {
         "name": "X-Request-Seq",

@@ -86,3 +86,12 @@ def test_token_ids_and_principals() -> None:
     assert principal("k1", "a1") == "key:k1"
     assert principal(None, "a1") == "acct:a1"
     assert principal(None, None) is None
+
+
+def test_the_documented_max_length_admits_the_longest_key_the_parser_takes() -> None:
+    from apiforge.idempotency.openapi import HEADERS
+
+    longest = '"' + '\\"' * 255 + '"'  # 255 escaped quotes: one key of 255 characters
+    assert parse_key(longest) == '"' * 255
+    (documented,) = [h for h in HEADERS if h["name"] == "Idempotency-Key"]
+    assert len(longest) <= documented["schema"]["maxLength"]
