@@ -178,20 +178,44 @@ def normalise_datetime(value: Any) -> str | None:
         return None
 
 
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot be stored as JSON text on every backend: a NUL, or a lone surrogate
+    (`"\\ud800"` is valid JSON, but no UTF-8 encoder writes it)."""
+    if "\x00" in text:
+        return _NUL_MESSAGE
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "is not valid Unicode text"
+    return None
+
+
 def _document_problem(value: Any, limit: int) -> str | None:
-    """Why an object/array value cannot be stored: nested deeper than `limit`, or a NUL in a
-    string or a key anywhere inside. Iterative: no recursion to exhaust."""
+    """Why an object/array value cannot be stored: nested deeper than `limit`, or anywhere
+    inside a string or key `_text_problem` refuses, NaN or an infinity (the request parser
+    accepts them, no JSON column does) or an integer beyond 64 bits. Iterative: no recursion to
+    exhaust."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             return f"nests deeper than {limit} levels"
         if isinstance(item, str):
-            if "\x00" in item:
-                return _NUL_MESSAGE
+            problem = _text_problem(item)
+            if problem:
+                return problem
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "cannot hold NaN or an infinite number"
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                return "holds an integer beyond 64 bits"
         elif isinstance(item, dict):
-            if any(isinstance(key, str) and "\x00" in key for key in item):
-                return _NUL_MESSAGE
+            for key in item:
+                problem = _text_problem(key) if isinstance(key, str) else None
+                if problem:
+                    return problem
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
@@ -204,7 +228,8 @@ def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
     if kind == "string":
         if not isinstance(value, str):
             return None, "must be a string"
-        return (value, None) if "\x00" not in value else (None, _NUL_MESSAGE)
+        problem = _text_problem(value)
+        return (None, problem) if problem else (value, None)
     if kind == "integer":
         if isinstance(value, float) and value.is_integer():
             value = int(value)

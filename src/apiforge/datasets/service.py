@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -72,6 +73,14 @@ def _read(collection: Collection) -> DatasetRead:
         version=collection.version,
         created_time=collection.created_at,
         updated_time=collection.updated_at,
+    )
+
+
+def _name_taken() -> ConflictError:
+    return ConflictError(
+        "The app already has a dataset of this name",
+        reason="dataset_name_taken",
+        details={"errors": [{"field": "name", "message": "already exists in this app"}]},
     )
 
 
@@ -143,7 +152,7 @@ class CollectionService:
             fields=[f.to_dict() for f in fields],
         )
         self.session.add(collection)
-        await self.session.flush()
+        await self._flush_name()
         await sync_indexes(await self.session.connection(), schema_of(collection))
         return Created(id=collection.id)
 
@@ -196,7 +205,7 @@ class CollectionService:
         collection.name = data.name
         collection.description = data.description
         collection.fields = [f.to_dict() for f in fields]
-        await self.session.flush()
+        await self._flush_name()
         await sync_indexes(connection, schema_of(collection))
         await self.session.refresh(collection)
         return _read(collection)
@@ -222,11 +231,13 @@ class CollectionService:
         stmt = select(Collection.id).where(Collection.app_id == app_id, Collection.name == name)
         existing = await self.session.scalar(stmt)
         if existing is not None and existing != own_id:
-            raise ConflictError(
-                "The app already has a dataset of this name",
-                reason="dataset_name_taken",
-                details={"errors": [{"field": "name", "message": "already exists in this app"}]},
-            )
+            raise _name_taken()
+
+    async def _flush_name(self) -> None:
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent save took the name between check and flush
+            raise _name_taken() from None
 
     @staticmethod
     async def _has_values(connection: AsyncConnection, collection_id: str, name: str) -> bool:

@@ -54,7 +54,9 @@ BUILTIN_TYPES = {
 }
 _BUILTIN_COLUMNS: dict[str, ColumnElement[Any]] = {
     "id": Record.id.expression,
-    "version": Record.version.expression,
+    # A 32-bit column compared as 64 bits, as filters allow: PostgreSQL's driver would otherwise
+    # refuse to bind a larger operand (`{"version": {"_lt": 2**40}}`) as an int4 parameter.
+    "version": type_coerce(Record.version.expression, BigInteger),
     "createdTime": Record.created_at.expression,
     "updatedTime": Record.updated_at.expression,
 }

@@ -13,8 +13,10 @@ serves every storage layout. Every value is a bound parameter; SQL text is never
 Comparisons follow SQL: a null field matches no comparison (not even `_neq`/`_nin`); `_null`
 and `_nnull` test for it. A null operand is refused rather than compared, so an expression that
 unexpectedly yields null (`token.sub` of an anonymous call) cannot turn into `IS NULL` and widen
-a query. `_contains` and `_starts_with` are case-sensitive on every dialect (SQLite's LIKE is not,
-so there an exact `instr` test backs it); `_icontains` compares `lower()` of both sides.
+a query. `_contains` and `_starts_with` are case-sensitive on every dialect and `_icontains`
+compares `lower()` of both sides: LIKE with `%` and `_` escaped, except on SQLite, whose LIKE
+ignores case and refuses patterns past 50,000 bytes (a 500 for a long needle that PostgreSQL
+answers): there the three are `instr` tests.
 """
 
 import math
@@ -284,12 +286,12 @@ class _Builder:
         if op in COMPARISONS:
             return _compare(column, op, value)
         escaped = _escape_like(value)
+        needle = literal(value, String)
         if op == "_contains":
-            return _Contains(column, literal(f"%{escaped}%", String), literal(value, String))
+            return _Contains(column, literal(f"%{escaped}%", String), needle)
         if op == "_starts_with":
-            return _StartsWith(column, literal(f"{escaped}%", String), literal(value, String))
-        pattern = func.lower(literal(f"%{escaped}%", String))
-        return func.lower(column).like(pattern, escape=_LIKE_ESCAPE)  # _icontains
+            return _StartsWith(column, literal(f"{escaped}%", String), needle)
+        return _IContains(column, literal(f"%{escaped}%", String), needle)
 
     def values(self, name: str, op: str, operand: Any, path: Path) -> list[Any]:
         if _is_list(operand):
@@ -344,44 +346,54 @@ def _escape_like(value: str) -> str:
     )
 
 
-class _CaseSensitiveLike(FunctionElement[bool]):
-    """`column LIKE pattern ESCAPE '/'`, with `needle` (the unescaped text) for exact checks.
+class _TextTest(FunctionElement[bool]):
+    """`column LIKE pattern ESCAPE '/'`, with `needle` (the unescaped text) for SQLite.
 
-    A construct of its own because LIKE is case-insensitive on SQLite: there the compile hook adds
-    an `instr` test, elsewhere it renders plain LIKE (which PostgreSQL indexes can serve)."""
+    A construct of its own because SQLite's LIKE ignores case and refuses patterns longer than
+    50,000 bytes: there the compile hook renders an `instr` test of the needle, elsewhere plain
+    LIKE (which PostgreSQL indexes can serve)."""
 
     type = Boolean()
     inherit_cache = True
 
 
-class _Contains(_CaseSensitiveLike):
+class _Contains(_TextTest):
     name = "contains_cs"
     inherit_cache = True
 
 
-class _StartsWith(_CaseSensitiveLike):
+class _StartsWith(_TextTest):
     name = "starts_with_cs"
     inherit_cache = True
 
 
-def _like_parts(element: _CaseSensitiveLike) -> tuple[ColumnElement[Any], ...]:
+class _IContains(_TextTest):
+    name = "contains_ci"
+    inherit_cache = True
+
+
+def _like_parts(element: _TextTest) -> tuple[ColumnElement[Any], ...]:
     column, pattern, needle = element.clauses.clauses
     return column, pattern, needle
 
 
 @compiles(_Contains)
 @compiles(_StartsWith)
-def _like_default(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(_IContains)
+def _like_default(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
     column, pattern, _ = _like_parts(element)
+    if isinstance(element, _IContains):
+        column, pattern = func.lower(column), func.lower(pattern)
     return compiler.process(column.like(pattern, escape=_LIKE_ESCAPE).self_group(), **kw)
 
 
 @compiles(_Contains, "sqlite")
 @compiles(_StartsWith, "sqlite")
-def _like_sqlite(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
-    column, pattern, needle = _like_parts(element)
+@compiles(_IContains, "sqlite")
+def _like_sqlite(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, needle = _like_parts(element)
+    if isinstance(element, _IContains):
+        column, needle = func.lower(column), func.lower(needle)
     position = func.instr(column, needle)
     exact = position == 1 if isinstance(element, _StartsWith) else position > 0
-    return compiler.process(
-        and_(column.like(pattern, escape=_LIKE_ESCAPE), exact).self_group(), **kw
-    )
+    return compiler.process(exact.self_group(), **kw)
