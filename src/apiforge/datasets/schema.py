@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from apiforge.tools.clock import iso
+from apiforge.tools.filters import LOGICAL_OPERATORS
 
 NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -22,6 +23,9 @@ FIELD_TYPES: Final = ("string", "integer", "number", "boolean", "object", "array
 SCALAR_TYPES: Final = frozenset({"string", "integer", "number", "boolean", "datetime"})
 # Every record carries these; a field of the same name would shadow them in the output.
 RESERVED_NAMES: Final = frozenset({"id", "version", "createdTime", "updatedTime"})
+# Names a filter reads as its own operators (`{"_and": [...]}`): a field so named could never be
+# filtered on.
+FILTER_WORDS: Final = LOGICAL_OPERATORS
 MAX_FIELDS: Final = 100
 MAX_NESTING: Final = 32  # depth of object/array values; deeper documents are refused
 INT_MIN: Final = -(2**63)
@@ -131,6 +135,8 @@ def validate_fields(fields: list[FieldSchema]) -> list[dict[str, str]]:
             errors.append({"field": f"{where}.name", "message": "must be an identifier"})
         elif f.name in RESERVED_NAMES:
             errors.append({"field": f"{where}.name", "message": f"'{f.name}' is reserved"})
+        elif f.name in FILTER_WORDS:
+            errors.append({"field": f"{where}.name", "message": f"'{f.name}' is a filter operator"})
         elif f.name in seen:
             errors.append({"field": f"{where}.name", "message": f"duplicate field '{f.name}'"})
         seen.add(f.name)

@@ -35,6 +35,10 @@ def test_schema_round_trips_through_its_snapshot_form() -> None:
     ("field", "where", "message"),
     [
         (FieldSchema("version", "integer"), "fields.0.name", "reserved"),
+        # A filter reads these as its operators: such a field could never be filtered on.
+        (FieldSchema("_and", "string"), "fields.0.name", "filter operator"),
+        (FieldSchema("_or", "string"), "fields.0.name", "filter operator"),
+        (FieldSchema("_not", "boolean"), "fields.0.name", "filter operator"),
         (FieldSchema("a-b", "string"), "fields.0.name", "identifier"),
         (FieldSchema("a", "money"), "fields.0.type", "must be one of"),
         (FieldSchema("a", "array", unique=True), "fields.0.unique", "array fields cannot"),
