@@ -580,3 +580,37 @@ async def test_malformed_ids_are_not_found(client: AsyncClient, owner: User) -> 
         404,
         "record_not_found",
     )
+
+
+async def test_icontains_folds_case_beyond_ascii_on_every_backend(
+    client: AsyncClient, owner: User
+) -> None:
+    # SQLite's own lower() folds ASCII only; the filter answers as PostgreSQL does, through the
+    # records API and through a published API's call (read by the gateway's shared reader).
+    from tests.e2e._apps import new_api
+    from tests.e2e._keys import app_key, call
+
+    app_id = await new_app(client, owner)
+    dataset_id = await new_dataset(client, owner, app_id)
+    wanted = await add(client, owner, dataset_id, title="ÉCOLE Ünïcode")
+    await add(client, owner, dataset_id, title="ecole")
+    query = orjson.dumps({"title": {"_icontains": "école ünï"}}).decode()
+    found = await records(client, owner, dataset_id, filter=query)
+    assert [r["id"] for r in found["list"]] == [wanted]
+    steps = [
+        {
+            "id": "hits",
+            "type": "getMany",
+            "collection": "posts",
+            "filter": {"title": {"_icontains": {"expr": "args.q"}}},
+        }
+    ]
+    params = [{"name": "q", "required": True}]
+    await new_api(client, owner.headers, app_id, "search", params=params, steps=steps, price=5)
+    published = await client.post(
+        f"/api/v1/apps/{app_id}/versions", json={"bump": "minor"}, headers=owner.headers
+    )
+    data_of(published)
+    _, secret = await app_key(client, owner, app_id)
+    answer = data_of(await call(client, secret, app_id, "search", {"q": "ÜNÏCODE"}))
+    assert [r["id"] for r in answer["hits"]["list"]] == [wanted]

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
 from apiforge.tools.clock import utcnow
+from apiforge.tools.filters import SQLITE_LOWER, sqlite_lower
 from apiforge.tools.ids import new_id
 
 NAMING_CONVENTION = {
@@ -86,11 +87,18 @@ SQLITE_PRAGMAS = (
 )
 
 
+def sqlite_functions(connection: Any) -> None:
+    """The SQL functions compiled filters call on SQLite (tools/filters.py), on a driver
+    connection (sqlite3, or SQLAlchemy's aiosqlite adapter)."""
+    connection.create_function(SQLITE_LOWER, 1, sqlite_lower, deterministic=True)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+    sqlite_functions(dbapi_conn)
 
 
 def sqlite_stamp(value: datetime) -> str:

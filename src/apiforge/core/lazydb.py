@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from apiforge.core.db import sqlite_file
+from apiforge.core.db import sqlite_file, sqlite_functions
 
 Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
 T = TypeVar("T")
@@ -105,6 +105,7 @@ class SqliteReader:
 def _read_only(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=5, check_same_thread=False)
     connection.execute("PRAGMA query_only=ON")
+    sqlite_functions(connection)  # reads run compiled filters too
     return connection
 
 

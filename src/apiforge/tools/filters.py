@@ -387,13 +387,24 @@ def _like_default(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(column.like(pattern, escape=_LIKE_ESCAPE).self_group(), **kw)
 
 
+# SQLite's own lower() folds ASCII only ("ÉCOLE" would not contain "école"): connections that run
+# filters register this function (`sqlite_lower`, core/db.py) to fold case as PostgreSQL does.
+SQLITE_LOWER: Final = "apiforge_lower"
+
+
+def sqlite_lower(value: Any) -> Any:
+    """Unicode lower case for SQLite; anything but text passes through, as `lower()` does."""
+    return value.lower() if isinstance(value, str) else value
+
+
 @compiles(_Contains, "sqlite")
 @compiles(_StartsWith, "sqlite")
 @compiles(_IContains, "sqlite")
 def _like_sqlite(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
     column, _, needle = _like_parts(element)
     if isinstance(element, _IContains):
-        column, needle = func.lower(column), func.lower(needle)
+        fold = getattr(func, SQLITE_LOWER)
+        column, needle = fold(column), fold(needle)
     position = func.instr(column, needle)
     exact = position == 1 if isinstance(element, _StartsWith) else position > 0
     return compiler.process(exact.self_group(), **kw)

@@ -19,11 +19,13 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     func,
     select,
     type_coerce,
 )
 
+from apiforge.core.db import sqlite_functions
 from apiforge.tools.filters import (
     FIELD_OPERATORS,
     LOGICAL_OPERATORS,
@@ -47,6 +49,15 @@ posts = Table(
     Column("published", Boolean),
     Column("data", JSON),
 )
+
+
+def sqlite_engine() -> Engine:
+    """In-memory SQLite with the functions compiled filters call, as the server's connections."""
+    engine = create_engine("sqlite://")
+    event.listen(engine, "connect", lambda connection, _record: sqlite_functions(connection))
+    return engine
+
+
 TITLES = {
     1: "Hello world",
     2: "hello there",
@@ -64,7 +75,7 @@ ALL = sorted(TITLES)
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
+    engine = sqlite_engine()
     metadata.create_all(engine)
     rows = [
         {
@@ -103,6 +114,21 @@ def ids(engine: Engine, tree: Any, **kwargs: Any) -> list[int]:
 
 
 # --- operators ----------------------------------------------------------------------------
+
+
+def test_icontains_folds_case_beyond_ascii_as_postgresql_does() -> None:
+    # SQLite's own lower() folds ASCII only: "ÉCOLE" would not contain "école" there.
+    engine = sqlite_engine()
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            posts.insert(), [{"id": 1, "title": "ÉCOLE Ünïcode"}, {"id": 2, "title": "ecole"}]
+        )
+    assert ids(engine, {"title": {"_icontains": "école ünï"}}) == [1]
+    assert ids(engine, {"title": {"_icontains": "ÜNÏCODE"}}) == [1]
+    assert ids(engine, {"title": {"_icontains": "ECOLE"}}) == [2]
+    assert ids(engine, {"title": {"_contains": "école"}}) == []
+    engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -545,7 +571,7 @@ PROPERTY_ROWS = {
 
 @pytest.fixture(scope="module")
 def property_engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
+    engine = sqlite_engine()
     metadata.create_all(engine)
     rows = [{"id": i, "title": t, "views": v} for i, (t, v) in PROPERTY_ROWS.items()]
     with engine.begin() as connection:
