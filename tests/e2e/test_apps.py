@@ -163,6 +163,18 @@ async def test_injection_looking_strings_are_stored_as_plain_data(client: AsyncC
     assert wildcard["totalCount"] == 0  # `%` is searched for literally, not a wildcard
 
 
+async def test_searches_ignore_case_beyond_ascii_on_every_backend(client: AsyncClient) -> None:
+    # One search rule (tools/filters.icontains) on every backend, SQLite included.
+    user = await register(client)
+    cafe = await new_app(client, user.headers, "CAFÉ Menü")
+    await new_app(client, user.headers, "Cafe plain")
+    found = data_of(await client.get("/api/v1/apps?q=café menü", headers=user.headers))
+    assert [a["id"] for a in found["list"]] == [cafe]
+    await new_api(client, user.headers, cafe, "orders", name="Bestellungen ÜBERSICHT")
+    apis = data_of(await client.get(f"/api/v1/apps/{cafe}/apis?q=übersicht", headers=user.headers))
+    assert [a["api"] for a in apis["list"]] == ["orders"]
+
+
 async def test_list_searches_and_refuses_unknown_sort(client: AsyncClient) -> None:
     user = await register(client)
     await new_app(client, user.headers, "Shop")

@@ -16,6 +16,7 @@ from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.tools.clock import utcnow
+from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
@@ -43,8 +44,8 @@ class AdminUserService:
         if q:
             stmt = stmt.where(
                 or_(
-                    Account.email.icontains(q, autoescape=True),
-                    Account.name.icontains(q, autoescape=True),
+                    icontains(Account.email, q),
+                    icontains(Account.name, q),
                 )
             )
         if status is not None:

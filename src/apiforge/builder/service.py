@@ -39,6 +39,7 @@ from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
+from apiforge.tools.filters import icontains
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
@@ -68,12 +69,6 @@ class AppNotFoundError(NotFoundError):
 class ApiNotFoundError(NotFoundError):
     reason = "api_not_found"
     message = "API not found"
-
-
-def like_pattern(text: str) -> str:
-    """`%text%` for a case-insensitive LIKE, with the wildcards of `text` escaped (`\\`)."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 async def find_app(
@@ -155,13 +150,7 @@ class AppService:
     ) -> Page[AppRead]:
         stmt = select(App).where(App.workspace_id == current.id)
         if q:
-            pattern = like_pattern(q)
-            stmt = stmt.where(
-                or_(
-                    func.lower(App.name).like(pattern, escape="\\"),
-                    func.lower(App.description).like(pattern, escape="\\"),
-                )
-            )
+            stmt = stmt.where(or_(icontains(App.name, q), icontains(App.description, q)))
         stmt = order_by(stmt, params, APP_SORTS, default="createdTime", tiebreak=App.id.expression)
         rows, total = await fetch_page(self.session, stmt, params)
         counts = await self._api_counts([app.id for app in rows])
@@ -321,12 +310,11 @@ class ApiService:
         app = await find_app(self.session, current.id, app_id)
         stmt = select(ApiDefinition).where(ApiDefinition.app_id == app.id)
         if q:
-            pattern = like_pattern(q)
             stmt = stmt.where(
                 or_(
-                    func.lower(ApiDefinition.api).like(pattern, escape="\\"),
-                    func.lower(ApiDefinition.name).like(pattern, escape="\\"),
-                    func.lower(ApiDefinition.description).like(pattern, escape="\\"),
+                    icontains(ApiDefinition.api, q),
+                    icontains(ApiDefinition.name, q),
+                    icontains(ApiDefinition.description, q),
                 )
             )
         if group is not None:

@@ -32,6 +32,7 @@ from apiforge.idempotency.locking import (
     PreconditionRequiredError,
     advance,
 )
+from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import CurrentWorkspace
@@ -119,8 +120,7 @@ class CollectionService:
         if app_id:
             stmt = stmt.where(Collection.app_id == app_id)
         if q:
-            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            stmt = stmt.where(Collection.name.ilike(f"%{escaped}%", escape="\\"))
+            stmt = stmt.where(icontains(Collection.name, q))
         stmt = order_by(
             stmt,
             params,

@@ -24,7 +24,17 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Boolean, ColumnElement, String, and_, func, literal, not_, or_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    ColumnExpressionArgument,
+    String,
+    and_,
+    func,
+    literal,
+    not_,
+    or_,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -291,7 +301,7 @@ class _Builder:
             return _Contains(column, literal(f"%{escaped}%", String), needle)
         if op == "_starts_with":
             return _StartsWith(column, literal(f"{escaped}%", String), needle)
-        return _IContains(column, literal(f"%{escaped}%", String), needle)
+        return icontains(column, value)
 
     def values(self, name: str, op: str, operand: Any, path: Path) -> list[Any]:
         if _is_list(operand):
@@ -385,6 +395,13 @@ def _like_default(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
     if isinstance(element, _IContains):
         column, pattern = func.lower(column), func.lower(pattern)
     return compiler.process(column.like(pattern, escape=_LIKE_ESCAPE).self_group(), **kw)
+
+
+def icontains(column: ColumnExpressionArgument[Any], text: str) -> ColumnElement[bool]:
+    """`column` contains `text`, ignoring case (Unicode folding on every backend); `%` and `_`
+    in `text` match themselves. The `_icontains` filter, and every `?q=` search of the API."""
+    pattern = literal(f"%{_escape_like(text)}%", String)
+    return _IContains(column, pattern, literal(text, String))
 
 
 # SQLite's own lower() folds ASCII only ("ÉCOLE" would not contain "école"): connections that run
