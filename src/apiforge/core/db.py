@@ -132,12 +132,16 @@ async def open_savepoint(conn: AsyncConnection) -> AsyncTransaction:
     """A SAVEPOINT inside the connection's transaction. SQLite's driver opens its transaction
     only before a write, and a SAVEPOINT outside one *is* a transaction: its RELEASE would commit
     what it holds, and a later rollback of the whole would undo none of it. So on SQLite the
-    transaction is begun first (as `billing/charging.py` does before its own savepoint)."""
+    transaction is begun first (as `billing/charging.py` does before its own savepoint), and as a
+    writer (`BEGIN IMMEDIATE`): a plain `BEGIN` takes a read snapshot at the group's first read,
+    and a write after another connection's commit would find it stale, refused at once
+    ("database is locked", busy timeout or not). As a writer the group queues behind the others,
+    as single writes do."""
     if conn.dialect.name == "sqlite":
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         if not driver.in_transaction:
-            await conn.exec_driver_sql("BEGIN")
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
     return await conn.begin_nested()
 
 

@@ -465,38 +465,44 @@ class RecordStore:
         """Merge `data` into the record (`replace`: make it the whole record).
 
         With `version`, the write applies only to that version (else 409 `version_conflict`);
-        without, it applies to the version just read, so a concurrent write still cannot be
-        silently lost."""
-        current = await self._row(schema, partition, record_id, lock=True)
-        if version is not None and version != current.version:
-            raise VersionConflictError(current.version)
-        if replace:
-            clean, errors = validate_record(schema, data)
-            stored = self._encrypt(schema, clean)
-        else:
-            patch, errors = validate_record(schema, data, partial=True)
-            stored, missing = self._merge(schema, current.data, patch)
-            errors.extend(missing)
-        if errors:
-            raise RecordInvalidError(errors=errors)
-        await self._ensure_unique(schema, partition, stored, exclude=record_id)
-        now = utcnow()
-        size = _size(stored)
-        await reserve_stock(self.connection, partition, records=0, size=size - current.size)
-        stmt = (
-            update(Record)
-            .where(
-                self.scope(schema, partition),
-                Record.id == record_id,
-                Record.version == current.version,
+        without, it applies to the latest version, so a concurrent write is never silently
+        lost. PostgreSQL reads that version under a row lock; SQLite reads before it takes the
+        write lock, so a write that finds the record changed since reads it again, merges and
+        writes once more (its failed statement already holds the lock: nobody can change the
+        record in between)."""
+        for attempt in range(2):
+            current = await self._row(schema, partition, record_id, lock=True)
+            if version is not None and version != current.version:
+                raise VersionConflictError(current.version)
+            if replace:
+                clean, errors = validate_record(schema, data)
+                stored = self._encrypt(schema, clean)
+            else:
+                patch, errors = validate_record(schema, data, partial=True)
+                stored, missing = self._merge(schema, current.data, patch)
+                errors.extend(missing)
+            if errors:
+                raise RecordInvalidError(errors=errors)
+            await self._ensure_unique(schema, partition, stored, exclude=record_id)
+            now = utcnow()
+            size = _size(stored)
+            await reserve_stock(self.connection, partition, records=0, size=size - current.size)
+            stmt = (
+                update(Record)
+                .where(
+                    self.scope(schema, partition),
+                    Record.id == record_id,
+                    Record.version == current.version,
+                )
+                .values(data=stored, version=current.version + 1, size=size, updated_at=now)
             )
-            .values(data=stored, version=current.version + 1, size=size, updated_at=now)
-        )
-        result = await self._write(schema, stmt)
-        if result == 0:  # changed between our read and our write
-            latest = await self._row(schema, partition, record_id)
-            raise VersionConflictError(latest.version)
-        return self._render(schema, record_id, stored, current.version + 1, current.created_at, now)
+            if await self._write(schema, stmt):
+                new_version = current.version + 1
+                return self._render(schema, record_id, stored, new_version, current.created_at, now)
+            if version is not None or attempt:  # changed between our read and our write
+                break
+        latest = await self._row(schema, partition, record_id)
+        raise VersionConflictError(latest.version)
 
     async def delete(
         self,
@@ -520,20 +526,48 @@ class RecordStore:
         self, schema: CollectionSchema, partition: str, on: str, data: Mapping[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """Update the record whose unique field `on` equals `data[on]`, else insert one.
-        Returns (record, created)."""
+        Returns (record, created).
+
+        A concurrent upsert of the same key may insert between our lookup and our insert: the
+        insert is then refused (`duplicate_value`, from the check or the unique index) and
+        this one updates the record the other inserted. On PostgreSQL the insert runs in a
+        savepoint (a unique violation aborts the transaction); SQLite undoes only the refused
+        statement, and a savepoint there would hold a read snapshot a concurrent commit makes
+        stale before our write."""
         f = schema.field(on)
         if f is None or not f.unique:
             raise ValidationError(errors=[{"field": "on", "message": "must be a unique field"}])
         clean, errors = validate_record(schema, {on: data.get(on)}, partial=True)
         if errors or clean.get(on) is None:
             raise RecordInvalidError(errors=errors or [{"field": on, "message": "is required"}])
-        stmt = select(Record.id).where(
-            self.scope(schema, partition), field_expression(self.connection.dialect, f) == clean[on]
+        stmt = (
+            select(Record.id)
+            .where(
+                self.scope(schema, partition),
+                field_expression(self.connection.dialect, f) == clean[on],
+            )
+            .limit(1)
         )
-        existing = (await self.connection.execute(stmt.limit(1))).scalar()
+        existing = (await self.connection.execute(stmt)).scalar()
         if existing is None:
-            return await self.insert(schema, partition, data), True
+            try:
+                return await self._insert_alone(schema, partition, data), True
+            except ConflictError as exc:
+                if exc.reason != "duplicate_value":
+                    raise
+                existing = (await self.connection.execute(stmt)).scalar()
+                if existing is None:  # another unique field's value is taken: a real conflict
+                    raise
         return await self.update(schema, partition, existing, data), False
+
+    async def _insert_alone(
+        self, schema: CollectionSchema, partition: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`insert`, leaving the transaction usable when it is refused (see `upsert`)."""
+        if self.connection.dialect.name == "sqlite":
+            return await self.insert(schema, partition, data)
+        async with self.connection.begin_nested():
+            return await self.insert(schema, partition, data)
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -147,7 +147,13 @@ class JwtSignStep:
             raise step_error(
                 self.id, f"claims may not set {', '.join(sorted(clash))}", field="claims"
             )
-        if len(json.dumps(claims, default=str)) > MAX_CLAIMS_BYTES:
+        try:
+            size = len(json.dumps(claims, default=str, allow_nan=False))
+        except ValueError:  # NaN or an infinity (CEL's `1.0/0.0`) is not JSON: refused
+            raise step_error(
+                self.id, "claims may hold only finite numbers", field="claims"
+            ) from None
+        if size > MAX_CLAIMS_BYTES:
             raise step_error(self.id, f"claims over {MAX_CLAIMS_BYTES} bytes", field="claims")
         secret = await ctx.services.signing_secret_for(ctx.app_id, ctx.connection)
         token = sign_end_user_token(
