@@ -8,10 +8,9 @@ from pydantic_core import PydanticCustomError
 
 from apiforge.datasets.schema import MAX_FIELDS, NAME_PATTERN
 from apiforge.datasets.schemas import FieldDef
+from apiforge.engine.base import MAX_RU
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
 
-# The largest integer every JSON client (JavaScript included) reads exactly.
-MAX_RU = 2**53 - 1
 API_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,63}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # noqa: S105 - a name pattern, not a secret
 MAX_STEPS = 200

@@ -16,6 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.core.errors import ApiforgeError
 from apiforge.datasets.crypto import FieldCipher
 
+# The most RU one amount may be (a price, a call's cost, a credit): the largest integer every JSON
+# client reads exactly (2**53 - 1), and far inside a wallet's 64-bit balance.
+MAX_RU = 2**53 - 1
+
 # A secret shorter than this is treated as shown only where it is a whole value: masking (or
 # spotting) two-letter secrets inside longer strings would hit ordinary text.
 MIN_SUBSTRING_MASK = 4

@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticError
 
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.sql import BUILTIN_TYPES
-from apiforge.engine.base import CompiledStep
+from apiforge.engine.base import MAX_RU, CompiledStep
 from apiforge.engine.catalog import STEP_TYPES
 from apiforge.engine.errors import DefinitionError, step_field
 from apiforge.engine.params import CompiledParams, compile_params, open_params
@@ -311,6 +311,11 @@ def compile_api(
 def compile_workflow(
     steps: Any, collections: Mapping[str, CollectionSchema], prices: Mapping[str, int]
 ) -> CompiledApi:
-    """An ad-hoc step list (`/api/v1/workflows`): no params, `args` passed through as given."""
+    """An ad-hoc step list (`/api/v1/workflows`): no params, `args` passed through as given.
+    Its cost is what the run is charged, so it is held to what an API's price may be (`MAX_RU`):
+    nested loops can multiply a step's price past any wallet, and past 64 bits."""
     compiled = compile_api({"api": "", "steps": steps}, collections, prices)
+    if compiled.cost > MAX_RU:
+        most = f"over the most a call may cost ({MAX_RU})"
+        raise DefinitionError(None, "steps", f"these steps could cost {compiled.cost} RU, {most}")
     return replace(compiled, params=open_params())
