@@ -614,3 +614,17 @@ async def test_icontains_folds_case_beyond_ascii_on_every_backend(
     _, secret = await app_key(client, owner, app_id)
     answer = data_of(await call(client, secret, app_id, "search", {"q": "ÜNÏCODE"}))
     assert [r["id"] for r in answer["hits"]["list"]] == [wanted]
+
+
+async def test_nulls_sort_last_ascending_and_first_descending_on_every_backend(
+    client: AsyncClient, owner: User
+) -> None:
+    # SQLite's own order is the reverse of PostgreSQL's: a page must not depend on the database.
+    app_id = await new_app(client, owner)
+    dataset_id = await new_dataset(client, owner, app_id)
+    for title, views in (("two", 2), ("none", None), ("one", 1), ("also none", None)):
+        await add(client, owner, dataset_id, title=title, views=views)
+    rising = await records(client, owner, dataset_id, sort="views", order="asc")
+    assert [r["title"] for r in rising["list"]] == ["one", "two", "none", "also none"]
+    falling = await records(client, owner, dataset_id, sort="views", order="desc")
+    assert [r["title"] for r in falling["list"]] == ["also none", "none", "two", "one"]

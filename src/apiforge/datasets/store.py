@@ -93,8 +93,11 @@ class RecordInvalidError(ValidationError):
     message = "Record data does not match the collection's fields"
 
 
-def _sort_key(schema: CollectionSchema, key: str, dialect: Any) -> tuple[ColumnElement[Any], bool]:
-    """`"-createdTime"` -> (expression, descending); unknown or unsortable fields are a 400."""
+def _sort_key(
+    schema: CollectionSchema, key: str, dialect: Any
+) -> tuple[ColumnElement[Any], bool, bool]:
+    """`"-views"` -> (expression, descending, nullable: a field's, not a built-in column's);
+    unknown or unsortable fields are a 400."""
     descending = key.startswith("-")
     name = key[1:] if descending else key
     op = operand(dialect, schema, name)
@@ -104,7 +107,15 @@ def _sort_key(schema: CollectionSchema, key: str, dialect: Any) -> tuple[ColumnE
             errors=[{"field": "sort", "message": f"cannot sort by '{name}'"}],
             reason="invalid_sort_field",
         )
-    return op.expression, descending
+    return op.expression, descending, f is not None
+
+
+def _ordered(expr: ColumnElement[Any], descending: bool, nullable: bool) -> ColumnElement[Any]:
+    """A sort key; a field's nulls come last ascending and first descending on every backend
+    (PostgreSQL's default: SQLite's is the reverse). SQLite still walks the field's index."""
+    if not nullable:
+        return expr.desc() if descending else expr.asc()
+    return expr.desc().nulls_first() if descending else expr.asc().nulls_last()
 
 
 # Bound values a driver takes as they are (no SQLAlchemy bind processing needed).
@@ -385,7 +396,7 @@ class RecordStore:
         columns: list[ColumnElement[Any]] = []
         groups: list[ColumnElement[Any]] = []
         for name in group_by:
-            expression, _ = _sort_key(schema, name, dialect)
+            expression, _, _ = _sort_key(schema, name, dialect)
             groups.append(expression)
             columns.append(expression.label(f"g_{len(groups)}"))
         widths: list[int] = []  # database columns per metric (an exact SQLite sum takes two)
@@ -576,15 +587,15 @@ class RecordStore:
         that matches the indexes' trailing columns, so pages are stable and index-ordered."""
         dialect = self.connection.dialect
         keys = [_sort_key(schema, key, dialect) for key in sort] or [
-            (Record.created_at.expression, True)
+            (Record.created_at.expression, True, False)
         ]
         descending = keys[0][1]
         names = {key.lstrip("-") for key in sort}
         if "createdTime" not in names:
-            keys.append((Record.created_at.expression, descending))
+            keys.append((Record.created_at.expression, descending, False))
         if "id" not in names:
-            keys.append((Record.id.expression, descending))
-        return [expr.desc() if desc else expr.asc() for expr, desc in keys]
+            keys.append((Record.id.expression, descending, False))
+        return [_ordered(expr, desc, nullable) for expr, desc, nullable in keys]
 
     async def _count(self, condition: ColumnElement[bool]) -> int:
         stmt = select(func.count()).select_from(Record).where(condition)
@@ -701,7 +712,7 @@ class RecordStore:
     def _metric_operand(
         self, schema: CollectionSchema, field: str | None, op_name: str
     ) -> ColumnElement[Any]:
-        expression, _ = _sort_key(schema, field or "", self.connection.dialect)
+        expression, _, _ = _sort_key(schema, field or "", self.connection.dialect)
         kind = self._type(schema, field or "")
         if op_name in ("sum", "avg") and kind not in ("integer", "number"):
             raise ValidationError(
