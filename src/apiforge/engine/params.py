@@ -7,6 +7,7 @@ constraint, naming the param.
 """
 
 import importlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ ParamType = Literal["string", "integer", "number", "boolean", "object", "array"]
 MAX_PARAMS = 100
 MAX_PATTERN_LENGTH = 500
 MAX_ENUM = 200
+# What an `integer` arg may hold: a signed 64-bit integer, CEL's `int` and the collections'
+# integer fields. A larger one would reach the steps as a rounded float.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 # What `min`/`max` bound for each type.
 _BOUNDS: dict[str, tuple[str, str]] = {
@@ -155,6 +159,7 @@ class CompiledParams:
     required: tuple[str, ...]
     sensitive: frozenset[str]
     integers: tuple[str, ...]
+    numbers: tuple[str, ...]
     _validate: Callable[[Any], Any]
 
     def validate(self, args: Any) -> dict[str, Any]:
@@ -175,8 +180,19 @@ class CompiledParams:
         for name in self.integers:
             value = checked.get(name)
             if isinstance(value, float):
-                checked[name] = int(value)
+                value = checked[name] = int(value)
+            if value is not None and not INT_MIN <= value <= INT_MAX:
+                raise _out_of_range(name, f"must be between {INT_MIN} and {INT_MAX}")
+        for name in self.numbers:
+            # `NaN` (which the JSON parser accepts) passes every `min`/`max` check.
+            value = checked.get(name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _out_of_range(name, "must be a finite number")
         return checked
+
+
+def _out_of_range(name: str, message: str) -> ArgumentsError:
+    return ArgumentsError("Invalid parameters", [{"field": name, "message": message}])
 
 
 def _field_error(exc: fastjsonschema.JsonSchemaValueException) -> dict[str, str]:
@@ -237,6 +253,7 @@ def compile_params(raw: Any) -> CompiledParams:
         required=tuple(spec.name for spec in specs if spec.required),
         sensitive=frozenset(spec.name for spec in specs if spec.sensitive),
         integers=tuple(spec.name for spec in specs if spec.type == "integer"),
+        numbers=tuple(spec.name for spec in specs if spec.type == "number"),
         _validate=validate,
     )
 
@@ -253,5 +270,6 @@ def open_params() -> CompiledParams:
         required=(),
         sensitive=frozenset(),
         integers=(),
+        numbers=(),
         _validate=_pass_through,
     )

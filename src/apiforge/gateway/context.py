@@ -60,6 +60,7 @@ class GatewayContext:
     lease: Any = None
     idempotency: Any = None  # the idempotency stage's claim (idempotency/store.py `Claim`)
     charge: Any = None  # the charge stage's reservation (billing/charging.py `Charge`)
+    quota_held: bool = False  # the call holds a place in its workspace's callsPerMonth quota
     # True once the call's request-log row was written with its charge (the log stage skips it).
     log_written: bool = False
 

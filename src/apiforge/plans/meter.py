@@ -93,6 +93,9 @@ class QuotaMeter:
         self._plans: dict[str, PlanLimits] = {}
         self._calls: dict[str, CallCount] = {}
         self._stock: dict[str, Stock] = {}
+        # Gateway calls admitted by `check_call` and not yet ended, per workspace: they count as
+        # used, so calls running at once can't overshoot the quota (nor leave it unmet).
+        self._running: dict[str, int] = {}
         self._refreshing: set[tuple[str, str]] = set()
         self._plan_epoch = 0  # bumped by `forget`: plan reads begun before it are not kept
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,17 +104,37 @@ class QuotaMeter:
 
     # --- checks ---------------------------------------------------------------------------------
 
-    async def check_call(self, connection: AsyncConnection, workspace_id: str) -> None:
-        """403 `quota_exceeded` when the workspace used up its `callsPerMonth` (gateway)."""
+    async def check_call(
+        self, connection: AsyncConnection, workspace_id: str, *, hold: bool = False
+    ) -> bool:
+        """403 `quota_exceeded` when the workspace used up its `callsPerMonth` (gateway), counting
+        its calls still running as used. With `hold`, an allowed call takes a place among those
+        until `end_call`: True when it did, False when the plan has no such limit."""
         plan = await self.limits(connection, workspace_id)
         if plan is None:
-            return
+            return False
         limit = plan.quotas["callsPerMonth"]
         if limit == UNLIMITED:
-            return
+            return False
         used = await self._calls_used(connection, workspace_id)
-        if used >= limit:
-            self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used)
+        # Read after the awaits above, and taken with no await in between: check and hold are one.
+        running = self._running.get(workspace_id, 0)
+        if used + running >= limit:
+            self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used + running)
+        if hold:
+            self._running[workspace_id] = running + 1
+        return hold
+
+    def end_call(self, workspace_id: str, succeeded: bool) -> None:
+        """A call holding a place (`check_call(hold=True)`) ended: it counts only if it
+        succeeded."""
+        if succeeded:
+            self.count_call(workspace_id)
+        running = self._running.get(workspace_id, 0) - 1
+        if running > 0:
+            self._running[workspace_id] = running
+        else:
+            self._running.pop(workspace_id, None)
 
     def count_call(self, workspace_id: str) -> None:
         """A call of the workspace succeeded (no-op unless its monthly count is being kept)."""

@@ -4,7 +4,9 @@ The check reads the process's quota meter (`plans/meter.py`): cached plan limits
 count kept from the request log plus this process's own successful calls, so a call costs a few
 dict lookups and no database round trip (only a workspace's first call in a process loads its
 plan and count, on the call's connection). An unlimited plan (`-1`) skips the count entirely.
-A refusal is noted in the quota-hit log in memory (one row per workspace and minute).
+A refusal is noted in the quota-hit log in memory (one row per workspace and minute). Calls
+admitted and still running count as used until they end, so concurrent calls with M calls left
+let exactly M through in a process.
 """
 
 from apiforge.gateway.context import GatewayContext
@@ -23,10 +25,17 @@ class QuotaStage:
         caller = ctx.caller
         if caller is None or caller.workspace_id is None or ctx.connection is None:
             return
-        await self.meter.check_call(ctx.connection, caller.workspace_id)
+        ctx.quota_held = await self.meter.check_call(ctx.connection, caller.workspace_id, hold=True)
 
     async def after(self, ctx: GatewayContext) -> None:
-        """Count a successful call (what `callsPerMonth` counts); never raises."""
+        """Count a successful call (what `callsPerMonth` counts) and give back the place the call
+        held while it ran; never raises."""
         caller = ctx.caller
-        if 200 <= ctx.status < 300 and caller is not None and caller.workspace_id is not None:
+        if caller is None or caller.workspace_id is None:
+            return
+        succeeded = 200 <= ctx.status < 300
+        if ctx.quota_held:
+            ctx.quota_held = False
+            self.meter.end_call(caller.workspace_id, succeeded)
+        elif succeeded:
             self.meter.count_call(caller.workspace_id)
