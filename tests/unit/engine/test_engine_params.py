@@ -184,3 +184,45 @@ def test_backtracking_patterns_are_refused_quickly(pattern: str) -> None:
 @pytest.mark.parametrize("pattern", ["^[a-z]+$", "^\\d{3}-\\d{4}$", "^(ab|cd)$", "^(a{2}){3}$"])
 def test_ordinary_patterns_are_accepted(pattern: str) -> None:
     assert check_pattern(pattern) is None
+
+
+@pytest.mark.parametrize("pattern", ["a*a*a*b", "^a+b", "x+x+y", "^[a-z]+$", "^\\d{3}$"])
+def test_patterns_run_on_a_linear_time_engine(pattern: str) -> None:
+    # Python's engine backtracks polynomially without nested repeats too: `a*a*a*b` took 81 s
+    # on 1,000 characters. A call's argument is matched by RE2 wherever RE2 can run the pattern.
+    compiled = _params({"name": "n", "pattern": pattern})
+    ((name, source, search),) = compiled.patterns
+    assert (name, source) == ("n", pattern)
+    assert type(search.__self__).__module__.startswith("re2")  # type: ignore[attr-defined]
+
+
+def test_a_long_argument_against_a_polynomial_pattern_is_answered() -> None:
+    compiled = _params({"name": "n", "pattern": "a*a*a*b"})
+    with pytest.raises(ArgumentsError) as caught:
+        compiled.validate({"n": "a" * 1_000_000})  # hours on Python's engine
+    assert caught.value.details["errors"] == [
+        {"field": "n", "message": "must match pattern a*a*a*b"}
+    ]
+    assert compiled.validate({"n": "a" * 1_000 + "b"}) == {"n": "a" * 1_000 + "b"}
+
+
+def test_patterns_re2_cannot_run_keep_pythons_engine_and_meaning() -> None:
+    # A lookahead (a password rule, say) is not RE2 syntax: it still works as it did.
+    compiled = _params({"name": "pw", "pattern": "^(?=.*[0-9]).{8,}$"})
+    assert compiled.validate({"pw": "abcdefg1"}) == {"pw": "abcdefg1"}
+    with pytest.raises(ArgumentsError):
+        compiled.validate({"pw": "abcdefgh"})
+    # Digits are ASCII digits, as JSON Schema (ECMA-262) means `\d`.
+    digits = _params({"name": "n", "pattern": "^\\d+$"})
+    assert digits.validate({"n": "123"}) == {"n": "123"}
+    with pytest.raises(ArgumentsError):
+        digits.validate({"n": "١٢٣"})
+
+
+def test_a_default_must_match_its_pattern() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        compile_params([{"name": "n", "pattern": "^[a-z]+$", "default": "ABC"}])
+    assert caught.value.details["errors"][0]["field"] == "params.0.default"
+    assert _params({"name": "n", "pattern": "^[a-z]+$", "default": "abc"}).validate({}) == {
+        "n": "abc"
+    }
