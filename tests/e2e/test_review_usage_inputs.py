@@ -17,7 +17,9 @@ from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import register
 
 PRICE = 100
-PARAMS = [{"name": "n", "type": "number"}, {"name": "s", "type": "string"}]
+# `n` is an array: a `number` param refuses NaN and infinities itself (400), values inside an
+# array or object still reach the call and its request-log row.
+PARAMS = [{"name": "n", "type": "array"}, {"name": "s", "type": "string"}]
 
 
 @pytest.mark.parametrize(
@@ -86,12 +88,12 @@ async def test_a_call_with_nan_args_is_charged_and_logged_with_its_neighbours(
 
     # JSON bodies may carry NaN and Infinity (the parser accepts them).
     nan = b'{"appId":"%s","api":"%s","args":{"n":%s,"s":"ok"}}'
-    paid = nan % (app_id.encode(), b"paid", b"NaN")
+    paid = nan % (app_id.encode(), b"paid", b"[NaN]")
     assert await _invoke(client, key, paid) == {"o": 1}  # the charge writes its log row too
     assert await _balance(client, consumer.headers) == before - PRICE
     # Buffered rows: one with Infinity between two plain ones, written in one batch.
-    plain = nan % (app_id.encode(), b"free", b"1")
-    for body in (plain, nan % (app_id.encode(), b"free", b"-Infinity"), plain):
+    plain = nan % (app_id.encode(), b"free", b"[1]")
+    for body in (plain, nan % (app_id.encode(), b"free", b"[-Infinity]"), plain):
         assert await _invoke(client, key, body) == {"o": 1}
     buffer = request_log_buffer(app.state.gateway_state)
     await buffer.flush()
@@ -102,10 +104,10 @@ async def test_a_call_with_nan_args_is_charged_and_logged_with_its_neighbours(
         stmt = select(*columns).order_by(RequestLog.created_at)  # ids share milliseconds
         rows = [tuple(row) for row in await connection.execute(stmt)]
     assert rows == [
-        ("paid", 200, {"n": None, "s": "ok"}),
-        ("free", 200, {"n": 1, "s": "ok"}),
-        ("free", 200, {"n": None, "s": "ok"}),
-        ("free", 200, {"n": 1, "s": "ok"}),
+        ("paid", 200, {"n": [None], "s": "ok"}),
+        ("free", 200, {"n": [1], "s": "ok"}),
+        ("free", 200, {"n": [None], "s": "ok"}),
+        ("free", 200, {"n": [1], "s": "ok"}),
     ]
     listed = data_of(await client.get("/api/v1/request-logs", headers=consumer.headers))
     assert listed["totalCount"] == 4
