@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from apiforge import __version__
 from apiforge.builder.cli import apps
 from apiforge.core.errors import ConflictError
-from apiforge.core.settings import Settings
+from apiforge.core.settings import InvalidSettingsError, Settings
 from apiforge.tools.hashing import random_secret
 
 if TYPE_CHECKING:
@@ -271,4 +271,8 @@ def _sign_in_instructions(settings: Settings, email: str, password: str | None) 
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except InvalidSettingsError as exc:  # a bad APIFORGE_* variable: its name, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

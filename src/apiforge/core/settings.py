@@ -1,17 +1,62 @@
-"""Settings from `APIFORGE_*` environment variables (and `.env`); embedded defaults need none."""
+"""Settings from `APIFORGE_*` environment variables (and `.env`); embedded defaults need none.
 
+A malformed value stops the process at start with `InvalidSettingsError` naming the variable,
+never later at the first request that reads it."""
+
+import ipaddress
+import json
+import logging
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from apiforge.tools.hashing import random_secret
 
+ENV_PREFIX = "APIFORGE_"
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# A JSON list, decoded by `_json_list` rather than pydantic-settings, so a malformed one is
+# reported like any other invalid value.
+HostList = Annotated[list[str], NoDecode]
+
+
+class InvalidSettingsError(ValueError):
+    """The configuration cannot start a server: one line per bad `APIFORGE_*` variable."""
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        # Never the value itself: a database or Redis URL can hold a password.
+        message = str(err["msg"]).removeprefix("Value error, ")
+        field = str(err["loc"][0]) if err["loc"] else ""
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _is_host_or_network(entry: str) -> bool:
+    """What `tools/netguard.AllowList` can match: an IP address, a CIDR range or an ASCII host
+    name (IDNA names in their `xn--` form, as a URL's host is compared)."""
+    text = entry.strip().lower().removesuffix(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return 0 < len(text) <= 253 and all(_HOST_LABEL.match(p) for p in text.split("."))
+    return True
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="APIFORGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     data_dir: Path = Path(".apiforge")
     database_url: str = ""  # empty: an SQLite file in data_dir
@@ -21,7 +66,7 @@ class Settings(BaseSettings):
     secret_key: str | None = None  # empty: generated once into data_dir/secret.key
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = True
     # Gateway calls are all in the request log; also print each one's access line (5xx always).
@@ -54,9 +99,10 @@ class Settings(BaseSettings):
     # server processes.
     quota_refresh_seconds: float = Field(default=10.0, gt=0, le=3600)
 
-    trusted_proxies: list[str] = Field(default_factory=list)
+    # JSON lists: IPs, CIDRs or `*` (tools/netpolicy.py).
+    trusted_proxies: HostList = Field(default_factory=list)
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).
-    http_allow_hosts: list[str] = Field(default_factory=list)
+    http_allow_hosts: HostList = Field(default_factory=list)
     # RU granted once to each new workspace's wallet, from the platform's issuance wallet.
     welcome_credits: int = Field(default=0, ge=0, le=10**12)
     changelog_path: Path | None = None
@@ -70,6 +116,77 @@ class Settings(BaseSettings):
     files_dir: Path | None = None
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_upload_files: int = Field(default=10, ge=1, le=1000)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except PydanticValidationError as exc:
+            raise InvalidSettingsError(_describe(exc)) from None
+        except PydanticSettingsError as exc:  # a source that could not be read at all
+            raise InvalidSettingsError(f"invalid configuration: {exc}") from None
+
+    @field_validator("trusted_proxies", "http_allow_hosts", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except ValueError:
+                raise ValueError('must be a JSON list of strings, e.g. ["10.0.0.0/8"]') from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry.strip() == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address, a CIDR range or *") from None
+        return value
+
+    @field_validator("http_allow_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _is_host_or_network(entry):
+                raise ValueError(f"{entry!r} is not a host name, an IP address or a CIDR range")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            try:
+                make_url(value)
+            except ArgumentError:
+                raise ValueError("is not a database URL (e.g. postgresql+asyncpg://...)") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @model_validator(mode="after")
+    def _page_sizes(self) -> Self:
+        if self.page_size_default > self.page_size_max:
+            raise ValueError(
+                f"{ENV_PREFIX}PAGE_SIZE_DEFAULT ({self.page_size_default}) is over "
+                f"{ENV_PREFIX}PAGE_SIZE_MAX ({self.page_size_max})"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

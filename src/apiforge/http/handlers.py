@@ -9,6 +9,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from apiforge.core.errors import ApiforgeError
 from apiforge.http.envelope import error_response
@@ -31,13 +32,35 @@ async def _apiforge_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.reason, exc.message, exc.details, exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the path takes. Starlette's 405 names only the first route matching the
+    path, while FastAPI makes one route per method (`GET` and `POST` on one path: `Allow: GET`).
+    Asked of the router one method at a time, so included routers answer too. `HEAD` goes with
+    `GET` (HeadMiddleware)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    if "GET" in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return ", ".join(allowed) or None
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
         # FastAPI's own refusal of a body it cannot parse (e.g. nesting beyond the JSON decoder).
         return error_response(400, "malformed_json", "Malformed JSON body", headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        allow = _allowed_methods(request)
+        headers = {**(headers or {}), "Allow": allow} if allow else headers
     reason, message = _STATUS_REASONS.get(exc.status_code, ("http_error", str(exc.detail)))
-    return error_response(exc.status_code, reason, message, headers=exc.headers)
+    return error_response(exc.status_code, reason, message, headers=headers)
 
 
 def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[str, str]]]:

@@ -2,7 +2,8 @@
 
 A row is `(workspace, app, userId, target) -> rights`. The workspace is always the *calling*
 workspace (the data partition), so one consumer of an app never reads or changes another's
-grants. Grants merge under a row lock, so two concurrent grants never lose each other's rights.
+grants. Grants merge under a row lock, so two concurrent grants never lose each other's rights,
+and a grant racing a revoke that deletes the row is still stored (not answered, then lost).
 """
 
 from dataclasses import dataclass
@@ -62,8 +63,13 @@ async def held_rights(
 
 
 async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list[str]) -> list[str]:
-    """Add `rights` (creating the row when needed); answers what the user holds afterwards."""
+    """Add `rights` (creating the row when needed, never an empty one); answers what the user
+    holds afterwards."""
     _refuse_nul(key, rights)
+    if not key.fits:  # callers bound the ids; a longer one could never be read back
+        raise ValidationError(f"userId and target are at most {MAX_ID_LENGTH} characters")
+    if not rights:  # nothing to add: no empty row (a revoke that empties one deletes it)
+        return await held_rights(connection, key) or []
     module = postgresql if connection.dialect.name == "postgresql" else sqlite
     values = {
         "workspace_id": key.workspace_id,
@@ -72,8 +78,12 @@ async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list
         "target": key.target,
     }
     ensure = module.insert(TABLE).values(**values, rights=[], updated_at=utcnow())
-    await connection.execute(ensure.on_conflict_do_nothing())
-    held = await held_rights(connection, key, lock=True) or []
+    held = None
+    while held is None:
+        # A revoke that deletes the row between this insert and the lock leaves nothing to
+        # lock (PostgreSQL, READ COMMITTED): insert it again rather than update no row.
+        await connection.execute(ensure.on_conflict_do_nothing())
+        held = await held_rights(connection, key, lock=True)
     merged = held + [r for r in dict.fromkeys(rights) if r not in held]
     if len(merged) > MAX_RIGHTS:
         raise ValidationError(
