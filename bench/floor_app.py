@@ -8,7 +8,8 @@ render the same envelope with orjson. No middleware, no pipeline, no pool.
 
 The answer is the same JSON as apiforge's `getManyPost`, which `bench/run.py` checks before the
 load test, so the two do the same work. Configured by environment: `BENCH_FLOOR_DB` (the database
-copy) and `BENCH_FLOOR_APP_ID`; run it with uvicorn (`uvicorn floor_app:app --app-dir bench`).
+copy), `BENCH_FLOOR_APP_ID` and `BENCH_FLOOR_SERVER_KEY` (apiforge's, which seals the app's signing
+secret); run it with uvicorn (`uvicorn floor_app:app --app-dir bench`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from apiforge.builder.signing import open_signing_secret
+from apiforge.core.settings import Settings
 
 PAGE_SQL = (
     "SELECT id, data, version, created_at, updated_at FROM records "
@@ -131,7 +135,9 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         row = await cursor.fetchone()
     if row is None:
         raise RuntimeError(f"app {floor.app_id} is not in the database")
-    floor.secret, floor.partition = str(row[0]), str(row[1])
+    # Sealed at rest: opened once here with apiforge's own function and server key.
+    server = Settings(secret_key=os.environ["BENCH_FLOOR_SERVER_KEY"])
+    floor.secret, floor.partition = open_signing_secret(server, str(row[0])), str(row[1])
     async with floor.db.execute(
         "SELECT id, fields FROM collections WHERE app_id = ? AND name = 'posts'", (floor.app_id,)
     ) as cursor:

@@ -734,7 +734,11 @@ def run_floor(call: Call, database: Path, args: argparse.Namespace) -> tuple[Cal
     target.close()
     app_id = json.loads(call.body)["appId"]
     port = free_port()
-    env = clean_env(BENCH_FLOOR_DB=str(copy), BENCH_FLOOR_APP_ID=app_id)
+    # The app's signing secret is sealed under apiforge's server key (its data dir's secret.key).
+    secret_key = (database.parent / "secret.key").read_text().strip()
+    env = clean_env(
+        BENCH_FLOOR_DB=str(copy), BENCH_FLOOR_APP_ID=app_id, BENCH_FLOOR_SERVER_KEY=secret_key
+    )
     argv = [
         str(BIN / "python"), "-m", "uvicorn", "floor_app:app", "--app-dir", str(BENCH),
         "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",

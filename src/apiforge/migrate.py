@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from apiforge.core.db import sqlite_file
+from apiforge.core.db import make_engine, sqlite_file
 from apiforge.core.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,11 +40,26 @@ def _sqlite_migration_lock(database_url: str) -> Iterator[None]:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Apply the history; at `head`, also seal what earlier versions stored in clear (data
+    that needs the server secret, which migrations don't have)."""
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     with _sqlite_migration_lock(url):
         command.upgrade(alembic_config(url), revision)
+        if revision == "head":
+            asyncio.run(_seal_stored_secrets(settings))
+
+
+async def _seal_stored_secrets(settings: Settings) -> None:
+    from apiforge.builder.signing import seal_stored_secrets
+
+    engine = make_engine(settings.resolved_database_url, pool=False)
+    try:
+        async with engine.begin() as conn:
+            await seal_stored_secrets(settings, conn)
+    finally:
+        await engine.dispose()
 
 
 async def upgrade_async(settings: Settings) -> None:

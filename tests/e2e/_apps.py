@@ -2,8 +2,12 @@
 
 from typing import Any
 
+from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import select
 
+from apiforge.builder.models import App
+from apiforge.builder.signing import open_signing_secret
 from tests.e2e._workspaces import data_of
 from tests.factories import User
 
@@ -57,3 +61,12 @@ async def app_state(client: AsyncClient, headers: dict[str, str], app_id: str) -
         await client.get(f"/api/v1/apps/{app_id}/versions?pageSize=100", headers=headers)
     )
     return {"app": app, "apis": await apis_of(client, headers, app_id), "versions": versions}
+
+
+async def signing_secret(app: FastAPI, app_id: str) -> str:
+    """The app's jwtSign secret, read from the database (never returned over HTTP) and opened
+    (sealed at rest): what tests need to verify or forge end-user tokens."""
+    async with app.state.engine.connect() as conn:
+        stored = await conn.scalar(select(App.signing_secret).where(App.id == app_id))
+    assert isinstance(stored, str)
+    return open_signing_secret(app.state.settings, stored)

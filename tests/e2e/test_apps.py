@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
+from apiforge.builder.signing import PREFIX, open_signing_secret
 from apiforge.core.db import unit_of_work
 from apiforge.plans.models import Plan
 from tests.e2e._apps import apis_of, app_state, in_workspace, new_api, new_app
@@ -73,14 +74,22 @@ async def test_signing_secret_is_generated_and_never_returned(
     first = await new_app(client, user.headers, "One")
     second = await new_app(client, user.headers, "Two")
     rows = [await _stored_app(app, first), await _stored_app(app, second)]
-    assert all(len(row.signing_secret) >= 43 for row in rows)
+    # Sealed at rest (builder/signing.py), in the column sized for the clear secret.
+    assert all(row.signing_secret.startswith(PREFIX) for row in rows)
+    assert all(len(row.signing_secret) <= 128 for row in rows)
     assert rows[0].signing_secret != rows[1].signing_secret
+    settings = app.state.settings
+    secrets = [open_signing_secret(settings, row.signing_secret) for row in rows]
+    assert all(len(secret) >= 43 for secret in secrets)
+    assert secrets[0] != secrets[1]
+    assert all(secret not in row.signing_secret for secret, row in zip(secrets, rows, strict=True))
     for response in [
         await client.get(f"/api/v1/apps/{first}", headers=user.headers),
         await client.get("/api/v1/apps", headers=user.headers),
         await client.get(f"/api/v1/apps/{first}/export", headers=user.headers),
     ]:
         assert rows[0].signing_secret not in response.text
+        assert secrets[0] not in response.text
         assert "signingSecret" not in response.text
 
 

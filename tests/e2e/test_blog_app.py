@@ -20,13 +20,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select
 
-from apiforge.builder.models import App
-from apiforge.core.db import session_scope
 from apiforge.engine.tokens import verify_end_user_token
 from apiforge.tools.ids import new_id
-from tests.e2e._apps import in_workspace, new_api, new_app
+from tests.e2e._apps import in_workspace, new_api, new_app, signing_secret
 from tests.e2e._workspaces import SCRIPT, assert_error, data_of, new_workspace
 from tests.factories import register
 
@@ -97,14 +94,6 @@ async def build_blog(client: AsyncClient, headers: dict[str, str]) -> Blog:
         fields = {key: value for key, value in definition.items() if key != "api"}
         await new_api(client, headers, app_id, definition["api"], **fields)
     return Blog(client, headers, app_id)
-
-
-async def signing_secret(app: FastAPI, app_id: str) -> str:
-    """The app's jwtSign secret: never returned over HTTP, read to verify issued tokens."""
-    async for session in session_scope(app.state.sessionmaker):
-        secret = await session.scalar(select(App.signing_secret).where(App.id == app_id))
-    assert isinstance(secret, str)
-    return secret
 
 
 @dataclass

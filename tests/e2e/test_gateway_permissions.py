@@ -9,22 +9,13 @@ from datetime import timedelta
 import jwt
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select
 
-from apiforge.builder.models import App
-from apiforge.core.db import session_scope
 from apiforge.engine.tokens import sign_end_user_token
 from apiforge.tools.clock import utcnow
+from tests.e2e._apps import signing_secret
 from tests.e2e._perms import Consumer, consumer, grant, perms_app
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, register
-
-
-async def _jwt_secret(app: FastAPI, app_id: str) -> str:
-    async for session in session_scope(app.state.sessionmaker):
-        secret = await session.scalar(select(App.signing_secret).where(App.id == app_id))
-    assert isinstance(secret, str)
-    return secret
 
 
 async def _setup(client: AsyncClient) -> tuple[User, str, Consumer]:
@@ -55,7 +46,7 @@ async def test_require_token_refuses_missing_and_forged_tokens(
     assert_error(await b.call("whoAmI"), 401, "token_required")
     assert_error(await b.call("whoAmI", "garbage"), 401, "invalid_token")
 
-    secret = await _jwt_secret(app, app_id)
+    secret = await signing_secret(app, app_id)
     expired = sign_end_user_token(
         secret,
         app_id,

@@ -12,10 +12,8 @@ from typer.testing import CliRunner
 
 from apiforge.app import create_app, shutdown
 from apiforge.builder.cli import apps as apps_cli
-from apiforge.builder.models import App
-from apiforge.core.db import unit_of_work
 from apiforge.core.settings import Settings
-from tests.e2e._apps import apis_of, app_state, in_workspace, new_api, new_app
+from tests.e2e._apps import apis_of, app_state, in_workspace, new_api, new_app, signing_secret
 from tests.e2e._workspaces import INJECTION, SCRIPT, assert_error, data_of, team
 from tests.factories import User, register
 
@@ -78,13 +76,6 @@ async def _collections(client: AsyncClient, user: User, app_id: str) -> list[dic
     return [{"name": c["name"], "fields": c["fields"]} for c in page["list"]]
 
 
-async def _signing_secret(app: FastAPI, app_id: str) -> str:
-    async with unit_of_work(app.state.sessionmaker) as session:
-        row = await session.get(App, app_id)
-        assert row is not None
-        return row.signing_secret
-
-
 async def test_export_then_import_into_another_workspace(client: AsyncClient, app: FastAPI) -> None:
     alice = await register(client)
     bob = await register(client)
@@ -106,7 +97,7 @@ async def test_export_then_import_into_another_workspace(client: AsyncClient, ap
     for hidden in [
         source,
         "mail-secret-value",
-        await _signing_secret(app, source),
+        await signing_secret(app, source),
         alice.workspace_id,
     ]:
         assert hidden not in response.text
@@ -128,7 +119,7 @@ async def test_export_then_import_into_another_workspace(client: AsyncClient, ap
         await apis_of(client, alice.headers, source)
     )
     assert await _collections(client, bob, target) == await _collections(client, alice, source)
-    assert await _signing_secret(app, target) != await _signing_secret(app, source)
+    assert await signing_secret(app, target) != await signing_secret(app, source)
     # The source is untouched and still Alice's alone.
     assert_error(
         await client.get(f"/api/v1/apps/{source}", headers=bob.headers), 404, "app_not_found"

@@ -29,6 +29,7 @@ from apiforge.builder.schemas import (
     AppRead,
     AppUpdate,
 )
+from apiforge.builder.signing import new_signing_secret
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
@@ -40,7 +41,6 @@ from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.filters import icontains
-from apiforge.tools.hashing import random_secret
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
 from apiforge.workspaces.service import CurrentWorkspace
@@ -106,7 +106,7 @@ async def create_app_row(
         name=data.name,
         description=data.description,
         visibility=data.visibility,
-        signing_secret=random_secret(48),
+        signing_secret=new_signing_secret(settings),
         env=env,
         latest_version=None,
     )

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from apiforge.billing.charging import Charge, Charger, split
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
+from apiforge.builder.signing import open_signing_secret
 from apiforge.core.errors import ApiforgeError, ForbiddenError
 from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import cipher_for
@@ -69,7 +70,7 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         secret = await conn.scalar(select(App.signing_secret).where(App.id == app_id))
         if secret is None:
             raise AppNotFoundError()
-        return str(secret)
+        return open_signing_secret(settings, secret)
 
     async def call_api(callee: RunContext, api: str, version: str, args: dict[str, Any]) -> Any:
         """`callApi`: the same app's `api` at a pinned version, in the caller's transaction,
