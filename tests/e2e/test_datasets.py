@@ -628,3 +628,40 @@ async def test_nulls_sort_last_ascending_and_first_descending_on_every_backend(
     assert [r["title"] for r in rising["list"]] == ["one", "two", "none", "also none"]
     falling = await records(client, owner, dataset_id, sort="views", order="desc")
     assert [r["title"] for r in falling["list"]] == ["also none", "none", "two", "one"]
+
+
+async def test_a_field_a_published_version_reads_keeps_its_type(
+    client: AsyncClient, owner: User
+) -> None:
+    # 1.0.0 filters `views` as an integer: a `views` of text would reach its casts (a 500 on
+    # PostgreSQL, a loose comparison on SQLite), even removed and added back.
+    from tests.e2e._apps import new_api
+
+    app_id = await new_app(client, owner)
+    dataset_id = await new_dataset(client, owner, app_id)
+    steps = [{"id": "n", "type": "count", "collection": "posts", "filter": {"views": {"_gt": 1}}}]
+    await new_api(client, owner.headers, app_id, "popular", steps=steps, price=5)
+    published = await client.post(
+        f"/api/v1/apps/{app_id}/versions", json={"bump": "minor"}, headers=owner.headers
+    )
+    data_of(published)
+    url, match = f"/api/v1/datasets/{dataset_id}", {**owner.headers, "If-Match": "*"}
+    text = [{**f, "type": "string"} if f["name"] == "views" else f for f in POSTS]
+    data = assert_error(
+        await client.put(url, json={"name": "posts", "fields": text}, headers=match),
+        409,
+        "field_in_published_version",
+    )
+    assert data["errors"][0]["field"] == "views"
+    assert "1.0.0" in data["errors"][0]["message"]
+    without = [f for f in POSTS if f["name"] != "views"]
+    data_of(await client.put(url, json={"name": "posts", "fields": without}, headers=match))
+    assert_error(
+        await client.put(url, json={"name": "posts", "fields": text}, headers=match),
+        409,
+        "field_in_published_version",
+    )
+    # Under another name, or back as the type the version reads, it is fine.
+    renamed = [*without, {"name": "viewsText", "type": "string"}]
+    data_of(await client.put(url, json={"name": "posts", "fields": renamed}, headers=match))
+    data_of(await client.put(url, json={"name": "posts", "fields": POSTS}, headers=match))

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from apiforge.builder.models import App
+from apiforge.builder.models import App, AppVersion
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.datasets.crypto import FieldCipher
 from apiforge.datasets.filtering import FilterValueError, record_filter
@@ -199,6 +199,26 @@ class CollectionService:
                 reason="field_has_values",
                 details={"errors": conflicts},
             )
+        published = await self._published_reads(collection)
+        for f in fields:
+            reads = published.get(f.name, {})
+            other = next((v for kind, v in reads.items() if kind != (f.type, f.encrypted)), None)
+            if other is not None:
+                conflicts.append(
+                    {
+                        "field": f.name,
+                        "message": f"published version {other} reads this field with another "
+                        "type or encryption; give the new field another name",
+                    }
+                )
+        if conflicts:
+            # Its values would reach that version's filters and casts as the old type (a cast
+            # error on PostgreSQL, a loose comparison on SQLite).
+            raise ConflictError(
+                "A published version reads a changed field",
+                reason="field_in_published_version",
+                details={"errors": conflicts},
+            )
         removed = [f.name for f in old.fields if f.name not in new_names]
         for name in removed:
             await self._erase(connection, old.id, name)
@@ -238,6 +258,26 @@ class CollectionService:
             await self.session.flush()
         except IntegrityError:  # a concurrent save took the name between check and flush
             raise _name_taken() from None
+
+    async def _published_reads(
+        self, collection: Collection
+    ) -> dict[str, dict[tuple[str, bool], str]]:
+        """How the app's published versions read this collection's fields: name -> {(type,
+        encrypted): a version that reads it so}. Fields removed since are in it too."""
+        rows = await self.session.execute(
+            select(AppVersion.version, AppVersion.snapshot).where(
+                AppVersion.app_id == collection.app_id
+            )
+        )
+        reads: dict[str, dict[tuple[str, bool], str]] = {}
+        for version, snapshot in rows:
+            for schema in (snapshot or {}).get("collections", {}).values():
+                if schema.get("id") != collection.id:
+                    continue
+                for f in schema.get("fields", []):
+                    kind = (str(f.get("type")), bool(f.get("encrypted")))
+                    reads.setdefault(str(f.get("name")), {}).setdefault(kind, str(version))
+        return reads
 
     @staticmethod
     async def _has_values(connection: AsyncConnection, collection_id: str, name: str) -> bool:
