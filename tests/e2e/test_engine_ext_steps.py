@@ -6,13 +6,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
 
-from apiforge.builder.models import App
-from apiforge.core.db import session_scope
 from apiforge.core.errors import AuthenticationError
 from apiforge.engine.tokens import verify_end_user_token
-from tests.e2e._apps import new_api, new_app
+from tests.e2e._apps import new_api, new_app, signing_secret
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, register
 
@@ -63,13 +60,6 @@ async def _invoke(client: AsyncClient, user: User, app_id: str, api: str, **body
     return await client.post("/api/v1/invocations", json=payload, headers=user.headers)
 
 
-async def _secret_of(app: FastAPI, app_id: str) -> str:
-    async for session in session_scope(app.state.sessionmaker):
-        secret = await session.scalar(select(App.signing_secret).where(App.id == app_id))
-    assert isinstance(secret, str)
-    return secret
-
-
 async def test_sign_in_issues_a_token_for_this_app_only(app: FastAPI, client: AsyncClient) -> None:
     user = await register(client)
     app_id = await new_app(client, user.headers)
@@ -87,12 +77,12 @@ async def test_sign_in_issues_a_token_for_this_app_only(app: FastAPI, client: As
     args = {"user": "u-1", "password": "pa55word!", "attempt": "pa55word!"}
     data = data_of(await _invoke(client, user, app_id, "signIn", args=args))
     token = data["session"]["token"]
-    claims = verify_end_user_token(await _secret_of(app, app_id), app_id, token)
+    claims = verify_end_user_token(await signing_secret(app, app_id), app_id, token)
     assert claims["sub"] == "u-1"
     assert claims["rights"] == ["post:write"]
     assert claims["plan"] == "free"
     # The other app refuses it, with its own secret or even with this one.
-    for secret in (await _secret_of(app, other_app), await _secret_of(app, app_id)):
+    for secret in (await signing_secret(app, other_app), await signing_secret(app, app_id)):
         with pytest.raises(AuthenticationError) as caught:
             verify_end_user_token(secret, other_app, token)
         assert caught.value.reason == "invalid_token"
