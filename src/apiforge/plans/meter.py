@@ -104,12 +104,10 @@ class QuotaMeter:
 
     # --- checks ---------------------------------------------------------------------------------
 
-    async def check_call(
-        self, connection: AsyncConnection, workspace_id: str, *, hold: bool = False
-    ) -> bool:
+    async def check_call(self, connection: AsyncConnection, workspace_id: str) -> bool:
         """403 `quota_exceeded` when the workspace used up its `callsPerMonth` (gateway), counting
-        its calls still running as used. With `hold`, an allowed call takes a place among those
-        until `end_call`: True when it did, False when the plan has no such limit."""
+        its calls still running as used. An allowed call takes a place among those until
+        `end_call`: True when it did, False when the plan has no such limit."""
         plan = await self.limits(connection, workspace_id)
         if plan is None:
             return False
@@ -121,12 +119,11 @@ class QuotaMeter:
         running = self._running.get(workspace_id, 0)
         if used + running >= limit:
             self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used + running)
-        if hold:
-            self._running[workspace_id] = running + 1
-        return hold
+        self._running[workspace_id] = running + 1
+        return True
 
     def end_call(self, workspace_id: str, succeeded: bool) -> None:
-        """A call holding a place (`check_call(hold=True)`) ended: it counts only if it
+        """A call holding a place (`check_call` answered True) ended: it counts only if it
         succeeded."""
         if succeeded:
             self.count_call(workspace_id)

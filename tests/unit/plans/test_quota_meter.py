@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.accounts.models import Account
 from apiforge.core.db import unit_of_work
 from apiforge.plans.hits import QuotaHitLog
-from apiforge.plans.meter import CallCount, quota_meter
+from apiforge.plans.meter import CallCount, QuotaMeter, quota_meter
 from apiforge.plans.models import Plan, QuotaHit
 from apiforge.plans.quotas import QuotaExceededError
 from apiforge.tools.ids import new_id
@@ -114,6 +115,12 @@ async def _team_on_plan(app: FastAPI, **quotas: int) -> str:
         return workspace.id
 
 
+async def _checked(meter: QuotaMeter, connection: AsyncConnection, workspace_id: str) -> None:
+    """A call admitted and ended at once, counted or not by the test itself (`count_call`)."""
+    if await meter.check_call(connection, workspace_id):
+        meter.end_call(workspace_id, succeeded=False)
+
+
 async def test_stale_counts_are_refreshed_in_the_background(app: FastAPI) -> None:
     engine = app.state.engine
     workspace_id = await _team_on_plan(app, callsPerMonth=3)
@@ -121,15 +128,15 @@ async def test_stale_counts_are_refreshed_in_the_background(app: FastAPI) -> Non
     now = datetime.now(UTC)
     await _log_calls(app, workspace_id, now, now)
     async with engine.connect() as connection:
-        await meter.check_call(connection, workspace_id)  # 2 of 3: allowed
+        await _checked(meter, connection, workspace_id)  # 2 of 3: allowed
         # Another node logged a third call; this node learns it once its snapshot is stale.
         await _log_calls(app, workspace_id, now)
-        await meter.check_call(connection, workspace_id)
+        await _checked(meter, connection, workspace_id)
         meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
-        await meter.check_call(connection, workspace_id)  # answers from the stale entry
+        await _checked(meter, connection, workspace_id)  # answers from the stale entry
         await asyncio.gather(*meter._tasks)
         with pytest.raises(QuotaExceededError) as caught:
-            await meter.check_call(connection, workspace_id)
+            await _checked(meter, connection, workspace_id)
     assert caught.value.details == {"quota": "callsPerMonth", "limit": 3, "used": 3}
 
 
@@ -141,11 +148,11 @@ async def test_a_new_month_starts_the_count_afresh(app: FastAPI) -> None:
     await _log_calls(app, workspace_id, last_month)
     async with engine.connect() as connection:
         meter._calls[workspace_id] = CallCount(last_month, 1, 5, time.monotonic())
-        await meter.check_call(connection, workspace_id)  # last month's calls don't count
+        await _checked(meter, connection, workspace_id)  # last month's calls don't count
         assert meter._calls[workspace_id].base == 0
         meter.count_call(workspace_id)
         with pytest.raises(QuotaExceededError):
-            await meter.check_call(connection, workspace_id)
+            await _checked(meter, connection, workspace_id)
 
 
 async def test_plan_changes_reach_the_meter_after_forget_or_refresh(app: FastAPI) -> None:
@@ -175,12 +182,12 @@ async def test_writes_counted_while_a_snapshot_is_read_are_kept(app: FastAPI) ->
     meter = quota_meter(engine)
     async with engine.connect() as connection:
         await meter.reserve_stock(connection, workspace_id, records=1, size=5, operation="t")
-        await meter.check_call(connection, workspace_id)
+        await _checked(meter, connection, workspace_id)
         meter._stock[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
         meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 1.5
         # Both reloads start here; a write and a call land before they finish.
         await meter.reserve_stock(connection, workspace_id, records=1, size=7, operation="t")
-        await meter.check_call(connection, workspace_id)
+        await _checked(meter, connection, workspace_id)
         meter.count_call(workspace_id)
         await asyncio.gather(*meter._tasks)
         stock, calls = meter._stock[workspace_id], meter._calls[workspace_id]
@@ -200,10 +207,10 @@ async def test_a_long_idle_entry_is_read_again_before_answering(app: FastAPI) ->
     workspace_id = await _team_on_plan(app, callsPerMonth=2)
     meter = quota_meter(engine)
     async with engine.connect() as connection:
-        await meter.check_call(connection, workspace_id)
+        await _checked(meter, connection, workspace_id)
         now = datetime.now(UTC)
         await _log_calls(app, workspace_id, now, now)  # another node's calls meanwhile
         meter._calls[workspace_id].loaded = time.monotonic() - meter.usage_ttl * 2
         with pytest.raises(QuotaExceededError):
-            await meter.check_call(connection, workspace_id)
+            await _checked(meter, connection, workspace_id)
     assert not meter._tasks

@@ -25,7 +25,7 @@ class QuotaStage:
         caller = ctx.caller
         if caller is None or caller.workspace_id is None or ctx.connection is None:
             return
-        ctx.quota_held = await self.meter.check_call(ctx.connection, caller.workspace_id, hold=True)
+        ctx.quota_held = await self.meter.check_call(ctx.connection, caller.workspace_id)
 
     async def after(self, ctx: GatewayContext) -> None:
         """Count a successful call (what `callsPerMonth` counts) and give back the place the call
