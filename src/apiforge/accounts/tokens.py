@@ -7,7 +7,7 @@ import jwt
 
 from apiforge.core.errors import AuthenticationError
 from apiforge.core.settings import Settings
-from apiforge.tools.clock import utcnow
+from apiforge.tools.clock import issued_in_time, utcnow
 
 ISSUER = "apiforge"
 AUDIENCE = "apiforge-console"
@@ -35,10 +35,14 @@ def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
             algorithms=["HS256"],
             audience=AUDIENCE,
             issuer=ISSUER,
-            options={"require": ["exp", "sub", "sid"]},
+            # `issued_in_time` below allows the nodes' clock skew (a sign-in on one node, the
+            # next request on another whose clock is a second behind).
+            options={"require": ["exp", "iat", "sub", "sid"], "verify_iat": False},
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationError("Access token expired", reason="token_expired") from exc
     except jwt.PyJWTError as exc:
         raise AuthenticationError("Invalid access token", reason="invalid_token") from exc
+    if not issued_in_time(claims):
+        raise AuthenticationError("Invalid access token", reason="invalid_token")
     return claims

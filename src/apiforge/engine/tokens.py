@@ -15,6 +15,7 @@ import jwt
 import orjson
 
 from apiforge.core.errors import AuthenticationError
+from apiforge.tools.clock import issued_in_time
 
 ISSUER = "apiforge"
 ALGORITHM = "HS256"
@@ -69,13 +70,19 @@ def verify_end_user_token(secret: str, app_id: str, token: str) -> dict[str, Any
             algorithms=[ALGORITHM],
             audience=app_id,
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "aud", "iss"], "strict_aud": True},
+            options={
+                "require": ["exp", "iat", "sub", "aud", "iss"],
+                "strict_aud": True,
+                "verify_iat": False,  # `issued_in_time` below allows the nodes' clock skew
+            },
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationError("Token expired", reason="token_expired") from exc
     except jwt.PyJWTError as exc:
         raise AuthenticationError("Invalid token", reason="invalid_token") from exc
     if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("rights", []), list):
+        raise AuthenticationError("Invalid token", reason="invalid_token")
+    if not issued_in_time(claims):
         raise AuthenticationError("Invalid token", reason="invalid_token")
     return claims
 

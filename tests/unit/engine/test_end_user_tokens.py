@@ -11,7 +11,7 @@ import pytest
 from apiforge.core.errors import AuthenticationError
 from apiforge.engine import tokens as tokens_module
 from apiforge.engine.tokens import VerifiedTokens, sign_end_user_token, verify_end_user_token
-from apiforge.tools.clock import utcnow
+from apiforge.tools.clock import CLOCK_SKEW_SECONDS, utcnow
 
 SECRET = "app-secret-" + "s" * 40
 OTHER_SECRET = "other-secret-" + "o" * 40
@@ -154,3 +154,23 @@ def test_verified_tokens_refuse_forgeries_and_expire_remembered_tokens(
     with pytest.raises(AuthenticationError) as exc:
         verifier.verify(SECRET, "app-a", token)
     assert exc.value.reason == "token_expired"
+
+
+def test_a_token_from_a_node_a_little_ahead_verifies_one_far_ahead_does_not() -> None:
+    """Nodes' clocks differ a little: a token another node issued a few seconds "in the future"
+    is valid at once; an `iat` beyond the allowed skew (or not a number) is refused."""
+    ahead = _sign(now=utcnow() + timedelta(seconds=20))
+    assert verify_end_user_token(SECRET, "app-a", ahead)["sub"] == "user-1"
+    far = _sign(now=utcnow() + timedelta(seconds=CLOCK_SKEW_SECONDS + 30))
+    with pytest.raises(AuthenticationError) as caught:
+        verify_end_user_token(SECRET, "app-a", far)
+    assert caught.value.reason == "invalid_token"
+    now = int(time.time())
+    for iat in ("soon", True, None):
+        forged = jwt.encode(
+            {"iss": tokens_module.ISSUER, "aud": "app-a", "sub": "u", "iat": iat, "exp": now + 60},
+            SECRET,
+            algorithm="HS256",
+        )
+        with pytest.raises(AuthenticationError):
+            verify_end_user_token(SECRET, "app-a", forged)
