@@ -46,3 +46,27 @@ def test_export_to_an_unwritable_path_is_a_clear_error(settings: Settings, tmp_p
         assert isinstance(result.exception, SystemExit)  # not a traceback
         assert f"error: cannot write {target}" in result.output
     assert not (tmp_path / "missing").exists()
+
+
+def test_import_keeps_to_the_workspace_apps_quota(settings: Settings, tmp_path: Path) -> None:
+    """The command acts as the operator, but the workspace's plan still bounds its apps."""
+    env: dict[str, str | None] = {
+        "APIFORGE_DATA_DIR": str(settings.data_dir),
+        "APIFORGE_DATABASE_URL": settings.database_url,
+        "APIFORGE_SECRET_KEY": settings.secret_key,
+        "APIFORGE_REDIS_URL": None,
+    }
+    document = tmp_path / "app.json"
+    document.write_text('{"app": {"name": "Exported"}}')
+    workspace_id = asyncio.run(_workspace(settings))
+    for _ in range(10):  # the free plan's `apps` quota
+        done = runner.invoke(
+            apps_cli, ["import", str(document), "--workspace", workspace_id], env=env
+        )
+        assert done.exit_code == 0, done.output
+    refused = runner.invoke(
+        apps_cli, ["import", str(document), "--workspace", workspace_id], env=env
+    )
+    assert refused.exit_code == 1, refused.output
+    assert isinstance(refused.exception, SystemExit)
+    assert "apps quota of 10 is reached" in refused.output
