@@ -83,6 +83,16 @@ async def personal_workspace_id(session: AsyncSession, account_id: str) -> str |
     )
 
 
+async def is_member(session: AsyncSession, account_id: str, workspace_id: str) -> bool:
+    """Whether `account_id` belongs to `workspace_id` (a malformed id belongs to no one)."""
+    if not is_id(workspace_id):
+        return False
+    stmt = select(Membership.role).where(
+        Membership.workspace_id == workspace_id, Membership.account_id == account_id
+    )
+    return (await session.scalar(stmt.limit(1))) is not None
+
+
 class WorkspaceNotFoundError(NotFoundError):
     """Unknown, malformed, or not the caller's: one answer, so ids of others never leak."""
 
