@@ -279,3 +279,24 @@ async def test_unauthenticated_calls_are_401(client: AsyncClient) -> None:
     response = await client.post(_path(app_id), json=body, headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
     assert await user_rights(client, owner.headers, app_id) == []
+
+
+async def test_ids_are_trimmed_alike_by_grant_list_and_revoke(client: AsyncClient) -> None:
+    """A grant trims `userId`, `target` and rights (every body's strings are); the list filter
+    and revoke read the same ids, so what one spelling granted the same spelling finds and
+    revokes."""
+    owner, app_id = await _builder_app(client)
+    held = await grant(client, owner.headers, app_id, " alice ", " org1 ", [" read "])
+    assert data_of(held) == {"userId": "alice", "target": "org1", "rights": ["read"]}
+    listed = await client.get(
+        f"{_path(app_id)}?userId=%20alice%20&target=%20org1%20", headers=owner.headers
+    )
+    assert _held(data_of(listed)["list"]) == [("alice", "org1", ["read"])]
+    revoked = await client.delete(
+        f"{_path(app_id)}?userId=%20alice%20&target=%20org1%20&rights=%20read%20",
+        headers=owner.headers,
+    )
+    assert data_of(revoked) == {"userId": "alice", "target": "org1", "rights": []}
+    assert await user_rights(client, owner.headers, app_id) == []
+    blank = await client.delete(f"{_path(app_id)}?userId=%20%20", headers=owner.headers)
+    assert_error(blank, 400, "invalid_input")

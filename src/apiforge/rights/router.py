@@ -7,7 +7,7 @@ roles (viewers list, editors grant and revoke) live in the service.
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
@@ -31,8 +31,10 @@ def _service(session: SessionDep) -> UserRightService:
 
 
 UserRightServiceDep = Annotated[UserRightService, Depends(_service)]
-UserIdQuery = Annotated[Text, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)]
-TargetQuery = Annotated[Text, Query(max_length=MAX_ID_LENGTH)]
+# Ids in the query are trimmed as the grant's body trims them, so one spelling finds its grant.
+Trimmed = Annotated[Text, StringConstraints(strip_whitespace=True)]
+UserIdQuery = Annotated[Trimmed, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)]
+TargetQuery = Annotated[Trimmed, Query(max_length=MAX_ID_LENGTH)]
 
 
 @router.get("", summary="Grants in the workspace's partition; filter by userId and target")
@@ -42,9 +44,9 @@ async def list_user_rights(
     service: UserRightServiceDep,
     page: PageDep,
     user_id: Annotated[
-        Text | None, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)
+        Trimmed | None, Query(alias="userId", min_length=1, max_length=MAX_ID_LENGTH)
     ] = None,
-    target: Annotated[Text | None, Query(max_length=MAX_ID_LENGTH)] = None,
+    target: Annotated[Trimmed | None, Query(max_length=MAX_ID_LENGTH)] = None,
 ) -> Envelope[Page[UserRightRead]]:
     return ok(await service.list_rights(current, app_id, page, user_id, target))
 
@@ -64,7 +66,7 @@ async def revoke_user_rights(
     service: UserRightServiceDep,
     target: TargetQuery = "",
     rights: Annotated[
-        list[Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None,
+        list[Annotated[Trimmed, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None,
         Query(max_length=MAX_RIGHTS),
     ] = None,
 ) -> Envelope[UserRightHeld]:
