@@ -19,7 +19,7 @@ from apiforge.core.shared import close_limits_storage, make_limits_storage, make
 from apiforge.engine.service import build_engine_state
 from apiforge.files.router import upload_body_limits
 from apiforge.gateway.endpoint import GatewayEndpoint
-from apiforge.gateway.openapi import envelope_schema, invocation_path
+from apiforge.gateway.openapi import document_errors, envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
 from apiforge.gateway.stage import GatewayState
 from apiforge.gateway.stages.charge import close_charger
@@ -132,6 +132,7 @@ def mount_gateway(app: FastAPI) -> None:
             schema = default_openapi()
             schema["paths"]["/api/v1/invocations"] = invocation_path()
             document_idempotency(schema)
+            document_errors(schema)
             schema.setdefault("components", {}).setdefault("schemas", {})
             schema["components"]["schemas"].setdefault("Envelope", envelope_schema())
             app.openapi_schema = schema

@@ -80,18 +80,22 @@ def _article(path: str, operation: dict[str, Any]) -> str:
     ]
     if permission.get("requireToken"):
         badges.append(f"<span class=badge>token required ({_text(permission.get('mode'))})</span>")
+    if permission.get("requireIdempotencyKey"):
+        badges.append("<span class=badge>Idempotency-Key required</span>")
     if not operation.get("x-enabled", True):
         badges.append("<span class='badge warn'>disabled</span>")
     if operation.get("deprecated"):
         badges.append("<span class='badge warn'>deprecated</span>")
-    example = json.dumps(content.get("example"), indent=2, ensure_ascii=False)
+    example = ""
+    if "example" in content:
+        text = json.dumps(content["example"], indent=2, ensure_ascii=False)
+        example = f"<h4>Request</h4><pre>{_text(text)}</pre>"
     return (
         f"<article id='api-{_text(api)}'><h3>{_text(operation.get('summary'))} "
         f"<code>{_text(api)}</code></h3><p>{''.join(badges)}</p>"
         f"<p><code>POST {_text(path.split('#', 1)[0])}</code></p>"
         f"<div class=text>{_text(operation.get('description'))}</div>"
-        f"<h4>Parameters</h4>{_params_table(args)}"
-        f"<h4>Request</h4><pre>{_text(example)}</pre></article>"
+        f"<h4>Parameters</h4>{_params_table(args)}{example}</article>"
     )
 
 

@@ -4,8 +4,11 @@ Every API is called the same way (`POST /api/v1/invocations` with `appId`, `api`
 `args`), so each one is written as its own path `/api/v1/invocations#<api>`: the fragment keeps
 the paths distinct for OpenAPI tools and is never sent by an HTTP client (the convention JSON-RPC
 services use in OpenAPI). Groups become tags; `x-price` and `x-cost` carry the RU amounts.
+The document must describe the call the gateway really takes: an omitted `version` is `latest`,
+the example passes its own schema, a required `Idempotency-Key` is marked required.
 """
 
+import math
 from typing import Any
 
 from sqlalchemy import select
@@ -15,10 +18,15 @@ from apiforge.builder.definitions import api_document
 from apiforge.builder.models import ApiDefinition, App
 from apiforge.builder.service import find_app
 from apiforge.builder.versions import find_version
-from apiforge.engine.params import compile_params
+from apiforge.engine.errors import ArgumentsError
+from apiforge.engine.params import CompiledParams, compile_params
+from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
 from apiforge.workspaces.service import CurrentWorkspace
 
 INVOCATIONS = "/api/v1/invocations"
+# Longest placeholder string, array or object an example holds: a `min` of a billion must not
+# make the docs build a gigabyte (a longer minimum gets no example).
+_EXAMPLE_SIZE = 256
 
 _ERRORS = {
     "400": "Invalid arguments (`Missing required parameters` names the missing ones)",
@@ -26,6 +34,9 @@ _ERRORS = {
     "402": "Insufficient RU balance",
     "403": "Forbidden: API disabled, permission denied or quota reached",
     "404": "Unknown app, API or version",
+    "409": "The same Idempotency-Key is still running, or a spent anti-duplicate token",
+    "413": "Body too large",
+    "422": "Idempotency-Key reused with another payload, or a per-call limit exceeded",
     "429": "Rate limited",
 }
 
@@ -73,10 +84,84 @@ def _data_description(api: dict[str, Any]) -> str:
     return "The output of every step keyed by step id, or the value of a `return` step"
 
 
+def _example_value(schema: dict[str, Any]) -> Any:
+    """A placeholder for one param, within its enum and bounds (a `pattern` may still refuse it:
+    `_example_args` checks)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        value = 0 if low is None else (math.ceil(low) if kind == "integer" else low)
+        if high is not None and value > high:
+            value = math.floor(high) if kind == "integer" else high
+        return value
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return ["item"] * min(int(schema.get("minItems", 0)), _EXAMPLE_SIZE)
+    if kind == "object":
+        size = min(int(schema.get("minProperties", 0)), _EXAMPLE_SIZE)
+        return {f"key{i}": "value" for i in range(size)}
+    text = "string".ljust(min(int(schema.get("minLength", 0)), _EXAMPLE_SIZE), "x")
+    return text[: int(schema["maxLength"])] if "maxLength" in schema else text
+
+
+def _example_args(params: CompiledParams) -> dict[str, Any] | None:
+    """The required args with placeholder values the gateway accepts, or None when none is found
+    (a pattern the placeholder does not match): an example that fails its own schema misleads
+    every tool that sends or checks it."""
+    properties = params.schema["properties"]
+    try:
+        args = {name: _example_value(properties[name]) for name in params.required}
+        params.validate(args)
+    except (ArgumentsError, OverflowError, ValueError):
+        return None
+    return args
+
+
+def _parameters(auth: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gateway's idempotency headers; `Idempotency-Key` is required when the API says so
+    (the gateway answers 400 `idempotency_key_required` without it or `X-Request-Seq`)."""
+    parameters = [dict(header) for header in IDEMPOTENCY_HEADERS]
+    if auth.get("requireIdempotencyKey"):
+        key = parameters[0]
+        key["required"] = True
+        key["description"] = (
+            "Required by this API (or `X-Request-Seq` instead). " + key["description"]
+        )
+    return parameters
+
+
+def _request_body(app_id: str, name: str, label: str, params: CompiledParams) -> dict[str, Any]:
+    media: dict[str, Any] = {
+        "schema": {
+            "type": "object",
+            "required": ["appId", "api", "args"],
+            "properties": {
+                "appId": {"type": "string", "const": app_id},
+                "api": {"type": "string", "const": name},
+                "version": {
+                    "type": "string",
+                    # What the gateway calls when it is omitted, whatever this document shows.
+                    "default": "latest",
+                    "description": f"`dev`, `latest` or `X.Y.Z`; this document is `{label}`",
+                },
+                "args": params.schema,
+            },
+            "additionalProperties": False,
+        }
+    }
+    args = _example_args(params)
+    if args is not None:
+        media["example"] = {"appId": app_id, "api": name, "version": label, "args": args}
+    return {"required": True, "content": {"application/json": media}}
+
+
 def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -> dict[str, Any]:
     name = str(api["api"])
     auth = api.get("auth") or {}
-    args_schema = compile_params(api.get("params") or []).schema
+    params = compile_params(api.get("params") or [])
     security: list[dict[str, list[str]]] = [{"apiKey": []}]
     if auth.get("requireToken"):
         security = [{"apiKey": [], "endUserToken": []}]
@@ -85,25 +170,8 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
         "summary": str(api.get("name") or name),
         "description": _description(api),
         "security": security,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["appId", "api", "args"],
-                        "properties": {
-                            "appId": {"type": "string", "const": app_id},
-                            "api": {"type": "string", "const": name},
-                            "version": {"type": "string", "default": label},
-                            "args": args_schema,
-                        },
-                        "additionalProperties": False,
-                    },
-                    "example": {"appId": app_id, "api": name, "version": label, "args": {}},
-                }
-            },
-        },
+        "parameters": _parameters(auth),
+        "requestBody": _request_body(app_id, name, label, params),
         "responses": {
             "200": {
                 "description": "Success",
@@ -140,6 +208,10 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
             "rights": list(auth.get("rights") or []),
         },
     }
+    # Flags shown only when set, like the stored definition (builder/schemas.py `ApiAuth`).
+    for flag in ("public", "requireIdempotencyKey"):
+        if auth.get(flag):
+            operation["x-permission"][flag] = True
     if api.get("group"):
         operation["tags"] = [api["group"]]
     if deprecated:

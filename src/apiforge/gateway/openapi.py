@@ -1,4 +1,5 @@
-"""The gateway's path in the platform's OpenAPI document (it is not a FastAPI route)."""
+"""Additions to the platform's OpenAPI document: the gateway's path (it is not a FastAPI route)
+and the error envelope every route answers (FastAPI would document its own 422 body instead)."""
 
 from typing import Any
 
@@ -43,6 +44,76 @@ def invocation_path() -> dict[str, Any]:
             "responses": responses,
         }
     }
+
+
+_INVALID_INPUT = (
+    "Invalid input: `invalid_input`, `missing_parameters` (message `Missing required "
+    "parameters`) or `malformed_json`; `data.errors` names the fields"
+)
+_OTHER_ERRORS = "Any other client error, in the envelope; `data.error` names it"
+
+
+def _error_content() -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def error_schema() -> dict[str, Any]:
+    """The envelope of every error (http/envelope.py `error_response`)."""
+    return {
+        "type": "object",
+        "required": ["code", "message", "data"],
+        "properties": {
+            "code": {"type": "integer", "minimum": 400, "maximum": 599},
+            "message": {"type": "string"},
+            "data": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string", "description": "stable snake_case reason"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "message"],
+                            "properties": {
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def _is_fastapi_422(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
+
+
+def _document_operation_errors(responses: dict[str, Any]) -> None:
+    if "422" in responses and _is_fastapi_422(responses["422"]):
+        # Request validation answers 400 in the envelope (http/handlers.py), never this 422.
+        del responses["422"]
+        responses.setdefault("400", {"description": _INVALID_INPUT})
+    for status, response in responses.items():
+        if status.startswith("4") and "content" not in response:
+            response["content"] = _error_content()
+    responses.setdefault("4XX", {"description": _OTHER_ERRORS, "content": _error_content()})
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Describe the envelope of 4xx answers on every operation, in place: request validation is
+    400 (not FastAPI's 422 `{"detail": [...]}`, which no route answers)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                _document_operation_errors(operation["responses"])
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas.setdefault("Error", error_schema())
 
 
 def envelope_schema() -> dict[str, Any]:
