@@ -161,6 +161,12 @@ async def test_the_headers_and_the_token_endpoint_are_documented(client: AsyncCl
     assert "Idempotency-Key" not in {
         p["name"] for p in schema["paths"]["/api/v1/apps"]["get"].get("parameters", [])
     }
+    # Made before there is a caller to scope a key to: the headers are ignored, so not offered.
+    for path in ("/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh"):
+        names = {p["name"] for p in schema["paths"][path]["post"].get("parameters", [])}
+        assert not names & {"Idempotency-Key", "X-Request-Seq", "X-Idempotency-Token"}, path
+    logout = schema["paths"]["/api/v1/auth/logout"]["post"]["parameters"]
+    assert "Idempotency-Key" in {p["name"] for p in logout}
     tokens = schema["paths"]["/api/v1/idempotency-tokens"]["get"]
     assert tokens["summary"]
     assert "If-Match" in {

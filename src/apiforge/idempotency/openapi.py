@@ -3,6 +3,9 @@
 from typing import Any
 
 WRITES = ("post", "put", "patch", "delete")
+# Writes made before there is a caller to scope a key to: the middleware passes them through
+# (idempotency/middleware.py), so their documents must not promise a replay.
+ANONYMOUS = frozenset({"/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh"})
 HEADERS: tuple[dict[str, Any], ...] = (
     {
         "name": "Idempotency-Key",
@@ -38,9 +41,10 @@ HEADERS: tuple[dict[str, Any], ...] = (
 
 
 def document_idempotency(schema: dict[str, Any]) -> None:
-    """Add the three headers to every write operation under `/api/v1/` (in place)."""
+    """Add the three headers to every write operation under `/api/v1/` that has a caller
+    (in place)."""
     for path, item in schema.get("paths", {}).items():
-        if not path.startswith("/api/v1/"):
+        if not path.startswith("/api/v1/") or path in ANONYMOUS:
             continue
         for method in WRITES:
             operation = item.get(method)
