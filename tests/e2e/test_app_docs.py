@@ -83,7 +83,15 @@ async def test_openapi_document_describes_every_api(client: AsyncClient) -> None
     assert operation["description"] == "Newest first\n\nPages hold at most 50 posts."
     assert operation["tags"] == ["posts"]
     assert (operation["x-price"], operation["x-cost"]) == (5, 5)
-    assert operation["security"] == [{"apiKey": []}]
+    signed = {"signAppId": [], "signTimestamp": [], "signNonce": [], "signature": []}
+    assert operation["security"] == [{"apiKey": []}, signed]
+    schemes = document["components"]["securitySchemes"]
+    assert [schemes[name]["name"] for name in signed] == [
+        "X-App-Id",
+        "X-Timestamp",
+        "X-Nonce",
+        "X-Sign",
+    ]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["appId"]["const"] == app_id
     assert body["properties"]["api"]["const"] == "listPosts"
@@ -100,7 +108,10 @@ async def test_openapi_document_describes_every_api(client: AsyncClient) -> None
     assert sign_in_args["required"] == ["email", "password"]
     assert sign_in_args["properties"]["password"]["writeOnly"] is True
     me = document["paths"]["/api/v1/invocations#me"]["post"]
-    assert me["security"] == [{"apiKey": [], "endUserToken": []}]
+    assert me["security"] == [
+        {"apiKey": [], "endUserToken": []},
+        {**signed, "endUserToken": []},
+    ]
     assert me["x-permission"] == {"requireToken": True, "mode": "simple", "rights": ["user"]}
     assert "tags" not in me
 

@@ -28,6 +28,18 @@ INVOCATIONS = "/api/v1/invocations"
 # make the docs build a gigabyte (a longer minimum gets no example).
 _EXAMPLE_SIZE = 256
 
+# HMAC-signed calls (gateway/signing.py): an `app-` key's id and four headers, all required.
+_SIGNATURE = {
+    "signAppId": ("X-App-Id", "The id of the `app-` key whose secret signs the call"),
+    "signTimestamp": ("X-Timestamp", "Unix seconds, within 300 s of the server's clock"),
+    "signNonce": ("X-Nonce", "16-64 characters of A-Z a-z 0-9 _ -, accepted once"),
+    "signature": (
+        "X-Sign",
+        "Hex HMAC-SHA256 of method, path, sorted query, body SHA-256, timestamp and nonce, "
+        "keyed with the key's secret (docs/signing.md)",
+    ),
+}
+
 _ERRORS = {
     "400": "Invalid arguments (`Missing required parameters` names the missing ones)",
     "401": "Missing or invalid credentials or end-user token",
@@ -162,9 +174,10 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
     name = str(api["api"])
     auth = api.get("auth") or {}
     params = compile_params(api.get("params") or [])
-    security: list[dict[str, list[str]]] = [{"apiKey": []}]
+    # A key, or the four signature headers together (docs/signing.md); plus the end-user token.
+    security: list[dict[str, list[str]]] = [{"apiKey": []}, {name: [] for name in _SIGNATURE}]
     if auth.get("requireToken"):
-        security = [{"apiKey": [], "endUserToken": []}]
+        security = [{**requirement, "endUserToken": []} for requirement in security]
     operation: dict[str, Any] = {
         "operationId": name,
         "summary": str(api.get("name") or name),
@@ -249,6 +262,10 @@ def build_openapi(
                     "in": "header",
                     "name": "X-Api-Key",
                     "description": "An `app-` secret key, or a `pk-` publishable key",
+                },
+                **{
+                    name: {"type": "apiKey", "in": "header", "name": header, "description": text}
+                    for name, (header, text) in _SIGNATURE.items()
                 },
                 "endUserToken": {
                     "type": "http",
