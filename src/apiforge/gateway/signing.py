@@ -27,12 +27,15 @@ from apiforge.gateway.context import Caller, GatewayContext
 from apiforge.gateway.keys import SIGNING_KINDS, key_caller, key_lookup
 from apiforge.gateway.stage import GatewayState
 from apiforge.keys.policy import KeyRecord
+from apiforge.tools.clock import CLOCK_SKEW_SECONDS
 
 SKEW_SECONDS = 300
 # A nonce must be remembered at least as long as a timestamp that carries it can be accepted:
 # while the server's whole second is within 300 s of it, i.e. for 601 s of real time (from
-# T-300 to just before T+301); a second more for the stores' whole-second expiries.
-NONCE_TTL_SECONDS = 2 * SKEW_SECONDS + 2
+# T-300 to just before T+301); a second more for the stores' whole-second expiries; and, with
+# several nodes, as much again as their clocks may differ (a node behind the one that first
+# accepted the nonce still accepts its timestamp later, in real time).
+NONCE_TTL_SECONDS = 2 * SKEW_SECONDS + 2 + CLOCK_SKEW_SECONDS
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
 SIGN_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")

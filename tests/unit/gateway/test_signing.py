@@ -29,6 +29,7 @@ from apiforge.gateway.signing import (
     signature_matches,
 )
 from apiforge.keys.policy import KeyRecord
+from apiforge.tools.clock import CLOCK_SKEW_SECONDS
 from apiforge.tools.ids import new_id
 
 REDIS_URL = os.environ.get("APIFORGE_TEST_REDIS_URL", "")
@@ -419,3 +420,15 @@ def test_a_nonce_outlives_every_moment_its_timestamp_is_accepted() -> None:
     check_timestamp(str(signed), earliest)
     check_timestamp(str(signed), latest)
     assert latest - earliest < NONCE_TTL_SECONDS
+
+
+def test_a_nonce_outlives_its_timestamp_on_a_node_whose_clock_is_behind() -> None:
+    """Two nodes share the nonces: the first use may come as early as the first node's window
+    opens, a replay as late as a node up to `CLOCK_SKEW_SECONDS` behind still accepts it."""
+    signed = 1_800_000_000
+    first_use = signed - SKEW_SECONDS + 0.001  # the first node's clock, and real time
+    behind = CLOCK_SKEW_SECONDS
+    replay = signed + SKEW_SECONDS + 0.999 + behind  # real time; the slow node reads `- behind`
+    check_timestamp(str(signed), first_use)
+    check_timestamp(str(signed), replay - behind)
+    assert replay - first_use < NONCE_TTL_SECONDS
