@@ -30,6 +30,8 @@ from apiforge.tools.netpolicy import proxy_policy
 
 log = structlog.get_logger("apiforge.access")
 _OVERRIDES = {"PUT", "PATCH", "DELETE"}
+_ALLOW = "OPTIONS, POST"
+_FORWARDED_FOR = b"x-forwarded-for"
 
 
 class _BodyTooLargeError(Exception):
@@ -92,12 +94,15 @@ class GatewayEndpoint:
         method = scope["method"]
         if method == "OPTIONS":
             return _preflight(scope)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = _header_map(scope)
         # `X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway
         # does not serve, as it would on any other route.
         override = headers.get("x-http-method-override", "").upper()
         if method != "POST" or override in _OVERRIDES:
-            return error_response(405, "method_not_allowed", "Method not allowed")
+            # RFC 9110 §15.5.6: a 405 names the methods the path takes, as the router's do.
+            return error_response(
+                405, "method_not_allowed", "Method not allowed", headers={"Allow": _ALLOW}
+            )
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return self._too_large()
@@ -169,6 +174,18 @@ _PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "600",
     "Vary": "Origin",
 }
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    """Header names to values (the last line of a repeated name), except `X-Forwarded-For`:
+    a proxy may add a line of its own rather than extend the client's, so every line counts, in
+    order, as the management API reads it (`http/deps.py` `client_ip`)."""
+    raw = scope["headers"]
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+    if "x-forwarded-for" in headers:
+        lines = [v.decode("latin-1") for k, v in raw if k == _FORWARDED_FOR]
+        headers["x-forwarded-for"] = ",".join(lines)
+    return headers
 
 
 def _preflight(scope: Scope) -> Response:

@@ -25,6 +25,9 @@ _MESSAGES = {
     "extra_forbidden": "is not a known field",
     "json_invalid": "is not valid JSON",
 }
+# The one field error of a body that is not JSON, on both edges (the gateway's parser says so too).
+NOT_JSON = [{"field": "body", "message": _MESSAGES["json_invalid"]}]
+JSON_TYPE = "application/json"
 
 
 async def _apiforge_error(_request: Request, exc: Exception) -> Response:
@@ -53,8 +56,11 @@ def _allowed_methods(request: Request) -> str | None:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
-        # FastAPI's own refusal of a body it cannot parse (e.g. nesting beyond the JSON decoder).
-        return error_response(400, "malformed_json", "Malformed JSON body", headers=exc.headers)
+        # FastAPI's own refusal of a body it cannot parse (nesting beyond the JSON decoder, bytes
+        # that are not UTF-8): the same envelope as any other malformed body.
+        return error_response(
+            400, "malformed_json", "Malformed JSON body", {"errors": NOT_JSON}, exc.headers
+        )
     headers = exc.headers
     if exc.status_code == 405:
         allow = _allowed_methods(request)
@@ -72,7 +78,9 @@ def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[
         kind = str(err.get("type", ""))
         types.add(kind)
         message = _MESSAGES.get(kind) or str(err.get("msg", "is invalid"))
-        errors.append({"field": ".".join(loc) or "body", "message": message})
+        # A decode error's location is a character offset, not a field.
+        field = "body" if kind == "json_invalid" else ".".join(loc) or "body"
+        errors.append({"field": field, "message": message})
     if "json_invalid" in types:
         return "malformed_json", "Malformed JSON body", errors
     if types == {"missing"}:
@@ -90,9 +98,22 @@ async def _stale_row(_request: Request, exc: Exception) -> Response:
     )
 
 
+def _not_json(raw: Sequence[Mapping[str, Any]]) -> bool:
+    """FastAPI decodes a body only when its `Content-Type` is JSON; otherwise the model is handed
+    the raw bytes, and its complaint ("Input should be a valid dictionary") would hide the cause."""
+    return any(
+        tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes)
+        for err in raw
+    )
+
+
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    reason, message, errors = field_errors(list(exc.errors()))
+    raw = list(exc.errors())
+    if _not_json(raw):
+        message = f"Content-Type must be {JSON_TYPE}"
+        return error_response(415, "unsupported_media_type", message, {"expected": JSON_TYPE})
+    reason, message, errors = field_errors(raw)
     return error_response(400, reason, message, {"errors": errors})
 
 
