@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,17 +74,33 @@ class ApiNotFoundError(NotFoundError):
 async def find_app(
     session: AsyncSession, workspace_id: str, app_id: str, *, lock: bool = False
 ) -> App:
-    """The app `app_id` of `workspace_id`, else 404. `lock` takes the row lock (PostgreSQL) that
-    serialises publishing and API creation per app."""
+    """The app `app_id` of `workspace_id`, else 404. `lock` serialises publishing and API
+    changes per app until commit, and reads the app as the lock found it."""
     if not is_id(app_id):
         raise AppNotFoundError()
     stmt = select(App).where(App.id == app_id, App.workspace_id == workspace_id)
     if lock:
-        stmt = stmt.with_for_update()
+        await _lock_app(session, app_id, workspace_id)
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     app = await session.scalar(stmt)
     if app is None:
         raise AppNotFoundError()
     return app
+
+
+async def _lock_app(session: AsyncSession, app_id: str, workspace_id: str) -> None:
+    """SQLite ignores `FOR UPDATE` and reads outside any transaction: two publishes both read
+    the same `latest` and both wrote (`latest` could even move back). A no-op UPDATE first takes
+    the database's write lock, so the read after it sees every earlier writer's commit."""
+    connection = await session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    await session.execute(
+        update(App)
+        .where(App.id == app_id, App.workspace_id == workspace_id)
+        .values(updated_at=App.updated_at)  # explicit: keeps `onupdate` from firing
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def create_app_row(

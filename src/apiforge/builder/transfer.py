@@ -79,13 +79,27 @@ def export_document(
     }
 
 
+class _YamlDumper(yaml.SafeDumper):
+    """PyYAML writes U+0085 (NEL) as it is in plain and single-quoted scalars, where its own
+    loader reads it as a line break (a config value "a<NEL>b" came back as "a  b"): text
+    holding one is written double-quoted, where it is escaped."""
+
+
+def _yaml_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if "\x85" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_YamlDumper.add_representer(str, _yaml_str)
+
+
 def dump_document(document: dict[str, Any], fmt: ExportFormat) -> tuple[bytes, str, str]:
     """(content, media type, file name) of an export document."""
     # ASCII only: the name goes into a Content-Disposition header.
     slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in document["app"]["name"])
     slug = slug.strip("-")[:40] or "app"
     if fmt == "yaml":
-        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        text = yaml.dump(document, Dumper=_YamlDumper, sort_keys=False, allow_unicode=True)
         return text.encode(), "application/yaml", f"{slug}.yaml"
     content = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     return content, "application/json", f"{slug}.json"

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
-from apiforge.builder.definitions import DefinitionChecker, api_document
+from apiforge.builder.definitions import DefinitionChecker, api_document, pinned_versions
 from apiforge.builder.models import ApiDefinition, App, AppVersion
 from apiforge.builder.schemas import (
     ChangeRead,
@@ -196,6 +196,24 @@ def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
         elif not specific and any(old.get(k) != new.get(k) for k in _DESCRIBED):
             changes.append(Change(name, "docs_changed", False, f"API {name} documentation changed"))
     return changes
+
+
+def _ensure_pins_published(api: str, document: dict[str, Any], published: set[str]) -> None:
+    """A snapshot's `callApi` may pin only versions that exist (or this one): an unpublished
+    pin costs nothing when the snapshot is priced, yet runs whatever is published under that
+    number later — its steps unpaid for, forever, since the snapshot never changes."""
+    missing = sorted(set(pinned_versions(document.get("steps"))) - published)
+    if missing:
+        raise ValidationError(
+            f"API {api} calls version {missing[0]}, which is not published",
+            reason="invalid_definition",
+            errors=[
+                {
+                    "field": f"apis.{api}.steps",
+                    "message": f"callApi pins version {missing[0]}, which is not published",
+                }
+            ],
+        )
 
 
 def summary(row: AppVersion, app: App) -> VersionSummary:
@@ -388,9 +406,11 @@ class VersionService:
             del document["cost"]
         checker = self.checker
         callees = await checker.callee_costs(app.id, documents, collections, prices, label)
+        published = {version for version, _api in callees.pinned} | {label}
         apis: dict[str, Any] = {}
         for row in rows:
             document = documents[row.api]
+            _ensure_pins_published(row.api, document, published)
             cost = checker.check(
                 document, collections, prices, prefix=f"apis.{row.api}.", callee_cost=callees.at(0)
             )
