@@ -239,6 +239,9 @@ class CompiledApi:
     price: int
     enabled: bool
     masked_keys: frozenset[str]
+    # Its answers may carry a secret (a token it signs, a sensitive arg, an encrypted field, an
+    # app secret, what another API or host answered): a stored answer is sealed at rest.
+    sealed_answers: bool = False
 
     @property
     def params_schema(self) -> dict[str, Any]:
@@ -305,7 +308,26 @@ def compile_api(
         price=int(definition.get("price") or 0),
         enabled=bool(definition.get("enabled", True)),
         masked_keys=frozenset(masked),
+        sealed_answers=bool(masked) or _may_answer_secrets(definition.get("steps")),
     )
+
+
+# Steps whose output can hold a secret the API's definition does not show: a token it signs,
+# what another API (perhaps one that signs) or a remote host answers.
+_SECRET_STEPS = frozenset({"jwtSign", "callApi", "httpRequest"})
+
+
+def _may_answer_secrets(steps: Any) -> bool:
+    """Whether `steps` (nested ones too) sign tokens, call out, or mention the app's secrets
+    anywhere (an expression reading `env.secrets`): sealing more answers than needed costs a
+    cipher pass; sealing fewer leaves a secret in clear."""
+    if isinstance(steps, list):
+        return any(_may_answer_secrets(item) for item in steps)
+    if isinstance(steps, dict):
+        if steps.get("type") in _SECRET_STEPS:
+            return True
+        return any(_may_answer_secrets(value) for value in steps.values())
+    return isinstance(steps, str) and "secrets" in steps
 
 
 def compile_workflow(

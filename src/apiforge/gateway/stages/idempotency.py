@@ -37,6 +37,7 @@ from apiforge.idempotency.keys import (
     record_id,
     token_id,
 )
+from apiforge.idempotency.sealed import open_answer, seal_answer
 from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
 
@@ -57,6 +58,7 @@ class IdempotencyStage:
 
     def __init__(self, state: GatewayState) -> None:
         self.store = idempotency_store(state)
+        self.secret = state.settings.signing_key  # seals answers that may carry secrets
         # Embedded SQLite: claims in this process's memory, read through the shared reader.
         self.reader = state.reader
         self.local = self.store.local if self.reader is not None else None
@@ -107,8 +109,9 @@ class IdempotencyStage:
             if isinstance(outcome, StoredResponse):
                 # A replay answers before the token is looked at: a retry that carries the same
                 # token and key gets the first answer, not `duplicate_request`.
+                body = open_answer(self.secret, outcome.body)
                 IDEMPOTENT_REPLAYS.labels("gateway").inc()
-                ctx.status, ctx.body, ctx.reason = outcome.status, outcome.body, "idempotent_replay"
+                ctx.status, ctx.body, ctx.reason = outcome.status, body, "idempotent_replay"
                 ctx.response_headers.update(outcome.headers)
                 ctx.response_headers[REPLAYED_HEADER] = "1"
                 raise Answered()
@@ -125,7 +128,9 @@ class IdempotencyStage:
         assert isinstance(ctx.idempotency, Claim)
         assert ctx.connection is not None
         kept = {k: v for k, v in ctx.response_headers.items() if k.lower() in KEPT_HEADERS}
-        response = StoredResponse(ctx.status, kept, ctx.body)
+        assert ctx.compiled is not None
+        body = seal_answer(self.secret, ctx.body) if ctx.compiled.sealed_answers else ctx.body
+        response = StoredResponse(ctx.status, kept, body)
         claim = ctx.idempotency
         if claim.local:
             local = self.store.local
