@@ -52,7 +52,7 @@ from apiforge.core.commits import CommitRefused
 from apiforge.core.db import sqlite_stamp
 from apiforge.idempotency import segments
 from apiforge.idempotency.log_reader import LogReader
-from apiforge.idempotency.log_recovery import recover
+from apiforge.idempotency.log_recovery import recover, spend
 from apiforge.idempotency.segments import LOST, MARKED, Found, Segment, find_sealed, index_segment
 from apiforge.tools.clock import utcnow
 
@@ -173,9 +173,18 @@ class AnswerLog:
         try:
             self._recover()
         except BaseException:  # the next keyed call tries again, from the start
+            self._drop_open()
             self._lock_fd, self.owner = -1, False
             os.close(fd)
             raise
+
+    def _drop_open(self) -> None:
+        """Forget the segments a failed start opened (the next start reads them again)."""
+        for segment in self._open:
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1
+        self._open, self._active = [], None
 
     async def close(self) -> None:
         """Seal the open segment when every answer in it is settled (else the next start reads
@@ -450,8 +459,11 @@ class AnswerLog:
 
     def _recover(self) -> None:
         """At open: what a crash left (`log_recovery.recover`), then a new segment opens, and
-        tombstones are written for the answers lost."""
-        recovered = recover(self.directory, self._connection())
+        tombstones are written for the answers lost — synced before the markers that name
+        those answers are spent, or a failed start (a full disk) or a power loss would forget
+        the keys and let them run a second time."""
+        db = self._connection()
+        recovered = recover(self.directory, db)
         self._sealed = recovered.sealed
         self._next_seq = recovered.last_seq + 1
         self._numbers = itertools.count(recovered.last_number + 1)
@@ -464,8 +476,10 @@ class AnswerLog:
             ]
             with self._lock:
                 self._flush(tombstones, self._next_seq)
+            os.fdatasync(self._active.fd)
             for answer in tombstones:
                 self.confirm(answer)
+        spend(db)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

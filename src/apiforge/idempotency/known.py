@@ -109,15 +109,24 @@ class KnownKeys:
         (`logged()`, called here, iterated on the loading thread), in the background (on a
         thread and connection of its own); until then the filter answers "maybe".
         `in_flight`: the ids of claims whose answers may still be written (the store's live
-        collection) — claimed before a reload, so kept only in the filter being replaced."""
+        collection) — claimed before a reload, so kept only in the filter being replaced. They
+        are taken here, with `logged()`: a call whose answer commits before the task starts is
+        in neither otherwise, and its retry would be taken for a fresh key."""
         if self._ready or self._task is not None or time.monotonic() < self._retry_at:
             return
-        task = self._load(path, in_flight, logged())
+        task = self._load(path, list(in_flight), in_flight, logged())
         self._task = asyncio.get_running_loop().create_task(task)
 
-    async def _load(self, path: str, in_flight: Collection[str], logged: Iterable[str]) -> None:
+    async def _load(
+        self,
+        path: str,
+        claimed: list[str],
+        in_flight: Collection[str],
+        logged: Iterable[str],
+    ) -> None:
+        """`claimed`: the claims in flight when `logged` was taken (their answers may commit
+        after it); `in_flight`, the live collection, is read again once the ids are read."""
         try:
-            claimed = list(in_flight)  # their answers may commit after the load's snapshot
             more = len(self._recent) + len(claimed)
             bits = await asyncio.to_thread(_read, path, more, logged)
             # On the loop's thread: none is added meanwhile.

@@ -3,7 +3,8 @@ segments that were still open have no index. Their intact records stay when thei
 committed (a marker row covers them, or none was needed); the rest — a torn tail, a transaction
 that never committed — is cut off, and they are sealed. A marker row whose record is nowhere
 names a lost answer: the owner writes it a tombstone, so its key is refused, never run twice.
-Then every marker row is spent."""
+Only then, the tombstones on the disk, is every marker row spent (`spend`): spent first, a start
+that failed to write them (a full disk) or a power loss right after it forgot those keys."""
 
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apiforge.idempotency import segments
-from apiforge.idempotency.segments import ID_SIZE, MARKED, Index, Segment, index_segment
+from apiforge.idempotency.segments import ID_SIZE, LOST, MARKED, Index, Segment, index_segment
 
 _MARKS = "SELECT seq, ids FROM idempotency_answer_marks"
 _SPENT = "DELETE FROM idempotency_answer_marks"
@@ -55,9 +56,14 @@ def recover(directory: Path, db: sqlite3.Connection) -> Recovered:
             sealed.append(segment)
     sealed.sort(key=lambda s: s.number)
     lost = [rid for seq, rid in markers.items() if seq not in kept and not _holds(sealed, rid, seq)]
+    return Recovered(sealed, last_seq, last_number, lost)
+
+
+def spend(db: sqlite3.Connection) -> None:
+    """Delete every marker row: once `recover`'s segments are sealed and the tombstones of its
+    lost answers are on the disk, none is needed."""
     db.execute(_SPENT)
     db.commit()
-    return Recovered(sealed, last_seq, last_number, lost)
 
 
 def _read_again(path: Path, markers: dict[int, str], kept: set[int]) -> Segment | None:
@@ -86,11 +92,12 @@ def _read_again(path: Path, markers: dict[int, str], kept: set[int]) -> Segment 
 
 def _holds(sealed: list[Segment], record_id: str, seq: int) -> bool:
     """Whether a sealed segment holds the record `seq` of `record_id` (a marker row left behind
-    when its segment was sealed just before a crash)."""
+    when its segment was sealed just before a crash), or a later tombstone of it (written by a
+    start that failed, or stopped, before it spent the markers)."""
     key = bytes.fromhex(record_id)
     for segment in sealed:
         assert segment.index is not None
         entry = segment.index.find(key)
-        if entry is not None and entry.seq == seq:
+        if entry is not None and (entry.seq == seq or (entry.flags & LOST and entry.seq > seq)):
             return True
     return False

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from cryptography.fernet import InvalidToken
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -92,7 +93,10 @@ class IdempotencyMiddleware:
         rid = _record_id(headers, caller)
         query = scope.get("query_string", b"").decode("latin-1")
         with SpooledBody(scope["method"], scope["path"], query) as body:
-            await body.read_from(receive)
+            try:
+                await body.read_from(receive)
+            except ClientDisconnect:  # gone before its body was whole: nothing runs or is kept
+                return
             token = headers.get(TOKEN_HEADER)
             outcome = await _admitted(state, store, rid, body, token, caller.principal)
             if isinstance(outcome, StoredResponse):

@@ -1,11 +1,15 @@
 """A management request's body, read whole before its route runs (its fingerprint decides between
 a claim, a replay and a 422) without holding it in memory: kept in memory up to 1 MiB, then in a
 temporary file — a keyed upload of 10 files of 50 MB must not cost 500 MB of the process's
-memory. The fingerprint is hashed as the body arrives."""
+memory. The fingerprint is hashed as the body arrives. A client that leaves before its body is
+whole raises `ClientDisconnect`, as Starlette's own reading does: a cut body must never reach
+the route as if it were the request (a cut YAML import still parses) nor be claimed under the
+key the client will retry with."""
 
 import tempfile
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from apiforge.idempotency.keys import fingerprint_hash
@@ -25,11 +29,11 @@ class SpooledBody:
         return self.size > IN_MEMORY_BYTES  # where SpooledTemporaryFile rolls over to a file
 
     async def read_from(self, receive: Receive) -> None:
-        """The client's whole body (what arrives before it disconnects)."""
+        """The client's whole body; `ClientDisconnect` when it leaves before the end."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientDisconnect()
             chunk = message.get("body", b"")
             self._hash.update(chunk)
             self._file.write(chunk)
