@@ -83,7 +83,12 @@ async def test_openapi_document_describes_every_api(client: AsyncClient) -> None
     assert operation["description"] == "Newest first\n\nPages hold at most 50 posts."
     assert operation["tags"] == ["posts"]
     assert (operation["x-price"], operation["x-cost"]) == (5, 5)
-    signed = {"signAppId": [], "signTimestamp": [], "signNonce": [], "signature": []}
+    signed: dict[str, list[str]] = {
+        "signAppId": [],
+        "signTimestamp": [],
+        "signNonce": [],
+        "signature": [],
+    }
     assert operation["security"] == [{"apiKey": []}, signed]
     schemes = document["components"]["securitySchemes"]
     assert [schemes[name]["name"] for name in signed] == [

@@ -28,7 +28,9 @@ async def _stored_body(app: FastAPI, rid: str) -> bytes:
     if log is not None and log.owner:
         found = log.find(rid)
         if found is not None:
-            return log.read(found).body
+            stored = log.read(found)
+            assert stored is not None
+            return stored.body
     async with app.state.engine.connect() as conn:
         query = select(IdempotencyRecord.body).where(IdempotencyRecord.id == rid)
         body = (await conn.execute(query)).scalar_one()
