@@ -14,6 +14,7 @@ from apiforge.builder.signing import PREFIX, open_signing_secret
 from apiforge.core.db import unit_of_work
 from apiforge.plans.models import Plan
 from tests.e2e._apps import apis_of, app_state, in_workspace, new_api, new_app
+from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import INJECTION, SCRIPT, assert_error, data_of, team
 from tests.factories import register
 
@@ -513,3 +514,26 @@ async def test_concurrent_saves_of_one_name_keep_one_api(client: AsyncClient) ->
     assert sorted(r.status_code for r in responses) == [200, 409, 409]
     assert {r.json()["data"]["error"] for r in responses if r.status_code == 409} == {"api_exists"}
     assert list(await apis_of(client, user.headers, app_id)) == ["same"]
+
+
+async def test_an_app_others_use_is_deleted_only_with_force(client: AsyncClient) -> None:
+    """Deleting an app takes other workspaces' keys and the records they keep in its
+    collections: refused (409 `app_in_use`, nothing deleted) unless asked for with `force`."""
+    owner, consumer = await register(client), await register(client)
+    app_id = await notes_app(client, owner, visibility="public")
+    await app_key(client, owner, app_id)  # the owner's own subscription doesn't count
+    _key_id, secret = await app_key(client, consumer, app_id)
+    data_of(await call(client, secret, app_id, "addNote", {"text": "mine"}))
+    path = f"/api/v1/apps/{app_id}"
+    for query in ("", "?force=false", "?force=0"):
+        refused = await client.delete(path + query, headers=owner.headers)
+        assert_error(refused, 409, "app_in_use")
+        assert refused.json()["data"]["subscribers"] == 1
+    bad = await client.delete(path + "?force=maybe", headers=owner.headers)
+    assert_error(bad, 400, "invalid_input")
+    listed = data_of(await call(client, secret, app_id, "listNotes"))
+    assert [n["text"] for n in listed["notes"]["list"]] == ["mine"]  # nothing went
+    assert data_of(await client.delete(path + "?force=true", headers=owner.headers)) == {
+        "id": app_id
+    }
+    assert_error(await call(client, secret, app_id, "listNotes"), 404, "app_not_found")

@@ -1,11 +1,14 @@
 """`/api/v1/workspaces`: listing, creation within the plan quota, rename, delete, transfer."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 
+from tests.e2e._apps import in_workspace
+from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import (
     INJECTION,
     SCRIPT,
@@ -309,3 +312,25 @@ async def test_concurrent_creations_cannot_overshoot_the_workspaces_quota(
     statuses = await asyncio.gather(*(create(f"race{n}") for n in range(4)))
     assert sorted(statuses) == [200, 403, 403, 403]
     assert len(await workspaces_of(client, user)) == 3
+
+
+async def test_a_workspace_whose_apps_others_use_is_deleted_only_with_force(
+    client: AsyncClient,
+) -> None:
+    """Its apps go with it, and with them other workspaces' keys and records: 409 `app_in_use`
+    (nothing deleted) unless asked for with `force`."""
+    owner, workspace_id, _ = await team(client)
+    consumer = await register(client)
+    as_team = replace(owner, headers=in_workspace(owner, workspace_id))
+    app_id = await notes_app(client, as_team, visibility="public")
+    _key_id, secret = await app_key(client, consumer, app_id)
+    path = f"/api/v1/workspaces/{workspace_id}"
+    refused = await client.delete(path, headers=owner.headers)
+    assert_error(refused, 409, "app_in_use")
+    assert refused.json()["data"]["subscribers"] == 1
+    assert data_of(await call(client, secret, app_id, "echo", {"text": "still"})) == {
+        "echo": "still"
+    }
+    done = await client.delete(path + "?force=true", headers=owner.headers)
+    assert data_of(done) == {"id": workspace_id}
+    assert_error(await call(client, secret, app_id, "echo", {"text": "x"}), 404, "app_not_found")

@@ -30,6 +30,7 @@ from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created, Text
 from apiforge.idempotency.locking import IfMatch, set_etag
+from apiforge.keys.subscribers import ForceDelete
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["builder"])
@@ -89,9 +90,13 @@ async def update_app(
 
 @router.delete("/apps/{app_id}", summary="Delete an app and all its data (admin+)")
 async def delete_app(
-    app_id: str, current: CurrentWorkspaceDep, service: AppServiceDep, if_match: IfMatch
+    app_id: str,
+    current: CurrentWorkspaceDep,
+    service: AppServiceDep,
+    if_match: IfMatch,
+    force: ForceDelete = False,
 ) -> Envelope[Created]:
-    await service.delete(current, app_id, if_match)
+    await service.delete(current, app_id, if_match, force=force)
     return ok(Created(id=app_id))
 
 

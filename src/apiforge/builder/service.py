@@ -39,6 +39,7 @@ from apiforge.http.handlers import field_errors
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
+from apiforge.keys.subscribers import ensure_unused
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
 from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
@@ -215,13 +216,22 @@ class AppService:
         return await self.read(current, app_id)
 
     async def delete(
-        self, current: CurrentWorkspace, app_id: str, precondition: Precondition = NO_PRECONDITION
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+        *,
+        force: bool = False,
     ) -> None:
         """Admin or owner: the app goes with its APIs, versions, collections and records, if
-        `If-Match` allows (412) and the app still has the version checked (409)."""
+        `If-Match` allows (412) and the app still has the version checked (409). While other
+        workspaces have it enabled, only with `force`: their keys and the records they keep in
+        its collections go with it (409 `app_in_use` otherwise)."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         current.require(Role.ADMIN)
         precondition.check(app.version)
+        if not force:
+            await ensure_unused(self.session, current.id, app.id)
         # Records and collections go by ON DELETE CASCADE; their expression indexes do not.
         connection = await self.session.connection()
         collection_ids = await self.session.scalars(

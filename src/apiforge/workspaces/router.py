@@ -5,13 +5,15 @@ belongs to a workspace (add, role change, removal, ownership) takes a console si
 `ws-` key (`PathWorkspaceInPerson`).
 """
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from apiforge.accounts.deps import CurrentAccount
+from apiforge.builder.hooks import app_changed_hook
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import IfMatch, set_etag
+from apiforge.keys.subscribers import ForceDelete
 from apiforge.workspaces.deps import PathWorkspace, PathWorkspaceInPerson, WorkspaceServiceDep
 from apiforge.workspaces.schemas import (
     MemberCreate,
@@ -60,9 +62,13 @@ async def update_workspace(
 
 @router.delete("/{workspace_id}", summary="Delete a workspace (owner; never the personal one)")
 async def delete_workspace(
-    current: PathWorkspace, service: WorkspaceServiceDep, if_match: IfMatch
+    request: Request,
+    current: PathWorkspace,
+    service: WorkspaceServiceDep,
+    if_match: IfMatch,
+    force: ForceDelete = False,
 ) -> Envelope[Created]:
-    await service.delete(current, if_match)
+    await service.delete(current, if_match, force=force, app_changed=app_changed_hook(request))
     return ok(Created(id=current.id))
 
 

@@ -5,7 +5,9 @@ Authorization lives here, not in routers: every method that changes something ta
 no route can forget a check and the rules are testable without HTTP.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -13,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.accounts.models import Account
+from apiforge.builder.models import App
+from apiforge.core.db import after_commit
 from apiforge.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -23,6 +27,7 @@ from apiforge.core.errors import (
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
+from apiforge.keys.subscribers import ensure_unused
 from apiforge.plans.models import Plan
 from apiforge.plans.service import (
     account_plan,
@@ -243,17 +248,30 @@ class WorkspaceService:
         return await self.read(current)
 
     async def delete(
-        self, current: CurrentWorkspace, precondition: Precondition = NO_PRECONDITION
+        self,
+        current: CurrentWorkspace,
+        precondition: Precondition = NO_PRECONDITION,
+        *,
+        force: bool = False,
+        app_changed: Callable[[str], None] = lambda app_id: None,
     ) -> None:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
         everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
-        is checked (412) and the DELETE is conditional on the version checked (409)."""
+        is checked (412) and the DELETE is conditional on the version checked (409). While other
+        workspaces have one of its apps enabled, only with `force` (409 `app_in_use`)."""
         current.require(Role.OWNER)
         precondition.check(current.workspace.version)
         if current.workspace.personal:
             raise ConflictError(
                 "The personal workspace cannot be deleted", reason="personal_workspace"
             )
+        if not force:
+            await ensure_unused(self.session, current.id)
+        app_ids = (
+            await self.session.scalars(select(App.id).where(App.workspace_id == current.id))
+        ).all()
+        for app_id in app_ids:  # their cascade is the database's: tell this node's caches
+            after_commit(self.session, partial(app_changed, app_id))
         await delete_row(self.session, current.workspace, precondition)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
