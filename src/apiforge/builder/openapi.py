@@ -20,6 +20,7 @@ from apiforge.builder.service import find_app
 from apiforge.builder.versions import find_version
 from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
+from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
 from apiforge.workspaces.service import CurrentWorkspace
 
@@ -51,34 +52,6 @@ _ERRORS = {
     "422": "Idempotency-Key reused with another payload, or a per-call limit exceeded",
     "429": "Rate limited",
 }
-
-
-def _error_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["code", "message", "data"],
-        "properties": {
-            "code": {"type": "integer"},
-            "message": {"type": "string"},
-            "data": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {"type": "string", "description": "stable snake_case reason"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "field": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    }
 
 
 def _description(api: dict[str, Any]) -> str:
@@ -255,7 +228,7 @@ def build_openapi(
             for api in ordered
         },
         "components": {
-            "schemas": {"Error": _error_schema()},
+            "schemas": {"Error": error_schema()},
             "securitySchemes": {
                 "apiKey": {
                     "type": "apiKey",

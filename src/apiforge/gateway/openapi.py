@@ -4,6 +4,7 @@ and the error envelope every route answers (FastAPI would document its own 422 b
 from typing import Any
 
 from apiforge.engine.schemas import InvocationCreate
+from apiforge.http.envelope import error_schema
 
 _ERRORS = {
     "400": "Invalid body or args (`missing_parameters`, `invalid_arguments`, ...)",
@@ -55,36 +56,6 @@ _OTHER_ERRORS = "Any other client error, in the envelope; `data.error` names it"
 
 def _error_content() -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-
-
-def error_schema() -> dict[str, Any]:
-    """The envelope of every error (http/envelope.py `error_response`)."""
-    return {
-        "type": "object",
-        "required": ["code", "message", "data"],
-        "properties": {
-            "code": {"type": "integer", "minimum": 400, "maximum": 599},
-            "message": {"type": "string"},
-            "data": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {"type": "string", "description": "stable snake_case reason"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["field", "message"],
-                            "properties": {
-                                "field": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    }
 
 
 def _is_fastapi_422(response: dict[str, Any]) -> bool:

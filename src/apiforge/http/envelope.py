@@ -33,3 +33,33 @@ def error_response(
 ) -> Response:
     body = envelope_bytes(status, message, {"error": reason, **(details or {})})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_schema() -> dict[str, Any]:
+    """The envelope of every error (http/envelope.py `error_response`)."""
+    return {
+        "type": "object",
+        "required": ["code", "message", "data"],
+        "properties": {
+            "code": {"type": "integer", "minimum": 400, "maximum": 599},
+            "message": {"type": "string"},
+            "data": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string", "description": "stable snake_case reason"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "message"],
+                            "properties": {
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
