@@ -24,13 +24,18 @@ async def _workspace(settings: Settings) -> str:
         await shutdown(application)
 
 
-def test_export_to_an_unwritable_path_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
-    env: dict[str, str | None] = {
+def _env(settings: Settings) -> dict[str, str | None]:
+    """The command's environment: the test's database, no Redis."""
+    return {
         "APIFORGE_DATA_DIR": str(settings.data_dir),
         "APIFORGE_DATABASE_URL": settings.database_url,
         "APIFORGE_SECRET_KEY": settings.secret_key,
         "APIFORGE_REDIS_URL": None,
     }
+
+
+def test_export_to_an_unwritable_path_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
+    env = _env(settings)
     document = tmp_path / "app.json"
     document.write_text('{"app": {"name": "Exported"}}')
     workspace_id = asyncio.run(_workspace(settings))
@@ -50,12 +55,7 @@ def test_export_to_an_unwritable_path_is_a_clear_error(settings: Settings, tmp_p
 
 def test_import_keeps_to_the_workspace_apps_quota(settings: Settings, tmp_path: Path) -> None:
     """The command acts as the operator, but the workspace's plan still bounds its apps."""
-    env: dict[str, str | None] = {
-        "APIFORGE_DATA_DIR": str(settings.data_dir),
-        "APIFORGE_DATABASE_URL": settings.database_url,
-        "APIFORGE_SECRET_KEY": settings.secret_key,
-        "APIFORGE_REDIS_URL": None,
-    }
+    env = _env(settings)
     document = tmp_path / "app.json"
     document.write_text('{"app": {"name": "Exported"}}')
     workspace_id = asyncio.run(_workspace(settings))
