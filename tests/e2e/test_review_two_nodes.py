@@ -10,7 +10,8 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -32,6 +33,17 @@ QUOTA_WINDOW = 2 * 5.0 + 0.1  # plan quotas: refreshed every 5 s, re-read inline
 GIVE_UP = 20.0  # seconds of polling after which a node is taken to honour it forever
 
 Probe = Callable[[], Awaitable[Response]]
+
+
+@asynccontextmanager
+async def _two_nodes(settings: Settings) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
+    """Two server processes over the test's database (and Redis), a client for each."""
+    async with (
+        running_servers(settings) as urls,
+        AsyncClient(base_url=urls[0], timeout=30) as one,
+        AsyncClient(base_url=urls[1], timeout=30) as two,
+    ):
+        yield one, two
 
 
 async def _warm(probe: Probe, seconds: float = 0.7) -> None:
@@ -103,11 +115,7 @@ def _echo_body(app_id: str, text: str) -> bytes:
 
 
 async def test_revoked_app_pk_and_ws_keys_stop_on_the_other_node(settings: Settings) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner = await register(one)
         app_id = await notes_app(one, owner)
         app_id_key, app_secret = await app_key(one, owner, app_id)
@@ -145,11 +153,7 @@ async def test_revoked_app_pk_and_ws_keys_stop_on_the_other_node(settings: Setti
 
 @pytest.mark.skipif(not REDIS_URL, reason="nonces are shared across nodes through Redis")
 async def test_signed_calls_replays_and_revocation_across_nodes(settings: Settings) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner = await register(one)
         app_id = await notes_app(one, owner)
         key_id, secret = await app_key(one, owner, app_id)
@@ -179,11 +183,7 @@ async def test_a_disabled_account_is_refused_on_the_other_node(
     app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
     admin = await make_admin(app, client)
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         user = await register(one)
         app_id = await notes_app(one, user)
         _, ws = await create_key(one, user.headers, type="ws", role="admin")
@@ -222,11 +222,7 @@ async def test_a_disabled_account_is_refused_on_the_other_node(
 
 
 async def test_a_removed_member_loses_the_workspace_on_the_other_node(settings: Settings) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner, member = await register(one), await register(one)
         workspace_id = await new_workspace(one, owner)
         await add_member(one, owner, workspace_id, member, "admin")
@@ -278,11 +274,7 @@ async def test_a_removed_member_loses_the_workspace_on_the_other_node(settings: 
 async def test_a_removed_subscription_and_a_private_app_stop_the_other_node(
     settings: Settings,
 ) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner = await register(one)
         app_id = await notes_app(one, owner, visibility="public")
         removed, hidden = await register(one), await register(one)
@@ -317,11 +309,7 @@ async def test_a_removed_subscription_and_a_private_app_stop_the_other_node(
 
 
 async def test_a_deleted_app_stops_on_the_other_node(settings: Settings) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner = await register(one)
         app_id = await notes_app(one, owner, visibility="public")
         _, ws = await create_key(one, owner.headers, type="ws", role="admin")
@@ -341,11 +329,7 @@ async def test_a_deleted_app_stops_on_the_other_node(settings: Settings) -> None
 async def test_a_new_version_s_price_and_disabled_api_reach_the_other_node(
     settings: Settings,
 ) -> None:
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner, consumer = await register(one), await register(one)
         app_id = await notes_app(one, owner, visibility="public")
         _, secret = await app_key(one, consumer, app_id)
@@ -384,11 +368,7 @@ async def test_lowered_plan_and_app_limits_apply_on_the_other_node(
     app: FastAPI, client: AsyncClient, settings: Settings
 ) -> None:
     admin = await make_admin(app, client)
-    async with (
-        running_servers(settings) as urls,
-        AsyncClient(base_url=urls[0], timeout=30) as one,
-        AsyncClient(base_url=urls[1], timeout=30) as two,
-    ):
+    async with _two_nodes(settings) as (one, two):
         owner = await register(one)
         app_id = await notes_app(one, owner, visibility="public")
         rated, metered, limited = await register(one), await register(one), await register(one)
