@@ -4,6 +4,7 @@ A key is never shown again after `ApiKeyCreated`: `ApiKeyRead` has its prefix, n
 or its hash.
 """
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -33,16 +34,29 @@ def normalise_origin(text: str) -> str:
         raise ValueError("must be an origin like https://app.example.com")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         raise ValueError("must be an origin like https://app.example.com (no path)")
+    if "*" in parts.netloc:  # a browser sends one exact origin: `*.example.com` matches none
+        raise ValueError("must be an exact origin: wildcards are not supported, list each one")
     try:
         port = parts.port
     except ValueError:
         raise ValueError("has an invalid port") from None
-    host = _ascii_host(parts.hostname.lower())
-    if ":" in host:
-        host = f"[{host}]"
+    host = parts.hostname.lower()
+    host = f"[{_ipv6_host(host)}]" if ":" in host else _ascii_host(host)
     if port is None or port == _DEFAULT_PORTS[parts.scheme]:
         return f"{parts.scheme}://{host}"
     return f"{parts.scheme}://{host}:{port}"
+
+
+def _ipv6_host(host: str) -> str:
+    """Browsers send an IPv6 host compressed (`[0:0::0:1]` → `[::1]`, `[::ffff:1.2.3.4]` →
+    `[::ffff:102:304]`), and never with a zone."""
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        address = None
+    if address is None or address.scope_id is not None:
+        raise ValueError("must be an origin with a valid IPv6 address (no zone)")
+    return str(address)
 
 
 def _ascii_host(host: str) -> str:

@@ -16,6 +16,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_FORWARDED_HOPS = 20  # a longer header is read only this far from the right
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4 addresses written as IPv6
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -35,19 +36,32 @@ def parse_ip(text: str) -> IPAddress | None:
 
 
 def normalise_cidr(text: str) -> str:
-    """`10.1.2.3/8` → `10.0.0.0/8`, `203.0.113.5` → `203.0.113.5/32`; ValueError otherwise."""
+    """`10.1.2.3/8` → `10.0.0.0/8`, `203.0.113.5` → `203.0.113.5/32`, `::ffff:203.0.113.5` →
+    `203.0.113.5/32`; ValueError otherwise. A zone (`fe80::1%eth0`) is refused: it names an
+    interface of one host, matching ignores it, and it may hold any text (even a NUL)."""
     value = text.strip()
     if not value or len(value) > 64:
         raise ValueError("must be an IP address or a CIDR range")
+    if "%" in value:
+        raise ValueError("must be an IP address or a CIDR range without a zone (%…)")
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise ValueError("must be an IP address or a CIDR range") from None
-    return str(network)
+    return str(_unmapped(network))
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+    return tuple(_unmapped(ipaddress.ip_network(value.strip(), strict=False)) for value in values)
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """A range of IPv4-mapped addresses (`::ffff:203.0.113.0/120`) as the IPv4 range it is:
+    clients are compared as IPv4 (`parse_ip`), so the IPv6 form would never match anyone."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        low_bits = int(network.network_address) & 0xFFFFFFFF
+        return ipaddress.IPv4Network((low_bits, network.prefixlen - 96))
+    return network
 
 
 def ip_allowed(address: str | IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
