@@ -39,6 +39,7 @@ from apiforge.engine.loader import (
 from apiforge.engine.runtime import RunResult, dump_json, execute, masker_for, trace_json
 from apiforge.engine.schemas import WorkflowCreate
 from apiforge.tools.clock import utcnow
+from apiforge.usage.models import WORKFLOW_API  # a run's name in the ledger and the request log
 from apiforge.workspaces.service import CurrentWorkspace
 
 _OMITTED_ROOM = 64  # bytes kept for the `{"omittedEntries": n}` that ends a cut trace
@@ -95,9 +96,6 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
 
 def envelope(data_json: bytes) -> bytes:
     return b'{"code":200,"message":"success","data":' + data_json + b"}"
-
-
-WORKFLOW_API = "(workflow)"  # an ad-hoc run's name in the ledger and the request log: no API's
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,11 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apiforge.tools.clock import utcnow
-from apiforge.usage.models import RequestLog
+from apiforge.usage.models import WORKFLOW_API, RequestLog
 
 
 def month_start(now: datetime) -> datetime:
@@ -15,16 +15,27 @@ def month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+# The workflow name inline, not as a parameter: only a literal lets the planner (SQLite, and a
+# PostgreSQL prepared statement's generic plan) match the partial index on workflow runs.
+_IS_WORKFLOW = RequestLog.api == literal_column(f"'{WORKFLOW_API}'")
+
+
 async def calls_this_month(
     session: AsyncSession | AsyncConnection, workspace_id: str, now: datetime | None = None
 ) -> int:
-    """Successful (2xx) calls the workspace made since the start of the current UTC calendar
-    month, answered from the `(workspace_id, created_at, status)` index alone. Reads the written
+    """Successful (2xx) gateway calls the workspace made since the start of the current UTC
+    calendar month. Its workflow runs are in the same log but are no gateway calls
+    (docs/decisions.md): they are counted apart and subtracted, so the calls are still counted
+    from the `(workspace_id, created_at, status)` index alone and the runs from a partial index
+    holding only theirs, never by reading every call's row for its `api`. Reads the written
     log, so calls still in the write buffer (under a second old) are not counted yet."""
-    stmt = select(func.count()).where(
+    since = month_start(now or utcnow())
+    conditions = (
         RequestLog.workspace_id == workspace_id,
-        RequestLog.created_at >= month_start(now or utcnow()),
+        RequestLog.created_at >= since,
         RequestLog.status >= 200,
         RequestLog.status < 300,
     )
-    return int(await session.scalar(stmt) or 0)
+    calls = select(func.count()).where(*conditions).scalar_subquery()
+    runs = select(func.count()).where(*conditions, _IS_WORKFLOW).scalar_subquery()
+    return int(await session.scalar(select(calls - runs)) or 0)
