@@ -3,6 +3,7 @@
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -60,7 +61,8 @@ class GatewayContext:
     lease: Any = None
     idempotency: Any = None  # the idempotency stage's claim (idempotency/store.py `Claim`)
     charge: Any = None  # the charge stage's reservation (billing/charging.py `Charge`)
-    quota_held: bool = False  # the call holds a place in its workspace's callsPerMonth quota
+    # The UTC month in which the call holds a place in its workspace's callsPerMonth quota.
+    quota_held: datetime | None = None
     # True once the call's request-log row was written with its charge (the log stage skips it).
     log_written: bool = False
 

@@ -83,8 +83,12 @@ class QuotaHitLog:
         key = (workspace_id, quota, operation, now.replace(second=0, microsecond=0))
         row = self._open.get(key)
         if row is not None:
+            # The row shows the last refusal's plan and figures: a plan changed within the
+            # minute must not leave `used` beside a limit that no longer applied.
             row["hits"] += 1
             row["last_at"] = now
+            row["plan_id"] = plan_id
+            row["quota_limit"] = limit
             row["used"] = used
             return
         if len(self._open) >= self.capacity:

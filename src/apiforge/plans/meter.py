@@ -93,9 +93,11 @@ class QuotaMeter:
         self._plans: dict[str, PlanLimits] = {}
         self._calls: dict[str, CallCount] = {}
         self._stock: dict[str, Stock] = {}
-        # Gateway calls admitted by `check_call` and not yet ended, per workspace: they count as
-        # used, so calls running at once can't overshoot the quota (nor leave it unmet).
-        self._running: dict[str, int] = {}
+        # Gateway calls admitted by `check_call` and not yet ended, per workspace and the month
+        # they were admitted in: they count as used in that month, so calls running at once
+        # can't overshoot the quota (nor leave it unmet), and calls still running when a month
+        # ends take nothing of the next one.
+        self._running: dict[tuple[str, datetime], int] = {}
         self._refreshing: set[tuple[str, str]] = set()
         self._plan_epoch = 0  # bumped by `forget`: plan reads begun before it are not kept
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,34 +106,40 @@ class QuotaMeter:
 
     # --- checks ---------------------------------------------------------------------------------
 
-    async def check_call(self, connection: AsyncConnection, workspace_id: str) -> bool:
+    async def check_call(self, connection: AsyncConnection, workspace_id: str) -> datetime | None:
         """403 `quota_exceeded` when the workspace used up its `callsPerMonth` (gateway), counting
         its calls still running as used. An allowed call takes a place among those until
-        `end_call`: True when it did, False when the plan has no such limit."""
+        `end_call`: answers the UTC month it holds a place in, None when the plan has no such
+        limit."""
         plan = await self.limits(connection, workspace_id)
         if plan is None:
-            return False
+            return None
         limit = plan.quotas["callsPerMonth"]
         if limit == UNLIMITED:
-            return False
-        used = await self._calls_used(connection, workspace_id)
+            return None
+        entry = await self._calls_of(connection, workspace_id)
+        used, key = entry.base + entry.local, (workspace_id, entry.month)
         # Read after the awaits above, and taken with no await in between: check and hold are one.
-        running = self._running.get(workspace_id, 0)
+        running = self._running.get(key, 0)
         if used + running >= limit:
             self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used + running)
-        self._running[workspace_id] = running + 1
-        return True
+        self._running[key] = running + 1
+        return entry.month
 
-    def end_call(self, workspace_id: str, succeeded: bool) -> None:
-        """A call holding a place (`check_call` answered True) ended: it counts only if it
-        succeeded."""
-        if succeeded:
-            self.count_call(workspace_id)
-        running = self._running.get(workspace_id, 0) - 1
+    def end_call(self, workspace_id: str, succeeded: bool, month: datetime | None = None) -> None:
+        """A call holding a place in `month` (what `check_call` answered; default this month)
+        ended: it counts only if it succeeded, and only in its own month (its request-log row is
+        dated when it began), never in the next one it ran into."""
+        month = month or self._month()
+        key = (workspace_id, month)
+        running = self._running.get(key, 0) - 1
         if running > 0:
-            self._running[workspace_id] = running
+            self._running[key] = running
         else:
-            self._running.pop(workspace_id, None)
+            self._running.pop(key, None)
+        entry = self._calls.get(workspace_id)
+        if succeeded and entry is not None and entry.month == month:
+            entry.local += 1
 
     def count_call(self, workspace_id: str) -> None:
         """A call of the workspace succeeded (no-op unless its monthly count is being kept)."""
@@ -219,7 +227,8 @@ class QuotaMeter:
             self._refresh("plan", workspace_id, _load_plan, self._plans)
         return entry
 
-    async def _calls_used(self, connection: AsyncConnection, workspace_id: str) -> int:
+    async def _calls_of(self, connection: AsyncConnection, workspace_id: str) -> CallCount:
+        """The workspace's count of this month's successful calls (`base + local`)."""
         month = self._month()
         entry = self._calls.get(workspace_id)
         age = _age(entry)
@@ -229,7 +238,7 @@ class QuotaMeter:
             )
         elif age >= self.usage_ttl:
             self._refresh("calls", workspace_id, _load_calls, self._calls)
-        return entry.base + entry.local
+        return entry
 
     async def _stock_of(self, connection: AsyncConnection, workspace_id: str) -> Stock:
         entry = self._stock.get(workspace_id)

@@ -295,10 +295,12 @@ class PlanService:
     async def delete_plan(self, plan_id: str, precondition: Precondition = NO_PRECONDITION) -> None:
         """A plan no workspace uses; `If-Match` is checked (412) and the ORM's DELETE is
         conditional on the version checked."""
-        plan = await self._plan(plan_id)
+        plan = await self._lock_plan(await self._plan(plan_id))
         precondition.check(plan.version)
         if plan.is_default:
             raise ConflictError("The default plan cannot be deleted", reason="default_plan")
+        # Counted under the plan's lock: a workspace moved onto the plan meanwhile is seen here
+        # (409) rather than failing the DELETE on its foreign key (500).
         in_use = await self.session.scalar(select(func.count()).where(Workspace.plan_id == plan.id))
         if in_use:
             raise ConflictError(
@@ -317,7 +319,10 @@ class PlanService:
         workspace = await self.session.get(Workspace, workspace_id) if is_id(workspace_id) else None
         if workspace is None:
             raise NotFoundError("Workspace not found", reason="workspace_not_found")
-        plan = await self._plan(data.plan_id)
+        # SQLite's write lock first, then the plan read with a key-share lock (PostgreSQL): a
+        # plan deleted at the same time is a 404 here, never a foreign-key failure (500).
+        await lock_workspace(self.session, workspace.id)
+        plan = await self._plan(data.plan_id, key_share=True)
         advance(workspace, NO_PRECONDITION)  # its planId changes: a new version
         workspace.plan_id = plan.id
         await self.session.flush()
@@ -375,11 +380,44 @@ class PlanService:
         rows, total = await fetch_page(self.session, stmt, params)
         return params.page([_hit_read(row) for row in rows], total)
 
-    async def _plan(self, plan_id: str) -> Plan:
-        plan = await self.session.get(Plan, plan_id) if is_id(plan_id) else None
+    async def _plan(self, plan_id: str, *, key_share: bool = False) -> Plan:
+        """The plan (404 otherwise); with `key_share`, read again under PostgreSQL's FOR KEY
+        SHARE, so it can't be deleted before this transaction ends."""
+        if not is_id(plan_id):
+            raise PlanNotFoundError()
+        if key_share:
+            stmt = (
+                select(Plan)
+                .where(Plan.id == plan_id)
+                .with_for_update(read=True, key_share=True)
+                .execution_options(populate_existing=True)
+            )
+            plan = await self.session.scalar(stmt)
+        else:
+            plan = await self.session.get(Plan, plan_id)
         if plan is None:
             raise PlanNotFoundError()
         return plan
+
+    async def _lock_plan(self, plan: Plan) -> Plan:
+        """Lock the plan's row until commit and read it again (404 if it went meanwhile): a no-op
+        UPDATE takes SQLite's write lock, FOR UPDATE waits out PostgreSQL transactions that
+        key-share it (a workspace being moved onto it)."""
+        await self.session.execute(
+            update(Plan)
+            .where(Plan.id == plan.id)
+            .values(updated_at=Plan.updated_at)  # explicit: keeps `onupdate` from firing
+            .execution_options(synchronize_session=False)
+        )
+        locked = await self.session.scalar(
+            select(Plan)
+            .where(Plan.id == plan.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if locked is None:
+            raise PlanNotFoundError()
+        return locked
 
     async def _ensure_code_free(self, code: str) -> None:
         if await self.session.scalar(select(Plan.id).where(Plan.code == code)):

@@ -34,8 +34,8 @@ class QuotaStage:
         if caller is None or caller.workspace_id is None:
             return
         succeeded = 200 <= ctx.status < 300
-        if ctx.quota_held:
-            ctx.quota_held = False
-            self.meter.end_call(caller.workspace_id, succeeded)
+        if ctx.quota_held is not None:
+            month, ctx.quota_held = ctx.quota_held, None
+            self.meter.end_call(caller.workspace_id, succeeded, month)
         elif succeeded:
             self.meter.count_call(caller.workspace_id)
