@@ -463,3 +463,35 @@ async def test_two_server_processes_share_the_monthly_call_quota(
         ("callsPerMonth", plan_id, 1),
         ("callsPerMonth", plan_id, 1),
     ]
+
+
+@pytest.mark.parametrize("quota", ["requestsPerMinute", "concurrentRequests"])
+async def test_a_plan_allowing_no_calls_notes_its_refusals(
+    app: FastAPI, client: AsyncClient, quota: str
+) -> None:
+    """A rate quota of 0 refuses every call with 403 (retrying never helps), and like every
+    quota refusal it is noted in the quota-hit log and counted in the metric."""
+    owner = await register(client)
+    app_id = await new_app(client, owner.headers)
+    await new_api(
+        client, owner.headers, app_id, "ping", steps=[{"id": "p", "type": "set", "value": 1}]
+    )
+    admin, plan_id = await _on_plan(app, client, owner.workspace_id, "closed", **{quota: 0})
+    metrics_before = (await client.get("/metrics")).text
+    for _ in range(3):
+        _refused(await _dev_call(client, owner, app_id, "ping"), quota, 0)
+    hits = await _hits(app, client, admin, workspaceId=owner.workspace_id, quota=quota)
+    assert [(h["hits"], h["operation"], h["planId"], h["limit"]) for h in hits] == [
+        (3, "invocations", plan_id, 0)
+    ]
+    sample = f'apiforge_quota_refusals_total{{quota="{quota}"}}'
+    assert _sample(metrics_before, sample) + 3 == _sample(
+        (await client.get("/metrics")).text, sample
+    )
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -44,7 +44,7 @@ def build_stages(state: GatewayState) -> tuple[tuple[Stage, ...], tuple[AfterSta
         PublishableKeyStage(),
         # 5. Traffic control once the app, API and calling workspace are known: frequency and
         #    concurrency limits admitted at once (one Redis round trip), places held to the end.
-        TrafficStage(traffic),
+        TrafficStage(traffic, quotas.meter),
         # 6. Validate args only for callers allowed to call: errors never leak param lists.
         ValidationStage(),
         # 7. End-user token and permission mode, on validated args (userSystem reads an arg).

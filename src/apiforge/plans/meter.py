@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
@@ -311,9 +311,19 @@ class QuotaMeter:
             cache.clear()
         cache[workspace_id] = entry
 
+    async def refuse_closed(
+        self, connection: AsyncConnection, workspace_id: str, quota: str
+    ) -> NoReturn:
+        """403 for a gateway call the plan allows none of (`quota` is 0: the traffic stage finds
+        it), noted like every quota refusal."""
+        plan = await self.limits(connection, workspace_id)
+        if plan is None:
+            raise QuotaExceededError(quota, 0, 0)
+        self._refuse(workspace_id, plan, quota, "invocations", plan.quotas.get(quota, 0), 0)
+
     def _refuse(
         self, workspace_id: str, plan: PlanLimits, quota: str, operation: str, limit: int, used: int
-    ) -> None:
+    ) -> NoReturn:
         self.hits.record(
             workspace_id=workspace_id,
             plan_id=plan.plan_id,

@@ -11,6 +11,7 @@ counts in no window and holds no place; an admitted one holds its places until
 from dataclasses import dataclass
 
 from apiforge.gateway.context import GatewayContext
+from apiforge.plans.meter import QuotaMeter
 from apiforge.plans.quotas import QuotaExceededError
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
@@ -25,8 +26,9 @@ MAX_SHAPES = 10_000
 class TrafficStage:
     name = "traffic"
 
-    def __init__(self, control: TrafficControl) -> None:
+    def __init__(self, control: TrafficControl, meter: QuotaMeter | None = None) -> None:
         self.control = control
+        self.meter = meter  # notes a closed plan's refusals in the quota-hit log
         # The rates and places of a caller on an API, with their `RateLimit-Policy`, as last
         # built from the app's limits and the plan's rates: reused while the rules cache hands
         # out the same objects (read again at most every few seconds), so most calls build
@@ -53,6 +55,8 @@ class TrafficStage:
             self._shapes[key] = shape
         if shape.closed:
             # A plan that allows no calls: retrying later never helps, so not a 429.
+            if self.meter is not None:
+                await self.meter.refuse_closed(ctx.connection, workspace, shape.closed)
             raise QuotaExceededError(shape.closed, 0, 0)
         rates, slots = shape.rates, shape.slots
         if not rates and not slots:
@@ -117,8 +121,9 @@ class TrafficRelease:
 
     name = "traffic_release"
 
-    def __init__(self, control: TrafficControl) -> None:
+    def __init__(self, control: TrafficControl, meter: QuotaMeter | None = None) -> None:
         self.control = control
+        self.meter = meter  # notes a closed plan's refusals in the quota-hit log
 
     async def after(self, ctx: GatewayContext) -> None:
         lease = ctx.lease
