@@ -12,5 +12,8 @@ async def test_register_then_read_profile(client: AsyncClient) -> None:
     assert body["message"] == "success"
     assert body["data"]["email"] == user.email
     assert body["data"]["isAdmin"] == 0
-    assert body["data"]["createdAt"].endswith("Z")
+    assert body["data"]["createdTime"].endswith("Z")
+    # Times are named as on every other resource (and the admin's view of the same account).
+    assert {"createdTime", "updatedTime", "lastLoginTime"} <= set(body["data"])
+    assert not {"createdAt", "updatedAt", "lastLoginAt"} & set(body["data"])
     assert "X-Request-ID" in response.headers

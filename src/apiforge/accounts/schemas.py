@@ -46,9 +46,10 @@ class ProfileRead(ApiModel):
     is_admin: Flag
     status: str
     version: int
-    created_at: Timestamp
-    updated_at: Timestamp
-    last_login_at: Timestamp | None
+    # Named `...Time` as every other resource's times are (spec 003: `sort=createdTime`).
+    created_time: Timestamp = Field(validation_alias="created_at")
+    updated_time: Timestamp = Field(validation_alias="updated_at")
+    last_login_time: Timestamp | None = Field(validation_alias="last_login_at")
 
 
 class ProfileUpdate(InputModel):
