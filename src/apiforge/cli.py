@@ -73,6 +73,13 @@ def serve(
     settings = Settings()
     # The supervisor of --workers/--reload never builds the app: configure its logs here too.
     configure_logging(settings)
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            "warning: without APIFORGE_REDIS_URL each worker keeps its own traffic limits and "
+            "signed-call nonces: limits let up to --workers times the traffic through, and a "
+            "captured signed call can be replayed once to each worker (docs/traffic.md)",
+            err=True,
+        )
     # A server allocates many short-lived objects per request: collect the youngest generation
     # less often (each collection then frees more at once), the older ones rarely. The heap
     # built at start-up is frozen out of every collection once the app is up (app.py).

@@ -286,3 +286,21 @@ def test_serve_refuses_reload_with_several_workers() -> None:
     result = runner.invoke(app, ["serve", "--reload", "--workers", "2"])
     assert result.exit_code == 2
     assert "--reload" in result.stderr
+
+
+def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    started: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(kw["workers"]))
+    several = runner.invoke(app, ["serve", "--workers", "3"], env={"APIFORGE_REDIS_URL": None})
+    assert several.exit_code == 0, several.output
+    assert "warning: without APIFORGE_REDIS_URL" in several.stderr
+    one = runner.invoke(app, ["serve"], env={"APIFORGE_REDIS_URL": None})
+    shared = runner.invoke(
+        app, ["serve", "--workers", "3"], env={"APIFORGE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    )
+    assert "warning" not in one.stderr + shared.stderr
+    assert started == [3, 1, 3]

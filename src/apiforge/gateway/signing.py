@@ -36,9 +36,10 @@ SKEW_SECONDS = 300
 # several nodes, as much again as their clocks may differ (a node behind the one that first
 # accepted the nonce still accepts its timestamp later, in real time).
 NONCE_TTL_SECONDS = 2 * SKEW_SECONDS + 2 + CLOCK_SKEW_SECONDS
-NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
-SIGN_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+# Whole-value matches (`fullmatch`): `$` alone would also accept a value ending in a newline.
+NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
+SIGN_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KEY_ID_MAX = 128
 HEADERS = ("x-app-id", "x-timestamp", "x-nonce", "x-sign")
 
@@ -96,7 +97,7 @@ def signature_matches(secret: str, canonical: str, given: str) -> bool:
 
 def check_timestamp(timestamp: str, now: float) -> None:
     """401 unless `timestamp` is whole Unix seconds within ±300 s of `now`."""
-    if not TIMESTAMP_PATTERN.match(timestamp):
+    if not TIMESTAMP_PATTERN.fullmatch(timestamp):
         raise AuthenticationError(
             "X-Timestamp must be whole Unix seconds", reason="invalid_timestamp"
         )
@@ -220,11 +221,11 @@ class SignatureResolver:
             )
         key_id, timestamp, nonce, given = values
         check_timestamp(timestamp, self.clock())
-        if not NONCE_PATTERN.match(nonce):
+        if not NONCE_PATTERN.fullmatch(nonce):
             raise AuthenticationError(
                 "X-Nonce must be 16 to 64 characters of A-Z a-z 0-9 _ -", reason="invalid_nonce"
             )
-        if len(key_id) > KEY_ID_MAX or not SIGN_PATTERN.match(given):
+        if len(key_id) > KEY_ID_MAX or not SIGN_PATTERN.fullmatch(given):
             raise _bad_signature()
         found = await self.keys.find(ctx, key_id)
         if found is None:
