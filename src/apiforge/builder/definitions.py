@@ -7,11 +7,11 @@ app's collections and the current step prices; the builder adds only what the en
 """
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apiforge.builder.models import ApiDefinition, AppVersion, StepPrice
 from apiforge.builder.schemas import ApiCreate, json_problem
@@ -25,8 +25,9 @@ MAX_CALL_DEPTH = RunLimits().max_call_depth
 _PINNED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 
 
-def api_document(row: ApiDefinition) -> dict[str, Any]:
-    """The full definition of a saved API (what a version freezes), with its computed cost."""
+def api_document(row: Any) -> dict[str, Any]:
+    """The full definition of a saved API (what a version freezes), with its computed cost: of
+    an `ApiDefinition`, or of a row of its table (the same names)."""
     return {
         "api": row.api,
         "name": row.name,
@@ -73,6 +74,39 @@ async def load_collections(session: AsyncSession, app_id: str) -> dict[str, Coll
         )
         for row in rows
     }
+
+
+async def dev_documents(
+    bind: AsyncSession | AsyncConnection, app_id: str
+) -> dict[str, dict[str, Any]]:
+    """The app's `dev` APIs as documents (`api_document`) by name: what its `callApi` steps run.
+    Read as rows, so a connection without an ORM session can read them too."""
+    table = ApiDefinition.__table__
+    rows = await bind.execute(select(table).where(table.c.app_id == app_id))
+    return {row.api: api_document(row) for row in rows}
+
+
+async def pinned_costs(
+    bind: AsyncSession | AsyncConnection,
+    app_id: str | None,
+    definitions: Iterable[Mapping[str, Any]],
+    own_version: str | None = None,
+) -> dict[tuple[str, str], int]:
+    """(version, api) -> the cost it was published with, for each published version the `callApi`
+    steps of `definitions` pin (but `own_version`, being published)."""
+    wanted = {v for d in definitions for v in pinned_versions(d.get("steps"))}
+    wanted.discard(own_version or "")
+    pinned: dict[tuple[str, str], int] = {}
+    if wanted and app_id is not None:
+        found = await bind.execute(
+            select(AppVersion.version, AppVersion.snapshot).where(
+                AppVersion.app_id == app_id, AppVersion.version.in_(sorted(wanted))
+            )
+        )
+        for version, snapshot in found:
+            for api, document in ((snapshot or {}).get("apis") or {}).items():
+                pinned[(str(version), api)] = int(document.get("cost") or 0)
+    return pinned
 
 
 def price_below_cost(price: int, cost: int, field: str = "price") -> ValidationError:
@@ -136,18 +170,7 @@ class DefinitionChecker:
     ) -> "CalleeCosts":
         """The callee costs of `definitions` (one version of an app: `dev`, or `own_version`
         being published), with the frozen costs of the published versions they pin."""
-        wanted = {v for d in definitions.values() for v in pinned_versions(d.get("steps"))}
-        wanted.discard(own_version or "")
-        pinned: dict[tuple[str, str], int] = {}
-        if wanted and app_id is not None:
-            found = await self.session.execute(
-                select(AppVersion.version, AppVersion.snapshot).where(
-                    AppVersion.app_id == app_id, AppVersion.version.in_(sorted(wanted))
-                )
-            )
-            for version, snapshot in found:
-                for api, document in ((snapshot or {}).get("apis") or {}).items():
-                    pinned[(version, api)] = int(document.get("cost") or 0)
+        pinned = await pinned_costs(self.session, app_id, definitions.values(), own_version)
         return CalleeCosts(definitions, collections, prices, pinned, own_version)
 
     def check(

@@ -331,12 +331,19 @@ def _may_answer_secrets(steps: Any) -> bool:
 
 
 def compile_workflow(
-    steps: Any, collections: Mapping[str, CollectionSchema], prices: Mapping[str, int]
+    steps: Any,
+    collections: Mapping[str, CollectionSchema],
+    prices: Mapping[str, int],
+    *,
+    callee_cost: Callable[[str, str | None], int] | None = None,
 ) -> CompiledApi:
     """An ad-hoc step list (`/api/v1/workflows`): no params, `args` passed through as given.
     Its cost is what the run is charged, so it is held to what an API's price may be (`MAX_RU`):
-    nested loops can multiply a step's price past any wallet, and past 64 bits."""
-    compiled = compile_api({"api": "", "steps": steps}, collections, prices)
+    nested loops can multiply a step's price past any wallet, and past 64 bits. `callee_cost`
+    costs what its `callApi` steps run, as for a saved API."""
+    compiled = compile_api(
+        {"api": "", "steps": steps}, collections, prices, callee_cost=callee_cost
+    )
     if compiled.cost > MAX_RU:
         most = f"over the most a call may cost ({MAX_RU})"
         raise DefinitionError(None, "steps", f"these steps could cost {compiled.cost} RU, {most}")

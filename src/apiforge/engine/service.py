@@ -12,7 +12,7 @@ steps ad hoc would cost nothing where calling the API costs its steps.
 """
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,12 +22,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.charging import Charge, Charger, split
+from apiforge.builder.definitions import CalleeCosts, dev_documents, pinned_costs
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
+from apiforge.builder.schemas import json_problem
 from apiforge.builder.signing import open_signing_secret
-from apiforge.core.errors import ApiforgeError, ForbiddenError
+from apiforge.core.errors import ApiforgeError, ForbiddenError, ValidationError
+from apiforge.core.lazydb import LazyConnection
 from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import cipher_for
+from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.base import EngineServices, RunContext, RunLimits
 from apiforge.engine.compiler import CompiledApi, compile_workflow
 from apiforge.engine.loader import (
@@ -147,13 +151,16 @@ class EngineService:
         charged their cost (see the module docstring)."""
         charge: Charge | None = None
         succeeded = False
+        # Checked out on the first statement and given back while the run holds nothing on it
+        # (before the steps on SQLite, before an `httpRequest` waits on every backend), as a
+        # gateway call's: workflows waiting on slow upstreams must not empty the pool.
+        conn = LazyConnection(self.state.db)
         try:
-            async with self.state.db.connect() as conn:
+            try:
                 target = await self.state.loader.target(conn, body.app_id, "dev")
                 if target.workspace_id != current.id:
                     raise AppNotFoundError()
-                collections = await self.state.loader.collections(conn, target.id)
-                compiled = compile_workflow(body.steps, collections, await load_prices(conn))
+                compiled = await _compile(conn, self.state.loader, target.id, body.steps)
                 args = compiled.validate_args(body.args)
                 debit, profit, platform = split(0, compiled.cost, own_app=True)
                 if debit > 0:
@@ -169,6 +176,7 @@ class EngineService:
                         request_id=run.request_id[:128],
                     )
                 ctx = self._context(conn, target, current.id, args, body.debug)
+                await conn.let_go()
                 body_bytes = await self._run(compiled, ctx)
                 if charge is not None:
                     await charger.settle(conn, charge, run.log_row(current, target.id))
@@ -176,6 +184,8 @@ class EngineService:
                 if charge is not None:
                     await charger.confirm(conn, charge)
                 succeeded = True
+            finally:
+                await conn.close()
         finally:
             # Once the connection is given back: on PostgreSQL a hold is released on another.
             if charge is not None:
@@ -215,6 +225,51 @@ class EngineService:
         if ctx.trace is None:
             return envelope(result.body)
         return envelope(debug_body(result, trace_of(compiled, ctx)))
+
+
+async def _compile(
+    conn: AsyncConnection, loader: ApiLoader, app_id: str, steps: list[Any]
+) -> CompiledApi:
+    """A workflow's steps compiled against the app's `dev` collections and current prices, held
+    to what a saved API's steps are held to: JSON a definition may hold (at most
+    `MAX_JSON_DEPTH` deep: the compiler recurses into values), and `callApi` costed."""
+    problem = json_problem(steps)
+    if problem is not None:
+        raise ValidationError(
+            "The steps are not a valid definition",
+            reason="invalid_definition",
+            errors=[{"field": "steps", "message": problem}],
+        )
+    collections = await loader.collections(conn, app_id)
+    prices = await load_prices(conn)
+    callees = await _callee_costs(conn, app_id, steps, collections, prices)
+    return compile_workflow(steps, collections, prices, callee_cost=callees)
+
+
+async def _callee_costs(
+    conn: AsyncConnection,
+    app_id: str,
+    steps: list[Any],
+    collections: Mapping[str, CollectionSchema],
+    prices: Mapping[str, int],
+) -> Callable[[str, str | None], int] | None:
+    """What the workflow's `callApi` steps add to its cost: their callees' costs, as if the steps
+    were one more `dev` API of the app (`builder/definitions.py`). Free, they would run any API's
+    priced steps for the price of `callApi` (0 by default). None when no step calls an API."""
+    if not _calls_api(steps):
+        return None
+    definitions = await dev_documents(conn, app_id)
+    pinned = await pinned_costs(conn, app_id, [*definitions.values(), {"steps": steps}])
+    return CalleeCosts(definitions, collections, prices, pinned).at(0)
+
+
+def _calls_api(steps: Any) -> bool:
+    """Whether a `callApi` step is among `steps`, nested ones too (depth checked before)."""
+    if isinstance(steps, list):
+        return any(_calls_api(item) for item in steps)
+    if isinstance(steps, dict):
+        return steps.get("type") == "callApi" or any(_calls_api(v) for v in steps.values())
+    return False
 
 
 def trace_of(compiled: CompiledApi, ctx: RunContext) -> list[dict[str, Any]]:
