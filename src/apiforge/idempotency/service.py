@@ -13,5 +13,7 @@ class IdempotencyTokenService:
 
     async def issue(self, principal: str) -> IdempotencyTokenRead:
         """A token only `principal` can spend, once, before it expires."""
-        token, expires = await self.store.tokens.issue(await self.session.connection(), principal)
+        connection = await self.session.connection()
+        token, expires = await self.store.tokens.issue(connection, principal)
+        await self.store.sweep_if_due(connection)  # committed with the token
         return IdempotencyTokenRead(token=token, expires_time=expires)

@@ -51,6 +51,9 @@ log = structlog.get_logger(__name__)
 RECORDS = cast(Table, IdempotencyRecord.__table__)
 SWEEP_INTERVAL = 300.0  # seconds between sweeps of expired rows, per process
 SWEEP_BATCH = 500
+# After a sweep that found a full batch, the next one is due this soon: each sweep stays one
+# bounded batch, but a backlog (more than 500 keys or tokens every five minutes) is caught up.
+CATCH_UP_INTERVAL = 1.0
 
 
 class IdempotencyStore:
@@ -233,6 +236,7 @@ class IdempotencyStore:
         someone else's (its work must not be committed here): the portable path decides."""
         sweep = self._sweep_due()
         lease, retention = self.lease, self.retention
+        backlog: list[bool] = []  # set on the connection's thread when a sweep found a full batch
 
         def claim() -> Claim | StoredResponse | str | None:
             sql = db.raw
@@ -250,7 +254,8 @@ class IdempotencyStore:
                             (record_id, fingerprint, owner, stamp, _stamp(now + lease)),
                         )
                         if inserted.rowcount == 1 and sweep:
-                            _sweep_sqlite(sql, _stamp(now - lease - retention), stamp)
+                            horizon = _stamp(now - lease - retention)
+                            backlog.append(_sweep_sqlite(sql, horizon, stamp))
                         sql.commit()
                         if inserted.rowcount == 1:
                             return Claim(record_id, owner)
@@ -286,6 +291,8 @@ class IdempotencyStore:
             return "in_use"
 
         outcome = await db.run(claim)
+        if any(backlog):
+            self._sweep_again_soon()
         if outcome == "mismatch":
             raise KeyMismatchError()
         if outcome == "in_use":
@@ -328,6 +335,9 @@ class IdempotencyStore:
             return False
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
         return True
+
+    def _sweep_again_soon(self) -> None:
+        self._next_sweep = min(self._next_sweep, time.monotonic() + CATCH_UP_INTERVAL)
 
     async def complete_now(
         self, conn: AsyncConnection | None, claim: Claim, response: StoredResponse
@@ -372,17 +382,32 @@ class IdempotencyStore:
             (RECORDS, RECORDS.c.created_at, now - self.retention - self.lease),
             (TOKENS, TOKENS.c.expires_at, now),
         ):
-            dead = select(table.c.id).where(column <= horizon).limit(SWEEP_BATCH)
+            # SKIP LOCKED (PostgreSQL): another process sweeping at once takes other rows
+            # instead of waiting for its claim's transaction, or deadlocking with it.
+            dead = (
+                select(table.c.id)
+                .where(column <= horizon)
+                .limit(SWEEP_BATCH)
+                .with_for_update(skip_locked=True)
+            )
             result = await conn.execute(delete(table).where(table.c.id.in_(dead)))
             removed += result.rowcount
+            if result.rowcount >= SWEEP_BATCH:
+                self._sweep_again_soon()
         return removed
 
+    async def sweep_if_due(self, conn: AsyncConnection) -> None:
+        """The lazy purge, piggybacked on the issue of a token (its transaction, not committed
+        here): tokens pile up where nothing claims keys (on the embedded database the gateway
+        claims in memory)."""
+        await self._maybe_sweep(conn, utcnow())
+
     async def _maybe_sweep(self, conn: AsyncConnection, now: datetime) -> None:
-        """Lazy purge: at most every few minutes per process, piggybacked on a claim's
-        transaction, so expired rows never pile up and no separate worker is needed."""
-        if time.monotonic() < self._next_sweep:
+        """Lazy purge: at most every few minutes per process (every second while a backlog
+        lasts), piggybacked on a claim's transaction, so expired rows never pile up and no
+        separate worker is needed."""
+        if not self._sweep_due():
             return
-        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
         removed = await self.sweep(conn, now)
         if removed:
             log.info("idempotency_swept", removed=removed)
@@ -417,17 +442,21 @@ def _answered(log: AnswerLog, db: sqlite3.Connection, record_id: str) -> bool:
 _stamp = sqlite_stamp
 
 
-def _sweep_sqlite(sql: sqlite3.Connection, records_horizon: str, stamp: str) -> None:
-    """`sweep`'s statements, run in the claim's transaction on the store's connection."""
-    removed = 0
+def _sweep_sqlite(sql: sqlite3.Connection, records_horizon: str, stamp: str) -> bool:
+    """`sweep`'s statements, run in the claim's transaction on the store's connection; True
+    when a table had a full batch of dead rows (more may wait)."""
+    removed, backlog = 0, False
     for table, column, horizon in (
         ("idempotency_records", "created_at", records_horizon),
         ("idempotency_tokens", "expires_at", stamp),
     ):
         statement = _SQLITE_SWEEP.format(table=table, column=column, batch=SWEEP_BATCH)
-        removed += sql.execute(statement, (horizon,)).rowcount
+        count = sql.execute(statement, (horizon,)).rowcount
+        removed += count
+        backlog = backlog or count >= SWEEP_BATCH
     if removed:
         log.info("idempotency_swept", removed=removed)
+    return backlog
 
 
 STORE_KEY = "idempotency_store"

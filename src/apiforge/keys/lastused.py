@@ -54,9 +54,11 @@ class LastUsedTracker:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
+        # In key order: two nodes flushing the same keys at once lock their rows in the same
+        # order, so one waits for the other instead of both deadlocking (PostgreSQL).
         rows = [
             {"key_id": key_id, "used": datetime.fromtimestamp(int(when), UTC)}
-            for key_id, when in batch.items()
+            for key_id, when in sorted(batch.items())
         ]
         try:
             async with self.engine.begin() as connection:

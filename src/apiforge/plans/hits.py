@@ -126,7 +126,12 @@ class QuotaHitLog:
         self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            # Under the writer's lock: a write in progress ends first, as cancelled half-way
+            # it would lose its rows (out of `_open` already).
+            async with self._lock:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flush()

@@ -19,6 +19,8 @@ from apiforge.traffic.concurrency import Slot
 from apiforge.traffic.failure import STORE_ERRORS
 from apiforge.traffic.frequency import Rate, wait_ms, weighted_count
 
+PRUNE_AT = 100_000  # in-process counters held before the expired ones are looked for
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -56,6 +58,7 @@ class MemoryTraffic:
         # key -> [window number, previous count, current count, window ms]
         self.windows: dict[str, list[int]] = {}
         self.active: dict[str, int] = {}
+        self.prune_at = PRUNE_AT
 
     async def admit(
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
@@ -85,7 +88,7 @@ class MemoryTraffic:
             counter[2] += 1
         for slot in slots:
             active[slot.key] = active.get(slot.key, 0) + 1
-        if len(self.windows) > 100_000:
+        if len(self.windows) > self.prune_at:
             self._prune(now_ms)
         return None
 
@@ -102,12 +105,16 @@ class MemoryTraffic:
         pass
 
     def _prune(self, now_ms: float) -> None:
-        """Forget counters whose both windows are over (many client IPs come and go)."""
+        """Forget counters whose both windows are over (many client IPs come and go). The
+        next look waits until the live ones have doubled: with more live counters than
+        `PRUNE_AT` (a flood of client IPs), a scan of them all on every call would cost each
+        call milliseconds; this way it costs each one O(1), amortised."""
         self.windows = {
             key: counter
             for key, counter in self.windows.items()
             if (counter[0] + 2) * counter[3] > now_ms
         }
+        self.prune_at = max(PRUNE_AT, 2 * len(self.windows))
 
 
 # KEYS: sorted sets with a lease to drop first (releases riding along), one hash per rate, one
