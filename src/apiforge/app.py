@@ -1,10 +1,11 @@
 """Composes the ASGI application: state, both edges and the middleware order, in one place."""
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.routing import Route
@@ -40,6 +41,8 @@ from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
 from apiforge.traffic.control import TrafficControl
+
+log = structlog.get_logger(__name__)
 
 
 def middleware(settings: Settings) -> list[Middleware]:
@@ -142,16 +145,34 @@ def mount_gateway(app: FastAPI) -> None:
 
 
 async def shutdown(app: FastAPI) -> None:
-    await drain_request_logs(app.state.gateway_state)
-    await close_charger(app.state.gateway_state)  # SQLite: the charges' writer connection
-    if app.state.gateway_state.reader is not None:
-        await app.state.gateway_state.reader.close()
-    await close_shared_store(app.state.gateway_state.extra)  # the idempotency store's connection
-    await close_quota_meter(app.state.engine)  # writes the quota hits still in memory
-    await app.state.keys.close()  # writes the last-used times still in memory
-    await app.state.engine_state.loader.close()  # stops the target re-reads in flight
-    await app.state.engine.dispose()
-    await close_limits_storage(app.state.limits_storage)
-    await app.state.traffic.close()  # sends the concurrency releases still pending
-    if app.state.redis is not None:
-        await app.state.redis.aclose()
+    """Stop in order, each step whatever the ones before it did: a failing step (a full disk at
+    the charges' writer) must not skip the later ones that write what is still in memory (quota
+    hits, last-used times) or give connections back. The first failure is raised at the end."""
+    state, gateway = app.state, app.state.gateway_state
+    reader = gateway.reader
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("request_logs", lambda: drain_request_logs(gateway)),
+        ("charger", lambda: close_charger(gateway)),  # SQLite: the charges' writer connection
+        ("reader", lambda: reader.close() if reader is not None else _nothing()),
+        ("idempotency", lambda: close_shared_store(gateway.extra)),  # its store's connection
+        ("quota_meter", lambda: close_quota_meter(state.engine)),  # the quota hits in memory
+        ("keys", lambda: state.keys.close()),  # the last-used times still in memory
+        ("loader", lambda: state.engine_state.loader.close()),  # the target re-reads in flight
+        ("engine", lambda: state.engine.dispose()),
+        ("limits_storage", lambda: close_limits_storage(state.limits_storage)),
+        ("traffic", lambda: state.traffic.close()),  # the concurrency releases still pending
+        ("redis", lambda: state.redis.aclose() if state.redis is not None else _nothing()),
+    ]
+    failed: Exception | None = None
+    for name, step in steps:
+        try:
+            await step()
+        except Exception as exc:
+            log.exception("shutdown_step_failed", step=name)
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+
+
+async def _nothing() -> None:
+    return None
