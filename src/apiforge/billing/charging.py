@@ -21,7 +21,10 @@ Two implementations, chosen by the database:
   the same wake-up as that commit: no extra round trip, and SQLite's write lock is held for
   microseconds. Its debit is still conditional (`balance - held >= amount`) and a CHECK
   constraint forbids negative balances: were the cache ever wrong, the whole call is rolled back
-  and refused (402) rather than overdrawn, and the balance is read again.
+  and refused (402) rather than overdrawn, and the balance is read again. A refusal is never
+  made on the cache alone (the balance is read first): a second process on the same file
+  (`--workers`, another `apiforge serve`) credits wallets without telling this one. Its charges
+  stay exact through the conditional debit; only a call may run its steps before being refused.
 - `DatabaseCharger` (PostgreSQL, any number of processes): the database is the truth. Reserving
   is one atomic conditional UPDATE of `wallets.held` (`balance - held >= amount`) plus a hold row
   with an expiry, committed at once, so no row lock is held while the steps run and a workspace's
@@ -100,6 +103,14 @@ class Charge:
     # error's class, made only when raised).
     rows: list[Callable[[sqlite3.Connection], bool]] = field(default_factory=list)
     refused: type[ApiforgeError] = ConflictError
+
+
+def call_time(log_row: Mapping[str, Any], now: datetime) -> datetime:
+    """When a call's ledger entries happened: when the call started, as its request-log row
+    (committed with them) says, so `/usage/calls` and `/usage/spend` bucket a call that
+    crosses an hour, day or month boundary in the same place. `now` if the row has no time."""
+    started = log_row.get("created_at")
+    return started if isinstance(started, datetime) else now
 
 
 def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
@@ -187,7 +198,7 @@ class MemoryWallets:
     pending before or after, none applied in between), so the cache never counts a movement
     twice; an unknown outcome forgets the balance, which is read again on next use. The
     reservation check `balance - held >= amount` can only err towards refusing, never towards
-    overdrawing.
+    overdrawing, and a refusal reads the balance first (another process may have credited it).
     """
 
     def __init__(self) -> None:
@@ -219,12 +230,16 @@ class MemoryWallets:
         return True
 
     async def reserve(self, conn: AsyncConnection, wallet_id: str, amount: int) -> bool:
+        """Reserve `amount`, reading the balance when it isn't cached or doesn't cover it: a
+        refusal is never made on the cache alone. Another process on the same file (a second
+        `apiforge serve`, `--workers`) credits wallets without telling this cache, which would
+        otherwise refuse a topped-up wallet until restart. Only refusals pay the read."""
         account = self._account(wallet_id)
         balance = account.balance
-        if balance is None:
+        if balance is None or balance - account.held < amount:
             pending, gen = account.pending, account.gen
             balance = await _read_balance(conn, wallet_id)
-            if account.balance is None and pending == 0 == account.pending and gen == account.gen:
+            if pending == 0 == account.pending and gen == account.gen:
                 account.balance = balance
         if balance - account.held < amount:
             return False
@@ -490,7 +505,9 @@ class SqliteCharger:
     async def settle(
         self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
     ) -> None:
-        now = utcnow()
+        # The call's time (its log row's) for its entries and its wallets' `updated_at` alike:
+        # one stamp formatted per call on this hot path.
+        now = call_time(log_row, utcnow())
         stamp = sqlite_stamp(now)
         transaction_id = new_id()
         # Entry ids: the transaction's id with its last character replaced (the transaction id
@@ -748,7 +765,7 @@ class DatabaseCharger:
         common = {
             "transaction_id": transaction_id,
             "kind": "call",
-            "created_at": now,
+            "created_at": call_time(log_row, now),
             "app_id": charge.app_id,
             "api": charge.api,
             "request_id": charge.request_id,
