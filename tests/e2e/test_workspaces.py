@@ -5,8 +5,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import func, select
 
+from apiforge.datasets.models import Record
+from apiforge.datasets.sql import existing_indexes
 from tests.e2e._apps import in_workspace
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import (
@@ -334,3 +338,33 @@ async def test_a_workspace_whose_apps_others_use_is_deleted_only_with_force(
     done = await client.delete(path + "?force=true", headers=owner.headers)
     assert data_of(done) == {"id": workspace_id}
     assert_error(await call(client, secret, app_id, "echo", {"text": "x"}), 404, "app_not_found")
+
+
+async def test_deleting_a_workspace_takes_what_its_cascade_misses(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """Records it wrote as a caller of another workspace's app (no foreign key: left behind they
+    were unreadable, yet held that collection's fields against type changes), and the run-time
+    indexes of its own collections (as deleting an app drops them)."""
+    builder = await register(client)
+    owner, workspace_id, _ = await team(client)
+    in_team = replace(owner, workspace_id=workspace_id, headers=in_workspace(owner, workspace_id))
+    other_app = await notes_app(client, builder, visibility="public")
+    _, secret = await app_key(client, in_team, other_app)
+    data_of(await call(client, secret, other_app, "addNote", {"text": "the team's note"}))
+    own_app = await notes_app(client, in_team)  # its `notes` collection
+    fields = [{"name": "sku", "type": "string", "unique": True}]
+    body = {"appId": own_app, "name": "items", "fields": fields}
+    dataset_id = data_of(await client.post("/api/v1/datasets", json=body, headers=in_team.headers))[
+        "id"
+    ]
+    async with app.state.engine.connect() as conn:
+        assert len(await existing_indexes(conn, dataset_id)) == 1
+        query = select(func.count()).where(Record.partition == workspace_id)
+        assert (await conn.execute(query)).scalar_one() == 1
+
+    gone = await client.delete(f"/api/v1/workspaces/{workspace_id}", headers=owner.headers)
+    assert data_of(gone) == {"id": workspace_id}
+    async with app.state.engine.connect() as conn:
+        assert await existing_indexes(conn, dataset_id) == set()
+        assert (await conn.execute(query)).scalar_one() == 0

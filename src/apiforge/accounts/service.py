@@ -83,14 +83,7 @@ class AccountService:
             await self.throttle.give_back(email, ip)
             raise ForbiddenError("Account is disabled", reason="account_disabled")
         await self.throttle.succeeded(email, ip)
-        # Not ORM writes: those would be conditional on the version read before argon2 ran,
-        # and a profile edit committed meanwhile would turn a right password into a 409.
-        await self.session.execute(
-            update(Account)
-            .where(Account.id == account.id)
-            .values(last_login_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        await self._note_login(account.id)
         if needs_rehash(account.password_hash):
             # Only over the hash that was checked: a password changed meanwhile stays changed.
             await self.session.execute(
@@ -100,6 +93,26 @@ class AccountService:
                 .execution_options(synchronize_session=False)
             )
         return await self._start_session(account)
+
+    async def _note_login(self, account_id: str) -> None:
+        """Stamp the sign-in, only while the account is still active: it may have been disabled
+        (or deleted) while argon2 ran, after its sessions were ended, and a session started now
+        would outlive the disabling (and come back to life on enabling). The UPDATE waits for a
+        disabling in flight (row lock; SQLite's one writer) and one that comes after it ends
+        this session with the others."""
+        # Not an ORM write: that would be conditional on the version read before argon2 ran,
+        # and a profile edit committed meanwhile would turn a right password into a 409.
+        stamped = await self.session.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.status == "active")
+            .values(last_login_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if stamped.rowcount == 1:  # type: ignore[attr-defined]
+            return
+        if await self.session.scalar(select(Account.id).where(Account.id == account_id)):
+            raise ForbiddenError("Account is disabled", reason="account_disabled")
+        raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
 
     async def refresh(self, token: str) -> TokenPair:
         """Rotate: the presented token is spent; presenting a spent one ends its family."""

@@ -2,16 +2,18 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from apiforge.accounts.deps import AdminAccount
 from apiforge.admin.schemas import AccountStatus, AdminUserRead, AdminUserUpdate, Deleted
 from apiforge.admin.service import AdminUserService
+from apiforge.builder.hooks import app_changed_hook
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Text
 from apiforge.idempotency.locking import IfMatch, set_etag
+from apiforge.keys.subscribers import ForceDelete
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -59,9 +61,22 @@ async def update_user(
     return ok(set_etag(response, AdminUserRead.model_validate(account)))
 
 
-@router.delete("/admin/users/{user_id}", summary="Delete an account and everything it owns")
+@router.delete(
+    "/admin/users/{user_id}",
+    summary="Delete an account and everything it owns",
+    description="Its workspaces go with it, team workspaces included. While workspaces of "
+    "other accounts have enabled one of their apps, 409 `app_in_use` (with `subscribers`) "
+    "unless `force=true`.",
+)
 async def delete_user(
-    user_id: str, admin: AdminAccount, service: AdminUserServiceDep, if_match: IfMatch
+    request: Request,
+    user_id: str,
+    admin: AdminAccount,
+    service: AdminUserServiceDep,
+    if_match: IfMatch,
+    force: ForceDelete = False,
 ) -> Envelope[Deleted]:
-    await service.delete_user(admin, user_id, if_match)
+    await service.delete_user(
+        admin, user_id, if_match, force=force, app_changed=app_changed_hook(request)
+    )
     return ok(Deleted(id=user_id))

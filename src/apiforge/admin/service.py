@@ -3,6 +3,7 @@
 Spec 002: administrators may switch an account off or remove it, never edit its data.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +16,12 @@ from apiforge.core.db import UTCDateTime
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
+from apiforge.keys.subscribers import ensure_unused
 from apiforge.tools.clock import utcnow
 from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
+from apiforge.workspaces.cleanup import delete_leftovers
+from apiforge.workspaces.models import Workspace
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
 # first and PostgreSQL last, so NULL itself cannot be the sort key).
@@ -90,18 +94,45 @@ class AdminUserService:
         return account
 
     async def delete_user(
-        self, actor: Account, user_id: str, precondition: Precondition = NO_PRECONDITION
+        self,
+        actor: Account,
+        user_id: str,
+        precondition: Precondition = NO_PRECONDITION,
+        *,
+        force: bool = False,
+        app_changed: Callable[[str], None] = lambda app_id: None,
     ) -> None:
         """Delete the account; the database cascades to its sessions, refresh tokens, settings,
-        memberships and the workspaces it owns (with their members). `If-Match` is checked
-        (412) and the DELETE is conditional on the version checked (409)."""
+        memberships and the workspaces it owns (with their members, apps, keys and
+        subscriptions). `If-Match` is checked (412) and the DELETE is conditional on the version
+        checked (409). As for deleting a workspace: while other workspaces have one of its
+        workspaces' apps enabled, only with `force` (409 `app_in_use`)."""
         account = await self.get_user(user_id)
         self._refuse_self(actor, account)
         precondition.check(account.version)
+        owned = await self._owned_workspaces(account.id)
+        if not force:
+            await ensure_unused(self.session, owned)
         await self._lock_active_admins(account)
         was_admin = account.is_admin
+        await delete_leftovers(self.session, owned, app_changed)
         await delete_row(self.session, account, precondition)
         await self._ensure_an_admin_remains(was_admin)
+
+    async def _owned_workspaces(self, account_id: str) -> list[str]:
+        """The workspaces the account owns, locked until commit (a no-op UPDATE: their rows on
+        PostgreSQL, the write lock on SQLite) so that no ownership transfer moves one away
+        between the clean-up below and the cascade."""
+        await self.session.execute(
+            update(Workspace)
+            .where(Workspace.owner_id == account_id)
+            .values(updated_at=Workspace.updated_at)  # explicit: keeps `onupdate` from firing
+            .execution_options(synchronize_session=False)
+        )
+        rows = await self.session.scalars(
+            select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
+        )
+        return list(rows.all())
 
     @staticmethod
     def _refuse_self(actor: Account, account: Account) -> None:

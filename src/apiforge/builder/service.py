@@ -231,7 +231,7 @@ class AppService:
         current.require(Role.ADMIN)
         precondition.check(app.version)
         if not force:
-            await ensure_unused(self.session, current.id, app.id)
+            await ensure_unused(self.session, [current.id], app.id)
         # Records and collections go by ON DELETE CASCADE; their expression indexes do not.
         connection = await self.session.connection()
         collection_ids = await self.session.scalars(

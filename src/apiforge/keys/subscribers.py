@@ -2,6 +2,7 @@
 it) would take from them — their keys and the records they keep in its collections, by cascade.
 """
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Query
@@ -28,23 +29,25 @@ class AppInUseError(ConflictError):
 
     def __init__(self, subscribers: int) -> None:
         super().__init__(
-            f"{subscribers} other workspace(s) have enabled this workspace's app(s); their keys "
-            "and the records they keep in its collections would be deleted too: make the app "
-            "private and let them go, or delete with force=true",
+            f"{subscribers} other workspace(s) have enabled the app(s) it would delete; their "
+            "keys and the records they keep in its collections would be deleted too: make the "
+            "app private and let them go (or transfer the workspace), or delete with force=true",
             details={"subscribers": subscribers},
         )
 
 
 async def ensure_unused(
-    session: AsyncSession, workspace_id: str, app_id: str | None = None
+    session: AsyncSession, workspace_ids: Sequence[str], app_id: str | None = None
 ) -> None:
-    """409 `app_in_use` while workspaces other than `workspace_id` have enabled its app `app_id`
-    (any of its apps when None)."""
+    """409 `app_in_use` while workspaces other than `workspace_ids` have enabled their app
+    `app_id` (any of their apps when None)."""
+    if not workspace_ids:
+        return
     stmt = (
         select(func.count())
         .select_from(Subscription)
         .join(App, App.id == Subscription.app_id)
-        .where(App.workspace_id == workspace_id, Subscription.workspace_id != workspace_id)
+        .where(App.workspace_id.in_(workspace_ids), Subscription.workspace_id.not_in(workspace_ids))
     )
     if app_id is not None:
         stmt = stmt.where(App.id == app_id)

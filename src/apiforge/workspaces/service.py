@@ -7,7 +7,6 @@ no route can forget a check and the rules are testable without HTTP.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -15,8 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.accounts.models import Account
-from apiforge.builder.models import App
-from apiforge.core.db import after_commit
 from apiforge.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -37,6 +34,7 @@ from apiforge.plans.service import (
     plan_of,
 )
 from apiforge.tools.ids import is_id
+from apiforge.workspaces.cleanup import delete_leftovers
 from apiforge.workspaces.models import Membership, Role, Workspace
 from apiforge.workspaces.schemas import (
     MemberCreate,
@@ -266,12 +264,8 @@ class WorkspaceService:
                 "The personal workspace cannot be deleted", reason="personal_workspace"
             )
         if not force:
-            await ensure_unused(self.session, current.id)
-        app_ids = (
-            await self.session.scalars(select(App.id).where(App.workspace_id == current.id))
-        ).all()
-        for app_id in app_ids:  # their cascade is the database's: tell this node's caches
-            after_commit(self.session, partial(app_changed, app_id))
+            await ensure_unused(self.session, [current.id])
+        await delete_leftovers(self.session, [current.id], app_changed)
         await delete_row(self.session, current.workspace, precondition)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
