@@ -1,5 +1,7 @@
 """Helpers for the billing tests: a priced app, a paying consumer, top-ups, ledger checks."""
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +12,7 @@ from sqlalchemy import func, select
 from apiforge.billing.models import LedgerEntry, Wallet
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import app_key
+from tests.e2e._plans import on_plan
 from tests.e2e._workspaces import data_of
 from tests.factories import User, make_admin, register
 
@@ -134,3 +137,29 @@ async def ledger_invariants(app: FastAPI) -> dict[str, int]:
         if wallet.kind != "issuance":
             assert wallet.balance >= 0, wallet
     return {w.id: w.balance for w in wallets}
+
+
+async def unlimited_plan(client: AsyncClient, m: "Market") -> None:
+    """No plan limit refuses the consumer's calls: only its balance does."""
+    quotas = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
+    await on_plan(client, m.admin, m.consumer.workspace_id, "unlimited", **quotas)
+
+
+async def race(
+    clients: list[AsyncClient], m: "Market", total: int, api: str = "priced", workers: int = 50
+) -> Counter[int]:
+    """`total` calls of `api` by `workers` concurrent workers spread over `clients`; the count of
+    each status. Only 200 and 402 are expected: anything else fails at once."""
+    tickets = iter(range(total))
+    statuses: Counter[int] = Counter()
+    body = {"appId": m.app_id, "api": api, "version": "latest", "args": {}}
+    headers = {"X-Api-Key": m.secret}
+
+    async def worker(http: AsyncClient) -> None:
+        for _ in tickets:  # shared: each call is taken by exactly one worker
+            response = await http.post("/api/v1/invocations", json=body, headers=headers)
+            assert response.status_code in (200, 402), response.text
+            statuses[response.status_code] += 1
+
+    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(workers)))
+    return statuses

@@ -3,9 +3,6 @@ the rest get 402, and the ledger, the builder's earnings and the platform's reve
 unit. PostgreSQL: 2,000 calls from 50 clients through two `apiforge serve` processes. SQLite
 (one process by design): 500 calls from 50 asyncio clients through the in-process app."""
 
-import asyncio
-from collections import Counter
-
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -17,8 +14,17 @@ from apiforge.core.settings import Settings
 from apiforge.usage.models import RequestLog
 from tests._servers import running_servers
 from tests.conftest import DATABASE_URL
-from tests.e2e._billing import COST, PRICE, Market, balances, ledger_invariants, market, top_up
-from tests.e2e._plans import on_plan
+from tests.e2e._billing import (
+    COST,
+    PRICE,
+    Market,
+    balances,
+    ledger_invariants,
+    market,
+    race,
+    top_up,
+    unlimited_plan,
+)
 
 CLIENTS = 50
 
@@ -26,29 +32,6 @@ CLIENTS = 50
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
-
-
-async def _unlimited(client: AsyncClient, m: Market) -> None:
-    """The consumer's plan must not be what refuses calls here: no rate or concurrency cap."""
-    quotas = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
-    await on_plan(client, m.admin, m.consumer.workspace_id, "unlimited", **quotas)
-
-
-async def _race(
-    clients: list[AsyncClient], m: Market, total: int, api: str = "priced"
-) -> Counter[int]:
-    tickets = iter(range(total))
-    statuses: Counter[int] = Counter()
-    body = {"appId": m.app_id, "api": api, "version": "latest", "args": {}}
-    headers = {"X-Api-Key": m.secret}
-
-    async def worker(http: AsyncClient) -> None:
-        for _ in tickets:  # shared: each call is taken by exactly one worker
-            response = await http.post("/api/v1/invocations", json=body, headers=headers)
-            statuses[response.status_code] += 1
-
-    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(CLIENTS)))
-    return statuses
 
 
 async def _check(app: FastAPI, client: AsyncClient, m: Market, covered: int) -> None:
@@ -71,13 +54,13 @@ async def test_two_processes_never_overdraw(
 ) -> None:
     total, covered = 2000, 1234
     m = await market(app, client)
-    await _unlimited(client, m)
+    await unlimited_plan(client, m)
     await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
     async with running_servers(settings, count=2) as urls:
         limits = httpx.Limits(max_connections=CLIENTS)
         https = [AsyncClient(base_url=url, timeout=60, limits=limits) for url in urls]
         try:
-            statuses = await _race(https, m, total)
+            statuses = await race(https, m, total, workers=CLIENTS)
         finally:
             for http in https:
                 await http.aclose()
@@ -91,9 +74,9 @@ async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient, ap
     of its own) through the process's writer, where concurrent charges share commits."""
     total, covered = 500, 123
     m = await market(app, client)
-    await _unlimited(client, m)
+    await unlimited_plan(client, m)
     await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
-    statuses = await _race([client], m, total, api)
+    statuses = await race([client], m, total, api, workers=CLIENTS)
     assert statuses == {200: covered, 402: total - covered}
     await _check(app, client, m, covered)
     if not DATABASE_URL:
@@ -101,5 +84,5 @@ async def test_one_process_never_overdraws(app: FastAPI, client: AsyncClient, ap
         assert (writer._own.connection is not None) == (api == "listed")
     # the same again after a top-up that arrives while nothing is in flight
     await top_up(client, m.admin, m.consumer.workspace_id, 7 * PRICE)
-    again = await _race([client], m, 20, api)
+    again = await race([client], m, 20, api, workers=CLIENTS)
     assert again == {200: 7, 402: 13}

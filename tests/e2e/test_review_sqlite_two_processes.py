@@ -34,10 +34,11 @@ from tests.e2e._billing import (
     invoke,
     ledger_invariants,
     market,
+    race,
     top_up,
+    unlimited_plan,
 )
 from tests.e2e._keys import subscribe
-from tests.e2e._plans import on_plan
 from tests.e2e._workspaces import data_of
 
 pytestmark = pytest.mark.skipif(
@@ -65,31 +66,6 @@ async def _two(settings: Settings) -> AsyncIterator[tuple[Servers, list[AsyncCli
         finally:
             for http in https:
                 await http.aclose()
-
-
-async def _unlimited(client: AsyncClient, m: Market) -> None:
-    """No plan limit refuses the consumer's calls here: only its balance does."""
-    quotas = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
-    await on_plan(client, m.admin, m.consumer.workspace_id, "unlimited", **quotas)
-
-
-async def _race(
-    https: list[AsyncClient], m: Market, total: int, api: str = "priced"
-) -> Counter[int]:
-    """`total` calls from `CLIENTS` concurrent clients, spread over both processes."""
-    tickets = iter(range(total))
-    statuses: Counter[int] = Counter()
-    body = {"appId": m.app_id, "api": api, "version": "latest", "args": {}}
-    headers = {"X-Api-Key": m.secret}
-
-    async def worker(http: AsyncClient) -> None:
-        for _ in tickets:
-            response = await http.post("/api/v1/invocations", json=body, headers=headers)
-            assert response.status_code in (200, 402), response.text
-            statuses[response.status_code] += 1
-
-    await asyncio.gather(*(worker(https[i % len(https)]) for i in range(CLIENTS)))
-    return statuses
 
 
 async def _charges(app: FastAPI, m: Market) -> tuple[int, int]:
@@ -134,13 +110,16 @@ async def test_exactly_the_covered_calls_pass_across_two_processes(
     covered, total = 150, 400
     cost = COSTS[api]
     m = await market(app, client)
-    await _unlimited(client, m)
+    await unlimited_plan(client, m)
     await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
     async with _two(settings) as (_, https):
-        assert await _race(https, m, total, api) == {200: covered, 402: total - covered}
+        assert await race(https, m, total, api, workers=CLIENTS) == {
+            200: covered,
+            402: total - covered,
+        }
         await _exact(app, client, m, covered, 0, cost)
         await top_up(client, m.admin, m.consumer.workspace_id, 7 * PRICE)
-        assert await _race(https, m, 40, api) == {200: 7, 402: 33}
+        assert await race(https, m, 40, api, workers=CLIENTS) == {200: 7, 402: 33}
     await _exact(app, client, m, covered + 7, 0, cost)
     if api == "insert":
         async with app.state.engine.connect() as conn:
@@ -233,7 +212,7 @@ async def test_a_process_killed_mid_load_leaves_no_half_charge(
     is nothing, and the survivor spends exactly the rest of the balance."""
     covered = 300
     m = await market(app, client)
-    await _unlimited(client, m)
+    await unlimited_plan(client, m)
     await top_up(client, m.admin, m.consumer.workspace_id, covered * PRICE)
     body = {"appId": m.app_id, "api": api, "version": "latest", "args": {}}
     headers = {"X-Api-Key": m.secret}
