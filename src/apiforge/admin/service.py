@@ -20,7 +20,7 @@ from apiforge.keys.subscribers import ensure_unused
 from apiforge.tools.clock import utcnow
 from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
-from apiforge.workspaces.cleanup import delete_leftovers
+from apiforge.workspaces.cleanup import leftovers_of
 from apiforge.workspaces.models import Workspace
 
 # Accounts that never signed in sort as the oldest logins on every backend (SQLite puts NULL
@@ -115,8 +115,9 @@ class AdminUserService:
             await ensure_unused(self.session, owned)
         await self._lock_active_admins(account)
         was_admin = account.is_admin
-        await delete_leftovers(self.session, owned, app_changed)
+        leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
+        await leftovers.delete(self.session, app_changed)
         await self._ensure_an_admin_remains(was_admin)
 
     async def _owned_workspaces(self, account_id: str) -> list[str]:

@@ -1,6 +1,7 @@
 """What deleting workspaces must do besides the database's cascade."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy import delete, select
@@ -12,30 +13,43 @@ from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.sql import drop_indexes
 
 
-async def delete_leftovers(
-    session: AsyncSession, workspace_ids: Sequence[str], app_changed: Callable[[str], None]
-) -> None:
-    """Before `workspace_ids` are deleted, what no foreign key takes with them: the records they
-    wrote as callers of other workspaces' apps (partitioned by workspace id, no key), which would
-    stay unreadable yet hold those collections' fields against type changes; the run-time
-    indexes of their own collections (as deleting an app drops them); and, once committed, this
-    node's cached apps of theirs."""
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """What no foreign key takes with deleted workspaces: the records they wrote as callers of
+    other workspaces' apps (partitioned by workspace id, no key), which would stay unreadable yet
+    hold those collections' fields against type changes; the run-time indexes of their own
+    collections (as deleting an app drops them); and this node's cached apps of theirs. Found
+    before the workspaces' rows are deleted (their cascade takes the apps), deleted after: only
+    reads come before the conditional DELETE of the rows, so a concurrent write still wins."""
+
+    workspace_ids: tuple[str, ...]
+    app_ids: tuple[str, ...]
+    collection_ids: tuple[str, ...]
+
+    async def delete(self, session: AsyncSession, app_changed: Callable[[str], None]) -> None:
+        if not self.workspace_ids:
+            return
+        await session.execute(
+            delete(Record)
+            .where(Record.partition.in_(self.workspace_ids))
+            .execution_options(synchronize_session=False)
+        )
+        connection = await session.connection()
+        for collection_id in self.collection_ids:
+            await drop_indexes(connection, collection_id)
+        for app_id in self.app_ids:
+            after_commit(session, partial(app_changed, app_id))
+
+
+async def leftovers_of(session: AsyncSession, workspace_ids: Sequence[str]) -> Leftovers:
     if not workspace_ids:
-        return
-    await session.execute(
-        delete(Record)
-        .where(Record.partition.in_(workspace_ids))
-        .execution_options(synchronize_session=False)
-    )
+        return Leftovers((), (), ())
     apps = await session.scalars(select(App.id).where(App.workspace_id.in_(workspace_ids)))
-    app_ids = list(apps.all())
-    if not app_ids:
-        return
-    connection = await session.connection()
-    collection_ids = await session.scalars(
-        select(Collection.id).where(Collection.app_id.in_(app_ids))
+    app_ids = tuple(apps.all())
+    collections = (
+        await session.scalars(select(Collection.id).where(Collection.app_id.in_(app_ids)))
+        if app_ids
+        else None
     )
-    for collection_id in collection_ids.all():
-        await drop_indexes(connection, collection_id)
-    for app_id in app_ids:
-        after_commit(session, partial(app_changed, app_id))
+    collection_ids = tuple(collections.all()) if collections is not None else ()
+    return Leftovers(tuple(workspace_ids), app_ids, collection_ids)

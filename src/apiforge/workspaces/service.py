@@ -34,7 +34,7 @@ from apiforge.plans.service import (
     plan_of,
 )
 from apiforge.tools.ids import is_id
-from apiforge.workspaces.cleanup import delete_leftovers
+from apiforge.workspaces.cleanup import leftovers_of
 from apiforge.workspaces.models import Membership, Role, Workspace
 from apiforge.workspaces.schemas import (
     MemberCreate,
@@ -265,8 +265,9 @@ class WorkspaceService:
             )
         if not force:
             await ensure_unused(self.session, [current.id])
-        await delete_leftovers(self.session, [current.id], app_changed)
+        leftovers = await leftovers_of(self.session, [current.id])
         await delete_row(self.session, current.workspace, precondition)
+        await leftovers.delete(self.session, app_changed)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
         stmt = (
