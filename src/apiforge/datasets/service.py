@@ -17,13 +17,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App, AppVersion
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
+from apiforge.core.integrity import violation
 from apiforge.datasets.crypto import FieldCipher
 from apiforge.datasets.filtering import FilterValueError, record_filter
 from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fields
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, FieldDef, FieldRead
 from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expression, sync_indexes
-from apiforge.datasets.store import RecordStore
+from apiforge.datasets.store import DatasetNotFoundError, RecordStore
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import (
@@ -43,11 +44,6 @@ DATASET_SORTS: dict[str, ColumnElement[Any]] = {
     "updatedTime": Collection.updated_at.expression,
 }
 MAX_FILTER_BYTES = 16 * 1024
-
-
-class DatasetNotFoundError(NotFoundError):
-    reason = "dataset_not_found"
-    message = "Dataset not found"
 
 
 def schema_of(collection: Collection) -> CollectionSchema:
@@ -83,6 +79,10 @@ def _name_taken() -> ConflictError:
         reason="dataset_name_taken",
         details={"errors": [{"field": "name", "message": "already exists in this app"}]},
     )
+
+
+def _app_not_found() -> NotFoundError:
+    return NotFoundError("App not found", reason="app_not_found")
 
 
 async def _collection(session: AsyncSession, workspace_id: str, dataset_id: str) -> Collection:
@@ -142,7 +142,7 @@ class CollectionService:
             else None
         )
         if app is None:
-            raise NotFoundError("App not found", reason="app_not_found")
+            raise _app_not_found()
         fields = _field_schemas(data.fields)
         await self._ensure_name_free(data.app_id, data.name, None)
         collection = Collection(
@@ -256,8 +256,13 @@ class CollectionService:
     async def _flush_name(self) -> None:
         try:
             await self.session.flush()
-        except IntegrityError:  # a concurrent save took the name between check and flush
-            raise _name_taken() from None
+        except IntegrityError as exc:
+            kind = violation(exc).kind
+            if kind == "unique":  # a concurrent save took the name between check and flush
+                raise _name_taken() from None
+            if kind == "foreign_key":  # the app was deleted since it was checked
+                raise _app_not_found() from None
+            raise
 
     async def _published_reads(
         self, collection: Collection

@@ -16,6 +16,7 @@ supplies stays a bound parameter. The trailing `created_at, id` columns let "fil
 newest first" walk the index in order and stop after one page.
 """
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,6 +171,17 @@ def _index_ddl(dialect: Dialect, schema: CollectionSchema, f: FieldSchema) -> st
         f'CREATE INDEX {name} ON records ("partition", ({expression}), created_at, id) '
         f"WHERE collection_id = '{schema.id}'"
     )
+
+
+def unique_field(schema: CollectionSchema, index: str | None) -> str | None:
+    """The field whose unique index is `index`, or None. Also for a field this (possibly
+    published, older) schema does not mark unique: the index follows the current definition."""
+    if index is None:
+        return None
+    for f in schema.fields:
+        if _index_name(schema.id, dataclasses.replace(f, unique=True)) == index:
+            return f.name
+    return None
 
 
 def desired_indexes(dialect: Dialect, schema: CollectionSchema) -> dict[str, str]:

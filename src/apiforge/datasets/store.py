@@ -46,6 +46,7 @@ from apiforge.core.errors import (
     UnavailableError,
     ValidationError,
 )
+from apiforge.core.integrity import violation
 from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Record
@@ -55,6 +56,7 @@ from apiforge.datasets.sql import (
     collection_predicate,
     field_expression,
     operand,
+    unique_field,
 )
 from apiforge.plans.meter import reserve_stock
 from apiforge.tools.clock import iso, utcnow
@@ -71,6 +73,11 @@ _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collecti
 log = structlog.get_logger("apiforge.datasets")
 
 _COLUMNS = (Record.id, Record.data, Record.version, Record.created_at, Record.updated_at)
+
+
+class DatasetNotFoundError(NotFoundError):
+    reason = "dataset_not_found"
+    message = "Dataset not found"
 
 
 class RecordNotFoundError(NotFoundError):
@@ -636,19 +643,16 @@ class RecordStore:
             if (await self.connection.execute(stmt.limit(1))).first() is not None:
                 errors.append({"field": f.name, "message": "already exists"})
         if errors:
-            raise ConflictError(
-                "A record with this value already exists",
-                reason="duplicate_value",
-                details={"errors": errors},
-            )
+            raise _duplicate(errors)
 
     async def _write(self, schema: CollectionSchema, stmt: Any) -> int:
         try:
             result = await self.connection.execute(stmt)
-        except IntegrityError as exc:  # a concurrent write took a unique value first
-            raise ConflictError(
-                "A record with this value already exists", reason="duplicate_value"
-            ) from exc
+        except IntegrityError as exc:
+            refusal = _refusal(schema, exc)
+            if refusal is None:  # NOT NULL, CHECK: a bug, never the caller's duplicate
+                raise
+            raise refusal from exc
         return int(result.rowcount)
 
     def _merge(
@@ -763,6 +767,30 @@ class RecordStore:
         out["createdTime"] = _stamp(created)
         out["updatedTime"] = _stamp(updated)
         return out
+
+
+def _refusal(schema: CollectionSchema, exc: IntegrityError) -> ApiforgeError | None:
+    """The answer to a record write the database refused, or None when only a bug explains it.
+
+    A unique index refuses a value a concurrent write took after `_ensure_unique` looked (409
+    naming the field, as that check does). The one foreign key of `records` is its collection:
+    it was deleted meanwhile — by the management API, or with its app, which another node's
+    cached resolution (up to a second) or a published version still calls."""
+    found = violation(exc)
+    if found.kind == "unique":
+        field = unique_field(schema, found.constraint)
+        return _duplicate([{"field": field, "message": "already exists"}] if field else [])
+    if found.kind == "foreign_key":
+        return DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
+    return None
+
+
+def _duplicate(errors: list[dict[str, str]]) -> ConflictError:
+    return ConflictError(
+        "A record with this value already exists",
+        reason="duplicate_value",
+        details={"errors": errors} if errors else None,
+    )
 
 
 def _size(stored: Mapping[str, Any]) -> int:

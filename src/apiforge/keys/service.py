@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiforge.builder.models import App
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from apiforge.core.integrity import violation
 from apiforge.core.settings import Settings
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
@@ -111,8 +112,13 @@ class SubscriptionService:
         self.session.add(subscription)
         try:
             await self.session.flush()
-        except IntegrityError:  # a concurrent request enabled it between check and insert
-            raise self._already(None) from None
+        except IntegrityError as exc:
+            kind = violation(exc).kind
+            if kind == "foreign_key":  # the app was deleted since it was read
+                raise AppNotFoundError() from None
+            if kind != "unique":
+                raise
+            raise self._already(None) from None  # a concurrent request enabled it meanwhile
         self._forget_subscription(current.id, app.id)
         return Created(id=subscription.id)
 
