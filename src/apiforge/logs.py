@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from sqlalchemy.exc import StatementError
 
 from apiforge.core.settings import Settings
 
@@ -51,6 +52,38 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
+def _logged_exception(exc_info: object) -> BaseException | None:
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    return None
+
+
+def _hide_sql_parameters(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A database error's text lists the statement's bound values (passwords' hashes, emails,
+    args marked `sensitive`, record values): its traceback keeps the SQL, not the values, as
+    `hide_parameters=True` would print it. Must run before `format_exc_info`."""
+    pending = [_logged_exception(event_dict.get("exc_info"))]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, StatementError):
+            exc.hide_parameters = True
+        pending += [exc.__cause__, exc.__context__]
+        if isinstance(exc, BaseExceptionGroup):
+            pending += exc.exceptions
+    return event_dict
+
+
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
@@ -58,18 +91,52 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
-def _renderer(settings: Settings) -> structlog.typing.Processor:
+class _Escaped:
+    """A text the console renderer prints as its `repr`: control characters escaped."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    __str__ = __repr__
+
+
+_MULTILINE = frozenset({"exception", "stack"})  # tracebacks: lines on purpose
+
+
+def _escape_control_characters(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The console renderer quotes a value holding a space or a newline, but writes ESC, the other
+    control characters and Unicode line separators raw: a client's path, method or header would
+    then recolour, rewrite or split an operator's terminal lines. (JSON escapes them itself.)"""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key not in _MULTILINE and not value.isprintable():
+            event_dict[key] = _Escaped(value)
+    return event_dict
+
+
+def _renderers(settings: Settings) -> list[structlog.typing.Processor]:
     if settings.log_json:
-        return structlog.processors.JSONRenderer(serializer=_dumps)
-    return structlog.dev.ConsoleRenderer(colors=False)
+        return [structlog.processors.JSONRenderer(serializer=_dumps)]
+    return [_escape_control_characters, structlog.dev.ConsoleRenderer(colors=False)]
 
 
 def configure_logging(settings: Settings) -> None:
     """Idempotent: each call replaces the previous configuration (tests build many apps)."""
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
-    renderer = _renderer(settings)
+    renderers = _renderers(settings)
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.format_exc_info, renderer],
+        processors=[
+            *_SHARED,
+            _hide_sql_parameters,
+            structlog.processors.format_exc_info,
+            *renderers,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
@@ -78,8 +145,9 @@ def configure_logging(settings: Settings) -> None:
         foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _hide_sql_parameters,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
     )
     root = logging.getLogger()

@@ -13,6 +13,12 @@ LATENCY = Histogram(
 )
 
 
+# RFC 9110's methods. A server passes any token a client sends as the method (`FOO`, `GET2`, ...):
+# those are counted as `other`, or every new token would mint series in every scrape for good.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+
 # (method, route, status) -> its counter and histogram children: `labels()` costs a lock and a
 # tuple of strings per call, twice per request. Bounded, as label values should be.
 _CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -20,6 +26,9 @@ _MAX_CHILDREN = 4096
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """`route` must be a template or a fixed label, never a raw path (a client controls those)."""
+    if method not in _METHODS:
+        method = "other"
     key = (method, route, status)
     children = _CHILDREN.get(key)
     if children is None:

@@ -15,7 +15,7 @@ from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
 from apiforge.tools.ids import new_id
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")  # whole value (`$` lets a final "\n" by)
 _OVERRIDABLE = {b"PUT", b"PATCH", b"DELETE"}
 log = structlog.get_logger("apiforge.access")
 
@@ -28,10 +28,15 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def request_id_of(scope: Scope) -> str:
-    """A well-formed `X-Request-ID` from the client, else a new id."""
+    """The request's id: the one `RequestIdMiddleware` settled (a route asking again must get the
+    id echoed and logged, not a second new one), else a well-formed `X-Request-ID` from the
+    client, else a new id."""
+    settled = scope.get("state", {}).get("request_id")
+    if isinstance(settled, str):
+        return settled
     given = _header(scope, b"x-request-id")
     text = given.decode("latin-1") if given else ""
-    return text if _REQUEST_ID.match(text) else new_id()
+    return text if _REQUEST_ID.fullmatch(text) else new_id()
 
 
 class RequestIdMiddleware:
