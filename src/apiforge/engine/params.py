@@ -61,10 +61,18 @@ class ParamSpec(BaseModel):
     default: Any = None
     description: str = Field(default="", max_length=2000)
     enum: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_ENUM)
-    min: float | None = None
-    max: float | None = None
+    # `int` first: a bound beyond 2^53 kept as a float would refuse the bound itself.
+    min: int | float | None = None
+    max: int | float | None = None
     pattern: str | None = Field(default=None, max_length=MAX_PATTERN_LENGTH)
     sensitive: bool = False
+
+
+def _whole(value: int | float) -> int | None:
+    """`value` as an int when it is a whole number (`5.0` → 5), else None."""
+    if isinstance(value, int):
+        return value
+    return int(value) if value.is_integer() else None
 
 
 def _definition_error(index: int, attr: str, message: str) -> DefinitionError:
@@ -146,12 +154,13 @@ def _param_schema(index: int, spec: ParamSpec) -> dict[str, Any]:
         if spec.type == "boolean":
             raise _definition_error(index, attr, "not allowed for boolean params")
         keyword = _BOUNDS[spec.type][0 if attr == "min" else 1]
+        whole = _whole(bound)
         if spec.type in ("integer", "number"):
-            schema[keyword] = int(bound) if bound.is_integer() else bound
+            schema[keyword] = bound if whole is None else whole
         else:
-            if not bound.is_integer() or bound < 0:
+            if whole is None or whole < 0:
                 raise _definition_error(index, attr, "must be a non-negative integer")
-            schema[keyword] = int(bound)
+            schema[keyword] = whole
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise _definition_error(index, "min", "must not be greater than max")
     if spec.pattern is not None:
@@ -273,7 +282,7 @@ def compile_params(raw: Any) -> CompiledParams:
             raise _definition_error(index, "default", message) from None
         if spec.pattern is not None and pattern_search(spec.pattern)(spec.default) is None:
             raise _definition_error(index, "default", f"must match pattern {spec.pattern}")
-        properties[spec.name]["default"] = spec.default
+        properties[spec.name]["default"] = _checked_default(index, spec)
     # The schema keeps its patterns (the docs show them); the validator leaves them to `patterns`.
     validate = fastjsonschema.compile(
         {**schema, "properties": {name: _unpatterned(p) for name, p in properties.items()}}
@@ -288,6 +297,17 @@ def compile_params(raw: Any) -> CompiledParams:
         _validate=validate,
         patterns=patterns,
     )
+
+
+def _checked_default(index: int, spec: ParamSpec) -> Any:
+    """The default as calls get it: an `integer` one (`5.0` is one) as an int within 64 bits,
+    the range every call's arg is held to, so no default fails every call that relies on it."""
+    if spec.type != "integer":
+        return spec.default
+    value = int(spec.default)
+    if not INT_MIN <= value <= INT_MAX:
+        raise _definition_error(index, "default", f"must be between {INT_MIN} and {INT_MAX}")
+    return value
 
 
 def _unpatterned(schema: dict[str, Any]) -> dict[str, Any]:
