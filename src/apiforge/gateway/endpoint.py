@@ -25,7 +25,7 @@ from apiforge.gateway.context import CANCELLED, GatewayContext
 from apiforge.gateway.stage import AfterStage, Answered, GatewayState, Stage
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
-from apiforge.http.middleware import request_id_of
+from apiforge.http.middleware import ANSWER_HEADERS, request_id_of
 from apiforge.tools.netpolicy import proxy_policy
 
 log = structlog.get_logger("apiforge.access")
@@ -64,6 +64,7 @@ class GatewayEndpoint:
                 status = message["status"]
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.extend(ANSWER_HEADERS)  # no stage sets its own: `no-store`, `nosniff`
                 message["headers"] = headers
             await send(message)
 

@@ -17,6 +17,10 @@ from apiforge.tools.ids import new_id
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")  # whole value (`$` lets a final "\n" by)
 _OVERRIDABLE = {b"PUT", b"PATCH", b"DELETE"}
+# Every answer carries a tenant's data, a secret or an error about them: no shared (or browser)
+# cache may store it, and no browser may sniff a JSON body echoing input as HTML. An answer that
+# sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
+ANSWER_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 log = structlog.get_logger("apiforge.access")
 
 
@@ -39,6 +43,13 @@ def request_id_of(scope: Scope) -> str:
     return text if _REQUEST_ID.fullmatch(text) else new_id()
 
 
+def add_answer_headers(message: Message) -> None:
+    """Append `ANSWER_HEADERS` to a `http.response.start` message, but none it already has."""
+    headers = message.setdefault("headers", [])
+    names = {name.lower() for name, _ in headers}
+    headers.extend(line for line in ANSWER_HEADERS if line[0] not in names)
+
+
 class RequestIdMiddleware:
     """Accept a well-formed `X-Request-ID`, else mint one; echo it and bind it to logs."""
 
@@ -55,6 +66,7 @@ class RequestIdMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                add_answer_headers(message)
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
