@@ -501,6 +501,10 @@ class Floor:
     def __init__(self, args: argparse.Namespace, call: dict[str, Any]) -> None:
         os.environ["BENCH_FLOOR_DB"] = args.floor_db
         os.environ["BENCH_FLOOR_APP_ID"] = call["app_id"]
+        # The app's signing secret is sealed under apiforge's server key (as bench/run.py passes
+        # it to the floor server): without it the floor's start-up fails.
+        secret_key = Path(args.data_dir) / "secret.key"
+        os.environ["BENCH_FLOOR_SERVER_KEY"] = secret_key.read_text().strip()
         from floor_app import app
 
         self.app = app
