@@ -352,7 +352,9 @@ class ApiKeyService:
         """Admins revoke; the key stops working at once here and within a second elsewhere.
         Revoking a revoked key changes nothing. `If-Match` is checked (412); revoking takes the
         next version (its status changes), its UPDATE conditional on the version checked."""
-        key = await self._find(current, key_id)
+        # Locked (PostgreSQL) and read afresh: concurrent revokes of one key wait for each other
+        # and the later ones find it revoked, instead of losing on its version (409).
+        key = await self._find(current, key_id, lock=True)
         current.require(Role.ADMIN)
         advance(key, precondition)
         if key.revoked_at is None:
@@ -449,8 +451,13 @@ class ApiKeyService:
             stmt = stmt.where(ApiKey.kind == kind)
         return int(await self.session.scalar(stmt) or 0)
 
-    async def _find(self, current: CurrentWorkspace, key_id: str) -> ApiKey:
-        key = await self.session.get(ApiKey, key_id) if is_id(key_id) else None
+    async def _find(self, current: CurrentWorkspace, key_id: str, *, lock: bool = False) -> ApiKey:
+        found = is_id(key_id)
+        key = (
+            await self.session.get(ApiKey, key_id, with_for_update=lock, populate_existing=lock)
+            if found
+            else None
+        )
         if key is None or key.workspace_id != current.id:
             raise ApiKeyNotFoundError()
         return key
