@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession
 from apiforge.admin.schemas import AccountStatus, AdminUserRead
-from apiforge.core.db import UTCDateTime
+from apiforge.core.db import UTCDateTime, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
@@ -124,12 +124,7 @@ class AdminUserService:
         """The workspaces the account owns, locked until commit (a no-op UPDATE: their rows on
         PostgreSQL, the write lock on SQLite) so that no ownership transfer moves one away
         between the clean-up below and the cascade."""
-        await self.session.execute(
-            update(Workspace)
-            .where(Workspace.owner_id == account_id)
-            .values(updated_at=Workspace.updated_at)  # explicit: keeps `onupdate` from firing
-            .execution_options(synchronize_session=False)
-        )
+        await lock_rows(self.session, Workspace, Workspace.owner_id == account_id)
         rows = await self.session.scalars(
             select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
         )

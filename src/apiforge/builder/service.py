@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ from apiforge.builder.schemas import (
     AppUpdate,
 )
 from apiforge.builder.signing import new_signing_secret
-from apiforge.core.db import after_commit
+from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
 from apiforge.datasets.models import Collection
@@ -96,12 +96,7 @@ async def _lock_app(session: AsyncSession, app_id: str, workspace_id: str) -> No
     connection = await session.connection()
     if connection.dialect.name != "sqlite":
         return
-    await session.execute(
-        update(App)
-        .where(App.id == app_id, App.workspace_id == workspace_id)
-        .values(updated_at=App.updated_at)  # explicit: keeps `onupdate` from firing
-        .execution_options(synchronize_session=False)
-    )
+    await lock_rows(session, App, App.id == app_id, App.workspace_id == workspace_id)
 
 
 async def create_app_row(

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, URL, DateTime, MetaData, String, event, make_url
+from sqlalchemy import JSON, URL, ColumnElement, DateTime, MetaData, String, event, make_url, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -170,6 +170,20 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
 
 
 _AFTER_COMMIT = "apiforge.after_commit"
+
+
+async def lock_rows(session: AsyncSession, model: Any, *where: ColumnElement[bool]) -> int:
+    """Lock `model`'s rows matching `where` until commit, to serialise a check and the write it
+    guards: a no-op UPDATE (of `updated_at`, set explicitly so `onupdate` doesn't fire) locks
+    the rows on PostgreSQL and takes the database's write lock on SQLite. Answers how many rows
+    it found (0: they are gone)."""
+    result = await session.execute(
+        update(model)
+        .where(*where)
+        .values(updated_at=model.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def after_commit(session: AsyncSession, action: Callable[[], None]) -> None:

@@ -9,12 +9,12 @@ nodes follow within its one-second TTL.
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, false, func, or_, select, update
+from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import App
-from apiforge.core.db import after_commit
+from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.core.settings import Settings
@@ -435,13 +435,7 @@ class ApiKeyService:
         """Serialise key creation per resource until commit, so two requests cannot both pass
         the count (a no-op UPDATE locks on both backends; see `WorkspaceService._lock_workspace`).
         False when the row is gone."""
-        result = await self.session.execute(
-            update(model)
-            .where(model.id == row_id)
-            .values(updated_at=model.updated_at)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(await lock_rows(self.session, model, model.id == row_id))
 
     async def _count_active(
         self, resource: ColumnElement[bool], kind: str | None, now: datetime

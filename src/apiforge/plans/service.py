@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App
-from apiforge.core.db import after_commit
+from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.files.usage import uploads_this_month
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
@@ -123,12 +123,7 @@ async def lock_workspace(session: AsyncSession, workspace_id: str) -> None:
     """Serialise quota-checked creations in one workspace until commit, so two requests can't
     both pass the same count: a no-op UPDATE of the workspace row, which locks the row on
     PostgreSQL and takes the database's write lock on SQLite."""
-    await session.execute(
-        update(Workspace)
-        .where(Workspace.id == workspace_id)
-        .values(updated_at=Workspace.updated_at)  # explicit: keeps `onupdate` from firing
-        .execution_options(synchronize_session=False)
-    )
+    await lock_rows(session, Workspace, Workspace.id == workspace_id)
 
 
 async def check_quota(
@@ -403,12 +398,7 @@ class PlanService:
         """Lock the plan's row until commit and read it again (404 if it went meanwhile): a no-op
         UPDATE takes SQLite's write lock, FOR UPDATE waits out PostgreSQL transactions that
         key-share it (a workspace being moved onto it)."""
-        await self.session.execute(
-            update(Plan)
-            .where(Plan.id == plan.id)
-            .values(updated_at=Plan.updated_at)  # explicit: keeps `onupdate` from firing
-            .execution_options(synchronize_session=False)
-        )
+        await lock_rows(self.session, Plan, Plan.id == plan.id)
         locked = await self.session.scalar(
             select(Plan)
             .where(Plan.id == plan.id)
