@@ -121,9 +121,8 @@ class TrafficRelease:
 
     name = "traffic_release"
 
-    def __init__(self, control: TrafficControl, meter: QuotaMeter | None = None) -> None:
+    def __init__(self, control: TrafficControl) -> None:
         self.control = control
-        self.meter = meter  # notes a closed plan's refusals in the quota-hit log
 
     async def after(self, ctx: GatewayContext) -> None:
         lease = ctx.lease
