@@ -1,14 +1,18 @@
 """Test data in one place: accounts over HTTP, admins through the service."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import count
 
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 
 from apiforge.accounts.service import AccountService
 from apiforge.accounts.throttle import LoginThrottle
+from apiforge.app import create_app, shutdown
 from apiforge.core.db import session_scope
+from apiforge.core.settings import Settings
 
 PASSWORD = "correct horse battery"
 _seq = count(1)
@@ -60,3 +64,16 @@ async def make_admin(app: FastAPI, client: AsyncClient, email: str | None = None
         refresh_token=data["refreshToken"],
         headers={"Authorization": f"Bearer {data['accessToken']}"},
     )
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
+    """An app of its own on `settings` (another node's caches, a setting changed for one test)
+    and a client of it, shut down after."""
+    application = create_app(settings)
+    transport = ASGITransport(app=application, raise_app_exceptions=False)
+    try:
+        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield application, http
+    finally:
+        await shutdown(application)

@@ -14,13 +14,12 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 import pytest
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import AsyncClient, Response
 
-from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from tests.e2e._keys import app_key, call, create_key, notes_app, subscribe
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import User, register
+from tests.factories import User, app_client, register
 
 REDIS_URL = os.environ.get("APIFORGE_TEST_REDIS_URL", "")
 PATH = "/api/v1/invocations"
@@ -239,13 +238,8 @@ async def test_a_workspace_key_signs_calls_to_its_workspaces_apps(client: AsyncC
 @asynccontextmanager
 async def node(settings: Settings) -> AsyncIterator[AsyncClient]:
     """Another server process on the same settings: its own app, caches and nonce store view."""
-    application = create_app(settings)
-    transport = ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        await shutdown(application)
+    async with app_client(settings) as (_application, http):
+        yield http
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="nonces are shared across nodes through Redis")

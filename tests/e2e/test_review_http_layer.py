@@ -8,14 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import AsyncClient, Response
 
-from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from tests.e2e._apps import new_api, new_app, set_step
 from tests.e2e._keys import app_key, create_key, notes_app
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import User, register
+from tests.factories import User, app_client, register
 
 INVOCATIONS = "/api/v1/invocations"
 JSON = {"Content-Type": "application/json"}
@@ -165,13 +164,8 @@ async def test_a_method_override_on_the_gateway_is_a_405_with_allow(client: Asyn
 async def _behind_proxies(settings: Settings) -> AsyncIterator[AsyncClient]:
     """A node whose socket peer (127.0.0.1) and the 10/8 network are trusted proxies."""
     trusted = settings.model_copy(update={"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]})
-    application = create_app(trusted)
-    transport = ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        await shutdown(application)
+    async with app_client(trusted) as (_application, http):
+        yield http
 
 
 def _lines(*forwarded: str) -> list[tuple[str, str]]:

@@ -13,17 +13,16 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy import select, text
 
-from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from apiforge.gateway.stages.log import request_log_buffer
 from apiforge.usage.models import RequestLog
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import register
+from tests.factories import app_client, register
 
 SECRET = "s3cr3t-" + "".join(random.choices(string.ascii_lowercase, k=12))
 ID_SHAPE = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
@@ -40,13 +39,8 @@ async def _client(settings: Settings, **update: Any) -> AsyncIterator[tuple[Fast
     configured = settings.model_copy(
         update={"log_level": "INFO", "gateway_access_log": True, **update}
     )
-    application = create_app(configured)
-    transport = ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield application, http
-    finally:
-        await shutdown(application)
+    async with app_client(configured) as (application, http):
+        yield application, http
 
 
 async def _flush(app: FastAPI) -> None:

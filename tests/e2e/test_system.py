@@ -19,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 
 import apiforge
-from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
-from tests.factories import register
+from tests.factories import app_client, register
 
 NOTES = """\
 # Changelog
@@ -44,13 +43,8 @@ NOTES = """\
 
 @asynccontextmanager
 async def client_for(settings: Settings) -> AsyncIterator[AsyncClient]:
-    application = create_app(settings)
-    transport = ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-    finally:
-        await shutdown(application)
+    async with app_client(settings) as (_application, http):
+        yield http
 
 
 @pytest.fixture
