@@ -41,6 +41,7 @@ from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
 from apiforge.traffic.control import TrafficControl
+from apiforge.usage.retention import LogRetention
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checkpointer = wal_checkpointer(settings)
         if checkpointer is not None:
             checkpointer.start()
+        retention = LogRetention(engine, settings.log_retention_days)
+        if settings.log_retention_days:
+            retention.start()
         yield
+        await retention.stop()
         if checkpointer is not None:
             await checkpointer.stop()
         await shutdown(app)

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # RU granted once to each new workspace's wallet, from the platform's issuance wallet.
     welcome_credits: int = Field(default=0, ge=0, le=10**12)
     changelog_path: Path | None = None
+    # Request logs and quota hits older than this many days are deleted hourly (usage/retention.py);
+    # 0 keeps them for good. At least 32 otherwise: `callsPerMonth` counts this month's calls
+    # from the request log.
+    log_retention_days: int = Field(default=0, ge=0, le=36500)
     # Idempotency (docs/idempotency.md): how long a completed response is replayed, how long an
     # unfinished claim blocks duplicates (longer than the slowest call), one-time token lifetime.
     idempotency_retention_seconds: int = Field(default=86400, ge=60)
@@ -177,6 +181,13 @@ class Settings(BaseSettings):
     def _log_level(cls, value: str) -> str:
         if value.upper() not in logging.getLevelNamesMapping():
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _log_retention(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError("must be 0 (keep every row) or at least 32 (a month of calls)")
         return value
 
     @model_validator(mode="after")

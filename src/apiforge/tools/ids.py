@@ -42,7 +42,16 @@ os.register_at_fork(after_in_child=_entropy.forget)
 
 def new_id() -> str:
     """Return a 26-character id that sorts by creation time (ULID layout, lowercase)."""
-    value = (int(time.time() * 1000) << 80) | _entropy.take()
+    return _encode((int(time.time() * 1000) << 80) | _entropy.take())
+
+
+def first_id_at(epoch_seconds: float) -> str:
+    """The smallest id minted at that time: every id minted earlier sorts below it (old rows
+    of a table keyed by these ids are found on its primary key)."""
+    return _encode(int(epoch_seconds * 1000) << 80)
+
+
+def _encode(value: int) -> str:
     # 26 digits of 5 bits: 130 bits, the top 2 zero (as in a ULID).
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
