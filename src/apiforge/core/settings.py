@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     # Gateway calls are all in the request log; also print each one's access line (5xx always).
     gateway_access_log: bool = False
+    # When set, `GET /metrics` needs `Authorization: Bearer <token>` (empty: open to whoever
+    # reaches the port, as Prometheus exporters usually are).
+    metrics_token: SecretStr | None = None
 
     access_token_ttl: int = Field(default=900, ge=30)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
@@ -182,6 +185,15 @@ class Settings(BaseSettings):
         if value.upper() not in logging.getLevelNamesMapping():
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and len(value.strip()) < 16:
+            raise ValueError("must be at least 16 characters (or empty: /metrics open)")
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("log_retention_days")
     @classmethod

@@ -1,5 +1,6 @@
 """System routes: version and release notes, liveness, readiness, Prometheus metrics."""
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -7,6 +8,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from starlette.responses import Response
 
+from apiforge.core.errors import AuthenticationError
 from apiforge.http.deps import SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.system.health import HealthService
@@ -22,7 +24,8 @@ _PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Prometheus text exposition format 0.0.4 (not the envelope)",
         "content": {"text/plain": {"schema": {"type": "string"}}},
-    }
+    },
+    401: {"description": "`APIFORGE_METRICS_TOKEN` is set and the request did not bear it"},
 }
 
 
@@ -59,5 +62,16 @@ async def readyz(service: HealthServiceDep) -> Envelope[ReadinessRead]:
     response_class=PlainTextResponse,
     responses=_PROMETHEUS_TEXT,
 )
-def metrics() -> Response:
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Open unless `APIFORGE_METRICS_TOKEN` is set: then only a scraper bearing it reads the
+    route templates, volumes and refusals of every tenant together."""
+    expected = settings.metrics_token
+    if expected is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.strip().encode(), expected.get_secret_value().encode()
+        ):
+            raise AuthenticationError(
+                "/metrics needs the metrics token", headers={"WWW-Authenticate": "Bearer"}
+            )
     return Response(generate_latest(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
