@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import Depends, Header, Response
+from fastapi import Depends, Header, Request, Response
 from sqlalchemy import Integer, delete, event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -64,6 +64,9 @@ class Precondition:
 
     tags: frozenset[str] | None = None
     wildcard: bool = False
+    # Some list member was no strong entity tag (`3` unquoted, `W/"3"`): it can never match,
+    # and the 412 says so rather than "the resource changed", which would mislead the caller.
+    unusable: bool = False
 
     def check(self, current: int, *, required: bool = False) -> None:
         """412 unless `If-Match` is `*` or lists version `current`'s ETag; without `If-Match`,
@@ -73,12 +76,15 @@ class Precondition:
                 raise PreconditionRequiredError()
             return
         if not self.matches(str(current)):
-            raise PreconditionFailedError(details={"version": current})
+            raise PreconditionFailedError(self._refusal(), details={"version": current})
 
     def check_tag(self, opaque: str) -> None:
         """`check` for a resource whose ETag is not a version (a file's `"<md5>"`)."""
         if self.given and not self.matches(opaque):
-            raise PreconditionFailedError(details={"etag": f'"{opaque}"'})
+            raise PreconditionFailedError(self._refusal(), details={"etag": f'"{opaque}"'})
+
+    def _refusal(self) -> str | None:
+        return _UNUSABLE if self.unusable else None
 
     def matches(self, opaque: str) -> bool:
         """RFC 9110 strong comparison: the tag's characters exactly, so `"01"` is not the ETag
@@ -98,14 +104,21 @@ def parse_if_match(raw: str | None) -> Precondition:
     if raw.strip() == "*":
         return Precondition(wildcard=True)
     tags: set[str] = set()
+    unusable = False
     for part in raw.split(","):
         found = _TAG.fullmatch(part)
         if found and not part.strip().startswith("W/"):
             tags.add(found.group(1))
-    return Precondition(tags=frozenset(tags))
+        elif part.strip():  # empty list members are allowed (RFC 9110 §5.6.1)
+            unusable = True
+    return Precondition(tags=frozenset(tags), unusable=unusable)
 
 
 NO_PRECONDITION = Precondition()
+_UNUSABLE = (
+    "If-Match holds a value that is no strong ETag and never matches: send the ETag as "
+    'answered, quotes included (`"3"`), never weak (`W/"3"`)'
+)
 
 
 def advance(row: Versioned, precondition: Precondition, *, required: bool = False) -> None:
@@ -146,6 +159,7 @@ def _bump_versions(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def _if_match(
+    request: Request,
     if_match: Annotated[
         str | None,
         Header(
@@ -155,7 +169,10 @@ def _if_match(
         ),
     ] = None,
 ) -> Precondition:
-    return parse_if_match(if_match)
+    """The header as one list: a list field sent as several lines (`If-Match: "1"` and
+    `If-Match: "2"`) means their comma-joined values (RFC 9110 §5.3), not the first line alone."""
+    lines = request.headers.getlist("If-Match")
+    return parse_if_match(", ".join(lines) if len(lines) > 1 else if_match)
 
 
 IfMatch = Annotated[Precondition, Depends(_if_match)]

@@ -423,17 +423,21 @@ class PlanService:
 
     async def _make_default(self, plan: Plan) -> None:
         """Move the default flag to `plan`. Locking the current default first serialises two
-        concurrent moves on PostgreSQL, so the later one sees (and clears) the earlier winner."""
+        concurrent moves on PostgreSQL, so the later one sees (and clears) the earlier winner.
+        Both plans' `isDefault` changes, so both take a new version (their ETags change): the
+        old default's in the clearing UPDATE, `plan`'s through the ORM, whose UPDATE stays
+        conditional on the version `If-Match` checked (409 `concurrent_update`)."""
         await self.session.execute(
             select(Plan.id).where(Plan.is_default.is_(True)).with_for_update()
         )
         await self.session.execute(
             update(Plan)
-            .where((Plan.is_default.is_(True)) | (Plan.id == plan.id))
-            .values(is_default=(Plan.id == plan.id))
+            .where(Plan.is_default.is_(True), Plan.id != plan.id)
+            .values(is_default=False, version=Plan.version + 1)
             .execution_options(synchronize_session=False)
         )
-        await self.session.refresh(plan)
+        plan.is_default = True
+        await self.session.flush()
 
 
 def _code_taken() -> ConflictError:
