@@ -107,6 +107,8 @@ class RedisLine:
         self.connect_timeout = connect_timeout
         self._wire: _Wire | None = None
         self._connecting = asyncio.Lock()
+        self._failures = 0  # connection attempts that failed (one at a time: `_connecting`)
+        self._failure = ""  # why the last one failed
         self._watch: asyncio.TimerHandle | None = None
         self._closed = False
         self._shas: dict[str, str] = {}
@@ -185,11 +187,17 @@ class RedisLine:
             self._watch = loop.call_at(due, self._check)
 
     async def _connect(self) -> _Wire:
+        seen = self._failures
         async with self._connecting:
             if self._closed:
                 raise RedisConnectionError("The Redis line is closed")
             if self._wire is not None:
                 return self._wire
+            if self._failures != seen:
+                # An attempt failed while this call waited for the lock: so does this call, at
+                # once. Trying again would queue every waiting call behind one more connect
+                # timeout each (while Redis's connects hung, the Nth call waited N seconds).
+                raise RedisConnectionError(self._failure)
             loop = asyncio.get_running_loop()
             hello: list[tuple[str | int, ...]] = []
             if self.password is not None:
@@ -211,13 +219,19 @@ class RedisLine:
             except (OSError, TimeoutError) as exc:
                 if wire is not None:  # connected, but the greeting timed out
                     wire.fail(RedisConnectionError("Redis did not answer the greeting"))
-                raise RedisConnectionError(f"Cannot connect to Redis: {exc!r}") from exc
+                self._failed(f"Cannot connect to Redis: {exc!r}")
+                raise RedisConnectionError(self._failure) from exc
             refused = [reply for reply in replies if isinstance(reply, ResponseError)]
             if refused or wire.lost is not None:
                 wire.fail(RedisConnectionError(f"Redis refused the connection: {refused}"))
-                raise wire.lost or RedisConnectionError("Redis refused the connection")
+                self._failed("Redis refused the connection")
+                raise wire.lost or RedisConnectionError(self._failure)
             self._wire = wire
             return wire
+
+    def _failed(self, why: str) -> None:
+        self._failures += 1
+        self._failure = why
 
     def _forget(self, wire: _Wire) -> None:
         if self._wire is wire:

@@ -10,6 +10,11 @@ from collections.abc import Sequence
 
 from apiforge.traffic.frequency import Rate
 
+# RFC 8941 Integers have at most 15 digits: a strict client's parser rejects the whole field
+# over a longer one. A larger value (a plan's near-unlimited rate, 2**53 - 1 at most) is shown
+# as the largest Integer there is: no client gets anywhere near either in a window.
+SF_INTEGER_MAX = 999_999_999_999_999
+
 _policies: dict[tuple[tuple[str, int, int], ...], str] = {}
 
 
@@ -18,7 +23,9 @@ def policy(rates: Sequence[Rate]) -> str:
     shape = tuple((rate.scope, rate.limit, rate.window) for rate in rates)
     text = _policies.get(shape)
     if text is None:
-        text = ", ".join(f'"{scope}";q={limit};w={window}' for scope, limit, window in shape)
+        text = ", ".join(
+            f'"{scope}";q={_sf(limit)};w={_sf(window)}' for scope, limit, window in shape
+        )
         if len(_policies) < 4096:
             _policies[shape] = text
     return text
@@ -30,8 +37,13 @@ def exceeded_headers(rates: Sequence[Rate], rate: Rate, retry_after: int) -> dic
     return {
         "Retry-After": seconds,
         "RateLimit-Policy": policy(rates),
-        "RateLimit": f'"{rate.scope}";r=0;t={seconds}',
+        "RateLimit": f'"{rate.scope}";r=0;t={_sf(retry_after)}',
         "X-RateLimit-Limit": str(rate.limit),
         "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": seconds,
     }
+
+
+def _sf(value: int) -> int:
+    """`value` as a structured-field Integer (`SF_INTEGER_MAX` at most)."""
+    return min(value, SF_INTEGER_MAX)

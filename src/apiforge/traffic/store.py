@@ -64,14 +64,19 @@ class MemoryTraffic:
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
     ) -> Refusal | None:
         now_ms = time.time() * 1000
+        windows = self.windows
         counters = []
+        fresh: list[tuple[str, list[int]]] = []  # stored only if the call is admitted
         for rate in rates:
             window_ms = rate.window * 1000
             number = int(now_ms // window_ms)
-            counter = self.windows.get(rate.key)
+            counter = windows.get(rate.key)
             if counter is None or counter[0] < number - 1:
+                # Kept only for an admitted call: refused calls from ever new client IPs would
+                # otherwise fill the map with empty counters at any rate, for two windows each
+                # (Redis stores nothing for a refused call either).
                 counter = [number, 0, 0, window_ms]
-                self.windows[rate.key] = counter
+                fresh.append((rate.key, counter))
             elif counter[0] == number - 1:  # the window turned: current becomes previous
                 counter[0], counter[1], counter[2] = number, counter[2], 0
             elapsed = now_ms - number * window_ms
@@ -84,11 +89,13 @@ class MemoryTraffic:
         for slot in slots:
             if active.get(slot.key, 0) >= slot.limit:
                 return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
+        for key, counter in fresh:
+            windows[key] = counter
         for counter in counters:
             counter[2] += 1
         for slot in slots:
             active[slot.key] = active.get(slot.key, 0) + 1
-        if len(self.windows) > self.prune_at:
+        if len(windows) > self.prune_at:
             self._prune(now_ms)
         return None
 
