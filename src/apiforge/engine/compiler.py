@@ -28,6 +28,11 @@ MAX_STEPS = 200  # steps in one definition, nested ones included
 MAX_DEPTH = 6  # nesting of if / forEach / transaction
 # The variables every expression may read (a forEach binds more inside its body).
 ROOT_NAMES = frozenset({"args", "token", "steps", "env", "now"})
+# CEL's type names, which the engine lists among the variables an expression reads:
+# `type(args.x) == double` reads no variable called `double`.
+_TYPE_NAMES = frozenset(
+    {"bool", "bytes", "double", "int", "list", "map", "null_type", "string", "type", "uint"}
+)
 _READABLE = "args, token, steps, env, now"
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -76,7 +81,7 @@ class Compiler:
         `token`, `steps`, `env`, `now` and names a container binds, and only steps that run
         earlier (by id: `steps.<id>` or `steps["<id>"]`)."""
         compiled = compile_value(raw, step_field(self.current, field))
-        unknown = compiled.names - ROOT_NAMES - self.locals
+        unknown = compiled.names - ROOT_NAMES - self.locals - _TYPE_NAMES
         if unknown:
             names = ", ".join(sorted(unknown))
             raise self.error(field, f"unknown name {names} (expressions read {_READABLE})")

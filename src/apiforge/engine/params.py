@@ -189,6 +189,8 @@ class CompiledParams:
     _validate: Callable[[Any], Any]
     # (param, pattern, matcher): checked here, not by the JSON Schema validator (Python's engine).
     patterns: tuple[tuple[str, str, Callable[[str], object]], ...] = ()
+    # An ad-hoc workflow's args: any object, passed through as given (nulls included).
+    passes_through: bool = False
 
     def validate(self, args: Any) -> dict[str, Any]:
         """Checked args with defaults filled in; 400 naming the params at fault."""
@@ -196,11 +198,18 @@ class CompiledParams:
             raise ArgumentsError(
                 "Invalid parameters", [{"field": "args", "message": "must be an object"}]
             )
+        if self.passes_through:
+            return dict(args)
         # An explicit null means "not given": defaults apply and required params are missing.
         present = {key: value for key, value in args.items() if value is not None}
         missing = [name for name in self.required if name not in present]
         if missing:
             raise MissingArgumentsError(missing)
+        if len(present) != len(args):
+            # ... but only for a declared param: an undeclared one is refused, null or not.
+            unknown = sorted(args.keys() - self.schema["properties"].keys())
+            if unknown:
+                raise _invalid_arg(unknown[0], "unknown parameter")
         try:
             checked: dict[str, Any] = self._validate(present)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -210,20 +219,27 @@ class CompiledParams:
             if isinstance(value, float):
                 value = checked[name] = int(value)
             if value is not None and not INT_MIN <= value <= INT_MAX:
-                raise _out_of_range(name, f"must be between {INT_MIN} and {INT_MAX}")
+                raise _invalid_arg(name, f"must be between {INT_MIN} and {INT_MAX}")
         for name in self.numbers:
-            # `NaN` (which the JSON parser accepts) passes every `min`/`max` check.
             value = checked.get(name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise _out_of_range(name, "must be a finite number")
+            if isinstance(value, int):
+                # A `number` is a CEL double however the client wrote it: CEL keeps `1` an int,
+                # so `args.x / 2` divided as integers and `args.x + 0.5` failed for `1` only.
+                try:
+                    checked[name] = float(value)
+                except OverflowError:  # a 400-digit integer literal: `1e400` is refused too
+                    raise _invalid_arg(name, "must be a finite number") from None
+            elif isinstance(value, float) and not math.isfinite(value):
+                # `NaN` (which the JSON parser accepts) passes every `min`/`max` check.
+                raise _invalid_arg(name, "must be a finite number")
         for name, pattern, search in self.patterns:
             value = checked.get(name)
             if isinstance(value, str) and search(value) is None:
-                raise _out_of_range(name, f"must match pattern {pattern}")
+                raise _invalid_arg(name, f"must match pattern {pattern}")
         return checked
 
 
-def _out_of_range(name: str, message: str) -> ArgumentsError:
+def _invalid_arg(name: str, message: str) -> ArgumentsError:
     return ArgumentsError("Invalid parameters", [{"field": name, "message": message}])
 
 
@@ -328,4 +344,5 @@ def open_params() -> CompiledParams:
         integers=(),
         numbers=(),
         _validate=_pass_through,
+        passes_through=True,
     )

@@ -177,6 +177,8 @@ def sensitive_values(
         value = args.get(name)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             found.append(str(value))
+            if isinstance(value, float) and value.is_integer():
+                found.append(str(int(value)))  # how CEL's string() writes 4242.0: "4242"
     secrets = env.get("secrets")
     if isinstance(secrets, Mapping):
         found.extend(str(value) for value in secrets.values() if value)

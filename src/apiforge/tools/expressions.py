@@ -424,11 +424,39 @@ def compile_expression(source: str) -> CompiledExpression:
     except _PASS_THROUGH:
         raise
     except BaseException as exc:
+        selected = _selected_keyword(source)
+        if selected is not None:
+            owner, keyword = selected
+            raise ExpressionError(
+                f"{keyword!r} is a CEL keyword, so .{keyword} cannot read a field: write "
+                f"{owner}[{keyword!r}] (and {keyword!r} in {owner} to test that it is there)"
+            ) from exc
         message = str(exc)
         # The engine repeats the whole source before its diagnosis; keep the diagnosis.
         start = message.find("ERROR: ")
         raise ExpressionError(_clip(message[start:] if start >= 0 else message)) from exc
     return CompiledExpression(source, program, scan)
+
+
+def _selected_keyword(source: str) -> tuple[str, str] | None:
+    """(what is read, the keyword) when a source that failed to compile reads a keyword as a
+    field (`args.in`, `steps.user.null`): a param or claim may be named `in`, `true`, `false` or
+    `null`, which CEL's grammar never takes after a dot, and the engine's diagnosis says no more
+    than "Syntax error"."""
+    tokens = list(_tokens(source))
+    for i in range(2, len(tokens)):
+        token = tokens[i]
+        if token.kind != "ident" or token.text not in _KEYWORDS or tokens[i - 1].text != ".":
+            continue
+        path: list[str] = []
+        j = i - 2
+        while j >= 0 and tokens[j].kind == "ident" and tokens[j].text not in _KEYWORDS:
+            path.insert(0, tokens[j].text)
+            if j < 2 or tokens[j - 1].kind != "punct" or tokens[j - 1].text != ".":
+                break
+            j -= 2
+        return ".".join(path) or "x", token.text
+    return None
 
 
 def referenced_steps(expression: CompiledExpression | str) -> frozenset[str]:

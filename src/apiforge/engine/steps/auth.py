@@ -32,7 +32,10 @@ DEFAULT_EXPIRES_IN = 7 * 86400
 
 
 def _text(step_id: str, value: Any, field: str, *, allow_empty: bool = False) -> str:
-    """An id-like value: a string or an integer, at most `MAX_ID_LENGTH` characters."""
+    """An id-like value: a string or a whole number (a `number` arg is a float: 7.0 is "7"),
+    at most `MAX_ID_LENGTH` characters."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or (not value and not allow_empty):
@@ -99,6 +102,8 @@ class JwtSignSpec(StepSpec):
 
 
 def _expires(step_id: str, value: Any, compiler: Any = None) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a `number` arg is a float
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRES_IN:
         return value
     message = f"must be a whole number of seconds from 1 to {MAX_EXPIRES_IN}"

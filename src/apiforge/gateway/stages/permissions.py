@@ -90,6 +90,8 @@ def target_of(
         value = name
     else:
         value = None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a `number` arg is a float: 7 and 7.0 name the same target
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
