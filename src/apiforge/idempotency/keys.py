@@ -83,6 +83,15 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def seq_fingerprint(payload: str, workspace: str) -> str:
+    """The fingerprint of a management request with `X-Request-Seq`. A sequence number is the
+    credential's in every workspace, so the workspace the request acts in (`X-Workspace-Id`, in
+    no fingerprinted byte) is part of its payload: the number sent again to act in another
+    workspace is another request (422), not the first one's answer (say, an app created in the
+    other workspace). A gateway call's workspace follows from its key or its body's app."""
+    return hashlib.sha256(f"{len(workspace)}:{workspace}:{payload}".encode()).hexdigest()
+
+
 def fingerprint_hash(method: str, path: str, query: str) -> "hashlib._Hash":
     """`fingerprint` of a body hashed as it arrives: `update` it with the body, then
     `hexdigest`."""

@@ -36,6 +36,7 @@ from apiforge.idempotency.keys import (
     parse_key,
     parse_seq,
     record_id,
+    seq_fingerprint,
     token_id,
 )
 from apiforge.idempotency.spool import SpooledBody
@@ -97,8 +98,11 @@ class IdempotencyMiddleware:
                 await body.read_from(receive)
             except ClientDisconnect:  # gone before its body was whole: nothing runs or is kept
                 return
+            payload = body.fingerprint()
+            if SEQ_HEADER in headers:  # not both: `_record_id` refused that
+                payload = seq_fingerprint(payload, caller.workspace)
             token = headers.get(TOKEN_HEADER)
-            outcome = await _admitted(state, store, rid, body, token, caller.principal)
+            outcome = await _admitted(state, store, rid, payload, token, caller.principal)
             if isinstance(outcome, StoredResponse):
                 IDEMPOTENT_REPLAYS.labels("management").inc()
                 await _replay(outcome, _opened(state, outcome.body), send)
@@ -181,7 +185,7 @@ async def _admitted(
     state: Any,
     store: IdempotencyStore,
     rid: str | None,
-    body: SpooledBody,
+    payload: str,
     raw_token: str | None,
     principal: str,
 ) -> Claim | StoredResponse | None:
@@ -191,7 +195,7 @@ async def _admitted(
     async with state.engine.connect() as conn:
         claim: Claim | None = None
         if rid is not None:
-            outcome = await store.claim(conn, rid, body.fingerprint())
+            outcome = await store.claim(conn, rid, payload)
             if isinstance(outcome, StoredResponse):
                 return outcome
             claim = outcome

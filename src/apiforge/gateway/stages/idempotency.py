@@ -82,6 +82,8 @@ class IdempotencyStage:
         assert ctx.connection is not None
         who = principal(ctx.caller.key_id, ctx.caller.account_id)
         assert who is not None  # every authenticated caller has a key or an account
+        # Tokens are issued to the credential (the token endpoint sees no end user): spent by it.
+        credential = who
         if ctx.token is not None:
             # A browser key is shared by the app's end users: each has keys of its own.
             who = end_user_scope(who, ctx.target.id if ctx.target else "", ctx.token)
@@ -121,7 +123,7 @@ class IdempotencyStage:
             digest = token_id(raw_token)
             if digest is None:
                 raise DuplicateRequestError()
-            await self.store.tokens.consume(ctx.connection, digest, who)
+            await self.store.tokens.consume(ctx.connection, digest, credential)
 
     async def _complete(self, ctx: GatewayContext) -> None:
         """Inside the run's transaction, after the steps: the response commits with them."""
