@@ -274,15 +274,21 @@ class CalleeCosts:
         return callee_cost
 
 
-def pinned_versions(steps: Any) -> Iterator[str]:
-    """The exact versions (`X.Y.Z`) that the `callApi` steps in `steps`, nested ones too, pin."""
+def callee_refs(steps: Any) -> Iterator[tuple[str, str | None]]:
+    """(api, version) of every `callApi` step in `steps`, nested ones too; version is None
+    when the step leaves it out (the caller's own version)."""
     if isinstance(steps, list):
         for item in steps:
-            yield from pinned_versions(item)
+            yield from callee_refs(item)
     elif isinstance(steps, dict):
-        version = steps.get("version")
-        if steps.get("type") == "callApi" and isinstance(version, str) and _PINNED.match(version):
-            yield version
+        api, version = steps.get("api"), steps.get("version")
+        if steps.get("type") == "callApi" and isinstance(api, str):
+            yield api, version if isinstance(version, str) else None
         for value in steps.values():
             if isinstance(value, list | dict):
-                yield from pinned_versions(value)
+                yield from callee_refs(value)
+
+
+def pinned_versions(steps: Any) -> Iterator[str]:
+    """The exact versions (`X.Y.Z`) that the `callApi` steps in `steps`, nested ones too, pin."""
+    return (version for _, version in callee_refs(steps) if version and _PINNED.match(version))

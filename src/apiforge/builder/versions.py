@@ -13,16 +13,17 @@ and a 0.x line would promise nothing to callers.
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError as PydanticError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
-from apiforge.builder.definitions import DefinitionChecker, api_document, pinned_versions
+from apiforge.builder.definitions import DefinitionChecker, api_document, callee_refs
 from apiforge.builder.models import ApiDefinition, App, AppVersion
 from apiforge.builder.schemas import (
     ChangeRead,
@@ -35,11 +36,20 @@ from apiforge.builder.schemas import (
 from apiforge.builder.service import find_app
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
-from apiforge.http.pagination import Page, PageParams, fetch_page
+from apiforge.engine.params import ParamSpec
+from apiforge.http.pagination import Page, PageParams, SortKey, fetch_page, order_by
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import CurrentWorkspace
 
 SNAPSHOT_FORMAT = 1
+VERSION_SORTS: dict[str, SortKey] = {
+    "version": (
+        AppVersion.major.expression,
+        AppVersion.minor.expression,
+        AppVersion.patch.expression,
+    ),
+    "createdTime": AppVersion.created_at.expression,
+}
 SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
 
 
@@ -87,7 +97,18 @@ class Change:
 
 
 def _params(api: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {p["name"]: p for p in api.get("params") or [] if isinstance(p, dict) and "name" in p}
+    """name -> param as the engine reads it: a param is stored as the builder sent it, and the
+    engine accepts lax values (`"min": "5"`, `"required": "false"`), which compared raw were a
+    500 (`"5" > 1`) or a false break (the string `"false"` is truthy)."""
+    params: dict[str, dict[str, Any]] = {}
+    for raw in api.get("params") or []:
+        if not isinstance(raw, dict) or "name" not in raw:
+            continue
+        try:
+            params[str(raw["name"])] = ParamSpec.model_validate(raw).model_dump()
+        except PydanticError:  # never so in a compiled snapshot; compared as stored
+            params[str(raw["name"])] = raw
+    return params
 
 
 def _param_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
@@ -142,6 +163,10 @@ def _narrowed(name: str, param: str, was: dict[str, Any], spec: dict[str, Any]) 
     return changes
 
 
+def _browser_callable(auth: dict[str, Any]) -> bool:
+    return bool(auth.get("requireToken") or auth.get("public"))
+
+
 def _auth_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     """Callers refused where they were let in: a token newly required, browser (`public`)
     access withdrawn, an idempotency key newly required, another permission mode or target,
@@ -154,7 +179,10 @@ def _auth_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[C
 
     if after.get("requireToken") and not before.get("requireToken"):
         breaking("token_now_required", "an end-user token is now required")
-    if before.get("public") and not after.get("public"):
+    # Publishable keys reach an API that requires a token or is public (gateway/keys.py): a
+    # token no longer required withdraws them as surely as `public` withdrawn, and `public`
+    # withdrawn from an API that still requires a token leaves them in.
+    if _browser_callable(before) and not _browser_callable(after):
         breaking("public_removed", "publishable (browser) keys may no longer call it")
     if after.get("requireIdempotencyKey") and not before.get("requireIdempotencyKey"):
         breaking("idempotency_key_now_required", "an Idempotency-Key is now required")
@@ -198,21 +226,30 @@ def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
     return changes
 
 
-def _ensure_pins_published(api: str, document: dict[str, Any], published: set[str]) -> None:
-    """A snapshot's `callApi` may pin only versions that exist (or this one): an unpublished
-    pin costs nothing when the snapshot is priced, yet runs whatever is published under that
-    number later — its steps unpaid for, forever, since the snapshot never changes."""
-    missing = sorted(set(pinned_versions(document.get("steps"))) - published)
-    if missing:
+def _ensure_callees_exist(
+    api: str, document: dict[str, Any], label: str, pinned: Collection[tuple[str, str]]
+) -> None:
+    """What a snapshot's `callApi` steps run must exist for good, since the snapshot never
+    changes: a pin to `dev` (which a published version cannot call) or to an API the version
+    (`label`, or the one pinned) does not have fails every call that reaches the step, and an
+    unpublished pin costs nothing when the snapshot is priced, yet runs whatever is published
+    under that number later — its steps unpaid for. `pinned`: (version, api) of the published
+    versions pinned, and of this one."""
+    published = {version for version, _ in pinned}
+    for callee, version in callee_refs(document.get("steps")):
+        at = version or label
+        if version == "dev":
+            problem = "pins version dev, which a published version cannot call"
+        elif at not in published:
+            problem = f"pins version {at}, which is not published"
+        elif (at, callee) not in pinned:
+            problem = f"calls API {callee}, which version {at} does not have"
+        else:
+            continue
         raise ValidationError(
-            f"API {api} calls version {missing[0]}, which is not published",
+            f"API {api}: a callApi step {problem}",
             reason="invalid_definition",
-            errors=[
-                {
-                    "field": f"apis.{api}.steps",
-                    "message": f"callApi pins version {missing[0]}, which is not published",
-                }
-            ],
+            errors=[{"field": f"apis.{api}.steps", "message": f"callApi {problem}"}],
         )
 
 
@@ -350,11 +387,9 @@ class VersionService:
             select(AppVersion)
             .options(defer(AppVersion.snapshot))
             .where(AppVersion.app_id == app.id)
-            .order_by(
-                AppVersion.major.desc(),
-                AppVersion.minor.desc(),
-                AppVersion.patch.desc(),
-            )
+        )
+        stmt = order_by(
+            stmt, params, VERSION_SORTS, default="version", tiebreak=AppVersion.id.expression
         )
         rows, total = await fetch_page(self.session, stmt, params)
         return params.page([summary(row, app) for row in rows], total)
@@ -406,11 +441,11 @@ class VersionService:
             del document["cost"]
         checker = self.checker
         callees = await checker.callee_costs(app.id, documents, collections, prices, label)
-        published = {version for version, _api in callees.pinned} | {label}
+        pinned = {*callees.pinned, *((label, name) for name in documents)}
         apis: dict[str, Any] = {}
         for row in rows:
             document = documents[row.api]
-            _ensure_pins_published(row.api, document, published)
+            _ensure_callees_exist(row.api, document, label, pinned)
             cost = checker.check(
                 document, collections, prices, prefix=f"apis.{row.api}.", callee_cost=callees.at(0)
             )

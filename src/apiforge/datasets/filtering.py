@@ -6,6 +6,7 @@ column, `datasets.sql.operand`) and what a value must look like to compare with 
 fields are refused (their stored values are ciphertexts); objects and arrays only test for null.
 """
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement
@@ -13,7 +14,7 @@ from sqlalchemy.engine import Dialect
 
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.sql import Operand, bind_value, operand
-from apiforge.tools.filters import FilterError, compile_filter
+from apiforge.tools.filters import FilterError, Granular, compile_filter
 
 
 class FilterValueError(ValueError):
@@ -22,6 +23,14 @@ class FilterValueError(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def _next_second(value: datetime) -> datetime:
+    """The end of `value`'s second; the calendar's last second ends at its last microsecond."""
+    try:
+        return value + timedelta(seconds=1)
+    except OverflowError:
+        return value.replace(microsecond=999_999)
 
 
 def record_filter(
@@ -33,7 +42,7 @@ def record_filter(
     field, a malformed tree, or a value of the wrong type."""
     operands: dict[str, Operand] = {}
 
-    def resolve_field(name: str) -> ColumnElement[Any]:
+    def resolve_field(name: str) -> ColumnElement[Any] | Granular:
         f = schema.field(name)
         if f is not None and not f.filterable:
             raise ValueError(f"{name!r} is encrypted and cannot be filtered on")
@@ -41,6 +50,9 @@ def record_filter(
         if found is None:
             raise KeyError(name)
         operands[name] = found
+        if found.builtin and found.type == "datetime":
+            # Stored to the microsecond, shown and bound in whole seconds (`bind_value`).
+            return Granular(found.expression, _next_second)
         return found.expression
 
     def resolve_value(name: str, value: Any) -> Any:

@@ -16,6 +16,9 @@ from apiforge.http.schemas import ApiModel
 T = TypeVar("T")
 MAX_PAGE_NO = 1_000_000
 
+SortKey = ColumnElement[Any] | tuple[ColumnElement[Any], ...]
+"""What a `sort` field orders by: one expression, or several in turn (a version's X, Y, Z)."""
+
 
 class Page(ApiModel, Generic[T]):
     total_count: int
@@ -87,7 +90,7 @@ PageDep = Annotated[PageParams, Depends(_page_params)]
 def order_by(
     stmt: Select[Any],
     params: PageParams,
-    allowed: Mapping[str, ColumnElement[Any]],
+    allowed: Mapping[str, SortKey],
     default: str,
     tiebreak: ColumnElement[Any] | None = None,
     default_order: str = "desc",
@@ -100,8 +103,9 @@ def order_by(
             reason="invalid_sort_field",
         )
     ascending = (params.order or default_order) == "asc"
-    column = allowed[field]
-    stmt = stmt.order_by(column.asc() if ascending else column.desc())
+    key = allowed[field]
+    for column in key if isinstance(key, tuple) else (key,):
+        stmt = stmt.order_by(column.asc() if ascending else column.desc())
     if tiebreak is not None:
         stmt = stmt.order_by(tiebreak.asc() if ascending else tiebreak.desc())
     return stmt

@@ -9,12 +9,12 @@ nodes follow within its one-second TTL.
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, false, func, or_, select
+from sqlalchemy import ColumnElement, false, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import App
-from apiforge.core.db import after_commit, lock_rows
+from apiforge.core.db import UTCDateTime, after_commit, lock_rows
 from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.core.settings import Settings
@@ -47,11 +47,15 @@ SUBSCRIPTION_SORTS: dict[str, ColumnElement[Any]] = {
     "updatedTime": Subscription.updated_at.expression,
     "appName": App.name.expression,
 }
+# A key never used sorts as the oldest use and one that never expires as the latest expiry, on
+# every backend (SQLite puts NULL first and PostgreSQL last, so NULL itself can't be the key).
+_NEVER_USED = literal(datetime(1970, 1, 1, tzinfo=UTC), UTCDateTime())
+_NEVER_EXPIRES = literal(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), UTCDateTime())
 KEY_SORTS: dict[str, ColumnElement[Any]] = {
     "createdTime": ApiKey.created_at.expression,
     "name": ApiKey.name.expression,
-    "expiresTime": ApiKey.expires_at.expression,
-    "lastUsedTime": ApiKey.last_used_at.expression,
+    "expiresTime": func.coalesce(ApiKey.expires_at, _NEVER_EXPIRES),
+    "lastUsedTime": func.coalesce(ApiKey.last_used_at, _NEVER_USED),
 }
 
 

@@ -17,11 +17,16 @@ a query. `_contains` and `_starts_with` are case-sensitive on every dialect and 
 compares `lower()` of both sides: LIKE with `%` and `_` escaped, except on SQLite, whose LIKE
 ignores case and refuses patterns past 50,000 bytes (a 500 for a long needle that PostgreSQL
 answers): there the three are `instr` tests.
+
+A field stored finer than it is shown (record times: microseconds, shown in whole seconds) is
+resolved to a `Granular`; each of its values then stands for its whole granule, so a record
+matches `{"createdTime": {"_eq": <its createdTime>}}` and not `_gt` of it.
 """
 
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -30,10 +35,12 @@ from sqlalchemy import (
     ColumnExpressionArgument,
     String,
     and_,
+    false,
     func,
     literal,
     not_,
     or_,
+    true,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -56,8 +63,23 @@ LOGICAL_OPERATORS: Final = frozenset({"_and", "_or", "_not"})
 _LIKE_ESCAPE: Final = "/"  # not a backslash: no dialect treats "/" specially inside a literal
 
 Path = tuple[str | int, ...]
-FieldResolver = Callable[[str], ColumnElement[Any]]
-"""`(field name) -> SQL expression`; raises KeyError or ValueError for a field that is not there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Granular:
+    """A field whose stored values are finer than the values it is shown and compared as: a
+    value `v` stands for the granule `[v, after(v))` (a whole second: `after` adds one), so
+    `_eq` matches the granule, `_gt` starts after it and `_lte` takes all of it — what a client
+    comparing the values it was shown expects. The bounds stay plain comparisons of the
+    column, which its indexes serve."""
+
+    expression: ColumnElement[Any]
+    after: Callable[[Any], Any]
+
+
+FieldResolver = Callable[[str], ColumnElement[Any] | Granular]
+"""`(field name) -> SQL expression` (or a `Granular` one); raises KeyError or ValueError for a
+field that is not there."""
 ValueResolver = Callable[[str, Any], Any]
 """`(field name, operand as written) -> value to bind`; raise ValueError when it cannot be bound."""
 
@@ -281,19 +303,27 @@ class _Builder:
         return parts[0] if len(parts) == 1 else and_(*parts)
 
     def condition(
-        self, column: ColumnElement[Any], name: str, op: str, operand: Any, path: Path
+        self, field: ColumnElement[Any] | Granular, name: str, op: str, operand: Any, path: Path
     ) -> ColumnElement[bool]:
+        granular = field if isinstance(field, Granular) else None
+        column = field.expression if isinstance(field, Granular) else field
         if op in NULL_OPERATORS:
             wants_null = operand if op == "_null" else not operand
             return column.is_(None) if wants_null else column.is_not(None)
         if op in LIST_OPERATORS:
             values = self.values(name, op, operand, path)
+            if granular is not None:
+                return _granular_list(granular, op, values)
             return column.in_(values) if op == "_in" else column.not_in(values)
         if op == "_between":
             low, high = self.values(name, op, operand, path)
+            if granular is not None:
+                return and_(column >= low, column < granular.after(high))
             return column.between(low, high)
         value = self.value(name, op, operand, path)
         if op in COMPARISONS:
+            if granular is not None:
+                return _granular_compare(granular, op, value)
             return _compare(column, op, value)
         escaped = _escape_like(value)
         needle = literal(value, String)
@@ -345,6 +375,35 @@ def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[b
     else:
         clause = column >= value
     return clause
+
+
+def _granular_compare(field: Granular, op: str, value: Any) -> ColumnElement[bool]:
+    """`op` against the granule `[value, after(value))` rather than its first point."""
+    column: ColumnElement[Any] = field.expression
+    clause: ColumnElement[bool]
+    if op == "_eq":
+        clause = and_(column >= value, column < field.after(value))
+    elif op == "_neq":
+        clause = or_(column < value, column >= field.after(value))
+    elif op == "_lt":
+        clause = column < value
+    elif op == "_lte":
+        clause = column < field.after(value)
+    elif op == "_gt":
+        clause = column >= field.after(value)
+    else:
+        clause = column >= value
+    return clause
+
+
+def _granular_list(field: Granular, op: str, values: list[Any]) -> ColumnElement[bool]:
+    """`_in`: within one of the granules; `_nin`: within none (an empty list: no / every row,
+    as `IN ()` and `NOT IN ()`)."""
+    if op == "_in":
+        matches = [_granular_compare(field, "_eq", value) for value in values]
+        return or_(*matches) if matches else false()
+    misses = [_granular_compare(field, "_neq", value) for value in values]
+    return and_(*misses) if misses else true()
 
 
 def _escape_like(value: str) -> str:
