@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, URL, ColumnElement, DateTime, MetaData, String, event, make_url, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -161,6 +162,11 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
     else:
         size = pool_size or 10
         kwargs.update(pool_size=size, max_overflow=2 * size, pool_pre_ping=True)
+    if not sqlite:
+        # JSONB writes a float such as 1e20 back as the digits of a whole number, which the
+        # standard parser reads as an integer no JSON encoder here can write (a 500 on every
+        # later read); orjson reads a whole number past 64 bits as the float it was stored as.
+        kwargs["json_deserializer"] = orjson.loads
     engine = create_async_engine(url, **kwargs)
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

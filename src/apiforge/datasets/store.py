@@ -67,6 +67,7 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_GROUPS: Final = 1000
 AGGREGATE_OPS: Final = ("count", "sum", "avg", "min", "max")
 MAX_COUNTED_PARTITIONS: Final = 4096  # totals a prepared page keeps (then it starts afresh)
+UPSERT_ATTEMPTS: Final = 3  # an upsert whose record is deleted under it looks again
 _LOW_BITS: Final = 2**32 - 1
 _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
 
@@ -394,7 +395,8 @@ class RecordStore:
         metrics: Mapping[str, tuple[str, str | None]],
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Rows of `{<groupBy field>: value, ..., <metric name>: value}`, ordered by the groups.
+        """Rows of `{<groupBy field>: value, ..., <metric name>: value}`, ordered by the groups
+        (ascending, a field's null group last on every backend, so `limit` keeps the same ones).
 
         `metrics` maps an output name to (op, field): `count` (field optional), `sum`/`avg` of a
         number, `min`/`max` of any sortable field (booleans: false < true). An integer sum is
@@ -402,9 +404,11 @@ class RecordStore:
         dialect = self.connection.dialect
         columns: list[ColumnElement[Any]] = []
         groups: list[ColumnElement[Any]] = []
+        order: list[ColumnElement[Any]] = []
         for name in group_by:
-            expression, _, _ = _sort_key(schema, name, dialect)
+            expression, _, nullable = _sort_key(schema, name, dialect)
             groups.append(expression)
+            order.append(_ordered(expression, False, nullable))  # the null group last, as getMany
             columns.append(expression.label(f"g_{len(groups)}"))
         widths: list[int] = []  # database columns per metric (an exact SQLite sum takes two)
         for i, (op_name, field) in enumerate(metrics.values()):
@@ -416,7 +420,7 @@ class RecordStore:
             condition = and_(condition, where)
         stmt = select(*columns).select_from(Record).where(condition)
         if groups:
-            stmt = stmt.group_by(*groups).order_by(*groups)
+            stmt = stmt.group_by(*groups).order_by(*order)
         rows = (await self.connection.execute(stmt.limit(min(limit, MAX_GROUPS)))).all()
         names = [*group_by, *metrics]
         types = [self._type(schema, n) for n in group_by] + [
@@ -548,7 +552,8 @@ class RecordStore:
 
         A concurrent upsert of the same key may insert between our lookup and our insert: the
         insert is then refused (`duplicate_value`, from the check or the unique index) and
-        this one updates the record the other inserted. On PostgreSQL the insert runs in a
+        this one updates the record the other inserted; a record deleted between our lookup
+        and our update is looked for again (and inserted). On PostgreSQL the insert runs in a
         savepoint (a unique violation aborts the transaction); SQLite undoes only the refused
         statement, and a savepoint there would hold a read snapshot a concurrent commit makes
         stale before our write."""
@@ -566,17 +571,25 @@ class RecordStore:
             )
             .limit(1)
         )
-        existing = (await self.connection.execute(stmt)).scalar()
-        if existing is None:
+        for attempt in range(UPSERT_ATTEMPTS):
+            existing = (await self.connection.execute(stmt)).scalar()
+            if existing is None:
+                try:
+                    return await self._insert_alone(schema, partition, data), True
+                except ConflictError as exc:
+                    if exc.reason != "duplicate_value":
+                        raise
+                    existing = (await self.connection.execute(stmt)).scalar()
+                    if existing is None:  # another unique field's value is taken: a real conflict
+                        raise
             try:
-                return await self._insert_alone(schema, partition, data), True
-            except ConflictError as exc:
-                if exc.reason != "duplicate_value":
+                return await self.update(schema, partition, existing, data), False
+            except RecordNotFoundError:
+                # Deleted by a concurrent call since we found it: "create or update" then
+                # creates, never answers 404.
+                if attempt == UPSERT_ATTEMPTS - 1:
                     raise
-                existing = (await self.connection.execute(stmt)).scalar()
-                if existing is None:  # another unique field's value is taken: a real conflict
-                    raise
-        return await self.update(schema, partition, existing, data), False
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _insert_alone(
         self, schema: CollectionSchema, partition: str, data: Mapping[str, Any]
@@ -834,7 +847,9 @@ def _plain(value: Any, kind: str, op_name: str | None, field: str = "") -> Any:
         return whole
     if kind == "number":
         number = float(value)
-        return int(number) if number.is_integer() and op_name != "avg" else number
+        if number.is_integer() and op_name != "avg" and INT_MIN <= number <= INT_MAX:
+            return int(number)
+        return number  # a whole float past 64 bits (1e20) stays one: JSON cannot write the int
     if kind == "datetime" and not isinstance(value, str):
         return iso(value)
     return value

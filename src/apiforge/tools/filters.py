@@ -469,8 +469,16 @@ SQLITE_LOWER: Final = "apiforge_lower"
 
 
 def sqlite_lower(value: Any) -> Any:
-    """Unicode lower case for SQLite; anything but text passes through, as `lower()` does."""
-    return value.lower() if isinstance(value, str) else value
+    """Unicode lower case for SQLite; anything but text passes through, as `lower()` does.
+
+    Character by character, as PostgreSQL folds: Python's `str.lower` alone would also apply
+    Unicode's special casing ("ΟΔΟΣ" -> "οδος" with a final sigma, "İ" -> "i" + a combining
+    dot), and a search PostgreSQL answers would then find nothing on SQLite."""
+    if not isinstance(value, str):
+        return value
+    if "Σ" not in value and "İ" not in value:  # the only two letters str.lower folds otherwise
+        return value.lower()
+    return "".join("i" if char == "İ" else char.lower() for char in value)
 
 
 @compiles(_Contains, "sqlite")
