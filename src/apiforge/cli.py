@@ -59,7 +59,9 @@ def version() -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: APIFORGE_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: APIFORGE_PORT]")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port [default: APIFORGE_PORT]")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
 ) -> None:
@@ -71,6 +73,7 @@ def serve(
     if reload and workers > 1:
         raise _fail("--reload runs a single process; drop --workers", code=2)
     settings = Settings()
+    _require_migrated(settings)  # before our logs are set up: Alembic logs its imports at INFO
     # The supervisor of --workers/--reload never builds the app: configure its logs here too.
     configure_logging(settings)
     if workers > 1 and not settings.redis_url:
@@ -102,18 +105,44 @@ def serve(
     )
 
 
+def _require_migrated(settings: Settings) -> None:
+    """Refuse to serve a schema this release's code cannot use: it would start, report ready
+    and answer every request with a 500."""
+    from apiforge.migrate import pending_migrations
+
+    pending = _run(pending_migrations(settings))
+    if pending:
+        raise _fail(
+            f"the database is not migrated ({len(pending)} of this release's migrations not "
+            "applied); run `apiforge db upgrade` first"
+        )
+
+
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the embedded SQLite database on first run)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from apiforge.migrate import upgrade
 
-    upgrade(Settings())
+    try:
+        upgrade(Settings())
+    # CommandError: e.g. the database is at a revision of a newer release, unknown to this one.
+    except (CommandError, SQLAlchemyError, OSError) as exc:
+        raise _fail(f"cannot migrate the database: {_first_line(exc)}") from None
     typer.echo("database is up to date")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    """What a one-line error shows of an exception (SQLAlchemy adds lines about its docs)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _validated(email: str, password: str, name: str) -> tuple[str, str, str]:
@@ -188,9 +217,8 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except (SQLAlchemyError, OSError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(
-            f"database unavailable ({first_line}); is it reachable and migrated "
+            f"database unavailable ({_first_line(exc)}); is it reachable and migrated "
             "(`apiforge db upgrade`)?"
         ) from None
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
 
 from apiforge.core.db import make_engine, sqlite_file
 from apiforge.core.settings import Settings
@@ -60,6 +63,32 @@ async def _seal_stored_secrets(settings: Settings) -> None:
             await seal_stored_secrets(settings, conn)
     finally:
         await engine.dispose()
+
+
+async def pending_migrations(settings: Settings) -> list[str]:
+    """This release's migrations the database has not applied yet, newest first (so `serve`
+    can refuse a schema that would answer every request with a 500). Empty at head, and also
+    when a newer release migrated further: each migration keeps the previous release serving."""
+    url = settings.resolved_database_url
+    script = ScriptDirectory.from_config(alembic_config(url))
+    path = sqlite_file(url)
+    # Don't create an empty file just to look into it.
+    if path is not None and not await asyncio.to_thread(Path(path).exists):
+        return [revision.revision for revision in script.walk_revisions()]
+    engine = make_engine(url, pool=False)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(_current_heads)
+    finally:
+        await engine.dispose()
+    known = {revision.revision for revision in script.walk_revisions()}
+    if not set(current) <= known:
+        return []
+    return [revision.revision for revision in script.iterate_revisions("heads", current or "base")]
+
+
+def _current_heads(connection: Connection) -> tuple[str, ...]:
+    return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
 async def upgrade_async(settings: Settings) -> None:

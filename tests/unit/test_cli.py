@@ -289,18 +289,21 @@ def test_serve_refuses_reload_with_several_workers() -> None:
 
 
 def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, cli_env: Env
 ) -> None:
     import uvicorn
 
     started: list[int] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(kw["workers"]))
-    several = runner.invoke(app, ["serve", "--workers", "3"], env={"APIFORGE_REDIS_URL": None})
+    alone: Env = {**cli_env, "APIFORGE_REDIS_URL": None}
+    several = runner.invoke(app, ["serve", "--workers", "3"], env=alone)
     assert several.exit_code == 0, several.output
     assert "warning: without APIFORGE_REDIS_URL" in several.stderr
-    one = runner.invoke(app, ["serve"], env={"APIFORGE_REDIS_URL": None})
+    one = runner.invoke(app, ["serve"], env=alone)
     shared = runner.invoke(
-        app, ["serve", "--workers", "3"], env={"APIFORGE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+        app,
+        ["serve", "--workers", "3"],
+        env={**cli_env, "APIFORGE_REDIS_URL": "redis://127.0.0.1:6379/0"},
     )
     assert "warning" not in one.stderr + shared.stderr
     assert started == [3, 1, 3]

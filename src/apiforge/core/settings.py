@@ -6,7 +6,9 @@ never later at the first request that reads it."""
 import ipaddress
 import json
 import logging
+import os
 import re
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -23,6 +25,8 @@ from apiforge.tools.hashing import random_secret
 ENV_PREFIX = "APIFORGE_"
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+_KEY_READ_ATTEMPTS = 50  # x 20 ms
 # A JSON list, decoded by `_json_list` rather than pydantic-settings, so a malformed one is
 # reported like any other invalid value.
 HostList = Annotated[list[str], NoDecode]
@@ -167,9 +171,16 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if value:
             try:
-                make_url(value)
+                driver = make_url(value).drivername
             except ArgumentError:
                 raise ValueError("is not a database URL (e.g. postgresql+asyncpg://...)") from None
+            # The code speaks to these two drivers directly; any other fails at the first
+            # connection with an import error or "requires an async driver".
+            if driver not in _DATABASE_DRIVERS:
+                raise ValueError(
+                    f"driver {driver!r} is not supported: use postgresql+asyncpg://... "
+                    "or sqlite+aiosqlite:///..."
+                )
         return value
 
     @field_validator("redis_url")
@@ -227,14 +238,38 @@ class Settings(BaseSettings):
 
     @cached_property
     def signing_key(self) -> str:
-        """The JWT signing secret; persisted on first use so restarts keep sessions valid."""
+        """The JWT signing secret; persisted on first use so restarts keep sessions valid.
+
+        Several processes may start on a new data dir together (`serve --workers`): the one
+        that creates the file writes its key and the others read it, since a second key would
+        reject the first one's tokens and never open what it encrypted. Created private (0600),
+        never readable by others even for a moment."""
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret.key"
-        if path.exists():
-            return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = random_secret(48)
-        path.write_text(key)
-        path.chmod(0o600)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _read_key(path)
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(key)
+        except BaseException:
+            path.unlink()  # a full disk: no empty key file left behind for the next start
+            raise
         return key
+
+
+def _read_key(path: Path) -> str:
+    """The key another process created; it may still be writing it for a few milliseconds."""
+    for _ in range(_KEY_READ_ATTEMPTS):
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.02)
+    raise InvalidSettingsError(
+        f"invalid configuration: {path} is empty (set {ENV_PREFIX}SECRET_KEY, or remove the file "
+        "to generate a new key)"
+    )
