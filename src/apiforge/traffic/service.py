@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiforge.builder.models import ApiDefinition
+from apiforge.builder.models import ApiDefinition, AppVersion
 from apiforge.builder.service import find_app
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ValidationError
@@ -31,6 +31,15 @@ def _unknown(api: str) -> dict[str, str]:
     return {"field": f"apis.{api}", "message": "no such API"}
 
 
+async def _published_apis(session: AsyncSession, app_id: str) -> set[str]:
+    """Names of the APIs in any published version of the app (read only when a name is not on
+    `dev`: snapshots are whole documents)."""
+    snapshots = await session.scalars(
+        select(AppVersion.snapshot).where(AppVersion.app_id == app_id)
+    )
+    return {name for snapshot in snapshots for name in (snapshot.get("apis") or {})}
+
+
 class TrafficLimitsService:
     def __init__(self, session: AsyncSession, rules: LimitRules) -> None:
         self.session = session
@@ -43,8 +52,10 @@ class TrafficLimitsService:
     async def replace(
         self, current: CurrentWorkspace, app_id: str, data: TrafficLimitsUpdate
     ) -> TrafficLimitsRead:
-        """Replace the whole document; every API named must exist on `dev` (a typo would
-        otherwise be a limit that silently never applies)."""
+        """Replace the whole document; every API named must exist on `dev` or in a published
+        version (a typo would otherwise be a limit that silently never applies; an API deleted
+        from `dev` still answers in the versions that have it, and its limits stay settable —
+        the document `GET` answers can always be sent back)."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         current.require(Role.EDITOR)
         if data.apis:
@@ -56,6 +67,8 @@ class TrafficLimitsService:
                 )
             )
             unknown = sorted(set(data.apis) - known)
+            if unknown:
+                unknown = sorted(set(unknown) - await _published_apis(self.session, app.id))
             if unknown:
                 raise ValidationError(
                     "Limits name APIs the app does not have",
