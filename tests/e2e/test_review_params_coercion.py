@@ -70,7 +70,8 @@ async def test_an_integer_bound_beyond_2_53_is_exact(client: AsyncClient, bound:
         ("integer", 1.5),
         ("number", False),
         ("number", "1.5"),
-        ("boolean", 1),
+        ("boolean", 2),
+        ("boolean", 1.0),
         ("boolean", "true"),
         ("string", 1),
         ("array", {"0": 1}),
@@ -129,3 +130,25 @@ async def test_missing_params_come_first_then_unknown_ones_are_named(client: Asy
     response = await _call(client, user, app_id, {"a": "x", "b": "y", "zz": 1, "c": 2})
     data = assert_error(response, 400, "invalid_arguments")
     assert data["errors"] == [{"field": "c", "message": "unknown parameter"}]
+
+
+async def test_a_boolean_arg_takes_1_and_0_as_every_platform_input_does(
+    client: AsyncClient,
+) -> None:
+    """DESIGN.md: inputs accept true/false/1/0 (record fields already did); steps see booleans."""
+    params = [
+        {"name": "on", "type": "boolean"},
+        {"name": "only", "type": "boolean", "enum": [True]},
+    ]
+    user, app_id = await _echo_app(client, params)
+    for sent, seen in (
+        ({"on": 1, "only": 1}, {"on": True, "only": True}),
+        ({"on": 0}, {"on": False}),
+        ({"on": True}, {"on": True}),
+    ):
+        echoed = data_of(await _call(client, user, app_id, sent))["echo"]
+        assert echoed == seen
+        assert all(type(value) is bool for value in echoed.values())
+    for sent in ({"only": 0}, {"on": 2}, {"on": -1}, {"on": 1.0}, {"on": "1"}, {"on": "true"}):
+        data = assert_error(await _call(client, user, app_id, sent), 400, "invalid_arguments")
+        assert data["errors"][0]["field"] in sent

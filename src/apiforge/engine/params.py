@@ -191,6 +191,9 @@ class CompiledParams:
     patterns: tuple[tuple[str, str, Callable[[str], object]], ...] = ()
     # An ad-hoc workflow's args: any object, passed through as given (nulls included).
     passes_through: bool = False
+    # `boolean` params: `1`/`0` are taken for `true`/`false`, as every platform input takes them
+    # (spec 003 §2.4.1; record fields alike).
+    booleans: tuple[str, ...] = ()
 
     def validate(self, args: Any) -> dict[str, Any]:
         """Checked args with defaults filled in; 400 naming the params at fault."""
@@ -210,6 +213,10 @@ class CompiledParams:
             unknown = sorted(args.keys() - self.schema["properties"].keys())
             if unknown:
                 raise _invalid_arg(unknown[0], "unknown parameter")
+        for name in self.booleans:
+            value = present.get(name)
+            if (value == 0 or value == 1) and type(value) is int:
+                present[name] = value == 1
         try:
             checked: dict[str, Any] = self._validate(present)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -312,6 +319,7 @@ def compile_params(raw: Any) -> CompiledParams:
         numbers=tuple(spec.name for spec in specs if spec.type == "number"),
         _validate=validate,
         patterns=patterns,
+        booleans=tuple(spec.name for spec in specs if spec.type == "boolean"),
     )
 
 

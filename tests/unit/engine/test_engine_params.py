@@ -87,7 +87,7 @@ def test_missing_required_params_are_all_named() -> None:
         ({"name": "n", "type": "integer"}, True, "integer"),
         ({"name": "n", "type": "integer"}, 1.5, "integer"),
         ({"name": "n", "type": "number"}, "1", "number"),
-        ({"name": "n", "type": "boolean"}, 1, "boolean"),
+        ({"name": "n", "type": "boolean"}, 2, "boolean"),
         ({"name": "n", "type": "string"}, 5, "string"),
         ({"name": "n", "type": "object"}, [], "object"),
         ({"name": "n", "type": "array"}, {}, "array"),
