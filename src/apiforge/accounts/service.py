@@ -1,8 +1,11 @@
 """Accounts: sign-up, sign-in with throttling, rotating refresh tokens, profile changes."""
 
 import asyncio
+from contextlib import suppress
 from datetime import timedelta
 
+from pydantic import EmailStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +35,19 @@ def _email_taken() -> ConflictError:
     return ConflictError("Email is already registered", reason="email_taken")
 
 
+_EMAIL = TypeAdapter(EmailStr)
+
+
+def normalise_email(email: str) -> str:
+    """The form an account's email is stored in: sign-up's `EmailStr` normalisation (Unicode NFC,
+    an IDNA domain in its Unicode form) then lower case. Sign-in applies the same, so the address
+    typed at sign-up (`Ade\u0301la@…`, `a@xn--bcher-kva.de`) finds its account again. Text that
+    is no address is only trimmed and lowered: no account has it."""
+    with suppress(PydanticValidationError):
+        email = str(_EMAIL.validate_python(email))
+    return email.strip().lower()
+
+
 class AccountService:
     def __init__(self, session: AsyncSession, settings: Settings, throttle: LoginThrottle) -> None:
         self.session = session
@@ -42,7 +58,7 @@ class AccountService:
         self, email: str, password: str, name: str = "", *, is_admin: bool = False
     ) -> Account:
         """Create an account and its personal workspace; 409 when the email is taken."""
-        email = email.strip().lower()
+        email = normalise_email(email)
         taken = await self.session.scalar(select(Account.id).where(Account.email == email))
         if taken:
             raise _email_taken()
@@ -71,7 +87,7 @@ class AccountService:
         """Sign in. The attempt counts as a failed one from before the password is checked
         (so concurrent attempts cannot outrun the throttle) until the password proves right;
         any other outcome, an unexpected error included, leaves it counted."""
-        email = email.strip().lower()
+        email = normalise_email(email)
         await self.throttle.reserve(email, ip)
         account = await self.session.scalar(select(Account).where(Account.email == email))
         stored = account.password_hash if account else None
@@ -116,17 +132,10 @@ class AccountService:
 
     async def refresh(self, token: str) -> TokenPair:
         """Rotate: the presented token is spent; presenting a spent one ends its family."""
-        row = (
-            await self.session.execute(
-                select(RefreshToken, LoginSession, Account)
-                .join(LoginSession, LoginSession.id == RefreshToken.session_id)
-                .join(Account, Account.id == LoginSession.account_id)
-                .where(RefreshToken.token_hash == sha256_hex(token))
-            )
-        ).first()
-        if row is None:
+        found = await self._presented(token)
+        if found is None:
             raise AuthenticationError("Invalid refresh token", reason="invalid_refresh_token")
-        refresh, login, account = row.RefreshToken, row.LoginSession, row.Account
+        refresh, login, account = found
         if login.revoked_at is not None:
             raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
         if account.status != "active":
@@ -134,6 +143,9 @@ class AccountService:
         now = utcnow()
         if refresh.expires_at <= now:
             raise AuthenticationError("Refresh token expired", reason="refresh_token_expired")
+        if refresh.used_at is not None:  # spent by a request that had finished: a replay
+            await self.revoke_session(login.id, "refresh_reuse")
+            raise RefreshReuseError()
         # Conditional update: of two concurrent refreshes with one token, exactly one wins.
         spent = await self.session.execute(
             update(RefreshToken)
@@ -142,9 +154,26 @@ class AccountService:
             .execution_options(synchronize_session=False)
         )
         if spent.rowcount != 1:  # type: ignore[attr-defined]
-            await self.revoke_session(login.id, "refresh_reuse")
-            raise RefreshReuseError()
+            # Unused when read, spent by a request running alongside (one client refreshing
+            # twice at once, e.g. two tabs): not a replay. Ending the session here would end
+            # the pair the winner has just been given, leaving no winner at all.
+            raise AuthenticationError(
+                "Refresh token was just used by another request; use the tokens it returned",
+                reason="refresh_token_spent",
+            )
         return await self._issue(account, login.id)
+
+    async def _presented(self, token: str) -> tuple[RefreshToken, LoginSession, Account] | None:
+        """The refresh token with this secret, its session and account, as they are now."""
+        row = (
+            await self.session.execute(
+                select(RefreshToken, LoginSession, Account)
+                .join(LoginSession, LoginSession.id == RefreshToken.session_id)
+                .join(Account, Account.id == LoginSession.account_id)
+                .where(RefreshToken.token_hash == sha256_hex(token))
+            )
+        ).first()
+        return None if row is None else (row.RefreshToken, row.LoginSession, row.Account)
 
     async def logout(self, session_id: str) -> None:
         await self.revoke_session(session_id, "logout")

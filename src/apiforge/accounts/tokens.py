@@ -43,6 +43,10 @@ def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
         raise AuthenticationError("Access token expired", reason="token_expired") from exc
     except jwt.PyJWTError as exc:
         raise AuthenticationError("Invalid access token", reason="invalid_token") from exc
+    # Ids are strings: any other `sub`/`sid` (a list, from a token minted elsewhere with this
+    # key) would reach the session lookup as a parameter no driver binds (a 500).
+    if not (isinstance(claims["sub"], str) and isinstance(claims["sid"], str)):
+        raise AuthenticationError("Invalid access token", reason="invalid_token")
     if not issued_in_time(claims):
         raise AuthenticationError("Invalid access token", reason="invalid_token")
     return claims
