@@ -14,7 +14,7 @@ from apiforge.datasets.service import CollectionService, RecordService
 from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.http.schemas import Created, Text
+from apiforge.http.schemas import Created, Flag, Text
 from apiforge.idempotency.locking import IfMatch, etag, set_etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
@@ -32,6 +32,14 @@ def _records(session: SessionDep, settings: SettingsDep) -> RecordService:
 CollectionServiceDep = Annotated[CollectionService, Depends(_collections)]
 RecordServiceDep = Annotated[RecordService, Depends(_records)]
 RecordBody = Annotated[dict[str, Any], Body(description="Field values of the record")]
+ForceDeleteRecords = Annotated[
+    Flag,
+    Query(
+        alias="force",
+        description="Also when other workspaces keep records in it (409 `collection_in_use` "
+        "otherwise): their records are deleted too",
+    ),
+]
 
 
 @router.get("", summary="Datasets of the workspace's apps; filter by appId, search by name")
@@ -76,9 +84,13 @@ async def update_dataset(
 
 @router.delete("/{dataset_id}", summary="Delete a dataset and all its records (editor+)")
 async def delete_dataset(
-    dataset_id: str, current: CurrentWorkspaceDep, service: CollectionServiceDep, if_match: IfMatch
+    dataset_id: str,
+    current: CurrentWorkspaceDep,
+    service: CollectionServiceDep,
+    if_match: IfMatch,
+    force: ForceDeleteRecords = False,
 ) -> Envelope[Created]:
-    await service.delete(current, dataset_id, if_match)
+    await service.delete(current, dataset_id, if_match, force=force)
     return ok(Created(id=dataset_id))
 
 

@@ -99,6 +99,14 @@ async def _collection(session: AsyncSession, workspace_id: str, dataset_id: str)
     return collection
 
 
+class CollectionInUseError(ConflictError):
+    reason = "collection_in_use"
+    message = (
+        "Other workspaces keep records in this collection (the app's subscribers); deleting it "
+        "deletes theirs too: delete with force=true"
+    )
+
+
 class CollectionService:
     """Collection definitions of the current workspace's apps. Never commits."""
 
@@ -235,13 +243,25 @@ class CollectionService:
         current: CurrentWorkspace,
         dataset_id: str,
         precondition: Precondition = NO_PRECONDITION,
+        *,
+        force: bool = False,
     ) -> None:
         """The collection and every record of it, in every workspace's partition. `If-Match`
-        is checked (412) and the ORM's DELETE is conditional on the version checked."""
+        is checked (412) and the ORM's DELETE is conditional on the version checked. Records
+        other workspaces keep in it (the app's subscribers') are theirs: 409
+        `collection_in_use` unless `force`, as deleting the app itself."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
         precondition.check(collection.version)
         connection = await self.session.connection()
+        if not force:
+            others = await connection.scalar(
+                select(Record.partition)
+                .where(collection_predicate(collection.id), Record.partition != current.id)
+                .limit(1)
+            )
+            if others is not None:
+                raise CollectionInUseError()
         await drop_indexes(connection, collection.id)
         await connection.execute(delete(Record).where(collection_predicate(collection.id)))
         await self.session.delete(collection)
