@@ -7,6 +7,7 @@ listed so the importer knows what to set), no records. An import therefore creat
 new ids and a new signing secret, its APIs on `dev`; the notes travel as part of the document.
 """
 
+import codecs
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -38,6 +39,7 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 # libyaml's loader when PyYAML has it (its wheels do): the pure-Python one takes seconds for a
 # few KB of nested brackets, and about 10 times longer than libyaml for any large document.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FIELD_FLAGS = ("required", "unique", "indexed", "encrypted")
 
 
 def export_document(
@@ -63,7 +65,11 @@ def export_document(
             "secretNames": app_env.secret_names(app.env or {}),
         },
         "collections": [
-            {"name": c.name, "description": c.description, "fields": list(c.fields or [])}
+            {
+                "name": c.name,
+                "description": c.description,
+                "fields": [_exported_field(f) for f in c.fields or []],
+            }
             for c in sorted(collections, key=lambda c: c.name)
         ],
         "apis": documents,
@@ -76,6 +82,17 @@ def export_document(
             }
             for v in sorted(versions, key=lambda v: (v.major, v.minor, v.patch))
         ],
+    }
+
+
+def _exported_field(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored field with JSON booleans for its flags, as an import stores them: the datasets
+    routes store 1/0, so an app's export changed after a round trip through import."""
+    return {
+        "name": stored.get("name"),
+        "type": stored.get("type"),
+        **{flag: bool(stored.get(flag)) for flag in _FIELD_FLAGS},
+        "default": stored.get("default"),
     }
 
 
@@ -113,24 +130,60 @@ def malformed(message: str) -> ValidationError:
     )
 
 
+# Byte order marks a saved file may start with (Windows editors write one before UTF-8, and
+# Windows PowerShell's `>` writes UTF-16): read in the encoding they name, as JSON routes do.
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# PyYAML's safe constructors let Python's own errors through for plain scalars they cannot
+# build (`2024-02-30` is a date with no such day, `!!int x`, an integer of 5,000 digits):
+# those are documents that are not valid YAML, not server errors.
+_YAML_ERRORS = (
+    yaml.YAMLError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+)
+
+
+def _text(raw: bytes) -> str:
+    """The document as text: UTF-8, or the encoding a byte order mark names (mark dropped)."""
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return raw[len(bom) :].decode(encoding)
+    return raw.decode("utf-8")
+
+
 def parse_document(raw: bytes, content_type: str) -> Any:
     """The parsed document: YAML for a YAML content type, JSON otherwise.
 
     YAML anchors and aliases are refused: expanded, a few lines of them become gigabytes."""
-    if not raw.strip():
-        raise malformed("The document is empty")
     media = content_type.split(";", 1)[0].strip().lower()
-    if media in YAML_TYPES:
+    kind = "YAML" if media in YAML_TYPES else "JSON"
+    try:
+        text = _text(raw)
+    except UnicodeDecodeError:
+        raise malformed(f"The document is not valid {kind}: not UTF-8 text") from None
+    if not text.strip():
+        raise malformed("The document is empty")
+    if kind == "YAML":
         try:
-            text = raw.decode("utf-8")
             for event in yaml.parse(text, Loader=_YAML_LOADER):
                 if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                     raise malformed("YAML anchors and aliases are not accepted")
             return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        except _YAML_ERRORS:
             raise malformed("The document is not valid YAML") from None
     try:
-        return orjson.loads(raw)
+        return orjson.loads(text)
     except orjson.JSONDecodeError:
         raise malformed("The document is not valid JSON") from None
 
