@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -166,9 +168,17 @@ def parse_url(url: str) -> Target:
 
 
 def _normalise_name(raw: str) -> str:
+    """The ASCII form of a host name, mapped by UTS #46 (non-transitional) as browsers and curl
+    map it. Python's own `idna` codec is IDNA 2003, which maps `faß.de` to `fass.de` (and a
+    final sigma to a medial one): another domain with another owner, so a request and its
+    secrets went to a host the author never named."""
     try:
-        name = raw.encode("idna").decode("ascii").lower() if not raw.isascii() else raw.lower()
-    except UnicodeError as exc:
+        name = (
+            raw.lower()
+            if raw.isascii()
+            else idna.encode(raw, uts46=True, transitional=False).decode("ascii")
+        )
+    except (idna.IDNAError, UnicodeError) as exc:
         raise NetGuardError(f"invalid host name {raw!r}") from exc
     name = name.removesuffix(".")
     labels = name.split(".")

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
+import orjson
 from pydantic import Field, field_validator
 
 from apiforge.core.lazydb import LazyConnection
@@ -30,6 +31,7 @@ from apiforge.engine.base import MIN_SUBSTRING_MASK, LimitExceededError, RunCont
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
+from apiforge.tools.expressions import MAX_RESULT_DEPTH
 from apiforge.tools.netguard import (
     AllowList,
     BlockedTargetError,
@@ -46,9 +48,13 @@ DEFAULT_TIMEOUT = 5.0
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_REDIRECTS = 5
+MAX_CODINGS = 5  # gzip/deflate layers undone in one answer (curl's limit, CVE-2022-32206)
+MAX_BODY_DEPTH = MAX_RESULT_DEPTH  # JSON nesting read as JSON: what an expression may produce
 USER_AGENT = "apiforge-httpRequest/1"
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value; a tab is allowed
 # Headers the step sets itself, or that would let a caller smuggle a second request.
 _FORBIDDEN_HEADERS = frozenset(
     {
@@ -222,9 +228,15 @@ class HttpRequestStep:
                 raise step_error(self.id, problem, field="headers")
             if value is None:
                 continue
-            text = value if isinstance(value, str) else json.dumps(value)
+            # Spaces around a value are not part of it (RFC 9110 5.5), and the HTTP library
+            # refuses to send them: a 502 blaming the upstream for the author's trailing space.
+            text = (value if isinstance(value, str) else json.dumps(value)).strip(" \t")
             if any(ch in text for ch in "\r\n\0"):
                 raise step_error(self.id, f"header {name!r} contains a line break", field="headers")
+            if _CONTROL.search(text):
+                raise step_error(
+                    self.id, f"header {name!r} contains a control character", field="headers"
+                )
             if not text.isascii() or len(text) > 8192:
                 raise step_error(
                     self.id,
@@ -260,6 +272,7 @@ class HttpRequestStep:
         async with httpx.AsyncClient(
             transport=transport, trust_env=False, follow_redirects=False, timeout=timeout
         ) as client:
+            origin: tuple[str, str, int] | None = None
             for _hop in range(MAX_REDIRECTS + 1):
                 try:
                     target, address = await check_url(request.url, allow, resolver)
@@ -267,6 +280,12 @@ class HttpRequestStep:
                     raise self._fail(str(exc), exc.reason, 400) from None
                 except NetGuardError as exc:
                     raise self._fail(str(exc), exc.reason, 400) from None
+                if origin not in (None, (target.scheme, target.host, target.port)):
+                    # The client's cookie jar files cookies under the address connected to, not
+                    # the host: another host on the same address (a CDN, shared hosting) would
+                    # get them. Cookies an answer set go on to hops of its own origin only.
+                    client.cookies.clear()
+                origin = (target.scheme, target.host, target.port)
                 extensions: dict[str, Any] = {}
                 if target.scheme == "https" and target.ip is None:
                     extensions["sni_hostname"] = target.host
@@ -305,8 +324,11 @@ class HttpRequestStep:
         raise self._fail(f"more than {MAX_REDIRECTS} redirects", "too_many_redirects")
 
     async def _read(self, response: httpx.Response) -> dict[str, Any]:
+        # A HEAD answer (and a 204 or 304) has no body: its Content-Length tells the size of
+        # what a GET would have sent, which is often what the call wants to know.
+        bodiless = response.request.method == "HEAD" or response.status_code in {204, 304}
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_response_bytes:
+        if not bodiless and declared.isdigit() and int(declared) > self.max_response_bytes:
             raise self._too_large()
         # Raw bytes, inflated here a bounded piece at a time: httpx would inflate each network
         # read whole, and 500 bytes of gzip-of-gzip make hundreds of megabytes.
@@ -315,6 +337,12 @@ class HttpRequestStep:
             for coding in response.headers.get("content-encoding", "").split(",")
         ]
         inflaters = [_Inflater(coding) for coding in reversed(codings) if coding in _CODINGS]
+        if len(inflaters) > MAX_CODINGS:
+            # Each layer holds its own inflate window: 3,000 `gzip` in one header line made
+            # about 80 MB for a 90 KB answer.
+            raise self._fail(
+                f"the answer stacks more than {MAX_CODINGS} content codings", "upstream_error"
+            )
         chunks: list[bytes] = []
         size = 0
         try:
@@ -370,19 +398,27 @@ class HttpRequestStep:
         )
 
     def _decode(self, raw: bytes, content_type: str, encoding: str | None) -> Any:
-        text = raw.decode(encoding or "utf-8", errors="replace")
+        text = _text(raw, encoding)
         media = content_type.split(";", 1)[0].strip().lower()
         is_json = media == "application/json" or media.endswith("+json")
         if self.response_type == "text" or (self.response_type == "auto" and not is_json):
             return text
         if not raw:
             return None
+        # orjson reads only what every response can carry again: no NaN or infinities, no lone
+        # surrogates, integers within 64 bits (larger ones as floats, as JavaScript reads them).
+        # Python's reader took all of these, and failed the call with a 500 when writing it.
         try:
-            return json.loads(text)
-        except ValueError:
-            if self.response_type == "json":
-                raise self._fail("the answer is not valid JSON", "upstream_invalid_json") from None
-            return text
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            problem = "the answer is not valid JSON"
+        else:
+            if not _nests_deeper(value, MAX_BODY_DEPTH):
+                return value
+            problem = f"the answer nests deeper than {MAX_BODY_DEPTH} levels"
+        if self.response_type == "json":
+            raise self._fail(problem, "upstream_invalid_json")
+        return text
 
 
 class _Inflater:
@@ -417,6 +453,32 @@ class _Inflater:
         return self._object.flush() if self._started else b""
 
 
+def _text(raw: bytes, encoding: str | None) -> str:
+    """`raw` as text in the answer's charset; UTF-8 when that names no text encoding (`rot13`,
+    `base64`, `undefined`: Python knows them, and fails with them). Lone surrogates (which
+    `unicode_escape` or `utf-7` can produce) become U+FFFD: no response could carry them."""
+    try:
+        text = raw.decode(encoding or "utf-8", errors="replace")
+    except (LookupError, UnicodeError):
+        text = raw.decode("utf-8", errors="replace")
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in `value` nest more than `limit` levels. Iterative: a deep
+    answer exhausts no stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def _header_name_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not _HEADER_NAME.match(name):
         return f"invalid header name {name!r}"
@@ -434,7 +496,11 @@ def _with_query(url: str, query: dict[str, Any], step_id: str) -> str:
             if isinstance(item, dict | list):
                 raise step_error(step_id, f"query value {key!r} must be a scalar", field="query")
             pairs.append((key, json.dumps(item) if isinstance(item, bool) else str(item)))
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "http://[::1": the guard would refuse it too, with this reason
+        message = f"invalid url: {exc}"
+        raise step_error(step_id, message, reason="invalid_url", field="url") from None
     extra = urlencode(pairs)
     joined = f"{parts.query}&{extra}" if parts.query and extra else parts.query or extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, ""))
