@@ -129,6 +129,19 @@ def _sqlite_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
         dbapi_conn.rollback()
 
 
+async def begin_as_writer(conn: AsyncConnection) -> None:
+    """SQLite: take the writer's lock now, before reads whose rows the transaction rewrites.
+    `FOR UPDATE` locks nothing there, and its driver opens a transaction only at the first
+    write, so another connection could commit between the read and the write. A transaction the
+    driver has open already wrote (or began as the writer): it holds the lock. PostgreSQL: no-op."""
+    if conn.dialect.name != "sqlite":
+        return
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if not driver.in_transaction:
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 async def open_savepoint(conn: AsyncConnection) -> AsyncTransaction:
     """A SAVEPOINT inside the connection's transaction. SQLite's driver opens its transaction
     only before a write, and a SAVEPOINT outside one *is* a transaction: its RELEASE would commit
@@ -138,11 +151,7 @@ async def open_savepoint(conn: AsyncConnection) -> AsyncTransaction:
     and a write after another connection's commit would find it stale, refused at once
     ("database is locked", busy timeout or not). As a writer the group queues behind the others,
     as single writes do."""
-    if conn.dialect.name == "sqlite":
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        if not driver.in_transaction:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    await begin_as_writer(conn)
     return await conn.begin_nested()
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from apiforge.core.db import begin_as_writer
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import UserRight
 from apiforge.http.schemas import NUL_MESSAGE
@@ -57,7 +58,7 @@ async def held_rights(
         return None
     query = select(TABLE.c.rights).where(key.where())
     if lock:
-        query = query.with_for_update()  # PostgreSQL; SQLite serialises writers anyway
+        query = query.with_for_update()  # PostgreSQL; on SQLite the caller begins as the writer
     rights = (await connection.execute(query)).scalar_one_or_none()
     return None if rights is None else [str(r) for r in rights]
 
@@ -114,6 +115,7 @@ async def revoke_rights(
 ) -> list[str] | None:
     """Remove `rights` (all of them when None); a row left empty is deleted. None when the user
     held nothing on the target."""
+    await begin_as_writer(connection)  # FOR UPDATE locks nothing on SQLite
     held = await held_rights(connection, key, lock=True)
     if held is None:
         return None

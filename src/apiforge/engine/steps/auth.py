@@ -71,14 +71,25 @@ class JwtSignSpec(StepSpec):
         expires_in = compiler.value(self.expires_in, "expiresIn")
         if expires_in.is_literal:
             _expires(self.id, expires_in.literal, compiler)
+        # Literals are held to the limits every call would enforce: an API whose every call
+        # must fail is refused when it is saved.
         sub = compiler.value(self.sub, "sub")
         if sub.is_literal and not (isinstance(sub.literal, str) and sub.literal):
             raise compiler.error("sub", "must be a non-empty string")
+        if sub.is_literal and len(sub.literal) > MAX_ID_LENGTH:
+            raise compiler.error("sub", f"must be at most {MAX_ID_LENGTH} characters")
         rights = compiler.value(self.rights, "rights")
         if rights.is_literal and not (
             isinstance(rights.literal, list) and all(isinstance(r, str) for r in rights.literal)
         ):
             raise compiler.error("rights", "must be a list of strings")
+        if rights.is_literal and (
+            len(rights.literal) > MAX_RIGHTS
+            or not all(0 < len(r) <= MAX_ID_LENGTH for r in rights.literal)
+        ):
+            raise compiler.error(
+                "rights", f"at most {MAX_RIGHTS} rights of 1 to {MAX_ID_LENGTH} characters"
+            )
         admin = compiler.value(self.admin, "admin")
         if admin.is_literal and not isinstance(admin.literal, bool):
             raise compiler.error("admin", "must be true or false")
@@ -90,6 +101,8 @@ class JwtSignSpec(StepSpec):
             clash = RESERVED_CLAIMS.intersection(self.claims)
             if clash:
                 raise compiler.error("claims", f"may not set {', '.join(sorted(clash))}")
+        if claims.is_literal and _claims_size(claims.literal) > MAX_CLAIMS_BYTES:
+            raise compiler.error("claims", f"must be at most {MAX_CLAIMS_BYTES} bytes")
         return JwtSignStep(
             id=self.id,
             type=self.type,
@@ -99,6 +112,11 @@ class JwtSignSpec(StepSpec):
             admin=admin,
             claims=claims,
         )
+
+
+def _claims_size(claims: Any) -> int:
+    """The claims' size as JSON; ValueError for NaN or an infinity."""
+    return len(json.dumps(claims, default=str, allow_nan=False))
 
 
 def _expires(step_id: str, value: Any, compiler: Any = None) -> int:
@@ -153,7 +171,7 @@ class JwtSignStep:
                 self.id, f"claims may not set {', '.join(sorted(clash))}", field="claims"
             )
         try:
-            size = len(json.dumps(claims, default=str, allow_nan=False))
+            size = _claims_size(claims)
         except ValueError:  # NaN or an infinity (CEL's `1.0/0.0`) is not JSON: refused
             raise step_error(
                 self.id, "claims may hold only finite numbers", field="claims"
@@ -241,6 +259,10 @@ class PasswordStep:
         stored = self.hash.evaluate(variables)
         if stored is not None and not isinstance(stored, str):
             raise step_error(self.id, "hash must be a string or null", field="hash")
+        if stored and not stored.isascii():
+            # Not an argon2 hash (those are ASCII), so no match, as for any other non-hash;
+            # argon2-cffi raises on one (a 500) instead of refusing it.
+            return False
         if stored and not cost_allowed(stored):
             # The cost is read from the hash: one from a caller could ask for gigabytes.
             raise step_error(
