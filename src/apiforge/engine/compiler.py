@@ -322,17 +322,23 @@ def compile_api(
 _SECRET_STEPS = frozenset({"jwtSign", "callApi", "httpRequest"})
 
 
+# `env` read other than as `env.config`: `env` whole, or `env[args.part]`, holds the secrets too.
+_ENV_BEYOND_CONFIG = re.compile(r"\benv\b(?!\s*\.\s*config\b)")
+
+
 def _may_answer_secrets(steps: Any) -> bool:
-    """Whether `steps` (nested ones too) sign tokens, call out, or mention the app's secrets
-    anywhere (an expression reading `env.secrets`): sealing more answers than needed costs a
-    cipher pass; sealing fewer leaves a secret in clear."""
+    """Whether `steps` (nested ones too) sign tokens, call out, or may read the app's secrets
+    (an expression mentioning `secrets`, or reading `env` other than `env.config`): sealing
+    more answers than needed costs a cipher pass; sealing fewer leaves a secret in clear."""
     if isinstance(steps, list):
         return any(_may_answer_secrets(item) for item in steps)
     if isinstance(steps, dict):
         if steps.get("type") in _SECRET_STEPS:
             return True
         return any(_may_answer_secrets(value) for value in steps.values())
-    return isinstance(steps, str) and "secrets" in steps
+    return isinstance(steps, str) and (
+        "secrets" in steps or _ENV_BEYOND_CONFIG.search(steps) is not None
+    )
 
 
 def compile_workflow(

@@ -119,7 +119,13 @@ async def _run_traced(step: CompiledStep, ctx: RunContext, trace: list[TraceEntr
         raise
     finally:
         entry.ms = round((time.perf_counter() - started) * 1000, 3)
-    entry.output = MASK if getattr(step, "sensitive", False) else output
+    if getattr(step, "sensitive", False):
+        entry.output = MASK
+        # A token or hash shows masked here, and so wherever a later step copies it (a `set`,
+        # the answer of a `callApi` that signed it): the trace hides the value, not the entry.
+        ctx.masked_values = (*ctx.masked_values, *_texts(output))
+    else:
+        entry.output = output
     ctx.steps[step.id] = output
 
 
@@ -149,12 +155,33 @@ class Masker:
         self.values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
 
     def text(self, text: str) -> str:
+        """`text` with every occurrence of every value masked. The spans are found in the
+        original text and overlapping ones masked as one: replacing one value after another
+        would leave the part of a second value that overlaps the first in clear."""
+        spans: list[tuple[int, int]] = []
         for secret in self.values:
             if text == secret:
                 return MASK
-            if len(secret) >= MIN_SUBSTRING_MASK and secret in text:
-                text = text.replace(secret, MASK)
-        return text
+            if len(secret) < MIN_SUBSTRING_MASK:
+                continue
+            start = text.find(secret)
+            while start != -1:
+                spans.append((start, start + len(secret)))
+                start = text.find(secret, start + 1)
+        if not spans:
+            return text
+        spans.sort()
+        parts: list[str] = []
+        shown = 0  # where the text not yet copied starts
+        begin, end = spans[0]
+        for start, stop in spans[1:]:
+            if start < end:  # overlapping: one masked span
+                end = max(end, stop)
+                continue
+            parts += (text[shown:begin], MASK)
+            shown, (begin, end) = end, (start, stop)
+        parts += (text[shown:begin], MASK, text[end:])
+        return "".join(parts)
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -168,17 +195,35 @@ class Masker:
         return value
 
 
+def _texts(value: Any, *, numbers: bool = False) -> list[str]:
+    """The scalars inside `value` (nested objects and arrays too) as the text a trace or a log
+    line may show them in: strings, and with `numbers` integers and floats (never booleans)."""
+    found: list[str] = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif numbers and isinstance(item, int | float) and not isinstance(item, bool):
+            found.append(str(item))
+            if isinstance(item, float) and item.is_integer():
+                found.append(str(int(item)))  # how CEL's string() writes 4242.0: "4242"
+    return found
+
+
 def sensitive_values(
     compiled: "CompiledApi", args: Mapping[str, Any], env: Mapping[str, Any]
 ) -> tuple[str, ...]:
-    """The concrete values a call must never show: its sensitive args and the app's secrets."""
+    """The concrete values a call must never show: its sensitive args (every value inside an
+    object or array one: `args.card.number` copied into a step's output is still the card
+    number) and the app's secrets."""
     found: list[str] = []
     for name in compiled.params.sensitive:
-        value = args.get(name)
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            found.append(str(value))
-            if isinstance(value, float) and value.is_integer():
-                found.append(str(int(value)))  # how CEL's string() writes 4242.0: "4242"
+        found.extend(_texts(args.get(name), numbers=True))
     secrets = env.get("secrets")
     if isinstance(secrets, Mapping):
         found.extend(str(value) for value in secrets.values() if value)
@@ -220,9 +265,20 @@ async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
     """
     if not ctx.deadline:
         ctx.deadline = time.monotonic() + ctx.limits.time_budget_seconds
-    if not ctx.masked_values:
-        ctx.masked_values = sensitive_values(compiled, ctx.args, ctx.env)
-    ctx.masked_keys = compiled.masked_keys
+    # Added to what the context already hides: a `callApi` callee keeps hiding its caller's
+    # sensitive args and encrypted fields (a caller's PIN passed on as a plain arg is still a
+    # PIN in the callee's `log` lines), and hands its own back (`steps/call.py`).
+    values = sensitive_values(compiled, ctx.args, ctx.env)
+    if ctx.masked_values:  # each callee of a loop adds only what is new: no growth per call
+        known = set(ctx.masked_values)
+        values = tuple(value for value in values if value not in known)
+        ctx.masked_values = (*ctx.masked_values, *values)
+    else:
+        ctx.masked_values = values
+    if ctx.masked_keys:
+        ctx.masked_keys = ctx.masked_keys | compiled.masked_keys
+    else:
+        ctx.masked_keys = compiled.masked_keys
     loop = asyncio.get_running_loop()
     timeout = asyncio.timeout_at(loop.time() + (ctx.deadline - time.monotonic()))
     try:
@@ -237,7 +293,19 @@ async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
             raise
         budget = ctx.limits.time_budget_seconds
         raise limit_exceeded("time", budget, f"The call ran longer than {budget:g} s") from None
+    except ApiforgeError as exc:
+        hide_in_message(exc, ctx.masked_values)
+        raise
     return RunResult(data, check_response_size(data, ctx), ctx.trace)
+
+
+def hide_in_message(exc: ApiforgeError, values: Sequence[str]) -> None:
+    """Mask the call's secrets in a failed call's message, as its trace entry masks them: an
+    expression error quotes the value it could not use (`duration(env.secrets.ttl)`: `input:
+    "sk-live-..."`), and the message reaches whoever called, a consumer of a published API too."""
+    if values:
+        exc.message = Masker(frozenset(), values).text(exc.message)
+        exc.args = (exc.message,)
 
 
 async def run_api(compiled: "CompiledApi", ctx: RunContext) -> tuple[Any, list[TraceEntry] | None]:
@@ -247,7 +315,8 @@ async def run_api(compiled: "CompiledApi", ctx: RunContext) -> tuple[Any, list[T
 
 
 def masker_for(compiled: "CompiledApi", ctx: RunContext) -> Masker:
-    return Masker(compiled.masked_keys, ctx.masked_values)
+    """The trace's masker: the API's keys and those its `callApi` callees handed back."""
+    return Masker(compiled.masked_keys | ctx.masked_keys, ctx.masked_values)
 
 
 def check_response_size(data: Any, ctx: RunContext) -> bytes:

@@ -86,7 +86,6 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
             raise ForbiddenError("The called API is disabled", reason="api_disabled")
         callee.args = compiled.validate_args(args)
         callee.api = api
-        callee.masked_values = ()
         return (await execute(compiled, callee)).data
 
     services = EngineServices(

@@ -96,7 +96,9 @@ class CallApiStep:
             args=args,
             steps={},
             locals={},
-            trace=None,
+            # Untraced, but a traced caller's callee notes the tokens it signs, which the
+            # caller's trace then masks in its answer (`runtime._run_traced`).
+            trace=None if ctx.trace is None else [],
             call_depth=ctx.call_depth + 1,
             via_call_api=True,
             api=self.api,
@@ -107,6 +109,10 @@ class CallApiStep:
             # The callee's work counts against the caller's budgets.
             ctx.steps_run = callee.steps_run
             ctx.iterations = callee.iterations
+            # What the callee hides (its sensitive args, encrypted fields, tokens it signed: a
+            # superset of the caller's) stays hidden in what the caller shows of its answer.
+            ctx.masked_values = callee.masked_values
+            ctx.masked_keys = callee.masked_keys
 
 
 STEPS: dict[str, type[StepSpec]] = {"callApi": CallApiSpec}
