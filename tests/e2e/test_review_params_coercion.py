@@ -136,19 +136,28 @@ async def test_a_boolean_arg_takes_1_and_0_as_every_platform_input_does(
     client: AsyncClient,
 ) -> None:
     """DESIGN.md: inputs accept true/false/1/0 (record fields already did); steps see booleans."""
-    params = [
+    params: list[dict[str, Any]] = [
         {"name": "on", "type": "boolean"},
         {"name": "only", "type": "boolean", "enum": [True]},
     ]
     user, app_id = await _echo_app(client, params)
-    for sent, seen in (
+    accepted: list[tuple[dict[str, Any], dict[str, bool]]] = [
         ({"on": 1, "only": 1}, {"on": True, "only": True}),
         ({"on": 0}, {"on": False}),
         ({"on": True}, {"on": True}),
-    ):
+    ]
+    for sent, seen in accepted:
         echoed = data_of(await _call(client, user, app_id, sent))["echo"]
         assert echoed == seen
         assert all(type(value) is bool for value in echoed.values())
-    for sent in ({"only": 0}, {"on": 2}, {"on": -1}, {"on": 1.0}, {"on": "1"}, {"on": "true"}):
-        data = assert_error(await _call(client, user, app_id, sent), 400, "invalid_arguments")
-        assert data["errors"][0]["field"] in sent
+    refused: list[dict[str, Any]] = [
+        {"only": 0},
+        {"on": 2},
+        {"on": -1},
+        {"on": 1.0},
+        {"on": "1"},
+        {"on": "true"},
+    ]
+    for args in refused:
+        data = assert_error(await _call(client, user, app_id, args), 400, "invalid_arguments")
+        assert data["errors"][0]["field"] in args
