@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from apiforge.accounts.deps import AdminAccount
 from apiforge.admin.schemas import AccountStatus, AdminUserRead, AdminUserUpdate, Deleted
 from apiforge.admin.service import AdminUserService
-from apiforge.builder.hooks import app_changed_hook
+from apiforge.builder.hooks import app_changed_hook, workspaces_gone_hook
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
@@ -77,6 +77,11 @@ async def delete_user(
     force: ForceDelete = False,
 ) -> Envelope[Deleted]:
     await service.delete_user(
-        admin, user_id, if_match, force=force, app_changed=app_changed_hook(request)
+        admin,
+        user_id,
+        if_match,
+        force=force,
+        app_changed=app_changed_hook(request),
+        workspaces_gone=workspaces_gone_hook(request),
     )
     return ok(Deleted(id=user_id))

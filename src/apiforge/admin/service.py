@@ -3,7 +3,7 @@
 Spec 002: administrators may switch an account off or remove it, never edit its data.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +101,7 @@ class AdminUserService:
         *,
         force: bool = False,
         app_changed: Callable[[str], None] = lambda app_id: None,
+        workspaces_gone: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """Delete the account; the database cascades to its sessions, refresh tokens, settings,
         memberships and the workspaces it owns (with their members, apps, keys and
@@ -117,7 +118,7 @@ class AdminUserService:
         was_admin = account.is_admin
         leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
-        await leftovers.delete(self.session, app_changed)
+        await leftovers.delete(self.session, app_changed, workspaces_gone)
         await self._ensure_an_admin_remains(was_admin)
 
     async def _owned_workspaces(self, account_id: str) -> list[str]:

@@ -1,14 +1,30 @@
 """How builder changes reach this process's gateway caches."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import Request
 
 from apiforge.engine.loader import ApiLoader
+from apiforge.keys.lookup import KeyLookup
 
 
 def app_changed_hook(request: Request) -> Callable[[str], None]:
-    """Forget an app in the gateway's resolve cache (`ApiLoader.forget_app`); services call it
-    after their commit, so this node sees an env change, a publish or a deprecation at once."""
+    """Forget an app in the gateway's resolve cache (`ApiLoader.forget_app`) and in the cached
+    subscription answers (`KeyLookup.forget_app`: they hold its visibility); services call it
+    after their commit, so this node sees an env change, a publish, a deprecation or the app
+    made private at once."""
     loader: ApiLoader = request.app.state.engine_state.loader
-    return loader.forget_app
+    keys: KeyLookup = request.app.state.keys
+
+    def forget(app_id: str) -> None:
+        loader.forget_app(app_id)
+        keys.forget_app(app_id)
+
+    return forget
+
+
+def workspaces_gone_hook(request: Request) -> Callable[[Sequence[str]], None]:
+    """Forget deleted workspaces' keys and subscription answers on this node
+    (`KeyLookup.forget_workspaces`), after the deletion commits."""
+    keys: KeyLookup = request.app.state.keys
+    return keys.forget_workspaces

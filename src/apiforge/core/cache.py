@@ -112,6 +112,12 @@ class RefreshingCache(Generic[K, V]):
         for key in [key for key in self._refreshing if matches(key)]:
             del self._refreshing[key]
 
+    def forget_values(self, matches: Callable[[V], bool]) -> None:
+        """`forget_where` by what the entries hold (the keys of deleted workspaces)."""
+        self._generation += 1
+        for key in [key for key, (_, value) in self._entries.items() if matches(value)]:
+            del self._entries[key]
+
     def clear(self) -> None:
         self._generation += 1
         self._entries.clear()

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from apiforge.http.schemas import Flag, InputModel, Text
 
@@ -24,10 +24,16 @@ class InvocationCreate(InputModel):
     debug: Flag = False
 
 
+# An argument's name exactly as sent: the input models' whitespace trimming also reached the keys
+# of `args`, so `{" a": 1, "a": 2}` reached the steps as `{"a": 2}`.
+ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
 class WorkflowCreate(InputModel):
-    """`{"appId", "steps", "args", "debug"}`: an ad-hoc step list run once, never stored."""
+    """`{"appId", "steps", "args", "debug"}`: an ad-hoc step list run once, never stored. Its
+    `args` declare no params, so they reach the steps as sent."""
 
     app_id: Text = Field(min_length=1, max_length=26)
     steps: list[Any] = Field(max_length=200)
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[ArgName, Any] = Field(default_factory=dict)
     debug: Flag = False

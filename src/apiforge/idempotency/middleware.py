@@ -53,7 +53,10 @@ _WATCHED = frozenset({KEY_HEADER.encode(), SEQ_HEADER.encode(), TOKEN_HEADER.enc
 KEPT_HEADERS = frozenset(
     {"content-type", "etag", "location", "deprecation", "sunset", "link", "cache-control"}
 )
-MAX_STORED_BODY = 1024 * 1024
+# The largest answer a write route gives is a `debug` workflow's: `data` and its trace, each
+# held to the engine's 1 MiB response limit, in the envelope. A success too large to store
+# releases its key, so a retry would run (and charge) it again: the cap must be above it.
+MAX_STORED_BODY = 4 * 1024 * 1024
 # A sealed body starts with a NUL, which no answer stored in clear (JSON, by earlier versions)
 # does; the purpose keeps these ciphertexts apart from every other use of the server secret.
 _SEALED = b"\x00sealed:v1:"

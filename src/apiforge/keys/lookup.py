@@ -12,6 +12,7 @@ One `KeyLookup` per process (built in `app.py`, shared by the gateway and the ma
 also owns the `LastUsedTracker`.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
@@ -170,6 +171,19 @@ class KeyLookup:
 
     def forget_subscription(self, workspace_id: str, app_id: str) -> None:
         self._subscriptions.forget((workspace_id, app_id))
+
+    def forget_app(self, app_id: str) -> None:
+        """Drop every workspace's answer for `app_id`: an app made private (or deleted) through
+        this process stops serving other workspaces' keys at once, not a second later."""
+        self._subscriptions.forget_where(lambda pair: pair[1] == app_id)
+
+    def forget_workspaces(self, workspace_ids: Sequence[str]) -> None:
+        """Drop deleted workspaces' keys and subscription answers: their keys stop at once on
+        this node (a call in that second would write records nobody can ever delete)."""
+        gone = frozenset(workspace_ids)
+        self._subscriptions.forget_where(lambda pair: pair[0] in gone)
+        self._by_hash.forget_values(lambda key: key is not None and key.workspace_id in gone)
+        self._signing.forget_values(lambda pair: pair is not None and pair[0].workspace_id in gone)
 
     async def close(self) -> None:
         for cache in (self._by_hash, self._signing, self._subscriptions):

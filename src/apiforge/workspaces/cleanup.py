@@ -26,9 +26,16 @@ class Leftovers:
     app_ids: tuple[str, ...]
     collection_ids: tuple[str, ...]
 
-    async def delete(self, session: AsyncSession, app_changed: Callable[[str], None]) -> None:
+    async def delete(
+        self,
+        session: AsyncSession,
+        app_changed: Callable[[str], None],
+        workspaces_gone: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
         if not self.workspace_ids:
             return
+        if workspaces_gone is not None:  # their keys stop at once on this node
+            after_commit(session, partial(workspaces_gone, self.workspace_ids))
         await session.execute(
             delete(Record)
             .where(Record.partition.in_(self.workspace_ids))

@@ -8,7 +8,7 @@ belongs to a workspace (add, role change, removal, ownership) takes a console si
 from fastapi import APIRouter, Request, Response
 
 from apiforge.accounts.deps import CurrentAccount
-from apiforge.builder.hooks import app_changed_hook
+from apiforge.builder.hooks import app_changed_hook, workspaces_gone_hook
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
@@ -68,7 +68,13 @@ async def delete_workspace(
     if_match: IfMatch,
     force: ForceDelete = False,
 ) -> Envelope[Created]:
-    await service.delete(current, if_match, force=force, app_changed=app_changed_hook(request))
+    await service.delete(
+        current,
+        if_match,
+        force=force,
+        app_changed=app_changed_hook(request),
+        workspaces_gone=workspaces_gone_hook(request),
+    )
     return ok(Created(id=current.id))
 
 

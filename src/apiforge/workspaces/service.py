@@ -5,7 +5,7 @@ Authorization lives here, not in routers: every method that changes something ta
 no route can forget a check and the rules are testable without HTTP.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,7 @@ class WorkspaceService:
         *,
         force: bool = False,
         app_changed: Callable[[str], None] = lambda app_id: None,
+        workspaces_gone: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
         everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
@@ -267,7 +268,7 @@ class WorkspaceService:
             await ensure_unused(self.session, [current.id])
         leftovers = await leftovers_of(self.session, [current.id])
         await delete_row(self.session, current.workspace, precondition)
-        await leftovers.delete(self.session, app_changed)
+        await leftovers.delete(self.session, app_changed, workspaces_gone)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
         stmt = (
