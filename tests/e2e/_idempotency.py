@@ -2,8 +2,12 @@
 
 from typing import Any
 
+from fastapi import FastAPI
 from httpx import AsyncClient, Response
+from sqlalchemy import select
 
+from apiforge.gateway.stages.idempotency import idempotency_store
+from apiforge.idempotency.models import IdempotencyRecord
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import call
 from tests.e2e._workspaces import data_of
@@ -52,3 +56,19 @@ async def hit(
     client: AsyncClient, secret: str, app_id: str, n: int = 1, **headers: str
 ) -> Response:
     return await call(client, secret, app_id, "hit", {"n": n}, headers=headers)
+
+
+async def stored_body(app: FastAPI, rid: str) -> bytes:
+    """The stored answer of record `rid`, as the store keeps it (the answer log or a row)."""
+    log = idempotency_store(app.state.gateway_state).log
+    if log is not None and log.owner:
+        found = log.find(rid)
+        if found is not None:
+            stored = log.read(found)
+            assert stored is not None
+            return stored.body
+    async with app.state.engine.connect() as conn:
+        query = select(IdempotencyRecord.body).where(IdempotencyRecord.id == rid)
+        body = (await conn.execute(query)).scalar_one()
+    assert body is not None
+    return bytes(body)

@@ -7,35 +7,17 @@ import re
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
 
 from apiforge.core.errors import ConflictError
-from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.keys import record_id
-from apiforge.idempotency.models import IdempotencyRecord
 from apiforge.idempotency.sealed import open_answer, seal_answer
+from tests.e2e._idempotency import stored_body
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import data_of
 from tests.factories import register
 
 KEY = "Idempotency-Key"
 JWT = re.compile(rb"eyJ[\w-]+\.[\w-]+\.[\w-]+")
-
-
-async def _stored_body(app: FastAPI, rid: str) -> bytes:
-    """The stored answer of record `rid`, as the store keeps it (log or row)."""
-    log = idempotency_store(app.state.gateway_state).log
-    if log is not None and log.owner:
-        found = log.find(rid)
-        if found is not None:
-            stored = log.read(found)
-            assert stored is not None
-            return stored.body
-    async with app.state.engine.connect() as conn:
-        query = select(IdempotencyRecord.body).where(IdempotencyRecord.id == rid)
-        body = (await conn.execute(query)).scalar_one()
-    assert body is not None
-    return bytes(body)
 
 
 async def test_a_sign_in_answer_is_stored_sealed_and_replayed_exactly(
@@ -49,7 +31,7 @@ async def test_a_sign_in_answer_is_stored_sealed_and_replayed_exactly(
     signed = await call(client, secret, app_id, "signIn", {"user": "alice"}, headers={KEY: "s-1"})
     assert signed.status_code == 200, signed.text
     [token] = JWT.findall(signed.content)
-    stored = await _stored_body(app, record_id("key", scope, "s-1"))
+    stored = await stored_body(app, record_id("key", scope, "s-1"))
     assert token not in stored
     assert b"alice" not in stored
     again = await call(client, secret, app_id, "signIn", {"user": "alice"}, headers={KEY: "s-1"})
@@ -60,7 +42,7 @@ async def test_a_sign_in_answer_is_stored_sealed_and_replayed_exactly(
         client, secret, app_id, "echo", {"text": "plain-marker"}, headers={KEY: "e"}
     )
     assert data_of(echoed) == {"echo": "plain-marker"}
-    assert await _stored_body(app, record_id("key", scope, "e")) == echoed.content  # no secret
+    assert await stored_body(app, record_id("key", scope, "e")) == echoed.content  # no secret
 
 
 def test_an_answer_sealed_under_another_server_secret_is_lost_not_garbage() -> None:

@@ -10,13 +10,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.keys import record_id
-from apiforge.idempotency.models import IdempotencyRecord
 from tests.e2e._apps import new_api, new_app
+from tests.e2e._idempotency import stored_body
 from tests.e2e._keys import app_key, call
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, register
@@ -216,22 +214,6 @@ async def test_an_expression_error_never_quotes_an_app_secret_or_a_sensitive_arg
     assert PIN not in traced.text
 
 
-async def _stored_body(app: FastAPI, rid: str) -> bytes:
-    """The stored answer of record `rid`, as the store keeps it (answer log or row)."""
-    log = idempotency_store(app.state.gateway_state).log
-    if log is not None and log.owner:
-        found = log.find(rid)
-        if found is not None:
-            stored = log.read(found)
-            assert stored is not None
-            return stored.body
-    async with app.state.engine.connect() as conn:
-        query = select(IdempotencyRecord.body).where(IdempotencyRecord.id == rid)
-        body = (await conn.execute(query)).scalar_one()
-    assert body is not None
-    return bytes(body)
-
-
 @pytest.mark.parametrize("expression", ["env", "env[args.part]"])
 async def test_an_answer_that_may_read_env_beyond_its_config_is_stored_sealed(
     app: FastAPI, client: AsyncClient, expression: str
@@ -264,7 +246,7 @@ async def test_an_answer_that_may_read_env_beyond_its_config_is_stored_sealed(
         client, key, app_id, "env", {"part": "secrets"}, headers={"Idempotency-Key": "e-1"}
     )
     assert MAIL_KEY in answered.text  # the builder chose to answer it
-    stored = await _stored_body(app, record_id("key", scope, "e-1"))
+    stored = await stored_body(app, record_id("key", scope, "e-1"))
     assert MAIL_KEY.encode() not in stored
     again = await call(
         client, key, app_id, "env", {"part": "secrets"}, headers={"Idempotency-Key": "e-1"}
@@ -274,7 +256,7 @@ async def test_an_answer_that_may_read_env_beyond_its_config_is_stored_sealed(
 
     plain = await call(client, key, app_id, "site", headers={"Idempotency-Key": "s-1"})
     assert data_of(plain) == {"site": "Ada's blog"}
-    assert await _stored_body(app, record_id("key", scope, "s-1")) == plain.content
+    assert await stored_body(app, record_id("key", scope, "s-1")) == plain.content
 
 
 async def test_two_secrets_overlapping_in_a_log_line_are_both_masked_whole(
