@@ -274,19 +274,30 @@ class CalleeCosts:
         return callee_cost
 
 
+# The fields of the container step types that hold child steps (`engine/steps/control.py`;
+# a spec's field name is accepted as well as its alias: `else_` for `else`).
+_CHILD_STEPS: dict[str, tuple[str, ...]] = {
+    "if": ("then", "else", "else_"),
+    "forEach": ("steps",),
+    "transaction": ("steps",),
+}
+
+
 def callee_refs(steps: Any) -> Iterator[tuple[str, str | None]]:
     """(api, version) of every `callApi` step in `steps`, nested ones too; version is None
-    when the step leaves it out (the caller's own version)."""
-    if isinstance(steps, list):
-        for item in steps:
-            yield from callee_refs(item)
-    elif isinstance(steps, dict):
-        api, version = steps.get("api"), steps.get("version")
-        if steps.get("type") == "callApi" and isinstance(api, str):
+    when the step leaves it out (the caller's own version). Only step lists are searched: a
+    value that merely looks like a `callApi` step (a `set` step's literal, an `insert`'s data)
+    calls nothing, and publishing must not refuse it."""
+    if not isinstance(steps, list):
+        return
+    for step in steps:
+        if not isinstance(step, dict):
+            continue
+        kind, api, version = str(step.get("type")), step.get("api"), step.get("version")
+        if kind == "callApi" and isinstance(api, str):
             yield api, version if isinstance(version, str) else None
-        for value in steps.values():
-            if isinstance(value, list | dict):
-                yield from callee_refs(value)
+        for field in _CHILD_STEPS.get(kind, ()):
+            yield from callee_refs(step.get(field))
 
 
 def pinned_versions(steps: Any) -> Iterator[str]:
