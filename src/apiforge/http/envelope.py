@@ -1,5 +1,6 @@
 """The `{code, message, data}` envelope (spec 003 §2.3) for successes and errors."""
 
+import json
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -21,7 +22,13 @@ def ok(data: T, *, code: int = 200, message: str = "success") -> Envelope[T]:
 
 
 def envelope_bytes(code: int, message: str, data: Any) -> bytes:
-    return orjson.dumps({"code": code, "message": message, "data": data})
+    envelope = {"code": code, "message": message, "data": data}
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:
+        # An error may echo the client's own text (a field name it sent), and `"\ud800"` is
+        # valid JSON for a lone surrogate that orjson refuses to write: escape it back instead.
+        return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 def error_response(
