@@ -32,6 +32,7 @@ from tests.e2e._apps import new_api, new_app
 from tests.e2e._billing import invoke, market
 from tests.e2e._keys import create_key, subscribe
 from tests.e2e._plans import on_plan
+from tests.e2e._snapshots import VOLATILE_TABLES, snapshot
 from tests.e2e._workspaces import add_member, data_of, new_workspace
 from tests.factories import PASSWORD, User, register
 
@@ -101,20 +102,9 @@ NOT_ENVELOPED = {
     ("GET", "/api/v1/files/{file_id}"),
 }
 
+
 # Tables a refused request may still touch: sign-ins, idempotency bookkeeping, logs of calls,
 # quota hits (a refusal is recorded), keys' last use (written in batches).
-VOLATILE_TABLES = {
-    "idempotency_answer_marks",
-    "idempotency_records",
-    "idempotency_tokens",
-    "login_sessions",
-    "quota_hits",
-    "refresh_tokens",
-    "request_logs",
-}
-VOLATILE_COLUMNS = {"last_used_at"}
-
-
 @dataclass
 class World:
     """The callers and the real ids that fill the paths; `other` ids belong to another tenant."""
@@ -460,19 +450,6 @@ async def _counts(app: FastAPI) -> tuple[int, ...]:
     return tuple(row)
 
 
-async def _snapshot(app: FastAPI) -> dict[str, list[str]]:
-    """Every durable row of the database, table by table."""
-    result = {}
-    async with app.state.engine.connect() as conn:
-        for name, table in sorted(metadata.tables.items()):
-            if name in VOLATILE_TABLES:
-                continue
-            columns = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]
-            rows = await conn.execute(select(*columns))
-            result[name] = sorted(repr(tuple(row)) for row in rows)
-    return result
-
-
 def _changed(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
     return [name for name, rows in before.items() if rows != after[name]]
 
@@ -489,13 +466,13 @@ class Batch:
     accepted: int = 0
 
     async def __aenter__(self) -> "Batch":
-        self.before = await _snapshot(self.w.app)
+        self.before = await snapshot(self.w.app)
         self.counts = await _counts(self.w.app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if exc[0] is None and not self.accepted:
-            changed = _changed(self.before, await _snapshot(self.w.app))
+            changed = _changed(self.before, await snapshot(self.w.app))
             if changed:
                 self.w.failures.append(f"{self.op.key}: refused requests changed {changed}")
 
@@ -696,7 +673,7 @@ async def test_a_lone_surrogate_in_a_field_name_is_echoed_in_a_400(
             "admin_cannot_edit_user_data",
         ),
     ]
-    before = await _snapshot(app)
+    before = await snapshot(app)
     for method, path, user, reason in cases:
         response = await client.request(
             method,
@@ -708,4 +685,4 @@ async def test_a_lone_surrogate_in_a_field_name_is_echoed_in_a_400(
         assert b'"field":"\\ud800"' in response.content, response.text
         body = response.json()
         assert (body["code"], body["data"]["error"]) == (400, reason)
-    assert _changed(before, await _snapshot(app)) == []
+    assert _changed(before, await snapshot(app)) == []

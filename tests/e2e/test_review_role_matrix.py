@@ -16,12 +16,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select
 
-from apiforge.models import metadata
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._keys import app_key, call, create_key
 from tests.e2e._plans import on_plan
+from tests.e2e._snapshots import snapshot
 from tests.e2e._workspaces import add_member, assert_error, data_of, new_workspace
 from tests.factories import User, make_admin, register
 
@@ -480,32 +479,8 @@ REFUSED = {
 
 # --- helpers ---------------------------------------------------------------------------------
 
+
 # Tables a refused request may still touch: sign-ins, idempotency bookkeeping, logs of calls.
-VOLATILE_TABLES = {
-    "idempotency_answer_marks",
-    "idempotency_records",
-    "idempotency_tokens",
-    "login_sessions",
-    "quota_hits",
-    "refresh_tokens",
-    "request_logs",
-}
-VOLATILE_COLUMNS = {"last_used_at"}  # keys' last use, written in batches
-
-
-async def snapshot(app: FastAPI) -> dict[str, list[str]]:
-    """Every durable row of the database, table by table."""
-    result = {}
-    async with app.state.engine.connect() as conn:
-        for name, table in sorted(metadata.tables.items()):
-            if name in VOLATILE_TABLES:
-                continue
-            columns = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]
-            rows = await conn.execute(select(*columns))
-            result[name] = sorted(repr(tuple(row)) for row in rows)
-    return result
-
-
 def _changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, Any]:
     return {
         name: {

@@ -42,7 +42,9 @@ os.register_at_fork(after_in_child=_entropy.forget)
 
 def new_id() -> str:
     """Return a 26-character id that sorts by creation time (ULID layout, lowercase)."""
-    return _encode((int(time.time() * 1000) << 80) | _entropy.take())
+    value = (int(time.time() * 1000) << 80) | _entropy.take()
+    pairs = _PAIRS  # `_encode` inlined: ids are minted on every call's path
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def first_id_at(epoch_seconds: float) -> str:
