@@ -11,17 +11,18 @@ the example passes its own schema, a required `Idempotency-Key` is marked requir
 import math
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.definitions import api_document
 from apiforge.builder.models import ApiDefinition, App
-from apiforge.builder.service import find_app
-from apiforge.builder.versions import find_version
+from apiforge.builder.service import AppNotFoundError
+from apiforge.builder.versions import VersionNotFoundError, find_version
 from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
 from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
+from apiforge.tools.ids import is_id
 from apiforge.workspaces.service import CurrentWorkspace
 
 INVOCATIONS = "/api/v1/invocations"
@@ -254,23 +255,46 @@ def build_openapi(
 
 
 class DocsService:
-    """The generated docs of an app the caller's workspace owns. Never writes."""
+    """The generated docs of an app: all of it for the owning workspace; the published versions
+    of a public app for any other workspace (its consumers need them to call it). Never writes."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def _readable(self, current: CurrentWorkspace, app_id: str) -> tuple[App, bool]:
+        """The app and whether `current` owns it. Another workspace's private app is 404 like
+        an unknown one, so ids never leak."""
+        if not is_id(app_id):
+            raise AppNotFoundError()
+        app = await self.session.scalar(
+            select(App).where(
+                App.id == app_id, or_(App.workspace_id == current.id, App.visibility == "public")
+            )
+        )
+        if app is None:
+            raise AppNotFoundError()
+        return app, app.workspace_id == current.id
+
     async def openapi(
         self, current: CurrentWorkspace, app_id: str, version: str | None
     ) -> dict[str, Any]:
-        """`version`: `dev`, `latest`, `X.Y.Z`; by default `latest`, or `dev` before any publish."""
-        app = await find_app(self.session, current.id, app_id)
+        """`version`: `dev`, `latest`, `X.Y.Z`; by default `latest`, or `dev` before any publish.
+        Other workspaces read only published versions (the gateway serves them no `dev`), without
+        `x-cost`: what the builder pays the platform is the builder's business."""
+        app, own = await self._readable(current, app_id)
         if version is None:
-            version = "latest" if app.latest_version else "dev"
+            version = "latest" if app.latest_version or not own else "dev"
         if version == "dev":
+            if not own:
+                raise VersionNotFoundError("The app has no version dev for subscribers")
             rows = await self.session.scalars(
                 select(ApiDefinition).where(ApiDefinition.app_id == app.id)
             )
             return build_openapi(app, "dev", [api_document(row) for row in rows])
         row = await find_version(self.session, app, version)
         apis = list((row.snapshot.get("apis") or {}).values())
-        return build_openapi(app, row.version, apis, deprecated=row.deprecated)
+        document = build_openapi(app, row.version, apis, deprecated=row.deprecated)
+        if not own:
+            for path in document["paths"].values():
+                del path["post"]["x-cost"]
+        return document
