@@ -38,7 +38,11 @@ from apiforge.keys.schemas import (
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
-from apiforge.workspaces.service import CurrentWorkspace, InsufficientRoleError
+from apiforge.workspaces.service import (
+    CurrentWorkspace,
+    InsufficientRoleError,
+    WorkspaceNotFoundError,
+)
 
 MAX_ACTIVE_KEYS = 10  # per resource: one subscription (app + pk keys) or one workspace (ws keys)
 
@@ -416,7 +420,10 @@ class ApiKeyService:
         app subscription (app and pk keys) — holds its maximum of active keys; the resource
         stays locked until commit, so two requests cannot both pass the count."""
         if kind == "ws":
-            await self._lock(Workspace, workspace_id)
+            if not await self._lock(Workspace, workspace_id):
+                # Deleted by a concurrent request since it was read (the key's insert would
+                # fail on its foreign key: a 500).
+                raise WorkspaceNotFoundError()
             used = await self._count_active(ApiKey.workspace_id == workspace_id, "ws", now)
             resource = "workspace"
         else:

@@ -122,8 +122,11 @@ async def account_plan(session: AsyncSession, account_id: str) -> Plan:
 async def lock_workspace(session: AsyncSession, workspace_id: str) -> None:
     """Serialise quota-checked creations in one workspace until commit, so two requests can't
     both pass the same count: a no-op UPDATE of the workspace row, which locks the row on
-    PostgreSQL and takes the database's write lock on SQLite."""
-    await lock_rows(session, Workspace, Workspace.id == workspace_id)
+    PostgreSQL and takes the database's write lock on SQLite. 404 `workspace_not_found` when
+    the row is gone (deleted by a request that held it first): the caller's insert would
+    otherwise fail on its foreign key (a 500); once locked, the row stays until commit."""
+    if not await lock_rows(session, Workspace, Workspace.id == workspace_id):
+        raise NotFoundError("Workspace not found", reason="workspace_not_found")
 
 
 async def check_quota(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -21,6 +22,7 @@ from apiforge.core.errors import (
     UnavailableError,
     ValidationError,
 )
+from apiforge.core.integrity import violation
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
@@ -31,6 +33,7 @@ from apiforge.plans.service import (
     check_quota,
     count_members,
     count_owned_workspaces,
+    lock_workspace,
     plan_of,
 )
 from apiforge.tools.ids import is_id
@@ -302,7 +305,14 @@ class WorkspaceService:
         plan = await plan_of(self.session, current.workspace)
         await check_quota(self.session, current.id, plan, "members", used, operation="members.add")
         self.session.add(Membership(workspace_id=current.id, account_id=account.id, role=data.role))
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            # The workspace row is ours until commit: a missing row can only be the account,
+            # deleted since it was read (a 500 on the foreign key otherwise).
+            if violation(exc).kind != "foreign_key":
+                raise
+            raise NotFoundError("No account has this email", reason="account_not_found") from None
         return Created(id=account.id)
 
     async def update_member(
@@ -400,15 +410,11 @@ class WorkspaceService:
 
     async def _lock_workspace(self, workspace_id: str) -> None:
         """Serialise quota-checked changes of one workspace until commit, so two requests cannot
-        both pass the same count. A no-op UPDATE rather than SELECT ... FOR UPDATE because it
-        locks on both backends: the row on PostgreSQL, the database's write lock on SQLite (whose
-        driver starts the transaction at the first write, so reads before it see no snapshot)."""
-        await self.session.execute(
-            update(Workspace)
-            .where(Workspace.id == workspace_id)
-            .values(updated_at=Workspace.updated_at)  # explicit: keeps `onupdate` from firing
-            .execution_options(synchronize_session=False)
-        )
+        both pass the same count (`plans.service.lock_workspace`: a no-op UPDATE rather than
+        SELECT ... FOR UPDATE because it locks on both backends — the row on PostgreSQL, the
+        database's write lock on SQLite, whose driver starts the transaction at the first write,
+        so reads before it see no snapshot). 404 when a concurrent request deleted it."""
+        await lock_workspace(self.session, workspace_id)
 
     async def _lock_account(self, account_id: str) -> None:
         """The same for the number of workspaces one account owns."""
