@@ -33,7 +33,9 @@ async def test_consumers_read_a_public_apps_published_docs(client: AsyncClient) 
     )
     assert pinned.json() == doc
     page = await client.get(f"/api/v1/apps/{app_id}/docs", headers=consumer.headers)
-    assert page.status_code == 200 and "echo" in page.text and "draftOnly" not in page.text
+    assert page.status_code == 200
+    assert "echo" in page.text
+    assert "draftOnly" not in page.text
 
 
 async def test_consumers_never_read_dev_or_private_docs(client: AsyncClient) -> None:
@@ -58,7 +60,8 @@ async def test_consumers_never_read_dev_or_private_docs(client: AsyncClient) -> 
     response = await client.get(
         f"/api/v1/apps/{unpublished_id}/openapi.json", headers=owner.headers
     )
-    assert response.status_code == 200 and response.json()["info"]["version"] == "dev"
+    assert response.status_code == 200
+    assert response.json()["info"]["version"] == "dev"
 
 
 async def test_an_app_made_private_stops_showing_its_docs(client: AsyncClient) -> None:

@@ -77,7 +77,7 @@ async def export_app(
 @router.get(
     "/apps/{app_id}/openapi.json",
     summary="OpenAPI 3.1 document of the app's APIs (default: latest, or dev before a publish)",
-    description="Any workspace may read a public app's published versions (not `dev`, no `x-cost`).",
+    description="Any workspace reads a public app's published versions (not `dev`, no `x-cost`).",
     response_class=JSONResponse,
 )
 async def app_openapi(
