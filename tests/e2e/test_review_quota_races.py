@@ -547,3 +547,36 @@ async def test_a_member_already_added_by_a_racing_request_is_a_conflict(
     )
     _one_wins(responses, 409, "already_member")
     assert await _count(app, Membership, Membership.workspace_id == workspace_id) == 2
+
+
+async def test_ownership_handed_to_an_account_deleted_meanwhile_is_a_404(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    owner = await register(client)
+    workspace_id = await new_workspace(client, owner)
+    heir = await register(client)
+    data_of(
+        await client.post(
+            f"/api/v1/workspaces/{workspace_id}/members",
+            json={"email": heir.email, "role": "admin"},
+            headers=owner.headers,
+        )
+    )
+    response = await _while_deleting(
+        app,
+        Account,
+        heir.account_id,
+        lambda: client.post(
+            f"/api/v1/workspaces/{workspace_id}/transfer",
+            json={"accountId": heir.account_id},
+            headers=owner.headers,
+        ),
+    )
+    # Gone as a member (the account's memberships went with it) or as an account: 404 either way.
+    assert response.status_code == 404, response.text
+    assert response.json()["data"]["error"] in ("member_not_found", "account_not_found")
+    async with app.state.engine.connect() as connection:
+        owner_id = await connection.scalar(
+            select(Workspace.owner_id).where(Workspace.id == workspace_id)
+        )
+    assert owner_id == owner.account_id

@@ -9,12 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.accounts.models import Account
+from apiforge.core.db import lock_rows
 from apiforge.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -417,13 +418,10 @@ class WorkspaceService:
         await lock_workspace(self.session, workspace_id)
 
     async def _lock_account(self, account_id: str) -> None:
-        """The same for the number of workspaces one account owns."""
-        await self.session.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(updated_at=Account.updated_at)
-            .execution_options(synchronize_session=False)
-        )
+        """The same for the number of workspaces one account owns; 404 `account_not_found` when
+        the account was deleted meanwhile (the owner written next would fail its foreign key)."""
+        if not await lock_rows(self.session, Account, Account.id == account_id):
+            raise NotFoundError("Account not found", reason="account_not_found")
 
     async def _member_counts(self, workspace_ids: list[str]) -> dict[str, int]:
         if not workspace_ids:
