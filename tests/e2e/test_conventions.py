@@ -188,15 +188,21 @@ async def test_method_override_on_post(tclient: AsyncClient) -> None:
 
 
 async def test_method_override_cannot_turn_post_into_get(tclient: AsyncClient) -> None:
+    """Nor is the POST run instead of the GET asked for: nothing runs (400)."""
     response = await tclient.post(
         "/t/thing", json={"name": "a"}, headers={"X-HTTP-Method-Override": "GET"}
     )
-    assert response.json()["data"]["name"] == "a"
+    assert response.status_code == 400
+    assert response.json()["data"]["error"] == "invalid_method_override"
 
 
-async def test_method_override_ignored_on_get(tclient: AsyncClient) -> None:
+async def test_method_override_refused_on_get(tclient: AsyncClient) -> None:
+    """Only a POST is overridden: a GET asking for DELETE is refused, not run as the GET."""
     response = await tclient.get("/t/thing", headers={"X-HTTP-Method-Override": "DELETE"})
-    assert response.json()["data"]["thingId"] == 1
+    assert response.status_code == 400
+    assert response.json()["data"]["error"] == "invalid_method_override"
+    same = await tclient.get("/t/thing", headers={"X-HTTP-Method-Override": "get"})
+    assert same.json()["data"]["thingId"] == 1
 
 
 async def test_request_id_generated_when_absent_or_malformed(tclient: AsyncClient) -> None:

@@ -5,12 +5,13 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from apiforge.core.settings import Settings
+from apiforge.core.settings import MIN_LEASE_SECONDS, Settings
 from tests._servers import running_servers
 from tests.e2e._keys import call
 from tests.e2e._traffic import (
@@ -24,7 +25,8 @@ from tests.e2e._traffic import (
 from tests.e2e._workspaces import assert_error
 from tests.factories import register
 
-LEASE_SECONDS = 4
+LEASE_SECONDS = MIN_LEASE_SECONDS  # the shortest a server accepts (longer than any call)
+RELEASE_SECONDS = 4  # places given back by calls that end come back well within this
 DEGRADED = "apiforge_limit_degraded_total"
 # Idle connections are dropped well before uvicorn's 5 s keep-alive ends: reusing one just as
 # the server closes it fails the request ("Server disconnected"), a race of the harness.
@@ -58,6 +60,24 @@ async def _leases(redis: RedisServer) -> int:
         async for key in client.scan_iter(match="acc:conc:*"):
             total += int(await client.zcount(key, f"({now}", "+inf"))
         return total
+    finally:
+        await client.aclose()
+
+
+async def _age_leases(redis: RedisServer, seconds: int) -> None:
+    """Check every live lease ends `LEASE_SECONDS` after it was taken (within the few seconds
+    the test has run), then bring its end `seconds` closer: time passing, sooner."""
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        now_s, micros = await client.time()
+        now = now_s * 1000 + micros // 1000
+        async for key in client.scan_iter(match="acc:conc:*"):
+            found = await client.zrange(key, 0, -1, withscores=True)
+            for member, score in cast(list[tuple[bytes, float]], found):
+                left = score - now
+                assert 0 < left <= LEASE_SECONDS * 1000, (left, LEASE_SECONDS)
+                assert left > (LEASE_SECONDS - 10) * 1000  # not a shorter lease
+                await client.zincrby(key, -seconds * 1000, member)
     finally:
         await client.aclose()
 
@@ -128,8 +148,8 @@ async def test_two_processes_never_run_more_calls_than_the_concurrency_limit(
             )
         assert sum(isinstance(r, httpx.TimeoutException) for r in gone) >= 10
         await upstream.wait_in_flight(10, seconds=5)
-        waited = await _until_no_leases(redis_own, LEASE_SECONDS + 2)
-        assert waited < LEASE_SECONDS
+        waited = await _until_no_leases(redis_own, RELEASE_SECONDS)
+        assert waited < RELEASE_SECONDS  # released, not expired
         assert upstream.max_in_flight <= 10
         assert (await call(first, secret, app_id, "slow")).status_code == 200
 
@@ -158,8 +178,11 @@ async def test_leases_of_a_crashed_process_expire(
             urls.kill(1)  # SIGKILL mid-call: its `finally` never runs, its leases leak
             refused = await call(survivor, secret, app_id, "slow")
             assert_error(refused, 429, "too_many_requests")
-            waited = await _until_no_leases(redis_own, LEASE_SECONDS + 2)
-            assert waited <= LEASE_SECONDS + 0.5
+            # Each leaked lease ends LEASE_SECONDS after its call was admitted (Redis's clock).
+            # Waiting that long would take a minute: the leases are aged by all but a second.
+            await _age_leases(redis_own, LEASE_SECONDS - 1)
+            waited = await _until_no_leases(redis_own, 3)
+            assert waited <= 1.5
             upstream.delay = 0
             assert (await call(survivor, secret, app_id, "slow")).status_code == 200
             for task in calls:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from apiforge.core.errors import RateLimitedError
 from apiforge.http.metrics import LIMIT_REJECTIONS
+from apiforge.tools.netpolicy import limit_group
 from apiforge.traffic.frequency import Rate
 from apiforge.traffic.headers import exceeded_headers
 
@@ -48,7 +49,8 @@ class LoginThrottle:
         self._remove_newest = _newest_entry_remover(storage)
 
     def _keys(self, email: str, ip: str) -> list[Key]:
-        return [("login-email", email.lower()), ("login-ip", ip or "unknown")]
+        # An IPv6 client counts by its /64 (`limit_group`): it could rotate through all of it.
+        return [("login-email", email.lower()), ("login-ip", limit_group(ip) or "unknown")]
 
     async def reserve(self, email: str, ip: str) -> None:
         """Count this attempt as a failure under the email and the IP before the password is

@@ -30,6 +30,14 @@ _KEY_READ_ATTEMPTS = 50  # x 20 ms
 # A JSON list, decoded by `_json_list` rather than pydantic-settings, so a malformed one is
 # reported like any other invalid value.
 HostList = Annotated[list[str], NoDecode]
+# How long one call's steps may run (`engine.base.RunLimits`): gateway calls and workflows.
+CALL_TIME_BUDGET_SECONDS = 10
+# The shortest lease a concurrency place or an idempotency claim may have. An admitted call may
+# also wait outside its steps — for a pooled connection (SQLAlchemy's 30 s pool timeout) and on
+# SQLite's 5 s busy timeout when it claims its key and when it commits — so up to about five
+# budgets in all; a lease that ran out before the call did would let one call too many run at
+# once, or a duplicate run a second time. Six budgets: above that, with room.
+MIN_LEASE_SECONDS = 6 * CALL_TIME_BUDGET_SECONDS
 
 
 class InvalidSettingsError(ValueError):
@@ -93,10 +101,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_setting_bytes: int = Field(default=64 * 1024, ge=64)
 
-    # Traffic control (docs/traffic.md): a concurrency lease outlives any call (the engine stops
-    # calls at 10 s), so only a crashed process's leases wait this long; what each limit does
-    # while Redis is unreachable.
-    traffic_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    # Traffic control (docs/traffic.md): a concurrency lease outlives any call (at least
+    # `MIN_LEASE_SECONDS`), so only a crashed process's leases wait this long; what each limit
+    # does while Redis is unreachable.
+    traffic_lease_seconds: int = Field(default=60, le=3600)
     traffic_frequency_failure: Literal["open", "closed"] = "open"
     traffic_concurrency_failure: Literal["open", "closed"] = "open"
     key_creations_per_minute: int = Field(default=20, ge=1)
@@ -118,9 +126,10 @@ class Settings(BaseSettings):
     # from the request log.
     log_retention_days: int = Field(default=0, ge=0, le=36500)
     # Idempotency (docs/idempotency.md): how long a completed response is replayed, how long an
-    # unfinished claim blocks duplicates (longer than the slowest call), one-time token lifetime.
+    # unfinished claim blocks duplicates (longer than the slowest gateway call; a management
+    # request renews its claim while it runs), one-time token lifetime.
     idempotency_retention_seconds: int = Field(default=86400, ge=60)
-    idempotency_lease_seconds: int = Field(default=120, ge=5)
+    idempotency_lease_seconds: int = 120
     idempotency_token_ttl_seconds: int = Field(default=3600, ge=10)
     # Uploaded files (docs/files.md): where their bytes live (empty: data_dir/files; a directory
     # every server process shares in a cluster), the largest file, files per request.
@@ -211,6 +220,17 @@ class Settings(BaseSettings):
     def _log_retention(cls, value: int) -> int:
         if 0 < value < 32:
             raise ValueError("must be 0 (keep every row) or at least 32 (a month of calls)")
+        return value
+
+    @field_validator("traffic_lease_seconds", "idempotency_lease_seconds")
+    @classmethod
+    def _lease(cls, value: int) -> int:
+        if value < MIN_LEASE_SECONDS:
+            raise ValueError(
+                f"must be at least {MIN_LEASE_SECONDS} s: a lease must outlive the longest call "
+                f"(its {CALL_TIME_BUDGET_SECONDS} s of steps and its waits for the database), or "
+                "a call still running loses its place or its idempotency key"
+            )
         return value
 
     @model_validator(mode="after")

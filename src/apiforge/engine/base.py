@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import ApiforgeError
+from apiforge.core.settings import CALL_TIME_BUDGET_SECONDS
 from apiforge.datasets.crypto import FieldCipher
 
 # The most RU one amount may be (a price, a call's cost, a credit): the largest integer every JSON
@@ -31,7 +32,8 @@ class RunLimits:
 
     max_steps: int = 500  # steps executed, loop bodies included
     max_iterations: int = 1000  # forEach iterations in one call, all loops together
-    time_budget_seconds: float = 10.0
+    # One constant with the leases that must outlive a call (core/settings.py).
+    time_budget_seconds: float = float(CALL_TIME_BUDGET_SECONDS)
     max_response_bytes: int = 1024 * 1024
     max_call_depth: int = 3  # nested callApi
 

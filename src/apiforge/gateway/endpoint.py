@@ -25,11 +25,15 @@ from apiforge.gateway.context import CANCELLED, GatewayContext
 from apiforge.gateway.stage import AfterStage, Answered, GatewayState, Stage
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
-from apiforge.http.middleware import ANSWER_HEADERS, request_id_of
+from apiforge.http.middleware import (
+    ANSWER_HEADERS,
+    method_override_refused,
+    overridden_method,
+    request_id_of,
+)
 from apiforge.tools.netpolicy import proxy_policy
 
 log = structlog.get_logger("apiforge.access")
-_OVERRIDES = {"PUT", "PATCH", "DELETE"}
 _ALLOW = "OPTIONS, POST"
 _FORWARDED_FOR = b"x-forwarded-for"
 
@@ -97,9 +101,15 @@ class GatewayEndpoint:
             return _preflight(scope)
         headers = _header_map(scope)
         # `X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway
-        # does not serve, as it would on any other route.
-        override = headers.get("x-http-method-override", "").upper()
-        if method != "POST" or override in _OVERRIDES:
+        # does not serve, as it would on any other route; any other override is refused (400)
+        # rather than run as the POST it was not asked to be.
+        override = headers.get("x-http-method-override")
+        if override:
+            overridden = overridden_method(method, override)
+            if overridden is None:
+                return method_override_refused()
+            method = overridden
+        if method != "POST":
             # RFC 9110 §15.5.6: a 405 names the methods the path takes, as the router's do.
             return error_response(
                 405, "method_not_allowed", "Method not allowed", headers={"Allow": _ALLOW}

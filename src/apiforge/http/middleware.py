@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiforge.core.errors import PayloadTooLargeError
@@ -16,7 +17,8 @@ from apiforge.http.metrics import observe_request
 from apiforge.tools.ids import new_id
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")  # whole value (`$` lets a final "\n" by)
-_OVERRIDABLE = {b"PUT", b"PATCH", b"DELETE"}
+OVERRIDABLE = frozenset({"PUT", "PATCH", "DELETE"})
+OVERRIDE_FIELD = "X-HTTP-Method-Override"
 # Every answer carries a tenant's data, a secret or an error about them: no shared (or browser)
 # cache may store it, and no browser may sniff a JSON body echoing input as HTML. An answer that
 # sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
@@ -73,17 +75,47 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
+def overridden_method(method: str, override: str) -> str | None:
+    """The method a request runs as: `POST` with `X-HTTP-Method-Override: PUT|PATCH|DELETE` runs
+    as that method (DESIGN.md §2: for clients that can only send POST); a header naming the
+    request's own method changes nothing. None for any other ask (`GET`, `TRACE`, `foo`, or an
+    override on another method): running the request as its own method would do what the client
+    did not ask for, so it is refused (400 `invalid_method_override`) and nothing runs."""
+    wanted = override.upper()
+    if wanted == method:
+        return method
+    if method == "POST" and wanted in OVERRIDABLE:
+        return wanted
+    return None
+
+
+def method_override_refused() -> Response:
+    """The 400 answer to an `X-HTTP-Method-Override` the request can't be run as."""
+    return error_response(
+        400,
+        "invalid_method_override",
+        f"{OVERRIDE_FIELD} is accepted only on POST, naming PUT, PATCH or DELETE",
+        {"errors": [{"field": OVERRIDE_FIELD, "message": "must be PUT, PATCH or DELETE, on POST"}]},
+    )
+
+
 class MethodOverrideMiddleware:
-    """`POST` + `X-HTTP-Method-Override: PUT|PATCH|DELETE` is handled as that method."""
+    """`POST` + `X-HTTP-Method-Override: PUT|PATCH|DELETE` is handled as that method; any other
+    override is a 400 before routing (`overridden_method`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             override = _header(scope, b"x-http-method-override")
-            if override and override.upper() in _OVERRIDABLE:
-                scope = dict(scope, method=override.upper().decode())
+            if override:
+                method = overridden_method(scope["method"], override.decode("latin-1"))
+                if method is None:
+                    await method_override_refused()(scope, receive, send)
+                    return
+                if method != scope["method"]:
+                    scope = dict(scope, method=method)
         await self.app(scope, receive, send)
 
 

@@ -14,6 +14,8 @@ answers carry secrets shown once — a new API key, an app's signing secret — 
 the database in clear for the retention period, when everything else keeps only their hashes.
 """
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,8 +133,14 @@ class IdempotencyMiddleware:
         async def hold(message: Message) -> None:
             messages.append(message)
 
+        done = asyncio.Event()
+        keeper = asyncio.create_task(_keep_claimed(state, store, claim, done))
         try:
-            await self.app(scope, body.replaying(receive), hold)
+            try:
+                await self.app(scope, body.replaying(receive), hold)
+            finally:
+                done.set()
+                await keeper  # a renewal under way ends first: none follows the release
         except BaseException:
             await _release(state, store, claim)
             raise
@@ -230,6 +238,29 @@ def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:
     if raw_seq is not None:
         return record_id("seq", caller.principal, parse_seq(raw_seq))
     return None
+
+
+async def _keep_claimed(
+    state: Any, store: IdempotencyStore, claim: Claim, done: asyncio.Event
+) -> None:
+    """Renew the claim's lease every third of it until `done`. A management route has no time
+    bound of its own (an import or a publish takes as long as the app is large; an upload as
+    long as its disk), and a claim that lapsed under a route still running would let a retry
+    take the key over and run the request a second time. So only a dead process's claims
+    expire. A keyed write pays one task; a statement only when it runs a third of a lease."""
+    period = store.lease.total_seconds() / 3
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), period)
+        if done.is_set():
+            return
+        try:
+            async with state.engine.connect() as conn:
+                if not await store.renew(conn, claim):
+                    log.warning("idempotency_claim_lost", record=claim.id)
+                    return
+        except Exception:  # the next renewal may get through; the lease has two more thirds
+            log.exception("idempotency_renew_failed")
 
 
 async def _release(state: Any, store: IdempotencyStore, claim: Claim) -> None:

@@ -354,6 +354,28 @@ class IdempotencyStore:
         await self.complete(conn, claim, response)
         await conn.commit()
 
+    async def renew(self, conn: AsyncConnection | None, claim: Claim) -> bool:
+        """Extend an unfinished claim's lease by a whole lease from now, committed here (on
+        SQLite on the store's own connection; else on `conn`). False when the claim is no longer
+        this request's (its lease ran out and another request took the key over)."""
+        expires = utcnow() + self.lease
+        if self.own_db is not None:
+            params = (_stamp(expires), claim.id, claim.owner)
+            renewed = await run_committed(await self.own_db.get(), rowcount(_SQLITE_RENEW, params))
+            return bool(renewed)
+        assert conn is not None
+        result = await conn.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.id == claim.id,
+                RECORDS.c.owner == claim.owner,
+                RECORDS.c.status.is_(None),
+            )
+            .values(expires_at=expires)
+        )
+        await conn.commit()
+        return bool(result.rowcount)
+
     async def release(self, conn: AsyncConnection | None, claim: Claim) -> None:
         """Forget an unfinished claim (the request failed, nothing committed): a retry runs
         afresh. Commits (on SQLite on the store's own connection; else on `conn`)."""
@@ -425,6 +447,9 @@ _SQLITE_TAKE_OVER = (
 _SQLITE_COMPLETE = (
     "UPDATE idempotency_records SET status = ?, headers = ?, body = ?, expires_at = ? "
     "WHERE id = ? AND owner = ?"
+)
+_SQLITE_RENEW = (
+    "UPDATE idempotency_records SET expires_at = ? WHERE id = ? AND owner = ? AND status IS NULL"
 )
 _SQLITE_RELEASE = "DELETE FROM idempotency_records WHERE id = ? AND owner = ? AND status IS NULL"
 _SQLITE_SWEEP = (

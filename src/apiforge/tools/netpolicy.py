@@ -6,6 +6,10 @@ the address it saw, so the right-most entry that is *not* a trusted proxy is the
 we trust vouches for — the client. Entries further left were written by the client itself and are
 ignored, so a forged `X-Forwarded-For: 10.0.0.1, …` never passes an allow-list. IPv4 addresses
 seen through IPv6 sockets (`::ffff:203.0.113.5`) are compared as IPv4.
+
+Per-IP limits count an IPv6 client by its /64 (`limit_group`): one subscriber or host is handed
+a whole /64 (RFC 6177, SLAAC), and could otherwise step through its 2^64 addresses to escape any
+limit. IPv4 addresses count one by one.
 """
 
 import ipaddress
@@ -16,6 +20,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_FORWARDED_HOPS = 20  # a longer header is read only this far from the right
+IPV6_CLIENT_PREFIX = 64  # the block per-IP limits count an IPv6 client by
+_IPV6_HOST_BITS = 128 - IPV6_CLIENT_PREFIX
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4 addresses written as IPv6
 
 
@@ -70,6 +76,25 @@ def ip_allowed(address: str | IPAddress | None, networks: Iterable[IPNetwork]) -
     if ip is None:
         return False
     return any(ip.version == net.version and ip in net for net in networks)
+
+
+def limit_group(ip: str) -> str:
+    """What per-IP limits count `ip` (a client address as `ProxyPolicy.client_ip` gives it)
+    under: an IPv4 address itself, an IPv6 address's /64 (`2001:db8:0:1::/64`), an IPv4-mapped
+    one as its IPv4 address; text that is no address stays as it is. An IPv4 address, the
+    common case, costs one substring test; an IPv6 one a cache lookup (`_ipv6_group`)."""
+    return _ipv6_group(ip) if ":" in ip else ip
+
+
+@lru_cache(maxsize=4096)
+def _ipv6_group(ip: str) -> str:
+    address = parse_ip(ip)
+    if address is None:
+        return ip
+    if address.version == 4:  # IPv4-mapped, or "203.0.113.5:443"
+        return str(address)
+    network = int(address) >> _IPV6_HOST_BITS << _IPV6_HOST_BITS
+    return f"{ipaddress.IPv6Address(network)}/{IPV6_CLIENT_PREFIX}"
 
 
 class ProxyPolicy:

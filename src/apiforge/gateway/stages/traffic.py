@@ -1,7 +1,8 @@
 """Stage 5: traffic control — frequency and concurrency limits, admitted in one operation.
 
-Frequency (calls per minute): the client IP on this API and the caller key on this API (the
-app's limits, `traffic/rules.py`), then the calling workspace's plan (`requestsPerMinute`).
+Frequency (calls per minute): the client IP (an IPv6 client's /64) on this API and the caller
+key on this API (the app's limits, `traffic/rules.py`), then the calling workspace's plan
+(`requestsPerMinute`).
 Concurrency (calls in flight): the caller key and all callers together (the app's limits,
 app-wide or per API), and the calling workspace's plan (`concurrentRequests`). A refused call
 counts in no window and holds no place; an admitted one holds its places until
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from apiforge.gateway.context import GatewayContext
 from apiforge.plans.meter import QuotaMeter
 from apiforge.plans.quotas import QuotaExceededError
+from apiforge.tools.netpolicy import limit_group
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
 from apiforge.traffic.frequency import Rate
@@ -45,7 +47,8 @@ class TrafficStage:
         limits = (await rules.app(ctx.connection, app_id)).of(api)
         plan = await rules.plan(ctx.connection, workspace)
         caller_id = caller.key_id or f"acct:{caller.account_id}"
-        ip = ctx.client_ip if limits.ip_per_minute is not None else ""
+        # An IPv6 client counts by its /64: it owns all of it and could rotate through it.
+        ip = limit_group(ctx.client_ip) if limits.ip_per_minute is not None else ""
         key = (app_id, api, workspace, caller_id, ip)
         shape = self._shapes.get(key)
         if shape is None or shape.limits is not limits or shape.plan is not plan:
