@@ -1,6 +1,6 @@
-"""Second review of billing: a workflow whose cost no wallet can hold is refused before it runs
-(it was a 500 on both backends), and credits, calls, redemptions and withdrawals racing on fresh or
-exactly funded wallets stay exact to the unit."""
+"""Second review of billing: a workflow whose cost no call may be charged is refused before it
+runs (it was a 500 on both backends), and credits, calls, redemptions and withdrawals racing on
+fresh or exactly funded wallets stay exact to the unit."""
 
 import asyncio
 from typing import Any
@@ -34,27 +34,27 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
 
 
-def _nested(*iterations: int) -> list[dict[str, Any]]:
-    """A count inside forEach loops (outermost first): it costs the product of their
-    `maxIterations` (and the loops' own prices)."""
-    steps: list[dict[str, Any]] = [COUNT]
+def _nested(*iterations: int, body: dict[str, Any] = COUNT) -> list[dict[str, Any]]:
+    """`body` inside forEach loops (outermost first): it costs what a call can run of it (500
+    steps, 1,000 iterations, all loops together)."""
+    steps: list[dict[str, Any]] = [body]
     for level, most in enumerate(reversed(iterations)):
         loop = {"id": f"loop{level}", "type": "forEach", "items": [], "maxIterations": most}
         steps = [{**loop, "steps": steps}]
     return steps
 
 
-@pytest.mark.parametrize(
-    "iterations",
-    [
-        (10_000,) * 5,  # ~1e20 RU: more than 64 bits (the 402's JSON could not say it)
-        (10_000,) * 4 + (1_000,),  # ~1e19 RU: above a signed 64-bit balance (PostgreSQL's)
-        (10_000,) * 4,  # ~1e16 RU: above the largest price (MAX_RU, 2**53 - 1)
-    ],
-)
+MAX_STEP_PRICE = 10**9  # the most an administrator may price a step type
+PAGE = {"id": "page", "type": "getMany", "collection": "items", "pageSize": 1000}  # 50 x price
+
+
+@pytest.mark.parametrize("levels", [1, 5])
 async def test_a_workflow_costing_more_than_any_call_may_is_refused_before_it_runs(
-    app: FastAPI, client: AsyncClient, iterations: tuple[int, ...]
+    app: FastAPI, client: AsyncClient, levels: int
 ) -> None:
+    """Pages of 1,000 records at the most a step may cost, 500 of them in loops: 2.5e13 RU,
+    above the most one call may be charged (10**12, one ledger movement) however deep the
+    loops nest (before loops counted for the call's budgets, they reached past 64 bits)."""
     user = await register(client)
     admin = await make_admin(app, client)
     app_id = data_of(await client.post("/api/v1/apps", json={"name": "W"}, headers=user.headers))[
@@ -62,24 +62,29 @@ async def test_a_workflow_costing_more_than_any_call_may_is_refused_before_it_ru
     ]
     body = {"appId": app_id, "name": "items", "fields": ITEM_FIELDS}
     data_of(await client.post("/api/v1/datasets", json=body, headers=user.headers))
-    await top_up(client, admin, user.workspace_id, MAX_AMOUNT)
+    for step_type in ("count", "getMany"):
+        url = f"/api/v1/admin/pricing/{step_type}"
+        data_of(await client.put(url, json={"cost": MAX_STEP_PRICE}, headers=admin.headers))
+    funds = 10**11
+    await top_up(client, admin, user.workspace_id, funds)
     before = await ledger_invariants(app)
-    run = {"appId": app_id, "steps": _nested(*iterations)}
+    run = {"appId": app_id, "steps": _nested(*(10_000,) * levels, body=PAGE)}
     response = await client.post("/api/v1/workflows", json=run, headers=user.headers)
     data = assert_error(response, 400, "invalid_definition")
     assert data["errors"][0]["field"] == "steps"
+    assert str(500 * 50 * MAX_STEP_PRICE) in data["errors"][0]["message"]
     assert await ledger_invariants(app) == before
     # Below the cap a workflow the wallet can't cover is a 402 naming its price; a payable
     # workflow is still charged.
-    run = {"appId": app_id, "steps": _nested(10_000, 10_000, 10_000, 2)}  # 2e12 RU
+    run = {"appId": app_id, "steps": _nested(*(10_000,) * levels)}  # 500 counts: 5e11 RU
     response = await client.post("/api/v1/workflows", json=run, headers=user.headers)
     price = assert_error(response, 402, "insufficient_balance")["price"]
-    assert MAX_AMOUNT < price <= MAX_RU
+    assert funds < price == 500 * MAX_STEP_PRICE <= MAX_RU == MAX_AMOUNT
     run = {"appId": app_id, "steps": [COUNT]}
     assert data_of(await client.post("/api/v1/workflows", json=run, headers=user.headers)) == {
         "total": 0
     }
-    assert (await balances(client, user))["balance"] == MAX_AMOUNT - COST
+    assert (await balances(client, user))["balance"] == funds - MAX_STEP_PRICE
 
 
 async def test_credits_racing_calls_on_a_fresh_wallet_stay_exact(

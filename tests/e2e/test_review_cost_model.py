@@ -57,7 +57,8 @@ async def _set_price(client: AsyncClient, admin: User, step_type: str, cost: int
 
 
 def _loops(*iterations: int, body: dict[str, Any] = COUNT) -> dict[str, Any]:
-    """`body` inside nested `forEach` loops (outermost first): it costs their product."""
+    """`body` inside nested `forEach` loops (outermost first): each level counts for what a
+    call can run (500 steps, 1,000 iterations between them), no more."""
     step = body
     for level, most in enumerate(reversed(iterations)):
         loop = {"id": f"loop{level}", "type": "forEach", "items": [], "maxIterations": most}
@@ -205,32 +206,37 @@ async def test_an_admin_price_change_reaches_only_what_is_saved_or_published_aft
 async def test_costs_beyond_any_price_are_refused_on_every_path(
     app: FastAPI, client: AsyncClient
 ) -> None:
-    """Step prices at their maximum times nested loops give costs far past 64 bits: saving,
-    changing, importing, publishing and running such steps is a 400 naming the problem, never a
-    500 or a wrapped number, and nothing is written."""
+    """Step prices at their maximum inside loops give costs past what one call may be charged
+    (10**12 RU, one ledger movement): saving, changing, importing, publishing and running such
+    steps is a 400 naming the problem, never a 500 or a wrapped number, and nothing is written.
+    (Loops count for at most the call's budgets: 500 steps, 1,000 iterations; docs/builder.md.)"""
     owner = await register(client)
     admin = await make_admin(app, client)
     app_id = await _app(client, owner)
+    page = {"id": "page", "type": "getMany", "collection": "hits", "pageSize": 1000}  # 50 x
     cheap = await new_api(
         client, owner.headers, app_id, "cheap", price=10_000, steps=[_loops(10_000)]
     )
+    assert await _cost(client, owner, app_id, cheap) == 500  # 500 steps of 1 RU at most
     await _set_price(client, admin, "count", MAX_STEP_PRICE)
-    huge = [_loops(10_000, 10_000, 10_000, 10_000, 10_000)]  # 1e29 RU
-    expected = "must be at least the cost, " + str(MAX_STEP_PRICE * 10**20)
+    await _set_price(client, admin, "getMany", MAX_STEP_PRICE)
+    huge = [_loops(10_000, 10_000, 10_000, 10_000, 10_000, body=page)]  # 500 pages at 5e10 RU
+    expected = f"these steps could cost {500 * 50 * MAX_STEP_PRICE} RU, over the most a call "
+    expected += f"may cost ({10**12})"
     apis = f"/api/v1/apps/{app_id}/apis"
-    body = {"api": "huge", "price": 2**53 - 1, "steps": huge}
+    body = {"api": "huge", "price": 10**12, "steps": huge}
     saved = await client.post(apis, json=body, headers=owner.headers)
-    assert assert_error(saved, 400, "price_below_cost")["errors"] == [
-        {"field": "price", "message": expected}
+    assert assert_error(saved, 400, "invalid_definition")["errors"] == [
+        {"field": "steps", "message": expected}
     ]
     changed = await client.patch(f"{apis}/{cheap}", json={"steps": huge}, headers=owner.headers)
-    assert assert_error(changed, 400, "price_below_cost")["errors"][0]["message"] == expected
-    # `cheap` was priced at 1 RU a count (10,000 RU); at the new price it costs 1e13 RU.
+    assert assert_error(changed, 400, "invalid_definition")["errors"][0]["message"] == expected
+    # `cheap` was priced at 1 RU a count (500 RU); at the new price it costs 5e11 RU.
     refused = assert_error(await _publish(client, owner, app_id), 400, "price_below_cost")
     assert refused["errors"] == [
-        {"field": "apis.cheap.price", "message": f"must be at least the cost, {10**13}"}
+        {"field": "apis.cheap.price", "message": f"must be at least the cost, {500 * 10**9}"}
     ]
-    assert await _cost(client, owner, app_id, cheap) == 10_000
+    assert await _cost(client, owner, app_id, cheap) == 500
     versions = data_of(await client.get(f"/api/v1/apps/{app_id}/versions", headers=owner.headers))
     assert versions["totalCount"] == 0
     document = {
@@ -238,14 +244,14 @@ async def test_costs_beyond_any_price_are_refused_on_every_path(
         "formatVersion": 1,
         "app": {"name": "Imported"},
         "collections": [{"name": "hits", "fields": [{"name": "n", "type": "integer"}]}],
-        "apis": [{"api": "huge", "price": 2**53 - 1, "steps": huge}],
+        "apis": [{"api": "huge", "price": 10**12, "steps": huge}],
     }
     imported = await client.post(
         "/api/v1/apps/import",
         content=orjson.dumps(document),
         headers={**owner.headers, "Content-Type": "application/json"},
     )
-    assert assert_error(imported, 400, "price_below_cost")["errors"][0]["message"] == expected
+    assert assert_error(imported, 400, "invalid_definition")["errors"][0]["message"] == expected
     listed = data_of(await client.get("/api/v1/apps", headers=owner.headers))
     assert [a["id"] for a in listed["list"]] == [app_id]
     run = await client.post(

@@ -48,12 +48,13 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.billing.ledger import ensure_wallets, lock_order
-from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry
+from apiforge.billing.models import MAX_AMOUNT, PLATFORM_WALLETS, LedgerEntry
 from apiforge.core.commits import CommitHooks, CommitRefused
 from apiforge.core.db import sqlite_file, sqlite_stamp
 from apiforge.core.errors import (
     ApiforgeError,
     ConflictError,
+    ForbiddenError,
     PaymentRequiredError,
 )
 from apiforge.core.lazydb import driver_rows
@@ -75,6 +76,14 @@ CHARGER_KEY = "charger"
 
 class InsufficientBalanceError(PaymentRequiredError):
     message = "The workspace's balance does not cover this call"
+
+
+class PriceAboveLimitError(ForbiddenError):
+    """A price or cost above what one ledger movement may move: refused when saved and
+    published, so only a version or `dev` API priced before that rule can ask for it."""
+
+    reason = "price_above_limit"
+    message = "The API's price is above the most one call may be charged; it cannot be called"
 
 
 @dataclass(slots=True)
@@ -117,8 +126,11 @@ def split(price: int, cost: int, *, own_app: bool) -> tuple[int, int, int]:
     """(debit, profit, platform) of a call. A workspace calling its own app pays only the cost:
     paying itself a profit would just turn spendable RU into withdrawable earnings. Price is
     never below cost (checked on save and publish); were it, the platform takes the whole price.
+    More than one movement may move (`MAX_AMOUNT`) is 403 `price_above_limit`, nothing moved.
     """
     debit = cost if own_app else price
+    if debit > MAX_AMOUNT:  # one comparison, before any wallet is read
+        raise PriceAboveLimitError(details={"price": debit, "max": MAX_AMOUNT})
     platform = min(cost, debit)
     return debit, debit - platform, platform
 

@@ -18,8 +18,8 @@ from apiforge.builder.schemas import ApiCreate, json_problem
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
-from apiforge.engine.base import RunLimits
-from apiforge.engine.compiler import compile_api
+from apiforge.engine.base import MAX_RU, RunLimits
+from apiforge.engine.compiler import check_cost, compile_api
 
 MAX_CALL_DEPTH = RunLimits().max_call_depth
 _PINNED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
@@ -117,6 +117,15 @@ def price_below_cost(price: int, cost: int, field: str = "price") -> ValidationE
     )
 
 
+def price_above_limit(price: int, field: str = "price") -> ValidationError:
+    """A price no call could be charged (saved before prices were held to `MAX_RU`): the same
+    400 a save of it gets."""
+    return ValidationError(
+        f"The price ({price} RU) is above the most one call may be charged ({MAX_RU} RU)",
+        errors=[{"field": field, "message": f"Input should be less than or equal to {MAX_RU}"}],
+    )
+
+
 def _prefixed(exc: ValidationError, prefix: str) -> ValidationError:
     errors = [
         {"field": f"{prefix}{e.get('field', '')}", "message": e.get("message", "")}
@@ -182,14 +191,18 @@ class DefinitionChecker:
         prefix: str = "",
         callee_cost: Callable[[str, str | None], int] | None = None,
     ) -> int:
-        """Compile one definition document; errors name `<prefix><field>`."""
+        """Compile one definition document; errors name `<prefix><field>`. A cost or a price
+        above `MAX_RU` is refused: no call could be charged it."""
         try:
             _check_nesting(definition)
             _check_target(definition)
             compiled = compile_api(definition, dict(collections), prices, callee_cost=callee_cost)
-            cost = int(compiled.cost)
-            if int(definition.get("price", 0)) < cost:
-                raise price_below_cost(int(definition.get("price", 0)), cost)
+            cost, price = int(compiled.cost), int(definition.get("price") or 0)
+            check_cost(cost)
+            if price > MAX_RU:
+                raise price_above_limit(price)
+            if price < cost:
+                raise price_below_cost(price, cost)
         except ValidationError as exc:
             raise _prefixed(exc, prefix) if prefix else exc from None
         except RecursionError:

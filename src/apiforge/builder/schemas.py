@@ -347,8 +347,14 @@ class StepPriceRead(ApiModel):
     updated_time: Timestamp
 
 
+# The most a step type may cost: one run of any step (a `getMany` of 1,000 records is 50 runs'
+# worth) stays far inside what one call may be charged (`MAX_RU`); APIs that add up past it are
+# refused when saved or published.
+MAX_STEP_PRICE = 1_000_000_000
+
+
 class StepPriceUpdate(BuilderInput):
-    cost: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+    cost: Annotated[StrictInt, Field(ge=0, le=MAX_STEP_PRICE)]
 
 
 # --- import / export --------------------------------------------------------------------------

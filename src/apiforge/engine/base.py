@@ -17,9 +17,9 @@ from apiforge.core.errors import ApiforgeError
 from apiforge.core.settings import CALL_TIME_BUDGET_SECONDS
 from apiforge.datasets.crypto import FieldCipher
 
-# The most RU one amount may be (a price, a call's cost, a credit): the largest integer every JSON
-# client reads exactly (2**53 - 1), and far inside a wallet's 64-bit balance.
-MAX_RU = 2**53 - 1
+# The most RU one amount may be (an API's price, a call's cost): what one ledger movement may
+# move (`billing.models.MAX_AMOUNT`, 10**12), so every call a price allows can be charged whole.
+MAX_RU = 10**12
 
 # A secret shorter than this is treated as shown only where it is a whole value: masking (or
 # spotting) two-letter secrets inside longer strings would hit ordinary text.
@@ -36,6 +36,11 @@ class RunLimits:
     time_budget_seconds: float = float(CALL_TIME_BUDGET_SECONDS)
     max_response_bytes: int = 1024 * 1024
     max_call_depth: int = 3  # nested callApi
+
+
+# The budgets every call runs with, and so the ones static costs are computed against
+# (`engine/cost.py`): a cost from other limits than the runtime's would under- or over-charge.
+CALL_LIMITS = RunLimits()
 
 
 class StepFailedError(ApiforgeError):

@@ -18,6 +18,7 @@ from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.sql import BUILTIN_TYPES
 from apiforge.engine.base import MAX_RU, CompiledStep
 from apiforge.engine.catalog import STEP_TYPES
+from apiforge.engine.cost import steps_cost
 from apiforge.engine.errors import DefinitionError, step_field
 from apiforge.engine.params import CompiledParams, compile_params, open_params
 from apiforge.engine.spec import StepSpec
@@ -257,11 +258,6 @@ class CompiledApi:
         return self.params.validate(args)
 
 
-def steps_cost(steps: Sequence[CompiledStep], prices: Mapping[str, int]) -> int:
-    """The static cost of a step list: the sum of its steps' costs."""
-    return sum(step.cost(prices) for step in steps)
-
-
 def _return_steps(raw: Any, visible: set[str]) -> tuple[str, ...] | None:
     if raw is None:
         return None
@@ -349,13 +345,19 @@ def compile_workflow(
     callee_cost: Callable[[str, str | None], int] | None = None,
 ) -> CompiledApi:
     """An ad-hoc step list (`/api/v1/workflows`): no params, `args` passed through as given.
-    Its cost is what the run is charged, so it is held to what an API's price may be (`MAX_RU`):
-    nested loops can multiply a step's price past any wallet, and past 64 bits. `callee_cost`
-    costs what its `callApi` steps run, as for a saved API."""
+    Its cost is what the run is charged, so it is held to what an API's price may be
+    (`check_cost`). `callee_cost` costs what its `callApi` steps run, as for a saved API."""
     compiled = compile_api(
         {"api": "", "steps": steps}, collections, prices, callee_cost=callee_cost
     )
-    if compiled.cost > MAX_RU:
-        most = f"over the most a call may cost ({MAX_RU})"
-        raise DefinitionError(None, "steps", f"these steps could cost {compiled.cost} RU, {most}")
+    check_cost(compiled.cost)
     return replace(compiled, params=open_params())
+
+
+def check_cost(cost: int) -> None:
+    """400 `invalid_definition` (naming `steps`) for steps costing more than one call may be
+    charged (`MAX_RU`, one ledger movement): dear step prices, `getMany` pages and `callApi`
+    callees can add up past it, and no price could cover them."""
+    if cost > MAX_RU:
+        most = f"over the most a call may cost ({MAX_RU})"
+        raise DefinitionError(None, "steps", f"these steps could cost {cost} RU, {most}")

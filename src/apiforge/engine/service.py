@@ -32,7 +32,7 @@ from apiforge.core.lazydb import LazyConnection
 from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import cipher_for
 from apiforge.datasets.schema import CollectionSchema
-from apiforge.engine.base import EngineServices, RunContext, RunLimits
+from apiforge.engine.base import CALL_LIMITS, EngineServices, RunContext, RunLimits
 from apiforge.engine.compiler import CompiledApi, compile_workflow
 from apiforge.engine.loader import (
     ApiLoader,
@@ -94,7 +94,7 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         record_cipher=cipher_for(settings.signing_key),
         http_allow_hosts=frozenset(settings.http_allow_hosts),
     )
-    return EngineState(db, settings, loader, services, RunLimits())
+    return EngineState(db, settings, loader, services, CALL_LIMITS)
 
 
 def envelope(data_json: bytes) -> bytes:

@@ -15,7 +15,14 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 
 from apiforge.core.db import open_savepoint
 from apiforge.core.errors import ApiforgeError
-from apiforge.engine.base import CompiledStep, LimitExceededError, RunContext
+from apiforge.engine.base import (
+    CALL_LIMITS,
+    CompiledStep,
+    LimitExceededError,
+    RunContext,
+    RunLimits,
+)
+from apiforge.engine.cost import CostBound, either, repeated, sequence, steps_bound, total
 from apiforge.engine.errors import step_error
 from apiforge.engine.runtime import (
     Masker,
@@ -30,7 +37,9 @@ from apiforge.engine.values import CompiledValue
 
 log = structlog.get_logger("apiforge.engine")
 
-MAX_LOOP_ITERATIONS = 10_000  # the most a `maxIterations` may say; RunLimits caps each call too
+# The most a `maxIterations` may say. A call runs fewer (`RunLimits.max_iterations`, all loops
+# together), and the loop's cost counts only those (`engine/cost.py`).
+MAX_LOOP_ITERATIONS = 10_000
 _REASON = r"^[a-z][a-z0-9_]{0,63}$"
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _RESERVED_NAMES = frozenset({"args", "token", "steps", "env", "now"})
@@ -43,8 +52,9 @@ def _price(prices: Mapping[str, int], step_type: str) -> int:
     return prices.get(step_type, 0)
 
 
-def _sum_cost(steps: tuple[CompiledStep, ...], prices: Mapping[str, int]) -> int:
-    return sum(step.cost(prices) for step in steps)
+def _own(prices: Mapping[str, int], step_type: str) -> CostBound:
+    price = _price(prices, step_type)
+    return CostBound(price, (), price)
 
 
 def _condition(step_id: str, value: Any, field: str = "condition") -> bool:
@@ -171,10 +181,15 @@ class IfStep:
         return {"condition": self.condition}
 
     def cost(self, prices: Mapping[str, int]) -> int:
+        return total(self.bound(prices, CALL_LIMITS), CALL_LIMITS)
+
+    def bound(self, prices: Mapping[str, int], limits: RunLimits) -> CostBound:
         """The dearest branch: the cost is known before the call decides."""
-        return _price(prices, self.type) + max(
-            _sum_cost(self.then, prices), _sum_cost(self.otherwise, prices)
+        branches = (
+            steps_bound(self.then, prices, limits),
+            steps_bound(self.otherwise, prices, limits),
         )
+        return either(_price(prices, self.type), branches)
 
     async def run(self, ctx: RunContext) -> Any:
         chosen = _condition(self.id, self.condition.resolve(ctx))
@@ -254,7 +269,13 @@ class ForEachStep:
         return {"items": self.items}
 
     def cost(self, prices: Mapping[str, int]) -> int:
-        return _price(prices, self.type) + self.max_iterations * _sum_cost(self.body, prices)
+        return total(self.bound(prices, CALL_LIMITS), CALL_LIMITS)
+
+    def bound(self, prices: Mapping[str, int], limits: RunLimits) -> CostBound:
+        """Its body as often as a call can run it: `maxIterations`, and never more than the
+        call's iteration budget, which nested loops share (`engine/cost.py`)."""
+        body = steps_bound(self.body, prices, limits)
+        return repeated(_price(prices, self.type), body, self.max_iterations, limits)
 
     async def run(self, ctx: RunContext) -> Any:
         items = self.items.resolve(ctx)
@@ -330,7 +351,11 @@ class TransactionStep:
     nested_ids: tuple[str, ...]
 
     def cost(self, prices: Mapping[str, int]) -> int:
-        return _price(prices, self.type) + _sum_cost(self.children, prices)
+        return total(self.bound(prices, CALL_LIMITS), CALL_LIMITS)
+
+    def bound(self, prices: Mapping[str, int], limits: RunLimits) -> CostBound:
+        children = steps_bound(self.children, prices, limits)
+        return sequence((_own(prices, self.type), children))
 
     async def run(self, ctx: RunContext) -> Any:
         savepoint = await open_savepoint(ctx.connection)

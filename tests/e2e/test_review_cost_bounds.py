@@ -1,0 +1,388 @@
+"""Review of the cost model's bounds: a call's static cost against what a call can consume, and
+prices against what one ledger movement may move.
+
+Bugs found:
+- A `forEach` was costed at `maxIterations` (up to 10,000) times its body, and nested loops at
+  the product of theirs, while one call runs at most 1,000 iterations, all loops together, and
+  at most 500 steps: an API was charged up to 10x (nested: millions of times) what any call of
+  it can consume. The cost now counts each loop for at most what the call's budgets allow, the
+  iteration budget shared by nested loops, and never more than 500 runs of the dearest step.
+- Prices and costs could reach 2**53 - 1 RU while one ledger movement is at most 10**12 RU: an
+  API priced 3 * 10**12 moved 3 * 10**12 RU in one call. Prices and costs above 10**12 are now
+  refused on save, import and publish (400), and a version priced above it before is refused
+  at call time (403 `price_above_limit`), nothing moved.
+"""
+
+import itertools
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
+
+from apiforge.billing.models import MAX_AMOUNT
+from apiforge.builder.models import ApiDefinition, AppVersion
+from apiforge.core.settings import Settings
+from apiforge.engine.base import MAX_RU
+from tests.e2e._apps import new_api, new_app
+from tests.e2e._billing import balances, ledger_invariants, top_up
+from tests.e2e._keys import app_key, call
+from tests.e2e._workspaces import assert_error, data_of
+from tests.factories import User, make_admin, register
+
+ITERATIONS = 1000  # RunLimits.max_iterations: all loops of one call together
+STEPS = 500  # RunLimits.max_steps: steps one call runs, loop bodies included
+COUNT = {"id": "n", "type": "count", "collection": "hits"}  # 1 RU at the seeded price
+PAGE = {"id": "page", "type": "getMany", "collection": "hits", "pageSize": 1000}  # 1 x 50 RU
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"welcome_credits": 0})
+
+
+async def _app(client: AsyncClient, owner: User) -> str:
+    app_id = await new_app(client, owner.headers, "Bounds", visibility="public")
+    body = {"appId": app_id, "name": "hits", "fields": [{"name": "n", "type": "integer"}]}
+    data_of(await client.post("/api/v1/datasets", json=body, headers=owner.headers))
+    return app_id
+
+
+async def _cost(client: AsyncClient, owner: User, app_id: str, api_id: str) -> int:
+    url = f"/api/v1/apps/{app_id}/apis/{api_id}"
+    cost: int = data_of(await client.get(url, headers=owner.headers))["cost"]
+    return cost
+
+
+async def _publish(client: AsyncClient, owner: User, app_id: str) -> Any:
+    url = f"/api/v1/apps/{app_id}/versions"
+    return await client.post(url, json={"bump": "minor"}, headers=owner.headers)
+
+
+async def _set_price(client: AsyncClient, admin: User, step_type: str, cost: int) -> Any:
+    url = f"/api/v1/admin/pricing/{step_type}"
+    return await client.put(url, json={"cost": cost}, headers=admin.headers)
+
+
+def _loop(step_id: str, most: int, *body: dict[str, Any], items: Any = None) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "type": "forEach",
+        "items": [] if items is None else items,
+        "maxIterations": most,
+        "steps": list(body),
+    }
+
+
+# --- forEach and the call's budgets -----------------------------------------------------------
+
+
+async def test_a_loop_of_ten_thousand_is_costed_for_the_thousand_a_call_can_run(
+    client: AsyncClient,
+) -> None:
+    """`maxIterations` 10,000 with a 1 RU body: 1,000 iterations, not 10,000 (the dear page read
+    outside keeps the 500-step bound out of the way)."""
+    owner = await register(client)
+    app_id = await _app(client, owner)
+    steps = [PAGE, _loop("each", 10_000, COUNT)]
+    api_id = await new_api(client, owner.headers, app_id, "loop", price=1050, steps=steps)
+    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS * 1
+    # At or below the budget, `maxIterations` still counts as it is.
+    steps = [PAGE, _loop("each", 999, COUNT)]
+    api_id = await new_api(client, owner.headers, app_id, "small", price=1049, steps=steps)
+    assert await _cost(client, owner, app_id, api_id) == 50 + 999
+
+
+async def test_nested_loops_share_one_iteration_budget(client: AsyncClient) -> None:
+    """1,000 x 1,000 iterations was costed as a million bodies; a call runs 1,000 iterations in
+    all, so each body counts for at most 1,000, dearest first."""
+    owner = await register(client)
+    app_id = await _app(client, owner)
+    inner = _loop("inner", 1000, COUNT)
+    outer = _loop("outer", 1000, inner)
+    api_id = await new_api(client, owner.headers, app_id, "grid", price=1050, steps=[PAGE, outer])
+    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS
+    # Each level with a body of its own: 1,000 iterations between them, at 2 RU (the dearer
+    # inner body: an insert) before 1 RU (the outer count).
+    insert = {"id": "add", "type": "insert", "collection": "hits", "data": {"n": 1}}
+    outer = _loop("outer", 10_000, COUNT, _loop("inner", 10_000, insert))
+    api_id = await new_api(client, owner.headers, app_id, "grid2", price=2050, steps=[PAGE, outer])
+    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS * 2
+
+
+async def test_a_loop_is_never_costed_for_more_steps_than_a_call_runs(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """A call runs at most 500 steps: a loop of 1 RU steps costs at most 500 RU (it was 10,000),
+    and a call running 499 of them is charged that cost; 500 of them is a 422, charged nothing."""
+    owner = await register(client)
+    admin = await make_admin(app, client)
+    app_id = await _app(client, owner)
+    steps = [_loop("each", 10_000, COUNT, items={"expr": "args.items"})]
+    params = [{"name": "items", "type": "array"}]
+    await new_api(client, owner.headers, app_id, "loop", price=STEPS, params=params, steps=steps)
+    apis = data_of(await client.get(f"/api/v1/apps/{app_id}/apis", headers=owner.headers))
+    assert [(a["api"], a["cost"]) for a in apis["list"]] == [("loop", STEPS)]
+    await top_up(client, admin, owner.workspace_id, 10 * STEPS)
+    body = {"appId": app_id, "api": "loop", "version": "dev", "args": {"items": [0] * 499}}
+    ran = await client.post("/api/v1/invocations", json=body, headers=owner.headers)
+    assert len(data_of(ran)["each"]) == 499
+    assert (await balances(client, owner))["balance"] == 10 * STEPS - STEPS
+    body["args"] = {"items": [0] * 500}
+    refused = await client.post("/api/v1/invocations", json=body, headers=owner.headers)
+    assert assert_error(refused, 422, "limit_exceeded")["limit"] == "steps"
+    assert (await balances(client, owner))["balance"] == 10 * STEPS - STEPS
+    await ledger_invariants(app)
+
+
+async def test_a_loop_calling_an_api_counts_its_callee_within_the_budgets(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """The callee is costed as a call of its own (bounded); a loop of calls to it counts for at
+    most 500 of them; a run is charged that cost, which covers what it ran."""
+    owner, consumer = await register(client), await register(client)
+    admin = await make_admin(app, client)
+    app_id = await _app(client, owner)
+    inner_steps = [PAGE, _loop("each", 10_000, COUNT, items={"expr": "args.items"})]
+    params = [{"name": "items", "type": "array", "default": []}]
+    inner = await new_api(
+        client, owner.headers, app_id, "inner", price=1050, params=params, steps=inner_steps
+    )
+    assert await _cost(client, owner, app_id, inner) == 1050
+    step = {"id": "call", "type": "callApi", "api": "inner", "args": {"items": [1, 2, 3]}}
+    outer_steps = [_loop("calls", 10_000, step, items={"expr": "args.n"})]
+    outer_params = [{"name": "n", "type": "array"}]
+    price = STEPS * 1050  # was 10,000 x (50 + 10,000)
+    outer = await new_api(
+        client, owner.headers, app_id, "outer", price=price, params=outer_params, steps=outer_steps
+    )
+    assert await _cost(client, owner, app_id, outer) == price
+    data_of(await _publish(client, owner, app_id))
+    await top_up(client, admin, consumer.workspace_id, 2 * price)
+    _, secret = await app_key(client, consumer, app_id)
+    called = await call(client, secret, app_id, "outer", args={"n": [1, 2]})
+    assert [len(entry["call"]["each"]) for entry in data_of(called)["calls"]] == [3, 3]
+    assert (await balances(client, consumer))["balance"] == price
+    await ledger_invariants(app)
+
+
+# --- property: no call consumes more than its cost --------------------------------------------
+
+PRICES = {"set": 3, "count": 5, "forEach": 2, "if": 1, "transaction": 1}
+
+Tree = dict[str, Any]
+LEAVES = st.sampled_from(["set", "count"]).map(lambda kind: {"kind": kind})
+
+
+def _containers(children: st.SearchStrategy[list[Tree]]) -> st.SearchStrategy[Tree]:
+    loops = st.fixed_dictionaries(
+        {
+            "kind": st.just("forEach"),
+            "most": st.sampled_from([1, 3, 20, 400, 1000, 10_000]),
+            "items": st.integers(0, 1000),
+            "body": children,
+        }
+    )
+    branches = st.fixed_dictionaries(
+        {"kind": st.just("if"), "take": st.booleans(), "then": children, "else": children}
+    )
+    groups = st.fixed_dictionaries({"kind": st.just("transaction"), "body": children})
+    return st.one_of(loops, branches, groups)
+
+
+TREES = st.lists(
+    st.recursive(LEAVES, lambda inner: _containers(st.lists(inner, max_size=3)), max_leaves=10),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _steps(trees: list[Tree], ids: "itertools.count[int]") -> list[dict[str, Any]]:
+    """Step definitions of generated trees; a loop gets `min(items, maxIterations)` items, so
+    only the call's own budgets (steps, iterations) can refuse it."""
+    steps: list[dict[str, Any]] = []
+    for tree in trees:
+        step_id, kind = f"s{next(ids)}", tree["kind"]
+        if kind == "set":
+            steps.append({"id": step_id, "type": "set", "value": 1})
+        elif kind == "count":
+            steps.append({"id": step_id, "type": "count", "collection": "hits"})
+        elif kind == "forEach":
+            items = list(range(min(tree["items"], tree["most"])))
+            body = _steps(tree["body"], ids)
+            steps.append(_loop(step_id, tree["most"], *body, items=items))
+        elif kind == "if":
+            then, otherwise = _steps(tree["then"], ids), _steps(tree["else"], ids)
+            condition = tree["take"]
+            steps.append(
+                {
+                    "id": step_id,
+                    "type": "if",
+                    "condition": condition,
+                    "then": then,
+                    "else": otherwise,
+                }
+            )
+        else:
+            body = _steps(tree["body"], ids)
+            steps.append({"id": step_id, "type": "transaction", "steps": body})
+    return steps
+
+
+class World:
+    """What the examples of one run share (hypothesis calls the test once per example)."""
+
+    app: Any = None
+    owner: User | None = None
+    app_id = ""
+
+
+WORLD = World()
+FUNDS = 10**9
+
+
+@hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(trees=TREES)
+async def test_no_call_consumes_more_than_its_cost(
+    app: FastAPI, client: AsyncClient, trees: list[Tree]
+) -> None:
+    """Random steps (loops up to 10,000, nested, in branches and transactions) run as a
+    workflow, which is charged its static cost: the steps its debug trace shows ran, at their
+    prices, never cost more than what was charged; a call over a budget is charged nothing."""
+    if WORLD.app is not app:
+        WORLD.app, WORLD.owner = app, await register(client)
+        WORLD.app_id = await _app(client, WORLD.owner)
+        admin = await make_admin(app, client)
+        for step_type, price in PRICES.items():
+            data_of(await _set_price(client, admin, step_type, price))
+        await top_up(client, admin, WORLD.owner.workspace_id, FUNDS)
+    owner = WORLD.owner
+    assert owner is not None
+    steps = _steps(trees, itertools.count())
+    before = (await balances(client, owner))["balance"]
+    body = {"appId": WORLD.app_id, "steps": steps, "debug": 1}
+    response = await client.post("/api/v1/workflows", json=body, headers=owner.headers)
+    charged = before - (await balances(client, owner))["balance"]
+    if response.status_code == 422:  # a budget ran out: nothing is charged
+        assert response.json()["data"]["error"] == "limit_exceeded", response.text
+        assert charged == 0
+        return
+    trace = data_of(response)["trace"]
+    consumed = sum(PRICES[entry["type"]] for entry in trace)
+    assert consumed <= charged, (consumed, charged, steps)
+
+
+# --- prices and costs against one ledger movement ---------------------------------------------
+
+
+async def test_the_most_an_api_may_be_priced_is_one_ledger_movement(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """10**12 RU (what one ledger movement may move) is the most a price may be, on create,
+    change and import; a step list costing more is refused on save, whatever its price."""
+    assert MAX_RU == MAX_AMOUNT == 10**12
+    owner = await register(client)
+    admin = await make_admin(app, client)
+    app_id = await _app(client, owner)
+    apis = f"/api/v1/apps/{app_id}/apis"
+    most = [{"field": "price", "message": f"Input should be less than or equal to {10**12}"}]
+    body = {"api": "dear", "price": 10**12 + 1, "steps": [COUNT]}
+    created = await client.post(apis, json=body, headers=owner.headers)
+    assert assert_error(created, 400, "invalid_input")["errors"] == most
+    api_id = await new_api(client, owner.headers, app_id, "dear", price=10**12, steps=[COUNT])
+    changed = await client.patch(
+        f"{apis}/{api_id}", json={"price": 10**12 + 1}, headers=owner.headers
+    )
+    assert assert_error(changed, 400, "invalid_input")["errors"] == most
+    document = {
+        "format": "apiforge-app",
+        "formatVersion": 1,
+        "app": {"name": "Imported"},
+        "collections": [{"name": "hits", "fields": [{"name": "n", "type": "integer"}]}],
+        "apis": [{"api": "dear", "price": 10**12 + 1, "steps": [COUNT]}],
+    }
+    imported = await client.post("/api/v1/apps/import", json=document, headers=owner.headers)
+    assert imported.status_code == 400, imported.text
+    assert imported.json()["data"]["errors"][0]["field"].endswith("price")
+    # The most an administrator may price a step type (10**9) keeps one step payable; a page of
+    # 1,000 records at that price is 5 * 10**10 RU, and 500 of them (a loop) far past 10**12.
+    assert (await _set_price(client, admin, "getMany", 10**9 + 1)).status_code == 400
+    data_of(await _set_price(client, admin, "getMany", 10**9))
+    steps = [_loop("pages", 10_000, PAGE)]
+    refused = await client.post(
+        apis, json={"api": "pages", "price": 10**12, "steps": steps}, headers=owner.headers
+    )
+    assert assert_error(refused, 400, "invalid_definition")["errors"] == [
+        {
+            "field": "steps",
+            "message": f"these steps could cost {STEPS * 5 * 10**10} RU, over the most a call "
+            f"may cost ({10**12})",
+        }
+    ]
+    listed = data_of(await client.get(apis, headers=owner.headers))
+    assert [(a["api"], a["price"]) for a in listed["list"]] == [("dear", 10**12)]
+    # Publishing prices every API again: a saved API now costing more is refused the same way.
+    await new_api(client, owner.headers, app_id, "one", price=10**12, steps=[PAGE])
+    data_of(await _set_price(client, admin, "getMany", 1))
+    cheap = await new_api(client, owner.headers, app_id, "cheap", price=STEPS * 50, steps=steps)
+    assert await _cost(client, owner, app_id, cheap) == STEPS * 50
+    data_of(await _set_price(client, admin, "getMany", 10**9))
+    published = assert_error(await _publish(client, owner, app_id), 400, "invalid_definition")
+    assert published["errors"][0]["field"] == "apis.cheap.steps"
+    versions = data_of(await client.get(f"/api/v1/apps/{app_id}/versions", headers=owner.headers))
+    assert versions["totalCount"] == 0
+
+
+async def _legacy_price(app: FastAPI, app_id: str, api: str, price: int) -> None:
+    """Price `api` above the limit where it is stored (in `dev` and in every snapshot), as a
+    save before the limit could."""
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            update(ApiDefinition)
+            .where(ApiDefinition.app_id == app_id, ApiDefinition.api == api)
+            .values(price=price)
+        )
+        rows = await conn.execute(
+            select(AppVersion.id, AppVersion.snapshot).where(AppVersion.app_id == app_id)
+        )
+        for version_id, snapshot in rows.all():
+            snapshot["apis"][api]["price"] = price
+            await conn.execute(
+                update(AppVersion).where(AppVersion.id == version_id).values(snapshot=snapshot)
+            )
+
+
+async def test_an_api_priced_above_one_movement_before_the_limit_moves_nothing(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """A version priced 3 * 10**12 RU (possible before prices were held to 10**12): calling it
+    moved 3 * 10**12 RU in one movement. It is now a 403 naming the limit, nothing moved, and
+    its `dev` API can't be published again at that price."""
+    owner, consumer = await register(client), await register(client)
+    admin = await make_admin(app, client)
+    app_id = await _app(client, owner)
+    await new_api(client, owner.headers, app_id, "dear", price=10, steps=[COUNT])
+    data_of(await _publish(client, owner, app_id))
+    await _legacy_price(app, app_id, "dear", 3 * 10**12)
+    for _ in range(4):
+        await top_up(client, admin, consumer.workspace_id, 10**12)
+    _, secret = await app_key(client, consumer, app_id)
+    before = await ledger_invariants(app)
+    refused = await call(client, secret, app_id, "dear")
+    data = assert_error(refused, 403, "price_above_limit")
+    assert (data["price"], data["max"]) == (3 * 10**12, 10**12)
+    assert await ledger_invariants(app) == before
+    assert await balances(client, consumer) == {"balance": 4 * 10**12, "earnings": 0}
+    published = assert_error(await _publish(client, owner, app_id), 400, "invalid_input")
+    assert published["errors"] == [
+        {"field": "apis.dear.price", "message": f"Input should be less than or equal to {10**12}"}
+    ]
