@@ -22,14 +22,14 @@ def paused_verification(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pause]:
     """(entered, release): sign-in's password check (in a worker thread) sets `entered`, then
     waits for `release`."""
     entered, release = threading.Event(), threading.Event()
-    verify = passwords.verify_password
+    verify = passwords.check_console_password
 
-    def paused(password_hash: str | None, password: str) -> bool:
+    def paused(password_hash: str | None, password: str) -> passwords.Verdict:
         entered.set()
         release.wait(timeout=10)
         return verify(password_hash, password)
 
-    monkeypatch.setattr(service, "verify_password", paused)  # what sign-in calls
+    monkeypatch.setattr(service, "check_console_password", paused)  # what sign-in calls
     yield entered, release
     release.set()
 
@@ -101,7 +101,11 @@ async def test_a_rehash_never_overwrites_a_password_changed_during_sign_in(
             account.password_hash = changed
             await session.commit()
         release.set()
-        assert (await login).status_code == 200  # the old password was right when checked
+        # The old password was right when checked, but a password change ends every other
+        # session: a sign-in with the old one must not start a new one (docs/decisions.md).
+        refused = await login
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["data"]["error"] == "invalid_credentials"
         assert (await _account(app, user.account_id)).password_hash == changed
     finally:
         passwords.configure(

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from apiforge.accounts import service as account_service
 from apiforge.accounts.models import Account, LoginSession
-from apiforge.accounts.passwords import verify_password
+from apiforge.accounts.passwords import Verdict, check_console_password
 from apiforge.billing.models import LedgerEntry, Wallet, Withdrawal
 from apiforge.core.db import unit_of_work
 from apiforge.datasets.models import Record
@@ -55,18 +55,18 @@ async def _login_racing(
     completion: the check waits for it, then gives its real answer."""
     entered, released = threading.Event(), threading.Event()
 
-    def held(stored: str | None, password: str) -> bool:
+    def held(stored: str | None, password: str) -> Verdict:
         entered.set()
         released.wait(10)
-        return verify_password(stored, password)
+        return check_console_password(stored, password)
 
-    monkeypatch.setattr(account_service, "verify_password", held)
+    monkeypatch.setattr(account_service, "check_console_password", held)
     try:
         login = asyncio.create_task(
             client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         )
         assert await asyncio.to_thread(entered.wait, 10)
-        monkeypatch.setattr(account_service, "verify_password", verify_password)
+        monkeypatch.setattr(account_service, "check_console_password", check_console_password)
         await action()
     finally:
         released.set()

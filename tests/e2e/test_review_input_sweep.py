@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import orjson
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
@@ -183,6 +184,9 @@ async def _world(app: FastAPI, client: AsyncClient) -> World:
     )
     assert exported.status_code == 200, exported.text
     victim = await register(client)
+    spare_session = await client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    )
     ids = {
         "appId": m.app_id,
         "app_id": m.app_id,
@@ -202,6 +206,7 @@ async def _world(app: FastAPI, client: AsyncClient) -> World:
         "withdrawal_id": data_of(withdrawal)["id"],
         "spare_workspace": spare_workspace,
         "stranger": stranger.account_id,
+        "session_id": _session_of(data_of(spare_session)["accessToken"]),
     }
     other = {
         "appId": other_app,
@@ -215,6 +220,7 @@ async def _world(app: FastAPI, client: AsyncClient) -> World:
         "file_id": other_file,
         "subscription_id": other_subscription,
         "key_id": other_key,
+        "session_id": _session_of(stranger.access_token),
     }
     guest = await register(client)
     world = World(app, client, owner, admin, guest, m.secret, ids, other)
@@ -223,6 +229,12 @@ async def _world(app: FastAPI, client: AsyncClient) -> World:
     document["apis"] = document["apis"][:1]  # one API is enough: every leaf is swept
     world.bodies[("POST", "/api/v1/apps/import")] = document
     return world
+
+
+def _session_of(access_token: str) -> str:
+    """The login session an access token names (its `sid`)."""
+    sid: str = jwt.decode(access_token, options={"verify_signature": False})["sid"]
+    return sid
 
 
 def _valid_bodies(w: World, app_id: str) -> dict[Op, Any]:
@@ -240,6 +252,11 @@ def _valid_bodies(w: World, app_id: str) -> dict[Op, Any]:
         ("POST", "/api/v1/auth/refresh"): {"refreshToken": w.guest.refresh_token},
         ("POST", "/api/v1/auth/logout"): {"refreshToken": w.guest.refresh_token},
         ("PATCH", "/api/v1/user/profile"): {"name": "N", "avatarUrl": None, "locale": "en"},
+        # Accepted once (the password then is another); later cases are refused or throttled.
+        ("POST", "/api/v1/user/password"): {
+            "currentPassword": PASSWORD,
+            "newPassword": f"another password {UNIQUE}",
+        },
         ("PUT", "/api/v1/user/settings"): {"theme": "dark", "pageSize": 20},
         ("PUT", "/api/v1/user/settings/apps/{appId}/{key}"): {"value": "light"},
         ("POST", "/api/v1/workspaces"): {"name": "W"},

@@ -43,6 +43,9 @@ PERSON: set[Route] = {
     ("POST", "/api/v1/auth/logout"),
     ("GET", "/api/v1/user/profile"),
     ("PATCH", "/api/v1/user/profile"),
+    ("POST", "/api/v1/user/password"),
+    ("GET", "/api/v1/user/sessions"),
+    ("DELETE", "/api/v1/user/sessions/{session_id}"),
     ("GET", "/api/v1/user/settings"),
     ("PUT", "/api/v1/user/settings"),
     ("GET", "/api/v1/user/settings/apps/{appId}"),
@@ -664,6 +667,7 @@ async def test_workspace_keys_are_refused_on_account_and_platform_routes(
         "workspace_id": admin.workspace_id,
         "step_type": "set",
         "withdrawal_id": "01jgq4x7m2c9v5t8r3n6p1k0hd",
+        "session_id": "01jgq4x7m2c9v5t8r3n6p1k0hd",
     }
     for method, path in sorted(PERSON | PLATFORM_ADMIN):
         before = await snapshot(app)

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession
-from apiforge.accounts.service import AccountService
+from apiforge.accounts.service import AccountService, Client
+from apiforge.accounts.sessions import SessionService
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import decode_access_token
 from apiforge.core.errors import AuthenticationError, ForbiddenError
@@ -160,3 +161,17 @@ def _account_service(
 
 
 AccountServiceDep = Annotated[AccountService, Depends(_account_service)]
+
+
+def _session_service(session: SessionDep) -> SessionService:
+    return SessionService(session)
+
+
+SessionServiceDep = Annotated[SessionService, Depends(_session_service)]
+
+
+def sign_in_client(request: Request) -> Client:
+    """The client a sign-in or refresh is recorded with (the columns' sizes; no NUL, which
+    PostgreSQL refuses)."""
+    agent = request.headers.get("user-agent", "").replace("\x00", "")
+    return Client(ip=client_ip(request)[:45], user_agent=agent[:255])

@@ -41,6 +41,10 @@ class LoginSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_reason: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = created_column()
+    # Written at sign-in and at each refresh, never per request: what `/user/sessions` shows.
+    refreshed_at: Mapped[datetime | None] = mapped_column(default=None)
+    client_ip: Mapped[str] = mapped_column(String(45), default="", server_default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class RefreshToken(Base):

@@ -1,4 +1,13 @@
-"""Password hashing with argon2id; cost parameters come from settings (cheap ones in tests)."""
+"""Password hashing with argon2id; cost parameters come from settings (cheap ones in tests).
+
+Console passwords are Unicode-normalised (NFKC) before hashing and verifying: NIST SP 800-63B
+§5.1.1.2 asks verifiers to apply NFKC or NFKD, so "é" typed as one code point or as e + a
+combining accent, or a full-width letter from an IME, is the same password. The engine's `password`
+step keeps hashing what the app gives it (its builders decide).
+"""
+
+import unicodedata
+from enum import Enum
 
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -37,6 +46,38 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         )
     except (VerificationError, InvalidHashError):
         return False
+
+
+def normalise_password(password: str) -> str:
+    """NFKC: the compatibility form, so keyboard and IME variants of one password agree."""
+    return unicodedata.normalize("NFKC", password)
+
+
+class Verdict(Enum):
+    """A console password check: wrong, right, or right but the stored hash wants redoing
+    (argon2 cost changed, or it was made before passwords were normalised)."""
+
+    WRONG = "wrong"
+    RIGHT = "right"
+    REHASH = "rehash"
+
+
+def hash_console_password(password: str) -> str:
+    return hash_password(normalise_password(password))
+
+
+def check_console_password(password_hash: str | None, password: str) -> Verdict:
+    """The normalised form first; then, for hashes made before normalisation, the form as typed
+    (a match there asks for a rehash to the normalised form). An input that is already
+    normalised costs one argon2 run; one that is not costs two whether or not the account exists,
+    so timing still doesn't reveal which do."""
+    normal = normalise_password(password)
+    if verify_password(password_hash, normal):
+        assert password_hash is not None
+        return Verdict.REHASH if needs_rehash(password_hash) else Verdict.RIGHT
+    if normal != password and verify_password(password_hash, password):
+        return Verdict.REHASH
+    return Verdict.WRONG
 
 
 def needs_rehash(password_hash: str) -> bool:

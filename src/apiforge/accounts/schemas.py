@@ -6,6 +6,7 @@ from pydantic import EmailStr, Field
 
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 
+# Checked as typed (after the trimming every input gets, `InputModel`); hashed NFKC-normalised.
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 
 
@@ -60,3 +61,25 @@ class ProfileUpdate(InputModel):
     locale: str | None = Field(
         default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
     )
+
+
+class PasswordChange(InputModel):
+    current_password: str = Field(max_length=128)
+    new_password: Password
+
+
+class PasswordChanged(ApiModel):
+    id: str
+    ended_sessions: int  # the account's other sessions, ended by the change
+
+
+class SessionRead(ApiModel):
+    """One active sign-in of the account: the device as seen at sign-in or its latest refresh."""
+
+    id: str
+    current: Flag
+    created_time: Timestamp
+    last_refreshed_time: Timestamp | None  # null: not refreshed since sign-in
+    expires_time: Timestamp  # when its refresh token runs out, unless refreshed before
+    client_ip: str
+    user_agent: str

@@ -2,6 +2,7 @@
 
 import asyncio
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pydantic import EmailStr, TypeAdapter
@@ -11,11 +12,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession, RefreshToken
-from apiforge.accounts.passwords import hash_password, needs_rehash, verify_password
-from apiforge.accounts.schemas import ProfileUpdate, RegisterInput, TokenPair
+from apiforge.accounts.passwords import (
+    Verdict,
+    check_console_password,
+    hash_console_password,
+    normalise_password,
+)
+from apiforge.accounts.schemas import (
+    PasswordChange,
+    PasswordChanged,
+    ProfileUpdate,
+    RegisterInput,
+    TokenPair,
+)
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import issue_access_token
-from apiforge.core.errors import AuthenticationError, ConflictError, ForbiddenError
+from apiforge.core.errors import (
+    AuthenticationError,
+    ConflictError,
+    ForbiddenError,
+    ValidationError,
+)
 from apiforge.core.settings import Settings
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.tools.clock import utcnow
@@ -36,6 +53,18 @@ def _email_taken() -> ConflictError:
 
 
 _EMAIL = TypeAdapter(EmailStr)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a sign-in or a refresh comes from: what `/user/sessions` shows of a session."""
+
+    ip: str = ""
+    user_agent: str = ""
+
+
+def _wrong_credentials() -> AuthenticationError:
+    return AuthenticationError("Email or password is wrong", reason="invalid_credentials")
 
 
 def normalise_email(email: str) -> str:
@@ -64,7 +93,7 @@ class AccountService:
             raise _email_taken()
         account = Account(
             email=email,
-            password_hash=await asyncio.to_thread(hash_password, password),
+            password_hash=await asyncio.to_thread(hash_console_password, password),
             name=name,
             is_admin=is_admin,
         )
@@ -79,58 +108,126 @@ class AccountService:
         )
         return account
 
-    async def register(self, data: RegisterInput) -> TokenPair:
+    async def register(self, data: RegisterInput, client: Client = Client()) -> TokenPair:
         account = await self.create_account(str(data.email), data.password, data.name)
-        return await self._start_session(account)
+        return await self._start_session(account, client)
 
-    async def login(self, email: str, password: str, ip: str) -> TokenPair:
+    async def login(self, email: str, password: str, client: Client) -> TokenPair:
         """Sign in. The attempt counts as a failed one from before the password is checked
         (so concurrent attempts cannot outrun the throttle) until the password proves right;
         any other outcome, an unexpected error included, leaves it counted."""
         email = normalise_email(email)
-        await self.throttle.reserve(email, ip)
+        await self.throttle.reserve(email, client.ip)
         account = await self.session.scalar(select(Account).where(Account.email == email))
         stored = account.password_hash if account else None
         # argon2 is deliberately slow: keep it off the event loop.
-        if not await asyncio.to_thread(verify_password, stored, password):
-            raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
+        verdict = await asyncio.to_thread(check_console_password, stored, password)
+        if verdict is Verdict.WRONG:
+            raise _wrong_credentials()
         assert account is not None
         if account.status != "active":
-            await self.throttle.give_back(email, ip)
+            await self.throttle.give_back(email, client.ip)
             raise ForbiddenError("Account is disabled", reason="account_disabled")
-        await self.throttle.succeeded(email, ip)
-        await self._note_login(account.id)
-        if needs_rehash(account.password_hash):
-            # Only over the hash that was checked: a password changed meanwhile stays changed.
-            await self.session.execute(
-                update(Account)
-                .where(Account.id == account.id, Account.password_hash == account.password_hash)
-                .values(password_hash=await asyncio.to_thread(hash_password, password))
-                .execution_options(synchronize_session=False)
-            )
-        return await self._start_session(account)
+        await self.throttle.succeeded(email, client.ip)
+        await self._note_login(account.id, account.password_hash)
+        if verdict is Verdict.REHASH:
+            await self._rehash(account.id, account.password_hash, password)
+        return await self._start_session(account, client)
 
-    async def _note_login(self, account_id: str) -> None:
-        """Stamp the sign-in, only while the account is still active: it may have been disabled
-        (or deleted) while argon2 ran, after its sessions were ended, and a session started now
-        would outlive the disabling (and come back to life on enabling). The UPDATE waits for a
-        disabling in flight (row lock; SQLite's one writer) and one that comes after it ends
+    async def _note_login(self, account_id: str, checked_hash: str) -> None:
+        """Stamp the sign-in, only while the account is still active and its password is the
+        one just checked: it may have been disabled (or deleted) while argon2 ran, after its
+        sessions were ended, and a session started now would outlive the disabling (and come
+        back to life on enabling); or its password changed, which ends every other session, and
+        a sign-in with the old one must not start a new one. The UPDATE waits for a disabling or
+        a change in flight (row lock; SQLite's one writer) and one that comes after it ends
         this session with the others."""
         # Not an ORM write: that would be conditional on the version read before argon2 ran,
         # and a profile edit committed meanwhile would turn a right password into a 409.
         stamped = await self.session.execute(
             update(Account)
-            .where(Account.id == account_id, Account.status == "active")
+            .where(
+                Account.id == account_id,
+                Account.status == "active",
+                Account.password_hash == checked_hash,
+            )
             .values(last_login_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         if stamped.rowcount == 1:  # type: ignore[attr-defined]
             return
-        if await self.session.scalar(select(Account.id).where(Account.id == account_id)):
+        status = await self.session.scalar(select(Account.status).where(Account.id == account_id))
+        if status is not None and status != "active":
             raise ForbiddenError("Account is disabled", reason="account_disabled")
-        raise AuthenticationError("Email or password is wrong", reason="invalid_credentials")
+        raise _wrong_credentials()  # deleted, or its password changed meanwhile
 
-    async def refresh(self, token: str) -> TokenPair:
+    async def _rehash(self, account_id: str, checked_hash: str, password: str) -> None:
+        """Store the password's hash at today's cost and in its normalised form, only over the
+        hash that was checked: a password changed meanwhile stays changed."""
+        await self.session.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.password_hash == checked_hash)
+            .values(password_hash=await asyncio.to_thread(hash_console_password, password))
+            .execution_options(synchronize_session=False)
+        )
+
+    async def change_password(
+        self, account: Account, session_id: str, data: PasswordChange, ip: str
+    ) -> PasswordChanged:
+        """Check the current password (throttled with sign-ins: same email and IP windows, so
+        this is no way round them), store the new one, and end every other session of the
+        account; the caller's session stays signed in. Conditional on the hash checked and on
+        the account being active: a change or a disabling committed meanwhile wins."""
+        await self.throttle.reserve(account.email, ip)
+        checked = account.password_hash
+        verdict = await asyncio.to_thread(check_console_password, checked, data.current_password)
+        if verdict is Verdict.WRONG:
+            raise ValidationError(
+                "Current password is wrong",
+                errors=[{"field": "currentPassword", "message": "is wrong"}],
+                reason="current_password_wrong",
+            )
+        await self.throttle.succeeded(account.email, ip)
+        if normalise_password(data.new_password) == normalise_password(data.current_password):
+            raise ValidationError(
+                "The new password is the current one",
+                errors=[{"field": "newPassword", "message": "must differ from the current one"}],
+                reason="password_unchanged",
+            )
+        new_hash = await asyncio.to_thread(hash_console_password, data.new_password)
+        changed = await self.session.execute(
+            update(Account)
+            .where(
+                Account.id == account.id,
+                Account.status == "active",
+                Account.password_hash == checked,
+            )
+            .values(password_hash=new_hash)
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            status = await self.session.scalar(
+                select(Account.status).where(Account.id == account.id)
+            )
+            if status != "active":
+                raise ForbiddenError("Account is disabled", reason="account_disabled")
+            raise ConflictError(
+                "The password was changed by another request meanwhile",
+                reason="password_changed_meanwhile",
+            )
+        ended = await self.session.execute(
+            update(LoginSession)
+            .where(
+                LoginSession.account_id == account.id,
+                LoginSession.id != session_id,
+                LoginSession.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow(), revoked_reason="password_changed")
+            .execution_options(synchronize_session=False)
+        )
+        return PasswordChanged(id=account.id, ended_sessions=ended.rowcount)  # type: ignore[attr-defined]
+
+    async def refresh(self, token: str, client: Client = Client()) -> TokenPair:
         """Rotate: the presented token is spent; presenting a spent one ends its family."""
         found = await self._presented(token)
         if found is None:
@@ -161,6 +258,12 @@ class AccountService:
                 "Refresh token was just used by another request; use the tokens it returned",
                 reason="refresh_token_spent",
             )
+        await self.session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == login.id)
+            .values(refreshed_at=now, client_ip=client.ip, user_agent=client.user_agent)
+            .execution_options(synchronize_session=False)
+        )
         return await self._issue(account, login.id)
 
     async def _presented(self, token: str) -> tuple[RefreshToken, LoginSession, Account] | None:
@@ -202,8 +305,10 @@ class AccountService:
             await self.session.scalar(select(func.count()).where(Account.is_admin.is_(True))) or 0
         )
 
-    async def _start_session(self, account: Account) -> TokenPair:
-        login = LoginSession(account_id=account.id)
+    async def _start_session(self, account: Account, client: Client) -> TokenPair:
+        login = LoginSession(
+            account_id=account.id, client_ip=client.ip, user_agent=client.user_agent
+        )
         self.session.add(login)
         await self.session.flush()
         return await self._issue(account, login.id)

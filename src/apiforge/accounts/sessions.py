@@ -1,0 +1,82 @@
+"""The account's own sign-in sessions: listing them and ending one (`/api/v1/user/sessions`)."""
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from apiforge.accounts.models import LoginSession, RefreshToken
+from apiforge.accounts.schemas import SessionRead
+from apiforge.core.errors import NotFoundError
+from apiforge.http.pagination import Page, PageParams, order_by
+from apiforge.tools.clock import utcnow
+from apiforge.tools.ids import is_id
+
+# A session never refreshed sorts by its sign-in (NULL itself sorts differently per backend).
+SORTS: dict[str, ColumnElement[Any]] = {
+    "createdTime": LoginSession.created_at.expression,
+    "lastRefreshedTime": func.coalesce(LoginSession.refreshed_at, LoginSession.created_at),
+}
+
+
+class SessionService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list_sessions(
+        self, account_id: str, current_id: str, params: PageParams
+    ) -> Page[SessionRead]:
+        """Sessions that can still be used: not ended, and holding an unspent refresh token
+        that has not expired (a session left alone past the refresh TTL is over too)."""
+        stmt: Any = (
+            select(LoginSession, func.max(RefreshToken.expires_at))
+            .join(RefreshToken, RefreshToken.session_id == LoginSession.id)
+            .where(
+                LoginSession.account_id == account_id,
+                LoginSession.revoked_at.is_(None),
+                RefreshToken.used_at.is_(None),
+                RefreshToken.expires_at > utcnow(),
+            )
+            .group_by(LoginSession.id)
+        )
+        tiebreak = LoginSession.id.expression
+        stmt = order_by(stmt, params, SORTS, "createdTime", tiebreak=tiebreak)
+        total = await self.session.scalar(
+            select(func.count()).select_from(stmt.order_by(None).subquery())
+        )
+        rows = await self.session.execute(stmt.limit(params.page_size).offset(params.offset))
+        items = [
+            SessionRead(
+                id=login.id,
+                current=login.id == current_id,
+                created_time=login.created_at,
+                last_refreshed_time=login.refreshed_at,
+                expires_time=expires_at,
+                client_ip=login.client_ip,
+                user_agent=login.user_agent,
+            )
+            for login, expires_at in rows
+        ]
+        return params.page(items, int(total or 0))
+
+    async def end_session(self, account_id: str, session_id: str) -> None:
+        """End one session of the account: its access tokens fail their next request (every
+        request checks the session) and its refresh token is refused. Another account's id, an
+        ended one, or no id at all: the same 404, so nothing is learnt about others' sessions."""
+        ended = (
+            await self.session.execute(
+                update(LoginSession)
+                .where(
+                    LoginSession.id == session_id,
+                    LoginSession.account_id == account_id,
+                    LoginSession.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow(), revoked_reason="ended_by_user")
+                .execution_options(synchronize_session=False)
+            )
+            if is_id(session_id)
+            else None
+        )
+        if ended is None or ended.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFoundError("Session not found", reason="session_not_found")
