@@ -188,8 +188,14 @@ async def _create_admin(settings: Settings, email: str, password: str, name: str
         return account.id
 
 
+async def _count_admins(settings: Settings) -> int:
+    async with _account_service(settings) as service:
+        return await service.count_admins()
+
+
 async def _ensure_admin(settings: Settings, email: str, password: str, name: str) -> int:
-    """How many administrators existed; when none, creates one in the same transaction."""
+    """How many administrators existed; when none, creates one in the same transaction (so two
+    nodes starting at once, both having counted none before, still create only one)."""
     async with _account_service(settings) as service:
         existing = await service.count_admins()
         if not existing:
@@ -254,9 +260,16 @@ def admin_ensure() -> None:
     """Create the first administrator when there is none, and print how to sign in.
 
     Uses APIFORGE_ADMIN_EMAIL / APIFORGE_ADMIN_PASSWORD when set; otherwise a generated password
-    is printed once. Does nothing when an administrator already exists.
+    is printed once. Does nothing when an administrator already exists (and then checks neither
+    variable: they would not be used).
     """
     settings = Settings()
+    existing = _run(_count_admins(settings))
+    if existing:
+        # The bootstrap values are not used, so not checked either: a password set long ago
+        # must not stop a deployment's every start once the sign-up rules are tightened.
+        typer.echo(f"an administrator account already exists ({existing}); nothing to do")
+        return
     bootstrap = AdminBootstrap()
     given = bootstrap.password.get_secret_value() if bootstrap.password else None
     email, password, name = _validated(

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
 from apiforge.gateway.stages.idempotency import idempotency_store
-from apiforge.idempotency.keys import fingerprint, record_id
+from apiforge.idempotency.keys import fingerprint, fingerprint_key, record_id
 from tests.e2e._idempotency import hit, hits_app, total
 from tests.e2e._keys import app_key, call, create_key, notes_app
 from tests.e2e._workspaces import assert_error, data_of
@@ -112,7 +112,8 @@ async def test_a_duplicate_while_the_first_runs_is_409(app: FastAPI, client: Asy
     async with app.state.engine.connect() as conn:
         rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", "busy")
         # Another process holds the claim: its request is still running.
-        await store.claim(conn, rid, fingerprint("POST", "/api/v1/invocations", "", body))
+        key = fingerprint_key(app.state.settings.signing_key)
+        await store.claim(conn, rid, fingerprint(key, "POST", "/api/v1/invocations", "", body))
     response = await client.post(
         "/api/v1/invocations",
         content=body,

@@ -19,7 +19,7 @@ from apiforge.core.settings import Settings
 from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency import local_claims
 from apiforge.idempotency.answer_log import AnswerLog, Stored
-from apiforge.idempotency.keys import fingerprint, record_id
+from apiforge.idempotency.keys import fingerprint, fingerprint_key, record_id
 from apiforge.idempotency.known import KnownKeys
 from apiforge.idempotency.models import IdempotencyRecord
 from tests._servers import running_servers
@@ -103,10 +103,12 @@ async def test_a_key_held_by_another_process_refuses_the_call_and_changes_nothin
         api: f'{{"appId":"{app_id}","api":"{api}","version":"latest","args":{args}}}'.encode()
         for api, args in (("total", "{}"), ("hit", '{"n":1}'))
     }
+    keyed = fingerprint_key(app.state.settings.signing_key)
     async with app.state.engine.connect() as conn:
         for api, body in bodies.items():
             rid = record_id("key", f"{consumer.workspace_id}|key:{key_id}", f"held-{api}")
-            await store.claim(conn, rid, fingerprint("POST", "/api/v1/invocations", "", body))
+            print_ = fingerprint(keyed, "POST", "/api/v1/invocations", "", body)
+            await store.claim(conn, rid, print_)
     monkeypatch.setattr(local_claims, "read_record", lambda _rid, _db: None)
     for api, body in bodies.items():
         response = await client.post(

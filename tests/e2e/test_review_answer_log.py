@@ -21,7 +21,7 @@ from apiforge.core.db import sqlite_file
 from apiforge.core.settings import Settings
 from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.claims import Claim, StoredResponse
-from apiforge.idempotency.keys import fingerprint, record_id
+from apiforge.idempotency.keys import fingerprint, fingerprint_key, record_id
 from tests._servers import running_servers
 from tests.e2e._apps import apis_of, new_api, new_app
 from tests.e2e._billing import balances, ledger_invariants
@@ -196,7 +196,8 @@ async def test_a_key_answered_while_the_filter_reloads_is_not_taken_for_fresh(
     body = f'{{"appId":"{app_id}","api":"hit","version":"latest","args":{{"n":1}}}}'.encode()
     scope = f"{consumer.workspace_id}|key:{key_id}"
     rid = record_id("key", scope, "racing")
-    print_ = fingerprint("POST", "/api/v1/invocations", "", body)
+    keyed = fingerprint_key(app.state.settings.signing_key)
+    print_ = fingerprint(keyed, "POST", "/api/v1/invocations", "", body)
     claim = local.fresh(rid, print_)  # the call is in flight: claimed while the filter is ready
     assert claim is not None
     bits = local.known._bits

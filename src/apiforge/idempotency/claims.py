@@ -20,6 +20,12 @@ class KeyMismatchError(ApiforgeError):
     reason = "idempotency_key_mismatch"
     message = "This idempotency key was already used with a different request"
 
+    def __init__(self, stored: str = "") -> None:
+        super().__init__()
+        # The fingerprint the key's record holds (never shown): the edges compare it with the
+        # request's fingerprint of the earlier, unkeyed form (`keys.legacy_fingerprint`).
+        self.stored = stored
+
 
 class AnswerLostError(ConflictError):
     reason = "idempotency_answer_lost"

@@ -88,7 +88,7 @@ class LocalClaims:
                 stored, _, status, headers, body, expires = row
                 if expires > sqlite_stamp(utcnow()):
                     if stored != fingerprint:
-                        raise KeyMismatchError()
+                        raise KeyMismatchError(stored)
                     if status is None:  # claimed through the database (the portable path)
                         raise KeyInUseError()
                     return StoredResponse(
@@ -106,7 +106,7 @@ class LocalClaims:
         if stored is None:  # damaged on the disk since it was written: as good as lost
             raise AnswerLostError()
         if stored.fingerprint != fingerprint:
-            raise KeyMismatchError()
+            raise KeyMismatchError(stored.fingerprint)
         return StoredResponse(stored.status, stored.headers, stored.body)
 
     def check_inflight(self, record_id: str, fingerprint: str) -> None:
@@ -114,7 +114,7 @@ class LocalClaims:
         held = self.inflight.get(record_id)
         if held is not None:
             if held.fingerprint != fingerprint:
-                raise KeyMismatchError()
+                raise KeyMismatchError(held.fingerprint)
             raise KeyInUseError()
 
     def answer(self, claim: Claim, response: StoredResponse, *, marked: bool = True) -> Answer:

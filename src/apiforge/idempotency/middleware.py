@@ -12,6 +12,8 @@ in the gateway. A process that dies between the two leaves the claim unfinished:
 Stored answers are sealed (Fernet under a key derived from the server secret): management
 answers carry secrets shown once — a new API key, an app's signing secret — which must not sit in
 the database in clear for the retention period, when everything else keeps only their hashes.
+For the same reason the body's fingerprint is keyed (`keys.fingerprint`): a PATCH of an app's
+secret values or a user's password must not leave a hash a dump could check guesses against.
 """
 
 import asyncio
@@ -29,12 +31,13 @@ from apiforge.core.errors import ApiforgeError, ValidationError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
 from apiforge.idempotency.callers import CallerScope, management_caller
-from apiforge.idempotency.claims import AnswerLostError, Claim, StoredResponse
+from apiforge.idempotency.claims import AnswerLostError, Claim, KeyMismatchError, StoredResponse
 from apiforge.idempotency.keys import (
     KEY_HEADER,
     REPLAYED_HEADER,
     SEQ_HEADER,
     TOKEN_HEADER,
+    fingerprint_key,
     parse_key,
     parse_seq,
     record_id,
@@ -98,16 +101,28 @@ class IdempotencyMiddleware:
             return
         rid = _record_id(headers, caller)
         query = scope.get("query_string", b"").decode("latin-1")
-        with SpooledBody(scope["method"], scope["path"], query) as body:
+        key = fingerprint_key(state.settings.signing_key)
+        with SpooledBody(key, scope["method"], scope["path"], query) as body:
             try:
                 await body.read_from(receive)
             except ClientDisconnect:  # gone before its body was whole: nothing runs or is kept
                 return
+            seq = SEQ_HEADER in headers  # not both: `_record_id` refused that
             payload = body.fingerprint()
-            if SEQ_HEADER in headers:  # not both: `_record_id` refused that
+            if seq:
                 payload = seq_fingerprint(payload, caller.workspace)
             token = headers.get(TOKEN_HEADER)
-            outcome = await _admitted(state, store, rid, payload, token, caller.principal)
+            try:
+                outcome = await _admitted(state, store, rid, payload, token, caller.principal)
+            except KeyMismatchError as exc:
+                # Stored before fingerprints were keyed (within the retention at the upgrade):
+                # the same request in the earlier form is its retry, not another payload.
+                legacy = body.legacy_fingerprint()
+                if seq:
+                    legacy = seq_fingerprint(legacy, caller.workspace)
+                if not exc.stored or exc.stored != legacy:
+                    raise
+                outcome = await _admitted(state, store, rid, legacy, token, caller.principal)
             if isinstance(outcome, StoredResponse):
                 IDEMPOTENT_REPLAYS.labels("management").inc()
                 await _replay(outcome, _opened(state, outcome.body), send)

@@ -7,20 +7,24 @@ the route as if it were the request (a cut YAML import still parses) nor be clai
 key the client will retry with."""
 
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
-from apiforge.idempotency.keys import fingerprint_hash
+from apiforge.idempotency.keys import fingerprint_hash, legacy_fingerprint
+from apiforge.tools.hashing import KeyedSha256
 
 IN_MEMORY_BYTES = 1024 * 1024
 CHUNK_BYTES = 64 * 1024
 
 
 class SpooledBody:
-    def __init__(self, method: str, path: str, query: str) -> None:
-        self._hash = fingerprint_hash(method, path, query)
+    def __init__(self, key: KeyedSha256, method: str, path: str, query: str) -> None:
+        self._key = key
+        self._head = (method, path, query)
+        self._hash = fingerprint_hash(key, *self._head)
         self._file: Any = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES)  # noqa: SIM115
         self.size = 0
 
@@ -43,7 +47,21 @@ class SpooledBody:
         self._file.seek(0)
 
     def fingerprint(self) -> str:
-        return self._hash.hexdigest()
+        return self._key.end(self._hash)
+
+    def legacy_fingerprint(self) -> str:
+        """The body's fingerprint in its earlier, unkeyed form (`keys.legacy_fingerprint`),
+        read again from the spool: asked only when a stored fingerprint differs, never hashed
+        twice as the body arrives. Leaves the spool at its start for the route."""
+        self._file.seek(0)
+        try:
+            return legacy_fingerprint(*self._head, self._chunks())
+        finally:
+            self._file.seek(0)
+
+    def _chunks(self) -> Iterator[bytes]:
+        while chunk := self._file.read(CHUNK_BYTES):
+            yield chunk
 
     def replaying(self, receive: Receive) -> Receive:
         """A `receive` that hands the route the body read, in chunks, then defers to the

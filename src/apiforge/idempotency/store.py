@@ -178,7 +178,7 @@ class IdempotencyStore:
                 continue
             await conn.commit()
             if row.fingerprint != fingerprint:
-                raise KeyMismatchError()
+                raise KeyMismatchError(row.fingerprint)
             if row.status is None:
                 raise KeyInUseError()
             return StoredResponse(row.status, dict(row.headers or {}), bytes(row.body or b""))
@@ -238,7 +238,7 @@ class IdempotencyStore:
         lease, retention = self.lease, self.retention
         backlog: list[bool] = []  # set on the connection's thread when a sweep found a full batch
 
-        def claim() -> Claim | StoredResponse | str | None:
+        def claim() -> Claim | StoredResponse | KeyMismatchError | str | None:
             sql = db.raw
             if sql.in_transaction:
                 return None
@@ -282,7 +282,7 @@ class IdempotencyStore:
                     sql.rollback()
                     raise
                 if found != fingerprint:
-                    return "mismatch"
+                    return KeyMismatchError(found)
                 if status is None:
                     return "in_use"
                 return StoredResponse(
@@ -293,8 +293,8 @@ class IdempotencyStore:
         outcome = await db.run(claim)
         if any(backlog):
             self._sweep_again_soon()
-        if outcome == "mismatch":
-            raise KeyMismatchError()
+        if isinstance(outcome, KeyMismatchError):
+            raise outcome
         if outcome == "in_use":
             raise KeyInUseError()
         assert outcome is None or isinstance(outcome, Claim | StoredResponse)

@@ -1,9 +1,11 @@
-"""Encryption at rest under keys derived from the one server secret.
+"""Encryption at rest, and keyed digests, under keys derived from the one server secret.
 
 Each use (app secrets and signing secrets, API-key copies, encrypted record fields, stored answers
-that hold secrets) derives its own key with HKDF-SHA256 and a purpose-specific `info`, so one secret
-configures the server, no second key file has to be kept in step, and the ciphertexts of one use
-stay independent of every other. Rotating the server secret makes existing ciphertexts unreadable.
+that hold secrets, idempotency payload fingerprints) derives its own key with HKDF-SHA256 and a
+purpose-specific `info`, so one secret configures the server (every process and node that shares
+it derives the same keys), no second key file has to be kept in step, and the ciphertexts of one
+use stay independent of every other. Rotating the server secret makes existing ciphertexts
+unreadable and existing keyed digests unmatchable.
 """
 
 import base64
@@ -15,6 +17,8 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from apiforge.tools.hashing import KeyedSha256
 
 
 def _derived_key(secret: str, purpose: bytes) -> bytes:
@@ -37,6 +41,13 @@ def derived_aead(secret: str, purpose: bytes) -> AESGCM:
     """The AES-256-GCM key of `purpose` under the server `secret`, for values that must stay
     short (a column sized for the clear value)."""
     return AESGCM(_derived_key(secret, purpose))
+
+
+@lru_cache(maxsize=32)
+def derived_hmac(secret: str, purpose: bytes) -> KeyedSha256:
+    """HMAC-SHA256 under the key of `purpose`, for digests stored where a database dump must not
+    let anyone confirm a guess of what was hashed."""
+    return KeyedSha256(_derived_key(secret, purpose))
 
 
 def seal_short(secret: str, purpose: bytes, text: str) -> str:

@@ -5,6 +5,7 @@ import pytest
 from apiforge.core.errors import ValidationError
 from apiforge.idempotency.keys import (
     fingerprint,
+    fingerprint_key,
     parse_key,
     parse_seq,
     principal,
@@ -68,12 +69,13 @@ def test_record_ids_separate_kinds_scopes_and_keys() -> None:
 
 
 def test_fingerprints_cover_method_path_query_and_exact_body() -> None:
-    base = fingerprint("POST", "/api/v1/apps", "", b'{"a":1}')
-    assert base == fingerprint("POST", "/api/v1/apps", "", b'{"a":1}')
-    assert base != fingerprint("PUT", "/api/v1/apps", "", b'{"a":1}')
-    assert base != fingerprint("POST", "/api/v1/apps/x", "", b'{"a":1}')
-    assert base != fingerprint("POST", "/api/v1/apps", "q=1", b'{"a":1}')
-    assert base != fingerprint("POST", "/api/v1/apps", "", b'{"a": 1}')
+    key = fingerprint_key("server-secret-" + "s" * 40)
+    base = fingerprint(key, "POST", "/api/v1/apps", "", b'{"a":1}')
+    assert base == fingerprint(key, "POST", "/api/v1/apps", "", b'{"a":1}')
+    assert base != fingerprint(key, "PUT", "/api/v1/apps", "", b'{"a":1}')
+    assert base != fingerprint(key, "POST", "/api/v1/apps/x", "", b'{"a":1}')
+    assert base != fingerprint(key, "POST", "/api/v1/apps", "q=1", b'{"a":1}')
+    assert base != fingerprint(key, "POST", "/api/v1/apps", "", b'{"a": 1}')
 
 
 def test_token_ids_and_principals() -> None:

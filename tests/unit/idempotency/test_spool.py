@@ -4,8 +4,10 @@ temporary file beyond, handed to the route whole and in order."""
 from starlette.types import Message, Receive
 
 from apiforge.idempotency import spool
-from apiforge.idempotency.keys import fingerprint
+from apiforge.idempotency.keys import fingerprint, fingerprint_key, legacy_fingerprint
 from apiforge.idempotency.spool import SpooledBody
+
+KEY = fingerprint_key("server-secret-" + "s" * 40)
 
 
 def _client(chunks: list[bytes]) -> tuple[list[Message], Receive]:
@@ -33,12 +35,14 @@ async def _replayed(body: SpooledBody, receive: Receive) -> tuple[bytes, list[Me
 async def test_a_large_body_goes_to_a_file_and_comes_back_whole() -> None:
     chunks = [bytes([n]) * (spool.CHUNK_BYTES + n) for n in range(40)]  # ~2.5 MiB
     _, receive = _client(chunks)
-    with SpooledBody("POST", "/api/v1/files", "a=1") as body:
+    with SpooledBody(KEY, "POST", "/api/v1/files", "a=1") as body:
         await body.read_from(receive)
         whole = b"".join(chunks)
         assert body.size == len(whole)
         assert body.on_disk
-        assert body.fingerprint() == fingerprint("POST", "/api/v1/files", "a=1", whole)
+        assert body.fingerprint() == fingerprint(KEY, "POST", "/api/v1/files", "a=1", whole)
+        legacy = legacy_fingerprint("POST", "/api/v1/files", "a=1", [whole])
+        assert body.legacy_fingerprint() == legacy  # read again, and the spool rewound
         replayed, messages = await _replayed(body, receive)
     assert replayed == whole
     assert all(len(m.get("body", b"")) <= spool.CHUNK_BYTES for m in messages)
@@ -48,10 +52,11 @@ async def test_a_large_body_goes_to_a_file_and_comes_back_whole() -> None:
 async def test_a_small_or_empty_body_stays_in_memory() -> None:
     for chunks in ([b'{"name": "Shop"}'], [b""]):
         _, receive = _client(chunks)
-        with SpooledBody("PATCH", "/api/v1/apps/x", "") as body:
+        with SpooledBody(KEY, "PATCH", "/api/v1/apps/x", "") as body:
             await body.read_from(receive)
             assert not body.on_disk
-            assert body.fingerprint() == fingerprint("PATCH", "/api/v1/apps/x", "", chunks[0])
+            expected = fingerprint(KEY, "PATCH", "/api/v1/apps/x", "", chunks[0])
+            assert body.fingerprint() == expected
             replayed, messages = await _replayed(body, receive)
         assert replayed == chunks[0]
         assert messages[0]["more_body"] is False

@@ -23,7 +23,7 @@ from apiforge.core.errors import ValidationError
 from apiforge.gateway.context import CANCELLED, GatewayContext
 from apiforge.gateway.stage import Answered, GatewayState
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
-from apiforge.idempotency.claims import Claim, KeyInUseError, StoredResponse
+from apiforge.idempotency.claims import Claim, KeyInUseError, KeyMismatchError, StoredResponse
 from apiforge.idempotency.keys import (
     KEY_HEADER,
     REPLAYED_HEADER,
@@ -31,6 +31,8 @@ from apiforge.idempotency.keys import (
     TOKEN_HEADER,
     end_user_scope,
     fingerprint,
+    fingerprint_key,
+    legacy_fingerprint,
     parse_key,
     parse_seq,
     principal,
@@ -59,6 +61,7 @@ class IdempotencyStage:
     def __init__(self, state: GatewayState) -> None:
         self.store = idempotency_store(state)
         self.secret = state.settings.signing_key  # seals answers that may carry secrets
+        self.keyed = fingerprint_key(self.secret)  # payload fingerprints (keys.fingerprint)
         # Embedded SQLite: claims in this process's memory, read through the shared reader.
         self.reader = state.reader
         self.local = self.store.local if self.reader is not None else None
@@ -102,12 +105,12 @@ class IdempotencyStage:
         else:
             rid = ""
         if rid:
-            print_ = fingerprint(ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
+            print_ = fingerprint(self.keyed, ctx.method, ctx.path, ctx.query_string, ctx.raw_body)
             outcome: Claim | StoredResponse | None = None
             if self.local is not None:  # a fresh key, claimed in memory without awaiting
                 outcome = self.local.fresh(rid, print_)
             if outcome is None:
-                outcome = await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
+                outcome = await self._claim(ctx, rid, print_)
             if isinstance(outcome, StoredResponse):
                 # A replay answers before the token is looked at: a retry that carries the same
                 # token and key gets the first answer, not `duplicate_request`.
@@ -124,6 +127,20 @@ class IdempotencyStage:
             if digest is None:
                 raise DuplicateRequestError()
             await self.store.tokens.consume(ctx.connection, digest, credential)
+
+    async def _claim(self, ctx: GatewayContext, rid: str, print_: str) -> Claim | StoredResponse:
+        """The store's claim. A record stored before fingerprints were keyed (within the
+        retention at the upgrade) holds the earlier, unkeyed form: the same request in that
+        form is its retry, not another payload (computed only on a mismatch)."""
+        assert ctx.connection is not None
+        try:
+            return await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
+        except KeyMismatchError as exc:
+            body = (ctx.raw_body,)
+            legacy = legacy_fingerprint(ctx.method, ctx.path, ctx.query_string, body)
+            if not exc.stored or exc.stored != legacy:
+                raise
+            return await self.store.claim_gateway(ctx.connection, self.reader, rid, legacy)
 
     async def _complete(self, ctx: GatewayContext) -> None:
         """Inside the run's transaction, after the steps: the response commits with them."""
