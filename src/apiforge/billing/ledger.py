@@ -4,8 +4,15 @@
 `balance` by its entry in the same database transaction, so a balance always equals the sum of
 its entries. A debit is a conditional UPDATE (`balance - held >= amount`), so no wallet but the
 issuance wallet goes below zero, however many requests race: the loser's UPDATE matches no row
-and the whole posting is refused (402) before anything is written. Wallet rows are updated in one
-global order (workspace wallets by id, then the platform's), so two postings never deadlock.
+and the whole posting is refused (402) before anything is written.
+
+Lock order (PostgreSQL): within one database transaction, new wallet rows and welcome claims are
+inserted first (`create_wallets`), then wallet rows are updated in one global order — workspace
+wallets by id, then the platform's — across *all* the transaction's postings, so no two
+transactions ever wait for each other's rows in opposite orders. A posting updates its rows in
+that order (`lock_order`); a transaction with two postings makes the second lock only rows that
+sort after the first's (or rows it holds already): a welcome grant (a new workspace wallet, then
+the issuance wallet) is therefore posted after the request's own posting, never before it.
 
 Everything is SQLAlchemy Core on the caller's session or connection; the caller commits.
 """
@@ -25,10 +32,12 @@ from apiforge.billing.models import (
     WORKSPACE_KINDS,
     LedgerEntry,
     Wallet,
+    WelcomeGrant,
 )
 from apiforge.core.errors import PaymentRequiredError
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
+from apiforge.workspaces.models import Workspace
 
 Executor = AsyncSession | AsyncConnection
 
@@ -139,18 +148,64 @@ async def workspace_wallets(executor: Executor, workspace_id: str) -> dict[str, 
     return {str(kind): str(wallet_id) for kind, wallet_id in rows}
 
 
-async def ensure_wallets(
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Welcome credits claimed for an account (its `welcome_grants` row is written), still to be
+    posted into the workspace's new balance wallet. Posting locks the issuance wallet, which
+    sorts last: post it after the transaction's other postings (module docstring)."""
+
+    wallet_id: str
+    workspace_id: str
+    account_id: str
+    amount: int
+
+    async def post(self, executor: Executor) -> str:
+        return await post(
+            executor,
+            [
+                Leg(PLATFORM_WALLETS["issuance"], None, -self.amount),
+                Leg(self.wallet_id, self.workspace_id, self.amount),
+            ],
+            kind="welcome",
+            account_id=self.account_id,
+            note="welcome credits",
+        )
+
+
+def _insert_ignoring_conflicts(executor: Executor, model: Any, values: dict[str, Any]) -> Any:
+    dialect = postgresql if dialect_name(executor) == "postgresql" else sqlite
+    return dialect.insert(model).values(values).on_conflict_do_nothing()
+
+
+async def _claim_welcome(executor: Executor, workspace_id: str, now: datetime) -> str | None:
+    """The workspace's owner, when this call is the one that records their welcome grant; None
+    when the account already has one (another workspace of theirs, also one being created
+    right now: PostgreSQL makes this INSERT wait for that transaction, then find its row)."""
+    owner = await executor.scalar(select(Workspace.owner_id).where(Workspace.id == workspace_id))
+    if owner is None:
+        return None
+    values = {"account_id": owner, "workspace_id": workspace_id, "created_at": now}
+    result = await executor.execute(_insert_ignoring_conflicts(executor, WelcomeGrant, values))
+    return str(owner) if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+async def create_wallets(
     executor: Executor, workspace_id: str, *, welcome_credits: int = 0
-) -> tuple[dict[str, str], bool]:
-    """The workspace's wallets (kind -> id), creating any that are missing; the second value
-    says whether this call created the balance wallet (and so granted `welcome_credits` from
-    the issuance wallet, once per workspace, however many requests race). The caller commits."""
+) -> tuple[dict[str, str], bool, Welcome | None]:
+    """The workspace's wallets (kind -> id), inserting any that are missing; whether this call
+    created the balance wallet; and, when it did, the welcome credits its owner's account is
+    due — claimed here, at most once per account whatever races, but not posted yet (the
+    caller posts them after its own posting). Nothing but the wallets' SELECT when they all
+    exist. The caller commits."""
     found = await workspace_wallets(executor, workspace_id)
     if len(found) == len(WORKSPACE_KINDS):
-        return found, False
+        return found, False, None
     now = utcnow()
-    values = [
-        {
+    created = False
+    for kind in WORKSPACE_KINDS:
+        if kind in found:
+            continue
+        value = {
             "id": new_id(),
             "workspace_id": workspace_id,
             "kind": kind,
@@ -159,28 +214,28 @@ async def ensure_wallets(
             "created_at": now,
             "updated_at": now,
         }
-        for kind in WORKSPACE_KINDS
-        if kind not in found
-    ]
-    created = False
-    for value in values:
-        if dialect_name(executor) == "postgresql":
-            stmt: Any = postgresql.insert(Wallet).values(value).on_conflict_do_nothing()
-        else:
-            stmt = sqlite.insert(Wallet).values(value).on_conflict_do_nothing()
-        result = await executor.execute(stmt)
-        if value["kind"] == "balance" and result.rowcount == 1:  # type: ignore[attr-defined]
+        result = await executor.execute(_insert_ignoring_conflicts(executor, Wallet, value))
+        if kind == "balance" and result.rowcount == 1:  # type: ignore[attr-defined]
             created = True
     wallets = await workspace_wallets(executor, workspace_id)
+    welcome = None
     if created and welcome_credits > 0:
-        await post(
-            executor,
-            [
-                Leg(PLATFORM_WALLETS["issuance"], None, -welcome_credits),
-                Leg(wallets["balance"], workspace_id, welcome_credits),
-            ],
-            kind="welcome",
-            now=now,
-            note="welcome credits",
-        )
+        account_id = await _claim_welcome(executor, workspace_id, now)
+        if account_id is not None:
+            welcome = Welcome(wallets["balance"], workspace_id, account_id, welcome_credits)
+    return wallets, created, welcome
+
+
+async def ensure_wallets(
+    executor: Executor, workspace_id: str, *, welcome_credits: int = 0
+) -> tuple[dict[str, str], bool]:
+    """`create_wallets`, posting the welcome credits at once: for a transaction that posts
+    nothing else before its commit, or only a movement of the same new balance wallet and a
+    platform wallet (a top-up), which locks rows in the same order. The second value says
+    whether this call created the balance wallet. The caller commits."""
+    wallets, created, welcome = await create_wallets(
+        executor, workspace_id, welcome_credits=welcome_credits
+    )
+    if welcome is not None:
+        await welcome.post(executor)
     return wallets, created

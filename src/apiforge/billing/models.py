@@ -12,6 +12,9 @@ apps earned: price minus cost). The platform has four wallets with fixed ids: `r
 the cost of every call), `issuance` (the source of top-ups: its balance is minus everything ever
 issued, the only wallet allowed below zero), `escrow` (withdrawals awaiting an admin) and
 `payouts` (RU that left the platform through approved withdrawals).
+
+Welcome credits (`APIFORGE_WELCOME_CREDITS`) go to a console account once, not to every workspace
+it creates: `welcome_grants` holds one row per account that received them.
 """
 
 from datetime import datetime
@@ -92,6 +95,20 @@ class LedgerEntry(Base):
             postgresql_where=text("workspace_id IS NOT NULL"),
         ),
     )
+
+
+class WelcomeGrant(Base):
+    """An account received its welcome credits (into `workspace_id`'s first balance wallet).
+    The primary key is the claim: of any number of racing first wallets of one account's
+    workspaces, exactly one inserts the row and grants; the others insert nothing."""
+
+    __tablename__ = "welcome_grants"
+
+    # No foreign keys: a grant outlives the workspace (deleting and recreating one must not
+    # grant again) and keeps no lock on the account or workspace row while it is written.
+    account_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    workspace_id: Mapped[str | None] = mapped_column(String(26))
+    created_at: Mapped[datetime] = created_column()
 
 
 class WalletHold(Base):

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from apiforge.billing.charging import MemoryWallets
-from apiforge.billing.ledger import Leg, ensure_wallets, post
+from apiforge.billing.ledger import (
+    InsufficientFundsError,
+    Leg,
+    create_wallets,
+    ensure_wallets,
+    post,
+    workspace_wallets,
+)
 from apiforge.billing.models import PLATFORM_WALLETS, LedgerEntry, Wallet, Withdrawal
 from apiforge.billing.schemas import (
     EarningRow,
@@ -69,6 +76,16 @@ class BillingService:
             self.session, workspace_id, welcome_credits=self.welcome_credits
         )
         return wallets
+
+    async def earnings_wallet(self, workspace_id: str) -> str:
+        """The workspace's earnings wallet, to move RU out of: 402 when it has none yet (it
+        earned nothing). Not created here: creating a workspace's wallets grants its owner's
+        welcome credits, which would lock the issuance wallet before the movement's rows (the
+        lock order in `billing/ledger.py`) for a request bound to fail."""
+        wallet = (await workspace_wallets(self.session, workspace_id)).get("earnings")
+        if wallet is None:
+            raise InsufficientFundsError()
+        return wallet
 
     async def wallets(self, workspace_id: str) -> list[WalletRead]:
         await self.wallet_ids(workspace_id)
@@ -206,10 +223,13 @@ class BillingService:
             )
             if member is None:
                 raise WorkspaceNotFoundError()
-        source = (await self.wallet_ids(current.id))["earnings"]
-        destination = (await self.wallet_ids(target))["balance"]
-        self._credits_spendable(destination, amount)
-        return await post(
+        source = await self.earnings_wallet(current.id)
+        wallets, _, welcome = await create_wallets(
+            self.session, target, welcome_credits=self.welcome_credits
+        )
+        destination = wallets["balance"]
+        self._credits_spendable(destination, amount + (welcome.amount if welcome else 0))
+        transaction_id = await post(
             self.session,
             [
                 Leg(source, current.id, -amount, target),
@@ -218,6 +238,10 @@ class BillingService:
             kind="redemption",
             account_id=current.account_id,
         )
+        if welcome is not None:
+            # After the redemption: its issuance row sorts after both of the redemption's.
+            await welcome.post(self.session)
+        return transaction_id
 
     async def redemptions(self, workspace_id: str, params: PageParams) -> Page[RedemptionRead]:
         """Redemptions out of the workspace's earnings (newest first)."""
@@ -248,7 +272,7 @@ class BillingService:
         """Earned RU set aside in escrow until an admin decides: they can't be redeemed or
         withdrawn again meanwhile (402 when the earnings don't cover the amount)."""
         current.require(Role.ADMIN)
-        earnings = (await self.wallet_ids(current.id))["earnings"]
+        earnings = await self.earnings_wallet(current.id)
         withdrawal = Withdrawal(
             workspace_id=current.id,
             amount=amount,
