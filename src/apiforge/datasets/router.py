@@ -40,6 +40,14 @@ ForceDeleteRecords = Annotated[
         "otherwise): their records are deleted too",
     ),
 ]
+ForceFieldRemoval = Annotated[
+    Flag,
+    Query(
+        alias="force",
+        description="Remove fields also when other workspaces (the app's subscribers) keep "
+        "values of them (409 `field_in_use` otherwise): their values are erased too",
+    ),
+]
 
 
 @router.get("", summary="Datasets of the workspace's apps; filter by appId, search by name")
@@ -78,8 +86,10 @@ async def update_dataset(
     service: CollectionServiceDep,
     if_match: IfMatch,
     response: Response,
+    force: ForceFieldRemoval = False,
 ) -> Envelope[DatasetRead]:
-    return ok(set_etag(response, await service.update(current, dataset_id, body, if_match)))
+    updated = await service.update(current, dataset_id, body, if_match, force=force)
+    return ok(set_etag(response, updated))
 
 
 @router.delete("/{dataset_id}", summary="Delete a dataset and all its records (editor+)")

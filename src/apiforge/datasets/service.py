@@ -21,6 +21,7 @@ from apiforge.core.integrity import violation
 from apiforge.datasets.crypto import FieldCipher
 from apiforge.datasets.filtering import FilterValueError, record_filter
 from apiforge.datasets.models import Collection, Record
+from apiforge.datasets.published import removal_conflicts
 from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fields
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, FieldDef, FieldRead
 from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expression, sync_indexes
@@ -173,11 +174,16 @@ class CollectionService:
         dataset_id: str,
         data: DatasetUpdate,
         precondition: Precondition = NO_PRECONDITION,
+        *,
+        force: bool = False,
     ) -> DatasetRead:
         """Replace name, description and fields. A field's type or encryption cannot change
         while records hold values for it (409); a removed field's values are erased from every
-        record, so a later field of that name never sees stale data of another type. Replacing
-        a schema needs `If-Match` (428 without): a stale editor would drop fields."""
+        record, so a later field of that name never sees stale data of another type. Removing
+        a field a published, non-deprecated version names is 409 `field_in_published_version`;
+        one whose values other workspaces (the app's subscribers) keep is 409 `field_in_use`
+        unless `force`, as deleting the collection. Replacing a schema needs `If-Match` (428
+        without): a stale editor would drop fields."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
         advance(collection, precondition, required=True)
@@ -219,15 +225,32 @@ class CollectionService:
                         "type or encryption; give the new field another name",
                     }
                 )
+        # A changed field's values would reach that version's filters and casts as the old type
+        # (a cast error on PostgreSQL, a loose comparison on SQLite); its filters on a removed
+        # field would silently find nothing.
+        removed = [f.name for f in old.fields if f.name not in new_names]
+        conflicts += await removal_conflicts(self.session, old.app_id, old.id, removed)
         if conflicts:
-            # Its values would reach that version's filters and casts as the old type (a cast
-            # error on PostgreSQL, a loose comparison on SQLite).
             raise ConflictError(
-                "A published version reads a changed field",
+                "A published version uses a changed or removed field",
                 reason="field_in_published_version",
                 details={"errors": conflicts},
             )
-        removed = [f.name for f in old.fields if f.name not in new_names]
+        kept = [
+            {
+                "field": name,
+                "message": "other workspaces (the app's subscribers) keep values of it; "
+                "removing it erases theirs too: save with force=true",
+            }
+            for name in removed
+            if not force and await self._has_values(connection, old.id, name, other_than=current.id)
+        ]
+        if kept:
+            raise ConflictError(
+                "Other workspaces keep values of a removed field",
+                reason="field_in_use",
+                details={"errors": kept},
+            )
         for name in removed:
             await self._erase(connection, old.id, name)
         collection.name = data.name
@@ -305,13 +328,16 @@ class CollectionService:
         return reads
 
     @staticmethod
-    async def _has_values(connection: AsyncConnection, collection_id: str, name: str) -> bool:
+    async def _has_values(
+        connection: AsyncConnection, collection_id: str, name: str, *, other_than: str | None = None
+    ) -> bool:
+        """Whether any record (outside partition `other_than`, when given) holds a value."""
         # Read the field as text: no cast that values of the old type could make fail.
         raw = field_expression(connection.dialect, FieldSchema(name=name, type="string"))
-        stmt = (
-            select(Record.id).where(collection_predicate(collection_id), raw.is_not(None)).limit(1)
-        )
-        return (await connection.execute(stmt)).first() is not None
+        stmt = select(Record.id).where(collection_predicate(collection_id), raw.is_not(None))
+        if other_than is not None:
+            stmt = stmt.where(Record.partition != other_than)
+        return (await connection.execute(stmt.limit(1))).first() is not None
 
     @staticmethod
     async def _erase(connection: AsyncConnection, collection_id: str, name: str) -> None:

@@ -498,7 +498,7 @@ class RecordStore:
                 raise VersionConflictError(current.version)
             if replace:
                 clean, errors = validate_record(schema, data)
-                stored = self._encrypt(schema, clean)
+                stored = {**_unknown(schema, current.data), **self._encrypt(schema, clean)}
             else:
                 patch, errors = validate_record(schema, data, partial=True)
                 stored, missing = self._merge(schema, current.data, patch)
@@ -672,8 +672,9 @@ class RecordStore:
         self, schema: CollectionSchema, stored: Mapping[str, Any], patch: Mapping[str, Any]
     ) -> tuple[dict[str, Any], list[dict[str, str]]]:
         """Apply a validated patch to the stored document (ciphertexts stay as they are);
-        values of removed fields are dropped, defaults fill absent fields."""
-        merged = {k: v for k, v in stored.items() if schema.field(k) is not None}
+        defaults fill absent fields. Values of fields `schema` does not know are kept (see
+        `_unknown`)."""
+        merged = dict(stored)
         for name, value in self._encrypt(schema, patch).items():
             if value is None:
                 merged.pop(name, None)
@@ -780,6 +781,13 @@ class RecordStore:
         out["createdTime"] = _stamp(created)
         out["updatedTime"] = _stamp(updated)
         return out
+
+
+def _unknown(schema: CollectionSchema, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored values of fields `schema` does not know. A published version writes with the
+    fields it was published with: a field added since is not its to erase (its update would
+    drop what later versions and `dev` wrote). Fields `dev` removed were erased then."""
+    return {k: v for k, v in stored.items() if schema.field(k) is None}
 
 
 def _refusal(schema: CollectionSchema, exc: IntegrityError) -> ApiforgeError | None:
