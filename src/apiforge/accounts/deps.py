@@ -163,15 +163,32 @@ def _account_service(
 AccountServiceDep = Annotated[AccountService, Depends(_account_service)]
 
 
-def _session_service(session: SessionDep) -> SessionService:
-    return SessionService(session)
+def _session_service(session: SessionDep, settings: SettingsDep) -> SessionService:
+    return SessionService(session, settings)
 
 
 SessionServiceDep = Annotated[SessionService, Depends(_session_service)]
 
 
+USER_AGENT_MAX = 255  # the column's size, in characters
+# Dropped from a user agent: C0 and C1 controls and DEL (terminal escapes, bell; NUL, which
+# PostgreSQL refuses) and the bidirectional embeddings, overrides and isolates that make a
+# list show text other than what was sent ("Chrome \u202eexe.txt").
+_UNSHOWABLE = dict.fromkeys(
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def user_agent(request: Request) -> str:
+    """The `User-Agent` as the client wrote it: header bytes are UTF-8 in practice (app and
+    device names) but reach us decoded as Latin-1, which showed them as mojibake; invalid
+    bytes become U+FFFD. Only what is shown is kept, at most `USER_AGENT_MAX` characters."""
+    raw = request.headers.get("user-agent", "")[: 4 * USER_AGENT_MAX].encode("latin-1")
+    text = raw.decode("utf-8", "replace").translate(_UNSHOWABLE)
+    return text[:USER_AGENT_MAX]
+
+
 def sign_in_client(request: Request) -> Client:
-    """The client a sign-in or refresh is recorded with (the columns' sizes; no NUL, which
-    PostgreSQL refuses)."""
-    agent = request.headers.get("user-agent", "").replace("\x00", "")
-    return Client(ip=client_ip(request)[:45], user_agent=agent[:255])
+    """The client a sign-in or refresh is recorded with: the address as the sign-in throttle
+    sees it (`X-Forwarded-For` only from trusted proxies), in the columns' sizes."""
+    return Client(ip=client_ip(request)[:45], user_agent=user_agent(request))

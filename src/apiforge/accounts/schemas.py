@@ -2,12 +2,44 @@
 
 from typing import Annotated
 
-from pydantic import EmailStr, Field
+from pydantic import AfterValidator, EmailStr, Field
+from pydantic_core import PydanticCustomError
 
+from apiforge.accounts.passwords import normalise_password
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 
-# Checked as typed (after the trimming every input gets, `InputModel`); hashed NFKC-normalised.
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+# What may be typed for a password of at most `PASSWORD_MAX` characters: a character decomposes
+# into at most 4 code points (U+1FA2: omega, two accents, iota subscript), and another keyboard
+# may send that form. It also bounds normalising and hashing of input that can match nothing.
+PASSWORD_INPUT_MAX = 4 * PASSWORD_MAX
+
+
+def _normalised_length(password: str) -> str:
+    """The length rules hold for the password that is hashed (NFKC), not for the form typed:
+    `e` + a combining accent four times is 8 code points but the 4-character `éééé`, and a
+    128-character password typed decomposed is still 128 characters."""
+    length = len(normalise_password(password))
+    if length < PASSWORD_MIN:
+        raise PydanticCustomError(
+            "string_too_short",
+            "String should have at least {min_length} characters",
+            {"min_length": PASSWORD_MIN},
+        )
+    if length > PASSWORD_MAX:
+        raise PydanticCustomError(
+            "string_too_long",
+            "String should have at most {max_length} characters",
+            {"max_length": PASSWORD_MAX},
+        )
+    return password
+
+
+# A new password: checked after the trimming every input gets (`InputModel`), and counted in its
+# NFKC form, the one that is hashed.
+Password = Annotated[str, Field(max_length=PASSWORD_INPUT_MAX), AfterValidator(_normalised_length)]
+# A password to check: bounded only; a length no password has simply does not match.
+PasswordGiven = Annotated[str, Field(max_length=PASSWORD_INPUT_MAX)]
 
 
 class RegisterInput(InputModel):
@@ -18,7 +50,7 @@ class RegisterInput(InputModel):
 
 class LoginInput(InputModel):
     email: Text = Field(max_length=254)
-    password: str = Field(max_length=128)
+    password: PasswordGiven
 
 
 class RefreshInput(InputModel):
@@ -64,7 +96,7 @@ class ProfileUpdate(InputModel):
 
 
 class PasswordChange(InputModel):
-    current_password: str = Field(max_length=128)
+    current_password: PasswordGiven
     new_password: Password
 
 

@@ -3,7 +3,7 @@
 import asyncio
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import EmailStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -25,6 +25,7 @@ from apiforge.accounts.schemas import (
     RegisterInput,
     TokenPair,
 )
+from apiforge.accounts.sessions import session_end
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import issue_access_token
 from apiforge.core.errors import (
@@ -61,6 +62,10 @@ class Client:
 
     ip: str = ""
     user_agent: str = ""
+
+
+def _session_ended() -> AuthenticationError:
+    return AuthenticationError("Session ended; sign in again", reason="session_revoked")
 
 
 def _wrong_credentials() -> AuthenticationError:
@@ -209,12 +214,15 @@ class AccountService:
             status = await self.session.scalar(
                 select(Account.status).where(Account.id == account.id)
             )
+            if status is None:  # deleted meanwhile, its sessions with it
+                raise _session_ended()
             if status != "active":
                 raise ForbiddenError("Account is disabled", reason="account_disabled")
             raise ConflictError(
                 "The password was changed by another request meanwhile",
                 reason="password_changed_meanwhile",
             )
+        await self._hold_live_session(session_id)
         ended = await self.session.execute(
             update(LoginSession)
             .where(
@@ -227,6 +235,22 @@ class AccountService:
         )
         return PasswordChanged(id=account.id, ended_sessions=ended.rowcount)  # type: ignore[attr-defined]
 
+    async def _hold_live_session(self, session_id: str) -> None:
+        """401 `session_revoked` unless the session is still live, holding its row until the
+        commit: the request was authenticated before argon2 ran, and a session ended meanwhile
+        (its owner ending a stolen one from another device) must not then change the password
+        and so end the owner's sessions. An ending not yet committed waits for this commit on
+        PostgreSQL (the row lock; SQLite has one writer) and ends the session after the change,
+        as it would have had it come later. A no-op write: a read would not wait for it."""
+        held = await self.session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == session_id, LoginSession.revoked_at.is_(None))
+            .values(revoked_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if held.rowcount != 1:  # type: ignore[attr-defined]
+            raise _session_ended()
+
     async def refresh(self, token: str, client: Client = Client()) -> TokenPair:
         """Rotate: the presented token is spent; presenting a spent one ends its family."""
         found = await self._presented(token)
@@ -234,10 +258,14 @@ class AccountService:
             raise AuthenticationError("Invalid refresh token", reason="invalid_refresh_token")
         refresh, login, account = found
         if login.revoked_at is not None:
-            raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
+            raise _session_ended()
         if account.status != "active":
             raise AuthenticationError("Account is disabled", reason="account_disabled")
         now = utcnow()
+        if self._session_end(login) <= now:
+            raise AuthenticationError(
+                "Session reached its maximum lifetime; sign in again", reason="session_expired"
+            )
         if refresh.expires_at <= now:
             raise AuthenticationError("Refresh token expired", reason="refresh_token_expired")
         if refresh.used_at is not None:  # spent by a request that had finished: a replay
@@ -258,13 +286,18 @@ class AccountService:
                 "Refresh token was just used by another request; use the tokens it returned",
                 reason="refresh_token_spent",
             )
-        await self.session.execute(
+        # Conditional too: the session read live may have been ended since (a password change,
+        # logout, an admin disabling the account); a pair issued in it would fail at first use.
+        # The UPDATE waits for an ending in flight (row lock; SQLite's one writer).
+        recorded = await self.session.execute(
             update(LoginSession)
-            .where(LoginSession.id == login.id)
+            .where(LoginSession.id == login.id, LoginSession.revoked_at.is_(None))
             .values(refreshed_at=now, client_ip=client.ip, user_agent=client.user_agent)
             .execution_options(synchronize_session=False)
         )
-        return await self._issue(account, login.id)
+        if recorded.rowcount != 1:  # type: ignore[attr-defined]
+            raise _session_ended()
+        return await self._issue(account, login)
 
     async def _presented(self, token: str) -> tuple[RefreshToken, LoginSession, Account] | None:
         """The refresh token with this secret, its session and account, as they are now."""
@@ -311,22 +344,30 @@ class AccountService:
         )
         self.session.add(login)
         await self.session.flush()
-        return await self._issue(account, login.id)
+        return await self._issue(account, login)
 
-    async def _issue(self, account: Account, session_id: str) -> TokenPair:
+    def _session_end(self, login: LoginSession) -> datetime:
+        """When the session ends however often it is refreshed (`APIFORGE_SESSION_MAX_DAYS`)."""
+        return session_end(self.settings, login.created_at)
+
+    async def _issue(self, account: Account, login: LoginSession) -> TokenPair:
+        """A new pair in the session; neither token outlives the session's maximum lifetime."""
+        now = utcnow()
+        end = self._session_end(login)
         secret = "rt_" + random_secret(32)
         self.session.add(
             RefreshToken(
-                session_id=session_id,
+                session_id=login.id,
                 token_hash=sha256_hex(secret),
-                expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl),
+                expires_at=min(now + timedelta(seconds=self.settings.refresh_token_ttl), end),
             )
         )
         await self.session.flush()
+        ttl = min(self.settings.access_token_ttl, max(1, int((end - now).total_seconds())))
         return TokenPair(
-            access_token=issue_access_token(self.settings, account.id, session_id),
+            access_token=issue_access_token(self.settings, account.id, login.id, ttl),
             refresh_token=secret,
-            expires_in=self.settings.access_token_ttl,
+            expires_in=ttl,
             account_id=account.id,
             workspace_id=await personal_workspace_id(self.session, account.id) or "",
         )

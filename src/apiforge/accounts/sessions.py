@@ -1,5 +1,6 @@
 """The account's own sign-in sessions: listing them and ending one (`/api/v1/user/sessions`)."""
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -9,6 +10,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from apiforge.accounts.models import LoginSession, RefreshToken
 from apiforge.accounts.schemas import SessionRead
 from apiforge.core.errors import NotFoundError
+from apiforge.core.settings import Settings
 from apiforge.http.pagination import Page, PageParams, order_by
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
@@ -20,23 +22,33 @@ SORTS: dict[str, ColumnElement[Any]] = {
 }
 
 
+def session_end(settings: Settings, created_at: datetime) -> datetime:
+    """When a session signed in at `created_at` ends, however often it is refreshed: a stolen
+    refresh token kept fresh must not last for ever (`APIFORGE_SESSION_MAX_DAYS`)."""
+    return created_at + timedelta(days=settings.session_max_days)
+
+
 class SessionService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
+        self.settings = settings
 
     async def list_sessions(
         self, account_id: str, current_id: str, params: PageParams
     ) -> Page[SessionRead]:
-        """Sessions that can still be used: not ended, and holding an unspent refresh token
-        that has not expired (a session left alone past the refresh TTL is over too)."""
+        """Sessions that can still be used: not ended, within their maximum lifetime, and
+        holding an unspent refresh token that has not expired (a session left alone past the
+        refresh TTL is over too)."""
+        now = utcnow()
         stmt: Any = (
             select(LoginSession, func.max(RefreshToken.expires_at))
             .join(RefreshToken, RefreshToken.session_id == LoginSession.id)
             .where(
                 LoginSession.account_id == account_id,
                 LoginSession.revoked_at.is_(None),
+                LoginSession.created_at > now - timedelta(days=self.settings.session_max_days),
                 RefreshToken.used_at.is_(None),
-                RefreshToken.expires_at > utcnow(),
+                RefreshToken.expires_at > now,
             )
             .group_by(LoginSession.id)
         )
@@ -52,7 +64,8 @@ class SessionService:
                 current=login.id == current_id,
                 created_time=login.created_at,
                 last_refreshed_time=login.refreshed_at,
-                expires_time=expires_at,
+                # Tokens issued before the lifetime existed may run past the session's end.
+                expires_time=min(expires_at, session_end(self.settings, login.created_at)),
                 client_ip=login.client_ip,
                 user_agent=login.user_agent,
             )

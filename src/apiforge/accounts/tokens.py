@@ -13,7 +13,11 @@ ISSUER = "apiforge"
 AUDIENCE = "apiforge-console"
 
 
-def issue_access_token(settings: Settings, account_id: str, session_id: str) -> str:
+def issue_access_token(
+    settings: Settings, account_id: str, session_id: str, ttl: int | None = None
+) -> str:
+    """`ttl` (seconds, default `APIFORGE_ACCESS_TOKEN_TTL`): shorter when the session ends
+    sooner, so a token never outlives its session's maximum lifetime."""
     now = utcnow()
     claims = {
         "iss": ISSUER,
@@ -21,7 +25,7 @@ def issue_access_token(settings: Settings, account_id: str, session_id: str) -> 
         "sub": account_id,
         "sid": session_id,
         "iat": now,
-        "exp": now + timedelta(seconds=settings.access_token_ttl),
+        "exp": now + timedelta(seconds=settings.access_token_ttl if ttl is None else ttl),
     }
     return jwt.encode(claims, settings.signing_key, algorithm="HS256")
 

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
 
     access_token_ttl: int = Field(default=900, ge=30)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    # A console session ends this many days after its sign-in however often it is refreshed.
+    session_max_days: int = Field(default=30, ge=1, le=3650)
     # argon2id cost (argon2-cffi's defaults); tests lower them to keep the suite fast.
     password_time_cost: int = Field(default=3, ge=1)
     password_memory_kib: int = Field(default=65536, ge=64)
