@@ -84,34 +84,35 @@ def _loop(step_id: str, most: int, *body: dict[str, Any], items: Any = None) -> 
 async def test_a_loop_of_ten_thousand_is_costed_for_the_thousand_a_call_can_run(
     client: AsyncClient,
 ) -> None:
-    """`maxIterations` 10,000 with a 1 RU body: 1,000 iterations, not 10,000 (the dear page read
-    outside keeps the 500-step bound out of the way)."""
+    """`maxIterations` 10,000 with a 1 RU body: never 10,000 runs of it (not even the 1,000
+    iterations a call may run: beside the 50 RU page read, a call has 499 steps left for it).
+    Changed by the fifth billing review: the step budget counts each step at its own price."""
     owner = await register(client)
     app_id = await _app(client, owner)
     steps = [PAGE, _loop("each", 10_000, COUNT)]
     api_id = await new_api(client, owner.headers, app_id, "loop", price=1050, steps=steps)
-    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS * 1
-    # At or below the budget, `maxIterations` still counts as it is.
-    steps = [PAGE, _loop("each", 999, COUNT)]
+    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
+    # Below the budgets, `maxIterations` still counts as it is.
+    steps = [PAGE, _loop("each", 300, COUNT)]
     api_id = await new_api(client, owner.headers, app_id, "small", price=1049, steps=steps)
-    assert await _cost(client, owner, app_id, api_id) == 50 + 999
+    assert await _cost(client, owner, app_id, api_id) == 50 + 300
 
 
 async def test_nested_loops_share_one_iteration_budget(client: AsyncClient) -> None:
     """1,000 x 1,000 iterations was costed as a million bodies; a call runs 1,000 iterations in
-    all, so each body counts for at most 1,000, dearest first."""
+    all (and 500 steps), so each body counts for at most that, dearest first."""
     owner = await register(client)
     app_id = await _app(client, owner)
     inner = _loop("inner", 1000, COUNT)
     outer = _loop("outer", 1000, inner)
     api_id = await new_api(client, owner.headers, app_id, "grid", price=1050, steps=[PAGE, outer])
-    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS
-    # Each level with a body of its own: 1,000 iterations between them, at 2 RU (the dearer
-    # inner body: an insert) before 1 RU (the outer count).
+    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
+    # Each level with a body of its own: the steps left after the page at 2 RU (the dearer
+    # inner body: an insert) before 1 RU (the outer count); 1,000 iterations at 2 RU is more.
     insert = {"id": "add", "type": "insert", "collection": "hits", "data": {"n": 1}}
     outer = _loop("outer", 10_000, COUNT, _loop("inner", 10_000, insert))
     api_id = await new_api(client, owner.headers, app_id, "grid2", price=2050, steps=[PAGE, outer])
-    assert await _cost(client, owner, app_id, api_id) == 50 + ITERATIONS * 2
+    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 2
 
 
 async def test_a_loop_is_never_costed_for_more_steps_than_a_call_runs(
@@ -142,8 +143,9 @@ async def test_a_loop_is_never_costed_for_more_steps_than_a_call_runs(
 async def test_a_loop_calling_an_api_counts_its_callee_within_the_budgets(
     app: FastAPI, client: AsyncClient
 ) -> None:
-    """The callee is costed as a call of its own (bounded); a loop of calls to it counts for at
-    most 500 of them; a run is charged that cost, which covers what it ran."""
+    """The callee's steps count within the caller's budgets (the fifth billing review: it was
+    counted as one step costing its whole cost, 500 times over); a run is charged that cost,
+    which covers what it ran."""
     owner, consumer = await register(client), await register(client)
     admin = await make_admin(app, client)
     app_id = await _app(client, owner)
@@ -152,11 +154,12 @@ async def test_a_loop_calling_an_api_counts_its_callee_within_the_budgets(
     inner = await new_api(
         client, owner.headers, app_id, "inner", price=1050, params=params, steps=inner_steps
     )
-    assert await _cost(client, owner, app_id, inner) == 1050
+    assert await _cost(client, owner, app_id, inner) == 50 + (STEPS - 1) * 1
     step = {"id": "call", "type": "callApi", "api": "inner", "args": {"items": [1, 2, 3]}}
     outer_steps = [_loop("calls", 10_000, step, items={"expr": "args.n"})]
     outer_params = [{"name": "n", "type": "array"}]
-    price = STEPS * 1050  # was 10,000 x (50 + 10,000)
+    # 500 runs of the callee's page read at 50 RU (was 500 x 1,050; before, 10,000 x 10,050).
+    price = STEPS * 50
     outer = await new_api(
         client, owner.headers, app_id, "outer", price=price, params=outer_params, steps=outer_steps
     )

@@ -7,7 +7,7 @@ app's collections and the current step prices; the builder adds only what the en
 """
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -18,8 +18,9 @@ from apiforge.builder.schemas import ApiCreate, json_problem
 from apiforge.core.errors import ValidationError
 from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
-from apiforge.engine.base import MAX_RU, RunLimits
-from apiforge.engine.compiler import check_cost, compile_api
+from apiforge.engine.base import CALL_LIMITS, MAX_RU, RunLimits
+from apiforge.engine.compiler import CalleeBound, check_cost, compile_api
+from apiforge.engine.cost import CostBound, opaque, steps_bound
 
 MAX_CALL_DEPTH = RunLimits().max_call_depth
 _PINNED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
@@ -189,7 +190,7 @@ class DefinitionChecker:
         prices: Mapping[str, int],
         *,
         prefix: str = "",
-        callee_cost: Callable[[str, str | None], int] | None = None,
+        callee_cost: CalleeBound | None = None,
     ) -> int:
         """Compile one definition document; errors name `<prefix><field>`. A cost or a price
         above `MAX_RU` is refused: no call could be charged it."""
@@ -241,10 +242,11 @@ def _check_target(definition: dict[str, Any]) -> None:
 
 
 class CalleeCosts:
-    """The most an API of one app version costs when a `callApi` step runs it: its own steps
-    and, in turn, its callees', as deep as calls may nest at run time (a step that would nest
-    deeper fails before its callee runs: it adds nothing). Callees of the same version are
-    compiled from `definitions`; a pinned other version adds the cost it was published with."""
+    """What an API of one app version consumes when a `callApi` step runs it (`engine/cost.py`
+    bounds): its own steps and, in turn, its callees', as deep as calls may nest at run time (a
+    step that would nest deeper fails before its callee runs: it adds nothing). Callees of the
+    same version are compiled from `definitions`, their steps and loops counted within the
+    caller's budgets; a pinned other version adds the cost it was published with."""
 
     def __init__(
         self,
@@ -259,19 +261,19 @@ class CalleeCosts:
         self.prices = prices
         self.pinned = pinned
         self.own_version = own_version
-        self._costs: dict[tuple[str, int], int] = {}
+        self._costs: dict[tuple[str, int], CostBound] = {}
 
-    def at(self, depth: int) -> Callable[[str, str | None], int]:
-        """The callee costs for the `callApi` steps of an API running at call depth `depth`."""
+    def at(self, depth: int) -> CalleeBound:
+        """The callee bounds for the `callApi` steps of an API running at call depth `depth`."""
 
-        def callee_cost(api: str, version: str | None) -> int:
+        def callee_cost(api: str, version: str | None) -> CostBound:
             if depth >= MAX_CALL_DEPTH:
-                return 0
+                return CostBound()
             if version not in (None, "dev", self.own_version):
-                return self.pinned.get((str(version), api), 0)
+                return opaque(self.pinned.get((str(version), api), 0))
             definition = self.definitions.get(api)
             if definition is None:  # an unknown API: the step fails at run time
-                return 0
+                return CostBound()
             key = (api, depth)
             if key not in self._costs:
                 try:
@@ -279,9 +281,10 @@ class CalleeCosts:
                         definition, self.collections, self.prices, callee_cost=self.at(depth + 1)
                     )
                 except (ValidationError, RecursionError):  # it fails at run time too
-                    self._costs[key] = 0
+                    self._costs[key] = CostBound()
                 else:
-                    self._costs[key] = compiled.cost
+                    bound = steps_bound(compiled.steps, self.prices, CALL_LIMITS)
+                    self._costs[key] = bound
             return self._costs[key]
 
         return callee_cost

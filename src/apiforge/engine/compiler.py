@@ -18,7 +18,7 @@ from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.sql import BUILTIN_TYPES
 from apiforge.engine.base import MAX_RU, CompiledStep
 from apiforge.engine.catalog import STEP_TYPES
-from apiforge.engine.cost import steps_cost
+from apiforge.engine.cost import CostBound, steps_cost
 from apiforge.engine.errors import DefinitionError, step_field
 from apiforge.engine.params import CompiledParams, compile_params, open_params
 from apiforge.engine.spec import StepSpec
@@ -36,6 +36,9 @@ _TYPE_NAMES = frozenset(
 )
 _READABLE = "args, token, steps, env, now"
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# (api, pinned version) -> what a `callApi` of it can consume (builder/definitions.py).
+CalleeBound = Callable[[str, str | None], CostBound]
 
 
 @dataclass(slots=True)
@@ -62,16 +65,17 @@ class Compiler:
     used_collections: set[str] = field(default_factory=set)
     current: str | None = None
     depth: int = 0
-    # The most a `callApi` step's callee can cost (by name and pinned version); None: the
+    # What a `callApi` step's callee can consume (by name and pinned version); None: the
     # callee is not costed here (a run compiles a definition whose cost was frozen on save).
-    callee_cost: Callable[[str, str | None], int] | None = None
+    callee_cost: CalleeBound | None = None
     _pending: list[_PendingRef] = field(default_factory=list)
 
     # --- called by step specs ------------------------------------------------------------
 
-    def callee(self, api: str, version: str | None) -> int:
-        """What a `callApi` of `api` at `version` adds to the caller's cost: the callee's own."""
-        return self.callee_cost(api, version) if self.callee_cost is not None else 0
+    def callee(self, api: str, version: str | None) -> CostBound:
+        """What a `callApi` of `api` at `version` adds to the caller's cost: the callee's own
+        bound (`engine/cost.py`)."""
+        return self.callee_cost(api, version) if self.callee_cost is not None else CostBound()
 
     def error(self, field: str, message: str) -> DefinitionError:
         """A `DefinitionError` naming `steps.<current step>.<field>`."""
@@ -286,7 +290,7 @@ def compile_api(
     collections: Mapping[str, CollectionSchema],
     prices: Mapping[str, int],
     *,
-    callee_cost: Callable[[str, str | None], int] | None = None,
+    callee_cost: CalleeBound | None = None,
 ) -> CompiledApi:
     """Validate and compile one API definition (`api`, `params`, `steps`, `returnSteps`, `auth`,
     `price`, `enabled`; camelCase or snake_case keys). Raises `DefinitionError` (400).
@@ -342,7 +346,7 @@ def compile_workflow(
     collections: Mapping[str, CollectionSchema],
     prices: Mapping[str, int],
     *,
-    callee_cost: Callable[[str, str | None], int] | None = None,
+    callee_cost: CalleeBound | None = None,
 ) -> CompiledApi:
     """An ad-hoc step list (`/api/v1/workflows`): no params, `args` passed through as given.
     Its cost is what the run is charged, so it is held to what an API's price may be

@@ -12,7 +12,7 @@ steps ad hoc would cost nothing where calling the API costs its steps.
 """
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import cipher_for
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.base import CALL_LIMITS, EngineServices, RunContext, RunLimits
-from apiforge.engine.compiler import CompiledApi, compile_workflow
+from apiforge.engine.compiler import CalleeBound, CompiledApi, compile_workflow
 from apiforge.engine.loader import (
     ApiLoader,
     AppNotFoundError,
@@ -251,7 +251,7 @@ async def _callee_costs(
     steps: list[Any],
     collections: Mapping[str, CollectionSchema],
     prices: Mapping[str, int],
-) -> Callable[[str, str | None], int] | None:
+) -> CalleeBound | None:
     """What the workflow's `callApi` steps add to its cost: their callees' costs, as if the steps
     were one more `dev` API of the app (`builder/definitions.py`). Free, they would run any API's
     priced steps for the price of `callApi` (0 by default). None when no step calls an API."""

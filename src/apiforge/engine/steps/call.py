@@ -9,12 +9,13 @@ token. Nesting is capped by `RunLimits.max_call_depth`, so a cycle ends with a c
 import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from apiforge.engine.base import LimitExceededError, RunContext
+from apiforge.engine.base import CALL_LIMITS, LimitExceededError, RunContext, RunLimits
+from apiforge.engine.cost import CostBound, called, total
 from apiforge.engine.errors import step_error
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
@@ -53,7 +54,7 @@ class CallApiSpec(StepSpec):
             api=self.api,
             version=self.version,
             args=args,
-            callee_cost=compiler.callee(self.api, self.version),
+            callee=compiler.callee(self.api, self.version),
         )
 
 
@@ -64,16 +65,22 @@ class CallApiStep:
     api: str
     version: str | None
     args: CompiledValue
-    callee_cost: int = 0  # the most the callee can cost, as the builder found it
+    # What the callee can consume, as the builder found it (`engine/cost.py`): its steps and
+    # loops, or only its published cost when it is pinned to another version.
+    callee: CostBound = field(default_factory=CostBound)
 
     @property
     def inputs(self) -> dict[str, CompiledValue]:
         return {"args": self.args}
 
     def cost(self, prices: Mapping[str, int]) -> int:
-        """The step's own price and the callee's cost: the steps it runs are the caller's to
-        pay for (else a free API wrapping a dear one would run it for nothing)."""
-        return prices.get(self.type, 0) + self.callee_cost
+        return total(self.bound(prices, CALL_LIMITS), CALL_LIMITS)
+
+    def bound(self, prices: Mapping[str, int], limits: RunLimits) -> CostBound:
+        """The step's own price and what its callee consumes: the steps it runs are the
+        caller's to pay for (else a free API wrapping a dear one would run it for nothing),
+        within the caller's budgets, which the callee shares."""
+        return called(prices.get(self.type, 0), self.callee, limits)
 
     async def run(self, ctx: RunContext) -> Any:
         if ctx.call_depth >= ctx.limits.max_call_depth:

@@ -22,7 +22,7 @@ from apiforge.engine.base import (
     RunContext,
     RunLimits,
 )
-from apiforge.engine.cost import CostBound, either, repeated, sequence, steps_bound, total
+from apiforge.engine.cost import CostBound, either, repeated, sequence, single, steps_bound, total
 from apiforge.engine.errors import step_error
 from apiforge.engine.runtime import (
     Masker,
@@ -53,8 +53,7 @@ def _price(prices: Mapping[str, int], step_type: str) -> int:
 
 
 def _own(prices: Mapping[str, int], step_type: str) -> CostBound:
-    price = _price(prices, step_type)
-    return CostBound(price, (), price)
+    return single(_price(prices, step_type))
 
 
 def _condition(step_id: str, value: Any, field: str = "condition") -> bool:
@@ -189,7 +188,7 @@ class IfStep:
             steps_bound(self.then, prices, limits),
             steps_bound(self.otherwise, prices, limits),
         )
-        return either(_price(prices, self.type), branches)
+        return either(_price(prices, self.type), branches, limits)
 
     async def run(self, ctx: RunContext) -> Any:
         chosen = _condition(self.id, self.condition.resolve(ctx))
@@ -355,7 +354,7 @@ class TransactionStep:
 
     def bound(self, prices: Mapping[str, int], limits: RunLimits) -> CostBound:
         children = steps_bound(self.children, prices, limits)
-        return sequence((_own(prices, self.type), children))
+        return sequence((_own(prices, self.type), children), limits)
 
     async def run(self, ctx: RunContext) -> Any:
         savepoint = await open_savepoint(ctx.connection)
