@@ -3,7 +3,8 @@
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import JSON, URL, ColumnElement, DateTime, MetaData, String, event, make_url, update
@@ -229,6 +230,42 @@ def _run_after_rollback(session: Session, previous: SessionTransaction) -> None:
     if previous.parent is None:  # the whole transaction, not a savepoint or a failed flush
         for action in session.info.pop(_AFTER_ROLLBACK, ()):
             action()
+
+
+class TransactionEnd(Protocol):
+    """Who reports the end of a transaction: a gateway call's or workflow's connection
+    (`core/lazydb.py` `LazyConnection`), or a session's (`SessionEnd`)."""
+
+    def on_end(self, action: Callable[[bool], None]) -> None:
+        """Run `action(committed)` once, when the transaction open now ends: `True` once it has
+        committed (or may have: a commit that failed midway), `False` when it rolled back."""
+        ...
+
+
+class SessionEnd:
+    """`TransactionEnd` of a session's transaction, through `after_commit`/`after_rollback`."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def on_end(self, action: Callable[[bool], None]) -> None:
+        once = _Once(action)  # a rollback leaves its commit action behind, unrun: never run it
+        after_commit(self.session, partial(once, True))
+        after_rollback(self.session, partial(once, False))
+
+
+class _Once:
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[bool], None]) -> None:
+        self.action: Callable[[bool], None] | None = action
+
+    def __call__(self, committed: bool) -> None:
+        action, self.action = self.action, None
+        if action is not None:
+            action(committed)
 
 
 async def end_reads(session: AsyncSession) -> None:

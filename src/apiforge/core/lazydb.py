@@ -127,13 +127,31 @@ class _LazyTransaction(AsyncTransaction):
 
 class LazyConnection(AsyncConnection):
     """An `AsyncConnection` that checks its pooled connection out on its first statement; a
-    call that never needs one never pays for the checkout, the check-in or a reset."""
+    call that never needs one never pays for the checkout, the check-in or a reset.
 
-    __slots__ = ("reader",)
+    It also reports the end of its transactions (`core.db.TransactionEnd`): actions given to
+    `on_end` run once its `commit` has returned (or failed: it may have committed), or when it
+    rolls back, is closed or lets its connection go (whatever it held is rolled back)."""
+
+    __slots__ = ("_ends", "reader")
 
     def __init__(self, engine: AsyncEngine, reader: SqliteReader | None = None) -> None:
         super().__init__(engine)
         self.reader = reader
+        self._ends: list[Callable[[bool], None]] | None = None
+
+    def on_end(self, action: Callable[[bool], None]) -> None:
+        if self._ends is None:
+            self._ends = [action]
+        else:
+            self._ends.append(action)
+
+    def _ended(self, committed: bool) -> None:
+        ends = self._ends
+        if ends is not None:
+            self._ends = None
+            for action in ends:
+                action(committed)
 
     @property
     def started(self) -> bool:
@@ -171,13 +189,21 @@ class LazyConnection(AsyncConnection):
 
     async def commit(self) -> None:
         if self.sync_connection is not None:
-            await super().commit()
+            try:
+                await super().commit()
+            finally:
+                # On SQLite a charge's write, queued to the driver's thread ahead of this
+                # commit, may be what commits the call: done by the time this returns. A commit
+                # that failed or was cancelled midway may have committed: counted as committed.
+                self._ended(True)
 
     async def rollback(self) -> None:
+        self._ended(False)
         if self.sync_connection is not None:
             await super().rollback()
 
     async def close(self) -> None:
+        self._ended(False)  # whatever is still open rolls back
         if self.sync_connection is not None:
             await super().close()
 
@@ -204,6 +230,7 @@ class LazyConnection(AsyncConnection):
             if self.in_nested_transaction() or await super().scalar(_WROTE):
                 return
             await super().rollback()
+        self._ended(False)
         await super().close()
         self.sync_connection = None
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App, AppVersion
+from apiforge.core.db import SessionEnd
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.datasets.crypto import FieldCipher
@@ -362,7 +363,9 @@ class RecordService:
     ) -> tuple[RecordStore, CollectionSchema]:
         current.require(minimum)
         collection = await _collection(self.session, current.id, dataset_id)
-        return RecordStore(await self.session.connection(), self.cipher), schema_of(collection)
+        connection = await self.session.connection()
+        store = RecordStore(connection, self.cipher, ends=SessionEnd(self.session))
+        return store, schema_of(collection)
 
     async def list(
         self,

@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.core.db import TransactionEnd
 from apiforge.core.errors import (
     ApiforgeError,
     ConflictError,
@@ -249,11 +250,20 @@ def _stamp(value: Any) -> str:
 
 
 class RecordStore:
-    """Records of any collection on one connection; the caller owns the transaction."""
+    """Records of any collection on one connection; the caller owns the transaction, and
+    reports its end (`ends`) to the quota meter when the connection does not itself (a
+    session's: `core.db.SessionEnd`)."""
 
-    def __init__(self, connection: AsyncConnection, cipher: FieldCipher | None) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        cipher: FieldCipher | None,
+        *,
+        ends: TransactionEnd | None = None,
+    ) -> None:
         self.connection = connection
         self._cipher = cipher
+        self.ends = ends
 
     @property
     def cipher(self) -> FieldCipher:
@@ -470,7 +480,7 @@ class RecordStore:
             "updated_at": now,
         }
         # Plan quotas `records` and `storageBytes` of the partition's workspace (in-process).
-        await reserve_stock(self.connection, partition, records=1, size=size)
+        await reserve_stock(self.connection, partition, records=1, size=size, ends=self.ends)
         await self._write(schema, insert(Record).values(**values))
         return self._render(schema, record_id, stored, 1, now, now)
 
@@ -508,7 +518,9 @@ class RecordStore:
             await self._ensure_unique(schema, partition, stored, exclude=record_id)
             now = utcnow()
             size = _size(stored)
-            await reserve_stock(self.connection, partition, records=0, size=size - current.size)
+            await reserve_stock(
+                self.connection, partition, records=0, size=size - current.size, ends=self.ends
+            )
             stmt = (
                 update(Record)
                 .where(

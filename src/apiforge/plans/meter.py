@@ -8,7 +8,11 @@ gateway call and every record insert. Instead each process keeps, per workspace:
 - a snapshot of its usage (successful calls this UTC month from the request log; records and
   stored bytes from the records index), refreshed in the background every `USAGE_TTL` seconds
   (`APIFORGE_QUOTA_REFRESH_SECONDS`), plus what this process added since the snapshot (calls
-  that succeeded, records it wrote).
+  that succeeded, records it wrote and committed);
+- what is in flight: gateway calls admitted and still running, and record writes reserved whose
+  transactions have not ended. These count until they end, whatever snapshot is read meanwhile
+  (a write's transaction is not in it until it commits), so within one process neither quota
+  kind is overshot; a write that rolls back frees its room at once.
 
 A check is dict lookups and an addition; only a workspace's first check in a process, or its
 first after an idle spell (an entry older than twice its refresh period), reads the database, on
@@ -30,12 +34,15 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from apiforge.core.db import TransactionEnd
+from apiforge.core.lazydb import LazyConnection
 from apiforge.datasets.models import Record
 from apiforge.plans.hits import QuotaHitLog
 from apiforge.plans.models import Plan
@@ -49,6 +56,7 @@ log = structlog.get_logger(__name__)
 PLAN_TTL = 5.0
 USAGE_TTL = 10.0
 MAX_WORKSPACES = 100_000  # cached workspaces per process; beyond, the caches start afresh
+_NONE = (0, 0)  # records and bytes of a workspace with no write in flight
 
 Bind = AsyncEngine | AsyncConnection | AsyncSession
 T = TypeVar("T")
@@ -98,6 +106,10 @@ class QuotaMeter:
         # can't overshoot the quota (nor leave it unmet), and calls still running when a month
         # ends take nothing of the next one.
         self._running: dict[tuple[str, datetime], int] = {}
+        # Records and bytes reserved by writes whose transactions have not ended, per workspace:
+        # no snapshot holds them yet (nor ever will, if they roll back). They count until then;
+        # a commit moves them into the workspace's `Stock.added_*` (`_stock_ended`).
+        self._writing: dict[str, tuple[int, int]] = {}
         self._refreshing: set[tuple[str, str]] = set()
         self._plan_epoch = 0  # bumped by `forget`: plan reads begun before it are not kept
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,11 +167,14 @@ class QuotaMeter:
         records: int,
         size: int,
         operation: str,
+        ends: TransactionEnd | None = None,
     ) -> None:
         """Check that `records` more records and `size` more bytes fit the workspace's plan and
         count them as used; 403 `quota_exceeded` naming `records` or `storageBytes` otherwise.
-        Called before the write, in the write's transaction; a rolled-back write stays counted
-        until the next snapshot (a transient overestimate, never an overshoot)."""
+        Called before the write, in the write's transaction, which `ends` reports the end of:
+        until then the write counts as in flight (a negative `size`, a record that shrinks,
+        frees its bytes only once committed), then as committed or as nothing. Without `ends`
+        it counts as committed at once: a snapshot read before it commits could then miss it."""
         plan = await self.limits(connection, workspace_id)
         if plan is None:
             return
@@ -167,14 +182,36 @@ class QuotaMeter:
         if max_records == UNLIMITED and max_size == UNLIMITED:
             return
         stock = await self._stock_of(connection, workspace_id)
-        used_records = stock.records + stock.added_records
-        used_size = stock.size + stock.added_size
+        # Read after the awaits above, and taken with no await in between: check and hold are one.
+        writing_records, writing_size = self._writing.get(workspace_id, _NONE)
+        used_records = stock.records + stock.added_records + writing_records
+        used_size = stock.size + stock.added_size + writing_size
         if records > 0 and max_records != UNLIMITED and used_records + records > max_records:
             self._refuse(workspace_id, plan, "records", operation, max_records, used_records)
         if size > 0 and max_size != UNLIMITED and used_size + size > max_size:
             self._refuse(workspace_id, plan, "storageBytes", operation, max_size, used_size)
-        stock.added_records += records
-        stock.added_size += size
+        if ends is None:
+            stock.added_records += records
+            stock.added_size += size
+            return
+        self._writing[workspace_id] = (writing_records + records, writing_size + max(size, 0))
+        ends.on_end(partial(self._stock_ended, workspace_id, records, size))
+
+    def _stock_ended(self, workspace_id: str, records: int, size: int, committed: bool) -> None:
+        """A reserved write's transaction ended: committed, it counts as added since the
+        snapshot (one read from now on holds it: `_carry` keeps it in a read begun before);
+        rolled back, as nothing."""
+        writing_records, writing_size = self._writing.get(workspace_id, _NONE)
+        writing_records -= records
+        writing_size -= max(size, 0)
+        if writing_records > 0 or writing_size > 0:
+            self._writing[workspace_id] = (writing_records, writing_size)
+        else:
+            self._writing.pop(workspace_id, None)
+        stock = self._stock.get(workspace_id)
+        if committed and stock is not None:
+            stock.added_records += records
+            stock.added_size += size
 
     def record_hit(self, workspace_id: str, plan_id: str, exc: QuotaExceededError, op: str) -> None:
         """Note a refusal decided elsewhere (the management API's counted quotas)."""
@@ -244,9 +281,12 @@ class QuotaMeter:
         entry = self._stock.get(workspace_id)
         age = _age(entry)
         if entry is None or age >= 2 * self.usage_ttl:
-            entry = self._settle(
-                self._stock, workspace_id, entry, await _load_stock(connection, workspace_id)
-            )
+            before = copy.copy(entry)
+            loaded = await _load_stock(connection, workspace_id)
+            # Writes committed while it was read may be missing from it: keep them, as a
+            # background refresh does.
+            _carry(loaded, before, entry)
+            entry = self._settle(self._stock, workspace_id, entry, loaded)
         elif age >= self.usage_ttl:
             self._refresh("stock", workspace_id, _load_stock, self._stock)
         return entry
@@ -406,13 +446,22 @@ def quota_meter(bind: Bind) -> QuotaMeter:
 
 
 async def reserve_stock(
-    connection: AsyncConnection, workspace_id: str, *, records: int, size: int
+    connection: AsyncConnection,
+    workspace_id: str,
+    *,
+    records: int,
+    size: int,
+    ends: TransactionEnd | None = None,
 ) -> None:
     """Count a record write against its workspace's `records` and `storageBytes` quotas (the
-    hook record stores call before writing; a few dict lookups, see `QuotaMeter.reserve_stock`)."""
+    hook record stores call before writing; a few dict lookups, see `QuotaMeter.reserve_stock`).
+    `ends` reports the end of the write's transaction; a gateway call's or workflow's connection
+    reports its own."""
     operation = "records.insert" if records else "records.update"
+    if ends is None and isinstance(connection, LazyConnection):
+        ends = connection
     await quota_meter(connection).reserve_stock(
-        connection, workspace_id, records=records, size=size, operation=operation
+        connection, workspace_id, records=records, size=size, operation=operation, ends=ends
     )
 
 
