@@ -57,6 +57,8 @@ ALLOWED: dict[str, str] = {
     # Secrets only hashed, never stored or compared as given.
     "RegisterInput.password": "only hashed (argon2)",
     "LoginInput.password": "only verified against a hash",
+    "PasswordChange.current_password": "only verified against a hash",
+    "PasswordChange.new_password": "only hashed (argon2)",
     "RefreshInput.refresh_token": "only its SHA-256 is looked up",
     "LogoutInput.refresh_token": "ignored: logout ends the caller's session",
     # Ids checked with `is_id` before any query: a NUL is the same 404 as any unknown id.
