@@ -58,17 +58,25 @@ async def hit(
     return await call(client, secret, app_id, "hit", {"n": n}, headers=headers)
 
 
-async def stored_body(app: FastAPI, rid: str) -> bytes:
-    """The stored answer of record `rid`, as the store keeps it (the answer log or a row)."""
+async def stored_answer(app: FastAPI, rid: str) -> tuple[bytes, str]:
+    """The stored answer of record `rid` and the payload fingerprint it is kept under, as the
+    store keeps them (the answer log or a row)."""
     log = idempotency_store(app.state.gateway_state).log
     if log is not None and log.owner:
         found = log.find(rid)
         if found is not None:
             stored = log.read(found)
             assert stored is not None
-            return stored.body
+            return stored.body, stored.fingerprint
     async with app.state.engine.connect() as conn:
-        query = select(IdempotencyRecord.body).where(IdempotencyRecord.id == rid)
-        body = (await conn.execute(query)).scalar_one()
+        query = select(IdempotencyRecord.body, IdempotencyRecord.fingerprint).where(
+            IdempotencyRecord.id == rid
+        )
+        body, fingerprint = (await conn.execute(query)).one()
     assert body is not None
-    return bytes(body)
+    return bytes(body), str(fingerprint)
+
+
+async def stored_body(app: FastAPI, rid: str) -> bytes:
+    """The stored answer of record `rid`."""
+    return (await stored_answer(app, rid))[0]

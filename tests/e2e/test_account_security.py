@@ -21,41 +21,24 @@ from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import ISSUER
 from apiforge.core.db import session_scope
 from apiforge.tools.clock import utcnow
+from tests.e2e._accounts import (
+    NEW_PASSWORD,
+    PASSWORD_PATH,
+    SESSIONS_PATH,
+    bearer,
+    change_password,
+    login,
+    refresh,
+)
 from tests.e2e._keys import create_key, notes_app
 from tests.e2e._snapshots import snapshot
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import PASSWORD, register
 
-NEW_PASSWORD = "new horse battery staple"
-PASSWORD_PATH = "/api/v1/user/password"
-SESSIONS_PATH = "/api/v1/user/sessions"
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def _login(
-    client: AsyncClient, email: str, password: str = PASSWORD, agent: str = "test-agent"
-) -> Response:
-    body = {"email": email, "password": password}
-    return await client.post("/api/v1/auth/login", json=body, headers={"User-Agent": agent})
-
 
 async def _signed_in(client: AsyncClient, email: str, agent: str = "test-agent") -> dict[str, Any]:
-    data: dict[str, Any] = data_of(await _login(client, email, agent=agent))
+    data: dict[str, Any] = data_of(await login(client, email, agent=agent))
     return data
-
-
-async def _change(
-    client: AsyncClient, token: str, current: str = PASSWORD, new: str = NEW_PASSWORD
-) -> Response:
-    body = {"currentPassword": current, "newPassword": new}
-    return await client.post(PASSWORD_PATH, json=body, headers=_bearer(token))
-
-
-async def _refresh(client: AsyncClient, token: str) -> Response:
-    return await client.post("/api/v1/auth/refresh", json={"refreshToken": token})
 
 
 async def _stored_hash(app: FastAPI, account_id: str) -> str:
@@ -68,7 +51,7 @@ async def _stored_hash(app: FastAPI, account_id: str) -> str:
 
 async def _invoke(client: AsyncClient, token: str, app_id: str) -> Response:
     body = {"appId": app_id, "api": "echo", "version": "latest", "args": {"text": "hi"}}
-    return await client.post("/api/v1/invocations", json=body, headers=_bearer(token))
+    return await client.post("/api/v1/invocations", json=body, headers=bearer(token))
 
 
 # --- changing the password ---------------------------------------------------------------------
@@ -83,21 +66,21 @@ async def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(
     app_id = await notes_app(client, user)
     assert (await _invoke(client, other["accessToken"], app_id)).status_code == 200
 
-    changed = data_of(await _change(client, user.access_token))
+    changed = data_of(await change_password(client, user.access_token))
     assert changed == {"id": user.account_id, "endedSessions": 2}
 
     # This session goes on: its access token and its refresh token work.
     data_of(await client.get("/api/v1/user/profile", headers=user.headers))
-    data_of(await _refresh(client, user.refresh_token))
+    data_of(await refresh(client, user.refresh_token))
     # The others end at once, on the management API, the gateway and at refresh.
     for ended in (other, third):
-        response = await client.get("/api/v1/user/profile", headers=_bearer(ended["accessToken"]))
+        response = await client.get("/api/v1/user/profile", headers=bearer(ended["accessToken"]))
         assert_error(response, 401, "session_revoked")
-        assert_error(await _refresh(client, ended["refreshToken"]), 401, "session_revoked")
+        assert_error(await refresh(client, ended["refreshToken"]), 401, "session_revoked")
     assert_error(await _invoke(client, other["accessToken"], app_id), 401, "session_revoked")
     # Only the new password signs in.
-    assert_error(await _login(client, user.email), 401, "invalid_credentials")
-    data_of(await _login(client, user.email, NEW_PASSWORD))
+    assert_error(await login(client, user.email), 401, "invalid_credentials")
+    data_of(await login(client, user.email, NEW_PASSWORD))
     assert (await _stored_hash(app, user.account_id)).startswith("$argon2id$")
 
 
@@ -109,17 +92,17 @@ async def test_a_wrong_current_password_is_refused_changes_nothing_and_is_thrott
     before = await snapshot(app)
     limit = app.state.settings.login_max_failures
     for _ in range(limit):
-        refused = await _change(client, user.access_token, current="not the password")
+        refused = await change_password(client, user.access_token, current="not the password")
         data = assert_error(refused, 400, "current_password_wrong")
         assert data["errors"] == [{"field": "currentPassword", "message": "is wrong"}]
     # The same windows as sign-in: neither this route nor sign-in can go on guessing.
-    throttled = await _change(client, user.access_token, current="still not it")
+    throttled = await change_password(client, user.access_token, current="still not it")
     assert_error(throttled, 429, "login_throttled")
     assert throttled.headers["Retry-After"]
-    assert_error(await _change(client, user.access_token), 429, "login_throttled")
-    assert_error(await _login(client, user.email), 429, "login_throttled")
+    assert_error(await change_password(client, user.access_token), 429, "login_throttled")
+    assert_error(await login(client, user.email), 429, "login_throttled")
     assert await snapshot(app) == before
-    data_of(await client.get("/api/v1/user/profile", headers=_bearer(other["accessToken"])))
+    data_of(await client.get("/api/v1/user/profile", headers=bearer(other["accessToken"])))
 
 
 @pytest.mark.parametrize(
@@ -143,8 +126,8 @@ async def test_a_new_password_follows_the_sign_up_rules(
     response = await client.post(PASSWORD_PATH, json=body, headers=user.headers)
     assert_error(response, 400, reason)
     assert await snapshot(app) == before
-    data_of(await client.get("/api/v1/user/profile", headers=_bearer(other["accessToken"])))
-    data_of(await _login(client, user.email))
+    data_of(await client.get("/api/v1/user/profile", headers=bearer(other["accessToken"])))
+    data_of(await login(client, user.email))
 
 
 async def test_the_same_password_in_a_compatible_form_is_unchanged(
@@ -152,7 +135,9 @@ async def test_the_same_password_in_a_compatible_form_is_unchanged(
 ) -> None:
     user = await register(client)
     fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in PASSWORD)
-    assert_error(await _change(client, user.access_token, new=fullwidth), 400, "password_unchanged")
+    assert_error(
+        await change_password(client, user.access_token, new=fullwidth), 400, "password_unchanged"
+    )
 
 
 async def test_only_a_console_sign_in_reaches_the_password_and_sessions(
@@ -174,13 +159,13 @@ async def test_only_a_console_sign_in_reaches_the_password_and_sessions(
         for headers, status, reason in [
             ({"X-Api-Key": key}, 403, "workspace_key_not_allowed"),
             ({"Authorization": f"Bearer {key}"}, 403, "workspace_key_not_allowed"),
-            (_bearer(foreign), 401, "invalid_token"),
+            (bearer(foreign), 401, "invalid_token"),
             ({}, 401, "unauthenticated"),
         ]:
             response = await client.request(method, path, json=payload, headers=headers)
             assert_error(response, status, reason)
     assert await snapshot(app) == before
-    data_of(await _login(client, user.email))
+    data_of(await login(client, user.email))
 
 
 async def test_a_disabled_account_cannot_change_its_password(
@@ -192,7 +177,7 @@ async def test_a_disabled_account_cannot_change_its_password(
             update(Account).where(Account.id == user.account_id).values(status="disabled")
         )
     before = await snapshot(app)
-    assert_error(await _change(client, user.access_token), 401, "account_disabled")
+    assert_error(await change_password(client, user.access_token), 401, "account_disabled")
     assert await snapshot(app) == before
 
 
@@ -213,11 +198,11 @@ async def test_a_sign_in_with_the_old_password_racing_a_change_is_refused(
         return verdict
 
     monkeypatch.setattr(account_service, "check_console_password", slow_for_login)
-    login = asyncio.create_task(_login(client, user.email))
+    signing_in = asyncio.create_task(login(client, user.email))
     assert await asyncio.to_thread(checked.wait, 10)
-    data_of(await _change(client, user.access_token))
+    data_of(await change_password(client, user.access_token))
     go_on.set()
-    assert_error(await login, 401, "invalid_credentials")
+    assert_error(await signing_in, 401, "invalid_credentials")
     async for session in session_scope(app.state.sessionmaker):
         live = await session.scalars(
             select(LoginSession.id).where(
@@ -237,9 +222,9 @@ async def test_sessions_are_listed_with_their_client_and_the_current_one_marked(
     phone = await _signed_in(client, user.email, agent="Phone/1.0")
     laptop = await _signed_in(client, user.email, agent="Laptop/2.0")
     gone = await _signed_in(client, user.email)
-    data_of(await client.post("/api/v1/auth/logout", json={}, headers=_bearer(gone["accessToken"])))
+    data_of(await client.post("/api/v1/auth/logout", json={}, headers=bearer(gone["accessToken"])))
 
-    listed = data_of(await client.get(SESSIONS_PATH, headers=_bearer(laptop["accessToken"])))
+    listed = data_of(await client.get(SESSIONS_PATH, headers=bearer(laptop["accessToken"])))
     assert (listed["totalCount"], listed["totalPage"], listed["pageNo"]) == (3, 1, 1)
     rows = listed["list"]
     assert [row["userAgent"] for row in rows[:2]] == ["Laptop/2.0", "Phone/1.0"]
@@ -267,7 +252,7 @@ async def test_sessions_are_listed_with_their_client_and_the_current_one_marked(
         headers={"User-Agent": "Phone/1.1"},
     )
     new_token = data_of(refreshed)["accessToken"]
-    listed = data_of(await client.get(SESSIONS_PATH, headers=_bearer(new_token)))
+    listed = data_of(await client.get(SESSIONS_PATH, headers=bearer(new_token)))
     mine = [row for row in listed["list"] if row["current"]]
     assert len(mine) == 1
     assert mine[0]["userAgent"] == "Phone/1.1"
@@ -275,7 +260,7 @@ async def test_sessions_are_listed_with_their_client_and_the_current_one_marked(
     by_refresh = data_of(
         await client.get(
             f"{SESSIONS_PATH}?sort=lastRefreshedTime&order=desc&pageSize=1",
-            headers=_bearer(new_token),
+            headers=bearer(new_token),
         )
     )
     assert (by_refresh["totalPage"], by_refresh["list"][0]["current"]) == (3, 1)
@@ -332,16 +317,16 @@ async def test_ending_a_session_works_at_once_and_only_on_ones_own(
     ]:
         assert_error(await client.delete(path, headers=headers), 404, "session_not_found")
     assert await snapshot(app) == before
-    data_of(await client.get("/api/v1/user/profile", headers=_bearer(other["accessToken"])))
+    data_of(await client.get("/api/v1/user/profile", headers=bearer(other["accessToken"])))
     data_of(await client.get("/api/v1/user/profile", headers=stranger.headers))
 
     assert data_of(await client.delete(target, headers=user.headers)) == {
         "id": _sid(other["accessToken"])
     }
-    ended = _bearer(other["accessToken"])
+    ended = bearer(other["accessToken"])
     assert_error(await client.get("/api/v1/user/profile", headers=ended), 401, "session_revoked")
     assert_error(await _invoke(client, other["accessToken"], app_id), 401, "session_revoked")
-    assert_error(await _refresh(client, other["refreshToken"]), 401, "session_revoked")
+    assert_error(await refresh(client, other["refreshToken"]), 401, "session_revoked")
     assert_error(await client.delete(target, headers=user.headers), 404, "session_not_found")
     listed = data_of(await client.get(SESSIONS_PATH, headers=user.headers))
     assert [row["id"] for row in listed["list"]] == [_sid(user.access_token)]
@@ -363,13 +348,13 @@ async def test_a_password_signs_in_whichever_unicode_form_is_typed(
 ) -> None:
     body = {"email": "adela@example.com", "password": DECOMPOSED}
     data_of(await client.post("/api/v1/auth/register", json=body))
-    data_of(await _login(client, "adela@example.com", COMPOSED))
-    data_of(await _login(client, "adela@example.com", DECOMPOSED))
+    data_of(await login(client, "adela@example.com", COMPOSED))
+    data_of(await login(client, "adela@example.com", DECOMPOSED))
     # NFKC: a full-width form (as an East Asian IME types it) is the same password.
     fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in COMPOSED)
-    data_of(await _login(client, "adela@example.com", fullwidth))
+    data_of(await login(client, "adela@example.com", fullwidth))
     assert_error(
-        await _login(client, "adela@example.com", "Adela's password"), 401, "invalid_credentials"
+        await login(client, "adela@example.com", "Adela's password"), 401, "invalid_credentials"
     )
 
 
@@ -384,12 +369,12 @@ async def test_a_hash_made_before_normalisation_still_signs_in_and_is_rehashed(
         await session.execute(
             update(Account).where(Account.id == user.account_id).values(password_hash=legacy)
         )
-    assert_error(await _login(client, user.email, COMPOSED), 401, "invalid_credentials")
-    data_of(await _login(client, user.email, DECOMPOSED))
+    assert_error(await login(client, user.email, COMPOSED), 401, "invalid_credentials")
+    data_of(await login(client, user.email, DECOMPOSED))
     stored = await _stored_hash(app, user.account_id)
     assert stored != legacy
     assert verify_password(stored, COMPOSED)
-    data_of(await _login(client, user.email, COMPOSED))
+    data_of(await login(client, user.email, COMPOSED))
 
 
 async def test_a_legacy_hash_is_accepted_as_the_current_password(
@@ -402,8 +387,10 @@ async def test_a_legacy_hash_is_accepted_as_the_current_password(
             .where(Account.id == user.account_id)
             .values(password_hash=hash_password(DECOMPOSED))
         )
-    data_of(await _change(client, user.access_token, current=DECOMPOSED, new=DECOMPOSED + "!"))
-    data_of(await _login(client, user.email, COMPOSED + "!"))
+    data_of(
+        await change_password(client, user.access_token, current=DECOMPOSED, new=DECOMPOSED + "!")
+    )
+    data_of(await login(client, user.email, COMPOSED + "!"))
 
 
 async def test_surrounding_whitespace_is_trimmed_as_before_and_inner_spaces_count(
@@ -413,11 +400,9 @@ async def test_surrounding_whitespace_is_trimmed_as_before_and_inner_spaces_coun
     sign-up, sign-in and change alike; what is inside is kept."""
     body = {"email": "spaces@example.com", "password": "  two  words  "}
     data_of(await client.post("/api/v1/auth/register", json=body))
-    data_of(await _login(client, "spaces@example.com", "two  words"))
-    data_of(await _login(client, "spaces@example.com", "\ttwo  words \n"))
-    assert_error(
-        await _login(client, "spaces@example.com", "two words"), 401, "invalid_credentials"
-    )
+    data_of(await login(client, "spaces@example.com", "two  words"))
+    data_of(await login(client, "spaces@example.com", "\ttwo  words \n"))
+    assert_error(await login(client, "spaces@example.com", "two words"), 401, "invalid_credentials")
 
 
 # --- the sign-in throttle's in-process windows -------------------------------------------------

@@ -5,11 +5,12 @@ from typing import Any
 
 from httpx import AsyncClient
 
-from tests.e2e._apps import new_api, new_app
+from tests.e2e._apps import new_api
 from tests.e2e._billing import balances
+from tests.e2e._costs import api_cost, hits_app, publish_minor
 from tests.e2e._keys import app_key, call
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import User, register
+from tests.factories import register
 
 
 def _counts(n: int) -> list[dict[str, Any]]:
@@ -21,27 +22,9 @@ def _calls(api: str, **step: Any) -> list[dict[str, Any]]:
     return [{"id": "inner", "type": "callApi", "api": api, **step}]
 
 
-async def _app(client: AsyncClient, owner: User) -> str:
-    app_id = await new_app(client, owner.headers, "Wrapped", visibility="public")
-    body = {"appId": app_id, "name": "hits", "fields": [{"name": "n", "type": "integer"}]}
-    data_of(await client.post("/api/v1/datasets", json=body, headers=owner.headers))
-    return app_id
-
-
-async def _cost(client: AsyncClient, owner: User, app_id: str, api_id: str) -> int:
-    url = f"/api/v1/apps/{app_id}/apis/{api_id}"
-    cost: int = data_of(await client.get(url, headers=owner.headers))["cost"]
-    return cost
-
-
-async def _publish(client: AsyncClient, owner: User, app_id: str) -> Any:
-    url = f"/api/v1/apps/{app_id}/versions"
-    return await client.post(url, json={"bump": "minor"}, headers=owner.headers)
-
-
 async def test_a_wrapper_costs_its_callee_and_its_caller_pays_it(client: AsyncClient) -> None:
     owner, consumer = await register(client), await register(client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Wrapped")
     await new_api(client, owner.headers, app_id, "inner", price=50, steps=_counts(5))
     apis = f"/api/v1/apps/{app_id}/apis"
     free = {"api": "wrapper", "price": 0, "steps": _calls("inner")}
@@ -52,7 +35,7 @@ async def test_a_wrapper_costs_its_callee_and_its_caller_pays_it(client: AsyncCl
     wrapper = await new_api(
         client, owner.headers, app_id, "wrapper", price=7, steps=_calls("inner")
     )
-    assert await _cost(client, owner, app_id, wrapper) == 5
+    assert await api_cost(client, owner, app_id, wrapper) == 5
     # Two levels down, and inside a forEach: its iterations times the callee's cost.
     loop = {
         "id": "each",
@@ -62,8 +45,8 @@ async def test_a_wrapper_costs_its_callee_and_its_caller_pays_it(client: AsyncCl
         "steps": _calls("wrapper"),
     }
     outer = await new_api(client, owner.headers, app_id, "outer", price=15, steps=[loop])
-    assert await _cost(client, owner, app_id, outer) == 15
-    data_of(await _publish(client, owner, app_id))
+    assert await api_cost(client, owner, app_id, outer) == 15
+    data_of(await publish_minor(client, owner, app_id))
     _, secret = await app_key(client, consumer, app_id)
     before = await balances(client, consumer)
     earned = await balances(client, owner)
@@ -78,44 +61,44 @@ async def test_calls_that_loop_are_costed_as_deep_as_they_can_nest(client: Async
     """ping and pong call each other: a call nests at most 3 deep (then the step fails before
     its callee runs), so ping costs its own 1 RU and pong's, ping's and pong's again."""
     owner = await register(client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Wrapped")
     ping_steps = [*_counts(1), *_calls("pong")]
     ping = await new_api(client, owner.headers, app_id, "ping", price=10, steps=ping_steps)
     pong_steps = [*_counts(1), *_calls("ping")]
     pong = await new_api(client, owner.headers, app_id, "pong", price=10, steps=pong_steps)
-    assert await _cost(client, owner, app_id, pong) == 4
-    assert await _cost(client, owner, app_id, ping) == 1  # saved before pong existed
-    data_of(await _publish(client, owner, app_id))  # publishing prices every API again
-    assert await _cost(client, owner, app_id, ping) == 4
+    assert await api_cost(client, owner, app_id, pong) == 4
+    assert await api_cost(client, owner, app_id, ping) == 1  # saved before pong existed
+    data_of(await publish_minor(client, owner, app_id))  # publishing prices every API again
+    assert await api_cost(client, owner, app_id, ping) == 4
 
 
 async def test_a_pinned_callee_costs_what_its_version_was_priced_at(client: AsyncClient) -> None:
     owner = await register(client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Wrapped")
     inner = await new_api(client, owner.headers, app_id, "inner", price=5, steps=_counts(5))
-    data_of(await _publish(client, owner, app_id))  # 1.0.0: inner costs 5
+    data_of(await publish_minor(client, owner, app_id))  # 1.0.0: inner costs 5
     url = f"/api/v1/apps/{app_id}/apis/{inner}"
     cheaper = {"steps": _counts(1)}
     data_of(await client.patch(url, json=cheaper, headers=owner.headers))
     pinned = _calls("inner", version="1.0.0")
     wrapper = await new_api(client, owner.headers, app_id, "wrapper", price=5, steps=pinned)
-    assert await _cost(client, owner, app_id, wrapper) == 5
+    assert await api_cost(client, owner, app_id, wrapper) == 5
     steps = _calls("inner")
     on_dev = await new_api(client, owner.headers, app_id, "onDev", price=1, steps=steps)
-    assert await _cost(client, owner, app_id, on_dev) == 1
+    assert await api_cost(client, owner, app_id, on_dev) == 1
 
 
 async def test_publishing_refuses_a_caller_priced_below_its_callee_s_new_cost(
     client: AsyncClient,
 ) -> None:
     owner = await register(client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Wrapped")
     inner = await new_api(client, owner.headers, app_id, "inner", price=5, steps=_counts(5))
     await new_api(client, owner.headers, app_id, "wrapper", price=5, steps=_calls("inner"))
     dearer = {"price": 6, "steps": _counts(6)}
     url = f"/api/v1/apps/{app_id}/apis/{inner}"
     data_of(await client.patch(url, json=dearer, headers=owner.headers))
-    refused = assert_error(await _publish(client, owner, app_id), 400, "price_below_cost")
+    refused = assert_error(await publish_minor(client, owner, app_id), 400, "price_below_cost")
     assert refused["errors"] == [
         {"field": "apis.wrapper.price", "message": "must be at least the cost, 6"}
     ]

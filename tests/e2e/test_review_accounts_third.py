@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 from sqlalchemy import select, update
 
 import apiforge.accounts.service as account_service
@@ -23,37 +23,21 @@ from apiforge.accounts.service import AccountService
 from apiforge.core.db import session_scope
 from apiforge.core.settings import Settings
 from apiforge.tools.clock import utcnow
+from tests.e2e._accounts import (
+    SESSIONS_PATH,
+    bearer,
+    change_password,
+    login,
+    refresh,
+)
 from tests.e2e._snapshots import snapshot
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import PASSWORD, app_client, make_admin, register
-
-NEW_PASSWORD = "new horse battery staple"
-PASSWORD_PATH = "/api/v1/user/password"
-SESSIONS_PATH = "/api/v1/user/sessions"
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _sid(token: str) -> str:
     sid: str = jwt.decode(token, options={"verify_signature": False})["sid"]
     return sid
-
-
-async def _login(client: AsyncClient, email: str, password: str = PASSWORD) -> Response:
-    return await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-
-
-async def _change(
-    client: AsyncClient, token: str, current: str = PASSWORD, new: str = NEW_PASSWORD
-) -> Response:
-    body = {"currentPassword": current, "newPassword": new}
-    return await client.post(PASSWORD_PATH, json=body, headers=_bearer(token))
-
-
-async def _refresh(client: AsyncClient, token: str) -> Response:
-    return await client.post("/api/v1/auth/refresh", json={"refreshToken": token})
 
 
 async def _live_sessions(app: FastAPI, account_id: str) -> set[str]:
@@ -115,15 +99,15 @@ async def test_a_password_that_normalises_below_eight_characters_is_refused(
     assert [error["field"] for error in errors] == ["password"]
     user = await register(client)
     before = await snapshot(app)
-    refused = await _change(client, user.access_token, new=SHORT_DECOMPOSED)
+    refused = await change_password(client, user.access_token, new=SHORT_DECOMPOSED)
     assert [e["field"] for e in assert_error(refused, 400, "invalid_input")["errors"]] == [
         "newPassword"
     ]
     assert await snapshot(app) == before
     # Full-width forms fold one to one: eight of them are eight characters, and fine.
     fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "abcdefgh")
-    data_of(await _change(client, user.access_token, new=fullwidth))
-    data_of(await _login(client, user.email, "abcdefgh"))
+    data_of(await change_password(client, user.access_token, new=fullwidth))
+    data_of(await login(client, user.email, "abcdefgh"))
 
 
 async def test_the_longest_password_signs_in_and_changes_in_its_decomposed_form(
@@ -133,12 +117,12 @@ async def test_the_longest_password_signs_in_and_changes_in_its_decomposed_form(
     sign-in and the current password took the typed length and refused it as input."""
     body = {"email": "long@example.com", "password": LONG_COMPOSED}
     data_of(await client.post("/api/v1/auth/register", json=body))
-    signed_in = data_of(await _login(client, "long@example.com", LONG_DECOMPOSED))
-    data_of(await _change(client, signed_in["accessToken"], current=LONG_DECOMPOSED))
+    signed_in = data_of(await login(client, "long@example.com", LONG_DECOMPOSED))
+    data_of(await change_password(client, signed_in["accessToken"], current=LONG_DECOMPOSED))
     # Sign-up takes it decomposed as well, and still refuses 129 characters in any form.
     body = {"email": "long2@example.com", "password": LONG_DECOMPOSED}
     data_of(await client.post("/api/v1/auth/register", json=body))
-    data_of(await _login(client, "long2@example.com", LONG_COMPOSED))
+    data_of(await login(client, "long2@example.com", LONG_COMPOSED))
     body = {"email": "long3@example.com", "password": LONG_DECOMPOSED + "e\u0301"}
     assert_error(await client.post("/api/v1/auth/register", json=body), 400, "invalid_input")
     # Input stays bounded before any normalising or hashing.
@@ -155,20 +139,20 @@ async def test_a_password_change_whose_session_is_ended_meanwhile_is_refused(
     """A stolen session changing the password while its owner ends it from another device: the
     change must not land after the session it came from was ended (locking the owner out)."""
     thief = await register(client)
-    owner = data_of(await _login(client, thief.email))
+    owner = data_of(await login(client, thief.email))
     pause.arm()
-    change = asyncio.create_task(_change(client, thief.access_token))
+    change = asyncio.create_task(change_password(client, thief.access_token))
     await pause.reached()
     ended = await client.delete(
-        f"{SESSIONS_PATH}/{_sid(thief.access_token)}", headers=_bearer(owner["accessToken"])
+        f"{SESSIONS_PATH}/{_sid(thief.access_token)}", headers=bearer(owner["accessToken"])
     )
     data_of(ended)
     pause.go_on.set()
     assert_error(await change, 401, "session_revoked")
     # Nothing changed: the old password still signs in, the owner's session still works.
     assert await _live_sessions(app, thief.account_id) == {_sid(owner["accessToken"])}
-    data_of(await client.get("/api/v1/user/profile", headers=_bearer(owner["accessToken"])))
-    data_of(await _login(client, thief.email))
+    data_of(await client.get("/api/v1/user/profile", headers=bearer(owner["accessToken"])))
+    data_of(await login(client, thief.email))
 
 
 async def test_a_refresh_racing_a_password_change_gets_no_dead_pair(
@@ -177,7 +161,7 @@ async def test_a_refresh_racing_a_password_change_gets_no_dead_pair(
     """The refresh read its session live, then a password change ended it: a 200 with tokens
     that fail on first use is a lie; the refresh is refused as the session is."""
     user = await register(client)
-    other = data_of(await _login(client, user.email))
+    other = data_of(await login(client, user.email))
     read, go_on = asyncio.Event(), asyncio.Event()
     presented = AccountService._presented
 
@@ -188,12 +172,12 @@ async def test_a_refresh_racing_a_password_change_gets_no_dead_pair(
         return found
 
     monkeypatch.setattr(AccountService, "_presented", held)
-    refresh = asyncio.create_task(_refresh(client, other["refreshToken"]))
+    refreshing = asyncio.create_task(refresh(client, other["refreshToken"]))
     await asyncio.wait_for(read.wait(), 10)
     monkeypatch.setattr(AccountService, "_presented", presented)
-    data_of(await _change(client, user.access_token))
+    data_of(await change_password(client, user.access_token))
     go_on.set()
-    assert_error(await refresh, 401, "session_revoked")
+    assert_error(await refreshing, 401, "session_revoked")
     assert await _live_sessions(app, user.account_id) == {_sid(user.access_token)}
 
 
@@ -204,7 +188,7 @@ async def test_a_password_change_racing_the_deletion_of_its_account_is_a_401(
     admin = await make_admin(app, client)
     user = await register(client)
     pause.arm()
-    change = asyncio.create_task(_change(client, user.access_token))
+    change = asyncio.create_task(change_password(client, user.access_token))
     await pause.reached()
     deleted = await client.delete(f"/api/v1/admin/users/{user.account_id}", headers=admin.headers)
     data_of(deleted)
@@ -234,13 +218,13 @@ async def test_a_session_refreshed_forever_still_ends_after_its_maximum_lifetime
     assert max_days == 30  # the documented default
     # Refreshed within the lifetime: works, and its new refresh token ends with the session.
     await _age_session(app, sid, max_days - 1)
-    pair = data_of(await _refresh(client, user.refresh_token))
-    listed = data_of(await client.get(SESSIONS_PATH, headers=_bearer(pair["accessToken"])))
+    pair = data_of(await refresh(client, user.refresh_token))
+    listed = data_of(await client.get(SESSIONS_PATH, headers=bearer(pair["accessToken"])))
     (row,) = listed["list"]
     async for session in session_scope(app.state.sessionmaker):
-        login = await session.get(LoginSession, sid)
-        assert login is not None
-        end = login.created_at + timedelta(days=max_days)
+        stored = await session.get(LoginSession, sid)
+        assert stored is not None
+        end = stored.created_at + timedelta(days=max_days)
         expires = await session.scalar(
             select(RefreshToken.expires_at).where(
                 RefreshToken.session_id == sid, RefreshToken.used_at.is_(None)
@@ -254,9 +238,9 @@ async def test_a_session_refreshed_forever_still_ends_after_its_maximum_lifetime
     assert claims["exp"] <= end.timestamp() + 1
     # Past the lifetime: the refresh is refused, and the session is no longer listed.
     await _age_session(app, sid, max_days + 0.01)
-    assert_error(await _refresh(client, pair["refreshToken"]), 401, "session_expired")
-    fresh = data_of(await _login(client, user.email))
-    listed = data_of(await client.get(SESSIONS_PATH, headers=_bearer(fresh["accessToken"])))
+    assert_error(await refresh(client, pair["refreshToken"]), 401, "session_expired")
+    fresh = data_of(await login(client, user.email))
+    listed = data_of(await client.get(SESSIONS_PATH, headers=bearer(fresh["accessToken"])))
     assert [row["id"] for row in listed["list"]] == [_sid(fresh["accessToken"])]
 
 
@@ -268,11 +252,11 @@ async def test_a_session_lifetime_near_its_end_gives_shorter_tokens(
     async with app_client(settings.model_copy(update={"session_max_days": 1})) as (app, client):
         user = await register(client)
         await _age_session(app, _sid(user.access_token), 1 - 1 / 24 / 60)  # a minute left
-        pair = data_of(await _refresh(client, user.refresh_token))
+        pair = data_of(await refresh(client, user.refresh_token))
         assert 0 < pair["expiresIn"] <= 60
         claims = jwt.decode(pair["accessToken"], options={"verify_signature": False})
         assert claims["exp"] - claims["iat"] <= 61
-        data_of(await client.get("/api/v1/user/profile", headers=_bearer(pair["accessToken"])))
+        data_of(await client.get("/api/v1/user/profile", headers=bearer(pair["accessToken"])))
 
 
 # --- what a session shows of its client ------------------------------------------------------

@@ -29,8 +29,9 @@ from apiforge.engine import runtime
 from apiforge.engine.base import CompiledStep, RunContext
 from apiforge.engine.steps import control
 from apiforge.engine.steps.data import GetManyStep
-from tests.e2e._apps import new_api, new_app
+from tests.e2e._apps import new_api
 from tests.e2e._billing import balances, ledger_invariants, top_up
+from tests.e2e._costs import api_cost, for_each, hits_app
 from tests.e2e._keys import app_key, call
 from tests.e2e._workspaces import data_of
 from tests.factories import User, make_admin, register
@@ -45,29 +46,6 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
 
 
-async def _app(client: AsyncClient, owner: User) -> str:
-    app_id = await new_app(client, owner.headers, "Fifth", visibility="public")
-    body = {"appId": app_id, "name": "hits", "fields": [{"name": "n", "type": "integer"}]}
-    data_of(await client.post("/api/v1/datasets", json=body, headers=owner.headers))
-    return app_id
-
-
-async def _cost(client: AsyncClient, owner: User, app_id: str, api_id: str) -> int:
-    url = f"/api/v1/apps/{app_id}/apis/{api_id}"
-    cost: int = data_of(await client.get(url, headers=owner.headers))["cost"]
-    return cost
-
-
-def _loop(step_id: str, most: int, *body: dict[str, Any], items: Any = None) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "forEach",
-        "items": [] if items is None else items,
-        "maxIterations": most,
-        "steps": list(body),
-    }
-
-
 async def test_a_loop_of_calls_is_costed_within_the_caller_s_budgets(
     app: FastAPI, client: AsyncClient
 ) -> None:
@@ -76,14 +54,14 @@ async def test_a_loop_of_calls_is_costed_within_the_caller_s_budgets(
     whole calls of 1,050 RU, 525,000 RU. A published call of it is charged the new cost."""
     owner, consumer = await register(client), await register(client)
     admin = await make_admin(app, client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Fifth")
     params = [{"name": "items", "type": "array", "default": []}]
-    inner_steps = [PAGE, _loop("each", 10_000, COUNT, items={"expr": "args.items"})]
+    inner_steps = [PAGE, for_each("each", 10_000, COUNT, items={"expr": "args.items"})]
     await new_api(
         client, owner.headers, app_id, "inner", price=1050, params=params, steps=inner_steps
     )
     step = {"id": "call", "type": "callApi", "api": "inner", "args": {"items": [1, 2]}}
-    outer_steps = [_loop("calls", 10_000, step, items={"expr": "args.n"})]
+    outer_steps = [for_each("calls", 10_000, step, items={"expr": "args.n"})]
     price = STEPS * 50
     outer = await new_api(
         client,
@@ -94,7 +72,7 @@ async def test_a_loop_of_calls_is_costed_within_the_caller_s_budgets(
         params=[{"name": "n", "type": "array"}],
         steps=outer_steps,
     )
-    assert await _cost(client, owner, app_id, outer) == price
+    assert await api_cost(client, owner, app_id, outer) == price
     url = f"/api/v1/apps/{app_id}/versions"
     data_of(await client.post(url, json={"bump": "minor"}, headers=owner.headers))
     await top_up(client, admin, consumer.workspace_id, 2 * price)
@@ -194,7 +172,7 @@ def _steps(trees: list[Tree], ids: "itertools.count[int]") -> list[dict[str, Any
             steps.append({"id": step_id, "type": "callApi", "api": tree["api"], "args": {}})
         elif kind == "forEach":
             items = list(range(min(tree["items"], tree["most"])))
-            steps.append(_loop(step_id, tree["most"], *_steps(tree["body"], ids), items=items))
+            steps.append(for_each(step_id, tree["most"], *_steps(tree["body"], ids), items=items))
         elif kind == "if":
             then, otherwise = _steps(tree["then"], ids), _steps(tree["else"], ids)
             condition = tree["take"]
@@ -229,7 +207,7 @@ FUNDS = 10**10
 async def _world(app: FastAPI, client: AsyncClient) -> User:
     if WORLD.app is not app:
         WORLD.app, WORLD.owner = app, await register(client)
-        WORLD.app_id = await _app(client, WORLD.owner)
+        WORLD.app_id = await hits_app(client, WORLD.owner, "Fifth")
         admin = await make_admin(app, client)
         for step_type, price in PRICES.items():
             url = f"/api/v1/admin/pricing/{step_type}"

@@ -13,23 +13,20 @@ Bugs found:
   at call time (403 `price_above_limit`), nothing moved.
 """
 
-import itertools
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from apiforge.billing.models import MAX_AMOUNT
 from apiforge.builder.models import ApiDefinition, AppVersion
 from apiforge.core.settings import Settings
 from apiforge.engine.base import MAX_RU
-from tests.e2e._apps import new_api, new_app
+from tests.e2e._apps import new_api
 from tests.e2e._billing import balances, ledger_invariants, top_up
+from tests.e2e._costs import api_cost, for_each, hits_app, publish_minor
 from tests.e2e._keys import app_key, call
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, make_admin, register
@@ -45,37 +42,9 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
 
 
-async def _app(client: AsyncClient, owner: User) -> str:
-    app_id = await new_app(client, owner.headers, "Bounds", visibility="public")
-    body = {"appId": app_id, "name": "hits", "fields": [{"name": "n", "type": "integer"}]}
-    data_of(await client.post("/api/v1/datasets", json=body, headers=owner.headers))
-    return app_id
-
-
-async def _cost(client: AsyncClient, owner: User, app_id: str, api_id: str) -> int:
-    url = f"/api/v1/apps/{app_id}/apis/{api_id}"
-    cost: int = data_of(await client.get(url, headers=owner.headers))["cost"]
-    return cost
-
-
-async def _publish(client: AsyncClient, owner: User, app_id: str) -> Any:
-    url = f"/api/v1/apps/{app_id}/versions"
-    return await client.post(url, json={"bump": "minor"}, headers=owner.headers)
-
-
 async def _set_price(client: AsyncClient, admin: User, step_type: str, cost: int) -> Any:
     url = f"/api/v1/admin/pricing/{step_type}"
     return await client.put(url, json={"cost": cost}, headers=admin.headers)
-
-
-def _loop(step_id: str, most: int, *body: dict[str, Any], items: Any = None) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "forEach",
-        "items": [] if items is None else items,
-        "maxIterations": most,
-        "steps": list(body),
-    }
 
 
 # --- forEach and the call's budgets -----------------------------------------------------------
@@ -88,31 +57,31 @@ async def test_a_loop_of_ten_thousand_is_costed_for_the_thousand_a_call_can_run(
     iterations a call may run: beside the 50 RU page read, a call has 499 steps left for it).
     Changed by the fifth billing review: the step budget counts each step at its own price."""
     owner = await register(client)
-    app_id = await _app(client, owner)
-    steps = [PAGE, _loop("each", 10_000, COUNT)]
+    app_id = await hits_app(client, owner, "Bounds")
+    steps = [PAGE, for_each("each", 10_000, COUNT)]
     api_id = await new_api(client, owner.headers, app_id, "loop", price=1050, steps=steps)
-    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
+    assert await api_cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
     # Below the budgets, `maxIterations` still counts as it is.
-    steps = [PAGE, _loop("each", 300, COUNT)]
+    steps = [PAGE, for_each("each", 300, COUNT)]
     api_id = await new_api(client, owner.headers, app_id, "small", price=1049, steps=steps)
-    assert await _cost(client, owner, app_id, api_id) == 50 + 300
+    assert await api_cost(client, owner, app_id, api_id) == 50 + 300
 
 
 async def test_nested_loops_share_one_iteration_budget(client: AsyncClient) -> None:
     """1,000 x 1,000 iterations was costed as a million bodies; a call runs 1,000 iterations in
     all (and 500 steps), so each body counts for at most that, dearest first."""
     owner = await register(client)
-    app_id = await _app(client, owner)
-    inner = _loop("inner", 1000, COUNT)
-    outer = _loop("outer", 1000, inner)
+    app_id = await hits_app(client, owner, "Bounds")
+    inner = for_each("inner", 1000, COUNT)
+    outer = for_each("outer", 1000, inner)
     api_id = await new_api(client, owner.headers, app_id, "grid", price=1050, steps=[PAGE, outer])
-    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
+    assert await api_cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 1
     # Each level with a body of its own: the steps left after the page at 2 RU (the dearer
     # inner body: an insert) before 1 RU (the outer count); 1,000 iterations at 2 RU is more.
     insert = {"id": "add", "type": "insert", "collection": "hits", "data": {"n": 1}}
-    outer = _loop("outer", 10_000, COUNT, _loop("inner", 10_000, insert))
+    outer = for_each("outer", 10_000, COUNT, for_each("inner", 10_000, insert))
     api_id = await new_api(client, owner.headers, app_id, "grid2", price=2050, steps=[PAGE, outer])
-    assert await _cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 2
+    assert await api_cost(client, owner, app_id, api_id) == 50 + (STEPS - 1) * 2
 
 
 async def test_a_loop_is_never_costed_for_more_steps_than_a_call_runs(
@@ -122,8 +91,8 @@ async def test_a_loop_is_never_costed_for_more_steps_than_a_call_runs(
     and a call running 499 of them is charged that cost; 500 of them is a 422, charged nothing."""
     owner = await register(client)
     admin = await make_admin(app, client)
-    app_id = await _app(client, owner)
-    steps = [_loop("each", 10_000, COUNT, items={"expr": "args.items"})]
+    app_id = await hits_app(client, owner, "Bounds")
+    steps = [for_each("each", 10_000, COUNT, items={"expr": "args.items"})]
     params = [{"name": "items", "type": "array"}]
     await new_api(client, owner.headers, app_id, "loop", price=STEPS, params=params, steps=steps)
     apis = data_of(await client.get(f"/api/v1/apps/{app_id}/apis", headers=owner.headers))
@@ -148,23 +117,23 @@ async def test_a_loop_calling_an_api_counts_its_callee_within_the_budgets(
     which covers what it ran."""
     owner, consumer = await register(client), await register(client)
     admin = await make_admin(app, client)
-    app_id = await _app(client, owner)
-    inner_steps = [PAGE, _loop("each", 10_000, COUNT, items={"expr": "args.items"})]
+    app_id = await hits_app(client, owner, "Bounds")
+    inner_steps = [PAGE, for_each("each", 10_000, COUNT, items={"expr": "args.items"})]
     params = [{"name": "items", "type": "array", "default": []}]
     inner = await new_api(
         client, owner.headers, app_id, "inner", price=1050, params=params, steps=inner_steps
     )
-    assert await _cost(client, owner, app_id, inner) == 50 + (STEPS - 1) * 1
+    assert await api_cost(client, owner, app_id, inner) == 50 + (STEPS - 1) * 1
     step = {"id": "call", "type": "callApi", "api": "inner", "args": {"items": [1, 2, 3]}}
-    outer_steps = [_loop("calls", 10_000, step, items={"expr": "args.n"})]
+    outer_steps = [for_each("calls", 10_000, step, items={"expr": "args.n"})]
     outer_params = [{"name": "n", "type": "array"}]
     # 500 runs of the callee's page read at 50 RU (was 500 x 1,050; before, 10,000 x 10,050).
     price = STEPS * 50
     outer = await new_api(
         client, owner.headers, app_id, "outer", price=price, params=outer_params, steps=outer_steps
     )
-    assert await _cost(client, owner, app_id, outer) == price
-    data_of(await _publish(client, owner, app_id))
+    assert await api_cost(client, owner, app_id, outer) == price
+    data_of(await publish_minor(client, owner, app_id))
     await top_up(client, admin, consumer.workspace_id, 2 * price)
     _, secret = await app_key(client, consumer, app_id)
     called = await call(client, secret, app_id, "outer", args={"n": [1, 2]})
@@ -173,115 +142,8 @@ async def test_a_loop_calling_an_api_counts_its_callee_within_the_budgets(
     await ledger_invariants(app)
 
 
-# --- property: no call consumes more than its cost --------------------------------------------
-
-PRICES = {"set": 3, "count": 5, "forEach": 2, "if": 1, "transaction": 1}
-
-Tree = dict[str, Any]
-LEAVES = st.sampled_from(["set", "count"]).map(lambda kind: {"kind": kind})
-
-
-def _containers(children: st.SearchStrategy[list[Tree]]) -> st.SearchStrategy[Tree]:
-    loops = st.fixed_dictionaries(
-        {
-            "kind": st.just("forEach"),
-            "most": st.sampled_from([1, 3, 20, 400, 1000, 10_000]),
-            "items": st.integers(0, 1000),
-            "body": children,
-        }
-    )
-    branches = st.fixed_dictionaries(
-        {"kind": st.just("if"), "take": st.booleans(), "then": children, "else": children}
-    )
-    groups = st.fixed_dictionaries({"kind": st.just("transaction"), "body": children})
-    return st.one_of(loops, branches, groups)
-
-
-TREES = st.lists(
-    st.recursive(LEAVES, lambda inner: _containers(st.lists(inner, max_size=3)), max_leaves=10),
-    min_size=1,
-    max_size=4,
-)
-
-
-def _steps(trees: list[Tree], ids: "itertools.count[int]") -> list[dict[str, Any]]:
-    """Step definitions of generated trees; a loop gets `min(items, maxIterations)` items, so
-    only the call's own budgets (steps, iterations) can refuse it."""
-    steps: list[dict[str, Any]] = []
-    for tree in trees:
-        step_id, kind = f"s{next(ids)}", tree["kind"]
-        if kind == "set":
-            steps.append({"id": step_id, "type": "set", "value": 1})
-        elif kind == "count":
-            steps.append({"id": step_id, "type": "count", "collection": "hits"})
-        elif kind == "forEach":
-            items = list(range(min(tree["items"], tree["most"])))
-            body = _steps(tree["body"], ids)
-            steps.append(_loop(step_id, tree["most"], *body, items=items))
-        elif kind == "if":
-            then, otherwise = _steps(tree["then"], ids), _steps(tree["else"], ids)
-            condition = tree["take"]
-            steps.append(
-                {
-                    "id": step_id,
-                    "type": "if",
-                    "condition": condition,
-                    "then": then,
-                    "else": otherwise,
-                }
-            )
-        else:
-            body = _steps(tree["body"], ids)
-            steps.append({"id": step_id, "type": "transaction", "steps": body})
-    return steps
-
-
-class World:
-    """What the examples of one run share (hypothesis calls the test once per example)."""
-
-    app: Any = None
-    owner: User | None = None
-    app_id = ""
-
-
-WORLD = World()
-FUNDS = 10**9
-
-
-@hypothesis_settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(trees=TREES)
-async def test_no_call_consumes_more_than_its_cost(
-    app: FastAPI, client: AsyncClient, trees: list[Tree]
-) -> None:
-    """Random steps (loops up to 10,000, nested, in branches and transactions) run as a
-    workflow, which is charged its static cost: the steps its debug trace shows ran, at their
-    prices, never cost more than what was charged; a call over a budget is charged nothing."""
-    if WORLD.app is not app:
-        WORLD.app, WORLD.owner = app, await register(client)
-        WORLD.app_id = await _app(client, WORLD.owner)
-        admin = await make_admin(app, client)
-        for step_type, price in PRICES.items():
-            data_of(await _set_price(client, admin, step_type, price))
-        await top_up(client, admin, WORLD.owner.workspace_id, FUNDS)
-    owner = WORLD.owner
-    assert owner is not None
-    steps = _steps(trees, itertools.count())
-    before = (await balances(client, owner))["balance"]
-    body = {"appId": WORLD.app_id, "steps": steps, "debug": 1}
-    response = await client.post("/api/v1/workflows", json=body, headers=owner.headers)
-    charged = before - (await balances(client, owner))["balance"]
-    if response.status_code == 422:  # a budget ran out: nothing is charged
-        assert response.json()["data"]["error"] == "limit_exceeded", response.text
-        assert charged == 0
-        return
-    trace = data_of(response)["trace"]
-    consumed = sum(PRICES[entry["type"]] for entry in trace)
-    assert consumed <= charged, (consumed, charged, steps)
+# The property that no call consumes more than its cost, callees included, is
+# test_review_billing_fifth.py's `test_no_call_consumes_more_than_its_cost_callees_included`.
 
 
 # --- prices and costs against one ledger movement ---------------------------------------------
@@ -295,7 +157,7 @@ async def test_the_most_an_api_may_be_priced_is_one_ledger_movement(
     assert MAX_RU == MAX_AMOUNT == 10**12
     owner = await register(client)
     admin = await make_admin(app, client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Bounds")
     apis = f"/api/v1/apps/{app_id}/apis"
     most = [{"field": "price", "message": f"Input should be less than or equal to {10**12}"}]
     body = {"api": "dear", "price": 10**12 + 1, "steps": [COUNT]}
@@ -320,7 +182,7 @@ async def test_the_most_an_api_may_be_priced_is_one_ledger_movement(
     # 1,000 records at that price is 5 * 10**10 RU, and 500 of them (a loop) far past 10**12.
     assert (await _set_price(client, admin, "getMany", 10**9 + 1)).status_code == 400
     data_of(await _set_price(client, admin, "getMany", 10**9))
-    steps = [_loop("pages", 10_000, PAGE)]
+    steps = [for_each("pages", 10_000, PAGE)]
     refused = await client.post(
         apis, json={"api": "pages", "price": 10**12, "steps": steps}, headers=owner.headers
     )
@@ -337,9 +199,9 @@ async def test_the_most_an_api_may_be_priced_is_one_ledger_movement(
     await new_api(client, owner.headers, app_id, "one", price=10**12, steps=[PAGE])
     data_of(await _set_price(client, admin, "getMany", 1))
     cheap = await new_api(client, owner.headers, app_id, "cheap", price=STEPS * 50, steps=steps)
-    assert await _cost(client, owner, app_id, cheap) == STEPS * 50
+    assert await api_cost(client, owner, app_id, cheap) == STEPS * 50
     data_of(await _set_price(client, admin, "getMany", 10**9))
-    published = assert_error(await _publish(client, owner, app_id), 400, "invalid_definition")
+    published = assert_error(await publish_minor(client, owner, app_id), 400, "invalid_definition")
     assert published["errors"][0]["field"] == "apis.cheap.steps"
     versions = data_of(await client.get(f"/api/v1/apps/{app_id}/versions", headers=owner.headers))
     assert versions["totalCount"] == 0
@@ -372,9 +234,9 @@ async def test_an_api_priced_above_one_movement_before_the_limit_moves_nothing(
     its `dev` API can't be published again at that price."""
     owner, consumer = await register(client), await register(client)
     admin = await make_admin(app, client)
-    app_id = await _app(client, owner)
+    app_id = await hits_app(client, owner, "Bounds")
     await new_api(client, owner.headers, app_id, "dear", price=10, steps=[COUNT])
-    data_of(await _publish(client, owner, app_id))
+    data_of(await publish_minor(client, owner, app_id))
     await _legacy_price(app, app_id, "dear", 3 * 10**12)
     for _ in range(4):
         await top_up(client, admin, consumer.workspace_id, 10**12)
@@ -385,7 +247,7 @@ async def test_an_api_priced_above_one_movement_before_the_limit_moves_nothing(
     assert (data["price"], data["max"]) == (3 * 10**12, 10**12)
     assert await ledger_invariants(app) == before
     assert await balances(client, consumer) == {"balance": 4 * 10**12, "earnings": 0}
-    published = assert_error(await _publish(client, owner, app_id), 400, "invalid_input")
+    published = assert_error(await publish_minor(client, owner, app_id), 400, "invalid_input")
     assert published["errors"] == [
         {"field": "apis.dear.price", "message": f"Input should be less than or equal to {10**12}"}
     ]

@@ -24,14 +24,13 @@ from apiforge.cli import app as cli
 from apiforge.core.db import make_engine
 from apiforge.core.settings import Settings
 from apiforge.gateway.stages import idempotency as stage
-from apiforge.gateway.stages.idempotency import idempotency_store
 from apiforge.idempotency.keys import record_id
 from apiforge.idempotency.models import IdempotencyRecord
 from apiforge.tools.clock import utcnow
 from apiforge.tools.hashing import KeyedSha256
 from apiforge.tools.ids import new_id
 from tests.e2e._apps import new_app
-from tests.e2e._idempotency import hit, hits_app, total
+from tests.e2e._idempotency import hit, hits_app, stored_answer, total
 from tests.e2e._keys import app_key, notes_app
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import register
@@ -69,17 +68,7 @@ async def _rows(app: FastAPI) -> list[Any]:
 
 async def _stored_fingerprint(app: FastAPI, rid: str) -> str:
     """The fingerprint a gateway key's answer is stored with (the answer log or a row)."""
-    log = idempotency_store(app.state.gateway_state).log
-    if log is not None and log.owner:
-        found = log.find(rid)
-        if found is not None:
-            stored = log.read(found)
-            assert stored is not None
-            return stored.fingerprint
-    async with app.state.engine.connect() as conn:
-        query = select(IdempotencyRecord.fingerprint).where(IdempotencyRecord.id == rid)
-        fingerprint: str = (await conn.execute(query)).scalar_one()
-    return fingerprint
+    return (await stored_answer(app, rid))[1]
 
 
 def _replayed(response: Response) -> bool:
