@@ -122,6 +122,8 @@ def render_html(document: dict[str, Any]) -> str:
         for group, items in ordered
     )
     deprecated = " <span class='badge warn'>deprecated</span>" if info.get("x-deprecated") else ""
+    if info.get("x-sunset"):
+        deprecated += f" <span class='badge warn'>sunset {_text(info['x-sunset'])}</span>"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'>"

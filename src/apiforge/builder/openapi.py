@@ -9,6 +9,7 @@ the example passes its own schema, a required `Idempotency-Key` is marked requir
 """
 
 import math
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -22,6 +23,7 @@ from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
 from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
+from apiforge.tools.clock import iso
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.service import CurrentWorkspace
 
@@ -52,6 +54,11 @@ _ERRORS = {
     "413": "Body too large",
     "422": "Idempotency-Key reused with another payload, or a per-call limit exceeded",
     "429": "Rate limited",
+}
+
+_SUNSET_RESPONSE = {
+    "description": "`version_sunset`: the version's sunset date (`info.x-sunset`) has passed",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 
 
@@ -207,9 +214,15 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
 
 
 def build_openapi(
-    app: App, label: str, apis: list[dict[str, Any]], *, deprecated: bool = False
+    app: App,
+    label: str,
+    apis: list[dict[str, Any]],
+    *,
+    deprecated: bool = False,
+    sunset: datetime | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `apis` (api documents, any order) at version `label`."""
+    """The OpenAPI 3.1 document of `apis` (api documents, any order) at version `label`; a
+    deprecated version's sunset date is `info.x-sunset`."""
     ordered = sorted(apis, key=lambda api: (str(api["api"]).lower(), str(api["api"])))
     groups = sorted({str(api["group"]) for api in ordered if api.get("group")})
     info: dict[str, Any] = {
@@ -217,17 +230,22 @@ def build_openapi(
         "version": label,
         "description": app.description,
     }
+    paths = {
+        f"{INVOCATIONS}#{api['api']}": {"post": _operation(app.id, label, api, deprecated)}
+        for api in ordered
+    }
     if deprecated:
         info["x-deprecated"] = True
+        if sunset is not None:
+            info["x-sunset"] = iso(sunset)
+            for path in paths.values():
+                path["post"]["responses"]["410"] = _SUNSET_RESPONSE
     return {
         "openapi": "3.1.0",
         "info": info,
         "servers": [{"url": "/"}],
         "tags": [{"name": group} for group in groups],
-        "paths": {
-            f"{INVOCATIONS}#{api['api']}": {"post": _operation(app.id, label, api, deprecated)}
-            for api in ordered
-        },
+        "paths": paths,
         "components": {
             "schemas": {"Error": error_schema()},
             "securitySchemes": {
@@ -293,7 +311,9 @@ class DocsService:
             return build_openapi(app, "dev", [api_document(row) for row in rows])
         row = await find_version(self.session, app, version)
         apis = list((row.snapshot.get("apis") or {}).values())
-        document = build_openapi(app, row.version, apis, deprecated=row.deprecated)
+        document = build_openapi(
+            app, row.version, apis, deprecated=row.deprecated, sunset=row.sunset_at
+        )
         if not own:
             for path in document["paths"].values():
                 del path["post"]["x-cost"]

@@ -1,9 +1,19 @@
 """Request and response models of apps, their APIs, versions, step prices and import/export."""
 
 import math
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from apiforge.datasets.schema import MAX_FIELDS, NAME_PATTERN
@@ -295,12 +305,39 @@ class VersionCreate(BuilderInput):
     force: Flag = False
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # `\d` would take other scripts' digits
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """An RFC 3339 time with its zone (`2027-01-31T00:00:00Z`), as UTC in whole seconds (what
+    the read model and the `Sunset` HTTP-date can say). Not pydantic's lax datetime: a number
+    (seconds since 1970) or a time without a zone would be a guess at what the builder meant."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 time with a zone, like 2027-01-31T00:00:00Z")
+    # fromisoformat takes at most 6 fractional digits; whole seconds are kept anyway.
+    text = re.sub(r"\.\d+", "", value.upper().replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):  # 2027-02-30, 25:00, or past year 9999 in UTC
+        raise ValueError("must be a valid time between years 1 and 9999 in UTC") from None
+
+
+SunsetTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
 class VersionUpdate(InputModel):
-    """Only `deprecated` may change; the service answers 409 for any other field."""
+    """Only `deprecated` and `sunset` may change; the service answers 409 for any other field.
+    `sunset: null` clears the date; fields left out stay."""
 
     model_config = {"extra": "allow"}
 
     deprecated: Flag | None = None
+    sunset: SunsetTime | None = None
 
 
 class ChangeRead(ApiModel):
@@ -322,13 +359,17 @@ class PublishResult(ApiModel):
 
 
 class VersionSummary(ApiModel):
+    """`revision` is the optimistic lock (`ETag`), since `version` is the semver label."""
+
     id: str
     version: str
     notes: str
     deprecated: Flag
+    sunset: Timestamp | None
     latest: Flag
     published_by: str | None
     created_time: Timestamp
+    revision: int
 
 
 class VersionRead(VersionSummary):
@@ -371,9 +412,10 @@ class VersionNotes(BuilderInput):
     version: Annotated[str, Field(max_length=32)]
     notes: Annotated[str, Field(max_length=20_000)] = ""
     deprecated: Flag = False
+    sunset: Any = None  # informative only (an import publishes nothing), like `created_time`
     created_time: Any = None  # informative only; YAML may have turned it into a datetime
 
-    informative_fields: ClassVar[frozenset[str]] = frozenset({"created_time"})
+    informative_fields: ClassVar[frozenset[str]] = frozenset({"sunset", "created_time"})
 
 
 class AppExportInfo(BuilderInput):

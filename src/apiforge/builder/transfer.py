@@ -78,6 +78,7 @@ def export_document(
                 "version": v.version,
                 "notes": v.notes,
                 "deprecated": v.deprecated,
+                "sunset": None if v.sunset_at is None else iso(v.sunset_at),
                 "createdTime": iso(v.created_at),
             }
             for v in sorted(versions, key=lambda v: (v.major, v.minor, v.patch))

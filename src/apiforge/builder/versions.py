@@ -1,4 +1,5 @@
-"""Publishing: semver bumps, immutable snapshots of `dev`, breaking-change reports, deprecation.
+"""Publishing: semver bumps, immutable snapshots of `dev`, breaking-change reports, deprecation
+and sunset dates.
 
 A snapshot (`app_versions.snapshot`) is the whole contract of a version, so calls to it never read
 `dev` again::
@@ -15,6 +16,7 @@ and a 0.x line would promise nothing to callers.
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError as PydanticError
@@ -38,6 +40,8 @@ from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.engine.params import ParamSpec
 from apiforge.http.pagination import Page, PageParams, SortKey, fetch_page, order_by
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition
+from apiforge.tools.clock import utcnow
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import CurrentWorkspace
 
@@ -259,9 +263,11 @@ def summary(row: AppVersion, app: App) -> VersionSummary:
         version=row.version,
         notes=row.notes,
         deprecated=row.deprecated,
+        sunset=row.sunset_at,
         latest=row.version == app.latest_version,
         published_by=row.published_by,
         created_time=row.created_at,
+        revision=row.revision,
     )
 
 
@@ -271,9 +277,11 @@ def version_read(row: AppVersion, app: App) -> VersionRead:
         version=row.version,
         notes=row.notes,
         deprecated=row.deprecated,
+        sunset=row.sunset_at,
         latest=row.version == app.latest_version,
         published_by=row.published_by,
         created_time=row.created_at,
+        revision=row.revision,
         api_count=len(row.snapshot.get("apis") or {}),
         snapshot=row.snapshot,
     )
@@ -297,7 +305,8 @@ def immutable(version: str, fields: list[str] | None = None) -> ConflictError:
     if fields:
         details["fields"] = fields
     return ConflictError(
-        f"Version {version} is published and cannot be changed; only deprecated can be set",
+        f"Version {version} is published and cannot be changed; only deprecated and sunset can"
+        " be set",
         reason="version_immutable",
         details=details,
     )
@@ -399,21 +408,69 @@ class VersionService:
         return version_read(await find_version(self.session, app, version), app)
 
     async def update(
-        self, current: CurrentWorkspace, app_id: str, version: str, data: VersionUpdate
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        version: str,
+        data: VersionUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> VersionRead:
-        """Only `deprecated` changes; any other field is a 409 `version_immutable`."""
+        """Only `deprecated` and `sunset` change; any other field is a 409 `version_immutable`.
+
+        A sunset needs the version deprecated (in the same PATCH or before: 400 otherwise), lies
+        in the future, and is refused on `latest` (409 `latest_version_sunset`): its callers have
+        nothing newer to move to, and `latest` must never answer 410. Undeprecating clears it.
+        `If-Match` names the `revision` (412); a change takes the next one.
+        """
         app = await find_app(self.session, current.id, app_id)
         row = await find_version(self.session, app, version)
         current.require(Role.EDITOR)
         extra = sorted((data.model_extra or {}).keys())
         if extra:
             raise immutable(row.version, extra)
-        if data.deprecated is None:
-            raise ValidationError(errors=[{"field": "deprecated", "message": "is required"}])
-        row.deprecated = data.deprecated
-        await self.session.flush()
-        after_commit(self.session, lambda: self.app_changed(app_id))
+        precondition.check(row.revision)
+        given = data.model_fields_set
+        if not given & {"deprecated", "sunset"}:
+            raise ValidationError(
+                errors=[{"field": "deprecated", "message": "deprecated or sunset is required"}]
+            )
+        if "deprecated" in given and data.deprecated is None:
+            raise ValidationError(errors=[{"field": "deprecated", "message": "must be 1 or 0"}])
+        deprecated = row.deprecated if data.deprecated is None else data.deprecated
+        if deprecated:
+            sunset = self._sunset(row, app, data)
+        elif data.sunset is not None:
+            raise ValidationError(
+                "A sunset date needs the version deprecated",
+                reason="sunset_requires_deprecation",
+                errors=[{"field": "sunset", "message": "needs deprecated: 1"}],
+            )
+        else:
+            sunset = None
+        if (deprecated, sunset) != (row.deprecated, row.sunset_at):
+            row.deprecated, row.sunset_at = deprecated, sunset
+            row.revision += 1  # the UPDATE is conditional on the revision read (409 if raced)
+            await self.session.flush()
+            after_commit(self.session, lambda: self.app_changed(app_id))
         return version_read(row, app)
+
+    @staticmethod
+    def _sunset(row: AppVersion, app: App, data: VersionUpdate) -> datetime | None:
+        """The sunset a deprecated version keeps or takes; checks a new one."""
+        if "sunset" not in data.model_fields_set:
+            return row.sunset_at
+        sunset = data.sunset
+        if sunset is None or sunset == row.sunset_at:  # cleared, or the same date sent again
+            return sunset
+        if sunset <= utcnow():
+            raise ValidationError(errors=[{"field": "sunset", "message": "must be in the future"}])
+        if row.version == app.latest_version:
+            raise ConflictError(
+                "The latest version cannot have a sunset date: publish a newer version first",
+                reason="latest_version_sunset",
+                details={"version": row.version},
+            )
+        return sunset
 
     async def refuse_change(self, current: CurrentWorkspace, app_id: str, version: str) -> None:
         """PUT or DELETE of a published version: 404 when unknown, else always 409."""

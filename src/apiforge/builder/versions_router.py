@@ -1,11 +1,12 @@
 """`/api/v1/apps/{appId}/versions`: publish `dev`, list, read and deprecate versions.
 
 Published versions are immutable: PUT and DELETE exist only to answer 409 `version_immutable`.
+A version's deprecation (`deprecated`, `sunset`) is locked by its `revision`, the `ETag`.
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.hooks import app_changed_hook
@@ -20,6 +21,7 @@ from apiforge.builder.versions import VersionService
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
+from apiforge.idempotency.locking import IfMatch, etag
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(tags=["builder"])
@@ -46,22 +48,38 @@ async def list_versions(
     return ok(await service.list_versions(current, app_id, page))
 
 
+def _with_etag(response: Response, read: VersionRead) -> VersionRead:
+    """The `ETag` is the `revision`: `version` is the semver label, not a lock."""
+    response.headers["ETag"] = etag(read.revision)
+    return read
+
+
 @router.get("/apps/{app_id}/versions/{version}", summary="One version (X.Y.Z or latest)")
 async def get_version(
-    app_id: str, version: str, current: CurrentWorkspaceDep, service: VersionServiceDep
+    app_id: str,
+    version: str,
+    response: Response,
+    current: CurrentWorkspaceDep,
+    service: VersionServiceDep,
 ) -> Envelope[VersionRead]:
-    return ok(await service.read(current, app_id, version))
+    return ok(_with_etag(response, await service.read(current, app_id, version)))
 
 
-@router.patch("/apps/{app_id}/versions/{version}", summary="Deprecate (or undeprecate) a version")
+@router.patch(
+    "/apps/{app_id}/versions/{version}",
+    summary="Deprecate (or undeprecate) a version, set or clear its sunset date (editor+)",
+)
 async def update_version(
     app_id: str,
     version: str,
     body: VersionUpdate,
+    response: Response,
     current: CurrentWorkspaceDep,
     service: VersionServiceDep,
+    if_match: IfMatch,
 ) -> Envelope[VersionRead]:
-    return ok(await service.update(current, app_id, version, body))
+    read = await service.update(current, app_id, version, body, if_match)
+    return ok(_with_etag(response, read))
 
 
 @router.put(

@@ -2,7 +2,7 @@
 
 Published versions are immutable, so their compiled APIs are cached in-process by
 `(app_id, version)` for the life of the process (bounded LRU). What can change — the app's owner,
-env, `latest` and a version's `deprecated` flag — is read in one query and kept for at most
+env, `latest`, a version's `deprecated` flag and sunset — is read in one query and kept for at most
 `TARGET_TTL` seconds and read again ahead of its expiry, like API keys (`core/cache.py`): a change
 made through this process is seen at once (`forget_app`), one made on another node within a
 second. `dev` is compiled again only when the API's row or one of the app's collections changed
@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import and_, literal, select
@@ -53,6 +54,10 @@ class AppTarget:
     env: dict[str, Any]
     version: str | None  # None: the asked-for version does not exist
     deprecated: bool
+    # A deprecated version's sunset (RFC 8594): calls from then on are refused. The header's
+    # HTTP-date is formatted once per read of the target, not per call.
+    sunset: datetime | None = None
+    sunset_header: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +130,9 @@ class ApiLoader:
     async def target(self, conn: AsyncConnection, app_id: str, version: str) -> AppTarget:
         """Resolve `version` (`dev`, `latest` or `X.Y.Z`) of `app_id`; 404 for an unknown app.
         One query at most once a second per (app, version) — the app row with the version's
-        `deprecated` flag. An unknown version gives `version=None`, so the caller can check
-        membership before saying so. Unknown apps are not cached (a miss is a 404 that costs a
-        query, like any probe)."""
+        `deprecated` flag and sunset. An unknown version gives `version=None`, so the caller can
+        check membership before saying so. Unknown apps are not cached (a miss is a 404 that
+        costs a query, like any probe)."""
         return await self._targets.get(conn, (app_id, version))
 
     @staticmethod
@@ -153,6 +158,7 @@ class ApiLoader:
             App.env,
             AppVersion.version.label("found"),
             AppVersion.deprecated,
+            AppVersion.sunset_at,
         ).select_from(
             App.__table__.outerjoin(
                 AppVersion.__table__,
@@ -163,7 +169,17 @@ class ApiLoader:
         if row is None:
             raise AppNotFoundError()
         found = None if row.found is None else str(row.found)
-        return AppTarget(row.id, row.workspace_id, dict(row.env or {}), found, bool(row.deprecated))
+        deprecated = bool(row.deprecated)
+        sunset: datetime | None = row.sunset_at if deprecated else None
+        return AppTarget(
+            row.id,
+            row.workspace_id,
+            dict(row.env or {}),
+            found,
+            deprecated,
+            sunset,
+            "" if sunset is None else format_datetime(sunset, usegmt=True),
+        )
 
     async def load(self, conn: AsyncConnection, target: AppTarget, api: str) -> CompiledApi:
         """The compiled `api` of the resolved target; 404 `api_not_found`."""

@@ -12,6 +12,7 @@ _ERRORS = {
     "402": "Insufficient RU balance",
     "403": "Key not allowed, app not enabled, API disabled, permission denied",
     "404": "App, version or API not found",
+    "410": "The version reached its sunset date (`version_sunset`)",
     "413": "Body too large",
     "422": "A per-call limit was exceeded",
     "429": "Rate limited",

@@ -6,18 +6,34 @@ app enabled (a subscription). Anything else is the same 404 as an unknown app, s
 never leak (a key bound to another app of the caller's own workspace is told so: 403
 `key_not_for_app`). `dev` — unpublished, disabled APIs included — is the app's workspace's
 own: a subscriber's key finds no such version. A disabled API is 403 `api_disabled` on
-published versions. A deprecated version's `Deprecation` header is only sent to callers who
-may call it.
+published versions. A deprecated version's `Deprecation` header (and `Sunset`, RFC 8594, when
+it has a date) is only sent to callers who may call it; from its sunset on, they get 410
+`version_sunset` before anything is loaded, run, counted or charged.
 """
 
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import select
 
-from apiforge.core.errors import ForbiddenError, ValidationError
-from apiforge.engine.loader import ApiLoader, AppNotFoundError, VersionNotFoundError
+from apiforge.core.errors import ApiforgeError, ForbiddenError, ValidationError
+from apiforge.engine.loader import ApiLoader, AppNotFoundError, AppTarget, VersionNotFoundError
 from apiforge.gateway.context import GatewayContext
+from apiforge.tools.clock import iso, utcnow
 from apiforge.workspaces.models import Membership
+
+
+class VersionSunsetError(ApiforgeError):
+    status = 410
+    reason = "version_sunset"
+    message = "This version has reached its sunset date; call a newer version"
+
+
+def _gone(ctx: GatewayContext, target: AppTarget, sunset: datetime) -> VersionSunsetError:
+    """The 410 of a version past its sunset, with the headers that said it was coming."""
+    ctx.response_headers["Deprecation"] = "true"
+    ctx.response_headers["Sunset"] = target.sunset_header
+    return VersionSunsetError(details={"version": target.version, "sunset": iso(sunset)})
 
 
 class SubscriptionChecker(Protocol):
@@ -79,9 +95,15 @@ class PolicyStage:
                 reason="debug_dev_only",
                 errors=[{"field": "debug", "message": "only with version dev"}],
             )
+        # The one per-call cost of sunsets: a clock read, only for versions that have one.
+        sunset = target.sunset
+        if sunset is not None and utcnow() >= sunset:
+            raise _gone(ctx, target, sunset)
         compiled = await self.loader.load(ctx.connection, target, ctx.api)
         if not compiled.enabled and target.version != "dev":
             raise ForbiddenError("This API is disabled", reason="api_disabled")
         if target.deprecated:
             ctx.response_headers["Deprecation"] = "true"
+            if sunset is not None:
+                ctx.response_headers["Sunset"] = target.sunset_header
         ctx.compiled = compiled
