@@ -28,8 +28,8 @@ from apiforge.http.metrics import observe_request
 from apiforge.http.middleware import (
     ANSWER_HEADERS,
     method_override_refused,
-    overridden_method,
     request_id_of,
+    requested_method,
 )
 from apiforge.tools.netpolicy import proxy_policy
 
@@ -102,10 +102,10 @@ class GatewayEndpoint:
         headers = _header_map(scope)
         # `X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway
         # does not serve, as it would on any other route; any other override is refused (400)
-        # rather than run as the POST it was not asked to be.
-        override = headers.get("x-http-method-override")
-        if override:
-            overridden = overridden_method(method, override)
+        # rather than run as the POST it was not asked to be. Every line is read, as the
+        # management API reads them (`requested_method`): only a call that sends one pays.
+        if "x-http-method-override" in headers:
+            overridden = requested_method(scope)
             if overridden is None:
                 return method_override_refused()
             method = overridden

@@ -19,6 +19,7 @@ from apiforge.tools.ids import new_id
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")  # whole value (`$` lets a final "\n" by)
 OVERRIDABLE = frozenset({"PUT", "PATCH", "DELETE"})
 OVERRIDE_FIELD = "X-HTTP-Method-Override"
+_OVERRIDE_HEADER = b"x-http-method-override"
 # Every answer carries a tenant's data, a secret or an error about them: no shared (or browser)
 # cache may store it, and no browser may sniff a JSON body echoing input as HTML. An answer that
 # sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
@@ -89,6 +90,23 @@ def overridden_method(method: str, override: str) -> str | None:
     return None
 
 
+def requested_method(scope: Scope) -> str | None:
+    """The method the request in `scope` runs as, from every `X-HTTP-Method-Override` line
+    (`overridden_method`); None when it is refused. Several lines must name one method (in any
+    case): lines that disagree ask for no method in particular, and an edge reading the first
+    and another the last would run one request as two different methods. Empty lines ask for
+    nothing. Both edges call this, so they read a request alike."""
+    method: str = scope["method"]
+    wanted: str | None = None
+    for name, value in scope["headers"]:
+        if name == _OVERRIDE_HEADER and value:
+            line = value.decode("latin-1").upper()
+            if wanted is not None and line != wanted:
+                return None
+            wanted = line
+    return method if wanted is None else overridden_method(method, wanted)
+
+
 def method_override_refused() -> Response:
     """The 400 answer to an `X-HTTP-Method-Override` the request can't be run as."""
     return error_response(
@@ -101,21 +119,19 @@ def method_override_refused() -> Response:
 
 class MethodOverrideMiddleware:
     """`POST` + `X-HTTP-Method-Override: PUT|PATCH|DELETE` is handled as that method; any other
-    override is a 400 before routing (`overridden_method`)."""
+    override (or lines naming different methods) is a 400 before routing (`requested_method`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            override = _header(scope, b"x-http-method-override")
-            if override:
-                method = overridden_method(scope["method"], override.decode("latin-1"))
-                if method is None:
-                    await method_override_refused()(scope, receive, send)
-                    return
-                if method != scope["method"]:
-                    scope = dict(scope, method=method)
+            method = requested_method(scope)
+            if method is None:
+                await method_override_refused()(scope, receive, send)
+                return
+            if method != scope["method"]:
+                scope = dict(scope, method=method)
         await self.app(scope, receive, send)
 
 

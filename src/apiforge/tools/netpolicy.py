@@ -9,7 +9,8 @@ seen through IPv6 sockets (`::ffff:203.0.113.5`) are compared as IPv4.
 
 Per-IP limits count an IPv6 client by its /64 (`limit_group`): one subscriber or host is handed
 a whole /64 (RFC 6177, SLAAC), and could otherwise step through its 2^64 addresses to escape any
-limit. IPv4 addresses count one by one.
+limit. IPv4 addresses count one by one, and so do the IPv6 forms that carry an IPv4 client
+(NAT64, IPv4-compatible, 6to4, Teredo: `_carried_ipv4`).
 """
 
 import ipaddress
@@ -23,6 +24,8 @@ MAX_FORWARDED_HOPS = 20  # a longer header is read only this far from the right
 IPV6_CLIENT_PREFIX = 64  # the block per-IP limits count an IPv6 client by
 _IPV6_HOST_BITS = 128 - IPV6_CLIENT_PREFIX
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4 addresses written as IPv6
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known translation prefix
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible (RFC 4291, deprecated); not ::1
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -81,7 +84,8 @@ def ip_allowed(address: str | IPAddress | None, networks: Iterable[IPNetwork]) -
 def limit_group(ip: str) -> str:
     """What per-IP limits count `ip` (a client address as `ProxyPolicy.client_ip` gives it)
     under: an IPv4 address itself, an IPv6 address's /64 (`2001:db8:0:1::/64`), an IPv4-mapped
-    one as its IPv4 address; text that is no address stays as it is. An IPv4 address, the
+    one or one carrying an IPv4 client (`_carried_ipv4`) as that IPv4 address; a zone
+    (`fe80::1%eth0`) is ignored; text that is no address stays as it is. An IPv4 address, the
     common case, costs one substring test; an IPv6 one a cache lookup (`_ipv6_group`)."""
     return _ipv6_group(ip) if ":" in ip else ip
 
@@ -93,8 +97,24 @@ def _ipv6_group(ip: str) -> str:
         return ip
     if address.version == 4:  # IPv4-mapped, or "203.0.113.5:443"
         return str(address)
+    carried = _carried_ipv4(address)
+    if carried is not None:
+        return str(carried)
     network = int(address) >> _IPV6_HOST_BITS << _IPV6_HOST_BITS
     return f"{ipaddress.IPv6Address(network)}/{IPV6_CLIENT_PREFIX}"
+
+
+def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 client an IPv6 address stands for, where its /64 is not one client's: behind a
+    NAT64/SIIT translator (`64:ff9b::/96`) and in the IPv4-compatible form (`::a.b.c.d`) every
+    IPv4 client shares one /64, as do all clients of one Teredo server (`2001::/32`); a 6to4
+    site (`2002:<IPv4>::/48`) owns 65,536 of them. Each counts as its IPv4 address."""
+    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    teredo = address.teredo
+    return teredo[1] if teredo is not None else None
 
 
 class ProxyPolicy:
