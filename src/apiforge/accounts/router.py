@@ -7,6 +7,7 @@ from apiforge.accounts.deps import (
     CurrentAccount,
     SessionServiceDep,
     sign_in_client,
+    sign_in_ip,
 )
 from apiforge.accounts.schemas import (
     LoginInput,
@@ -20,7 +21,6 @@ from apiforge.accounts.schemas import (
     SessionRead,
     TokenPair,
 )
-from apiforge.http.deps import client_ip
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.idempotency.locking import IfMatch, set_etag
@@ -85,7 +85,7 @@ async def change_password(
     body: PasswordChange, request: Request, account: CurrentAccount, service: AccountServiceDep
 ) -> Envelope[PasswordChanged]:
     session_id: str = request.state.session_id
-    return ok(await service.change_password(account, session_id, body, client_ip(request)))
+    return ok(await service.change_password(account, session_id, body, sign_in_ip(request)))
 
 
 @router.get("/user/sessions", summary="The account's active sign-in sessions, current one marked")

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -28,6 +28,20 @@ def session_end(settings: Settings, created_at: datetime) -> datetime:
     return created_at + timedelta(days=settings.session_max_days)
 
 
+def _live(settings: Settings, now: datetime) -> list[ColumnElement[bool]]:
+    """A session that can still be used, as listed and as ended: not ended, within its maximum
+    lifetime (the refresh token carries the rest: `_usable_token`)."""
+    return [
+        LoginSession.revoked_at.is_(None),
+        LoginSession.created_at > now - timedelta(days=settings.session_max_days),
+    ]
+
+
+def _usable_token(now: datetime) -> list[ColumnElement[bool]]:
+    """A refresh token that can still be exchanged: unspent and not expired."""
+    return [RefreshToken.used_at.is_(None), RefreshToken.expires_at > now]
+
+
 class SessionService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
@@ -45,10 +59,8 @@ class SessionService:
             .join(RefreshToken, RefreshToken.session_id == LoginSession.id)
             .where(
                 LoginSession.account_id == account_id,
-                LoginSession.revoked_at.is_(None),
-                LoginSession.created_at > now - timedelta(days=self.settings.session_max_days),
-                RefreshToken.used_at.is_(None),
-                RefreshToken.expires_at > now,
+                *_live(self.settings, now),
+                *_usable_token(now),
             )
             .group_by(LoginSession.id)
         )
@@ -75,17 +87,21 @@ class SessionService:
 
     async def end_session(self, account_id: str, session_id: str) -> None:
         """End one session of the account: its access tokens fail their next request (every
-        request checks the session) and its refresh token is refused. Another account's id, an
-        ended one, or no id at all: the same 404, so nothing is learnt about others' sessions."""
+        request checks the session) and its refresh token is refused. Only a session the list
+        shows can be ended: another account's id, an ended or expired one (past its refresh
+        token or its maximum lifetime), or no id at all: the same 404, so nothing is learnt
+        about others' sessions and what the list hides is never "found"."""
+        now = utcnow()
         ended = (
             await self.session.execute(
                 update(LoginSession)
                 .where(
                     LoginSession.id == session_id,
                     LoginSession.account_id == account_id,
-                    LoginSession.revoked_at.is_(None),
+                    *_live(self.settings, now),
+                    exists().where(RefreshToken.session_id == LoginSession.id, *_usable_token(now)),
                 )
-                .values(revoked_at=utcnow(), revoked_reason="ended_by_user")
+                .values(revoked_at=now, revoked_reason="ended_by_user")
                 .execution_options(synchronize_session=False)
             )
             if is_id(session_id)

@@ -81,10 +81,18 @@ def lock_order(wallet_id: str) -> tuple[int, str]:
 _PLATFORM_IDS = frozenset(PLATFORM_WALLETS.values())
 
 
-def check_amount(amount: int) -> None:
-    """Programming guard (inputs are validated in the schemas): a whole RU in range."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
-        raise ValueError(f"amount out of range: {amount!r}")
+def check_legs(legs: Sequence[Leg]) -> None:
+    """Programming guard of every posting (inputs are validated in the schemas, the gateway's
+    charges by `charging.split`): two or more legs of whole non-zero RU summing to zero, and
+    moving at most `MAX_AMOUNT` in all (the sum of the credits), so no caller, present or future,
+    can move more in one movement than the schemas let anyone ask for."""
+    if len(legs) < 2 or sum(leg.amount for leg in legs) != 0:
+        raise ValueError("a transaction needs two or more legs summing to zero")
+    if any(type(leg.amount) is not int or leg.amount == 0 for leg in legs):
+        raise ValueError("a leg moves a non-zero whole amount")
+    moved = sum(leg.amount for leg in legs if leg.amount > 0)
+    if moved > MAX_AMOUNT:
+        raise ValueError(f"a movement of {moved} RU is above MAX_AMOUNT ({MAX_AMOUNT})")
 
 
 async def post(
@@ -97,13 +105,10 @@ async def post(
     **meta: Any,
 ) -> str:
     """Append one balanced transaction and move the wallets; returns its id. Raises
-    `InsufficientFundsError` (nothing written) when a debited wallet can't cover its leg.
-    `meta` fills the entries' optional columns (app_id, api, request_id, reference_id,
-    account_id, note)."""
-    if len(legs) < 2 or sum(leg.amount for leg in legs) != 0:
-        raise ValueError("a transaction needs two or more legs summing to zero")
-    if any(leg.amount == 0 for leg in legs):
-        raise ValueError("a leg moves a non-zero amount")
+    `InsufficientFundsError` (nothing written) when a debited wallet can't cover its leg, and
+    `ValueError` (nothing written) for legs `check_legs` refuses. `meta` fills the entries'
+    optional columns (app_id, api, request_id, reference_id, account_id, note)."""
+    check_legs(legs)
     now = now or utcnow()
     transaction_id = transaction_id or new_id()
     for leg in sorted(legs, key=lambda leg: lock_order(leg.wallet_id)):

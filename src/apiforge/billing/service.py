@@ -342,12 +342,22 @@ class BillingService:
                 Leg(PLATFORM_WALLETS["payouts"], None, withdrawal.amount, withdrawal.workspace_id),
             ]
         else:
-            if withdrawal.workspace_id is None:
+            # Only an existing earnings wallet: creating wallets here would grant welcome credits
+            # (locking `issuance` before this posting's rows) and put the RU in a wallet nobody
+            # had. None left means the workspace was deleted (its wallets were detached from it),
+            # also while this request ran, after the withdrawal was read.
+            earnings = (
+                None
+                if withdrawal.workspace_id is None
+                else (await workspace_wallets(self.session, withdrawal.workspace_id)).get(
+                    "earnings"
+                )
+            )
+            if earnings is None:
                 raise ValidationError(
                     "The workspace of this withdrawal was deleted; it can only be approved",
                     reason="withdrawal_workspace_deleted",
                 )
-            earnings = (await self.wallet_ids(withdrawal.workspace_id))["earnings"]
             legs = [
                 Leg(escrow, None, -withdrawal.amount, withdrawal.workspace_id),
                 Leg(earnings, withdrawal.workspace_id, withdrawal.amount),

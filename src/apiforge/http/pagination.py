@@ -67,7 +67,9 @@ def _page_params(
         errors.append({"field": "order", "message": "must be asc or desc"})
     if errors:
         raise ValidationError(errors=errors)
-    return PageParams(page_no=number, page_size=size, sort=sort, order=direction)
+    # An empty value is an absent one, as for `pageNo=`, `pageSize=` and `order=` (a form that
+    # submits an unset select): every list then sorts by its default, in its default order.
+    return PageParams(page_no=number, page_size=size, sort=sort or None, order=direction)
 
 
 def _int_param(
