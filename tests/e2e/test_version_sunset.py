@@ -259,7 +259,7 @@ async def test_a_sunset_patch_is_locked_and_idempotent(client: AsyncClient) -> N
     sunset = iso(_at(timedelta(days=7)))
     body = {"deprecated": 1, "sunset": sunset}
     stale = await _patch(client, owner, app_id, "1.0.0", body, **{"If-Match": '"7"'})
-    assert assert_error(stale, 412, "precondition_failed")["version"] == 1
+    assert assert_error(stale, 412, "precondition_failed")["revision"] == 1
     assert (await _read(client, owner, app_id, "1.0.0"))["sunset"] is None
 
     key = {"Idempotency-Key": "sunset-1", "If-Match": '"1"'}

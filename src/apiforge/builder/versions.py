@@ -38,6 +38,7 @@ from apiforge.builder.schemas import (
 from apiforge.builder.service import find_app
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
+from apiforge.datasets.published import undeprecation_conflicts
 from apiforge.engine.params import ParamSpec
 from apiforge.http.pagination import Page, PageParams, SortKey, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition
@@ -419,16 +420,19 @@ class VersionService:
 
         A sunset needs the version deprecated (in the same PATCH or before: 400 otherwise), lies
         in the future, and is refused on `latest` (409 `latest_version_sunset`): its callers have
-        nothing newer to move to, and `latest` must never answer 410. Undeprecating clears it.
-        `If-Match` names the `revision` (412); a change takes the next one.
+        nothing newer to move to, and `latest` must never answer 410. Undeprecating clears it,
+        and is refused while the version names a collection field removed since (409
+        `version_uses_removed_field`): the removal went through because it was deprecated.
+        `If-Match` names the `revision` (412); a change takes the next one. The app is locked
+        like a publish, so a field removal and an undeprecation never both pass their checks.
         """
-        app = await find_app(self.session, current.id, app_id)
+        app = await find_app(self.session, current.id, app_id, lock=True)
         row = await find_version(self.session, app, version)
         current.require(Role.EDITOR)
         extra = sorted((data.model_extra or {}).keys())
         if extra:
             raise immutable(row.version, extra)
-        precondition.check(row.revision)
+        precondition.check(row.revision, lock="revision")  # `version` is the label
         given = data.model_fields_set
         if not given & {"deprecated", "sunset"}:
             raise ValidationError(
@@ -447,6 +451,14 @@ class VersionService:
             )
         else:
             sunset = None
+        if row.deprecated and not deprecated:
+            conflicts = await undeprecation_conflicts(self.session, app.id, row.snapshot)
+            if conflicts:
+                raise ConflictError(
+                    f"Version {row.version} uses collection fields removed since it was deprecated",
+                    reason="version_uses_removed_field",
+                    details={"errors": conflicts},
+                )
         if (deprecated, sunset) != (row.deprecated, row.sunset_at):
             row.deprecated, row.sunset_at = deprecated, sunset
             row.revision += 1  # the UPDATE is conditional on the revision read (409 if raced)

@@ -7,7 +7,12 @@ read as empty for every record once its values are erased — a lookup that sile
 nothing — so removing it is refused while a non-deprecated version names it, as a type change
 is. Whether an API names a field is decided by the engine's own save-time checks: the API is
 compiled against its snapshot without the removed fields, and an unknown-field refusal names
-the place. Deprecated versions do not hold a field: deprecating is how a builder retires them.
+the place. Deprecated versions do not hold a field: deprecating is how a builder retires them,
+and for the same reason one that names a field removed since stays deprecated
+(`undeprecation_conflicts`).
+
+Snapshots repeat: an API unchanged across versions is the same definition in each, so each
+distinct (definition, collections, field) is compiled once per check, not once per version.
 """
 
 from collections.abc import Collection as Names
@@ -19,9 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import AppVersion
+from apiforge.datasets.models import Collection
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.compiler import compile_api
 from apiforge.engine.errors import DefinitionError
+
+# (definition, the snapshot's collections, collection id, field) -> where it is named, or None
+_Seen = dict[tuple[bytes, bytes, str, str], str | None]
 
 
 async def removal_conflicts(
@@ -37,25 +46,80 @@ async def removal_conflicts(
         .order_by(AppVersion.major, AppVersion.minor, AppVersion.patch)
     )
     found: dict[str, dict[str, str]] = {}
+    seen: _Seen = {}
     for version, snapshot in rows:
-        collections = (snapshot or {}).get("collections") or {}
-        frozen = next((s for s in collections.values() if s.get("id") == collection_id), None)
-        if frozen is None:
-            continue
-        held = {str(f.get("name")) for f in frozen.get("fields", [])}
-        wanted = (held & set(removed)) - found.keys()
+        wanted = set(removed) - found.keys()
         if not wanted:
-            continue
-        for api, definition in ((snapshot or {}).get("apis") or {}).items():
-            for name in sorted(wanted - found.keys()):
-                place = _place_naming(definition, collections, collection_id, name)
-                if place is not None:
-                    found[name] = {
-                        "field": name,
-                        "message": f"published version {version} uses it (API {api}, {place}); "
-                        "deprecate that version first",
-                    }
+            break
+        for name, (api, place) in _named(snapshot, collection_id, wanted, seen).items():
+            found[name] = {
+                "field": name,
+                "message": f"published version {version} uses it (API {api}, {place}); "
+                "deprecate that version first",
+            }
     return [found[name] for name in sorted(found)]
+
+
+async def undeprecation_conflicts(
+    session: AsyncSession, app_id: str, snapshot: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """`[{field, message}]` for each field the snapshot's APIs name that its collection no
+    longer has: undeprecated, the version would read it as empty on every record (the
+    removal was allowed because the version was deprecated)."""
+    collections = (snapshot or {}).get("collections") or {}
+    ids = [str(s.get("id")) for s in collections.values()]
+    if not ids:
+        return []
+    rows = await session.execute(
+        select(Collection.id, Collection.name, Collection.fields).where(
+            Collection.app_id == app_id, Collection.id.in_(ids)
+        )
+    )
+    conflicts: list[dict[str, str]] = []
+    seen: _Seen = {}
+    for collection_id, name, fields in rows:
+        frozen = next(s for s in collections.values() if s.get("id") == collection_id)
+        now = {str(f.get("name")) for f in fields or []}
+        gone = {str(f.get("name")) for f in frozen.get("fields", [])} - now
+        for field, (api, place) in sorted(_named(snapshot, collection_id, gone, seen).items()):
+            conflicts.append(
+                {
+                    "field": field,
+                    "message": f"removed from collection {name} since; this version uses it "
+                    f"(API {api}, {place}): add the field back or keep the version deprecated",
+                }
+            )
+    return conflicts
+
+
+def _named(
+    snapshot: Mapping[str, Any] | None, collection_id: str, wanted: set[str], seen: _Seen
+) -> dict[str, tuple[str, str]]:
+    """field -> (api, place) for each field of `wanted` the snapshot holds in the collection
+    and one of its APIs names (the first API, in snapshot order)."""
+    collections = (snapshot or {}).get("collections") or {}
+    frozen = next((s for s in collections.values() if s.get("id") == collection_id), None)
+    if frozen is None:
+        return {}
+    wanted = wanted & {str(f.get("name")) for f in frozen.get("fields", [])}
+    found: dict[str, tuple[str, str]] = {}
+    if not wanted:
+        return found
+    frozen_key = orjson.dumps(collections, option=orjson.OPT_SORT_KEYS)
+    for api, definition in ((snapshot or {}).get("apis") or {}).items():
+        steps = orjson.dumps(definition.get("steps") or [])
+        key = b""
+        for name in sorted(wanted - found.keys()):
+            if name.encode() not in steps:  # cheap: most APIs never mention the field
+                continue
+            key = key or orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
+            memo = (key, frozen_key, collection_id, name)
+            if memo not in seen:
+                seen[memo] = _place_naming(definition, collections, collection_id, name)
+            place = seen[memo]
+            if place is not None:
+                found[name] = (str(api), place)
+    return found
 
 
 def _place_naming(
@@ -65,9 +129,6 @@ def _place_naming(
     name: str,
 ) -> str | None:
     """Where `definition` names field `name` of the collection, or None when it does not."""
-    steps = orjson.dumps(definition.get("steps") or [])
-    if name.encode() not in steps:  # cheap: most APIs never mention the field
-        return None
     try:
         compile_api(definition, _schemas(collections, collection_id, name), {})
     except DefinitionError as exc:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.builder.models import App, AppVersion
+from apiforge.builder.service import find_app
 from apiforge.core.db import SessionEnd
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
@@ -230,6 +231,8 @@ class CollectionService:
         # (a cast error on PostgreSQL, a loose comparison on SQLite); its filters on a removed
         # field would silently find nothing.
         removed = [f.name for f in old.fields if f.name not in new_names]
+        if removed:  # as a publish or an undeprecation does: neither passes its check unseen
+            await find_app(self.session, current.id, old.app_id, lock=True)
         conflicts += await removal_conflicts(self.session, old.app_id, old.id, removed)
         if conflicts:
             raise ConflictError(

@@ -68,15 +68,16 @@ class Precondition:
     # and the 412 says so rather than "the resource changed", which would mislead the caller.
     unusable: bool = False
 
-    def check(self, current: int, *, required: bool = False) -> None:
+    def check(self, current: int, *, required: bool = False, lock: str = "version") -> None:
         """412 unless `If-Match` is `*` or lists version `current`'s ETag; without `If-Match`,
-        428 if `required`, else nothing to check."""
+        428 if `required`, else nothing to check. The 412 names `current` as the resource
+        names its lock field (`lock`: a published version's is `revision`)."""
         if not self.given:
             if required:
                 raise PreconditionRequiredError()
             return
         if not self.matches(str(current)):
-            raise PreconditionFailedError(self._refusal(), details={"version": current})
+            raise PreconditionFailedError(self._refusal(), details={lock: current})
 
     def check_tag(self, opaque: str) -> None:
         """`check` for a resource whose ETag is not a version (a file's `"<md5>"`)."""
