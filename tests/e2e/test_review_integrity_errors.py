@@ -118,7 +118,7 @@ async def test_a_record_posted_to_a_dataset_deleted_meanwhile_is_404(
     owner = await register(client)
     _, dataset_id, _ = await _notes_app(client, owner)
 
-    async def deleted_first(connection: Any, partition: str, **sizes: int) -> None:
+    async def deleted_first(connection: Any, partition: str, **sizes: Any) -> None:
         await connection.execute(text("DELETE FROM collections WHERE id = :id"), {"id": dataset_id})
         await reserve_stock(connection, partition, **sizes)
 

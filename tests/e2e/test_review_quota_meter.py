@@ -154,13 +154,13 @@ async def test_a_write_in_flight_while_the_snapshot_is_read_still_counts(
     decided = _decisions(monkeypatch, meter)
 
     gate.armed = True
-    held = asyncio.create_task(insert("second"))  # 2 of 2: reserved, not yet committed
+    held = asyncio.ensure_future(insert("second"))  # 2 of 2: reserved, not yet committed
     await gate.reached.wait()
     assert await decided.get() is True
     meter._stock[workspace_id].loaded = time.monotonic() - meter.usage_ttl * staleness
     # This insert makes the meter read its snapshot while the second record is uncommitted:
     # the database holds one record, and the second is still in flight.
-    racing = asyncio.create_task(insert("third"))
+    racing = asyncio.ensure_future(insert("third"))
     await decided.get()
     await asyncio.gather(*meter._tasks)  # the background refresh lands (if one started)
     gate.release.set()
