@@ -136,8 +136,8 @@ async def test_two_processes_never_run_more_calls_than_the_concurrency_limit(
         upstream.delay = 1.5
         upstream.max_in_flight = 0
         async with (
-            httpx.AsyncClient(base_url=urls[0], timeout=0.3, limits=MANY) as impatient_a,
-            httpx.AsyncClient(base_url=urls[1], timeout=0.3, limits=MANY) as impatient_b,
+            httpx.AsyncClient(base_url=urls[0], timeout=0.8, limits=MANY) as impatient_a,
+            httpx.AsyncClient(base_url=urls[1], timeout=0.8, limits=MANY) as impatient_b,
         ):
             gone = await asyncio.gather(
                 *(

@@ -117,16 +117,23 @@ class SubscriptionService:
         subscription = Subscription(
             workspace_id=current.id, app_id=app.id, enabled=True, created_by=current.account_id
         )
-        self.session.add(subscription)
         try:
-            await self.session.flush()
+            # A savepoint, so the transaction can still read the winner's id after a refusal.
+            async with self.session.begin_nested():
+                self.session.add(subscription)
         except IntegrityError as exc:
             kind = violation(exc).kind
             if kind == "foreign_key":  # the app was deleted since it was read
                 raise AppNotFoundError() from None
             if kind != "unique":
                 raise
-            raise self._already(None) from None  # a concurrent request enabled it meanwhile
+            # A concurrent request enabled it meanwhile (and committed: its row is visible now).
+            winner = await self.session.scalar(
+                select(Subscription.id).where(
+                    Subscription.workspace_id == current.id, Subscription.app_id == app.id
+                )
+            )
+            raise self._already(winner) from None
         self._forget_subscription(current.id, app.id)
         return Created(id=subscription.id)
 
