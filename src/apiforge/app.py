@@ -13,7 +13,7 @@ from starlette.routing import Route
 from apiforge.accounts import passwords
 from apiforge.api import build_api
 from apiforge.core.checkpoint import WalCheckpointer
-from apiforge.core.db import make_engine, make_sessionmaker, sqlite_file
+from apiforge.core.db import dispose_engine, make_engine, make_sessionmaker, sqlite_file
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
@@ -163,7 +163,7 @@ async def shutdown(app: FastAPI) -> None:
         ("quota_meter", lambda: close_quota_meter(state.engine)),  # the quota hits in memory
         ("keys", lambda: state.keys.close()),  # the last-used times still in memory
         ("loader", lambda: state.engine_state.loader.close()),  # the target re-reads in flight
-        ("engine", lambda: state.engine.dispose()),
+        ("engine", lambda: dispose_engine(state.engine)),  # and those calls still hold
         ("limits_storage", lambda: close_limits_storage(state.limits_storage)),
         ("traffic", lambda: state.traffic.close()),  # the concurrency releases still pending
         ("redis", lambda: state.redis.aclose() if state.redis is not None else _nothing()),

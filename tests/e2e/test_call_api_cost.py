@@ -67,8 +67,9 @@ async def test_calls_that_loop_are_costed_as_deep_as_they_can_nest(client: Async
     pong_steps = [*_counts(1), *_calls("ping")]
     pong = await new_api(client, owner.headers, app_id, "pong", price=10, steps=pong_steps)
     assert await api_cost(client, owner, app_id, pong) == 4
-    assert await api_cost(client, owner, app_id, ping) == 1  # saved before pong existed
-    data_of(await publish_minor(client, owner, app_id))  # publishing prices every API again
+    # Saved before pong existed, ping is priced again when pong is saved.
+    assert await api_cost(client, owner, app_id, ping) == 4
+    data_of(await publish_minor(client, owner, app_id))
     assert await api_cost(client, owner, app_id, ping) == 4
 
 

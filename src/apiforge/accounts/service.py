@@ -25,7 +25,7 @@ from apiforge.accounts.schemas import (
     RegisterInput,
     TokenPair,
 )
-from apiforge.accounts.sessions import session_end
+from apiforge.accounts.sessions import listed, session_end
 from apiforge.accounts.throttle import LoginThrottle
 from apiforge.accounts.tokens import issue_access_token
 from apiforge.core.errors import (
@@ -66,6 +66,18 @@ class Client:
 
 def _session_ended() -> AuthenticationError:
     return AuthenticationError("Session ended; sign in again", reason="session_revoked")
+
+
+def _changed_meanwhile() -> ConflictError:
+    return ConflictError(
+        "The password was changed by another request meanwhile",
+        reason="password_changed_meanwhile",
+    )
+
+
+# How often a conditional write over the checked hash is retried after the hash moved and the
+# password still proved right (another sign-in's rehash; once is the rule).
+_RECHECKS = 3
 
 
 def _wrong_credentials() -> AuthenticationError:
@@ -134,37 +146,65 @@ class AccountService:
             await self.throttle.give_back(email, client.ip)
             raise ForbiddenError("Account is disabled", reason="account_disabled")
         await self.throttle.succeeded(email, client.ip)
-        await self._note_login(account.id, account.password_hash)
+        checked, verdict = await self._note_login(
+            account.id, account.password_hash, password, verdict
+        )
         if verdict is Verdict.REHASH:
-            await self._rehash(account.id, account.password_hash, password)
+            await self._rehash(account.id, checked, password)
         return await self._start_session(account, client)
 
-    async def _note_login(self, account_id: str, checked_hash: str) -> None:
+    async def _note_login(
+        self, account_id: str, checked_hash: str, password: str, verdict: Verdict
+    ) -> tuple[str, Verdict]:
         """Stamp the sign-in, only while the account is still active and its password is the
         one just checked: it may have been disabled (or deleted) while argon2 ran, after its
         sessions were ended, and a session started now would outlive the disabling (and come
         back to life on enabling); or its password changed, which ends every other session, and
         a sign-in with the old one must not start a new one. The UPDATE waits for a disabling or
         a change in flight (row lock; SQLite's one writer) and one that comes after it ends
-        this session with the others."""
+        this session with the others. A hash that moved is checked again (`_recheck`): another
+        sign-in may have rehashed this same password. Answers the hash and verdict that held."""
         # Not an ORM write: that would be conditional on the version read before argon2 ran,
         # and a profile edit committed meanwhile would turn a right password into a 409.
-        stamped = await self.session.execute(
-            update(Account)
-            .where(
-                Account.id == account_id,
-                Account.status == "active",
-                Account.password_hash == checked_hash,
+        for _ in range(_RECHECKS):
+            stamped = await self.session.execute(
+                update(Account)
+                .where(
+                    Account.id == account_id,
+                    Account.status == "active",
+                    Account.password_hash == checked_hash,
+                )
+                .values(last_login_at=utcnow())
+                .execution_options(synchronize_session=False)
             )
-            .values(last_login_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if stamped.rowcount == 1:  # type: ignore[attr-defined]
-            return
-        status = await self.session.scalar(select(Account.status).where(Account.id == account_id))
-        if status is not None and status != "active":
-            raise ForbiddenError("Account is disabled", reason="account_disabled")
-        raise _wrong_credentials()  # deleted, or its password changed meanwhile
+            if stamped.rowcount == 1:  # type: ignore[attr-defined]
+                return checked_hash, verdict
+            status, now_hash = await self._status_and_hash(account_id)
+            if status is not None and status != "active":
+                raise ForbiddenError("Account is disabled", reason="account_disabled")
+            rechecked = await self._recheck(now_hash, password)
+            if rechecked is None:  # deleted, or its password changed meanwhile
+                raise _wrong_credentials()
+            checked_hash, verdict = rechecked
+        raise _wrong_credentials()
+
+    async def _status_and_hash(self, account_id: str) -> tuple[str | None, str | None]:
+        row = (
+            await self.session.execute(
+                select(Account.status, Account.password_hash).where(Account.id == account_id)
+            )
+        ).first()
+        return (None, None) if row is None else (row.status, row.password_hash)
+
+    async def _recheck(self, now_hash: str | None, password: str) -> tuple[str, Verdict] | None:
+        """The account's hash moved after `password` was checked against it: a password change,
+        or a sign-in running alongside that rehashed this same password (a legacy form, an
+        older argon2 cost). Only checking the password against the hash now tells which: the
+        hash and verdict to write over, or None when the password is no longer right."""
+        if now_hash is None:
+            return None
+        verdict = await asyncio.to_thread(check_console_password, now_hash, password)
+        return None if verdict is Verdict.WRONG else (now_hash, verdict)
 
     async def _rehash(self, account_id: str, checked_hash: str, password: str) -> None:
         """Store the password's hash at today's cost and in its normalised form, only over the
@@ -200,40 +240,59 @@ class AccountService:
                 reason="password_unchanged",
             )
         new_hash = await asyncio.to_thread(hash_console_password, data.new_password)
-        changed = await self.session.execute(
-            update(Account)
-            .where(
-                Account.id == account.id,
-                Account.status == "active",
-                Account.password_hash == checked,
+        for _ in range(_RECHECKS):
+            changed = await self.session.execute(
+                update(Account)
+                .where(
+                    Account.id == account.id,
+                    Account.status == "active",
+                    Account.password_hash == checked,
+                )
+                .values(password_hash=new_hash)
+                .execution_options(synchronize_session=False)
             )
-            .values(password_hash=new_hash)
-            .execution_options(synchronize_session=False)
-        )
-        if changed.rowcount != 1:  # type: ignore[attr-defined]
-            status = await self.session.scalar(
-                select(Account.status).where(Account.id == account.id)
-            )
+            if changed.rowcount == 1:  # type: ignore[attr-defined]
+                break
+            status, now_hash = await self._status_and_hash(account.id)
             if status is None:  # deleted meanwhile, its sessions with it
                 raise _session_ended()
             if status != "active":
                 raise ForbiddenError("Account is disabled", reason="account_disabled")
-            raise ConflictError(
-                "The password was changed by another request meanwhile",
-                reason="password_changed_meanwhile",
-            )
+            # Another session's change ended this one: the session is over, as documented. A
+            # read, not `_hold_live_session`'s lock: that is taken after the account's.
+            if not await self._is_live(session_id):
+                raise _session_ended()
+            rechecked = await self._recheck(now_hash, data.current_password)
+            if rechecked is None:
+                raise _changed_meanwhile()
+            checked = rechecked[0]  # a sign-in rehashed the same password: write over that
+        else:
+            raise _changed_meanwhile()
         await self._hold_live_session(session_id)
-        ended = await self.session.execute(
+        others = (
+            LoginSession.account_id == account.id,
+            LoginSession.id != session_id,
+            LoginSession.revoked_at.is_(None),
+        )
+        # Reported as `/user/sessions` counts them: sessions long expired (every sign-in never
+        # logged out) are ended too, but were no longer anyone's to end.
+        usable = await self.session.scalar(
+            select(func.count()).where(*others, *listed(self.settings, utcnow()))
+        )
+        await self.session.execute(
             update(LoginSession)
-            .where(
-                LoginSession.account_id == account.id,
-                LoginSession.id != session_id,
-                LoginSession.revoked_at.is_(None),
-            )
+            .where(*others)
             .values(revoked_at=utcnow(), revoked_reason="password_changed")
             .execution_options(synchronize_session=False)
         )
-        return PasswordChanged(id=account.id, ended_sessions=ended.rowcount)  # type: ignore[attr-defined]
+        return PasswordChanged(id=account.id, ended_sessions=int(usable or 0))
+
+    async def _is_live(self, session_id: str) -> bool:
+        revoked = await self.session.execute(
+            select(LoginSession.revoked_at).where(LoginSession.id == session_id)
+        )
+        row = revoked.first()
+        return row is not None and row.revoked_at is None
 
     async def _hold_live_session(self, session_id: str) -> None:
         """401 `session_revoked` unless the session is still live, holding its row until the

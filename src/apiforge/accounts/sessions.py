@@ -42,6 +42,14 @@ def _usable_token(now: datetime) -> list[ColumnElement[bool]]:
     return [RefreshToken.used_at.is_(None), RefreshToken.expires_at > now]
 
 
+def listed(settings: Settings, now: datetime) -> list[ColumnElement[bool]]:
+    """A session `/user/sessions` lists: live, with a refresh token it can still exchange."""
+    return [
+        *_live(settings, now),
+        exists().where(RefreshToken.session_id == LoginSession.id, *_usable_token(now)),
+    ]
+
+
 class SessionService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
@@ -98,8 +106,7 @@ class SessionService:
                 .where(
                     LoginSession.id == session_id,
                     LoginSession.account_id == account_id,
-                    *_live(self.settings, now),
-                    exists().where(RefreshToken.session_id == LoginSession.id, *_usable_token(now)),
+                    *listed(self.settings, now),
                 )
                 .values(revoked_at=now, revoked_reason="ended_by_user")
                 .execution_options(synchronize_session=False)

@@ -21,9 +21,11 @@ from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.base import CALL_LIMITS, MAX_RU, RunLimits
 from apiforge.engine.compiler import CalleeBound, check_cost, compile_api
 from apiforge.engine.cost import CostBound, opaque, steps_bound
+from apiforge.engine.errors import DefinitionError
 
 MAX_CALL_DEPTH = RunLimits().max_call_depth
 _PINNED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+_DEV = (None, "dev")  # a `dev` API's `callApi` versions that run `dev`
 
 
 def api_document(row: Any) -> dict[str, Any]:
@@ -169,6 +171,55 @@ class DefinitionChecker:
         siblings[data.api] = definition
         callees = await self.callee_costs(app_id, siblings, collections, prices)
         return self.check(definition, collections, prices, callee_cost=callees.at(0))
+
+    async def reprice_callers(
+        self, app_id: str, changed: Iterable[str], *, refuse_over_limit: bool = True
+    ) -> None:
+        """Price again the `dev` APIs that run an API named in `changed` (just saved, renamed or
+        deleted) through `callApi`, directly or through other callers: a `dev` call is charged
+        the stored cost, so a caller saved before its callee existed, or before it grew, would
+        run the callee's steps unpaid. 400 `invalid_definition` (with `refuse_over_limit`) when
+        a caller would cost more than one call may be charged; a price now below the cost is
+        left for publishing to refuse (a `dev` call of the builder's own pays the cost)."""
+        rows = list(
+            await self.session.scalars(select(ApiDefinition).where(ApiDefinition.app_id == app_id))
+        )
+        calls = {
+            row.api: {api for api, version in callee_refs(row.steps) if version in _DEV}
+            for row in rows
+        }
+        reached, callers = set(changed), list[ApiDefinition]()
+        found = True
+        while found:  # callers of callers too: at most every API once
+            found = False
+            for row in rows:
+                if row.api not in reached and calls[row.api] & reached:
+                    reached.add(row.api)
+                    callers.append(row)
+                    found = True
+        if not callers:
+            return
+        collections, prices = await self.collections(app_id), await self.prices()
+        documents = {row.api: api_document(row) for row in rows}
+        callees = await self.callee_costs(app_id, documents, collections, prices)
+        for row in callers:
+            try:
+                compiled = compile_api(
+                    documents[row.api], collections, prices, callee_cost=callees.at(0)
+                )
+            except (ValidationError, RecursionError):  # it fails at run time: nothing charged
+                continue
+            cost = int(compiled.cost)
+            if refuse_over_limit and cost > MAX_RU:
+                most = f"over the most a call may cost ({MAX_RU})"
+                raise DefinitionError(
+                    None,
+                    "steps",
+                    f"API {row.api}, which calls this API, could then cost {cost} RU, {most}",
+                )
+            if cost != row.cost:
+                row.cost = cost
+        await self.session.flush()
 
     async def callee_costs(
         self,

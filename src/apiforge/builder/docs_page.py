@@ -74,10 +74,9 @@ def _article(path: str, operation: dict[str, Any]) -> str:
     content = operation["requestBody"]["content"]["application/json"]
     args = content["schema"]["properties"]["args"]
     permission = operation.get("x-permission") or {}
-    badges = [
-        f"<span class=badge>price {_text(operation.get('x-price'))} RU</span>",
-        f"<span class=badge>cost {_text(operation.get('x-cost'))} RU</span>",
-    ]
+    badges = [f"<span class=badge>price {_text(operation.get('x-price'))} RU</span>"]
+    if "x-cost" in operation:  # the owner's docs only (openapi.DocsService)
+        badges.append(f"<span class=badge>cost {_text(operation['x-cost'])} RU</span>")
     if permission.get("requireToken"):
         badges.append(f"<span class=badge>token required ({_text(permission.get('mode'))})</span>")
     if permission.get("requireIdempotencyKey"):

@@ -126,6 +126,18 @@ def _parameters(auth: dict[str, Any]) -> list[dict[str, Any]]:
     return parameters
 
 
+def _args_schema(params: CompiledParams) -> dict[str, Any]:
+    """The params' schema without a sensitive param's `default`: write-only in the docs means
+    no value of it is shown, and a public app's docs are read by every workspace."""
+    properties = {
+        name: {k: v for k, v in schema.items() if k != "default"}
+        if schema.get("writeOnly")
+        else schema
+        for name, schema in params.schema["properties"].items()
+    }
+    return {**params.schema, "properties": properties}
+
+
 def _request_body(app_id: str, name: str, label: str, params: CompiledParams) -> dict[str, Any]:
     media: dict[str, Any] = {
         "schema": {
@@ -140,7 +152,7 @@ def _request_body(app_id: str, name: str, label: str, params: CompiledParams) ->
                     "default": "latest",
                     "description": f"`dev`, `latest` or `X.Y.Z`; this document is `{label}`",
                 },
-                "args": params.schema,
+                "args": _args_schema(params),
             },
             "additionalProperties": False,
         }

@@ -370,6 +370,7 @@ class ApiService:
         row = ApiDefinition(app_id=app.id)
         apply_definition(row, data, cost)
         await self._save(row)
+        await self.checker.reprice_callers(app.id, {data.api})
         return Created(id=row.id)
 
     async def read(self, current: CurrentWorkspace, app_id: str, api_id: str) -> ApiRead:
@@ -399,8 +400,10 @@ class ApiService:
         if definition.api != row.api:
             await self._ensure_name_free(app.id, definition.api, row.id)
         cost = await self.checker.check_api(app.id, definition, replacing=row.api)
+        changed = {row.api, definition.api}
         apply_definition(row, definition, cost)
         await self._save(row)
+        await self.checker.reprice_callers(app.id, changed)
         return api_read(row)
 
     async def delete(
@@ -418,6 +421,8 @@ class ApiService:
         precondition.check(row.version)
         await self.session.delete(row)
         await self.session.flush()
+        # Its callers now call nothing priced: never refused, whatever prices did since.
+        await self.checker.reprice_callers(app.id, {row.api}, refuse_over_limit=False)
 
     async def _api(self, app_id: str, api_id: str) -> ApiDefinition:
         if not is_id(api_id):

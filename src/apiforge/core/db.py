@@ -1,5 +1,6 @@
 """Database base: naming convention, portable column types, engine and session factories."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -183,6 +184,24 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
         if pool:
             event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
     return engine
+
+
+# How long a stopping process waits for connections still out (a call finishing) to come back.
+DISPOSE_GRACE_SECONDS = 2.0
+_DISPOSE_POLL_SECONDS = 0.01
+
+
+async def dispose_engine(engine: AsyncEngine, grace: float = DISPOSE_GRACE_SECONDS) -> None:
+    """Close the engine's connections once those still out (a call finishing) are back, or
+    `grace` has passed: `dispose` closes only the pooled ones, and one returned after it goes
+    back to the dropped pool, left open there (a socket, aiosqlite's thread) until the collector
+    finds it."""
+    out = getattr(engine.pool, "checkedout", lambda: 0)  # NullPool keeps none
+    for _ in range(round(grace / _DISPOSE_POLL_SECONDS)):
+        if out() <= 0:
+            break
+        await asyncio.sleep(_DISPOSE_POLL_SECONDS)
+    await engine.dispose()
 
 
 _AFTER_COMMIT = "apiforge.after_commit"

@@ -33,8 +33,14 @@ class OwnSqlite:
                 raise UnavailableError("The server is stopping; retry the call")
             if self.connection is None:
                 connection = await aiosqlite.connect(self.path)
-                for pragma in SQLITE_PRAGMAS:
-                    await connection.execute(pragma)
+                try:
+                    for pragma in SQLITE_PRAGMAS:
+                        await connection.execute(pragma)
+                except BaseException:
+                    # A call cancelled (its client gone) or a pragma refused while opening: the
+                    # connection would otherwise be dropped open, its thread left running.
+                    connection.stop()
+                    raise
                 self.connection = connection
             return self.connection
 
@@ -47,8 +53,10 @@ class OwnSqlite:
         connection = self.connection
         if connection is None:
             return
-        if last is not None:
-            driver: Any = connection
-            await driver._execute(last, driver._conn)
         self.connection = None
-        await connection.close()
+        try:
+            if last is not None:
+                driver: Any = connection
+                await driver._execute(last, driver._conn)
+        finally:
+            await connection.close()

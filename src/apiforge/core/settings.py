@@ -12,6 +12,7 @@ import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -38,6 +39,9 @@ CALL_TIME_BUDGET_SECONDS = 10
 # budgets in all; a lease that ran out before the call did would let one call too many run at
 # once, or a duplicate run a second time. Six budgets: above that, with room.
 MIN_LEASE_SECONDS = 6 * CALL_TIME_BUDGET_SECONDS
+# The longest token lifetime, lease or retention (as APIFORGE_SESSION_MAX_DAYS): the time it ends
+# must still be a datetime (year 9999), or every sign-in or keyed write that computes it is a 500.
+MAX_DURATION_SECONDS = 3650 * 86400
 
 
 class InvalidSettingsError(ValueError):
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     access_token_ttl: int = Field(default=900, ge=30)
-    refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=60, le=MAX_DURATION_SECONDS)
     # A console session ends this many days after its sign-in however often it is refreshed.
     session_max_days: int = Field(default=30, ge=1, le=3650)
     # argon2id cost (argon2-cffi's defaults); tests lower them to keep the suite fast.
@@ -130,9 +134,9 @@ class Settings(BaseSettings):
     # Idempotency (docs/idempotency.md): how long a completed response is replayed, how long an
     # unfinished claim blocks duplicates (longer than the slowest gateway call; a management
     # request renews its claim while it runs), one-time token lifetime.
-    idempotency_retention_seconds: int = Field(default=86400, ge=60)
-    idempotency_lease_seconds: int = 120
-    idempotency_token_ttl_seconds: int = Field(default=3600, ge=10)
+    idempotency_retention_seconds: int = Field(default=86400, ge=60, le=MAX_DURATION_SECONDS)
+    idempotency_lease_seconds: int = Field(default=120, le=MAX_DURATION_SECONDS)
+    idempotency_token_ttl_seconds: int = Field(default=3600, ge=10, le=MAX_DURATION_SECONDS)
     # Uploaded files (docs/files.md): where their bytes live (empty: data_dir/files; a directory
     # every server process shares in a cluster), the largest file, files per request.
     files_dir: Path | None = None
@@ -182,9 +186,10 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if value:
             try:
-                driver = make_url(value).drivername
+                url = make_url(value)
             except ArgumentError:
                 raise ValueError("is not a database URL (e.g. postgresql+asyncpg://...)") from None
+            driver = url.drivername
             # The code speaks to these two drivers directly; any other fails at the first
             # connection with an import error or "requires an async driver".
             if driver not in _DATABASE_DRIVERS:
@@ -192,6 +197,9 @@ class Settings(BaseSettings):
                     f"driver {driver!r} is not supported: use postgresql+asyncpg://... "
                     "or sqlite+aiosqlite:///..."
                 )
+            # asyncpg raises OverflowError for it at the first connection: a traceback.
+            if url.port is not None and not 0 < url.port <= 65535:
+                raise ValueError("has a port out of range (1-65535)")
         return value
 
     @field_validator("redis_url")
@@ -199,6 +207,13 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(_REDIS_SCHEMES):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            # What the Redis client parses as the app is built: a bad host or port would stop
+            # every worker there, with a traceback.
+            try:
+                urlsplit(value).port  # noqa: B018 - parsing is the check
+            except ValueError:
+                raise ValueError("has a malformed host or port") from None
         return value
 
     @field_validator("log_level")

@@ -8,8 +8,10 @@ from apiforge.files.models import MAX_CONTENT_TYPE_LENGTH, MAX_NAME_LENGTH
 
 DEFAULT_NAME = "file"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# type/subtype with optional parameters, RFC 9110 token characters only (no CR/LF, no quotes).
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[!-~ ]*)?$")
+# type/subtype with optional parameters, RFC 9110 token characters only (no quotes), the
+# whitespace around `;` spaces and tabs only: `\s` would let a line break, another control or a
+# non-Latin-1 space into what downloads send back as a header value.
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+([ \t]*;[ \t]*[!-~ \t]*)?")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -35,7 +37,7 @@ def clean_name(raw: str) -> str:
 def clean_content_type(raw: str) -> str:
     """The part's declared media type when well-formed, else `application/octet-stream`."""
     value = raw.strip()
-    if not value or len(value) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.match(value):
+    if not value or len(value) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.fullmatch(value):
         return DEFAULT_CONTENT_TYPE
     return value
 

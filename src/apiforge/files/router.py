@@ -6,15 +6,19 @@ are written out here. Downloads are the file's bytes, outside the envelope (DESI
 """
 
 import base64
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from apiforge.accounts.deps import workspace_key
 from apiforge.core.settings import Settings
-from apiforge.files.naming import content_disposition
+from apiforge.files.naming import clean_content_type, content_disposition
 from apiforge.files.receiving import FORM_OVERHEAD
 from apiforge.files.schemas import FileRead
 from apiforge.files.service import Download, FileService, UploadLimits
@@ -101,10 +105,33 @@ _DIGESTS = (b"content-md5", b"x-content-md5")
 
 
 class _FileDownload(FileResponse):
-    """A file's bytes. The digest headers describe the whole file, so an answer whose body is
-    only part of it (206, a `Range` request) leaves them out: `Content-MD5` is the digest of the
-    body (RFC 1864), and a client checking it against what it received would reject a correct
-    range. The `ETag` still names the whole file, as `If-Range` needs."""
+    """A file's bytes, read from the handle the service opened (`Download`), never from the
+    path again (nor by the server, through `http.response.pathsend`): a deletion committing
+    meanwhile unlinks the path, not the open file, so the answer is whole or, before the
+    opening, a 404.
+
+    The digest headers describe the whole file, so an answer whose body is only part of it
+    (206, a `Range` request) leaves them out: `Content-MD5` is the digest of the body (RFC 1864),
+    and a client checking it against what it received would reject a correct range. The `ETag`
+    still names the whole file, as `If-Range` needs."""
+
+    def __init__(self, download: Download, headers: dict[str, str]) -> None:
+        self.handle = download.handle
+        try:
+            super().__init__(
+                download.path,
+                # Checked again: a type stored before the check was strict may not be sendable.
+                media_type=clean_content_type(download.content_type),
+                headers=headers,
+                stat_result=os.fstat(download.handle.fileno()),
+            )
+        except BaseException:
+            self.handle.close()
+            raise
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        yield anyio.wrap_file(self.handle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_digests_of_whole_bodies(message: Message) -> None:
@@ -113,14 +140,23 @@ class _FileDownload(FileResponse):
                 message = {**message, "headers": headers}
             await send(message)
 
-        await super().__call__(scope, receive, send_digests_of_whole_bodies)
+        extensions = {
+            name: value
+            for name, value in scope.get("extensions", {}).items()
+            if name != "http.response.pathsend"
+        }
+        try:
+            await super().__call__(
+                {**scope, "extensions": extensions}, receive, send_digests_of_whole_bodies
+            )
+        finally:
+            self.handle.close()
 
 
 def _download_response(download: Download) -> FileResponse:
     digest = bytes.fromhex(download.md5)
     return _FileDownload(
-        download.path,
-        media_type=download.content_type,
+        download,
         headers={
             "Content-Disposition": content_disposition(download.name),
             "ETag": f'"{download.md5}"',

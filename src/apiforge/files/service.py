@@ -26,8 +26,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import anyio.to_thread
 import structlog
 from sqlalchemy import Delete, Update, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,9 +81,11 @@ class UploadLimits:
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """Where a file's bytes are and how to describe them."""
+    """A file's bytes, already open, and how to describe them. Open, because a deletion that
+    commits meanwhile unlinks `path`: the answer must not need the path again."""
 
     path: Path
+    handle: BinaryIO
     name: str
     content_type: str
     size: int
@@ -198,17 +201,24 @@ class FileService:
         return params.page([_read(row) for row in rows], total)
 
     async def download(self, current: CurrentWorkspace, file_id: str) -> Download:
-        """The file's bytes on disk; 503 `file_content_unavailable` if this server can't see them
-        (in a cluster: `APIFORGE_FILES_DIR` is not a directory every node shares)."""
+        """The file's bytes on disk, opened (the caller closes them); 503
+        `file_content_unavailable` if this server can't see them (in a cluster:
+        `APIFORGE_FILES_DIR` is not a directory every node shares)."""
         row = await self._file(current.id, file_id)
         path = self.storage.path_of(row.workspace_id, row.id)
-        if not path.is_file():
-            log.error("file_content_missing", file=row.id, path=str(path))
+        try:
+            handle = await anyio.to_thread.run_sync(self.storage.open, path)
+        except OSError as exc:
+            # A deletion that committed since the row was read has taken the bytes: the 404
+            # of a moment later. Ask again in a new transaction (SQLite's snapshot is old).
+            await end_reads(self.session)
+            await self._file(current.id, file_id)
+            log.error("file_content_missing", file=row.id, path=str(path), error=repr(exc))
             raise UnavailableError(
                 "The file's content is not available on this server",
                 reason="file_content_unavailable",
-            )
-        return Download(path, row.name, row.content_type, row.size, row.md5)
+            ) from exc
+        return Download(path, handle, row.name, row.content_type, row.size, row.md5)
 
     async def delete(
         self, current: CurrentWorkspace, file_id: str, precondition: Precondition = NO_PRECONDITION

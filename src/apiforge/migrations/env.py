@@ -37,6 +37,11 @@ def _run(connection: Connection) -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         connection.exec_driver_sql("SET lock_timeout = '5s'")
         connection.exec_driver_sql("SET statement_timeout = '60s'")
+    elif connection.dialect.name == "sqlite":
+        # Batch mode rebuilds a table to drop a column (copy, drop, rename); with foreign keys
+        # enforced the drop cascades into the tables that reference it (downgrading 0008 deleted
+        # every workspace, app and session). Set before any write: in a transaction it is a no-op.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -39,6 +39,15 @@ def test_long_names_are_cut_keeping_the_extension() -> None:
         ("not a type", "application/octet-stream"),
         ("text/html\r\nX-Injected: 1", "application/octet-stream"),
         ("a/" + "b" * 200, "application/octet-stream"),
+        # Whitespace is spaces and tabs only: no line breaks or other controls, nothing that
+        # is not Latin-1 (a header value must be), before or after the `;`.
+        ("text/html\r\n;X-Injected: 1", "application/octet-stream"),
+        ("text/html;\nX-Injected: 1", "application/octet-stream"),
+        ("text/plain\x0c;x=1", "application/octet-stream"),
+        ("text/plain\x85;x=1", "application/octet-stream"),
+        ("text/plain\u3000;x=1", "application/octet-stream"),
+        ("text/plain;x=1\n", "text/plain;x=1"),  # trailing whitespace is trimmed
+        ("text/plain ;\tx=1", "text/plain ;\tx=1"),
     ],
 )
 def test_clean_content_type_falls_back_to_octet_stream(given: str, kept: str) -> None:
