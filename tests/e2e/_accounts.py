@@ -1,7 +1,11 @@
 """Helpers for console-account tests: bearer headers, sign-in, refresh and password change."""
 
+from fastapi import FastAPI
 from httpx import AsyncClient, Response
+from sqlalchemy import select
 
+from apiforge.accounts.models import Account
+from apiforge.core.db import session_scope
 from tests.factories import PASSWORD
 
 NEW_PASSWORD = "new horse battery staple"
@@ -29,3 +33,12 @@ async def change_password(
 
 async def refresh(client: AsyncClient, token: str) -> Response:
     return await client.post("/api/v1/auth/refresh", json={"refreshToken": token})
+
+
+async def stored_hash(app: FastAPI, account_id: str) -> str:
+    """The account's password hash as stored."""
+    async for session in session_scope(app.state.sessionmaker):
+        stored = await session.scalar(select(Account.password_hash).where(Account.id == account_id))
+        assert stored is not None
+        return stored
+    raise AssertionError

@@ -29,6 +29,7 @@ from tests.e2e._accounts import (
     change_password,
     login,
     refresh,
+    stored_hash,
 )
 from tests.e2e._keys import create_key, notes_app
 from tests.e2e._snapshots import snapshot
@@ -39,14 +40,6 @@ from tests.factories import PASSWORD, register
 async def _signed_in(client: AsyncClient, email: str, agent: str = "test-agent") -> dict[str, Any]:
     data: dict[str, Any] = data_of(await login(client, email, agent=agent))
     return data
-
-
-async def _stored_hash(app: FastAPI, account_id: str) -> str:
-    async for session in session_scope(app.state.sessionmaker):
-        stored = await session.scalar(select(Account.password_hash).where(Account.id == account_id))
-        assert stored is not None
-        return stored
-    raise AssertionError
 
 
 async def _invoke(client: AsyncClient, token: str, app_id: str) -> Response:
@@ -81,7 +74,7 @@ async def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(
     # Only the new password signs in.
     assert_error(await login(client, user.email), 401, "invalid_credentials")
     data_of(await login(client, user.email, NEW_PASSWORD))
-    assert (await _stored_hash(app, user.account_id)).startswith("$argon2id$")
+    assert (await stored_hash(app, user.account_id)).startswith("$argon2id$")
 
 
 async def test_a_wrong_current_password_is_refused_changes_nothing_and_is_throttled(
@@ -371,7 +364,7 @@ async def test_a_hash_made_before_normalisation_still_signs_in_and_is_rehashed(
         )
     assert_error(await login(client, user.email, COMPOSED), 401, "invalid_credentials")
     data_of(await login(client, user.email, DECOMPOSED))
-    stored = await _stored_hash(app, user.account_id)
+    stored = await stored_hash(app, user.account_id)
     assert stored != legacy
     assert verify_password(stored, COMPOSED)
     data_of(await login(client, user.email, COMPOSED))

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 import apiforge.accounts.service as account_service
 from apiforge.accounts import passwords
@@ -20,7 +20,7 @@ from apiforge.accounts.models import Account, LoginSession, RefreshToken
 from apiforge.accounts.passwords import Verdict, hash_password, verify_password
 from apiforge.core.db import session_scope
 from apiforge.tools.clock import utcnow
-from tests.e2e._accounts import SESSIONS_PATH, bearer, change_password, login
+from tests.e2e._accounts import SESSIONS_PATH, bearer, change_password, login, stored_hash
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import PASSWORD, register
 
@@ -31,14 +31,6 @@ COMPOSED = "Ad\u00e9la's p\u00e1ssword"
 def _sid(token: str) -> str:
     sid: str = jwt.decode(token, options={"verify_signature": False})["sid"]
     return sid
-
-
-async def _stored_hash(app: FastAPI, account_id: str) -> str:
-    async for session in session_scope(app.state.sessionmaker):
-        stored = await session.scalar(select(Account.password_hash).where(Account.id == account_id))
-        assert stored is not None
-        return stored
-    raise AssertionError
 
 
 async def _set_hash(app: FastAPI, account_id: str, password_hash: str) -> None:
@@ -126,7 +118,7 @@ async def test_two_sign_ins_that_both_rehash_a_legacy_hash_both_sign_in(
             login(client, user.email, DECOMPOSED), login(client, user.email, DECOMPOSED)
         )
     )
-    assert verify_password(await _stored_hash(app, user.account_id), COMPOSED)
+    assert verify_password(await stored_hash(app, user.account_id), COMPOSED)
 
 
 async def test_a_password_change_beside_a_sign_in_that_rehashes_goes_through(
@@ -154,7 +146,7 @@ async def test_a_password_change_beside_a_sign_in_that_rehashes_goes_through(
     )
     assert await asyncio.to_thread(checked.wait, 10)
     signed_in = data_of(await login(client, user.email, DECOMPOSED))
-    assert verify_password(await _stored_hash(app, user.account_id), COMPOSED)  # rehashed
+    assert verify_password(await stored_hash(app, user.account_id), COMPOSED)  # rehashed
     go_on.set()
     assert data_of(await changing)["endedSessions"] == 1
     profile = await client.get("/api/v1/user/profile", headers=bearer(signed_in["accessToken"]))

@@ -13,7 +13,7 @@ from apiforge.core.settings import Settings
 from apiforge.files.service import FileService
 from apiforge.files.storage import FileStorage
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import register
+from tests.factories import User, register
 
 DATA = bytes(range(256)) * 300  # several chunks of a streamed answer
 
@@ -37,6 +37,21 @@ def _delete_once_after(
 
     monkeypatch.setattr(FileService, method, then_delete)
     return done
+
+
+async def _uploaded(
+    client: AsyncClient,
+) -> tuple[User, dict[str, Any], Callable[[], Awaitable[None]]]:
+    """A user's uploaded file and a deletion of it through the API."""
+    user = await register(client)
+    file = data_of(
+        await client.post("/api/v1/files", files={"file": ("a.bin", DATA)}, headers=user.headers)
+    )
+
+    async def delete() -> None:
+        data_of(await client.delete(file["url"], headers=user.headers))
+
+    return user, file, delete
 
 
 @pytest.mark.parametrize("method", ["HEAD", "GET"])
@@ -67,14 +82,7 @@ async def test_a_file_deleted_once_found_is_still_sent_whole(
 async def test_a_range_of_a_file_deleted_once_found_is_still_sent(
     client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = await register(client)
-    file = data_of(
-        await client.post("/api/v1/files", files={"file": ("a.bin", DATA)}, headers=user.headers)
-    )
-
-    async def delete() -> None:
-        data_of(await client.delete(file["url"], headers=user.headers))
-
+    user, file, delete = await _uploaded(client)
     _delete_once_after(monkeypatch, "download", delete)
     response = await client.get(file["url"], headers={**user.headers, "Range": "bytes=100-199"})
     assert (response.status_code, response.content) == (206, DATA[100:200])
@@ -83,14 +91,7 @@ async def test_a_range_of_a_file_deleted_once_found_is_still_sent(
 async def test_a_file_deleted_before_its_bytes_are_opened_is_404(
     client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = await register(client)
-    file = data_of(
-        await client.post("/api/v1/files", files={"file": ("a.bin", DATA)}, headers=user.headers)
-    )
-
-    async def delete() -> None:
-        data_of(await client.delete(file["url"], headers=user.headers))
-
+    user, file, delete = await _uploaded(client)
     # The row is read, then the deletion commits and takes the bytes: a 404, as a moment later.
     done = _delete_once_after(monkeypatch, "_file", delete)
     response = await client.get(file["url"], headers=user.headers)
