@@ -395,9 +395,11 @@ class IdempotencyStore:
 
     async def sweep(self, conn: AsyncConnection, now: datetime | None = None) -> int:
         """Delete up to one batch of dead records and tokens (not committed here). A record
-        claimed longer ago than lease + retention is dead whatever its state (its index is on
-        `created_at`, which completions never rewrite); younger dead ones are taken over when
-        their key comes back, or swept later."""
+        claimed longer ago than lease + retention (its index is on `created_at`, which
+        completions never rewrite) goes once its lease or retention is over too: a management
+        claim renewed under a route still running, or the answer such a route stored late, is
+        live until its own expiry. Younger dead ones are taken over when their key comes back,
+        or swept later."""
         now = now or utcnow()
         removed = 0
         for table, column, horizon in (
@@ -408,7 +410,7 @@ class IdempotencyStore:
             # instead of waiting for its claim's transaction, or deadlocking with it.
             dead = (
                 select(table.c.id)
-                .where(column <= horizon)
+                .where(column <= horizon, table.c.expires_at <= now)
                 .limit(SWEEP_BATCH)
                 .with_for_update(skip_locked=True)
             )
@@ -454,7 +456,7 @@ _SQLITE_RENEW = (
 _SQLITE_RELEASE = "DELETE FROM idempotency_records WHERE id = ? AND owner = ? AND status IS NULL"
 _SQLITE_SWEEP = (
     "DELETE FROM {table} WHERE id IN "  # our two table names only
-    "(SELECT id FROM {table} WHERE {column} <= ? LIMIT {batch})"
+    "(SELECT id FROM {table} WHERE {column} <= ? AND expires_at <= ? LIMIT {batch})"
 )
 
 
@@ -476,7 +478,7 @@ def _sweep_sqlite(sql: sqlite3.Connection, records_horizon: str, stamp: str) -> 
         ("idempotency_tokens", "expires_at", stamp),
     ):
         statement = _SQLITE_SWEEP.format(table=table, column=column, batch=SWEEP_BATCH)
-        count = sql.execute(statement, (horizon,)).rowcount
+        count = sql.execute(statement, (horizon, stamp)).rowcount
         removed += count
         backlog = backlog or count >= SWEEP_BATCH
     if removed:

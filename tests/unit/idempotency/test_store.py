@@ -177,7 +177,9 @@ async def test_a_claim_sweeps_when_due(engine: AsyncEngine, store: IdempotencySt
     async with engine.connect() as conn:
         assert isinstance(await store.claim(conn, "a" * 64, "f"), Claim)
         long_ago = utcnow() - store.retention - store.lease - timedelta(seconds=1)
-        await conn.execute(update(IdempotencyRecord).values(created_at=long_ago))
+        # Claimed long ago and never renewed: its lease is long over too.
+        dead = {"created_at": long_ago, "expires_at": long_ago + store.lease}
+        await conn.execute(update(IdempotencyRecord).values(**dead))
         await conn.commit()
         store._next_sweep = 0.0  # due now
         assert isinstance(await store.claim(conn, "b" * 64, "f"), Claim)
