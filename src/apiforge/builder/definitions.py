@@ -173,14 +173,16 @@ class DefinitionChecker:
         return self.check(definition, collections, prices, callee_cost=callees.at(0))
 
     async def reprice_callers(
-        self, app_id: str, changed: Iterable[str], *, refuse_over_limit: bool = True
+        self, app_id: str, changed: Iterable[str] | None, *, refuse_over_limit: bool = True
     ) -> None:
         """Price again the `dev` APIs that run an API named in `changed` (just saved, renamed or
         deleted) through `callApi`, directly or through other callers: a `dev` call is charged
         the stored cost, so a caller saved before its callee existed, or before it grew, would
-        run the callee's steps unpaid. 400 `invalid_definition` (with `refuse_over_limit`) when
-        a caller would cost more than one call may be charged; a price now below the cost is
-        left for publishing to refuse (a `dev` call of the builder's own pays the cost)."""
+        run the callee's steps unpaid. `changed` None: the app's collections changed, so any
+        callee may now compile (its steps run) or fail (they don't): every caller is priced
+        again. 400 `invalid_definition` (with `refuse_over_limit`) when a caller would cost
+        more than one call may be charged; a price now below the cost is left for publishing
+        to refuse (a `dev` call of the builder's own pays the cost)."""
         rows = list(
             await self.session.scalars(select(ApiDefinition).where(ApiDefinition.app_id == app_id))
         )
@@ -188,15 +190,11 @@ class DefinitionChecker:
             row.api: {api for api, version in callee_refs(row.steps) if version in _DEV}
             for row in rows
         }
-        reached, callers = set(changed), list[ApiDefinition]()
-        found = True
-        while found:  # callers of callers too: at most every API once
-            found = False
-            for row in rows:
-                if row.api not in reached and calls[row.api] & reached:
-                    reached.add(row.api)
-                    callers.append(row)
-                    found = True
+        if changed is None:
+            names = set(calls)
+            callers = [row for row in rows if calls[row.api] & names]
+        else:
+            callers = _callers(rows, calls, set(changed))
         if not callers:
             return
         collections, prices = await self.collections(app_id), await self.prices()
@@ -212,10 +210,11 @@ class DefinitionChecker:
             cost = int(compiled.cost)
             if refuse_over_limit and cost > MAX_RU:
                 most = f"over the most a call may cost ({MAX_RU})"
+                callee = "another API" if changed is None else "this API"
                 raise DefinitionError(
                     None,
                     "steps",
-                    f"API {row.api}, which calls this API, could then cost {cost} RU, {most}",
+                    f"API {row.api}, which calls {callee}, could then cost {cost} RU, {most}",
                 )
             if cost != row.cost:
                 row.cost = cost
@@ -264,6 +263,22 @@ class DefinitionChecker:
                 errors=[{"field": f"{prefix}steps", "message": "nests too deeply"}],
             ) from None
         return cost
+
+
+def _callers(
+    rows: list[ApiDefinition], calls: Mapping[str, set[str]], reached: set[str]
+) -> list[ApiDefinition]:
+    """The rows that run an API of `reached` through `callApi`, directly or through others."""
+    callers: list[ApiDefinition] = []
+    found = True
+    while found:  # callers of callers too: at most every API once
+        found = False
+        for row in rows:
+            if row.api not in reached and calls[row.api] & reached:
+                reached.add(row.api)
+                callers.append(row)
+                found = True
+    return callers
 
 
 def _check_nesting(definition: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.models import App, AppVersion
 from apiforge.builder.service import find_app
 from apiforge.core.db import SessionEnd
@@ -155,6 +156,7 @@ class CollectionService:
         if app is None:
             raise _app_not_found()
         fields = _field_schemas(data.fields)
+        await find_app(self.session, current.id, data.app_id, lock=True)  # _reprice_callers
         await self._ensure_name_free(data.app_id, data.name, None)
         collection = Collection(
             app_id=data.app_id,
@@ -165,6 +167,7 @@ class CollectionService:
         self.session.add(collection)
         await self._flush_name()
         await sync_indexes(await self.session.connection(), schema_of(collection))
+        await self._reprice_callers(data.app_id)
         return Created(id=collection.id)
 
     async def get(self, current: CurrentWorkspace, dataset_id: str) -> DatasetRead:
@@ -188,6 +191,7 @@ class CollectionService:
         without): a stale editor would drop fields."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
+        await find_app(self.session, current.id, collection.app_id, lock=True)  # _reprice_callers
         advance(collection, precondition, required=True)
         fields = _field_schemas(data.fields)
         if data.name != collection.name:
@@ -262,6 +266,7 @@ class CollectionService:
         collection.fields = [f.to_dict() for f in fields]
         await self._flush_name()
         await sync_indexes(connection, schema_of(collection))
+        await self._reprice_callers(old.app_id)
         await self.session.refresh(collection)
         return _read(collection)
 
@@ -293,6 +298,17 @@ class CollectionService:
         await connection.execute(delete(Record).where(collection_predicate(collection.id)))
         await self.session.delete(collection)
         await self.session.flush()
+        # Callees reading it now run nothing: never refused, whatever prices did since. Costs
+        # only fall, so no app lock: a caller saved meanwhile at most keeps a cost too high.
+        await self._reprice_callers(collection.app_id, refuse_over_limit=False)
+
+    async def _reprice_callers(self, app_id: str, *, refuse_over_limit: bool = True) -> None:
+        """A callee's steps run (or fail) with the app's collections: its `dev` callers are
+        priced again (a wrapper saved while its callee's collection was missing ran the callee
+        unpaid once the collection was back). A change that can make a callee run takes the
+        app's lock first, as API saves do, so neither prices with a stale view of the other."""
+        checker = DefinitionChecker(self.session)
+        await checker.reprice_callers(app_id, None, refuse_over_limit=refuse_over_limit)
 
     async def _ensure_name_free(self, app_id: str, name: str, own_id: str | None) -> None:
         stmt = select(Collection.id).where(Collection.app_id == app_id, Collection.name == name)
