@@ -146,17 +146,8 @@ class CollectionService:
 
     async def create(self, current: CurrentWorkspace, data: DatasetCreate) -> Created:
         current.require(Role.EDITOR)
-        app = (
-            await self.session.scalar(
-                select(App.id).where(App.id == data.app_id, App.workspace_id == current.id)
-            )
-            if is_id(data.app_id)
-            else None
-        )
-        if app is None:
-            raise _app_not_found()
-        fields = _field_schemas(data.fields)
         await find_app(self.session, current.id, data.app_id, lock=True)  # _reprice_callers
+        fields = _field_schemas(data.fields)
         await self._ensure_name_free(data.app_id, data.name, None)
         collection = Collection(
             app_id=data.app_id,
