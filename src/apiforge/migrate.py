@@ -27,9 +27,10 @@ def alembic_config(database_url: str) -> Config:
 
 @contextmanager
 def _sqlite_migration_lock(database_url: str) -> Iterator[None]:
-    """One `upgrade` at a time per SQLite file: Alembic runs SQLite DDL outside a transaction, so
-    two processes starting together (`make run` twice, a supervisor's workers) would both create
-    the same tables. PostgreSQL serialises in `migrations/env.py` with an advisory lock."""
+    """One `upgrade` at a time per SQLite file (`make run` twice, a supervisor's workers): each
+    is one transaction that takes the write lock first (`migrations/env.py`), but another would
+    wait for that lock only SQLite's busy timeout (5 s), less than a long upgrade takes.
+    PostgreSQL serialises in `migrations/env.py` with an advisory lock."""
     path = sqlite_file(database_url)
     if path is None:
         yield

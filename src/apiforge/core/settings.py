@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -69,6 +70,16 @@ def _is_host_or_network(entry: str) -> bool:
     except ValueError:
         return 0 < len(text) <= 253 and all(_HOST_LABEL.match(p) for p in text.split("."))
     return True
+
+
+def _in_memory(database: str | None, query: Mapping[str, str | tuple[str, ...]]) -> bool:
+    """Whether an SQLite URL's database is in memory: none, `:memory:`, or a `file:` URI naming
+    `:memory:` or asking `mode=memory` (a URL's query, which SQLAlchemy passes on to the URI)."""
+    name = database or ":memory:"
+    if name.removeprefix("file:") == ":memory:":
+        return True
+    mode = query.get("mode", ())
+    return name.startswith("file:") and "memory" in ((mode,) if isinstance(mode, str) else mode)
 
 
 class Settings(BaseSettings):
@@ -200,6 +211,12 @@ class Settings(BaseSettings):
             # asyncpg raises OverflowError for it at the first connection: a traceback.
             if url.port is not None and not 0 < url.port <= 65535:
                 raise ValueError("has a port out of range (1-65535)")
+            if driver.startswith("sqlite") and _in_memory(url.database, url.query):
+                raise ValueError(
+                    "names an in-memory SQLite database, which every connection opens empty "
+                    "and which ends with its process (`db upgrade` would migrate one, `serve` "
+                    "find another unmigrated): use sqlite+aiosqlite:///path/to/apiforge.db"
+                )
         return value
 
     @field_validator("redis_url")
@@ -256,6 +273,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}PAGE_SIZE_DEFAULT ({self.page_size_default}) is over "
                 f"{ENV_PREFIX}PAGE_SIZE_MAX ({self.page_size_max})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _token_lifetimes(self) -> Self:
+        # `/user/sessions` lists (and ends) a session while its refresh token is usable: an
+        # access token outliving that would keep working for a session no longer listed there.
+        if self.access_token_ttl > self.refresh_token_ttl:
+            raise ValueError(
+                f"{ENV_PREFIX}ACCESS_TOKEN_TTL ({self.access_token_ttl}) is over "
+                f"{ENV_PREFIX}REFRESH_TOKEN_TTL ({self.refresh_token_ttl}): an access token would "
+                "keep working after its session's refresh token ran out, when /user/sessions "
+                "no longer lists the session nor can end it"
             )
         return self
 

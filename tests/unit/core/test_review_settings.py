@@ -89,3 +89,19 @@ def test_empty_lists_and_unset_urls_keep_their_defaults(monkeypatch: pytest.Monk
     assert settings.trusted_proxies == []
     assert settings.http_allow_hosts == []
     assert not settings.redis_url
+
+
+def test_an_access_token_outliving_the_refresh_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Accepted before: a session whose refresh token had run out was hidden from
+    # `/user/sessions`, and so could not be ended there, while its access token still worked.
+    monkeypatch.setenv("APIFORGE_ACCESS_TOKEN_TTL", "900")
+    monkeypatch.setenv("APIFORGE_REFRESH_TOKEN_TTL", "600")
+    with pytest.raises(InvalidSettingsError) as refused:
+        Settings()
+    assert "APIFORGE_ACCESS_TOKEN_TTL (900) is over APIFORGE_REFRESH_TOKEN_TTL (600)" in str(
+        refused.value
+    )
+    monkeypatch.setenv("APIFORGE_REFRESH_TOKEN_TTL", "900")
+    assert Settings().access_token_ttl == 900
