@@ -18,11 +18,12 @@ secret values or a user's password must not leave a hash a dump could check gues
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import structlog
 from cryptography.fernet import InvalidToken
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,6 +67,8 @@ MAX_STORED_BODY = 4 * 1024 * 1024
 # does; the purpose keeps these ciphertexts apart from every other use of the server secret.
 _SEALED = b"\x00sealed:v1:"
 _PURPOSE = b"apiforge/idempotency/management-answers/v1"
+# Seconds before a failed renewal is tried again, doubling while it keeps failing (`_keep_claimed`).
+RENEW_RETRY_FIRST = 0.5
 
 
 class IdempotencyMiddleware:
@@ -171,7 +174,7 @@ class IdempotencyMiddleware:
                 if k.decode("latin-1").lower() in KEPT_HEADERS
             }
             try:
-                async with state.engine.connect() as conn:
+                async with _pooled(state, store) as conn:
                     sealed = StoredResponse(status, kept, _sealed(state, content))
                     await store.complete_now(conn, claim, sealed)
             except Exception:
@@ -262,28 +265,51 @@ async def _keep_claimed(
     bound of its own (an import or a publish takes as long as the app is large; an upload as
     long as its disk), and a claim that lapsed under a route still running would let a retry
     take the key over and run the request a second time. So only a dead process's claims
-    expire. A keyed write pays one task; a statement only when it runs a third of a lease."""
-    period = store.lease.total_seconds() / 3
+    expire. A keyed write pays one task; a statement only when it runs a third of a lease.
+
+    A renewal that fails (the database out of reach for a moment) is tried again soon, backing
+    off from `RENEW_RETRY_FIRST` to a twelfth of the lease: waiting a whole third again, two
+    failures in a row would let the claim lapse, while at least eight tries fit in the two
+    thirds left."""
+    lease = store.lease.total_seconds()
+    period, failures = lease / 3, 0
     while True:
+        delay = period if not failures else min(RENEW_RETRY_FIRST * 2 ** (failures - 1), lease / 12)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), period)
+            await asyncio.wait_for(done.wait(), delay)
         if done.is_set():
             return
         try:
-            async with state.engine.connect() as conn:
-                if not await store.renew(conn, claim):
-                    log.warning("idempotency_claim_lost", record=claim.id)
-                    return
-        except Exception:  # the next renewal may get through; the lease has two more thirds
-            log.exception("idempotency_renew_failed")
+            async with _pooled(state, store) as conn:
+                renewed = await store.renew(conn, claim)
+        except Exception:
+            failures += 1
+            log.exception("idempotency_renew_failed", failures=failures)
+            continue
+        if not renewed:
+            log.warning("idempotency_claim_lost", record=claim.id)
+            return
+        failures = 0
 
 
 async def _release(state: Any, store: IdempotencyStore, claim: Claim) -> None:
     try:
-        async with state.engine.connect() as conn:
+        async with _pooled(state, store) as conn:
             await store.release(conn, claim)
     except Exception:  # the lease frees the key later
         log.exception("idempotency_release_failed")
+
+
+@contextlib.asynccontextmanager
+async def _pooled(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncConnection | None]:
+    """A pooled connection for a renewal, a release or a completion; None on the embedded
+    database, where the store writes those through its own connection (`store.own_db`): a
+    checkout there would be unused, and would wait behind the routes when the pool is busy."""
+    if store.own_db is not None:
+        yield None
+        return
+    async with state.engine.connect() as conn:
+        yield conn
 
 
 def _sealed(state: Any, body: bytes) -> bytes:
