@@ -11,6 +11,10 @@ VersionLabel = Annotated[
     str,
     Field(pattern=r"^(dev|latest|(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5}))$"),
 ]
+# An argument's name exactly as sent: the input models' whitespace trimming also reached the keys
+# of `args`, so `{" a": 1, "a": 2}` reached the steps as `{"a": 2}` (and a call's `"a "`, no
+# param of the API, ran as `a` instead of being refused).
+ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class InvocationCreate(InputModel):
@@ -19,14 +23,9 @@ class InvocationCreate(InputModel):
     app_id: str = Field(min_length=1, max_length=26)
     api: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,63}$")
     version: VersionLabel = "latest"
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[ArgName, Any] = Field(default_factory=dict)
     # A per-step trace (input, output, ms, error); only on `dev`.
     debug: Flag = False
-
-
-# An argument's name exactly as sent: the input models' whitespace trimming also reached the keys
-# of `args`, so `{" a": 1, "a": 2}` reached the steps as `{"a": 2}`.
-ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class WorkflowCreate(InputModel):

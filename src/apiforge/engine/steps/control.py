@@ -29,6 +29,7 @@ from apiforge.engine.runtime import (
     StepReturn,
     count_iteration,
     dump_json,
+    hide_in_message,
     limit_exceeded,
     run_steps,
 )
@@ -369,6 +370,9 @@ class TransactionStep:
             if self.on_error == "continue" and not isinstance(exc, LimitExceededError):
                 for step_id in self.nested_ids:
                     ctx.steps.pop(step_id, None)
+                # The message becomes step output, which the answer shows: masked as a failed
+                # call's message is (an expression error quotes the app secret it could not use).
+                hide_in_message(exc, ctx.masked_values)
                 error = {"error": exc.reason, "message": exc.message}
                 if "stepId" in exc.details:
                     error["stepId"] = str(exc.details["stepId"])
