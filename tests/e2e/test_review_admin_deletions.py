@@ -6,6 +6,7 @@ that must outlive it."""
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from apiforge.datasets.models import Record
 from apiforge.datasets.sql import existing_indexes
 from apiforge.keys.models import ApiKey, Subscription
 from apiforge.workspaces.models import Workspace
+from apiforge.workspaces.service import WorkspaceService
 from tests.e2e._billing import ledger_invariants, market, top_up
 from tests.e2e._keys import app_key, call, notes_app, subscribe
 from tests.e2e._workspaces import assert_error, data_of, new_workspace
@@ -198,6 +200,63 @@ async def test_subscriptions_between_the_accounts_own_workspaces_do_not_count(
     data_of(await client.delete(f"{USERS}/{builder.account_id}", headers=admin.headers))
     assert await _count(app, Workspace, Workspace.owner_id == builder.account_id) == 0
     assert await _count(app, Subscription, Subscription.app_id == app_id) == 0
+
+
+async def test_a_workspace_handed_to_the_account_while_it_is_deleted_is_checked_too(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transfer to the account commits while its deletion runs: the deletion is refused
+    (PostgreSQL: `concurrent_update`, it had listed the account's workspaces before; SQLite
+    waited for the transfer and counts the workspace: `app_in_use`), instead of the cascade
+    taking the workspace unchecked — the subscriber's key with it (PostgreSQL did)."""
+    admin = await make_admin(app, client)
+    owner, heir, consumer = await register(client), await register(client), await register(client)
+    team = await new_workspace(client, owner)
+    data_of(
+        await client.post(
+            f"/api/v1/workspaces/{team}/members",
+            json={"email": heir.email, "role": "admin"},
+            headers=owner.headers,
+        )
+    )
+    in_team = replace(owner, headers={**owner.headers, "X-Workspace-Id": team})
+    app_id = await notes_app(client, in_team, visibility="public")
+    key_id, secret = await app_key(client, consumer, app_id)
+
+    locked, go_on = asyncio.Event(), asyncio.Event()
+    lock_account = WorkspaceService._lock_account
+
+    async def held(self: WorkspaceService, account_id: str) -> None:
+        await lock_account(self, account_id)
+        locked.set()  # the transfer holds the heir's row (and the workspace's) until it commits
+        await asyncio.wait_for(go_on.wait(), 10)
+
+    monkeypatch.setattr(WorkspaceService, "_lock_account", held)
+    transfer = asyncio.create_task(
+        client.post(
+            f"/api/v1/workspaces/{team}/transfer",
+            json={"accountId": heir.account_id},
+            headers=owner.headers,
+        )
+    )
+    await asyncio.wait_for(locked.wait(), 10)
+    deletion = asyncio.create_task(
+        client.delete(f"{USERS}/{heir.account_id}", headers=admin.headers)
+    )
+    await asyncio.sleep(0.5)  # it reads the account, then waits for the transfer's locks
+    assert not deletion.done(), deletion.result().text
+    go_on.set()
+    assert data_of(await asyncio.wait_for(transfer, 30))["ownerId"] == heir.account_id
+
+    refused = await asyncio.wait_for(deletion, 30)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["data"]["error"] in ("concurrent_update", "app_in_use")
+    assert await _count(app, Account, Account.id == heir.account_id) == 1
+    assert await _count(app, Workspace, Workspace.id == team) == 1
+    assert await _count(app, ApiKey, ApiKey.id == key_id) == 1
+    data_of(await call(client, secret, app_id, "echo", {"text": "still here"}))
+    retried = await client.delete(f"{USERS}/{heir.account_id}", headers=admin.headers)
+    assert assert_error(retried, 409, "app_in_use")["subscribers"] == 1
 
 
 # --- what the cascade misses ----------------------------------------------------------------

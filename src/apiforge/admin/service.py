@@ -115,6 +115,7 @@ class AdminUserService:
         if not force:
             await ensure_unused(self.session, owned)
         await self._lock_active_admins(account)
+        await self._ensure_owned_unchanged(account.id, owned)
         was_admin = account.is_admin
         leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
@@ -130,6 +131,23 @@ class AdminUserService:
             select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
         )
         return list(rows.all())
+
+    async def _ensure_owned_unchanged(self, account_id: str, owned: list[str]) -> None:
+        """409 `concurrent_update` when a workspace was handed to the account since `owned` was
+        read: the cascade would take it unchecked (`app_in_use`) and uncleaned. The account's
+        row is locked first (where the DELETE would lock it: admins before it), and a transfer
+        locks it too (`WorkspaceService._lock_account`): one that committed meanwhile is seen
+        here, one still to come waits and then finds no account (404). Only PostgreSQL gets
+        the 409: on SQLite the workspaces' lock above already waited for the transfer."""
+        await lock_rows(self.session, Account, Account.id == account_id)
+        rows = await self.session.scalars(
+            select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
+        )
+        if list(rows.all()) != owned:
+            raise ConflictError(
+                "The account was handed a workspace meanwhile; try again",
+                reason="concurrent_update",
+            )
 
     @staticmethod
     def _refuse_self(actor: Account, account: Account) -> None:
