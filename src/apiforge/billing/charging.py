@@ -9,7 +9,8 @@ A priced call goes through three moments:
    ledger entries and the call's request-log row appended. Steps, charge and log commit together
    or not at all.
 3. **finish** (always, after the call): a reservation that was not settled is released, so a
-   failed call is charged nothing.
+   failed call is charged nothing; it answers whether the charge committed (a call cancelled
+   as its commit ran was charged, and its committed row is its request-log row).
 
 Two implementations, chosen by the database:
 
@@ -106,6 +107,7 @@ class Charge:
     pending: bool = False  # SQLite: written in the commit's queue, not confirmed yet
     outcome: str | None = None  # SQLite: what the queued write did ("ok", "short", "error…")
     driver: Any = None  # SQLite: the aiosqlite connection the write was queued on
+    waiting: "asyncio.Future[str] | None" = None  # SQLite: the writer's answer (`outcome`)
     # SQLite: more rows to commit with the charge (an idempotency key's answer), written before
     # the charge's own rows in whichever transaction takes them. A row that returns False wrote
     # nothing and refuses the call (nothing of the charge is written): with `refused` (the
@@ -164,7 +166,11 @@ class Charger(Protocol):
         """After the call's commit: raise when the charge turned out not to be written."""
         ...
 
-    async def finish(self, charge: Charge, succeeded: bool) -> None: ...
+    async def finish(self, charge: Charge, succeeded: bool) -> bool:
+        """After the call, its connection given back: release what was not charged. True when
+        the charge committed, also for a call that failed or was cancelled after its settle
+        (its commit may have gone through first): its committed log row then says 200."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -359,12 +365,17 @@ class SqliteWriter:
         self._pending: list[tuple[asyncio.Future[str], WriterCharge]] = []
 
     async def submit(self, charge: WriterCharge) -> str:
+        return await (await self.queue(charge))
+
+    async def queue(self, charge: WriterCharge) -> "asyncio.Future[str]":
+        """Queue `charge`; the future answers its outcome once it is committed (or refused).
+        The writer goes on with it whether or not anyone still waits for the answer."""
         connection = self._own.connection or await self._own.get()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         queue = connection._tx
         queue.put_nowait((None, partial(self._run, connection, charge, future)))
-        return await future
+        return future
 
     def _run(
         self,
@@ -603,7 +614,10 @@ class SqliteCharger:
             grouped = WriterCharge(
                 charge.caller_wallet, charge.debit, credits, stamp, insert, statements
             )
-            charge.outcome = await self.writer.submit(grouped)
+            charge.waiting = await self.writer.queue(grouped)
+            # Shielded: a call cancelled while it waits still learns (`finish`) what the writer
+            # did with its charge, which it commits anyway.
+            charge.outcome = await asyncio.shield(charge.waiting)
             self._conclude(charge)
             return
         raw = await conn.get_raw_connection()
@@ -661,33 +675,57 @@ class SqliteCharger:
 
     def _conclude(self, charge: Charge) -> None:
         """The charge is final (`ok`), or the call fails: nothing of it was committed."""
-        charge.pending = False
-        charge.settled = True  # the reservation is accounted for either way
+        self._settled(charge)
         if charge.outcome == "ok":
-            self.memory.end_write(charge.caller_wallet, -charge.debit, released=charge.debit)
             return
         if charge.outcome == "refused":
-            self.memory.end_write(charge.caller_wallet, 0, released=charge.debit)
             raise charge.refused()
-        short = charge.outcome == "short"
-        if short:
-            # The database holds less than this process believed: trust the database.
-            log.warning("wallet_cache_stale", wallet_id=charge.caller_wallet)
-        else:
-            log.error("charge_failed", wallet_id=charge.caller_wallet, outcome=charge.outcome)
-        self.memory.end_write(charge.caller_wallet, None if short else 0, released=charge.debit)
-        if short:
+        if charge.outcome == "short":
             raise InsufficientBalanceError(details={"price": charge.debit})
         raise RuntimeError("the call's charge could not be written")
 
-    async def finish(self, charge: Charge, succeeded: bool) -> None:
+    def _settled(self, charge: Charge) -> None:
+        """The write's outcome into the wallet cache; the reservation is accounted for."""
+        charge.pending = False
+        charge.settled = True
+        outcome = charge.outcome
+        delta: int | None = 0
+        if outcome == "ok":
+            delta = -charge.debit
+        elif outcome == "short":
+            # The database holds less than this process believed: trust the database.
+            log.warning("wallet_cache_stale", wallet_id=charge.caller_wallet)
+            delta = None
+        elif outcome is None:  # not known: the balance is read again on next use
+            delta = None
+        elif outcome != "refused":
+            log.error("charge_failed", wallet_id=charge.caller_wallet, outcome=outcome)
+        self.memory.end_write(charge.caller_wallet, delta, released=charge.debit)
+
+    async def finish(self, charge: Charge, succeeded: bool) -> bool:
         if charge.pending:
-            # Queued but never confirmed (the commit or a later settle failed): whether the
-            # database kept it is unknown here, so the balance is read again on next use.
-            charge.pending = False
-            self.memory.end_write(charge.caller_wallet, None, released=charge.debit)
+            # Queued but never confirmed (the call was cancelled, or failed after its settle):
+            # the queued write runs all the same, so its outcome is waited for.
+            try:
+                await _written(charge)
+            finally:
+                self._settled(charge)
         elif not charge.settled:
             self.memory.release(charge.caller_wallet, charge.debit)
+        return charge.outcome == "ok"
+
+
+async def _written(charge: Charge) -> None:
+    """Until a queued charge's write has run (`charge.outcome` set), if it can be known."""
+    if charge.outcome is not None:
+        return
+    try:
+        if charge.waiting is not None:  # the writer answers even when it fails
+            charge.outcome = await charge.waiting
+        elif charge.driver is not None:  # a round trip behind the write, on its thread
+            await charge.driver._execute(_nothing)
+    except Exception:  # closed: what was queued before ran, or the outcome stays unknown
+        log.warning("charge_outcome_unknown", wallet_id=charge.caller_wallet, exc_info=True)
 
 
 _RESERVE = text(
@@ -836,16 +874,21 @@ class DatabaseCharger:
     async def close(self) -> None:
         """Nothing of its own to close (it uses the engine's pool)."""
 
-    async def finish(self, charge: Charge, succeeded: bool) -> None:
+    async def finish(self, charge: Charge, succeeded: bool) -> bool:
         """A settled, committed call's hold is gone with its commit; any other hold is
-        released now (also when the settle ran but its transaction rolled back)."""
+        released now (also when the settle ran but its transaction rolled back). The debit
+        deletes the hold in the call's transaction, so a settled call whose hold is gone was
+        charged: its commit went through before it failed or was cancelled (the release waits
+        on the hold's row lock while that transaction is still ending)."""
         if charge.settled and succeeded:
-            return
+            return True
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(_RELEASE, {"h": charge.hold_id})
+                released = (await conn.execute(_RELEASE, {"h": charge.hold_id})).rowcount
         except Exception:  # the hold expires on its own; the call's answer must not change
             log.exception("wallet_hold_release_failed", hold_id=charge.hold_id)
+            return False
+        return charge.settled and released == 0
 
 
 def make_charger(engine: AsyncEngine, welcome_credits: int) -> SqliteCharger | DatabaseCharger:

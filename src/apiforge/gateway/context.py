@@ -13,7 +13,7 @@ from apiforge.engine.loader import AppTarget
 
 # The status of a call cancelled before it answered (its client gone, the server stopping):
 # nginx's "client closed request". The after-stages treat it as a failure whose effects may or
-# may not have committed.
+# may not have committed; a charged call whose charge committed is a success (stages/charge.py).
 CANCELLED = 499
 
 
@@ -67,7 +67,7 @@ class GatewayContext:
     log_written: bool = False
 
     # The outcome (`CANCELLED` when the call was cancelled mid-way: what it committed, if
-    # anything, is not known to the stages).
+    # anything, is not known to the stages; the charge's after-stage learns it of a charge).
     status: int = 200
     reason: str = ""
     body: bytes = b""

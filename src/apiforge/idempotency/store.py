@@ -91,17 +91,22 @@ class IdempotencyStore:
             await self.own_db.close()
 
     async def claim_gateway(
-        self, conn: AsyncConnection, reader: SqliteReader | None, record_id: str, fingerprint: str
+        self,
+        conn: AsyncConnection,
+        reader: SqliteReader | None,
+        record_id: str,
+        fingerprint: str,
+        owner: str | None = None,
     ) -> Claim | StoredResponse:
         """A gateway call's claim: in memory when this process owns the embedded database's
-        answer log (local_claims.py), else a claim row (`claim`)."""
+        answer log (local_claims.py), else a claim row (`claim`, owned by `owner`)."""
         local = self.local
         if local is not None and reader is not None and (await local.open_log()).owner:
             return await local.claim(reader, record_id, fingerprint)
-        return await self.claim(conn, record_id, fingerprint)
+        return await self.claim(conn, record_id, fingerprint, owner)
 
     async def claim(
-        self, conn: AsyncConnection, record_id: str, fingerprint: str
+        self, conn: AsyncConnection, record_id: str, fingerprint: str, owner: str | None = None
     ) -> Claim | StoredResponse:
         """Own `record_id`, or get the response stored for it. Commits its own short transaction.
 
@@ -110,12 +115,14 @@ class IdempotencyStore:
         takers exactly one wins. On the embedded database an answer in the answer log counts
         as well: it is looked for once the claim row is committed, so an answer committed
         before the row is found here, and one committing after it finds the row (`AnswerLog`).
+        `owner`, when the caller minted it, lets the caller release a claim whose commit it
+        never saw return (`release` deletes nothing of a claim never made).
         """
         local = self.local
         if local is not None:
             local.check_inflight(record_id, fingerprint)
             local.known.add(record_id)  # before a row of it can be written
-        owner = new_id()
+        owner = owner or new_id()
         if self.own_db is not None:
             log = await local.open_log() if local is not None else None
             db = await self.own_db.get()

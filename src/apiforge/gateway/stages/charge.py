@@ -69,11 +69,17 @@ class ChargeStage:
         if charge is None:
             return
         succeeded = ctx.status < 300
-        if not succeeded:
-            # The row written with the charge rolled back (or the call failed after it): the
-            # log stage writes the refusal instead.
-            ctx.log_written = False
-        await self.charger.finish(charge, succeeded)
+        charged = await self.charger.finish(charge, succeeded)
+        if succeeded:
+            return
+        if charged:
+            # The charge and its row (a 200: the steps had succeeded) committed before the call
+            # failed or was cancelled (its client gone as the commit ran): the call succeeded,
+            # as that row says, and the after-stages that follow count it so (no second row).
+            ctx.status, ctx.reason = 200, ""
+        # Else the row written with the charge rolled back, or was never written: the log
+        # stage writes the refusal instead.
+        ctx.log_written = charged
 
 
 class ChargeConfirmStage:

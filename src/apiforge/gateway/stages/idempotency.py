@@ -15,6 +15,7 @@ store; refusals after it (quotas, balance, failed steps) roll back and release t
 only completed calls are replayed.
 """
 
+import asyncio
 from functools import partial
 
 import structlog
@@ -42,6 +43,7 @@ from apiforge.idempotency.keys import (
 from apiforge.idempotency.sealed import open_answer, seal_answer
 from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
+from apiforge.tools.ids import new_id
 
 log = structlog.get_logger(__name__)
 
@@ -129,18 +131,36 @@ class IdempotencyStage:
             await self.store.tokens.consume(ctx.connection, digest, credential)
 
     async def _claim(self, ctx: GatewayContext, rid: str, print_: str) -> Claim | StoredResponse:
-        """The store's claim. A record stored before fingerprints were keyed (within the
-        retention at the upgrade) holds the earlier, unkeyed form: the same request in that
-        form is its retry, not another payload (computed only on a mismatch)."""
+        """The store's claim. Its owner is on `ctx` while the claim commits: a call cancelled
+        meanwhile (its client gone) has its row released after it, which would otherwise answer
+        the key's retries 409 until its lease ran out (a claim never made deletes nothing)."""
+        owner = new_id()
+        ctx.idempotency = Claim(rid, owner)
+        try:
+            outcome = await self._claimed(ctx, rid, print_, owner)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ctx.idempotency = None
+            raise
+        ctx.idempotency = None  # `on_request` keeps what the claim answered
+        return outcome
+
+    async def _claimed(
+        self, ctx: GatewayContext, rid: str, print_: str, owner: str
+    ) -> Claim | StoredResponse:
+        """A record stored before fingerprints were keyed (within the retention at the upgrade)
+        holds the earlier, unkeyed form: the same request in that form is its retry, not another
+        payload (computed only on a mismatch)."""
         assert ctx.connection is not None
         try:
-            return await self.store.claim_gateway(ctx.connection, self.reader, rid, print_)
+            return await self.store.claim_gateway(ctx.connection, self.reader, rid, print_, owner)
         except KeyMismatchError as exc:
             body = (ctx.raw_body,)
             legacy = legacy_fingerprint(ctx.method, ctx.path, ctx.query_string, body)
             if not exc.stored or exc.stored != legacy:
                 raise
-            return await self.store.claim_gateway(ctx.connection, self.reader, rid, legacy)
+            return await self.store.claim_gateway(ctx.connection, self.reader, rid, legacy, owner)
 
     async def _complete(self, ctx: GatewayContext) -> None:
         """Inside the run's transaction, after the steps: the response commits with them."""
