@@ -196,6 +196,12 @@ async def test_hourly_buckets_place_calls_in_their_utc_hour(
         ({"from": "yesterday"}, "invalid_input"),
         ({"from": "2026-03-02", "to": "2026-03-01"}, "invalid_input"),
         ({"from": "2026-03-01", "to": "2026-03-01"}, "invalid_input"),
+        ({"from": "2026-03-01T18:00:00Z", "to": "2026-03-01T06:00:00Z"}, "invalid_input"),
+        (
+            {"from": "2026-03-01T10:30:00Z", "to": "2026-03-01T10:10:00Z", "granularity": "hour"},
+            "invalid_input",
+        ),
+        ({"from": "2026-03-01T10:10:00Z", "to": "2026-03-01T10:10:00Z"}, "invalid_input"),
         ({"to": "9999-12-31T23:59:59Z", "granularity": "hour"}, "invalid_input"),
         ({"from": "2026-01-01", "to": "2026-02-02", "granularity": "hour"}, "range_too_large"),
         ({"from": "2020-01-01", "to": "2026-01-01"}, "range_too_large"),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -34,7 +34,7 @@ from apiforge.billing.models import (
     Wallet,
     WelcomeGrant,
 )
-from apiforge.core.errors import PaymentRequiredError
+from apiforge.core.errors import NotFoundError, PaymentRequiredError
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
 from apiforge.workspaces.models import Workspace
@@ -182,6 +182,23 @@ def _insert_ignoring_conflicts(executor: Executor, model: Any, values: dict[str,
     return dialect.insert(model).values(values).on_conflict_do_nothing()
 
 
+def _insert_wallet(executor: Executor, values: dict[str, Any]) -> Any:
+    """Insert a wallet only while its workspace exists, else nothing: an INSERT … SELECT from the
+    workspace's row under the lock its foreign key would take (FOR KEY SHARE; on SQLite the
+    write lock, which the statement takes before it reads). A workspace deleted since the
+    request read it then waits out the deletion and inserts nothing, rather than failing on the
+    foreign key (a 500)."""
+    dialect = postgresql if dialect_name(executor) == "postgresql" else sqlite
+    columns = [literal(value, Wallet.__table__.c[name].type) for name, value in values.items()]
+    source = (
+        select(*columns)
+        .select_from(Workspace)
+        .where(Workspace.id == values["workspace_id"])
+        .with_for_update(read=True, key_share=True)
+    )
+    return dialect.insert(Wallet).from_select(list(values), source).on_conflict_do_nothing()
+
+
 async def _claim_welcome(executor: Executor, workspace_id: str, now: datetime) -> str | None:
     """The workspace's owner, when this call is the one that records their welcome grant; None
     when the account already has one (another workspace of theirs, also one being created
@@ -201,7 +218,7 @@ async def create_wallets(
     created the balance wallet; and, when it did, the welcome credits its owner's account is
     due — claimed here, at most once per account whatever races, but not posted yet (the
     caller posts them after its own posting). Nothing but the wallets' SELECT when they all
-    exist. The caller commits."""
+    exist; 404 `workspace_not_found` when the workspace is gone. The caller commits."""
     found = await workspace_wallets(executor, workspace_id)
     if len(found) == len(WORKSPACE_KINDS):
         return found, False, None
@@ -219,10 +236,12 @@ async def create_wallets(
             "created_at": now,
             "updated_at": now,
         }
-        result = await executor.execute(_insert_ignoring_conflicts(executor, Wallet, value))
+        result = await executor.execute(_insert_wallet(executor, value))
         if kind == "balance" and result.rowcount == 1:  # type: ignore[attr-defined]
             created = True
     wallets = await workspace_wallets(executor, workspace_id)
+    if len(wallets) < len(WORKSPACE_KINDS):  # the workspace was deleted since it was read
+        raise NotFoundError("Workspace not found", reason="workspace_not_found")
     welcome = None
     if created and welcome_credits > 0:
         account_id = await _claim_welcome(executor, workspace_id, now)

@@ -145,14 +145,22 @@ def make_range(
     now: datetime | None = None,
 ) -> ChartRange:
     """Align `[start, end)` to buckets, defaulting `end` to the end of the current bucket and
-    `start` to `DEFAULT_SPAN` before `end`. 400 when the range is empty, reversed, or holds more
-    than `MAX_BUCKETS[granularity]` buckets."""
+    `start` to `DEFAULT_SPAN` before `end`. 400 when the range is empty or reversed (as written:
+    aligned, `from` 10:30 and `to` 10:10 would still show the 10:00 bucket), or holds more than
+    `MAX_BUCKETS[granularity]` buckets."""
+    if start is not None and end is not None and start >= end:
+        raise ValidationError(errors=[{"field": "to", "message": "must be after from"}])
     try:
         last = ceil(end if end is not None else (now or utcnow()), granularity)
-        first = floor(start, granularity) if start is not None else last - DEFAULT_SPAN[granularity]
     except OverflowError:
         raise ValidationError(
             errors=[{"field": "to", "message": "must be before year 9999"}]
+        ) from None
+    try:
+        first = floor(start, granularity) if start is not None else last - DEFAULT_SPAN[granularity]
+    except OverflowError:  # only the default can fall before year 1
+        raise ValidationError(
+            errors=[{"field": "from", "message": "must be given when to is near year 1"}]
         ) from None
     if first >= last:
         raise ValidationError(errors=[{"field": "to", "message": "must be after from"}])

@@ -13,6 +13,7 @@ from apiforge.usage.charts import (
     MAX_BUCKETS,
     OTHER_ID,
     ChartRange,
+    Granularity,
     _chart_query,
     bucket_label_sql,
     ceil,
@@ -85,12 +86,29 @@ def test_range_holds_at_most_max_buckets(granularity: Any, buckets: int, allowed
 
 
 def test_empty_reversed_and_overflowing_ranges_are_refused() -> None:
-    for start, end in [(T, T - timedelta(days=2)), (floor(T, "day"), floor(T, "day"))]:
+    cases: list[tuple[datetime, datetime, Granularity]] = [
+        (T, T - timedelta(days=2), "day"),
+        (floor(T, "day"), floor(T, "day"), "day"),
+        # Within one bucket, as written: aligned, they would still show that bucket.
+        (T, T - timedelta(hours=6), "day"),
+        (T, T - timedelta(minutes=5), "hour"),
+        (T, T, "hour"),
+    ]
+    for start, end, granularity in cases:
         with pytest.raises(ValidationError) as caught:
-            make_range(start, end, "day")
+            make_range(start, end, granularity)
         assert caught.value.details["errors"] == [{"field": "to", "message": "must be after from"}]
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as caught:
         make_range(None, datetime(9999, 12, 31, 23, 30, tzinfo=UTC), "hour")
+    assert caught.value.details["errors"] == [
+        {"field": "to", "message": "must be before year 9999"}
+    ]
+    # The default `from` would fall before year 1: not a `to` past year 9999.
+    with pytest.raises(ValidationError) as caught:
+        make_range(None, datetime(1, 1, 1, 5, tzinfo=UTC), "day")
+    assert caught.value.details["errors"] == [
+        {"field": "from", "message": "must be given when to is near year 1"}
+    ]
 
 
 def test_time_series_zero_fills_every_bucket_and_adds_up_duplicates() -> None:
