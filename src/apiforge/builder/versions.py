@@ -301,6 +301,13 @@ async def find_version(session: AsyncSession, app: App, version: str) -> AppVers
     return row
 
 
+def version_tag(label: str, revision: int, asked: str) -> str:
+    """The text of a version's `ETag` (between its quotes): its `revision`, and read through
+    `latest` its label too (`1.2.0;3`). A publish moves `latest` to a new version at revision 1,
+    so a bare revision read from the one before would pass for a version never read."""
+    return f"{label};{revision}" if asked == "latest" else str(revision)
+
+
 def immutable(version: str, fields: list[str] | None = None) -> ConflictError:
     details: dict[str, Any] = {"version": version}
     if fields:
@@ -423,8 +430,9 @@ class VersionService:
         nothing newer to move to, and `latest` must never answer 410. Undeprecating clears it,
         and is refused while the version names a collection field removed since (409
         `version_uses_removed_field`): the removal went through because it was deprecated.
-        `If-Match` names the `revision` (412); a change takes the next one. The app is locked
-        like a publish, so a field removal and an undeprecation never both pass their checks.
+        `If-Match` names the `revision` (412), through `latest` with the label (`version_tag`);
+        a change takes the next revision. The app is locked like a publish, so a field removal
+        and an undeprecation never both pass their checks.
         """
         app = await find_app(self.session, current.id, app_id, lock=True)
         row = await find_version(self.session, app, version)
@@ -432,7 +440,10 @@ class VersionService:
         extra = sorted((data.model_extra or {}).keys())
         if extra:
             raise immutable(row.version, extra)
-        precondition.check(row.revision, lock="revision")  # `version` is the label
+        if version == "latest":
+            precondition.check_tag(version_tag(row.version, row.revision, version))
+        else:
+            precondition.check(row.revision, lock="revision")  # `version` is the label
         given = data.model_fields_set
         if not given & {"deprecated", "sunset"}:
             raise ValidationError(

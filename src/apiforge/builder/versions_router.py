@@ -1,7 +1,8 @@
 """`/api/v1/apps/{appId}/versions`: publish `dev`, list, read and deprecate versions.
 
 Published versions are immutable: PUT and DELETE exist only to answer 409 `version_immutable`.
-A version's deprecation (`deprecated`, `sunset`) is locked by its `revision`, the `ETag`.
+A version's deprecation (`deprecated`, `sunset`) is locked by its `revision`, the `ETag` (read
+through `latest`, the ETag names the version too).
 """
 
 from typing import Annotated
@@ -17,11 +18,11 @@ from apiforge.builder.schemas import (
     VersionSummary,
     VersionUpdate,
 )
-from apiforge.builder.versions import VersionService
+from apiforge.builder.versions import VersionService, version_tag
 from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
-from apiforge.idempotency.locking import IfMatch, etag
+from apiforge.idempotency.locking import IfMatch
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(tags=["builder"])
@@ -48,9 +49,10 @@ async def list_versions(
     return ok(await service.list_versions(current, app_id, page))
 
 
-def _with_etag(response: Response, read: VersionRead) -> VersionRead:
-    """The `ETag` is the `revision`: `version` is the semver label, not a lock."""
-    response.headers["ETag"] = etag(read.revision)
+def _with_etag(response: Response, read: VersionRead, asked: str) -> VersionRead:
+    """The `ETag` is the `revision` (`version` is the semver label, not a lock), with the label
+    when `asked` is `latest`, which a publish moves to another version."""
+    response.headers["ETag"] = f'"{version_tag(read.version, read.revision, asked)}"'
     return read
 
 
@@ -62,7 +64,7 @@ async def get_version(
     current: CurrentWorkspaceDep,
     service: VersionServiceDep,
 ) -> Envelope[VersionRead]:
-    return ok(_with_etag(response, await service.read(current, app_id, version)))
+    return ok(_with_etag(response, await service.read(current, app_id, version), version))
 
 
 @router.patch(
@@ -79,7 +81,7 @@ async def update_version(
     if_match: IfMatch,
 ) -> Envelope[VersionRead]:
     read = await service.update(current, app_id, version, body, if_match)
-    return ok(_with_etag(response, read))
+    return ok(_with_etag(response, read, version))
 
 
 @router.put(
