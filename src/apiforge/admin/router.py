@@ -8,7 +8,8 @@ from apiforge.accounts.deps import AdminAccount
 from apiforge.admin.schemas import AccountStatus, AdminUserRead, AdminUserUpdate, Deleted
 from apiforge.admin.service import AdminUserService
 from apiforge.builder.hooks import app_changed_hook, workspaces_gone_hook
-from apiforge.http.deps import SessionDep
+from apiforge.files.storage import FileStorage
+from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Text
@@ -73,6 +74,7 @@ async def delete_user(
     user_id: str,
     admin: AdminAccount,
     service: AdminUserServiceDep,
+    settings: SettingsDep,
     if_match: IfMatch,
     force: ForceDelete = False,
 ) -> Envelope[Deleted]:
@@ -83,5 +85,6 @@ async def delete_user(
         force=force,
         app_changed=app_changed_hook(request),
         workspaces_gone=workspaces_gone_hook(request),
+        files_gone=FileStorage(settings.resolved_files_dir).remove_workspaces,
     )
     return ok(Deleted(id=user_id))

@@ -102,6 +102,7 @@ class AdminUserService:
         force: bool = False,
         app_changed: Callable[[str], None] = lambda app_id: None,
         workspaces_gone: Callable[[Sequence[str]], None] | None = None,
+        files_gone: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """Delete the account; the database cascades to its sessions, refresh tokens, settings,
         memberships and the workspaces it owns (with their members, apps, keys and
@@ -119,7 +120,7 @@ class AdminUserService:
         was_admin = account.is_admin
         leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
-        await leftovers.delete(self.session, app_changed, workspaces_gone)
+        await leftovers.delete(self.session, app_changed, workspaces_gone, files_gone)
         await self._ensure_an_admin_remains(was_admin)
 
     async def _owned_workspaces(self, account_id: str) -> list[str]:

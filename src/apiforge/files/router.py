@@ -7,20 +7,16 @@ are written out here. Downloads are the file's bytes, outside the envelope (DESI
 
 import base64
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import anyio
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import FileResponse
-from starlette.types import Message, Receive, Scope, Send
+from fastapi import APIRouter, Depends, Request, Response
 
 from apiforge.accounts.deps import workspace_key
 from apiforge.core.settings import Settings
 from apiforge.files.naming import clean_content_type, content_disposition
 from apiforge.files.receiving import FORM_OVERHEAD
 from apiforge.files.schemas import FileRead
+from apiforge.files.sending import send_file
 from apiforge.files.service import Download, FileService, UploadLimits
 from apiforge.files.storage import FileStorage
 from apiforge.http.deps import SessionDep, SettingsDep
@@ -71,7 +67,10 @@ _DOWNLOAD: dict[int | str, dict[str, Any]] = {
         "description": "The file's bytes (not the envelope), with `ETag` and `Content-MD5`",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
+    206: {"description": "The byte ranges of a valid `Range` (one, or `multipart/byteranges`)"},
+    304: {"description": "`If-None-Match` names the file's `ETag`: no body"},
     404: {"description": "Unknown file, or another workspace's (`file_not_found`)"},
+    416: {"description": "No range of the `Range` lies within the file (`range_not_satisfiable`)"},
 }
 
 
@@ -101,70 +100,33 @@ FileServiceDep = Annotated[FileService, Depends(_files)]
 KeyIdDep = Annotated[str | None, Depends(_key_id)]
 
 
-_DIGESTS = (b"content-md5", b"x-content-md5")
-
-
-class _FileDownload(FileResponse):
-    """A file's bytes, read from the handle the service opened (`Download`), never from the
-    path again (nor by the server, through `http.response.pathsend`): a deletion committing
-    meanwhile unlinks the path, not the open file, so the answer is whole or, before the
-    opening, a 404.
+def _download_response(download: Download, request: Request) -> Response:
+    """The file's bytes, read from the handle the service opened (`Download`), never from the
+    path again: a deletion committing meanwhile unlinks the path, not the open file, so the
+    answer is whole or, before the opening, a 404.
 
     The digest headers describe the whole file, so an answer whose body is only part of it
     (206, a `Range` request) leaves them out: `Content-MD5` is the digest of the body (RFC 1864),
     and a client checking it against what it received would reject a correct range. The `ETag`
     still names the whole file, as `If-Range` needs."""
-
-    def __init__(self, download: Download, headers: dict[str, str]) -> None:
-        self.handle = download.handle
-        try:
-            super().__init__(
-                download.path,
-                # Checked again: a type stored before the check was strict may not be sendable.
-                media_type=clean_content_type(download.content_type),
-                headers=headers,
-                stat_result=os.fstat(download.handle.fileno()),
-            )
-        except BaseException:
-            self.handle.close()
-            raise
-
-    @asynccontextmanager
-    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
-        yield anyio.wrap_file(self.handle)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_digests_of_whole_bodies(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] != 200:
-                headers = [(k, v) for k, v in message["headers"] if k not in _DIGESTS]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        extensions = {
-            name: value
-            for name, value in scope.get("extensions", {}).items()
-            if name != "http.response.pathsend"
-        }
-        try:
-            await super().__call__(
-                {**scope, "extensions": extensions}, receive, send_digests_of_whole_bodies
-            )
-        finally:
-            self.handle.close()
-
-
-def _download_response(download: Download) -> FileResponse:
-    digest = bytes.fromhex(download.md5)
-    return _FileDownload(
-        download,
+    stat = os.fstat(download.handle.fileno())
+    return send_file(
+        download.handle,
+        size=stat.st_size,
+        mtime=stat.st_mtime,
+        etag=f'"{download.md5}"',
+        # Checked again: a type stored before the check was strict may not be sendable.
+        media_type=clean_content_type(download.content_type),
+        request=request.headers,
         headers={
             "Content-Disposition": content_disposition(download.name),
-            "ETag": f'"{download.md5}"',
-            "Content-MD5": base64.b64encode(digest).decode("ascii"),  # RFC 1864
-            "X-Content-MD5": download.md5,
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox; default-src 'none'",
             "Cache-Control": "private",
+        },
+        whole_only={
+            "Content-MD5": base64.b64encode(bytes.fromhex(download.md5)).decode("ascii"),
+            "X-Content-MD5": download.md5,
         },
     )
 
@@ -211,13 +173,13 @@ async def list_files(
 @router.get(
     "/files/{file_id}",
     summary="Download a file's bytes",
-    response_class=FileResponse,
+    response_class=Response,
     responses=_DOWNLOAD,
 )
 async def download_file(
-    file_id: str, current: CurrentWorkspaceDep, service: FileServiceDep
-) -> FileResponse:
-    return _download_response(await service.download(current, file_id))
+    file_id: str, request: Request, current: CurrentWorkspaceDep, service: FileServiceDep
+) -> Response:
+    return _download_response(await service.download(current, file_id), request)
 
 
 @router.delete("/files/{file_id}", summary="Delete a file and its bytes (editor+)")

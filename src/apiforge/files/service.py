@@ -25,7 +25,6 @@ from base64 import b64decode
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio.to_thread
@@ -82,9 +81,8 @@ class UploadLimits:
 @dataclass(frozen=True, slots=True)
 class Download:
     """A file's bytes, already open, and how to describe them. Open, because a deletion that
-    commits meanwhile unlinks `path`: the answer must not need the path again."""
+    commits meanwhile unlinks their path: the answer must not need the path again."""
 
-    path: Path
     handle: BinaryIO
     name: str
     content_type: str
@@ -218,7 +216,7 @@ class FileService:
                 "The file's content is not available on this server",
                 reason="file_content_unavailable",
             ) from exc
-        return Download(path, handle, row.name, row.content_type, row.size, row.md5)
+        return Download(handle, row.name, row.content_type, row.size, row.md5)
 
     async def delete(
         self, current: CurrentWorkspace, file_id: str, precondition: Precondition = NO_PRECONDITION

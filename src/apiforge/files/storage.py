@@ -7,13 +7,17 @@ Layout under the root (`APIFORGE_FILES_DIR`, default `<data dir>/files`):
   over 1,024 directories; all of a workspace's bytes sit under one directory.
 - `.incoming/<random>.part` — uploads still streaming in. They sit on the same file system as
   their final place, so placing one is an atomic rename: a reader never sees half a file.
+- `.deleted/<random>/` — the bytes of a deleted workspace, moved aside while they are removed.
 
 Client file names never reach a path; an id that is not a well-formed id never does either.
 """
 
+import asyncio
 import hashlib
 import os
 import secrets
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -24,6 +28,7 @@ from apiforge.tools.ids import is_id
 
 log = structlog.get_logger(__name__)
 INCOMING = ".incoming"
+DELETED = ".deleted"
 
 
 @dataclass(slots=True)
@@ -103,3 +108,39 @@ class FileStorage:
             self.path_of(workspace_id, file_id).unlink(missing_ok=True)
         except OSError as exc:
             log.error("file_remove_failed", workspace=workspace_id, file=file_id, error=repr(exc))
+
+    def remove_workspaces(self, workspace_ids: Sequence[str]) -> None:
+        """Delete all bytes of deleted workspaces (a deletion is final: nothing can bring them
+        back). Runs after the deletion commits, never before: a rolled-back one keeps them. Each
+        directory is moved aside into `.deleted/` at once (one rename) and emptied off the event
+        loop, as a workspace may hold thousands of files, on a network file system in a cluster.
+        A workspace without files has nothing to remove; a failure is logged and leaves an
+        orphan, never an error."""
+        moved: list[Path] = []
+        for workspace_id in (i for i in workspace_ids if is_id(i)):
+            source = self.root / workspace_id
+            target = self.root / DELETED / secrets.token_hex(16)
+            try:
+                if not source.is_dir():
+                    continue
+                target.parent.mkdir(exist_ok=True)
+                os.rename(source, target)
+            except OSError as exc:
+                log.error("workspace_files_remove_failed", workspace=workspace_id, error=repr(exc))
+                continue
+            moved.append(target)
+        if not moved:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to keep free (a command-line tool)
+            _remove_trees(moved)
+        else:
+            loop.run_in_executor(None, _remove_trees, moved)
+
+
+def _remove_trees(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            log.error("workspace_files_remove_failed", path=str(path))

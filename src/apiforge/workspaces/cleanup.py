@@ -18,7 +18,8 @@ class Leftovers:
     """What no foreign key takes with deleted workspaces: the records they wrote as callers of
     other workspaces' apps (partitioned by workspace id, no key), which would stay unreadable yet
     hold those collections' fields against type changes; the run-time indexes of their own
-    collections (as deleting an app drops them); and this node's cached apps of theirs. Found
+    collections (as deleting an app drops them); this node's cached apps of theirs; and their
+    files' bytes (`files_gone`, after the commit: a deletion that rolls back keeps them). Found
     before the workspaces' rows are deleted (their cascade takes the apps), deleted after: only
     reads come before the conditional DELETE of the rows, so a concurrent write still wins."""
 
@@ -31,11 +32,14 @@ class Leftovers:
         session: AsyncSession,
         app_changed: Callable[[str], None],
         workspaces_gone: Callable[[Sequence[str]], None] | None = None,
+        files_gone: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         if not self.workspace_ids:
             return
         if workspaces_gone is not None:  # their keys stop at once on this node
             after_commit(session, partial(workspaces_gone, self.workspace_ids))
+        if files_gone is not None:
+            after_commit(session, partial(files_gone, self.workspace_ids))
         await session.execute(
             delete(Record)
             .where(Record.partition.in_(self.workspace_ids))

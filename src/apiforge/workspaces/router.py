@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request, Response
 
 from apiforge.accounts.deps import CurrentAccount
 from apiforge.builder.hooks import app_changed_hook, workspaces_gone_hook
+from apiforge.files.storage import FileStorage
+from apiforge.http.deps import SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
@@ -65,6 +67,7 @@ async def delete_workspace(
     request: Request,
     current: PathWorkspace,
     service: WorkspaceServiceDep,
+    settings: SettingsDep,
     if_match: IfMatch,
     force: ForceDelete = False,
 ) -> Envelope[Created]:
@@ -74,6 +77,7 @@ async def delete_workspace(
         force=force,
         app_changed=app_changed_hook(request),
         workspaces_gone=workspaces_gone_hook(request),
+        files_gone=FileStorage(settings.resolved_files_dir).remove_workspaces,
     )
     return ok(Created(id=current.id))
 

@@ -257,6 +257,7 @@ class WorkspaceService:
         force: bool = False,
         app_changed: Callable[[str], None] = lambda app_id: None,
         workspaces_gone: Callable[[Sequence[str]], None] | None = None,
+        files_gone: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
         everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
@@ -272,7 +273,7 @@ class WorkspaceService:
             await ensure_unused(self.session, [current.id])
         leftovers = await leftovers_of(self.session, [current.id])
         await delete_row(self.session, current.workspace, precondition)
-        await leftovers.delete(self.session, app_changed, workspaces_gone)
+        await leftovers.delete(self.session, app_changed, workspaces_gone, files_gone)
 
     async def list_members(self, current: CurrentWorkspace, params: PageParams) -> Page[MemberRead]:
         stmt = (
