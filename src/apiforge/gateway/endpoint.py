@@ -75,6 +75,11 @@ class GatewayEndpoint:
         try:
             response = await self._serve(scope, receive, request_id)
             await response(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping) before an answer: not a 500.
+            if not answered:
+                status = CANCELLED
+            raise
         except Exception:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
                 log.exception("unhandled_error", path=scope["path"])

@@ -1,5 +1,6 @@
 """Pure ASGI middleware for the conventions every request shares (no BaseHTTPMiddleware)."""
 
+import asyncio
 import contextlib
 import re
 import time
@@ -25,6 +26,9 @@ _OVERRIDE_HEADER = b"x-http-method-override"
 # sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
 ANSWER_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 log = structlog.get_logger("apiforge.access")
+# The status of a request cancelled before it answered: nginx's "client closed request", as
+# the gateway's (gateway/context.py `CANCELLED`).
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -230,15 +234,22 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = False
 
         async def send_and_capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
+                answered = True
                 status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_capture)
+        except asyncio.CancelledError:
+            # Its client gone (or the server stopping) before an answer: not a 500.
+            if not answered:
+                status = CLIENT_CLOSED_REQUEST
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)

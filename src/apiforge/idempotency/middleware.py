@@ -48,6 +48,7 @@ from apiforge.idempotency.keys import (
 from apiforge.idempotency.spool import SpooledBody
 from apiforge.idempotency.store import IdempotencyStore, shared_store
 from apiforge.idempotency.tokens import DuplicateRequestError
+from apiforge.tools.ids import new_id
 from apiforge.tools.sealing import derived_fernet
 
 log = structlog.get_logger(__name__)
@@ -220,27 +221,37 @@ async def _admitted(
 ) -> Claim | StoredResponse | None:
     """Claim the key (or find its stored answer) and spend the token, in one short committed
     transaction: the claim, the answer to replay, or None (a token alone, spent). A token that
-    can't be spent frees the claim again."""
-    async with state.engine.connect() as conn:
-        claim: Claim | None = None
-        if rid is not None:
-            outcome = await store.claim(conn, rid, payload)
-            if isinstance(outcome, StoredResponse):
-                return outcome
-            claim = outcome
-        try:
-            if raw_token is not None:
-                digest = token_id(raw_token)
-                if digest is None:
-                    raise DuplicateRequestError()
-                await store.tokens.consume(conn, digest, principal)
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            if claim is not None:
-                await store.release(conn, claim)
-            raise
-        return claim
+    can't be spent frees the claim again.
+
+    The claim's owner is minted here: a request cancelled while its claim commits (its client
+    gone) releases the row it may have committed, which would otherwise answer the key's
+    retries 409 until its lease ran out (a claim never made deletes nothing)."""
+    owner = new_id() if rid is not None else ""
+    try:
+        async with state.engine.connect() as conn:
+            claim: Claim | None = None
+            if rid is not None:
+                outcome = await store.claim(conn, rid, payload, owner)
+                if isinstance(outcome, StoredResponse):
+                    return outcome
+                claim = outcome
+            try:
+                if raw_token is not None:
+                    digest = token_id(raw_token)
+                    if digest is None:
+                        raise DuplicateRequestError()
+                    await store.tokens.consume(conn, digest, principal)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                if claim is not None:
+                    await store.release(conn, claim)
+                raise
+            return claim
+    except asyncio.CancelledError:
+        if rid is not None:  # after the claim's connection is closed: its commit is over
+            await _release(state, store, Claim(rid, owner))
+        raise
 
 
 def _record_id(headers: dict[str, str], caller: CallerScope) -> str | None:
