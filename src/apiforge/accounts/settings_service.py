@@ -120,7 +120,9 @@ class UserSettingsService:
         stmt = select(AppSetting).where(
             AppSetting.account_id == account_id, AppSetting.app_id == app_id
         )
-        stmt = order_by(stmt, params, SORTABLE, default="key", default_order="asc")
+        # Keys are unique per app: rows of one `updatedTime` keep one order from page to page.
+        tiebreak = AppSetting.key.expression
+        stmt = order_by(stmt, params, SORTABLE, "key", tiebreak=tiebreak, default_order="asc")
         rows, total = await fetch_page(self.session, stmt, params)
         return params.page([AppSettingItem.model_validate(row) for row in rows], total)
 

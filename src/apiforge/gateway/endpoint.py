@@ -42,6 +42,10 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class _ClientGoneError(Exception):
+    """The client disconnected before its body was whole."""
+
+
 class GatewayEndpoint:
     route_path = "/api/v1/invocations"  # the label of its requests in logs and metrics
 
@@ -74,6 +78,9 @@ class GatewayEndpoint:
 
         try:
             response = await self._serve(scope, receive, request_id)
+            if response is None:  # the client left before its body was whole: nothing ran
+                status = CANCELLED
+                return
             await response(scope, receive, send_with_id)
         except asyncio.CancelledError:
             # The client went away (or the server is stopping) before an answer: not a 500.
@@ -100,7 +107,7 @@ class GatewayEndpoint:
                     request_id=request_id,
                 )
 
-    async def _serve(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+    async def _serve(self, scope: Scope, receive: Receive, request_id: str) -> Response | None:
         method = scope["method"]
         if method == "OPTIONS":
             return _preflight(scope)
@@ -120,12 +127,21 @@ class GatewayEndpoint:
                 405, "method_not_allowed", "Method not allowed", headers={"Allow": _ALLOW}
             )
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        # ASCII digits only, as `BodyLimitMiddleware` reads them: `"²".isdigit()` is true, but
+        # `int("²")` raises (a 500 for a header byte 0xB2).
+        if declared is not None and not (
+            declared.isascii() and declared.isdigit() and int(declared) <= self.max_body
+        ):
             return self._too_large()
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLargeError:
             return self._too_large()
+        except _ClientGoneError:
+            # A cut body may still parse (a whole JSON value, more to come): running it would
+            # act on a request never sent in full, which the management API refuses too
+            # (Starlette's `ClientDisconnect`).
+            return None
         peer = scope["client"][0] if scope.get("client") else ""
         ctx = GatewayContext(
             headers=headers,
@@ -220,6 +236,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     seen = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError()
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen > limit:

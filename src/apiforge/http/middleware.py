@@ -25,6 +25,8 @@ _OVERRIDE_HEADER = b"x-http-method-override"
 # cache may store it, and no browser may sniff a JSON body echoing input as HTML. An answer that
 # sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
 ANSWER_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# What routing adds to a scope, read by the access log and the metrics (`_route_template`).
+_ROUTED = ("route", "endpoint")
 log = structlog.get_logger("apiforge.access")
 # The status of a request cancelled before it answered: nginx's "client closed request", as
 # the gateway's (gateway/context.py `CANCELLED`).
@@ -48,6 +50,17 @@ def request_id_of(scope: Scope) -> str:
     given = _header(scope, b"x-request-id")
     text = given.decode("latin-1") if given else ""
     return text if _REQUEST_ID.fullmatch(text) else new_id()
+
+
+async def _call_as(app: ASGIApp, scope: Scope, method: str, receive: Receive, send: Send) -> None:
+    """Run `app` on a copy of `scope` with another method, the outer middleware keeping the
+    client's own (the access log records the `HEAD`), then copy back what routing named in the
+    copy: the access log and `/metrics` count the request under its route, not "unmatched"."""
+    inner = dict(scope, method=method)
+    try:
+        await app(inner, receive, send)
+    finally:
+        scope.update((key, inner[key]) for key in _ROUTED if key in inner)
 
 
 def add_answer_headers(message: Message) -> None:
@@ -135,7 +148,8 @@ class MethodOverrideMiddleware:
                 await method_override_refused()(scope, receive, send)
                 return
             if method != scope["method"]:
-                scope = dict(scope, method=method)
+                await _call_as(self.app, scope, method, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -171,7 +185,7 @@ class HeadMiddleware:
                 raise _HeadAnsweredError()
 
         with contextlib.suppress(_HeadAnsweredError):
-            await self.app(dict(scope, method="GET"), receive, send_headers_only)
+            await _call_as(self.app, scope, "GET", receive, send_headers_only)
 
 
 class BodyLimitMiddleware:
