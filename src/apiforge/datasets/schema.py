@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from apiforge.tools.clock import iso
-from apiforge.tools.filters import LOGICAL_OPERATORS
+from apiforge.tools.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
 
 NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -23,9 +23,9 @@ FIELD_TYPES: Final = ("string", "integer", "number", "boolean", "object", "array
 SCALAR_TYPES: Final = frozenset({"string", "integer", "number", "boolean", "datetime"})
 # Every record carries these; a field of the same name would shadow them in the output.
 RESERVED_NAMES: Final = frozenset({"id", "version", "createdTime", "updatedTime"})
-# Names a filter reads as its own operators (`{"_and": [...]}`): a field so named could never be
-# filtered on.
-FILTER_WORDS: Final = LOGICAL_OPERATORS
+# Names a filter reads as its own operators (`{"_and": [...]}`, and `{"_eq": ...}` where a field
+# belongs): a field so named could never be filtered on.
+FILTER_WORDS: Final = LOGICAL_OPERATORS | FIELD_OPERATORS
 MAX_FIELDS: Final = 100
 MAX_NESTING: Final = 32  # depth of object/array values; deeper documents are refused
 INT_MIN: Final = -(2**63)
@@ -247,6 +247,10 @@ def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
             return None, "must be a number"
         if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
             return None, "is out of range"
+        if isinstance(value, int) and float(value) != value:
+            # Compared as a double on PostgreSQL, exactly on SQLite: 2**53 + 1 would equal 2**53
+            # (filters, sorts, unique) on one backend only.
+            return None, "is not exactly a double (beyond 2^53): use an integer field"
         return (value, None) if math.isfinite(value) else (None, "must be finite")
     if kind == "boolean":
         if isinstance(value, bool):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, literal, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -48,6 +48,7 @@ DATASET_SORTS: dict[str, ColumnElement[Any]] = {
     "updatedTime": Collection.updated_at.expression,
 }
 MAX_FILTER_BYTES = 16 * 1024
+_ERASE_BATCH = 500  # records a removed field is erased from per statement
 
 
 def schema_of(collection: Collection) -> CollectionSchema:
@@ -352,13 +353,41 @@ class CollectionService:
 
     @staticmethod
     async def _erase(connection: AsyncConnection, collection_id: str, name: str) -> None:
-        if connection.dialect.name == "postgresql":
-            new_data: Any = text(f"data - '{name}'")  # `name` is a checked identifier
-        else:
-            new_data = func.json_remove(Record.data, f"$.{name}")
-        await connection.execute(
-            update(Record).where(collection_predicate(collection_id)).values(data=new_data)
+        """Drop field `name` from every record holding it (a value or JSON null), and measure
+        each record again: `size` is what the `storageBytes` quota counts, as a write measures
+        it (`store._size`).
+        In batches by id; PostgreSQL locks each batch (a concurrent write then reads the erased
+        record), SQLite's writer lock is held already (the app's lock)."""
+        data: ColumnElement[Any] = literal_column("data")
+        held = (  # the key is there, also holding JSON null (`name` is a checked identifier)
+            data.op("?")(literal(name))
+            if connection.dialect.name == "postgresql"
+            else func.json_type(data, literal_column(f"'$.{name}'")).is_not(None)
         )
+        erase = (
+            update(Record)
+            .where(Record.id == bindparam("_id"))
+            .values(data=bindparam("_data", type_=Record.data.type), size=bindparam("_size"))
+        )
+        last = ""
+        while True:
+            batch = (
+                select(Record.id, Record.data)
+                .where(collection_predicate(collection_id), held, Record.id > last)
+                .order_by(Record.id)
+                .limit(_ERASE_BATCH)
+            )
+            if connection.dialect.name == "postgresql":
+                batch = batch.with_for_update()
+            rows = (await connection.execute(batch)).all()
+            if not rows:
+                return
+            values = []
+            for record_id, data in rows:
+                kept = {k: v for k, v in data.items() if k != name}
+                values.append({"_id": record_id, "_data": kept, "_size": len(orjson.dumps(kept))})
+            await connection.execute(erase, values)
+            last = rows[-1].id
 
 
 class RecordService:
@@ -409,6 +438,11 @@ class RecordService:
                 ) from None
         projection = _projection(schema, fields)
         key = params.sort or "createdTime"
+        if key.startswith("-"):  # the steps' "descending" spelling: here `order` says that
+            raise ValidationError(
+                errors=[{"field": "sort", "message": f"cannot sort by {key!r}"}],
+                reason="invalid_sort_field",
+            )
         direction = params.order or ("desc" if params.sort is None else "asc")
         page = await store.get_many(
             schema,
