@@ -4,9 +4,10 @@
 travels. The signature is HMAC-SHA256, keyed with that key's secret, over six lines: the method, the
 path, the sorted query, the body's SHA-256, the timestamp and the nonce. A call is accepted when
 its timestamp is within ±300 s of the server clock, its signature matches (constant-time), and its
-nonce has not been seen for that key in the last 600 s. The nonce is claimed only after the
-signature checked out, so anonymous traffic can never fill the nonce store or burn a client's
-nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an in-memory TTL set.
+nonce has not been seen for that key in the last `NONCE_TTL_SECONDS` (662 s). The nonce is
+claimed only after the signature checked out, so anonymous traffic can never fill the nonce store
+or burn a client's nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an
+in-memory TTL set.
 """
 
 import hashlib

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.models import App
-from apiforge.core.db import UTCDateTime, after_commit, lock_rows
+from apiforge.core.db import UTCDateTime, after_commit, begin_as_writer, lock_rows
 from apiforge.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.core.settings import Settings
@@ -106,6 +106,10 @@ class SubscriptionService:
     async def enable(self, current: CurrentWorkspace, data: SubscriptionCreate) -> Created:
         """Enable an app: any public app, or a private app of this workspace."""
         current.require(Role.EDITOR)
+        # SQLite: a savepoint outside the driver's transaction (opened only at a write) is a
+        # transaction itself, and its RELEASE committed the subscription before the request did;
+        # as the writer, a deletion of the app (or its workspace) also waits for us, or we for it.
+        await begin_as_writer(await self.session.connection())
         app = await self._subscribable_app(current.id, data.app_id)
         existing = await self.session.scalar(
             select(Subscription.id).where(
@@ -210,7 +214,12 @@ class SubscriptionService:
         after_commit(self.session, lambda: lookup.forget_subscription(workspace_id, app_id))
 
     async def _subscribable_app(self, workspace_id: str, app_id: str) -> App:
-        app = await self.session.get(App, app_id) if is_id(app_id) else None
+        """Read `FOR KEY SHARE` (PostgreSQL; the lock the subscription's foreign key takes anyway),
+        held until commit: a deletion of the app or its workspace locks the app `FOR UPDATE`
+        before its `app_in_use` check (`ensure_unused`), so it counts this subscription, or this
+        read waits for it and finds no app."""
+        stmt = select(App).where(App.id == app_id).with_for_update(read=True, key_share=True)
+        app = await self.session.scalar(stmt) if is_id(app_id) else None
         if app is None or (app.visibility != "public" and app.workspace_id != workspace_id):
             raise AppNotFoundError()
         return app

@@ -40,9 +40,17 @@ async def ensure_unused(
     session: AsyncSession, workspace_ids: Sequence[str], app_id: str | None = None
 ) -> None:
     """409 `app_in_use` while workspaces other than `workspace_ids` have enabled their app
-    `app_id` (any of their apps when None)."""
+    `app_id` (any of their apps when None). The apps are locked `FOR UPDATE` first, until
+    commit, so no subscription lands between this count and the caller's DELETE: one being
+    written holds its app `FOR KEY SHARE` (`SubscriptionService.enable`), so the lock waits for
+    it and the count sees it; one coming later waits and finds no app. SQLite ignores
+    `FOR UPDATE`: there the caller holds the write lock already (its first write came before)."""
     if not workspace_ids:
         return
+    apps = select(App.id).where(App.workspace_id.in_(workspace_ids))
+    if app_id is not None:
+        apps = apps.where(App.id == app_id)
+    await session.execute(apps.order_by(App.id).with_for_update())
     stmt = (
         select(func.count())
         .select_from(Subscription)

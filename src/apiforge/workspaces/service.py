@@ -6,7 +6,7 @@ no route can forget a check and the rules are testable without HTTP.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -262,13 +262,16 @@ class WorkspaceService:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
         everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
         is checked (412) and the DELETE is conditional on the version checked (409). While other
-        workspaces have one of its apps enabled, only with `force` (409 `app_in_use`)."""
+        workspaces have one of its apps enabled, only with `force` (409 `app_in_use`). Locks
+        the workspace's row, then its apps (`ensure_unused`): an app created or enabled by
+        another workspace meanwhile waits, instead of its cascade taking it unchecked."""
         current.require(Role.OWNER)
         precondition.check(current.workspace.version)
         if current.workspace.personal:
             raise ConflictError(
                 "The personal workspace cannot be deleted", reason="personal_workspace"
             )
+        await self._lock_workspace(current.id)
         if not force:
             await ensure_unused(self.session, [current.id])
         leftovers = await leftovers_of(self.session, [current.id])
@@ -300,7 +303,7 @@ class WorkspaceService:
         account = await self.session.scalar(select(Account).where(Account.email == email))
         if account is None:
             raise NotFoundError("No account has this email", reason="account_not_found")
-        await self._lock_workspace(current.id)
+        current = await self._locked(current, Role.ADMIN)
         if await self._membership(current.id, account.id) is not None:
             raise ConflictError("Already a member of this workspace", reason="already_member")
         used = await count_members(self.session, current.id)
@@ -326,6 +329,7 @@ class WorkspaceService:
     ) -> MemberRead:
         current.require(Role.ADMIN)
         ensure_grantable(data.role)
+        current = await self._locked(current, Role.ADMIN)
         member = await self._member_of(current, account_id)
         if member.role == Role.OWNER:
             raise ConflictError(
@@ -348,6 +352,7 @@ class WorkspaceService:
         """Admins remove members ranked below them; anyone but the owner may leave. `If-Match`
         is checked (412) and the ORM's DELETE is conditional on the version checked."""
         if account_id == current.account_id:
+            current = await self._locked(current, Role.VIEWER)
             if current.role is Role.OWNER:
                 raise ConflictError(
                     "The owner cannot leave; transfer ownership or delete the workspace",
@@ -356,6 +361,7 @@ class WorkspaceService:
             member = await self._member_of(current, account_id)
         else:
             current.require(Role.ADMIN)
+            current = await self._locked(current, Role.ADMIN)
             member = await self._member_of(current, account_id)
             if member.role == Role.OWNER:
                 raise ConflictError("The owner cannot be removed", reason="owner_cannot_be_removed")
@@ -366,7 +372,9 @@ class WorkspaceService:
 
     async def transfer(self, current: CurrentWorkspace, data: OwnershipTransfer) -> WorkspaceRead:
         """Hand ownership to an existing member; the old owner stays on as admin. The new owner's
-        own plan must allow them one more owned workspace."""
+        own plan must allow them one more owned workspace, and their account must be active
+        (409 `member_disabled`): a disabled owner could neither delete the workspace nor hand
+        it back."""
         current.require(Role.OWNER)
         if current.workspace.personal:
             raise ConflictError(
@@ -377,6 +385,7 @@ class WorkspaceService:
         await self._lock_workspace(current.id)
         member = await self._member_of(current, data.account_id)
         await self._lock_account(member.account_id)
+        await self._ensure_active(member.account_id)
         owned = await count_owned_workspaces(self.session, member.account_id)
         await check_quota(
             self.session,
@@ -417,6 +426,36 @@ class WorkspaceService:
         database's write lock on SQLite, whose driver starts the transaction at the first write,
         so reads before it see no snapshot). 404 when a concurrent request deleted it."""
         await lock_workspace(self.session, workspace_id)
+
+    async def _locked(self, current: CurrentWorkspace, minimum: Role) -> CurrentWorkspace:
+        """`current` with the caller's role as committed, read under the workspace's lock, and
+        checked against `minimum` (403). Every change of who belongs or in what role takes that
+        lock first (add, role change, removal, transfer, delete; then member rows), so an actor
+        demoted, removed or made owner at the same moment is judged on that, not on the role
+        read with `current`. 404 `workspace_not_found` once no longer a member."""
+        await self._lock_workspace(current.id)
+        role = await self.session.scalar(
+            select(Membership.role).where(
+                Membership.workspace_id == current.id,
+                Membership.account_id == current.account_id,
+            )
+        )
+        if role is None:
+            raise WorkspaceNotFoundError()
+        current = replace(current, role=Role(role))
+        current.require(minimum)
+        return current
+
+    async def _ensure_active(self, account_id: str) -> None:
+        """409 `member_disabled` unless the account is active. Read after `_lock_account`: a
+        disabling in flight is waited for (its row lock on PostgreSQL, the write lock on
+        SQLite) and judged as committed, never as read before it."""
+        status = await self.session.scalar(select(Account.status).where(Account.id == account_id))
+        if status != "active":
+            raise ConflictError(
+                "This member's account is disabled; ownership cannot go to it",
+                reason="member_disabled",
+            )
 
     async def _lock_account(self, account_id: str) -> None:
         """The same for the number of workspaces one account owns; 404 `account_not_found` when

@@ -2,15 +2,22 @@
 
 import base64
 import json
+import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import jwt
 import pytest
 
 from apiforge.core.errors import AuthenticationError
 from apiforge.engine import tokens as tokens_module
-from apiforge.engine.tokens import VerifiedTokens, sign_end_user_token, verify_end_user_token
+from apiforge.engine.tokens import (
+    RESERVED_CLAIMS,
+    VerifiedTokens,
+    sign_end_user_token,
+    verify_end_user_token,
+)
 from apiforge.tools.clock import CLOCK_SKEW_SECONDS, utcnow
 
 SECRET = "app-secret-" + "s" * 40
@@ -109,6 +116,17 @@ def test_console_token_shape_is_refused() -> None:
 def test_custom_claims_cannot_override_platform_claims(claim: str) -> None:
     with pytest.raises(ValueError, match=claim):
         _sign(claims={claim: "x"})
+
+
+def test_the_builder_guide_names_every_claim_jwt_sign_reserves() -> None:
+    """The guide listed `iss … admin` but not `ws`, so a builder's `claims: {"ws": …}` was
+    refused (400) for a reason the guide did not give."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "builder.md"
+    lines = guide.read_text(encoding="utf-8").splitlines()
+    (row,) = [line for line in lines if line.startswith("| `claims` |")]
+    listed = re.search(r"may not set `([^`]*)`", row)
+    assert listed is not None
+    assert set(listed.group(1).split()) == RESERVED_CLAIMS
 
 
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "a.b", "Bearer x.y.z"])
