@@ -68,8 +68,10 @@ def metrics(request: Request, settings: SettingsDep) -> Response:
     expected = settings.metrics_token
     if expected is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Header values arrive decoded as latin-1: back to the bytes sent, which a scraper
+        # sends as the token's UTF-8 (re-encoding as UTF-8 never matched a non-ASCII token).
         if scheme.lower() != "bearer" or not secrets.compare_digest(
-            given.strip().encode(), expected.get_secret_value().encode()
+            given.strip(" \t").encode("latin-1"), expected.get_secret_value().encode()
         ):
             raise AuthenticationError(
                 "/metrics needs the metrics token", headers={"WWW-Authenticate": "Bearer"}
