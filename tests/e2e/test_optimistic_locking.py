@@ -424,10 +424,12 @@ async def test_a_write_between_a_deletes_check_and_its_statement_wins(
     assert data_of(await client.get(record, headers=user.headers))["title"] == "new"
 
     workspace = f"/api/v1/workspaces/{await new_workspace(client, user)}"
+    # Its row is locked before the deletion's checks (a write waits behind that lock, then
+    # finds the workspace gone): the write lands before the lock, after the If-Match check.
     written = _write_before(
         monkeypatch,
         workspaces_service,
-        "delete_row",
+        "lock_workspace",
         lambda: client.patch(workspace, json={"name": "Renamed"}, headers=checked),
     )
     assert_error(await client.delete(workspace, headers=checked), 409, "concurrent_update")
