@@ -24,7 +24,12 @@ from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
 from apiforge.tools.clock import utcnow
-from apiforge.tools.filters import SQLITE_LOWER, sqlite_lower
+from apiforge.tools.filters import (
+    PG_FOLD_ATTRIBUTE,
+    PG_FOLD_COLLATIONS,
+    SQLITE_LOWER,
+    sqlite_lower,
+)
 from apiforge.tools.ids import new_id
 
 NAMING_CONVENTION = {
@@ -94,6 +99,26 @@ def sqlite_functions(connection: Any) -> None:
     """The SQL functions compiled filters call on SQLite (tools/filters.py), on a driver
     connection (sqlite3, or SQLAlchemy's aiosqlite adapter)."""
     connection.create_function(SQLITE_LOWER, 1, sqlite_lower, deterministic=True)
+
+
+def _postgresql_fold_collation(dialect: Dialect) -> Callable[[Any, Any], None]:
+    """A first-connect hook: the collation `_icontains` folds case by (tools/filters.py), the
+    first of `PG_FOLD_COLLATIONS` the database has for its encoding (none: its default)."""
+    query = (
+        "SELECT collname FROM pg_collation WHERE collname = ANY($1::text[]) "
+        "AND collnamespace = 'pg_catalog'::regnamespace AND collencoding IN "
+        "(-1, (SELECT encoding FROM pg_database WHERE datname = current_database())) "
+        "ORDER BY array_position($1::text[], collname::text) LIMIT 1"
+    )
+
+    def pick(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(query, (list(PG_FOLD_COLLATIONS),))
+        row = cursor.fetchone()
+        cursor.close()
+        setattr(dialect, PG_FOLD_ATTRIBUTE, row[0] if row else "default")
+
+    return pick
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -183,6 +208,9 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if pool:
             event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
+    elif engine.dialect.name == "postgresql":
+        pick = _postgresql_fold_collation(engine.dialect)
+        event.listen(engine.sync_engine, "first_connect", pick)
     return engine
 
 

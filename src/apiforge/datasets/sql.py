@@ -2,8 +2,9 @@
 indexes that back unique and indexed fields.
 
 Records are JSON documents in one `records` table. A field is read as a typed SQL expression —
-SQLite `json_extract(data, '$.f')`, PostgreSQL `CAST(data ->> 'f' AS <type>)` — and every unique or
-indexed field gets an index on exactly that expression, restricted to its collection:
+SQLite `json_extract(data, '$.f')`, PostgreSQL `CAST(data ->> 'f' AS <type>)` (text:
+`(data ->> 'f') COLLATE "C"`, code point order like SQLite's) — and every unique or indexed field
+gets an index on exactly that expression, restricted to its collection:
 
     CREATE INDEX ix_rec_<collection>_<hash> ON records ("partition", (<expr>), created_at, id)
         WHERE collection_id = '<collection>'
@@ -63,6 +64,10 @@ _BUILTIN_COLUMNS: dict[str, ColumnElement[Any]] = {
 }
 
 
+# PostgreSQL's byte-order collation: UTF-8 bytes sort as code points, as SQLite's BINARY does.
+TEXT_COLLATION = "C"
+
+
 def _checked(name: str) -> str:
     if not is_name(name):  # defence in depth: schemas are validated on save already
         raise ValueError(f"not a field name: {name!r}")
@@ -81,7 +86,11 @@ def field_expression(dialect: Dialect, f: FieldSchema) -> ColumnElement[Any]:
             return cast(raw, Float)
         if f.type == "boolean":
             return cast(raw, Boolean)
-        return type_coerce(raw, String)
+        # Text compares and sorts by code point, as SQLite's BINARY does, whatever the database's
+        # collation ("en_US" puts "a" before "Z"); indexes spell the same, or go unused. Typed
+        # plain String again so bound operands don't repeat the COLLATE: PostgreSQL refuses
+        # `BETWEEN $1 COLLATE "C" AND ...`, and the explicit collation here decides anyway.
+        return type_coerce(type_coerce(raw, String).collate(TEXT_COLLATION), String)
     raw = func.json_extract(data, literal_column(f"'$.{name}'"))
     kinds: dict[str, Any] = {"integer": Integer, "number": Float, "boolean": Boolean}
     return type_coerce(raw, kinds.get(f.type, String))

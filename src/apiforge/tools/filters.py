@@ -14,9 +14,10 @@ Comparisons follow SQL: a null field matches no comparison (not even `_neq`/`_ni
 and `_nnull` test for it. A null operand is refused rather than compared, so an expression that
 unexpectedly yields null (`token.sub` of an anonymous call) cannot turn into `IS NULL` and widen
 a query. `_contains` and `_starts_with` are case-sensitive on every dialect and `_icontains`
-compares `lower()` of both sides: LIKE with `%` and `_` escaped, except on SQLite, whose LIKE
-ignores case and refuses patterns past 50,000 bytes (a 500 for a long needle that PostgreSQL
-answers): there the three are `instr` tests.
+compares `lower()` of both sides, folded letter by letter on both (`PG_FOLD_COLLATIONS`,
+`sqlite_lower`): LIKE with `%` and `_` escaped, except on SQLite, whose LIKE ignores case and
+refuses patterns past 50,000 bytes (a 500 for a long needle that PostgreSQL answers): there the
+three are `instr` tests.
 
 A field stored finer than it is shown (record times: microseconds, shown in whole seconds) is
 resolved to a `Granular`; each of its values then stands for its whole granule, so a record
@@ -461,6 +462,24 @@ def icontains(column: ColumnExpressionArgument[Any], text: str) -> ColumnElement
     in `text` match themselves. The `_icontains` filter, and every `?q=` search of the API."""
     pattern = literal(f"%{_escape_like(text)}%", String)
     return _IContains(column, pattern, literal(text, String))
+
+
+# PostgreSQL folds case by the collation of lower()'s argument: "C" (which text fields sort by)
+# folds ASCII only, and an ICU collation maps whole strings (a final sigma to "ς", "İ" to "i" and
+# a combining dot). These collations fold letter by letter, as `sqlite_lower` does; each
+# connection pool uses the first its database has (`core/db.py` sets the dialect's
+# `PG_FOLD_ATTRIBUTE`), else the database's default collation.
+PG_FOLD_COLLATIONS: Final = ("pg_c_utf8", "C.utf8", "C.UTF-8")
+PG_FOLD_ATTRIBUTE: Final = "apiforge_fold_collation"
+
+
+@compiles(_IContains, "postgresql")
+def _like_postgresql(element: _TextTest, compiler: SQLCompiler, **kw: Any) -> str:
+    column, pattern, _ = _like_parts(element)
+    collation = getattr(compiler.dialect, PG_FOLD_ATTRIBUTE, "default")
+    folded = func.lower(column.collate(collation))
+    like = folded.like(func.lower(pattern.collate(collation)), escape=_LIKE_ESCAPE)
+    return compiler.process(like.self_group(), **kw)
 
 
 # SQLite's own lower() folds ASCII only ("ÉCOLE" would not contain "école"): connections that run

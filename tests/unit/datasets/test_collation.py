@@ -1,0 +1,180 @@
+"""String fields order, compare and fold case the same on SQLite and on PostgreSQL, whatever the
+PostgreSQL database's collation: here (on PostgreSQL) a database whose default collation is ICU
+English, which sorts "a" before "Z" and lower-cases "ΟΔΟΣ" to "οδος", where SQLite answers in
+code point order and folds letter by letter."""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from apiforge.core.settings import Settings
+from apiforge.datasets.filtering import record_filter
+from apiforge.datasets.sql import existing_indexes
+from apiforge.datasets.store import RecordStore
+from apiforge.migrate import alembic_config, upgrade
+from apiforge.tools.ids import new_id
+from tests.conftest import DATABASE_URL, _pg_execute
+from tests.unit.datasets._support import Tenants
+from tests.unit.datasets.test_indexes import captured, plan
+
+NAMES = ["Zoe", "adam", "Bob", "bob", "élan", "eve", "_x", "Émile", "10", "9"]
+FIELDS: list[dict[str, Any]] = [
+    {"name": "name", "type": "string", "indexed": True},
+    {"name": "code", "type": "string", "unique": True},
+    {"name": "label", "type": "string"},
+]
+
+
+@pytest.fixture(scope="module")
+def template_database(template_database: str) -> Iterator[str]:
+    """On PostgreSQL, a migrated template whose default collation is ICU `en-US` (the tests'
+    databases are cloned from it); SQLite keeps the session's."""
+    if not DATABASE_URL:
+        yield template_database
+        return
+    name = f"apiforge_tpl_{new_id()}"
+    asyncio.run(
+        _pg_execute(
+            DATABASE_URL,
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+        )
+    )
+    try:
+        upgrade(Settings(database_url=DATABASE_URL.rsplit("/", 1)[0] + "/" + name))
+        yield name
+    finally:
+        asyncio.run(_pg_execute(DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _people(store: RecordStore, tenants: Tenants, connection: AsyncConnection) -> Any:
+    people = await tenants.new_collection(connection, "people", FIELDS)
+    for i, name in enumerate(NAMES):
+        await store.insert(people, tenants.a, {"name": name, "code": name, "label": f"{name}{i}"})
+    return people
+
+
+async def test_string_fields_sort_in_code_point_order(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    people = await _people(store, tenants, connection)
+    for field in ("name", "code", "label"):  # indexed, unique, plain
+        page = await store.get_many(people, tenants.a, sort=[field], page_size=50)
+        assert [r[field] for r in page["list"]] == sorted(r[field] for r in page["list"])
+        page = await store.get_many(people, tenants.a, sort=[f"-{field}"], page_size=50)
+        got = [r[field] for r in page["list"]]
+        assert got == sorted(got, reverse=True)
+    rows = await store.aggregate(
+        people, tenants.a, metrics={"low": ("min", "name"), "high": ("max", "name")}
+    )
+    assert rows == [{"low": min(NAMES), "high": max(NAMES)}]
+
+
+async def test_string_comparisons_follow_code_point_order(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    people = await _people(store, tenants, connection)
+    dialect = connection.dialect
+    records = (await store.get_many(people, tenants.a, page_size=50))["list"]
+    tests = {"_lt": "__lt__", "_gte": "__ge__", "_gt": "__gt__", "_lte": "__le__"}
+    for op, value in (("_lt", "a"), ("_gte", "Z"), ("_gt", "bob"), ("_lte", "9")):
+        for field in ("name", "label"):
+            where = record_filter(dialect, people, {field: {op: value}})
+            page = await store.get_many(people, tenants.a, where=where, page_size=50)
+            got = sorted(r["name"] for r in page["list"])
+            expected = sorted(r["name"] for r in records if getattr(r[field], tests[op])(value))
+            assert got == expected, (op, value, field)
+    where = record_filter(dialect, people, {"name": {"_between": ["B", "Z"]}})
+    page = await store.get_many(people, tenants.a, where=where, page_size=50)
+    assert sorted(r["name"] for r in page["list"]) == ["Bob"]
+
+
+async def test_icontains_folds_case_as_sqlite_does(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    """Letter by letter (`filters.sqlite_lower`): a final sigma folds as any other, "İ" to "i";
+    "É" to "é" although the field sorts by code point (COLLATE "C" alone folds ASCII only)."""
+    people = await tenants.new_collection(connection, "people", FIELDS)
+    for name in ("ΟΔΟΣ", "İstanbul", "ÉCOLE", "plain"):
+        await store.insert(people, tenants.a, {"name": name})
+    dialect = connection.dialect
+    for needle, expected in (
+        ("οδοσ", ["ΟΔΟΣ"]),
+        ("istanbul", ["İstanbul"]),
+        ("école", ["ÉCOLE"]),
+        ("PLAIN", ["plain"]),
+    ):
+        where = record_filter(dialect, people, {"name": {"_icontains": needle}})
+        page = await store.get_many(people, tenants.a, where=where, page_size=50)
+        assert [r["name"] for r in page["list"]] == expected, needle
+
+
+async def test_an_indexed_string_field_sorts_and_filters_through_its_index(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    people = await _people(store, tenants, connection)
+    await connection.execute(text("ANALYZE"))
+    if connection.dialect.name == "postgresql":
+        # A ten-row table is cheaper to scan: forbidding that shows the index *can* serve the
+        # query (its expression, collation and predicate match).
+        await connection.execute(text("SET LOCAL enable_seqscan = off"))
+    where = record_filter(connection.dialect, people, {"name": {"_gte": "Bob"}})
+    with captured(connection) as statements:
+        await store.get_many(people, tenants.a, where=where, sort=["name"], with_total=False)
+        await store.get_many(
+            people,
+            tenants.a,
+            where=record_filter(connection.dialect, people, {"code": {"_eq": "adam"}}),
+            with_total=False,
+        )
+    plans = [await plan(connection, sql, params) for sql, params in statements]
+    print("\n\n".join(plans))  # shown with `pytest -s`
+    for text_plan in plans:
+        assert f"_rec_{people.id}_" in text_plan
+        assert "Seq Scan" not in text_plan
+    assert "Sort" not in plans[0]  # PostgreSQL reads the index in order
+
+
+@pytest.mark.skipif(not DATABASE_URL, reason="SQLite's indexes compare text as bytes already")
+async def test_upgrade_rebuilds_record_indexes_in_code_point_order(
+    settings: Settings, tenants: Tenants
+) -> None:
+    """Indexes built before 0017 carry the database's collation; the upgrade rebuilds them
+    under the same names with COLLATE "C" (the queries' collation)."""
+    engine = tenants.app.state.engine
+    async with engine.begin() as connection:
+        people = await _people(RecordStore(connection, tenants.cipher), tenants, connection)
+        names = await existing_indexes(connection, people.id)
+    assert len(names) == 2
+    config = alembic_config(settings.resolved_database_url)
+    await asyncio.to_thread(command.downgrade, config, "0016")
+    assert set((await _collations(engine, names)).values()) == {"default"}
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert set((await _collations(engine, names)).values()) == {"C"}
+    async with engine.begin() as connection:
+        assert await existing_indexes(connection, people.id) == names
+        where = record_filter(connection.dialect, people, {"code": {"_lt": "a"}})
+        page = await RecordStore(connection, tenants.cipher).get_many(
+            people, tenants.a, where=where, page_size=50
+        )
+    assert sorted(r["code"] for r in page["list"]) == sorted(n for n in NAMES if n < "a")
+
+
+async def _collations(engine: AsyncEngine, names: set[str]) -> dict[str, str]:
+    """Index name -> collation of its field column (the second)."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT c.relname, co.collname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_collation co ON co.oid = i.indcollation[1] "
+                "WHERE c.relname = ANY(:names)"
+            ),
+            {"names": sorted(names)},
+        )
+        return {str(name): str(collation) for name, collation in rows.all()}
