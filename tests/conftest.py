@@ -18,6 +18,7 @@ from httpx import ASGITransport, AsyncClient
 
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
+from apiforge.gateway.signing import NONCE_FILE, MemoryNonceStore
 from apiforge.migrate import upgrade
 from apiforge.tools.ids import new_id
 
@@ -123,6 +124,9 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
+    # Every app starts as after a graceful stop (no nonce to keep): one that finds no nonce file
+    # refuses calls signed before its start (gateway/signing.py), which tests sign freely.
+    MemoryNonceStore().save(data_dir / NONCE_FILE)
     common: dict[str, Any] = {
         "data_dir": data_dir,
         "secret_key": "test-secret-" + "x" * 40,

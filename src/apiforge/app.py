@@ -22,6 +22,7 @@ from apiforge.files.router import upload_body_limits
 from apiforge.gateway.endpoint import GatewayEndpoint
 from apiforge.gateway.openapi import document_errors, envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
+from apiforge.gateway.signing import save_nonces
 from apiforge.gateway.stage import GatewayState
 from apiforge.gateway.stages.charge import close_charger
 from apiforge.gateway.stages.log import drain_request_logs
@@ -156,6 +157,7 @@ async def shutdown(app: FastAPI) -> None:
     state, gateway = app.state, app.state.gateway_state
     reader = gateway.reader
     steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("nonces", lambda: save_nonces(gateway)),  # signed calls' nonces, for the next start
         ("request_logs", lambda: drain_request_logs(gateway)),
         ("charger", lambda: close_charger(gateway)),  # SQLite: the charges' writer connection
         ("reader", lambda: reader.close() if reader is not None else _nothing()),

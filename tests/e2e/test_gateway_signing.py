@@ -15,8 +15,10 @@ from urllib.parse import quote, unquote_plus
 
 import pytest
 from httpx import AsyncClient, Response
+from structlog.testing import capture_logs
 
 from apiforge.core.settings import Settings
+from apiforge.gateway.signing import NONCE_FILE
 from tests.e2e._keys import app_key, call, create_key, notes_app, subscribe
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, app_client, register
@@ -257,3 +259,65 @@ async def test_a_replay_to_a_second_node_is_refused(
         data_of(await _send(second, body, other))
         assert_error(await _send(client, body, other), 401, "nonce_reused")
     assert await _notes(client, secret, app_id) == ["one node", "one node"]
+
+
+# --- restarts without Redis: the nonces of one process's memory --------------------------
+
+
+def _one_process(settings: Settings) -> Settings:
+    """In-memory nonces (no Redis), on either database."""
+    return settings.model_copy(update={"redis_url": None})
+
+
+async def test_a_graceful_restart_keeps_the_nonces(settings: Settings) -> None:
+    local = _one_process(settings)
+    async with app_client(local) as (_application, first):
+        _, app_id, key_id, secret = await _setup(first)
+        body = _body(app_id, "addNote", text="once")
+        early = int(time.time()) - 60
+        headers = signed_headers(key_id, secret, body, timestamp=early)
+        data_of(await _send(first, body, headers))
+    async with app_client(local) as (_application, second):  # stopped and started again
+        assert_error(await _send(second, body, headers), 401, "nonce_reused")
+        # A call signed before the restart but not sent before it is still accepted.
+        data_of(await _send(second, body, signed_headers(key_id, secret, body, timestamp=early)))
+        assert await _notes(second, secret, app_id) == ["once", "once"]
+
+
+async def test_after_an_unclean_stop_calls_signed_before_the_start_are_refused(
+    settings: Settings,
+) -> None:
+    local = _one_process(settings)
+    async with app_client(local) as (_application, first):
+        _, app_id, key_id, secret = await _setup(first)
+        body = _body(app_id, "addNote", text="once")
+        headers = signed_headers(key_id, secret, body)
+        data_of(await _send(first, body, headers))
+    (local.data_dir / NONCE_FILE).unlink(missing_ok=True)  # killed: nothing saved
+    async with app_client(local) as (_application, second):
+        assert_error(await _send(second, body, headers), 401, "timestamp_before_restart")
+        never_sent = signed_headers(key_id, secret, body, timestamp=int(time.time()) - 5)
+        assert_error(await _send(second, body, never_sent), 401, "timestamp_before_restart")
+        # Signed after the start: accepted as usual.
+        fresh = signed_headers(key_id, secret, body, timestamp=int(time.time()) + 1)
+        data_of(await _send(second, body, fresh))
+        assert await _notes(second, secret, app_id) == ["once", "once"]
+
+
+async def test_a_key_secret_sealed_under_another_server_secret_is_a_logged_503(
+    client: AsyncClient, settings: Settings
+) -> None:
+    _, app_id, key_id, secret = await _setup(client)
+    body = _body(app_id, "addNote", text="x")
+    rotated = Settings(**{**settings.model_dump(), "secret_key": "another-server-" + "z" * 40})
+    async with app_client(rotated) as (_application, other):
+        with capture_logs() as logs:
+            response = await _send(other, body, signed_headers(key_id, secret, body))
+        assert_error(response, 503, "signing_secret_unreadable")
+        assert any(
+            line["event"] == "key_secret_unreadable" and line["key_id"] == key_id for line in logs
+        )
+        # An unknown key is still the plain 401 of a wrong signature.
+        unknown = signed_headers("01" + "z" * 24, secret, body)
+        assert_error(await _send(other, body, unknown), 401, "invalid_signature")
+    assert await _notes(client, secret, app_id) == []

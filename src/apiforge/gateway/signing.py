@@ -7,18 +7,24 @@ its timestamp is within ±300 s of the server clock, its signature matches (cons
 nonce has not been seen for that key in the last `NONCE_TTL_SECONDS` (662 s). The nonce is
 claimed only after the signature checked out, so anonymous traffic can never fill the nonce store
 or burn a client's nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an
-in-memory TTL set.
+in-memory TTL set, saved to the data dir at a graceful shutdown and read back at the next start
+(`NONCE_FILE`). After a stop that saved nothing, calls timestamped at or before the second the
+process started are refused: a previous process may have accepted them (docs/signing.md).
 """
 
 import hashlib
 import hmac
+import json
+import os
 import re
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import quote, unquote_plus
 
+import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -43,6 +49,11 @@ TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
 SIGN_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KEY_ID_MAX = 128
 HEADERS = ("x-app-id", "x-timestamp", "x-nonce", "x-sign")
+# In the data dir: one process's live nonces, written at a graceful shutdown, removed at start.
+NONCE_FILE = "signing-nonces.json"
+NONCES_KEY = "signing_nonces"  # the process's in-memory store, in `GatewayState.extra`
+
+log = structlog.get_logger(__name__)
 
 DEGRADED = Counter(
     "apiforge_gateway_degraded_total",
@@ -114,6 +125,10 @@ def check_timestamp(timestamp: str, now: float) -> None:
 
 
 class NonceStore(Protocol):
+    # Unix seconds: a call timestamped at or before it is refused (0: none). Set only by an
+    # in-memory store that started without its predecessor's nonces (`MemoryNonceStore.restore`).
+    not_before: int
+
     async def claim(self, key: str, ttl_seconds: int) -> bool:
         """True the first time `key` is claimed within `ttl_seconds`, False after that.
         Raises `UnavailableError` when the store cannot answer (callers fail closed)."""
@@ -122,10 +137,20 @@ class NonceStore(Protocol):
 
 class MemoryNonceStore:
     """One process's nonces. Every entry lives for the same TTL, so insertion order is expiry
-    order and pruning only ever looks at the oldest entries."""
+    order and pruning only ever looks at the oldest entries.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    A restart would forget them, and a call captured in the minutes before it could be replayed
+    once; rather than a write per call, `save` keeps them in a file at a graceful shutdown and
+    `restore` reads them back. Without that file (a first start, a killed process) `restore`
+    sets `not_before` to the start: every call a previous process accepted carries an earlier
+    timestamp (given clocks that agree), and after 300 s the skew check refuses those anyway."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
         self.clock = clock
+        self.wall = wall
+        self.not_before = 0
         self._expiry: dict[str, float] = {}
         self._order: deque[tuple[float, str]] = deque()
 
@@ -145,10 +170,70 @@ class MemoryNonceStore:
     def __len__(self) -> int:
         return len(self._expiry)
 
+    def save(self, path: Path) -> None:
+        """Write the live nonces with their expiry in Unix seconds (a graceful shutdown). The
+        file appears whole or not at all (renamed into place): a torn or missing one only makes
+        the next start refuse calls timestamped before it."""
+        now, wall = self.clock(), self.wall()
+        live = [
+            [key, round(wall + expires - now, 3)]
+            for key, expires in self._expiry.items()
+            if expires > now
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # workers write at once
+        try:
+            partial.write_text(json.dumps({"nonces": live}), encoding="utf-8")
+            os.replace(partial, path)
+        except OSError:
+            partial.unlink(missing_ok=True)  # a full disk leaves no half file behind
+            raise
+
+    def restore(self, path: Path) -> None:
+        """Take back what `save` wrote and remove the file, so that a later stop that saves
+        nothing is not mistaken for a graceful one; without a usable file, set `not_before`."""
+        started = self.wall()
+        try:
+            text = path.read_text(encoding="utf-8")
+            path.unlink()
+            entries = _saved_nonces(text)
+        except FileNotFoundError:
+            self.not_before = int(started)
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("signing_nonces_unreadable", path=str(path), error=repr(exc))
+            self.not_before = int(started)
+            return
+        now = self.clock()
+        # Oldest first, as `claim` keeps them; never longer than a nonce lives (a clock set back).
+        for key, expires in sorted(entries, key=lambda entry: entry[1]):
+            left = min(expires - started, NONCE_TTL_SECONDS)
+            if left > 0 and key not in self._expiry:
+                self._expiry[key] = now + left
+                self._order.append((now + left, key))
+
+
+def _saved_nonces(text: str) -> list[tuple[str, float]]:
+    """The `[key, expiry]` pairs of a nonce file; ValueError for anything else."""
+    saved: Any = json.loads(text)
+    entries = saved.get("nonces") if isinstance(saved, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("no nonce list")
+    pairs = []
+    for entry in entries:
+        match entry:
+            case [str(key), int() | float() as expires] if not isinstance(expires, bool):
+                pairs.append((key, float(expires)))
+            case _:
+                raise ValueError("not a [key, expiry] pair")
+    return pairs
+
 
 class RedisNonceStore:
     """Nonces shared by every node: `SET key 1 NX EX ttl` is atomic, so of two nodes receiving
     the same signed call at once exactly one accepts it."""
+
+    not_before = 0  # shared and lasting: a restart of one node forgets nothing
 
     def __init__(self, redis: "Redis", prefix: str) -> None:
         self.redis = redis
@@ -170,7 +255,23 @@ class RedisNonceStore:
 def nonce_store_for(state: GatewayState) -> NonceStore:
     if state.redis is not None:
         return RedisNonceStore(state.redis, state.settings.redis_prefix)
-    return MemoryNonceStore()
+    store = MemoryNonceStore()
+    store.restore(state.settings.data_dir / NONCE_FILE)
+    state.extra[NONCES_KEY] = store
+    return store
+
+
+async def save_nonces(state: GatewayState) -> None:
+    """At a graceful shutdown: the in-memory nonces to the data dir, for the next start. A
+    failure is logged, not raised: the next start then refuses calls signed before it."""
+    store = state.extra.pop(NONCES_KEY, None)
+    if not isinstance(store, MemoryNonceStore):
+        return
+    path = state.settings.data_dir / NONCE_FILE
+    try:
+        store.save(path)
+    except OSError as exc:
+        log.warning("signing_nonces_not_saved", path=str(path), error=repr(exc))
 
 
 # --- the credential resolver --------------------------------------------------------------
@@ -237,6 +338,11 @@ class SignatureResolver:
         )
         if not signature_matches(secret, canonical, given):
             raise _bad_signature()
+        if int(timestamp) <= self.nonces.not_before:
+            raise AuthenticationError(
+                "X-Timestamp is from before the server restarted; sign the call again",
+                reason="timestamp_before_restart",
+            )
         if not await self.nonces.claim(f"{record.id}:{nonce}", NONCE_TTL_SECONDS):
             raise AuthenticationError(
                 "This nonce was already used; sign every call with a new one",
@@ -256,7 +362,9 @@ def _title(header: str) -> str:
 
 class _LookupKeys:
     """Signing keys from the process's `KeyLookup` (at most one second old): `X-App-Id` is the
-    key's id; only secret keys (`app-`, `ws-`) sign, a `pk-` key is public by design."""
+    key's id; only secret keys (`app-`, `ws-`) sign, a `pk-` key is public by design. A secret
+    sealed under another server secret is a 503, as an app's signing secret is: the operator
+    must restore the key, and the client is not told its signature was wrong."""
 
     def __init__(self, state: GatewayState) -> None:
         self.lookup = key_lookup(state)
@@ -266,7 +374,13 @@ class _LookupKeys:
         found = await self.lookup.signing_key_for(ctx.connection, key_id)
         if found is None or found[0].kind not in SIGNING_KINDS:
             return None
-        return found
+        record, secret = found
+        if secret is None:
+            raise UnavailableError(
+                "The key's secret was sealed under another server secret key",
+                reason="signing_secret_unreadable",
+            )
+        return record, secret
 
     def admit(self, ctx: GatewayContext, record: KeyRecord) -> Caller:
         caller = key_caller(record, ctx)

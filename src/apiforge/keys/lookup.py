@@ -15,6 +15,7 @@ also owns the `LastUsedTracker`.
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,6 +33,8 @@ from apiforge.workspaces.models import Membership
 
 CACHE_TTL = 1.0  # seconds; the bound on how long a node may act on a revoked key
 MAX_ENTRIES = 10_000
+
+log = structlog.get_logger("apiforge.keys")
 
 
 def _key_query() -> Select[Any]:
@@ -119,7 +122,7 @@ class KeyLookup:
     ) -> None:
         self.settings = settings
         self._by_hash = RefreshingCache[str, KeyRecord | None](ttl, max_entries, _read_key)
-        self._signing = RefreshingCache[str, tuple[KeyRecord, str] | None](
+        self._signing = RefreshingCache[str, tuple[KeyRecord, str | None] | None](
             ttl, max_entries, self._read_signing_key
         )
         self._subscriptions = RefreshingCache[tuple[str, str], bool](
@@ -140,22 +143,26 @@ class KeyLookup:
 
     async def signing_key_for(
         self, conn: AsyncConnection, key_id: str
-    ) -> tuple[KeyRecord, str] | None:
+    ) -> tuple[KeyRecord, str | None] | None:
         """The key `key_id` and its secret, to verify an HMAC signature made with it; None for
-        an unknown id or a secret sealed under a previous server secret. The caller still runs
-        `check_key` (revoked, expired, IPs) on the record."""
+        an unknown id (anything not shaped like an id costs no query and takes no cache entry,
+        so junk cannot push real keys out); the secret is None when it was sealed under a
+        previous server secret (logged at each read). The caller still runs `check_key`
+        (revoked, expired, IPs) on the record."""
+        if not is_id(key_id):
+            return None
         return await self._signing.get(conn, key_id)
 
     async def _read_signing_key(
         self, conn: AsyncConnection, key_id: str
-    ) -> tuple[KeyRecord, str] | None:
-        if not is_id(key_id):
-            return None
+    ) -> tuple[KeyRecord, str | None] | None:
         row = (await conn.execute(_KEY_QUERY.where(ApiKey.id == key_id))).first()
         if row is None:
             return None
         secret = self.sealer.open(row.sealed_secret)
-        return None if secret is None else (_record(row), secret)
+        if secret is None:
+            log.error("key_secret_unreadable", key_id=key_id)  # the server secret changed
+        return _record(row), secret
 
     async def subscription_enabled(
         self, conn: AsyncConnection, workspace_id: str, app_id: str

@@ -207,6 +207,54 @@ async def test_memory_nonces_expire_and_are_pruned() -> None:
     assert len(store) == 1  # every other expired entry was pruned on the way
 
 
+class FakeWall(FakeClock):
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.5
+
+
+async def test_nonces_saved_at_a_graceful_stop_are_restored_with_their_expiry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "nonces.json"
+    clock, wall = FakeClock(), FakeWall()
+    before = MemoryNonceStore(clock, wall)
+    assert await before.claim("k:old", 600)
+    clock.now += 500
+    wall.now += 500
+    assert await before.claim("k:new", 600)
+    clock.now += 500  # "k:new" has 100 s left, "k:old" none
+    wall.now += 500
+    assert await before.claim("k:last", 600)
+    before.save(path)
+    wall.now += 30  # stopped for 30 s; the next process has a clock of its own
+    clock = FakeClock()
+    after = MemoryNonceStore(clock, wall)
+    after.restore(path)
+    assert not path.exists()  # a later stop that saves nothing must not find it
+    assert after.not_before == 0
+    assert not await after.claim("k:last", 600)
+    assert not await after.claim("k:new", 600)
+    assert await after.claim("k:old", 600)  # expired before the stop
+    clock.now += 71
+    assert await after.claim("k:new", 600)  # its 100 s are over
+    assert not await after.claim("k:last", 600)
+
+
+@pytest.mark.parametrize("content", [None, "", "{", '{"nonces": [["k:a", "soon"]]}', "[]"])
+async def test_without_a_usable_nonce_file_calls_signed_before_the_start_are_refused(
+    tmp_path: Path, content: str | None
+) -> None:
+    path = tmp_path / "nonces.json"
+    if content is not None:
+        path.write_text(content)
+    wall = FakeWall()
+    store = MemoryNonceStore(FakeClock(), wall)
+    store.restore(path)
+    assert store.not_before == 1_700_000_000
+    assert not path.exists()
+    assert len(store) == 0
+
+
 async def test_an_unreachable_redis_refuses_signed_calls_and_counts_it() -> None:
     client = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     store = RedisNonceStore(client, "apiforge-test:")
@@ -410,6 +458,25 @@ async def test_malformed_signatures_are_refused_without_a_lookup(
     error = await _refusal(resolver, _context({**_signed(), "X-Sign": value}))
     assert error.reason == "invalid_signature"
     assert keys.looked_up == []
+
+
+async def test_calls_signed_at_or_before_a_restart_that_lost_its_nonces_are_refused(
+    app: FastAPI, keys: FakeKeys
+) -> None:
+    nonces = MemoryNonceStore()
+    nonces.not_before = NOW - 10
+    resolver = SignatureResolver(
+        app.state.gateway_state, keys=keys, nonces=nonces, clock=lambda: NOW + 0.5
+    )
+    for stamp in (NOW - 10, NOW - 300):
+        error = await _refusal(resolver, _context(_signed(timestamp=stamp)))
+        assert error.reason == "timestamp_before_restart"
+    # A forged call learns nothing about the restart; a refused one burns no nonce.
+    forged = {**_signed(timestamp=NOW - 10), "X-Sign": "0" * 64}
+    assert (await _refusal(resolver, _context(forged))).reason == "invalid_signature"
+    assert len(nonces) == 0
+    assert await resolver.resolve(_context(_signed(timestamp=NOW - 9)))
+    assert await resolver.resolve(_context(_signed(timestamp=NOW, nonce="n-fresh-0123456789")))
 
 
 def test_a_nonce_outlives_every_moment_its_timestamp_is_accepted() -> None:

@@ -61,6 +61,22 @@ async def test_garbage_costs_no_query_and_unknown_keys_are_cached(app: FastAPI) 
     await lookup.close()
 
 
+async def test_ids_not_shaped_like_an_id_take_no_cache_entry(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """Anonymous junk in `X-App-Id` must not push real keys out of the bounded cache."""
+    _owner, _app_id, key_id, _secret = await _keyed_app(client)
+    lookup = KeyLookup(app.state.settings, app.state.engine, ttl=60, max_entries=2)
+    async with app.state.engine.connect() as conn:
+        assert await lookup.signing_key_for(conn, key_id) is not None
+        for junk in ("not-an-id", "x" * 128, key_id.upper(), key_id + "0", "'; DROP --"):
+            assert await lookup.signing_key_for(conn, junk) is None
+        with counting(app, "api_keys") as seen:
+            assert await lookup.signing_key_for(conn, key_id) is not None
+        assert seen == []  # still cached: no junk took its place
+    await lookup.close()
+
+
 async def test_a_change_is_seen_within_the_ttl_and_at_once_when_forgotten(
     app: FastAPI, client: AsyncClient
 ) -> None:
@@ -102,7 +118,9 @@ async def test_signing_keys_open_the_sealed_secret(app: FastAPI, client: AsyncCl
             Settings(data_dir=app.state.settings.data_dir, secret_key="another-" + "y" * 40),
             app.state.engine,
         )
-        assert await rotated.signing_key_for(conn, key_id) is None
+        unreadable = await rotated.signing_key_for(conn, key_id)
+        assert unreadable is not None
+        assert (unreadable[0].id, unreadable[1]) == (key_id, None)
         await rotated.close()
     await lookup.close()
 
