@@ -34,6 +34,7 @@ from apiforge.http.middleware import (
     HeadMiddleware,
     MethodOverrideMiddleware,
     RequestIdMiddleware,
+    SingleHeaderMiddleware,
 )
 from apiforge.idempotency.middleware import IdempotencyMiddleware
 from apiforge.idempotency.openapi import document_idempotency
@@ -49,12 +50,14 @@ log = structlog.get_logger(__name__)
 
 def middleware(settings: Settings) -> list[Middleware]:
     """Outermost first. The request id wraps everything so even a 500 carries it; the access log
-    sits outside the error guard so it records the 500; method override and HEAD-as-GET precede
-    routing; the body limit is innermost so its error is rendered by the envelope handlers."""
+    sits outside the error guard so it records the 500; a credential sent twice is refused before
+    anything reads one; method override and HEAD-as-GET precede routing; the body limit is
+    innermost so its error is rendered by the envelope handlers."""
     return [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(ErrorMiddleware),
+        Middleware(SingleHeaderMiddleware),
         Middleware(MethodOverrideMiddleware),
         Middleware(HeadMiddleware),
         Middleware(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 from sqlalchemy.pool import NullPool, PoolResetState
+from sqlalchemy.sql.elements import Null
 from sqlalchemy.types import TypeDecorator
 
 from apiforge.tools.clock import utcnow
@@ -62,6 +63,31 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class _CompactSqliteJSON(TypeDecorator[Any]):
+    """SQLite's JSON column, its text written as orjson writes it (UTF-8, no spaces) rather than
+    as `json.dumps` does (`\\u00e9` for `é`, a space after every `,` and `:`: up to three times
+    longer), so a size measured with orjson is the size the row holds. Read back as any JSON
+    text. Values must be what orjson writes."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None]:
+        def process(value: Any) -> str | None:
+            if isinstance(value, Null):
+                return None
+            return orjson.dumps(None if value is JSON.NULL else value).decode()
+
+        return process
+
+
+# For values kept under a byte cap measured with orjson (usage/buffer.py `MAX_ARGS_BYTES`); the
+# same text the SQLite charger writes for them (billing/charging.py). JSONB stores UTF-8 anyway.
+CompactJSONType = (
+    JSON().with_variant(JSONB(), "postgresql").with_variant(_CompactSqliteJSON(), "sqlite")
+)
 
 
 class Base(DeclarativeBase):

@@ -32,7 +32,7 @@ class Caller:
 
 @dataclass(slots=True)
 class GatewayContext:
-    headers: dict[str, str]  # lower-case names, last value wins
+    headers: dict[str, str]  # lower-case names, last value wins (credentials come once)
     client_ip: str
     request_id: str
     raw_body: bytes

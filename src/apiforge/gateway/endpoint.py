@@ -28,6 +28,8 @@ from apiforge.http.metrics import observe_request
 from apiforge.http.middleware import (
     ANSWER_HEADERS,
     method_override_refused,
+    repeated_header,
+    repeated_header_refused,
     request_id_of,
     requested_method,
 )
@@ -109,9 +111,16 @@ class GatewayEndpoint:
 
     async def _serve(self, scope: Scope, receive: Receive, request_id: str) -> Response | None:
         method = scope["method"]
+        headers = _header_map(scope)
+        # A name sent on several lines collapses in the map: only then are the lines walked
+        # again, for a credential or idempotency header sent twice (400, as on the management
+        # API: `SingleHeaderMiddleware`).
+        if len(headers) != len(scope["headers"]):
+            repeated = repeated_header(scope["headers"])
+            if repeated is not None:
+                return repeated_header_refused(repeated)
         if method == "OPTIONS":
             return _preflight(scope)
-        headers = _header_map(scope)
         # `X-HTTP-Method-Override: PUT|PATCH|DELETE` turns the call into a method the gateway
         # does not serve, as it would on any other route; any other override is refused (400)
         # rather than run as the POST it was not asked to be. Every line is read, as the
@@ -209,7 +218,8 @@ _PREFLIGHT_HEADERS = {
 
 
 def _header_map(scope: Scope) -> dict[str, str]:
-    """Header names to values (the last line of a repeated name), except `X-Forwarded-For`:
+    """Header names to values (the last line of a repeated name; the names that must come once,
+    `http/middleware.py` `SINGLE_HEADERS`, are refused when repeated), except `X-Forwarded-For`:
     a proxy may add a line of its own rather than extend the client's, so every line counts, in
     order, as the management API reads it (`http/deps.py` `client_ip`)."""
     raw = scope["headers"]

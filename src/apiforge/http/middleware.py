@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -25,6 +25,26 @@ _OVERRIDE_HEADER = b"x-http-method-override"
 # cache may store it, and no browser may sniff a JSON body echoing input as HTML. An answer that
 # sets its own `Cache-Control` (a file download) keeps it. Pairs of raw ASGI header lines.
 ANSWER_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# Headers a request may carry once, as they are spelt in errors: who is calling (a key, a token,
+# a signature), on whose behalf (an end user, a workspace) and which retry it is. None is a list
+# (RFC 9110 §5.3), and with two lines one reader takes the first and another the last — a proxy
+# and the app, or the gateway and the management API — so they could disagree about who called.
+SINGLE_HEADERS = {
+    name.lower().encode("latin-1"): name
+    for name in (
+        "Authorization",
+        "X-Api-Key",
+        "X-End-User-Token",
+        "X-App-Id",
+        "X-Timestamp",
+        "X-Nonce",
+        "X-Sign",
+        "X-Workspace-Id",
+        "Idempotency-Key",
+        "X-Idempotency-Token",
+        "X-Request-Seq",
+    )
+}
 # What routing adds to a scope, read by the access log and the metrics (`_route_template`).
 _ROUTED = ("route", "endpoint")
 log = structlog.get_logger("apiforge.access")
@@ -132,6 +152,44 @@ def method_override_refused() -> Response:
         f"{OVERRIDE_FIELD} is accepted only on POST, naming PUT, PATCH or DELETE",
         {"errors": [{"field": OVERRIDE_FIELD, "message": "must be PUT, PATCH or DELETE, on POST"}]},
     )
+
+
+def repeated_header(lines: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The first of `SINGLE_HEADERS` sent on more than one line (as spelt there), else None."""
+    seen: set[bytes] = set()
+    for name, _ in lines:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return SINGLE_HEADERS[name]
+            seen.add(name)
+    return None
+
+
+def repeated_header_refused(field: str) -> Response:
+    """The 400 answer to a request sending `field` twice: refused whatever the lines say (equal
+    lines too, which an intermediary may join into one `a, a`)."""
+    return error_response(
+        400,
+        "duplicate_header",
+        f"{field} must be sent once",
+        {"errors": [{"field": field, "message": "must be sent on one line only"}]},
+    )
+
+
+class SingleHeaderMiddleware:
+    """A request sending one of `SINGLE_HEADERS` on several lines is a 400 before anything runs,
+    as on the gateway (`gateway/endpoint.py`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            repeated = repeated_header(scope["headers"])
+            if repeated is not None:
+                await repeated_header_refused(repeated)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class MethodOverrideMiddleware:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Float, Index, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from apiforge.core.db import Base, JSONType, UTCDateTime, id_column
+from apiforge.core.db import Base, CompactJSONType, UTCDateTime, id_column
 
 # The `api` of an ad-hoc workflow run's row (`POST /api/v1/workflows`): no API's name can be it.
 # Its rows are not gateway calls, so `callsPerMonth` leaves them out (usage/counters.py).
@@ -43,7 +43,8 @@ class RequestLog(Base):
     client_ip: Mapped[str] = mapped_column(String(45))
     # Sensitive params masked; None when the API's params were never known (an early refusal),
     # so a secret sent to an API that was not resolved is never written in clear.
-    args: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Written as orjson writes them, the encoding their size cap measures (usage/buffer.py).
+    args: Mapped[dict[str, Any] | None] = mapped_column(CompactJSONType)
 
     __table_args__ = (
         # The caller's list (newest first, optionally a time range) and the monthly count of
