@@ -247,7 +247,9 @@ class DefinitionChecker:
         try:
             _check_nesting(definition)
             _check_target(definition)
-            compiled = compile_api(definition, dict(collections), prices, callee_cost=callee_cost)
+            compiled = compile_api(
+                definition, dict(collections), prices, callee_cost=callee_cost, saving=True
+            )
             cost, price = int(compiled.cost), int(definition.get("price") or 0)
             check_cost(cost)
             if price > MAX_RU:

@@ -13,7 +13,6 @@ The first version of an app is always 1.0.0, whatever the bump: there is nothing
 and a 0.x line would promise nothing to callers.
 """
 
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +39,7 @@ from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.datasets.published import undeprecation_conflicts
 from apiforge.engine.params import ParamSpec
+from apiforge.engine.schemas import MAX_VERSION_PART, SEMVER
 from apiforge.http.pagination import Page, PageParams, SortKey, fetch_page, order_by
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition
 from apiforge.tools.clock import utcnow
@@ -55,7 +55,6 @@ VERSION_SORTS: dict[str, SortKey] = {
     ),
     "createdTime": AppVersion.created_at.expression,
 }
-SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
 
 
 class VersionNotFoundError(NotFoundError):
@@ -71,16 +70,25 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
 
 
 def next_version(latest: str | None, bump: str) -> tuple[int, int, int]:
-    """The version a publish creates: 1.0.0 first, then `bump` applied to `latest`."""
+    """The version a publish creates: 1.0.0 first, then `bump` applied to `latest`; 409
+    `version_limit_reached` past `MAX_VERSION_PART`."""
     current = parse_version(latest) if latest else None
     if current is None:
         return 1, 0, 0
     major, minor, patch = current
     if bump == "major":
-        return major + 1, 0, 0
-    if bump == "minor":
-        return major, minor + 1, 0
-    return major, minor, patch + 1
+        bumped = major + 1, 0, 0
+    elif bump == "minor":
+        bumped = major, minor + 1, 0
+    else:
+        bumped = major, minor, patch + 1
+    if max(bumped) > MAX_VERSION_PART:
+        # Refused before anything is written: a version past the bound could never be called.
+        raise ConflictError(
+            f"{latest} has no next {bump} version: version parts stop at {MAX_VERSION_PART}",
+            reason="version_limit_reached",
+        )
+    return bumped
 
 
 @dataclass(frozen=True, slots=True)

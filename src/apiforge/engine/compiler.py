@@ -68,6 +68,9 @@ class Compiler:
     # What a `callApi` step's callee can consume (by name and pinned version); None: the
     # callee is not costed here (a run compiles a definition whose cost was frozen on save).
     callee_cost: CalleeBound | None = None
+    # The definition is being saved (or run ad hoc), not loaded as stored: checks made stricter
+    # since apply, while a stored version keeps compiling (and running) as it was accepted.
+    saving: bool = False
     _pending: list[_PendingRef] = field(default_factory=list)
 
     # --- called by step specs ------------------------------------------------------------
@@ -291,12 +294,16 @@ def compile_api(
     prices: Mapping[str, int],
     *,
     callee_cost: CalleeBound | None = None,
+    saving: bool = False,
 ) -> CompiledApi:
     """Validate and compile one API definition (`api`, `params`, `steps`, `returnSteps`, `auth`,
     `price`, `enabled`; camelCase or snake_case keys). Raises `DefinitionError` (400).
-    `callee_cost` costs the APIs its `callApi` steps run (builder/definitions.py)."""
+    `callee_cost` costs the APIs its `callApi` steps run (builder/definitions.py); `saving`
+    adds the checks only new definitions get (`Compiler.saving`)."""
     params = compile_params(definition.get("params"))
-    compiler = Compiler(collections=collections, prices=prices, callee_cost=callee_cost)
+    compiler = Compiler(
+        collections=collections, prices=prices, callee_cost=callee_cost, saving=saving
+    )
     steps = compiler.steps(definition.get("steps") or [], "steps")
     compiler.raise_pending()
     return_steps = _return_steps(
@@ -352,7 +359,7 @@ def compile_workflow(
     Its cost is what the run is charged, so it is held to what an API's price may be
     (`check_cost`). `callee_cost` costs what its `callApi` steps run, as for a saved API."""
     compiled = compile_api(
-        {"api": "", "steps": steps}, collections, prices, callee_cost=callee_cost
+        {"api": "", "steps": steps}, collections, prices, callee_cost=callee_cost, saving=True
     )
     check_cost(compiled.cost)
     return replace(compiled, params=open_params())

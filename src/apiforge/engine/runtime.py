@@ -146,7 +146,7 @@ def dump_json(value: Any) -> bytes:
 
 class Masker:
     """Hides sensitive values in traces: keys (sensitive params, encrypted fields) and values
-    (sensitive args, env secrets) wherever they appear, also inside longer strings."""
+    (sensitive args, env secrets) wherever they appear, also inside longer strings and keys."""
 
     __slots__ = ("keys", "values")
 
@@ -187,7 +187,19 @@ class Masker:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {key: MASK if key in self.keys else self(item) for key, item in value.items()}
+            masked: dict[Any, Any] = {}
+            for key, item in value.items():
+                shown = MASK if key in self.keys else self(item)
+                # A key may be the secret itself (`{env.secrets.key: ...}`): masked as text,
+                # numbered when it then meets another key, so no entry is lost.
+                if isinstance(key, str):
+                    key = self.text(key)
+                    base, number = key, 1
+                    while key in masked:
+                        number += 1
+                        key = f"{base} ({number})"
+                masked[key] = shown
+            return masked
         if isinstance(value, list | tuple):
             return [self(item) for item in value]
         if isinstance(value, int | float) and not isinstance(value, bool):

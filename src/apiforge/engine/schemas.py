@@ -1,16 +1,20 @@
-"""Request bodies of `/api/v1/invocations` and `/api/v1/workflows`."""
+"""Request bodies of `/api/v1/invocations` and `/api/v1/workflows`; what a version label is."""
 
+import re
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
 from apiforge.http.schemas import Flag, InputModel, Text
 
+# The largest part of a published version (`X.Y.Z`). One bound for every place a version is
+# named — publishing, reading, `callApi` pins, invocations — so no version is published that
+# cannot be called; it fits the 32-bit columns versions are sorted by.
+MAX_VERSION_PART = 999_999_999
+_PART = r"(0|[1-9][0-9]{0,8})"
+SEMVER = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
 # "dev", "latest" or an exact published version.
-VersionLabel = Annotated[
-    str,
-    Field(pattern=r"^(dev|latest|(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5}))$"),
-]
+VersionLabel = Annotated[str, Field(pattern=rf"^(dev|latest|{_PART}\.{_PART}\.{_PART})$")]
 # An argument's name exactly as sent: the input models' whitespace trimming also reached the keys
 # of `args`, so `{" a": 1, "a": 2}` reached the steps as `{"a": 2}` (and a call's `"a "`, no
 # param of the API, ran as `a` instead of being refused).

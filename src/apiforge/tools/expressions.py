@@ -54,6 +54,19 @@ _MAX_VALUE_CHARS: Final = 2**21
 _GROWING_FUNCTIONS: Final = frozenset({"replace", "join"})
 _KEYWORDS: Final = frozenset({"true", "false", "null", "in"})
 MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# Names a caller may not bind as a variable (forEach's `as`): CEL's keywords and reserved words,
+# which never read a variable (`null` is the literal, `in` a syntax error), and the engine's own
+# type names, global functions, macros and namespaces, which a variable would shadow or muddle
+# (`type(x) == int` compared with the item).
+_RESERVED_WORDS: Final = frozenset(
+    {"as", "break", "const", "continue", "else", "for", "function", "if", "import", "let"}
+    | {"loop", "namespace", "package", "return", "var", "void", "while"}
+)
+_BUILTINS: Final = frozenset(
+    {"bool", "bytes", "double", "dyn", "int", "list", "map", "null_type", "string", "type"}
+    | {"uint", "duration", "has", "matches", "size", "timestamp", "optional"}
+)
+UNBINDABLE_NAMES: Final = _KEYWORDS | _RESERVED_WORDS | _BUILTINS | MACROS
 
 # Never turned into ExpressionError: they stop the process or cancel the task, not the expression.
 _PASS_THROUGH: Final = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)

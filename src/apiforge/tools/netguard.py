@@ -6,11 +6,11 @@ connection — rebinding — cannot steer the request elsewhere. Redirects are f
 one hop at a time, each hop going through `check_url` again.
 
 Refused: loopback, private (IPv6 site-local `fec0::/10` too), link-local (cloud metadata at
-169.254.169.254), carrier-grade NAT,
-multicast, reserved, unspecified and documentation ranges, in IPv4 and IPv6, including IPv4 hidden
-inside IPv6 (mapped `::ffff:127.0.0.1`, 6to4, Teredo, NAT64) and the legacy IPv4 spellings that
-resolvers still accept (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`). An operator can allow
-hosts (by exact name, IP or CIDR) — for an internal service or a test server.
+169.254.169.254), carrier-grade NAT, multicast, reserved, unspecified and documentation ranges
+(IPv6 `2001:db8::/32` and `3fff::/20`), SRv6 SIDs (`5f00::/16`), in IPv4 and IPv6, including
+IPv4 hidden inside IPv6 (mapped `::ffff:127.0.0.1`, 6to4, Teredo, NAT64) and the legacy IPv4
+spellings that resolvers still accept (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`). An
+operator can allow hosts (by exact name, IP or CIDR) — for an internal service or a test server.
 """
 
 import asyncio
@@ -30,6 +30,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# Special-purpose ranges (IANA registry: not globally reachable) that `ipaddress` tables of the
+# supported Pythons miss or hold only as part of reserved space: 3fff::/20 (documentation,
+# RFC 9637) passed as public on 3.11; 5f00::/16 (SRv6 SIDs, RFC 9602) is named so it stays
+# refused whatever a later Python decides about the space around it.
+_NOT_GLOBAL = (ipaddress.IPv6Network("3fff::/20"), ipaddress.IPv6Network("5f00::/16"))
 
 
 class NetGuardError(ValueError):
@@ -116,6 +121,8 @@ def is_public_address(address: IPAddress) -> bool:
         if inner is not None and not is_public_address(inner):
             return False
         if address.scope_id or address.is_site_local:  # fec0::/10: deprecated, still private
+            return False
+        if any(address in network for network in _NOT_GLOBAL):
             return False
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return False

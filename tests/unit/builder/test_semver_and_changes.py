@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from apiforge.builder.versions import compare, next_version, parse_version
+from apiforge.core.errors import ConflictError
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,26 @@ def test_next_version_bumps_from_latest_and_starts_at_1_0_0(
 @pytest.mark.parametrize("text", ["1.0", "01.0.0", "1.0.0-beta", "v1.0.0", "latest", "", "1.0.0 "])
 def test_parse_version_accepts_only_plain_semver(text: str) -> None:
     assert parse_version(text) is None
+
+
+@pytest.mark.parametrize(
+    ("latest", "bump"),
+    [("999999999.0.0", "major"), ("1.999999999.5", "minor"), ("1.2.999999999", "patch")],
+)
+def test_no_version_is_numbered_past_what_pins_and_invocations_can_name(
+    latest: str, bump: str
+) -> None:
+    """`999999999.0.0` bumped to `1000000000.0.0`: a version `parse_version` (and so every
+    read, pin and invocation of it) no longer recognised."""
+    with pytest.raises(ConflictError) as caught:
+        next_version(latest, bump)
+    assert caught.value.status == 409
+    assert caught.value.reason == "version_limit_reached"
+
+
+def test_the_largest_version_parts_parse() -> None:
+    assert parse_version("999999999.999999999.999999999") == (999999999,) * 3
+    assert parse_version("1000000000.0.0") is None
 
 
 def _api(*params: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -211,6 +211,10 @@ def test_internationalised_names_are_normalised_to_ascii() -> None:
         ("198.18.0.1", False),  # benchmarking
         ("::ffff:10.0.0.1", False),
         ("2001:db8::1", False),
+        ("3fff::1", False),  # documentation (RFC 9637), unknown to Python 3.11's tables
+        ("3fff:fff:ffff::1", False),
+        ("3fff:1000::1", True),  # just past it
+        ("5f00::1", False),  # SRv6 SIDs (RFC 9602)
         ("::", False),
     ],
 )

@@ -7,7 +7,6 @@ token. Nesting is capped by `RunLimits.max_call_depth`, so a cycle ends with a c
 """
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,11 +16,11 @@ from pydantic import Field, field_validator
 from apiforge.engine.base import CALL_LIMITS, LimitExceededError, RunContext, RunLimits
 from apiforge.engine.cost import CostBound, called, total
 from apiforge.engine.errors import step_error
+from apiforge.engine.schemas import SEMVER
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
 
 _API_NAME = r"^[A-Za-z][A-Za-z0-9]{0,63}$"
-_SEMVER = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
 
 
 class CallApiSpec(StepSpec):
@@ -40,7 +39,7 @@ class CallApiSpec(StepSpec):
     @field_validator("version")
     @classmethod
     def _pinned(cls, version: str | None) -> str | None:
-        if version is None or version == "dev" or _SEMVER.match(version):
+        if version is None or version == "dev" or SEMVER.match(version):
             return version
         raise ValueError('must be "dev" or an exact version like "1.2.0" (not "latest")')
 

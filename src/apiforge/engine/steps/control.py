@@ -35,6 +35,7 @@ from apiforge.engine.runtime import (
 )
 from apiforge.engine.spec import StepSpec
 from apiforge.engine.values import CompiledValue
+from apiforge.tools.expressions import UNBINDABLE_NAMES
 
 log = structlog.get_logger("apiforge.engine")
 
@@ -230,6 +231,11 @@ class ForEachSpec(StepSpec):
         return self
 
     def compile(self, compiler: Any) -> "ForEachStep":
+        if compiler.saving:  # checked since versions were stored: they keep running as accepted
+            for field, name in (("as", self.as_), ("indexAs", self.index_as)):
+                if name in UNBINDABLE_NAMES:
+                    message = f"{name!r} is a CEL keyword or built-in name, not a variable"
+                    raise compiler.error(field, message)
         items = compiler.value(self.items, "items")
         if items.is_literal and not isinstance(items.literal, list):
             raise compiler.error("items", "must be a list")

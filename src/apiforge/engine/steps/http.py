@@ -230,7 +230,7 @@ class HttpRequestStep:
                 continue
             # Spaces around a value are not part of it (RFC 9110 5.5), and the HTTP library
             # refuses to send them: a 502 blaming the upstream for the author's trailing space.
-            text = (value if isinstance(value, str) else json.dumps(value)).strip(" \t")
+            text = (value if isinstance(value, str) else self._json(value, "headers")).strip(" \t")
             if any(ch in text for ch in "\r\n\0"):
                 raise step_error(self.id, f"header {name!r} contains a line break", field="headers")
             if _CONTROL.search(text):
@@ -250,13 +250,24 @@ class HttpRequestStep:
                 content = body.encode()
                 out_headers.setdefault("content-type", "text/plain; charset=utf-8")
             else:
-                content = json.dumps(body, ensure_ascii=False, default=str).encode()
+                content = self._json(body, "body", ensure_ascii=False).encode()
                 out_headers.setdefault("content-type", "application/json")
             if len(content) > MAX_REQUEST_BYTES:
                 raise step_error(
                     self.id, f"request body over {MAX_REQUEST_BYTES} bytes", field="body"
                 )
         return _Request(self.method, url, out_headers, content)
+
+    def _json(self, value: Any, field: str, *, ensure_ascii: bool = True) -> str:
+        """`value` as JSON text. NaN and the infinities (CEL's `1.0 / 0.0`) are refused, as
+        `jwtSign` refuses them in claims: Python writes them `NaN`/`Infinity`, which no JSON
+        reader takes."""
+        try:
+            return json.dumps(value, ensure_ascii=ensure_ascii, default=str, allow_nan=False)
+        except ValueError:
+            raise step_error(
+                self.id, f"{field} may hold only finite numbers", field=field
+            ) from None
 
     async def _exchange(self, ctx: RunContext, request: _Request, limit: float) -> Any:
         allow = AllowList(ctx.services.http_allow_hosts)
