@@ -1,5 +1,6 @@
 """Composes the ASGI application: state, both edges and the middleware order, in one place."""
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from apiforge.core.settings import Settings
 from apiforge.core.shared import close_limits_storage, make_limits_storage, make_redis
 from apiforge.engine.service import build_engine_state
 from apiforge.files.router import upload_body_limits
+from apiforge.files.storage import FileStorage
 from apiforge.gateway.endpoint import GatewayEndpoint
 from apiforge.gateway.openapi import document_errors, envelope_schema, invocation_path
 from apiforge.gateway.pipeline import build_stages
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # process: keep it out of the collector's generations, so their scans stay short.
         gc.collect()
         gc.freeze()
+        sweeping = asyncio.create_task(sweep_files(settings), name="files-sweep")
         checkpointer = wal_checkpointer(settings)
         if checkpointer is not None:
             checkpointer.start()
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.log_retention_days:
             retention.start()
         yield
+        await sweeping  # a thread can't be stopped: whatever is left of it runs to its end
         await retention.stop()
         if checkpointer is not None:
             await checkpointer.stop()
@@ -118,6 +122,16 @@ def wal_checkpointer(settings: Settings) -> WalCheckpointer | None:
     """The background WAL checkpoint of an SQLite file (core/checkpoint.py)."""
     path = sqlite_file(settings.resolved_database_url)
     return None if path is None else WalCheckpointer(path)
+
+
+async def sweep_files(settings: Settings) -> None:
+    """What killed processes left in the files directory (`FileStorage.sweep`), removed in a
+    worker thread while the server already serves: a deleted workspace's bytes may be thousands
+    of files on a network file system."""
+    try:
+        await asyncio.to_thread(FileStorage(settings.resolved_files_dir).sweep)
+    except Exception:  # a start-up chore: never a reason to stop serving
+        log.exception("files_sweep_failed")
 
 
 def mount_gateway(app: FastAPI) -> None:

@@ -67,6 +67,42 @@ async def test_a_nul_in_a_key_change_is_400_and_changes_nothing(
     assert (key["name"], key["allowedOrigins"], key["version"]) == ("web", [ORIGIN], 1)
 
 
+@pytest.mark.parametrize("field", ["name", "allowedIps", "allowedOrigins"])
+async def test_a_null_name_or_allow_list_in_a_key_change_is_400_and_changes_nothing(
+    client: AsyncClient, field: str
+) -> None:
+    """`{"name": null}` answered 200 and changed nothing, and so did a null allow-list, which
+    reads as "allow everyone" (`[]` does that); as other nulls that can't be stored, a 400
+    naming the field. `expiresTime: null` still removes the expiry."""
+    owner, app_id = await _subscribed(client)
+    key_id, _ = await create_key(
+        client,
+        owner.headers,
+        type="pk",
+        appId=app_id,
+        name="web",
+        allowedOrigins=[ORIGIN],
+        allowedIps=["10.0.0.0/8"],
+        expiresTime="2999-01-01T00:00:00Z",
+    )
+    path = f"/api/v1/api-keys/{key_id}"
+    body = {field: None, "expiresTime": None}
+    data = assert_error(
+        await client.patch(path, json=body, headers=owner.headers), 400, "invalid_input"
+    )
+    assert [e["field"] for e in data["errors"]] == [field]
+    key = data_of(await client.get(path, headers=owner.headers))
+    assert key["version"] == 1
+    assert (key["name"], key["allowedOrigins"], key["allowedIps"]) == (
+        "web",
+        [ORIGIN],
+        ["10.0.0.0/8"],
+    )
+    assert key["expiresTime"] is not None
+    cleared = await client.patch(path, json={"expiresTime": None}, headers=owner.headers)
+    assert data_of(cleared)["expiresTime"] is None
+
+
 async def test_an_app_id_filter_that_is_no_id_matches_no_key(client: AsyncClient) -> None:
     owner, app_id = await _subscribed(client)
     await create_key(client, owner.headers, type="app", appId=app_id)

@@ -1,12 +1,16 @@
-"""The app's lifespan keeps the start-up heap out of the collector while it serves."""
+"""The app's lifespan keeps the start-up heap out of the collector while it serves, and sweeps
+the files directory of what killed processes left behind."""
 
 import gc
+import os
+import time
 
 import pytest
 
 from apiforge import app as app_module
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
+from apiforge.files.storage import DELETED, INCOMING, STALE_PART_SECONDS
 
 
 async def test_the_startup_heap_is_frozen_while_serving(settings: Settings) -> None:
@@ -42,3 +46,26 @@ async def test_a_failing_shutdown_step_skips_none_of_the_later_ones(
     with pytest.raises(OSError, match="No space left"):
         await shutdown(app)
     assert closed == ["keys", "traffic"]
+
+
+async def test_the_files_left_by_a_killed_process_are_swept_at_start_up(
+    settings: Settings,
+) -> None:
+    """An upload cut by a crash and a deleted workspace's bytes whose removal a crash stopped
+    used to stay on disk for good; an upload written to lately may be another process's."""
+    root = settings.resolved_files_dir
+    (root / INCOMING).mkdir(parents=True)
+    dead, live = root / INCOMING / "dead.part", root / INCOMING / "live.part"
+    for part in (dead, live):
+        part.write_bytes(b"partial")
+    old = time.time() - STALE_PART_SECONDS - 60
+    os.utime(dead, (old, old))
+    half_removed = root / DELETED / "c0ffee" / "ab"
+    half_removed.mkdir(parents=True)
+    (half_removed / "bytes").write_bytes(b"x")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass  # the sweep runs in the background; the lifespan's end waits for it
+    assert not dead.exists()
+    assert live.exists()
+    assert list((root / DELETED).iterdir()) == []

@@ -28,3 +28,11 @@ def workspaces_gone_hook(request: Request) -> Callable[[Sequence[str]], None]:
     (`KeyLookup.forget_workspaces`), after the deletion commits."""
     keys: KeyLookup = request.app.state.keys
     return keys.forget_workspaces
+
+
+def member_changed_hook(request: Request) -> Callable[[str, str], None]:
+    """Forget the `ws-` keys of a member removed from a workspace or given another role there on
+    this node (`KeyLookup.forget_member`, called with the workspace and account ids), after the
+    change commits."""
+    keys: KeyLookup = request.app.state.keys
+    return keys.forget_member

@@ -9,6 +9,8 @@ Layout under the root (`APIFORGE_FILES_DIR`, default `<data dir>/files`):
   their final place, so placing one is an atomic rename: a reader never sees half a file.
 - `.deleted/<random>/` — the bytes of a deleted workspace, moved aside while they are removed.
 
+What a process killed midway leaves in the last two is swept when a server starts (`sweep`).
+
 Client file names never reach a path; an id that is not a well-formed id never does either.
 """
 
@@ -17,6 +19,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,9 @@ from apiforge.tools.ids import is_id
 log = structlog.get_logger(__name__)
 INCOMING = ".incoming"
 DELETED = ".deleted"
+# A `.part` file nothing has written to for this long is a dead upload's: a live one is written to
+# as its bytes arrive, and another process of a cluster may be receiving one right now.
+STALE_PART_SECONDS = 24 * 3600
 
 
 @dataclass(slots=True)
@@ -137,6 +143,38 @@ class FileStorage:
             _remove_trees(moved)
         else:
             loop.run_in_executor(None, _remove_trees, moved)
+
+    def sweep(self, *, stale_after: float = STALE_PART_SECONDS) -> None:
+        """Delete what processes killed midway left behind (blocking: call it off the event loop):
+        `.incoming/*.part` files not written to for `stale_after` seconds (a younger one may be an
+        upload another process is receiving), and every tree under `.deleted/` (a deleted
+        workspace's bytes: garbage whoever moved them there; a process still removing one only
+        finds less to do). Logged; a failure leaves the file, never an error."""
+        horizon = time.time() - stale_after
+        parts = 0
+        for part in _listed(self.root / INCOMING, "*.part"):
+            try:
+                if part.stat().st_mtime < horizon:
+                    part.unlink()
+                    parts += 1
+            except FileNotFoundError:  # placed or discarded meanwhile
+                continue
+            except OSError as exc:
+                log.error("files_sweep_failed", path=str(part), error=repr(exc))
+        deleted = _listed(self.root / DELETED, "*")
+        _remove_trees(deleted)
+        trees = sum(1 for path in deleted if not path.exists())
+        if parts or trees:
+            log.warning("files_swept", parts=parts, deleted_trees=trees)
+
+
+def _listed(directory: Path, pattern: str) -> list[Path]:
+    """The entries of `directory` matching `pattern`; none when it does not exist (yet)."""
+    try:
+        return list(directory.glob(pattern)) if directory.is_dir() else []
+    except OSError as exc:
+        log.error("files_sweep_failed", path=str(directory), error=repr(exc))
+        return []
 
 
 def _remove_trees(paths: list[Path]) -> None:

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiforge.core.errors import ApiforgeError, ValidationError
+from apiforge.core.lazydb import LazyConnection
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import IDEMPOTENT_REPLAYS
 from apiforge.idempotency.callers import CallerScope, management_caller
@@ -228,7 +229,7 @@ async def _admitted(
     retries 409 until its lease ran out (a claim never made deletes nothing)."""
     owner = new_id() if rid is not None else ""
     try:
-        async with state.engine.connect() as conn:
+        async with _claiming(state, store) as conn:
             claim: Claim | None = None
             if rid is not None:
                 outcome = await store.claim(conn, rid, payload, owner)
@@ -281,9 +282,14 @@ async def _keep_claimed(
     A renewal that fails (the database out of reach for a moment) is tried again soon, backing
     off from `RENEW_RETRY_FIRST` to a twelfth of the lease: waiting a whole third again, two
     failures in a row would let the claim lapse, while at least eight tries fit in the two
-    thirds left."""
+    thirds left. For the same reason a try on a pooled connection (PostgreSQL) gets a twelfth
+    of the lease: one that hangs (a connect to a server gone quiet) would otherwise use up the
+    rest of the lease. Cancelled midway, SQLAlchemy invalidates the connection rather than
+    check it in. (On the embedded database a renewal is one hop on the store's own thread,
+    which a timeout would not stop: the next try would queue behind it.)"""
     lease = store.lease.total_seconds()
     period, failures = lease / 3, 0
+    bound = lease / 12 if store.own_db is None else None
     while True:
         delay = period if not failures else min(RENEW_RETRY_FIRST * 2 ** (failures - 1), lease / 12)
         with contextlib.suppress(TimeoutError):
@@ -291,7 +297,7 @@ async def _keep_claimed(
         if done.is_set():
             return
         try:
-            async with _pooled(state, store) as conn:
+            async with asyncio.timeout(bound), _pooled(state, store) as conn:
                 renewed = await store.renew(conn, claim)
         except Exception:
             failures += 1
@@ -321,6 +327,23 @@ async def _pooled(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncCon
         return
     async with state.engine.connect() as conn:
         yield conn
+
+
+@contextlib.asynccontextmanager
+async def _claiming(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncConnection]:
+    """The connection of a claim and its token. On the embedded database a `LazyConnection`:
+    the store claims and spends tokens through its own connection, so a pooled one is checked
+    out only if the claim falls back to the portable path (its own connection found inside a
+    transaction), not for every keyed write, behind the routes when the pool is busy."""
+    if store.own_db is None:
+        async with state.engine.connect() as conn:
+            yield conn
+        return
+    conn = LazyConnection(state.engine)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _sealed(state: Any, body: bytes) -> bytes:

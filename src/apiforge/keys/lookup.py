@@ -192,6 +192,21 @@ class KeyLookup:
         self._by_hash.forget_values(lambda key: key is not None and key.workspace_id in gone)
         self._signing.forget_values(lambda pair: pair is not None and pair[0].workspace_id in gone)
 
+    def forget_member(self, workspace_id: str, account_id: str) -> None:
+        """Drop the `ws-` keys a member made in a workspace, whose role they carry: once the member
+        leaves it (or changes role) their keys follow at once on this node, not a second later."""
+
+        def made_there(key: KeyRecord | None) -> bool:
+            return (
+                key is not None
+                and key.kind == "ws"
+                and key.workspace_id == workspace_id
+                and key.account_id == account_id
+            )
+
+        self._by_hash.forget_values(made_there)
+        self._signing.forget_values(lambda pair: pair is not None and made_there(pair[0]))
+
     async def close(self) -> None:
         for cache in (self._by_hash, self._signing, self._subscriptions):
             await cache.close()

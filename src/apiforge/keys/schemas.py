@@ -7,10 +7,11 @@ or its hash.
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
 from apiforge.tools.netpolicy import normalise_cidr
@@ -120,12 +121,20 @@ class ApiKeyCreate(InputModel):
 
 
 class ApiKeyUpdate(InputModel):
-    """Fields left out stay; `expiresTime: null` removes the expiry."""
+    """Fields left out stay; `expiresTime: null` removes the expiry. Only it may be null: a null
+    name or allow-list would change nothing, though it reads as "clear it" (`[]` clears a list)."""
 
     name: KeyName | None = None
     expires_time: datetime | None = None
     allowed_ips: AllowedIps | None = None
     allowed_origins: AllowedOrigins | None = None
+
+    @field_validator("name", "allowed_ips", "allowed_origins", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("invalid_value", "must not be null; leave it out to keep it")
+        return value
 
 
 class ApiKeyCreated(ApiModel):

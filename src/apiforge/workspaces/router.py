@@ -8,7 +8,7 @@ belongs to a workspace (add, role change, removal, ownership) takes a console si
 from fastapi import APIRouter, Request, Response
 
 from apiforge.accounts.deps import CurrentAccount
-from apiforge.builder.hooks import app_changed_hook, workspaces_gone_hook
+from apiforge.builder.hooks import app_changed_hook, member_changed_hook, workspaces_gone_hook
 from apiforge.files.storage import FileStorage
 from apiforge.http.deps import SettingsDep
 from apiforge.http.envelope import Envelope, ok
@@ -98,6 +98,7 @@ async def add_member(
 
 @router.patch("/{workspace_id}/members/{account_id}", summary="Change a member's role (admin+)")
 async def update_member(
+    request: Request,
     account_id: str,
     body: MemberUpdate,
     current: PathWorkspaceInPerson,
@@ -105,7 +106,9 @@ async def update_member(
     if_match: IfMatch,
     response: Response,
 ) -> Envelope[MemberRead]:
-    member = await service.update_member(current, account_id, body, if_match)
+    member = await service.update_member(
+        current, account_id, body, if_match, member_changed=member_changed_hook(request)
+    )
     return ok(set_etag(response, member))
 
 
@@ -114,9 +117,15 @@ async def update_member(
     summary="Remove a member (admin+), or leave (your own account id)",
 )
 async def remove_member(
-    account_id: str, current: PathWorkspaceInPerson, service: WorkspaceServiceDep, if_match: IfMatch
+    request: Request,
+    account_id: str,
+    current: PathWorkspaceInPerson,
+    service: WorkspaceServiceDep,
+    if_match: IfMatch,
 ) -> Envelope[Created]:
-    await service.remove_member(current, account_id, if_match)
+    await service.remove_member(
+        current, account_id, if_match, member_changed=member_changed_hook(request)
+    )
     return ok(Created(id=account_id))
 
 

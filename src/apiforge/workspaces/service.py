@@ -7,6 +7,7 @@ no route can forget a check and the rules are testable without HTTP.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.accounts.models import Account
-from apiforge.core.db import lock_rows
+from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -326,7 +327,11 @@ class WorkspaceService:
         account_id: str,
         data: MemberUpdate,
         precondition: Precondition = NO_PRECONDITION,
+        *,
+        member_changed: Callable[[str, str], None] | None = None,
     ) -> MemberRead:
+        """Admins change the role of members ranked below them, to a role they may grant; once
+        it commits, `member_changed` as in `remove_member` (the keys carry the role)."""
         current.require(Role.ADMIN)
         ensure_grantable(data.role)
         current = await self._locked(current, Role.ADMIN)
@@ -340,6 +345,8 @@ class WorkspaceService:
         advance(member, precondition)
         member.role = data.role
         await self.session.flush()
+        if member_changed is not None:
+            after_commit(self.session, partial(member_changed, current.id, member.account_id))
         accounts = await self._accounts([member.account_id])
         return self._member(member, accounts[member.account_id])
 
@@ -348,9 +355,13 @@ class WorkspaceService:
         current: CurrentWorkspace,
         account_id: str,
         precondition: Precondition = NO_PRECONDITION,
+        *,
+        member_changed: Callable[[str, str], None] | None = None,
     ) -> None:
         """Admins remove members ranked below them; anyone but the owner may leave. `If-Match`
-        is checked (412) and the ORM's DELETE is conditional on the version checked."""
+        is checked (412) and the ORM's DELETE is conditional on the version checked. Once it
+        commits, `member_changed(workspace id, account id)` (this node's key cache: the
+        member's `ws-` keys stop at once)."""
         if account_id == current.account_id:
             current = await self._locked(current, Role.VIEWER)
             if current.role is Role.OWNER:
@@ -369,6 +380,8 @@ class WorkspaceService:
         precondition.check(member.version)
         await self.session.delete(member)
         await self.session.flush()
+        if member_changed is not None:
+            after_commit(self.session, partial(member_changed, current.id, member.account_id))
 
     async def transfer(self, current: CurrentWorkspace, data: OwnershipTransfer) -> WorkspaceRead:
         """Hand ownership to an existing member; the old owner stays on as admin. The new owner's
