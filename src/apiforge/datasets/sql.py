@@ -205,34 +205,53 @@ def desired_indexes(dialect: Dialect, schema: CollectionSchema) -> dict[str, str
 
 
 async def existing_indexes(connection: AsyncConnection, collection_id: str) -> set[str]:
+    return set(await _index_collations(connection, collection_id))
+
+
+async def _index_collations(
+    connection: AsyncConnection, collection_id: str
+) -> dict[str, str | None]:
+    """Name -> collation of the field column (the second) of each index of the collection: None
+    where that column has none (numbers, booleans) and always on SQLite (text is bytes there)."""
     if not is_id(collection_id):
         raise ValueError(f"not a collection id: {collection_id!r}")
     patterns = {"a": f"ix\\_rec\\_{collection_id}\\_%", "b": f"ux\\_rec\\_{collection_id}\\_%"}
     if connection.dialect.name == "postgresql":
         query = text(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'records' "
-            "AND schemaname = current_schema() "
-            "AND (indexname LIKE :a ESCAPE '\\' OR indexname LIKE :b ESCAPE '\\')"
+            "SELECT c.relname, co.collname FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid "
+            "LEFT JOIN pg_collation co ON co.oid = i.indcollation[1] "
+            "WHERE t.relname = 'records' "
+            "AND t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+            "AND (c.relname LIKE :a ESCAPE '\\' OR c.relname LIKE :b ESCAPE '\\')"
         )
     else:
         query = text(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' "
+            "SELECT name, NULL FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' "
             "AND (name LIKE :a ESCAPE '\\' OR name LIKE :b ESCAPE '\\')"
         )
-    return set((await connection.execute(query, patterns)).scalars())
+    rows = (await connection.execute(query, patterns)).all()
+    return {str(name): None if collation is None else str(collation) for name, collation in rows}
 
 
 async def sync_indexes(connection: AsyncConnection, schema: CollectionSchema) -> None:
     """Make the collection's indexes match its fields: drop the stale ones, build the new ones.
 
+    A text-field index in another collation than the queries' is stale too, whatever its name:
+    during a rolling upgrade a node still on the release before migration 0017 builds them in
+    the database's collation, under the names this release expects, and no query could use them.
+
     A unique index over records that already hold the same value twice in one partition cannot
     be built: that is a 409 naming the field, and the caller's transaction rolls back."""
     desired = desired_indexes(connection.dialect, schema)
-    existing = await existing_indexes(connection, schema.id)
-    for name in sorted(existing - desired.keys()):
+    collations = await _index_collations(connection, schema.id)
+    existing = set(collations)
+    miscollated = {n for n, c in collations.items() if c not in (None, TEXT_COLLATION)}
+    for name in sorted((existing - desired.keys()) | miscollated):
         await connection.execute(text(f"DROP INDEX {name}"))
     by_name = {_index_name(schema.id, f): f for f in schema.fields if f.unique or f.indexed}
-    for name in sorted(desired.keys() - existing):
+    for name in sorted(desired.keys() - (existing - miscollated)):
         f = by_name[name]
         if f.unique:
             await _refuse_duplicates(connection, schema, f)

@@ -4,19 +4,24 @@ English, which sorts "a" before "Z" and lower-cases "ΟΔΟΣ" to "οδος", wh
 code point order and folds letter by letter."""
 
 import asyncio
+import importlib.util
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
 from alembic import command
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.core.settings import Settings
 from apiforge.datasets.filtering import record_filter
-from apiforge.datasets.sql import existing_indexes
+from apiforge.datasets.sql import desired_indexes, existing_indexes, sync_indexes
 from apiforge.datasets.store import RecordStore
-from apiforge.migrate import alembic_config, upgrade
+from apiforge.migrate import MIGRATIONS, alembic_config, upgrade
 from apiforge.tools.ids import new_id
 from tests.conftest import DATABASE_URL, _pg_execute
 from tests.unit.datasets._support import Tenants
@@ -168,13 +173,87 @@ async def test_upgrade_rebuilds_record_indexes_in_code_point_order(
 async def _collations(engine: AsyncEngine, names: set[str]) -> dict[str, str]:
     """Index name -> collation of its field column (the second)."""
     async with engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT c.relname, co.collname FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
-                "JOIN pg_collation co ON co.oid = i.indcollation[1] "
-                "WHERE c.relname = ANY(:names)"
-            ),
-            {"names": sorted(names)},
+        return await _collations_on(connection, names)
+
+
+async def _collations_on(connection: AsyncConnection, names: set[str]) -> dict[str, str]:
+    rows = await connection.execute(
+        text(
+            "SELECT c.relname, co.collname FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_collation co ON co.oid = i.indcollation[1] "
+            "WHERE c.relname = ANY(:names)"
+        ),
+        {"names": sorted(names)},
+    )
+    return {str(name): str(collation) for name, collation in rows.all()}
+
+
+@pytest.mark.skipif(not DATABASE_URL, reason="SQLite's indexes compare text as bytes already")
+async def test_sync_rebuilds_an_index_an_older_node_built_in_the_default_collation(
+    tenants: Tenants, connection: AsyncConnection
+) -> None:
+    """In a rolling upgrade a node on the previous release may save the schema after 0017 ran,
+    building a text-field index in the database's collation under the name the new code
+    expects: the next sync rebuilds it in "C" (else no query of the new code can use it)."""
+    people = await tenants.new_collection(connection, "people", FIELDS)
+    desired = desired_indexes(connection.dialect, people)
+    for name, ddl in desired.items():  # as the previous release spelled them
+        await connection.execute(text(f"DROP INDEX {name}"))
+        await connection.execute(text(ddl.replace(' COLLATE "C"', "")))
+    assert set((await _collations_on(connection, set(desired))).values()) == {"default"}
+    with captured(connection) as statements:
+        await sync_indexes(connection, people)
+    assert set((await _collations_on(connection, set(desired))).values()) == {"C"}
+    assert await existing_indexes(connection, people.id) == set(desired)
+    catalog = [s for s, _ in statements if "pg_index" in s or "pg_indexes" in s]
+    assert len(catalog) == 1  # one catalog query per sync
+    with captured(connection) as statements:
+        await sync_indexes(connection, people)  # in "C" now: nothing to do
+    assert not [s for s, _ in statements if "INDEX" in s and "pg_ind" not in s]
+
+
+def _migration_0017() -> ModuleType:
+    path = MIGRATIONS / "versions" / "0017_record_index_collation.py"
+    spec = importlib.util.spec_from_file_location("migration_0017", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not DATABASE_URL, reason="SQLite's indexes compare text as bytes already")
+async def test_upgrade_rebuilds_outlast_the_statement_timeout(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    """A rebuild reads all of `records`, which on a big table takes longer than the upgrade's
+    statement timeout (env.py: 60 s); 0017 lifts it for its rebuilds and restores it after. A
+    field index whose expression sleeps stands in for the big table, a 50 ms timeout for 60 s."""
+    people = await tenants.new_collection(connection, "people", FIELDS)
+    for name in ("a", "b", "c"):
+        await store.insert(people, tenants.a, {"name": name})
+    await connection.execute(
+        text(
+            "CREATE FUNCTION slow_text(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE "
+            "AS $$ BEGIN PERFORM pg_sleep(0.1); RETURN t; END $$"
         )
-        return {str(name): str(collation) for name, collation in rows.all()}
+    )
+    slow = f"ix_rec_{people.id}_slow"
+    await connection.execute(
+        text(
+            f"CREATE INDEX {slow} ON records (\"partition\", (slow_text(data ->> 'name'))) "
+            f"WHERE collection_id = '{people.id}'"
+        )
+    )
+    assert await _collations_on(connection, {slow}) == {slow: "default"}
+    await connection.execute(text("SET LOCAL statement_timeout = '50ms'"))
+    migration = _migration_0017()
+
+    def upgrade_0017(sync_connection: Connection) -> None:
+        with Operations.context(MigrationContext.configure(sync_connection)):
+            migration.upgrade()
+
+    await connection.run_sync(upgrade_0017)
+    assert await _collations_on(connection, {slow}) == {slow: "C"}
+    assert (await connection.execute(text("SHOW statement_timeout"))).scalar() == "50ms"

@@ -1,5 +1,9 @@
 """records: text field indexes in code point order (COLLATE "C"), as record queries now compare
 
+Each rebuild reads the whole `records` table, which on a big one takes longer than the upgrade's
+statement timeout (60 s, `migrations/env.py`): the rebuilds run without one, which is restored
+after them; the lock timeout stays, so a busy table still fails the upgrade fast, not waits.
+
 Revision ID: 0017
 Revises: 0016
 Create Date: 2026-12-10
@@ -40,14 +44,21 @@ def _rebuild(collation: str | None) -> None:
     if bind.dialect.name != "postgresql":
         return
     wanted = collation or "default"
-    for name, unique, current, columns, predicate in bind.execute(sa.text(FIELD_INDEXES)):
-        if current == wanted:
-            continue
+    stale = [row for row in bind.execute(sa.text(FIELD_INDEXES)).all() if row[2] != wanted]
+    if not stale:
+        return
+    previous = bind.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
+    bind.execute(sa.text("SET LOCAL statement_timeout = 0"))
+    for name, unique, _current, columns, predicate in stale:
         field = f"({columns[1]})" + (f' COLLATE "{collation}"' if collation else "")
         listed = ", ".join([columns[0], field, *columns[2:]])
         kind = "UNIQUE INDEX" if unique else "INDEX"
         op.execute(f'DROP INDEX "{name}"')
         op.execute(f'CREATE {kind} "{name}" ON records ({listed}) WHERE {predicate}')
+    # For the migrations after this one in the same upgrade (one transaction).
+    bind.execute(
+        sa.text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous}
+    )
 
 
 def upgrade() -> None:
