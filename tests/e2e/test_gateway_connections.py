@@ -4,18 +4,17 @@ its reads go to the process's shared read-only connection — while a call that 
 own connection and sees its own writes, and a failed call leaves nothing behind."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import event
 
+from tests.e2e._asgi import pool_checkouts
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import data_of
 from tests.factories import make_admin, register
 
 
-@contextmanager
 def checkouts(app: FastAPI) -> Iterator[list[int]]:
     seen: list[int] = []
 
@@ -46,14 +45,14 @@ async def test_a_warm_read_only_call_checks_out_no_connection(
     data_of(await call(client, secret, app_id, "addNote", {"text": "first"}))
     assert data_of(await call(client, secret, app_id, "listNotes"))["notes"]["totalCount"] == 1
     reader = app.state.gateway_state.reader
-    with checkouts(app) as seen:
+    with pool_checkouts(app) as seen:
         listed = data_of(await call(client, secret, app_id, "listNotes"))
     assert [n["text"] for n in listed["notes"]["list"]] == ["first"]
     if reader is None:  # PostgreSQL: the page runs on the call's own connection
         assert len(seen) == 1
     else:
         assert seen == []
-    with checkouts(app) as seen:  # a write needs the call's connection
+    with pool_checkouts(app) as seen:  # a write needs the call's connection
         data_of(await call(client, secret, app_id, "addNote", {"text": "second"}))
     assert len(seen) == 1
     listed = data_of(await call(client, secret, app_id, "listNotes"))

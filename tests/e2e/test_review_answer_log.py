@@ -24,6 +24,7 @@ from apiforge.idempotency.claims import Claim, StoredResponse
 from apiforge.idempotency.keys import fingerprint, fingerprint_key, record_id
 from tests._servers import running_servers
 from tests.e2e._apps import apis_of, new_api, new_app
+from tests.e2e._asgi import raw_post
 from tests.e2e._billing import balances, ledger_invariants
 from tests.e2e._idempotency import hit, hits_app, total
 from tests.e2e._keys import app_key, call
@@ -244,7 +245,12 @@ async def test_a_keyed_request_cut_short_by_its_client_runs_nothing_and_keeps_no
     document = exported.content
     cut = document[: document.index(b"- api: gamma")]  # whole lines: still a YAML document
     headers = {**user.headers, KEY: "import-once", "Content-Type": "application/yaml"}
-    sent = await _cut_short(app, "/api/v1/apps/import", headers, cut)
+    lines = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    incoming: list[Message] = [
+        {"type": "http.request", "body": cut, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent = await raw_post(app, "/api/v1/apps/import", lines, incoming)
     assert sent == []  # the client is gone: nothing to answer
     listed = data_of(await client.get("/api/v1/apps?pageSize=100", headers=user.headers))
     assert [a["name"] for a in listed["list"]] == ["Source"]  # nothing imported
@@ -254,37 +260,3 @@ async def test_a_keyed_request_cut_short_by_its_client_runs_nothing_and_keeps_no
     again = await client.post("/api/v1/apps/import", content=document, headers=headers)
     assert again.headers[REPLAYED] == "1"
     assert data_of(again)["id"] == imported
-
-
-async def _cut_short(
-    app: FastAPI, path: str, headers: dict[str, str], part: bytes
-) -> list[dict[str, Any]]:
-    """POST `part` of a body to `app`, then the client disconnects; the messages it was sent."""
-    incoming: list[dict[str, Any]] = [
-        {"type": "http.request", "body": part, "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(dict(message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    await app(scope, receive, send)
-    return sent

@@ -5,7 +5,6 @@ reads a cut-short body and an odd `Content-Length` as the management API's stack
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -14,6 +13,7 @@ from starlette.types import Message
 
 from apiforge.accounts.models import AppSetting
 from tests.e2e._apps import new_api, new_app, set_step
+from tests.e2e._asgi import raw_post
 from tests.e2e._workspaces import data_of, new_workspace
 from tests.factories import register
 
@@ -80,36 +80,6 @@ async def test_app_settings_sorted_by_a_shared_time_page_through_every_key_once(
         assert sorted(seen) == keys, order
 
 
-async def _raw_post(
-    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], incoming: list[Message]
-) -> list[Message]:
-    """POST to `app` as a server would, the client sending `incoming`; the messages it got."""
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(dict(message))
-
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    await app(scope, receive, send)
-    return sent
-
-
 async def test_a_gateway_call_cut_short_by_its_client_runs_nothing(
     app: FastAPI, client: AsyncClient
 ) -> None:
@@ -122,7 +92,7 @@ async def test_a_gateway_call_cut_short_by_its_client_runs_nothing(
     call = b'{"appId": "%s", "api": "hello", "version": "dev"}' % app_id.encode()
     headers = [(k.lower().encode(), v.encode()) for k, v in user.headers.items()]
     headers.append((b"content-type", b"application/json"))
-    whole = await _raw_post(
+    whole = await raw_post(
         app, "/api/v1/invocations", headers, [{"type": "http.request", "body": call}]
     )
     assert whole[0]["status"] == 200  # the same call, sent whole, runs
@@ -130,11 +100,11 @@ async def test_a_gateway_call_cut_short_by_its_client_runs_nothing(
         {"type": "http.request", "body": call, "more_body": True},
         {"type": "http.disconnect"},
     ]
-    assert await _raw_post(app, "/api/v1/invocations", headers, cut) == []
+    assert await raw_post(app, "/api/v1/invocations", headers, cut) == []
     # The management API's stack, for comparison: a 400 to nobody, nothing created.
     body: Message = {"type": "http.request", "body": b'{"name": "Cut"}', "more_body": True}
     cut = [body, {"type": "http.disconnect"}]
-    assert (await _raw_post(app, "/api/v1/workspaces", headers, cut))[0]["status"] == 400
+    assert (await raw_post(app, "/api/v1/workspaces", headers, cut))[0]["status"] == 400
     listed = data_of(await client.get("/api/v1/workspaces", headers=user.headers))["list"]
     assert "Cut" not in {w["name"] for w in listed}
 
@@ -144,6 +114,6 @@ async def test_a_content_length_of_non_ascii_digits_is_413_on_both_edges(app: Fa
     headers = [(b"content-type", b"application/json"), (b"content-length", b"\xb2")]
     for path in ("/api/v1/invocations", "/api/v1/workspaces"):
         incoming: list[Message] = [{"type": "http.request", "body": b"{}"}]
-        sent = await _raw_post(app, path, headers, incoming)
+        sent = await raw_post(app, path, headers, incoming)
         assert sent[0]["status"] == 413, path
         assert b'"error":"payload_too_large"' in sent[1]["body"], path

@@ -241,20 +241,25 @@ async def _shared_app(client: AsyncClient) -> tuple[Any, str, str, Any]:
     return owner, workspace_id, app_id, await register(client)
 
 
-async def test_a_subscription_written_while_its_apps_workspace_is_deleted_is_counted(
-    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("deleted", ["workspace", "owner account"])
+async def test_a_subscription_written_while_its_app_is_deleted_is_counted(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, deleted: str
 ) -> None:
-    """The subscription is written, not yet committed, when the deletion comes: the deletion waits
+    """The subscription is written, not yet committed, when the deletion comes (of the app's
+    workspace by its owner, or of the account owning it by an administrator): the deletion waits
     for it and is refused (`app_in_use`), instead of its cascade taking the subscription."""
+    admin = await make_admin(app, client) if deleted == "owner account" else None
     owner, workspace_id, app_id, consumer = await _shared_app(client)
+    if admin is None:
+        url, headers = f"{WORKSPACES}/{workspace_id}", owner.headers
+    else:
+        url, headers = f"/api/v1/admin/users/{owner.account_id}", admin.headers
     written, go_on = _hold(monkeypatch, SubscriptionService, "enable", after=True)
     subscribing = asyncio.create_task(
         client.post("/api/v1/subscriptions", json={"appId": app_id}, headers=consumer.headers)
     )
     await asyncio.wait_for(written.wait(), 10)
-    deletion = asyncio.create_task(
-        client.delete(f"{WORKSPACES}/{workspace_id}", headers=owner.headers)
-    )
+    deletion = asyncio.create_task(client.delete(url, headers=headers))
     await asyncio.sleep(0.5)
     assert not deletion.done(), deletion.result().text
     go_on.set()
@@ -293,26 +298,3 @@ async def test_a_subscription_coming_after_the_deletions_check_finds_the_app_gon
     assert data_of(await asyncio.wait_for(deletion, 30)) == {"id": workspace_id}
     assert_error(await asyncio.wait_for(subscribing, 30), 404, "app_not_found")
     assert await _subscriptions(app, app_id) == 0
-
-
-async def test_a_subscription_written_while_the_apps_owner_account_is_deleted_is_counted(
-    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same for an administrator deleting the account that owns the app's workspace."""
-    admin = await make_admin(app, client)
-    owner, workspace_id, app_id, consumer = await _shared_app(client)
-    written, go_on = _hold(monkeypatch, SubscriptionService, "enable", after=True)
-    subscribing = asyncio.create_task(
-        client.post("/api/v1/subscriptions", json={"appId": app_id}, headers=consumer.headers)
-    )
-    await asyncio.wait_for(written.wait(), 10)
-    deletion = asyncio.create_task(
-        client.delete(f"/api/v1/admin/users/{owner.account_id}", headers=admin.headers)
-    )
-    await asyncio.sleep(0.5)
-    assert not deletion.done(), deletion.result().text
-    go_on.set()
-    data_of(await asyncio.wait_for(subscribing, 30))
-    assert_error(await asyncio.wait_for(deletion, 30), 409, "app_in_use")
-    assert await _workspace_exists(app, workspace_id)
-    assert await _subscriptions(app, app_id) == 1

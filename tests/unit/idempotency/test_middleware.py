@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from apiforge.idempotency.claims import Claim
 from apiforge.idempotency.middleware import _admitted, _keep_claimed
 from apiforge.idempotency.store import RECORDS, IdempotencyStore, shared_store
 from tests.conftest import DATABASE_URL
+from tests.e2e._asgi import pool_checkouts
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import register
 
@@ -287,7 +288,6 @@ async def test_renewals_on_the_embedded_database_check_out_no_pooled_connection(
         assert counting.checkouts == len(renewals)
 
 
-@contextmanager
 def _pool_checkouts(app: FastAPI) -> Iterator[list[int]]:
     """The connections checked out of the app's pool meanwhile, however they were asked for."""
     seen: list[int] = []
@@ -317,7 +317,7 @@ async def test_a_claim_on_the_embedded_database_checks_out_no_pooled_connection(
     user = await register(client)
     token = await _token(client, user)
     store = _store(app)
-    with _pool_checkouts(app) as seen:
+    with pool_checkouts(app) as seen:
         principal = f"acct:{user.account_id}"
         claim = await _admitted(app.state, store, "6b" * 32, "print", token, principal)
     assert isinstance(claim, Claim)
@@ -347,7 +347,7 @@ async def test_a_claim_that_falls_back_to_the_portable_path_still_claims(
         return None  # what `_claim_sqlite` answers when its connection is in a transaction
 
     store._claim_sqlite = busy  # type: ignore[method-assign,assignment]
-    with _pool_checkouts(app) as seen:
+    with pool_checkouts(app) as seen:
         claim = await _admitted(app.state, store, "7c" * 32, "print", None, "principal")
     assert isinstance(claim, Claim)
     assert len(seen) == 1
