@@ -417,6 +417,40 @@ async def test_a_removed_members_workspace_key_is_refused_at_once_on_the_same_no
     data_of(await client.get("/api/v1/apps", headers={"X-Api-Key": own}))
 
 
+async def test_a_transfer_updates_both_members_workspace_keys_at_once_on_the_same_node(
+    client: AsyncClient,
+) -> None:
+    """A `ws-` key acts with the lesser of its role and its creator's role, as cached by its last
+    call: an ownership transfer changes both members' roles, and used to leave their keys on the
+    roles from before for up to a second on the very node that made it (the heir's `admin` key,
+    made while an admin and cached while an editor, kept acting as an editor)."""
+    owner, workspace_id, members = await team(client, "admin")
+    heir = members["admin"]
+    _, heirs = await create_key(
+        client, {**heir.headers, "X-Workspace-Id": workspace_id}, type="ws", role="admin"
+    )
+    _, owners = await create_key(
+        client, {**owner.headers, "X-Workspace-Id": workspace_id}, type="ws", role="admin"
+    )
+    path = f"/api/v1/workspaces/{workspace_id}/members/{heir.account_id}"
+    data_of(await client.patch(path, json={"role": "editor"}, headers=owner.headers))
+    heir_key, owner_key = {"X-Api-Key": heirs}, {"X-Api-Key": owners}
+    app_id = data_of(await client.post("/api/v1/apps", json={"name": "A"}, headers=heir_key))["id"]
+    data_of(await client.get("/api/v1/apps", headers=owner_key))  # both cached now
+
+    moved = await client.post(
+        f"/api/v1/workspaces/{workspace_id}/transfer",
+        json={"accountId": heir.account_id},
+        headers=owner.headers,
+    )
+    assert data_of(moved)["ownerId"] == heir.account_id
+    # Deleting an app takes an admin: the heir (now owner) key's `admin` role counts at once.
+    assert data_of(await client.delete(f"/api/v1/apps/{app_id}", headers=heir_key))["id"] == app_id
+    # The old owner is an admin now; their `admin` key stays one (a key is never an owner).
+    other = data_of(await client.post("/api/v1/apps", json={"name": "B"}, headers=owner_key))
+    assert data_of(await client.delete(f"/api/v1/apps/{other['id']}", headers=owner_key))
+
+
 # --- across workspaces -----------------------------------------------------------------------
 
 

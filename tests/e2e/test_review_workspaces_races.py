@@ -122,6 +122,62 @@ async def test_an_heir_disabled_while_the_transfer_waits_is_refused(
     assert roles == {owner.account_id: "owner", heir.account_id: "admin"}
 
 
+async def test_a_disabled_account_cannot_be_added_as_a_member(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """The same 409 `member_disabled` as for a transfer: a disabled account can use nothing it is
+    added to, and its admission would count against the plan's `members` quota."""
+    admin = await make_admin(app, client)
+    owner, workspace_id, _ = await team(client)
+    newcomer = await register(client)
+    data_of(
+        await client.patch(
+            f"/api/v1/admin/users/{newcomer.account_id}",
+            json={"status": "disabled"},
+            headers=admin.headers,
+        )
+    )
+    refused = await client.post(
+        f"{WORKSPACES}/{workspace_id}/members",
+        json={"email": newcomer.email, "role": "viewer"},
+        headers=owner.headers,
+    )
+    assert_error(refused, 409, "member_disabled")
+    assert await member_roles(client, owner, workspace_id) == {owner.account_id: "owner"}
+
+
+async def test_an_account_disabled_while_it_is_added_is_refused(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a transfer: the addition waits for the disabling's write and judges the status it
+    then finds, not the one read before."""
+    admin = await make_admin(app, client)
+    owner, workspace_id, _ = await team(client)
+    newcomer = await register(client)
+    written, go_on = _hold(monkeypatch, AdminUserService, "_revoke_sessions", after=True)
+    disabling = asyncio.create_task(
+        client.patch(
+            f"/api/v1/admin/users/{newcomer.account_id}",
+            json={"status": "disabled"},
+            headers=admin.headers,
+        )
+    )
+    await asyncio.wait_for(written.wait(), 10)
+    adding = asyncio.create_task(
+        client.post(
+            f"{WORKSPACES}/{workspace_id}/members",
+            json={"email": newcomer.email, "role": "viewer"},
+            headers=owner.headers,
+        )
+    )
+    await asyncio.sleep(0.5)  # it waits for the account's row (PostgreSQL) or the write lock
+    assert not adding.done(), adding.result().text
+    go_on.set()
+    assert data_of(await asyncio.wait_for(disabling, 30))["status"] == "disabled"
+    assert_error(await asyncio.wait_for(adding, 30), 409, "member_disabled")
+    assert await member_roles(client, owner, workspace_id) == {owner.account_id: "owner"}
+
+
 # --- the actor's own role, changed meanwhile ----------------------------------------------
 
 

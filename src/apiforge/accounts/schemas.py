@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator, EmailStr, Field
+from pydantic import AfterValidator, EmailStr, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from apiforge.accounts.passwords import normalise_password
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp, not_null
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 # What may be typed for a password of at most `PASSWORD_MAX` characters: a character decomposes
@@ -86,13 +86,16 @@ class ProfileRead(ApiModel):
 
 
 class ProfileUpdate(InputModel):
-    """Only these fields are the user's to change; email and status are not."""
+    """Only these fields are the user's to change; email and status are not. None of them may
+    be null (`not_null`): `avatarUrl: ""` removes the avatar."""
 
     name: Text | None = Field(default=None, max_length=100)
     avatar_url: Text | None = Field(default=None, max_length=500, pattern=r"^(https?://\S+)?$")
     locale: str | None = Field(
         default=None, max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
     )
+
+    _no_null = field_validator("*", mode="before")(not_null)
 
 
 class PasswordChange(InputModel):

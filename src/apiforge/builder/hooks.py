@@ -31,8 +31,8 @@ def workspaces_gone_hook(request: Request) -> Callable[[Sequence[str]], None]:
 
 
 def member_changed_hook(request: Request) -> Callable[[str, str], None]:
-    """Forget the `ws-` keys of a member removed from a workspace or given another role there on
-    this node (`KeyLookup.forget_member`, called with the workspace and account ids), after the
-    change commits."""
+    """Forget the `ws-` keys of a member removed from a workspace or given another role there (a
+    role change, either side of an ownership transfer) on this node (`KeyLookup.forget_member`,
+    called with the workspace and account ids), after the change commits."""
     keys: KeyLookup = request.app.state.keys
     return keys.forget_member

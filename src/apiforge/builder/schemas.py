@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from apiforge.datasets.schema import MAX_FIELDS, NAME_PATTERN
 from apiforge.datasets.schemas import FieldDef
 from apiforge.engine.base import MAX_RU
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Timestamp, not_null
 
 API_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,63}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # noqa: S105 - a name pattern, not a secret
@@ -131,8 +131,8 @@ class AppCreate(BuilderInput):
 
 
 class AppUpdate(BuilderInput):
-    """Every field optional. `config` replaces the whole config; `secrets` is merged: a name set
-    to `null` is deleted, the others are set."""
+    """Every field optional, none null (`not_null`). `config` replaces the whole config;
+    `secrets` is merged: a name set to `null` is deleted, the others are set."""
 
     name: AppName | None = None
     description: Description | None = None
@@ -141,6 +141,10 @@ class AppUpdate(BuilderInput):
     secrets: (
         Annotated[dict[SecretName, SecretValue | None], Field(max_length=MAX_SECRETS)] | None
     ) = None
+
+    _no_null = field_validator(
+        "name", "description", "visibility", "config", "secrets", mode="before"
+    )(not_null)
 
 
 class AppRead(ApiModel):
@@ -244,7 +248,8 @@ class ApiCreate(BuilderInput):
 
 
 class ApiUpdate(BuilderInput):
-    """Every field optional; the result is validated as a whole, exactly like a new API."""
+    """Every field optional, and only `returnSteps` may be null (`not_null`); the result is
+    validated as a whole, exactly like a new API."""
 
     api: ApiName | None = None
     name: Annotated[str, Field(max_length=100)] | None = None
@@ -259,6 +264,20 @@ class ApiUpdate(BuilderInput):
     auth: ApiAuth | None = None
 
     definition_fields: ClassVar[frozenset[str]] = frozenset({"steps"})
+
+    _no_null = field_validator(
+        "api",
+        "name",
+        "description",
+        "doc_extra",
+        "group",
+        "enabled",
+        "price",
+        "params",
+        "steps",
+        "auth",
+        mode="before",
+    )(not_null)
 
 
 class ApiSummary(ApiModel):

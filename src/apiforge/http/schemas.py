@@ -41,6 +41,19 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 """A string every backend can store: PostgreSQL's `text` and `jsonb` refuse U+0000 (a 500 there,
 kept silently by SQLite), so it is a 400 on every backend."""
 
+NULL_MESSAGE = "must not be null; leave it out to keep it"
+
+
+def not_null(value: Any) -> Any:
+    """A `mode="before"` field validator of PATCH bodies, for the fields whose `null` would mean
+    nothing: left out, a field stays; `null` reads as "clear it", so it is a 400 naming the field
+    rather than a silent no-op. Used as `_no_null = field_validator("a", "b", mode="before")(
+    not_null)`; fields where `null` has a meaning (`expiresTime`, `sunset`) are not listed."""
+    if value is None:
+        raise PydanticCustomError("invalid_value", NULL_MESSAGE)
+    return value
+
+
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
 """A UTC time rendered `YYYY-MM-DDTHH:MM:SSZ`."""
 

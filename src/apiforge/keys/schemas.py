@@ -7,13 +7,12 @@ or its hash.
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator
-from pydantic_core import PydanticCustomError
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp, not_null
 from apiforge.tools.netpolicy import normalise_cidr
 
 MAX_ALLOWED_ENTRIES = 20
@@ -129,12 +128,7 @@ class ApiKeyUpdate(InputModel):
     allowed_ips: AllowedIps | None = None
     allowed_origins: AllowedOrigins | None = None
 
-    @field_validator("name", "allowed_ips", "allowed_origins", mode="before")
-    @classmethod
-    def _no_null(cls, value: Any) -> Any:
-        if value is None:
-            raise PydanticCustomError("invalid_value", "must not be null; leave it out to keep it")
-        return value
+    _no_null = field_validator("name", "allowed_ips", "allowed_origins", mode="before")(not_null)
 
 
 class ApiKeyCreated(ApiModel):

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, field_validator
 
-from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp
+from apiforge.http.schemas import ApiModel, Flag, InputModel, Text, Timestamp, not_null
 
 # The largest integer every JSON client (JavaScript included) reads exactly.
 MAX_QUOTA = 2**53 - 1
@@ -51,7 +51,8 @@ class PlanCreate(InputModel):
 
 
 class PlanUpdate(InputModel):
-    """Every field optional; `quotas` is merged into the plan's current limits."""
+    """Every field optional, none null (`not_null`); `quotas` is merged into the plan's current
+    limits."""
 
     code: str | None = Field(default=None, pattern=PLAN_CODE_PATTERN, max_length=40)
     name: Text | None = Field(default=None, min_length=1, max_length=100)
@@ -59,6 +60,8 @@ class PlanUpdate(InputModel):
     quotas: QuotasInput | None = None
     is_default: Flag | None = None
     is_public: Flag | None = None
+
+    _no_null = field_validator("*", mode="before")(not_null)
 
 
 class PlanRead(ApiModel):

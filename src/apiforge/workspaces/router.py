@@ -131,6 +131,9 @@ async def remove_member(
 
 @router.post("/{workspace_id}/transfer", summary="Hand ownership to a member (owner only)")
 async def transfer_ownership(
-    body: OwnershipTransfer, current: PathWorkspaceInPerson, service: WorkspaceServiceDep
+    request: Request,
+    body: OwnershipTransfer,
+    current: PathWorkspaceInPerson,
+    service: WorkspaceServiceDep,
 ) -> Envelope[WorkspaceRead]:
-    return ok(await service.transfer(current, body))
+    return ok(await service.transfer(current, body, member_changed=member_changed_hook(request)))

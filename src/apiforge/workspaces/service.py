@@ -298,6 +298,8 @@ class WorkspaceService:
         return params.page([self._member(m, accounts[m.account_id]) for m in rows], total)
 
     async def add_member(self, current: CurrentWorkspace, data: MemberCreate) -> Created:
+        """Admins add an existing, active account (409 `member_disabled` otherwise, judged as
+        in `transfer`) with a role they may grant, within the plan's `members` quota."""
         current.require(Role.ADMIN)
         ensure_grantable(data.role)
         email = str(data.email).strip().lower()
@@ -307,6 +309,8 @@ class WorkspaceService:
         current = await self._locked(current, Role.ADMIN)
         if await self._membership(current.id, account.id) is not None:
             raise ConflictError("Already a member of this workspace", reason="already_member")
+        await self._lock_account(account.id)
+        await self._ensure_active(account.id, "it cannot join a workspace")
         used = await count_members(self.session, current.id)
         plan = await plan_of(self.session, current.workspace)
         await check_quota(self.session, current.id, plan, "members", used, operation="members.add")
@@ -383,11 +387,17 @@ class WorkspaceService:
         if member_changed is not None:
             after_commit(self.session, partial(member_changed, current.id, member.account_id))
 
-    async def transfer(self, current: CurrentWorkspace, data: OwnershipTransfer) -> WorkspaceRead:
+    async def transfer(
+        self,
+        current: CurrentWorkspace,
+        data: OwnershipTransfer,
+        *,
+        member_changed: Callable[[str, str], None] | None = None,
+    ) -> WorkspaceRead:
         """Hand ownership to an existing member; the old owner stays on as admin. The new owner's
         own plan must allow them one more owned workspace, and their account must be active
         (409 `member_disabled`): a disabled owner could neither delete the workspace nor hand
-        it back."""
+        it back. Once it commits, `member_changed` for both (as in `update_member`)."""
         current.require(Role.OWNER)
         if current.workspace.personal:
             raise ConflictError(
@@ -398,7 +408,7 @@ class WorkspaceService:
         await self._lock_workspace(current.id)
         member = await self._member_of(current, data.account_id)
         await self._lock_account(member.account_id)
-        await self._ensure_active(member.account_id)
+        await self._ensure_active(member.account_id, "ownership cannot go to it")
         owned = await count_owned_workspaces(self.session, member.account_id)
         await check_quota(
             self.session,
@@ -419,6 +429,9 @@ class WorkspaceService:
         member.role = Role.OWNER
         current.workspace.owner_id = member.account_id
         await self.session.flush()
+        if member_changed is not None:
+            for account_id in (old_owner.account_id, member.account_id):
+                after_commit(self.session, partial(member_changed, current.id, account_id))
         return self._read(
             current.workspace, Role.ADMIN, await count_members(self.session, current.id)
         )
@@ -459,16 +472,13 @@ class WorkspaceService:
         current.require(minimum)
         return current
 
-    async def _ensure_active(self, account_id: str) -> None:
-        """409 `member_disabled` unless the account is active. Read after `_lock_account`: a
-        disabling in flight is waited for (its row lock on PostgreSQL, the write lock on
-        SQLite) and judged as committed, never as read before it."""
+    async def _ensure_active(self, account_id: str, refused: str) -> None:
+        """409 `member_disabled` unless the account is active (`refused`: what it cannot do).
+        Read after `_lock_account`: a disabling in flight is waited for (its row lock on
+        PostgreSQL, the write lock on SQLite) and judged as committed, never as read before it."""
         status = await self.session.scalar(select(Account.status).where(Account.id == account_id))
         if status != "active":
-            raise ConflictError(
-                "This member's account is disabled; ownership cannot go to it",
-                reason="member_disabled",
-            )
+            raise ConflictError(f"This account is disabled; {refused}", reason="member_disabled")
 
     async def _lock_account(self, account_id: str) -> None:
         """The same for the number of workspaces one account owns; 404 `account_not_found` when
