@@ -74,6 +74,9 @@ def serve(
         raise _fail("--reload runs a single process; drop --workers", code=2)
     settings = Settings()
     _require_migrated(settings)  # before our logs are set up: Alembic logs its imports at INFO
+    # Each worker builds the app, which reads the secret key (or creates it in the data dir):
+    # a data dir it cannot use is refused here, once, not as a traceback from every worker.
+    settings.signing_key  # noqa: B018 - InvalidSettingsError: main() prints its one line
     # The supervisor of --workers/--reload never builds the app: configure its logs here too.
     configure_logging(settings)
     if workers > 1 and not settings.redis_url:

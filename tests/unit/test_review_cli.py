@@ -234,3 +234,35 @@ def test_every_command_has_help(arguments: list[str]) -> None:
     result = runner.invoke(app, [*arguments, "--help"], env={"APIFORGE_PORT": "not-a-port"})
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.stdout
+
+
+def test_a_data_dir_that_cannot_hold_the_secret_key_is_an_invalid_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InvalidSettingsError, match="APIFORGE_SECRET_KEY"):
+        _ = Settings(data_dir=blocker / "data", secret_key=None).signing_key
+
+
+def test_serve_refuses_a_data_dir_it_cannot_create_the_secret_key_in(
+    settings: Settings,
+    served: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A migrated database, but no APIFORGE_SECRET_KEY and a data dir that cannot be created (a
+    read-only container): serve started, and each worker died building the app with a
+    traceback of `mkdir`."""
+    blocker = settings.data_dir.parent / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("APIFORGE_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("APIFORGE_DATA_DIR", str(blocker / "data"))
+    monkeypatch.delenv("APIFORGE_SECRET_KEY", raising=False)
+    monkeypatch.setattr(sys, "argv", ["apiforge", "serve", "--port", "8125"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid configuration: cannot create or read"), err
+    assert "APIFORGE_SECRET_KEY" in err
+    assert "Traceback" not in err
+    assert served == []

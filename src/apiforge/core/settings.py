@@ -314,19 +314,30 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret.key"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = random_secret(48)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return _read_key(path)
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write(key)
-        except BaseException:
-            path.unlink()  # a full disk: no empty key file left behind for the next start
-            raise
-        return key
+            return _stored_key(path)
+        except OSError as exc:  # a data dir that cannot be created, written or read
+            raise InvalidSettingsError(
+                f"invalid configuration: cannot create or read {path} ({exc.strerror or exc}): "
+                f"make {ENV_PREFIX}DATA_DIR writable, or set {ENV_PREFIX}SECRET_KEY"
+            ) from None
+
+
+def _stored_key(path: Path) -> str:
+    """The key in `path`, created there when there is none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = random_secret(48)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(key)
+    except BaseException:
+        path.unlink()  # a full disk: no empty key file left behind for the next start
+        raise
+    return key
 
 
 def _read_key(path: Path) -> str:
