@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from apiforge.accounts import passwords
 from apiforge.api import build_api
+from apiforge.builder.transfer_router import DOCUMENT_PATHS
 from apiforge.core.checkpoint import WalCheckpointer
 from apiforge.core.db import dispose_engine, make_engine, make_sessionmaker, sqlite_file
 from apiforge.core.lazydb import SqliteReader
@@ -37,6 +38,7 @@ from apiforge.http.middleware import (
     MethodOverrideMiddleware,
     RequestIdMiddleware,
     SingleHeaderMiddleware,
+    Utf8JsonMiddleware,
 )
 from apiforge.idempotency.middleware import IdempotencyMiddleware
 from apiforge.idempotency.openapi import document_idempotency
@@ -54,7 +56,7 @@ def middleware(settings: Settings) -> list[Middleware]:
     """Outermost first. The request id wraps everything so even a 500 carries it; the access log
     sits outside the error guard so it records the 500; a credential sent twice is refused before
     anything reads one; method override and HEAD-as-GET precede routing; the body limit is
-    innermost so its error is rendered by the envelope handlers."""
+    inside them so its error is rendered by the envelope handlers, and the UTF-8 check innermost."""
     return [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
@@ -69,6 +71,8 @@ def middleware(settings: Settings) -> list[Middleware]:
         ),
         # Idempotency of management writes: innermost, it sees the effective method and body.
         Middleware(IdempotencyMiddleware),
+        # Inside it, so a body replayed to the route is checked as it is read.
+        Middleware(Utf8JsonMiddleware, documents=DOCUMENT_PATHS),
     ]
 
 

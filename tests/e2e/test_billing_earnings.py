@@ -26,6 +26,10 @@ async def test_earnings_redemptions_and_withdrawals(app: FastAPI, client: AsyncC
     today = utcnow().strftime("%Y-%m-%d")
     assert report == {
         "total": 3 * profit,
+        "totalCount": 1,
+        "totalPage": 1,
+        "pageNo": 1,
+        "pageSize": 20,
         "list": [
             {"day": today, "appId": m.app_id, "api": "priced", "calls": 3, "amount": 3 * profit}
         ],
@@ -191,3 +195,39 @@ async def test_a_workspace_key_redeems_only_into_its_own_workspace(
     data_of(await client.post("/api/v1/redemptions", json=own, headers={"X-Api-Key": secret}))
     assert (await balances(client, m.builder))["balance"] == before["balance"] + 1
     await ledger_invariants(app)
+
+
+async def test_earnings_are_paged_with_the_total_of_the_whole_range(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """One row per day, app and API: over a long range of a busy workspace that was every row
+    at once (no page, no cap). Pages as every list; `total` still sums the whole range."""
+    m = await market(app, client)
+    apis = ["insert", "listed", "priced"]
+    await top_up(client, m.admin, m.consumer.workspace_id, 10 * PRICE)
+    assert [await invoke(client, m, api) for api in apis] == [200] * 3
+    earned = sum(
+        e["amount"]
+        for e in data_of(
+            await client.get(
+                "/api/v1/ledger-entries", params={"kind": "call"}, headers=m.builder.headers
+            )
+        )["list"]
+    )
+    pages = []
+    for page_no in (1, 2):
+        query = {"pageSize": "2", "pageNo": str(page_no)}
+        report = data_of(
+            await client.get("/api/v1/earnings", params=query, headers=m.builder.headers)
+        )
+        assert (report["totalCount"], report["totalPage"], report["pageSize"]) == (3, 2, 2)
+        assert report["total"] == earned
+        pages.append([row["api"] for row in report["list"]])
+    assert pages == [apis[:2], apis[2:]]
+    refused = (
+        ({"pageSize": "101"}, "pageSize", "invalid_input"),
+        ({"sort": "bogus"}, "sort", "invalid_sort_field"),
+    )
+    for query, field, reason in refused:
+        response = await client.get("/api/v1/earnings", params=query, headers=m.builder.headers)
+        assert assert_error(response, 400, reason)["errors"][0]["field"] == field

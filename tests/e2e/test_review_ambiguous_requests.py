@@ -158,3 +158,56 @@ async def test_a_mark_alone_or_repeated_is_malformed_on_both_edges(
         headers={**user.headers, "Content-Type": "application/json"},
     )
     assert_error(made, 400, "malformed_json")
+
+
+# --- JSON in another encoding than UTF-8 --------------------------------------------------------
+
+
+def _encoded(text: str, encoding: str) -> bytes:
+    """`text` in `encoding`; `cesu` is UTF-8 with a character outside the BMP written as two
+    encoded surrogates (CESU-8), which no UTF-8 decoder accepts."""
+    if encoding == "cesu":
+        return text.encode().replace("😀".encode(), "\ud83d\ude00".encode("utf-8", "surrogatepass"))
+    return text.encode(encoding)
+
+
+NOT_UTF8 = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "cesu"]
+
+
+@pytest.mark.parametrize("encoding", NOT_UTF8)
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_json_that_is_not_utf8_is_malformed_on_both_edges(
+    client: AsyncClient, encoding: str, idempotent: bool
+) -> None:
+    """RFC 8259 §8.1: JSON between systems is UTF-8. The gateway refused UTF-16 and UTF-32;
+    the management API read them (Python's `json.loads` guesses the encoding of bytes) and
+    UTF-8 carrying encoded surrogates, so one body was an error on one edge and a write on the
+    other. Nothing runs or is created."""
+    app_id, secret = await _hits(client)
+    body = {"appId": app_id, "api": "hit", "version": "latest", "args": {"n": 1, "note": "😀"}}
+    extra = {"Idempotency-Key": f"enc-{encoding}"} if idempotent else {}
+    headers = {"X-Api-Key": secret, "Content-Type": "application/json", **extra}
+    called = await client.post(
+        INVOCATIONS,
+        content=_encoded(json.dumps(body, ensure_ascii=False), encoding),
+        headers=headers,
+    )
+    assert_error(called, 400, "malformed_json")
+    assert await total(client, secret, app_id) == 0
+    user = await register(client)
+    before = await _names(client, user)
+    made = await client.post(
+        "/api/v1/workspaces",
+        content=_encoded('{"name": "Wide 😀"}', encoding),
+        headers={**user.headers, "Content-Type": "application/json; charset=utf-8", **extra},
+    )
+    data = assert_error(made, 400, "malformed_json")
+    assert data["errors"] == [{"field": "body", "message": "is not valid JSON"}]
+    assert await _names(client, user) == before
+    # The same body in UTF-8 (with or without a mark) is a workspace like any other.
+    made = await client.post(
+        "/api/v1/workspaces",
+        content=BOM + '{"name": "Wide 😀"}'.encode(),
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert data_of(made)["id"]

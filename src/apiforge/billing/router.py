@@ -103,12 +103,21 @@ async def credit_wallet(
     return ok(Posted(id=transaction_id, balance=balance))
 
 
-@router.get("/earnings", summary="What the current workspace's apps earned, per day, app and API")
+@router.get(
+    "/earnings",
+    summary="What the current workspace's apps earned, per day, app and API",
+    description="A page of rows (`pageNo`, `pageSize`; `sort=day`), newest day first; `total` "
+    "is what the whole `from`/`to` range earned.",
+)
 async def list_earnings(
-    current: CurrentWorkspaceDep, service: BillingServiceDep, since: From = None, until: To = None
+    current: CurrentWorkspaceDep,
+    service: BillingServiceDep,
+    page: PageDep,
+    since: From = None,
+    until: To = None,
 ) -> Envelope[EarningsReport]:
     start, end = time_range(since, until)
-    return ok(await service.earnings(current.id, start, end))
+    return ok(await service.earnings(current.id, start, end, page))
 
 
 @router.post(

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from apiforge.billing.models import MAX_AMOUNT
+from apiforge.http.pagination import Page
 from apiforge.http.schemas import ApiModel, InputModel, Text, Timestamp
 
 Amount = Annotated[
@@ -119,6 +120,7 @@ class EarningRow(ApiModel):
     amount: int
 
 
-class EarningsReport(ApiModel):
+class EarningsReport(Page[EarningRow]):
+    """A page of rows; `total` is what the whole range earned, not only this page."""
+
     total: int
-    list: list[EarningRow]

@@ -375,14 +375,29 @@ class BillingService:
         return withdrawal
 
     async def earnings(
-        self, workspace_id: str, since: datetime | None, until: datetime | None
+        self,
+        workspace_id: str,
+        since: datetime | None,
+        until: datetime | None,
+        params: PageParams,
     ) -> EarningsReport:
-        """Earnings of the workspace's apps per UTC day, app and API (newest day first)."""
+        """Earnings of the workspace's apps per UTC day, app and API (newest day first), a page
+        at a time as every list: a range of years over many APIs is that many rows. `total` is
+        the whole range's."""
         earnings = (await self.wallet_ids(workspace_id))["earnings"]
         bind = self.session.bind
         dialect = bind.dialect.name if bind is not None else "sqlite"
         day = bucket_label_sql(LedgerEntry.created_at.expression, "day", dialect)
-        stmt = (
+        conditions = [
+            LedgerEntry.workspace_id == workspace_id,
+            LedgerEntry.wallet_id == earnings,
+            LedgerEntry.kind == "call",
+        ]
+        if since is not None:
+            conditions.append(LedgerEntry.created_at >= since)
+        if until is not None:
+            conditions.append(LedgerEntry.created_at < until)
+        grouped: Any = (
             select(
                 day.label("day"),
                 LedgerEntry.app_id,
@@ -390,19 +405,16 @@ class BillingService:
                 func.count().label("calls"),
                 func.sum(LedgerEntry.amount).label("amount"),
             )
-            .where(
-                LedgerEntry.workspace_id == workspace_id,
-                LedgerEntry.wallet_id == earnings,
-                LedgerEntry.kind == "call",
-            )
+            .where(*conditions)
             .group_by(day, LedgerEntry.app_id, LedgerEntry.api)
-            .order_by(day.desc(), LedgerEntry.app_id, LedgerEntry.api)
         )
-        if since is not None:
-            stmt = stmt.where(LedgerEntry.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(LedgerEntry.created_at < until)
-        rows = (await self.session.execute(stmt)).all()
+        stmt = order_by(grouped, params, {"day": day}, "day")
+        stmt = stmt.order_by(LedgerEntry.app_id, LedgerEntry.api)
+        count = await self.session.scalar(select(func.count()).select_from(grouped.subquery()))
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(*conditions)
+        )
+        rows = await self.session.execute(stmt.limit(params.page_size).offset(params.offset))
         items = [
             EarningRow(
                 day=str(r.day),
@@ -413,7 +425,8 @@ class BillingService:
             )
             for r in rows
         ]
-        return EarningsReport(total=sum(item.amount for item in items), list=items)
+        page = params.page(items, int(count or 0))
+        return EarningsReport(**dict(page), total=int(total or 0))
 
 
 def _entry(row: LedgerEntry, wallet_kind: str) -> LedgerEntryRead:

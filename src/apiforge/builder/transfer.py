@@ -132,7 +132,8 @@ def malformed(message: str) -> ValidationError:
 
 
 # Byte order marks a saved file may start with (Windows editors write one before UTF-8, and
-# Windows PowerShell's `>` writes UTF-16): read in the encoding they name, as JSON routes do.
+# Windows PowerShell's `>` writes UTF-16): read in the encoding they name. Only this document;
+# other JSON bodies must be UTF-8 (`http/middleware.Utf8JsonMiddleware`).
 # UTF-32 first: its little-endian mark starts with UTF-16's.
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),

@@ -18,6 +18,9 @@ from apiforge.http.schemas import Created
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(tags=["builder"])
+# Documents read by the route itself, in the encoding a byte order mark names (UTF-16 from
+# Windows shells too): not refused as JSON that is not UTF-8 (`http/middleware.Utf8JsonMiddleware`).
+DOCUMENT_PATHS = ("/api/v1/apps/import",)
 
 VersionLabel = Annotated[str, Query(max_length=32, description="dev, latest or X.Y.Z")]
 

@@ -1,6 +1,7 @@
 """Pure ASGI middleware for the conventions every request shares (no BaseHTTPMiddleware)."""
 
 import asyncio
+import codecs
 import contextlib
 import re
 import time
@@ -292,6 +293,46 @@ class BodyLimitMiddleware:
                 await send(message)
 
         await self.app(scope, counting_receive, guarded_send)
+
+
+def _json_media(scope: Scope) -> bool:
+    """Whether FastAPI reads the body as JSON: `application/json` or `application/*+json`."""
+    value = _header(scope, b"content-type")
+    if value is None:
+        return False
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class Utf8JsonMiddleware:
+    """Refuse a JSON body that is not UTF-8 (RFC 8259 §8.1), as the gateway's parser does.
+    FastAPI hands the bytes to `json.loads`, which guesses UTF-16 and UTF-32 and lets encoded
+    surrogates through; this checks the bytes as they stream in (one UTF-8 mark at the start
+    stays allowed, it is UTF-8). A failure raises `UnicodeDecodeError` from `receive`, which
+    FastAPI turns into the 400 `malformed_json` of any body it cannot parse (`handlers.py`).
+    `documents` are paths that read their body themselves in the encoding a mark names (app
+    import files)."""
+
+    def __init__(self, app: ASGIApp, documents: Iterable[str] = ()) -> None:
+        self.app = app
+        self.documents = frozenset(documents)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.documents or not _json_media(scope):
+            await self.app(scope, receive, send)
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")()
+
+        async def checked_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                # A character split between chunks waits for its rest; `final` checks the end.
+                decoder.decode(message.get("body", b""), final=not message.get("more_body"))
+            return message
+
+        await self.app(scope, checked_receive, send)
 
 
 class AccessLogMiddleware:
