@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from apiforge.core.redis_line import RedisLine
 from apiforge.traffic.concurrency import Slot
-from apiforge.traffic.failure import STORE_ERRORS
+from apiforge.traffic.failure import RETRY_PAUSE_SECONDS, STORE_ERRORS
 from apiforge.traffic.frequency import Rate, wait_ms, weighted_count
 
 PRUNE_AT = 100_000  # in-process counters held before the expired ones are looked for
@@ -210,7 +210,8 @@ class RedisTraffic:
         # redis-py's script only over TLS.
         self.line = RedisLine.for_client(redis)
         self.pending: list[tuple[str, str]] = []  # (sorted set, member) to release
-        self.flush_scheduled = False
+        self.flush_timer: asyncio.TimerHandle | None = None
+        self.closed = False
         self.flushes: set[asyncio.Task[None]] = set()
 
     async def admit(
@@ -253,19 +254,24 @@ class RedisTraffic:
     def _queue_release(self, slots: Sequence[Slot], member: str) -> None:
         """The member's places, to ride with the next admission or go alone within 2 ms."""
         self.pending.extend((self.slot_prefix + slot.key, member) for slot in slots)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            asyncio.get_running_loop().call_later(RELEASE_DELAY_SECONDS, self._flush_later)
+        self._flush_in(RELEASE_DELAY_SECONDS)
+
+    def _flush_in(self, delay: float) -> None:
+        """One flush at a time is scheduled (none once closed)."""
+        if self.flush_timer is None and not self.closed:
+            self.flush_timer = asyncio.get_running_loop().call_later(delay, self._flush_later)
 
     def _flush_later(self) -> None:
-        self.flush_scheduled = False
+        self.flush_timer = None
         if self.pending:
             task = asyncio.get_running_loop().create_task(self.flush())
             self.flushes.add(task)
             task.add_done_callback(self.flushes.discard)
 
     async def flush(self) -> None:
-        """Send the releases no admission has carried; kept for later if Redis is unreachable.
+        """Send the releases no admission has carried; kept if Redis is unreachable and sent
+        again after the failure pause (a call ending in a blip, with none after it on this
+        server, would otherwise hold its places in Redis for the whole lease).
         On the admissions' own line (the script, admitting nothing): Redis applies them before
         any admission this process sends afterwards, so a place given back before a call is
         admitted is free for it (over another connection the call could arrive first)."""
@@ -284,6 +290,7 @@ class RedisTraffic:
                 await pipe.execute()
         except STORE_ERRORS:
             self._keep(pending)
+            self._flush_in(RETRY_PAUSE_SECONDS)
 
     def _keep(self, releases: list[tuple[str, str]]) -> None:
         """Put unsent releases back, up to a bound: during a long outage the oldest are
@@ -291,7 +298,12 @@ class RedisTraffic:
         self.pending = (releases + self.pending)[-MAX_PENDING_RELEASES:]
 
     async def close(self) -> None:
-        """Send what is pending (at shutdown)."""
+        """Send what is pending (at shutdown); what Redis cannot take then is left to its
+        lease."""
+        self.closed = True
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
         await self.flush()
         if self.flushes:
             await asyncio.gather(*self.flushes, return_exceptions=True)
