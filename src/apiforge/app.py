@@ -2,7 +2,7 @@
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -111,12 +111,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.log_retention_days:
             retention.start()
         yield
-        await sweeping  # a thread can't be stopped: whatever is left of it runs to its end
-        await retention.stop()
+        # Guarded as `shutdown`'s own steps: a failing stop must not skip the flushes after it.
+        stops: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("files_sweep", lambda: sweeping),  # a thread can't be stopped: it runs to its end
+            ("retention", retention.stop),
+        ]
         if checkpointer is not None:
-            await checkpointer.stop()
-        await shutdown(app)
-        gc.unfreeze()
+            stops.append(("checkpointer", checkpointer.stop))
+        try:
+            await shutdown(app, stops)
+        finally:
+            gc.unfreeze()
 
     app.router.lifespan_context = lifespan
     return app
@@ -171,13 +176,17 @@ def mount_gateway(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def shutdown(app: FastAPI) -> None:
+async def shutdown(
+    app: FastAPI, first: Sequence[tuple[str, Callable[[], Awaitable[Any]]]] = ()
+) -> None:
     """Stop in order, each step whatever the ones before it did: a failing step (a full disk at
     the charges' writer) must not skip the later ones that write what is still in memory (quota
-    hits, last-used times) or give connections back. The first failure is raised at the end."""
+    hits, last-used times) or give connections back. The first failure is raised at the end.
+    `first` runs before them under the same guard (the lifespan's background tasks)."""
     state, gateway = app.state, app.state.gateway_state
     reader = gateway.reader
     steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        *first,
         ("nonces", lambda: save_nonces(gateway)),  # signed calls' nonces, for the next start
         ("request_logs", lambda: drain_request_logs(gateway)),
         ("charger", lambda: close_charger(gateway)),  # SQLite: the charges' writer connection

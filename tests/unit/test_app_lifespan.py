@@ -11,6 +11,7 @@ from apiforge import app as app_module
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
 from apiforge.files.storage import DELETED, INCOMING, STALE_PART_SECONDS
+from apiforge.usage.retention import LogRetention
 
 
 async def test_the_startup_heap_is_frozen_while_serving(settings: Settings) -> None:
@@ -46,6 +47,31 @@ async def test_a_failing_shutdown_step_skips_none_of_the_later_ones(
     with pytest.raises(OSError, match="No space left"):
         await shutdown(app)
     assert closed == ["keys", "traffic"]
+
+
+async def test_a_failing_background_stop_skips_none_of_the_shutdown_steps(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log retention's stop ran before `shutdown` unguarded: its failure skipped every
+    flush (request logs, charges, nonces) and left the start-up heap frozen. Now the flushes
+    run, the collector is back, then the failure is raised."""
+    app = create_app(settings)
+
+    async def broken(_self: object) -> None:
+        raise RuntimeError("retention stop failed")
+
+    drained: list[object] = []
+
+    async def drain(state: object) -> None:
+        drained.append(state)
+
+    monkeypatch.setattr(LogRetention, "stop", broken)
+    monkeypatch.setattr(app_module, "drain_request_logs", drain)
+    with pytest.raises(RuntimeError, match="retention stop failed"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert drained == [app.state.gateway_state]
+    assert gc.get_freeze_count() == 0
 
 
 async def test_the_files_left_by_a_killed_process_are_swept_at_start_up(
