@@ -178,6 +178,31 @@ async def test_the_plan_sets_requests_per_minute_for_the_calling_workspace(
         assert (await call(client, other, app_id, "echo")).status_code == 200
 
 
+async def test_a_plan_change_applies_to_the_next_call_on_the_node_that_made_it(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """The traffic stage's cached plan rates are forgotten once the change commits, as the
+    quota meter's are: no call on this node runs on the old rate meanwhile."""
+    admin = await make_admin(app, client)
+    owner = await register(client)
+    plan_id = await on_plan(client, admin, owner.workspace_id, "roomy", requestsPerMinute=50)
+    app_id, secret = await limited_app(client, owner, visibility="public")
+    response = await call(client, secret, app_id, "echo")
+    assert response.headers["RateLimit-Policy"] == '"plan";q=50;w=60'
+    lowered = await client.patch(
+        f"/api/v1/admin/plans/{plan_id}",
+        json={"quotas": {"requestsPerMinute": 10}},
+        headers=admin.headers,
+    )
+    assert data_of(lowered)["quotas"]["requestsPerMinute"] == 10
+    response = await call(client, secret, app_id, "echo")
+    assert response.headers["RateLimit-Policy"] == '"plan";q=10;w=60'
+    # Moved onto another plan: its rate at once too.
+    await on_plan(client, admin, owner.workspace_id, "small", requestsPerMinute=7)
+    response = await call(client, secret, app_id, "echo")
+    assert response.headers["RateLimit-Policy"] == '"plan";q=7;w=60'
+
+
 @pytest.mark.parametrize("quota", ["requestsPerMinute", "concurrentRequests"])
 async def test_a_plan_that_allows_no_calls_is_403_not_a_429_to_retry(
     app: FastAPI, client: AsyncClient, quota: str

@@ -63,6 +63,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# PostgreSQL's byte-order collation: UTF-8 bytes sort as code points, as SQLite's BINARY does
+# (record text fields, datasets/sql.py; management lists' text sorts, http/pagination.py).
+TEXT_COLLATION = "C"
 
 
 class _CompactSqliteJSON(TypeDecorator[Any]):

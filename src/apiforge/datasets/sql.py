@@ -42,6 +42,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.core.db import TEXT_COLLATION
 from apiforge.core.errors import ConflictError
 from apiforge.datasets.models import Record
 from apiforge.datasets.schema import CollectionSchema, FieldSchema, is_name, normalise_datetime
@@ -62,10 +63,6 @@ _BUILTIN_COLUMNS: dict[str, ColumnElement[Any]] = {
     "createdTime": Record.created_at.expression,
     "updatedTime": Record.updated_at.expression,
 }
-
-
-# PostgreSQL's byte-order collation: UTF-8 bytes sort as code points, as SQLite's BINARY does.
-TEXT_COLLATION = "C"
 
 
 def _checked(name: str) -> str:

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
+from apiforge.core.db import TEXT_COLLATION
 from apiforge.core.errors import ValidationError
 from apiforge.http.schemas import ApiModel
 
@@ -89,6 +93,33 @@ def _int_param(
 PageDep = Annotated[PageParams, Depends(_page_params)]
 
 
+class _CodePointOrder(ColumnElement[Any]):
+    """A text sort key in code point order on every backend ("Z" before "a", as SQLite's BINARY
+    sorts): PostgreSQL would otherwise sort by the database's collation (`en_US` puts "a" first),
+    so there it renders `key COLLATE "C"`, as record text fields do (datasets/sql.py)."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, key: ColumnElement[Any]) -> None:
+        self.column = key
+        self.type = key.type
+
+
+@compiles(_CodePointOrder)
+def _code_point_order(element: _CodePointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_CodePointOrder, "postgresql")
+def _code_point_order_postgresql(element: _CodePointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.collate(TEXT_COLLATION), **kw)
+
+
+def _sortable(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    return _CodePointOrder(column) if isinstance(column.type, String) else column
+
+
 def order_by(
     stmt: Select[Any],
     params: PageParams,
@@ -97,7 +128,8 @@ def order_by(
     tiebreak: ColumnElement[Any] | None = None,
     default_order: str = "desc",
 ) -> Select[Any]:
-    """Apply `sort`/`order`; a field outside `allowed` is a 400 naming the accepted ones."""
+    """Apply `sort`/`order`; a field outside `allowed` is a 400 naming the accepted ones. Text
+    keys sort in code point order on every backend (`_CodePointOrder`)."""
     field = params.sort or default
     if field not in allowed:
         raise ValidationError(
@@ -106,7 +138,7 @@ def order_by(
         )
     ascending = (params.order or default_order) == "asc"
     key = allowed[field]
-    for column in key if isinstance(key, tuple) else (key,):
+    for column in map(_sortable, key if isinstance(key, tuple) else (key,)):
         stmt = stmt.order_by(column.asc() if ascending else column.desc())
     if tiebreak is not None:
         stmt = stmt.order_by(tiebreak.asc() if ascending else tiebreak.desc())

@@ -6,7 +6,7 @@ of them requires `AdminAccount` (403 `admin_required` otherwise).
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from apiforge.accounts.deps import AdminAccount
 from apiforge.core.errors import ValidationError
@@ -27,13 +27,14 @@ from apiforge.plans.schemas import (
     WorkspacePlanUpdate,
 )
 from apiforge.plans.service import HitFilter, PlanService
+from apiforge.traffic.router import traffic_of
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["plans"])
 
 
-def _plan_service(session: SessionDep) -> PlanService:
-    return PlanService(session)
+def _plan_service(session: SessionDep, request: Request) -> PlanService:
+    return PlanService(session, traffic_of(request).rules.forget_plans)
 
 
 PlanServiceDep = Annotated[PlanService, Depends(_plan_service)]

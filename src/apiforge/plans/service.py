@@ -224,8 +224,13 @@ def plan_read(plan: Plan) -> PlanRead:
 class PlanService:
     """Plan administration and the plan view of a workspace. Never commits."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, forget_rates: Callable[[str | None], None] | None = None
+    ) -> None:
         self.session = session
+        # The traffic stage's cached plan rates on this node (`LimitRules.forget_plans`), given
+        # by the router: without it a lowered requestsPerMinute would apply here up to ~2 s late.
+        self.forget_rates = forget_rates or (lambda workspace_id: None)
 
     async def list_plans(self, params: PageParams) -> Page[PlanRead]:
         stmt: Select[tuple[Plan]] = select(Plan)
@@ -288,6 +293,7 @@ class PlanService:
         # Once the change is committed: forgotten before, a concurrent check would read the old
         # limits again and keep them for up to the meter's refresh period.
         after_commit(self.session, quota_meter(self.session).forget)
+        after_commit(self.session, lambda: self.forget_rates(None))
         return plan_read(plan)
 
     async def delete_plan(self, plan_id: str, precondition: Precondition = NO_PRECONDITION) -> None:
@@ -326,6 +332,7 @@ class PlanService:
         await self.session.flush()
         meter, moved = quota_meter(self.session), workspace.id
         after_commit(self.session, lambda: meter.forget(moved))
+        after_commit(self.session, lambda: self.forget_rates(moved))
         return WorkspacePlanRead(id=workspace.id, plan_id=plan.id)
 
     async def user_plans(self, workspace: Workspace, account_id: str | None = None) -> UserPlans:

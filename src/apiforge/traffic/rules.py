@@ -124,8 +124,14 @@ class LimitRules:
     def forget_app(self, app_id: str) -> None:
         self.apps.forget(app_id)
 
-    def forget_plans(self) -> None:
-        self.plans.clear()
+    def forget_plans(self, workspace_id: str | None = None) -> None:
+        """Drop cached plan rates (all of them without a workspace): a plan was changed or a
+        workspace moved on this node, whose next call then runs on the new rates; called once
+        the change commits, as `QuotaMeter.forget` is."""
+        if workspace_id is None:
+            self.plans.clear()
+        else:
+            self.plans.forget(workspace_id)
 
     async def close(self) -> None:
         await self.apps.close()
