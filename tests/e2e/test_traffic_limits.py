@@ -48,6 +48,7 @@ async def test_limits_are_read_and_replaced_by_editors_only(client: AsyncClient)
         "concurrent": None,
         "apis": {},
         "updatedTime": None,
+        "version": 0,
     }
     saved = await set_limits(
         client, owner, app_id, ipPerMinute=100, apis={"echo": {"keyPerMinute": 5, "concurrent": 3}}

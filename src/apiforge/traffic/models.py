@@ -1,4 +1,5 @@
-"""Per-app traffic limits: one row per app that has any (apps without a row have none)."""
+"""Per-app traffic limits: one row per app that has any (apps without a row have none, and
+answer version 0: the first `PUT` creates version 1)."""
 
 from datetime import datetime
 from typing import Any
@@ -7,6 +8,7 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, updated_column
+from apiforge.idempotency.locking import version_column, versioned
 
 
 class TrafficLimits(Base):
@@ -21,3 +23,6 @@ class TrafficLimits(Base):
     )
     limits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     updated_at: Mapped[datetime] = updated_column()
+    version: Mapped[int] = version_column()  # optimistic lock (idempotency/locking.py)
+
+    __mapper_args__ = versioned(version)

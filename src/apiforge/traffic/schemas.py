@@ -2,14 +2,17 @@
 
 from typing import Annotated, Any
 
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictInt, StringConstraints
 
-from apiforge.builder.schemas import ApiName
+from apiforge.builder.schemas import API_NAME_PATTERN
 from apiforge.http.schemas import ApiModel, InputModel, Timestamp
 
 MAX_API_OVERRIDES = 500
 PerMinute = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 InFlight = Annotated[StrictInt, Field(ge=1, le=100_000)]
+# An API name exactly as sent: the input models' whitespace trimming also reached the keys of
+# `apis`, so `"echo "` was taken as `echo` (and beside `"echo"`, one of them silently dropped).
+ExactApiName = Annotated[str, StringConstraints(strip_whitespace=False, pattern=API_NAME_PATTERN)]
 
 
 class LimitValues(InputModel):
@@ -42,7 +45,7 @@ class TrafficLimitsUpdate(LimitValues):
     """App-wide values (concurrency counted over the whole app) and per-API overrides (a value
     set on an API replaces the app's for that API, and its concurrency counts that API alone)."""
 
-    apis: Annotated[dict[ApiName, LimitValues], Field(max_length=MAX_API_OVERRIDES)] = Field(
+    apis: Annotated[dict[ExactApiName, LimitValues], Field(max_length=MAX_API_OVERRIDES)] = Field(
         default_factory=dict
     )
 
@@ -64,3 +67,5 @@ class TrafficLimitsRead(LimitValuesRead):
     app_id: str
     apis: dict[str, LimitValuesRead]
     updated_time: Timestamp | None
+    # Optimistic lock (idempotency/locking.py); 0 while the app has never had limits set.
+    version: int

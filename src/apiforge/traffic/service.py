@@ -9,6 +9,7 @@ from apiforge.builder.models import ApiDefinition, AppVersion
 from apiforge.builder.service import find_app
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ValidationError
+from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.traffic.models import TrafficLimits
 from apiforge.traffic.rules import LimitRules
 from apiforge.traffic.schemas import LimitValuesRead, TrafficLimitsRead, TrafficLimitsUpdate
@@ -24,6 +25,7 @@ def limits_read(app_id: str, row: TrafficLimits | None) -> TrafficLimitsRead:
         **LimitValuesRead.model_validate(document).model_dump(),
         apis={name: LimitValuesRead.model_validate(values) for name, values in apis.items()},
         updated_time=row.updated_at if row is not None else None,
+        version=row.version if row is not None else 0,
     )
 
 
@@ -50,12 +52,17 @@ class TrafficLimitsService:
         return limits_read(app.id, await self.session.get(TrafficLimits, app.id))
 
     async def replace(
-        self, current: CurrentWorkspace, app_id: str, data: TrafficLimitsUpdate
+        self,
+        current: CurrentWorkspace,
+        app_id: str,
+        data: TrafficLimitsUpdate,
+        precondition: Precondition = NO_PRECONDITION,
     ) -> TrafficLimitsRead:
         """Replace the whole document; every API named must exist on `dev` or in a published
         version (a typo would otherwise be a limit that silently never applies; an API deleted
         from `dev` still answers in the versions that have it, and its limits stay settable —
-        the document `GET` answers can always be sent back)."""
+        the document `GET` answers can always be sent back). `If-Match` is checked (412) against
+        the version read under the app's lock, and the UPDATE is conditional on it (409)."""
         app = await find_app(self.session, current.id, app_id, lock=True)
         current.require(Role.EDITOR)
         if data.apis:
@@ -76,9 +83,11 @@ class TrafficLimitsService:
                 )
         row = await self.session.get(TrafficLimits, app.id)
         if row is None:
+            precondition.check(0)  # never set: version 0, the first document is version 1
             row = TrafficLimits(app_id=app.id, limits=data.document())
             self.session.add(row)
         else:
+            advance(row, precondition)
             row.limits = data.document()
         await self.session.flush()
         await self.session.refresh(row)

@@ -6,7 +6,7 @@ after them; the lock timeout stays, so a busy table still fails the upgrade fast
 
 Revision ID: 0017
 Revises: 0016
-Create Date: 2026-12-10
+Create Date: 2026-12-06
 """
 
 from collections.abc import Sequence
