@@ -3,30 +3,13 @@
 its reads go to the process's shared read-only connection — while a call that writes uses its
 own connection and sees its own writes, and a failed call leaves nothing behind."""
 
-from collections.abc import Iterator
-
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event
 
 from tests.e2e._asgi import pool_checkouts
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import data_of
 from tests.factories import make_admin, register
-
-
-def checkouts(app: FastAPI) -> Iterator[list[int]]:
-    seen: list[int] = []
-
-    def counted(*_args: object) -> None:
-        seen.append(1)
-
-    pool = app.state.engine.sync_engine.pool
-    event.listen(pool, "checkout", counted)
-    try:
-        yield seen
-    finally:
-        event.remove(pool, "checkout", counted)
 
 
 async def test_a_warm_read_only_call_checks_out_no_connection(

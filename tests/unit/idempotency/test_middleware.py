@@ -5,7 +5,7 @@ the lease ends, and on the embedded database the store's writes check out no poo
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -286,21 +286,6 @@ async def test_renewals_on_the_embedded_database_check_out_no_pooled_connection(
         assert counting.checkouts == 0
     else:
         assert counting.checkouts == len(renewals)
-
-
-def _pool_checkouts(app: FastAPI) -> Iterator[list[int]]:
-    """The connections checked out of the app's pool meanwhile, however they were asked for."""
-    seen: list[int] = []
-
-    def counted(*_args: object) -> None:
-        seen.append(1)
-
-    pool = app.state.engine.sync_engine.pool
-    event.listen(pool, "checkout", counted)
-    try:
-        yield seen
-    finally:
-        event.remove(pool, "checkout", counted)
 
 
 async def _token(client: AsyncClient, user: Any) -> str:
