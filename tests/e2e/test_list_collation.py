@@ -2,16 +2,12 @@
 the PostgreSQL database's collation: here (on PostgreSQL) a database whose default collation is
 ICU English, which sorts "apple" before "Zed", where SQLite answers in code point order."""
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 from httpx import AsyncClient
 
-from apiforge.core.settings import Settings
-from apiforge.migrate import upgrade
-from apiforge.tools.ids import new_id
-from tests.conftest import DATABASE_URL, _pg_execute
+from tests._icu import icu_template
 from tests.e2e._apps import new_app
 from tests.e2e._workspaces import data_of
 from tests.factories import register
@@ -21,24 +17,8 @@ NAMES = ["Zed", "apple", "Éclair", "_x", "Bob"]
 
 @pytest.fixture(scope="module")
 def template_database(template_database: str) -> Iterator[str]:
-    """On PostgreSQL, a migrated template whose default collation is ICU `en-US` (the tests'
-    databases are cloned from it); SQLite keeps the session's."""
-    if not DATABASE_URL:
-        yield template_database
-        return
-    name = f"apiforge_tpl_{new_id()}"
-    asyncio.run(
-        _pg_execute(
-            DATABASE_URL,
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
-        )
-    )
-    try:
-        upgrade(Settings(database_url=DATABASE_URL.rsplit("/", 1)[0] + "/" + name))
-        yield name
-    finally:
-        asyncio.run(_pg_execute(DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    """On PostgreSQL, a migrated template in ICU `en-US` (`tests/_icu.py`)."""
+    yield from icu_template(template_database)
 
 
 async def test_lists_sort_text_fields_in_code_point_order(client: AsyncClient) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 
 from apiforge.admin.service import AdminUserService
@@ -65,117 +65,78 @@ async def _workspace_exists(app: FastAPI, workspace_id: str) -> bool:
 # --- ownership and disabled accounts -------------------------------------------------------
 
 
-async def test_ownership_cannot_go_to_a_disabled_account(app: FastAPI, client: AsyncClient) -> None:
-    """Nobody could then delete the workspace or hand it back: 409 `member_disabled`."""
-    admin = await make_admin(app, client)
-    owner, workspace_id, members = await team(client, "admin")
-    heir = members["admin"]
-    data_of(
-        await client.patch(
-            f"/api/v1/admin/users/{heir.account_id}",
-            json={"status": "disabled"},
-            headers=admin.headers,
+async def _heir_or_newcomer(
+    client: AsyncClient, action: str
+) -> tuple[Any, str, Any, dict[str, str]]:
+    """A team, the account the action would bring in (a member to hand ownership to, or an
+    outsider to add), and the team's roles, which a refusal leaves as they are."""
+    if action == "transfer":
+        owner, workspace_id, members = await team(client, "admin")
+        heir = members["admin"]
+        return owner, workspace_id, heir, {owner.account_id: "owner", heir.account_id: "admin"}
+    owner, workspace_id, _ = await team(client)
+    return owner, workspace_id, await register(client), {owner.account_id: "owner"}
+
+
+async def _bring_in(
+    client: AsyncClient, action: str, owner: Any, workspace_id: str, account: Any
+) -> Response:
+    if action == "transfer":
+        return await client.post(
+            f"{WORKSPACES}/{workspace_id}/transfer",
+            json={"accountId": account.account_id},
+            headers=owner.headers,
         )
-    )
-    refused = await client.post(
-        f"{WORKSPACES}/{workspace_id}/transfer",
-        json={"accountId": heir.account_id},
+    return await client.post(
+        f"{WORKSPACES}/{workspace_id}/members",
+        json={"email": account.email, "role": "viewer"},
         headers=owner.headers,
     )
+
+
+async def _disable(client: AsyncClient, admin: Any, account: Any) -> Response:
+    return await client.patch(
+        f"/api/v1/admin/users/{account.account_id}",
+        json={"status": "disabled"},
+        headers=admin.headers,
+    )
+
+
+@pytest.mark.parametrize("action", ["transfer", "add"])
+async def test_a_disabled_account_can_neither_own_nor_join_a_workspace(
+    app: FastAPI, client: AsyncClient, action: str
+) -> None:
+    """409 `member_disabled`: a disabled owner could neither delete the workspace nor hand it
+    back, and a disabled member can use nothing yet counts against the plan's `members`."""
+    admin = await make_admin(app, client)
+    owner, workspace_id, account, roles = await _heir_or_newcomer(client, action)
+    data_of(await _disable(client, admin, account))
+    refused = await _bring_in(client, action, owner, workspace_id, account)
     assert_error(refused, 409, "member_disabled")
     workspace = data_of(await client.get(f"{WORKSPACES}/{workspace_id}", headers=owner.headers))
     assert workspace["ownerId"] == owner.account_id
-    roles = await member_roles(client, owner, workspace_id)
-    assert roles == {owner.account_id: "owner", heir.account_id: "admin"}
+    assert await member_roles(client, owner, workspace_id) == roles
 
 
-async def test_an_heir_disabled_while_the_transfer_waits_is_refused(
-    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("action", ["transfer", "add"])
+async def test_an_account_disabled_meanwhile_can_neither_own_nor_join_a_workspace(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, action: str
 ) -> None:
-    """The disabling has written the heir's row, not yet committed, when the transfer comes: the
-    transfer waits for the row and judges the status it then finds, not the one from before."""
+    """The disabling has written the account's row, not yet committed, when the transfer or
+    the addition comes: it waits for the row (PostgreSQL) or the write lock and judges the
+    status it then finds, not the one read before."""
     admin = await make_admin(app, client)
-    owner, workspace_id, members = await team(client, "admin")
-    heir = members["admin"]
+    owner, workspace_id, account, roles = await _heir_or_newcomer(client, action)
     written, go_on = _hold(monkeypatch, AdminUserService, "_revoke_sessions", after=True)
-    disabling = asyncio.create_task(
-        client.patch(
-            f"/api/v1/admin/users/{heir.account_id}",
-            json={"status": "disabled"},
-            headers=admin.headers,
-        )
-    )
+    disabling = asyncio.create_task(_disable(client, admin, account))
     await asyncio.wait_for(written.wait(), 10)
-    transfer = asyncio.create_task(
-        client.post(
-            f"{WORKSPACES}/{workspace_id}/transfer",
-            json={"accountId": heir.account_id},
-            headers=owner.headers,
-        )
-    )
-    await asyncio.sleep(0.5)  # it waits for the heir's row (PostgreSQL) or the write lock
-    assert not transfer.done(), transfer.result().text
+    bringing = asyncio.create_task(_bring_in(client, action, owner, workspace_id, account))
+    await asyncio.sleep(0.5)
+    assert not bringing.done(), bringing.result().text
     go_on.set()
     assert data_of(await asyncio.wait_for(disabling, 30))["status"] == "disabled"
-    assert_error(await asyncio.wait_for(transfer, 30), 409, "member_disabled")
-    roles = await member_roles(client, owner, workspace_id)
-    assert roles == {owner.account_id: "owner", heir.account_id: "admin"}
-
-
-async def test_a_disabled_account_cannot_be_added_as_a_member(
-    app: FastAPI, client: AsyncClient
-) -> None:
-    """The same 409 `member_disabled` as for a transfer: a disabled account can use nothing it is
-    added to, and its admission would count against the plan's `members` quota."""
-    admin = await make_admin(app, client)
-    owner, workspace_id, _ = await team(client)
-    newcomer = await register(client)
-    data_of(
-        await client.patch(
-            f"/api/v1/admin/users/{newcomer.account_id}",
-            json={"status": "disabled"},
-            headers=admin.headers,
-        )
-    )
-    refused = await client.post(
-        f"{WORKSPACES}/{workspace_id}/members",
-        json={"email": newcomer.email, "role": "viewer"},
-        headers=owner.headers,
-    )
-    assert_error(refused, 409, "member_disabled")
-    assert await member_roles(client, owner, workspace_id) == {owner.account_id: "owner"}
-
-
-async def test_an_account_disabled_while_it_is_added_is_refused(
-    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As for a transfer: the addition waits for the disabling's write and judges the status it
-    then finds, not the one read before."""
-    admin = await make_admin(app, client)
-    owner, workspace_id, _ = await team(client)
-    newcomer = await register(client)
-    written, go_on = _hold(monkeypatch, AdminUserService, "_revoke_sessions", after=True)
-    disabling = asyncio.create_task(
-        client.patch(
-            f"/api/v1/admin/users/{newcomer.account_id}",
-            json={"status": "disabled"},
-            headers=admin.headers,
-        )
-    )
-    await asyncio.wait_for(written.wait(), 10)
-    adding = asyncio.create_task(
-        client.post(
-            f"{WORKSPACES}/{workspace_id}/members",
-            json={"email": newcomer.email, "role": "viewer"},
-            headers=owner.headers,
-        )
-    )
-    await asyncio.sleep(0.5)  # it waits for the account's row (PostgreSQL) or the write lock
-    assert not adding.done(), adding.result().text
-    go_on.set()
-    assert data_of(await asyncio.wait_for(disabling, 30))["status"] == "disabled"
-    assert_error(await asyncio.wait_for(adding, 30), 409, "member_disabled")
-    assert await member_roles(client, owner, workspace_id) == {owner.account_id: "owner"}
+    assert_error(await asyncio.wait_for(bringing, 30), 409, "member_disabled")
+    assert await member_roles(client, owner, workspace_id) == roles
 
 
 # --- the actor's own role, changed meanwhile ----------------------------------------------

@@ -176,7 +176,7 @@ class IdempotencyMiddleware:
                 if k.decode("latin-1").lower() in KEPT_HEADERS
             }
             try:
-                async with _pooled(state, store) as conn:
+                async with _connection(state, store) as conn:
                     sealed = StoredResponse(status, kept, _sealed(state, content))
                     await store.complete_now(conn, claim, sealed)
             except Exception:
@@ -229,7 +229,7 @@ async def _admitted(
     retries 409 until its lease ran out (a claim never made deletes nothing)."""
     owner = new_id() if rid is not None else ""
     try:
-        async with _claiming(state, store) as conn:
+        async with _connection(state, store) as conn:
             claim: Claim | None = None
             if rid is not None:
                 outcome = await store.claim(conn, rid, payload, owner)
@@ -297,7 +297,7 @@ async def _keep_claimed(
         if done.is_set():
             return
         try:
-            async with asyncio.timeout(bound), _pooled(state, store) as conn:
+            async with asyncio.timeout(bound), _connection(state, store) as conn:
                 renewed = await store.renew(conn, claim)
         except Exception:
             failures += 1
@@ -311,30 +311,18 @@ async def _keep_claimed(
 
 async def _release(state: Any, store: IdempotencyStore, claim: Claim) -> None:
     try:
-        async with _pooled(state, store) as conn:
+        async with _connection(state, store) as conn:
             await store.release(conn, claim)
     except Exception:  # the lease frees the key later
         log.exception("idempotency_release_failed")
 
 
 @contextlib.asynccontextmanager
-async def _pooled(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncConnection | None]:
-    """A pooled connection for a renewal, a release or a completion; None on the embedded
-    database, where the store writes those through its own connection (`store.own_db`): a
-    checkout there would be unused, and would wait behind the routes when the pool is busy."""
-    if store.own_db is not None:
-        yield None
-        return
-    async with state.engine.connect() as conn:
-        yield conn
-
-
-@contextlib.asynccontextmanager
-async def _claiming(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncConnection]:
-    """The connection of a claim and its token. On the embedded database a `LazyConnection`:
-    the store claims and spends tokens through its own connection, so a pooled one is checked
-    out only if the claim falls back to the portable path (its own connection found inside a
-    transaction), not for every keyed write, behind the routes when the pool is busy."""
+async def _connection(state: Any, store: IdempotencyStore) -> AsyncIterator[AsyncConnection]:
+    """The connection of a claim, a token, a renewal, a release or a completion. On the embedded
+    database a `LazyConnection`: the store writes those through its own connection, so a pooled
+    one is checked out only if a claim falls back to the portable path (its own connection
+    found inside a transaction), never behind the routes when the pool is busy for nothing."""
     if store.own_db is None:
         async with state.engine.connect() as conn:
             yield conn

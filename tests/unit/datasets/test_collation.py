@@ -21,9 +21,9 @@ from apiforge.core.settings import Settings
 from apiforge.datasets.filtering import record_filter
 from apiforge.datasets.sql import desired_indexes, existing_indexes, sync_indexes
 from apiforge.datasets.store import RecordStore
-from apiforge.migrate import MIGRATIONS, alembic_config, upgrade
-from apiforge.tools.ids import new_id
-from tests.conftest import DATABASE_URL, _pg_execute
+from apiforge.migrate import MIGRATIONS, alembic_config
+from tests._icu import icu_template
+from tests.conftest import DATABASE_URL
 from tests.unit.datasets._support import Tenants
 from tests.unit.datasets.test_indexes import captured, plan
 
@@ -37,24 +37,8 @@ FIELDS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def template_database(template_database: str) -> Iterator[str]:
-    """On PostgreSQL, a migrated template whose default collation is ICU `en-US` (the tests'
-    databases are cloned from it); SQLite keeps the session's."""
-    if not DATABASE_URL:
-        yield template_database
-        return
-    name = f"apiforge_tpl_{new_id()}"
-    asyncio.run(
-        _pg_execute(
-            DATABASE_URL,
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
-        )
-    )
-    try:
-        upgrade(Settings(database_url=DATABASE_URL.rsplit("/", 1)[0] + "/" + name))
-        yield name
-    finally:
-        asyncio.run(_pg_execute(DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    """On PostgreSQL, a migrated template in ICU `en-US` (`tests/_icu.py`)."""
+    yield from icu_template(template_database)
 
 
 async def _people(store: RecordStore, tenants: Tenants, connection: AsyncConnection) -> Any:
