@@ -302,12 +302,15 @@ def _sign_in_instructions(settings: Settings, email: str, password: str | None) 
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached via loopback
         host = "127.0.0.1"
     base = f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    # The body goes inside '...' in the shell: a `'` of the email (valid in an address) must
+    # close, escape and reopen the quotes, or the command printed never runs.
+    quoted = email.replace("'", "'\\''")
     if password is None:
         shown = "(the value of APIFORGE_ADMIN_PASSWORD)"
-        body = f'{{"email": "{email}", "password": "\'"$APIFORGE_ADMIN_PASSWORD"\'"}}'
+        body = f'{{"email": "{quoted}", "password": "\'"$APIFORGE_ADMIN_PASSWORD"\'"}}'
     else:
         shown = f"{password}   (shown only this once: store it now)"
-        body = f'{{"email": "{email}", "password": "{password}"}}'
+        body = f'{{"email": "{quoted}", "password": "{password}"}}'
     return "\n".join(
         [
             "created the first administrator account",

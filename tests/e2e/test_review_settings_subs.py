@@ -133,5 +133,5 @@ async def test_version_skips_a_release_heading_too_long_to_read(
     data = data_of(response)
     assert data["latestVersion"] == "1.2.0"
     assert data["releaseList"] == [
-        {"version": "1.2.0", "date": "2030-01-01", "changes": {"other": ["Kept."]}}
+        {"version": "1.2.0", "date": "2030-01-01", "yanked": 0, "changes": {"other": ["Kept."]}}
     ]

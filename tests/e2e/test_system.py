@@ -104,6 +104,7 @@ async def test_version_from_configured_changelog(settings: Settings, tmp_path: P
             {
                 "version": "9.1.0",
                 "date": "2030-02-01",
+                "yanked": 0,
                 "changes": {
                     "added": ["Everything, with a <script>alert(1)</script> in the notes."]
                 },
@@ -111,6 +112,7 @@ async def test_version_from_configured_changelog(settings: Settings, tmp_path: P
             {
                 "version": "9.0.0",
                 "date": "2030-01-01",
+                "yanked": 0,
                 "changes": {"fixed": ["'; DROP TABLE accounts; --"]},
             },
         ],

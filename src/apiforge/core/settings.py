@@ -161,6 +161,12 @@ class Settings(BaseSettings):
             raise InvalidSettingsError(_describe(exc)) from None
         except PydanticSettingsError as exc:  # a source that could not be read at all
             raise InvalidSettingsError(f"invalid configuration: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:  # the `.env` file: unreadable, not UTF-8
+            # The reason only, never the content: the line may hold a password.
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+            raise InvalidSettingsError(
+                f"invalid configuration: cannot read {self.model_config.get('env_file')}: {reason}"
+            ) from None
 
     @field_validator("trusted_proxies", "http_allow_hosts", mode="before")
     @classmethod

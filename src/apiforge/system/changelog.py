@@ -24,7 +24,7 @@ log = structlog.get_logger("apiforge.changelog")
 _VERSION = r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
 _RELEASE = re.compile(
     rf"^##\s+(?:\[(?P<bracketed>{_VERSION})\]|(?P<bare>{_VERSION}))"
-    r"(?:\s+[-\u2013\u2014]\s+(?P<date>\d{4}-\d{2}-\d{2}))?(?:\s+\[YANKED\])?\s*$",
+    r"(?:\s+[-\u2013\u2014]\s+(?P<date>\d{4}-\d{2}-\d{2}))?(?P<yanked>\s+\[YANKED\])?\s*$",
     re.IGNORECASE,
 )
 _SEMVER = re.compile(
@@ -41,6 +41,7 @@ class Release:
     version: str
     date: str | None  # YYYY-MM-DD as written; None when missing or not a real date
     changes: dict[str, list[str]] = field(default_factory=dict)
+    yanked: bool = False  # `[YANKED]`: pulled, listed for the record, never one to update to
 
 
 def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]] | None:
@@ -115,7 +116,9 @@ def parse_changelog(text: str) -> list[Release]:
             category = UNCATEGORISED
             version = (match["bracketed"] or match["bare"]).lstrip("vV") if match else ""
             if match and semver_key(version) is not None:
-                current = Release(version, _valid_date(match["date"]))
+                current = Release(
+                    version, _valid_date(match["date"]), yanked=match["yanked"] is not None
+                )
                 releases.append(current)
             continue
         if current is None:

@@ -6,6 +6,7 @@ from apiforge.http.schemas import ApiModel, Flag
 class ReleaseRead(ApiModel):
     version: str
     date: str | None  # the release day as written in CHANGELOG.md (YYYY-MM-DD), not a timestamp
+    yanked: Flag  # marked `[YANKED]`: pulled, so never `latestVersion`
     changes: dict[str, list[str]]  # category ("added", "fixed", ...) -> entries
 
 

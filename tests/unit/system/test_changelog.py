@@ -102,21 +102,22 @@ def test_malformed_heading_is_ignored_with_its_section(heading: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("heading", "version", "day"),
+    ("heading", "version", "day", "yanked"),
     [
-        ("## [1.2.3] - 2025-02-03", "1.2.3", "2025-02-03"),
-        ("## 1.2.3 - 2025-02-03", "1.2.3", "2025-02-03"),
-        ("## [v1.2.3] - 2025-02-03", "1.2.3", "2025-02-03"),
-        ("## [1.2.3] \u2013 2025-02-03", "1.2.3", "2025-02-03"),
-        ("## [1.2.3] - 2025-02-03 [YANKED]", "1.2.3", "2025-02-03"),
-        ("## [1.2.3]", "1.2.3", None),
-        ("## [1.2.3] - 2025-02-30", "1.2.3", None),
-        ("## [2.0.0-rc.1+build.5] - 2025-02-03", "2.0.0-rc.1+build.5", "2025-02-03"),
+        ("## [1.2.3] - 2025-02-03", "1.2.3", "2025-02-03", False),
+        ("## 1.2.3 - 2025-02-03", "1.2.3", "2025-02-03", False),
+        ("## [v1.2.3] - 2025-02-03", "1.2.3", "2025-02-03", False),
+        ("## [1.2.3] \u2013 2025-02-03", "1.2.3", "2025-02-03", False),
+        ("## [1.2.3] - 2025-02-03 [YANKED]", "1.2.3", "2025-02-03", True),
+        ("## [1.2.3] [yanked]", "1.2.3", None, True),
+        ("## [1.2.3]", "1.2.3", None, False),
+        ("## [1.2.3] - 2025-02-30", "1.2.3", None, False),
+        ("## [2.0.0-rc.1+build.5] - 2025-02-03", "2.0.0-rc.1+build.5", "2025-02-03", False),
     ],
 )
-def test_heading_variants(heading: str, version: str, day: str | None) -> None:
+def test_heading_variants(heading: str, version: str, day: str | None, yanked: bool) -> None:
     assert parse_changelog(f"{heading}\n### Fixed\n- A fix.\n") == [
-        Release(version, day, {"fixed": ["A fix."]})
+        Release(version, day, {"fixed": ["A fix."]}, yanked=yanked)
     ]
 
 
@@ -240,3 +241,29 @@ def test_version_info_without_changelog(tmp_path: Path) -> None:
         "updateAvailable": 0,
         "releaseList": [],
     }
+
+
+def test_a_yanked_release_is_listed_but_never_the_update(tmp_path: Path) -> None:
+    """Keep a Changelog's `[YANKED]`: a release pulled for a serious bug. It stays in the list,
+    marked, and the newest release that was not pulled is the one to update to."""
+    path = tmp_path / "CHANGELOG.md"
+    path.write_text(
+        "## [1.2.0] - 2025-03-01 [YANKED]\n- Broke sign-in.\n"
+        "## [1.1.0] - 2025-02-01\n- Fine.\n## [1.0.0] - 2025-01-01\n- First.\n"
+    )
+    body = version_info(Settings(changelog_path=path), running="1.0.0").model_dump(by_alias=True)
+    assert body["latestVersion"] == "1.1.0"
+    assert body["releaseDate"] == "2025-02-01"
+    assert body["updateAvailable"] == 1
+    assert [(r["version"], r["yanked"]) for r in body["releaseList"]] == [
+        ("1.2.0", 1),
+        ("1.1.0", 0),
+        ("1.0.0", 0),
+    ]
+    # Running the newest release that stands: nothing to update to, though 1.2.0 is higher.
+    assert version_info(Settings(changelog_path=path), running="1.1.0").update_available is False
+    only_yanked = tmp_path / "YANKED.md"
+    only_yanked.write_text("## [1.0.0] - 2025-01-01 [YANKED]\n- Pulled.\n")
+    info = version_info(Settings(changelog_path=only_yanked), running="0.9.0")
+    assert (info.latest_version, info.release_date, info.update_available) == (None, None, False)
+    assert [r.version for r in info.release_list] == ["1.0.0"]
