@@ -9,12 +9,13 @@ fields are refused (their stored values are ciphertexts); objects and arrays onl
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, String, type_coerce
 from sqlalchemy.engine import Dialect
 
+from apiforge.core.db import TEXT_COLLATION
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.sql import Operand, bind_value, operand
-from apiforge.tools.filters import FilterError, Granular, compile_filter
+from apiforge.tools.filters import Collated, FilterError, Granular, compile_filter
 
 
 class FilterValueError(ValueError):
@@ -42,7 +43,7 @@ def record_filter(
     field, a malformed tree, or a value of the wrong type."""
     operands: dict[str, Operand] = {}
 
-    def resolve_field(name: str) -> ColumnElement[Any] | Granular:
+    def resolve_field(name: str) -> ColumnElement[Any] | Granular | Collated:
         f = schema.field(name)
         if f is not None and not f.filterable:
             raise ValueError(f"{name!r} is encrypted and cannot be filtered on")
@@ -53,6 +54,12 @@ def record_filter(
         if found.builtin and found.type == "datetime":
             # Stored to the microsecond, shown and bound in whole seconds (`bind_value`).
             return Granular(found.expression, _next_second)
+        if found.builtin and found.type == "string" and dialect.name == "postgresql":
+            # `id` is a column in the database's collation ("Z" > "a" in en-US): its order is
+            # compared in code point order, as text fields' and SQLite's; its equality stays on
+            # the column, which the primary key serves.
+            ordered = type_coerce(found.expression.collate(TEXT_COLLATION), String)
+            return Collated(found.expression, ordered)
         return found.expression
 
     def resolve_value(name: str, value: Any) -> Any:

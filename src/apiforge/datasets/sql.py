@@ -19,6 +19,7 @@ newest first" walk the index in order and stop after one page.
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -136,12 +137,27 @@ def bind_value(op: Operand, value: Any) -> Any:
     if kind in ("integer", "number"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
-        return float(value) if kind == "number" else value
+        return float(value) if kind == "number" else _integer_operand(value)
     if kind == "string":
         if not isinstance(value, str):
             raise ValueError("must be a string")
         return value
     raise ValueError(f"{kind} fields can only be tested for null")
+
+
+def _integer_operand(value: int | float) -> int | float:
+    """A number compared with a 64-bit integer, so that both backends answer alike. PostgreSQL
+    compares a bigint with a double as doubles, rounding integers past 2**53 (2**53 + 1 equals
+    2.0**53), where SQLite compares exactly: a whole double is bound as the integer it is, and
+    2.0**63 (the one double past the range that a rounded bigint reaches) as the next double up,
+    which no integer reaches either. Any other double is past every bigint, or has a fraction
+    and so lies within 2**52, where both backends compare exactly."""
+    if isinstance(value, float) and value.is_integer():
+        if -(2**63) <= value < 2**63:
+            return int(value)
+        if value == 2**63:
+            return math.nextafter(value, math.inf)
+    return value
 
 
 def collection_predicate(collection_id: str) -> ColumnElement[bool]:

@@ -21,7 +21,9 @@ three are `instr` tests.
 
 A field stored finer than it is shown (record times: microseconds, shown in whole seconds) is
 resolved to a `Granular`; each of its values then stands for its whole granule, so a record
-matches `{"createdTime": {"_eq": <its createdTime>}}` and not `_gt` of it.
+matches `{"createdTime": {"_eq": <its createdTime>}}` and not `_gt` of it. A column whose order
+the database's collation decides is resolved to a `Collated`: ranges compare it in the order
+wanted, equality on the column as it is (which its indexes serve).
 """
 
 import math
@@ -78,9 +80,20 @@ class Granular:
     after: Callable[[Any], Any]
 
 
-FieldResolver = Callable[[str], ColumnElement[Any] | Granular]
-"""`(field name) -> SQL expression` (or a `Granular` one); raises KeyError or ValueError for a
-field that is not there."""
+@dataclass(frozen=True, slots=True)
+class Collated:
+    """A text column whose order depends on the database's collation but whose equality does
+    not (a deterministic collation equals what the bytes equal): `_lt`, `_lte`, `_gt`, `_gte`
+    and `_between` compare `ordered` (the column in the order wanted), everything else the
+    plain `expression`, which the column's indexes serve."""
+
+    expression: ColumnElement[Any]
+    ordered: ColumnElement[Any]
+
+
+FieldResolver = Callable[[str], ColumnElement[Any] | Granular | Collated]
+"""`(field name) -> SQL expression` (or a `Granular` or `Collated` one); raises KeyError or
+ValueError for a field that is not there."""
 ValueResolver = Callable[[str, Any], Any]
 """`(field name, operand as written) -> value to bind`; raise ValueError when it cannot be bound."""
 
@@ -304,10 +317,16 @@ class _Builder:
         return parts[0] if len(parts) == 1 else and_(*parts)
 
     def condition(
-        self, field: ColumnElement[Any] | Granular, name: str, op: str, operand: Any, path: Path
+        self,
+        field: ColumnElement[Any] | Granular | Collated,
+        name: str,
+        op: str,
+        operand: Any,
+        path: Path,
     ) -> ColumnElement[bool]:
         granular = field if isinstance(field, Granular) else None
-        column = field.expression if isinstance(field, Granular) else field
+        column = field.expression if isinstance(field, Granular | Collated) else field
+        ordered = field.ordered if isinstance(field, Collated) else column
         if op in NULL_OPERATORS:
             wants_null = operand if op == "_null" else not operand
             return column.is_(None) if wants_null else column.is_not(None)
@@ -320,12 +339,12 @@ class _Builder:
             low, high = self.values(name, op, operand, path)
             if granular is not None:
                 return and_(column >= low, column < granular.after(high))
-            return column.between(low, high)
+            return ordered.between(low, high)
         value = self.value(name, op, operand, path)
         if op in COMPARISONS:
             if granular is not None:
                 return _granular_compare(granular, op, value)
-            return _compare(column, op, value)
+            return _compare(column if op in ("_eq", "_neq") else ordered, op, value)
         escaped = _escape_like(value)
         needle = literal(value, String)
         if op == "_contains":
