@@ -115,6 +115,7 @@ async def test_openapi_document_describes_every_api(client: AsyncClient) -> None
     me = document["paths"]["/api/v1/invocations#me"]["post"]
     assert me["security"] == [
         {"apiKey": [], "endUserToken": []},
+        {"publishableKey": [], "endUserToken": []},  # a browser's key, with its user's token
         {**signed, "endUserToken": []},
     ]
     assert me["x-permission"] == {"requireToken": True, "mode": "simple", "rights": ["user"]}

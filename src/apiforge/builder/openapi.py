@@ -5,7 +5,9 @@ Every API is called the same way (`POST /api/v1/invocations` with `appId`, `api`
 the paths distinct for OpenAPI tools and is never sent by an HTTP client (the convention JSON-RPC
 services use in OpenAPI). Groups become tags; `x-price` and `x-cost` carry the RU amounts.
 The document must describe the call the gateway really takes: an omitted `version` is `latest`,
-the example passes its own schema, a required `Idempotency-Key` is marked required.
+the example passes its own schema, a required `Idempotency-Key` is marked required, a `pk-` key
+is offered only where the gateway lets one call, `dev` takes `debug`, and every status the
+gateway may answer has an entry (a `throw` step's own 4xx, an `httpRequest` step's 502).
 """
 
 import math
@@ -21,6 +23,7 @@ from apiforge.builder.service import AppNotFoundError
 from apiforge.builder.versions import VersionNotFoundError, find_version
 from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
+from apiforge.gateway.openapi import SERVER_ERRORS
 from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
 from apiforge.tools.clock import iso
@@ -32,9 +35,9 @@ INVOCATIONS = "/api/v1/invocations"
 # make the docs build a gigabyte (a longer minimum gets no example).
 _EXAMPLE_SIZE = 256
 
-# HMAC-signed calls (gateway/signing.py): an `app-` key's id and four headers, all required.
+# HMAC-signed calls (gateway/signing.py): a secret key's id and four headers, all required.
 _SIGNATURE = {
-    "signAppId": ("X-App-Id", "The id of the `app-` key whose secret signs the call"),
+    "signAppId": ("X-App-Id", "The id of the `app-` or `ws-` key whose secret signs the call"),
     "signTimestamp": ("X-Timestamp", "Unix seconds, within 300 s of the server's clock"),
     "signNonce": ("X-Nonce", "16-64 characters of A-Z a-z 0-9 _ -, accepted once"),
     "signature": (
@@ -48,12 +51,21 @@ _ERRORS = {
     "400": "Invalid arguments (`Missing required parameters` names the missing ones)",
     "401": "Missing or invalid credentials or end-user token",
     "402": "Insufficient RU balance",
-    "403": "Forbidden: API disabled, permission denied or quota reached",
+    "403": "Forbidden: API disabled, key not allowed, permission denied or quota reached",
     "404": "Unknown app, API or version",
     "409": "The same Idempotency-Key is still running, or a spent anti-duplicate token",
     "413": "Body too large",
     "422": "Idempotency-Key reused with another payload, or a per-call limit exceeded",
     "429": "Rate limited",
+    # Statuses the API's own steps choose (`throw`, `assert`: any 4xx), and server-side failures.
+    "4XX": "The API's own error: a `throw` or `assert` step's status, `data.error` its reason",
+    "5XX": SERVER_ERRORS,
+}
+# `"debug": 1` on `dev` (the gateway refuses it on published versions: 400 `debug_dev_only`).
+_DEBUG = {
+    "enum": [0, 1, False, True],
+    "default": 0,
+    "description": "`1`: `data` is `{result, trace}`, a trace of every step run",
 }
 
 _SUNSET_RESPONSE = {
@@ -153,6 +165,7 @@ def _request_body(app_id: str, name: str, label: str, params: CompiledParams) ->
                     "description": f"`dev`, `latest` or `X.Y.Z`; this document is `{label}`",
                 },
                 "args": _args_schema(params),
+                **({"debug": _DEBUG} if label == "dev" else {}),
             },
             "additionalProperties": False,
         }
@@ -168,7 +181,11 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
     auth = api.get("auth") or {}
     params = compile_params(api.get("params") or [])
     # A key, or the four signature headers together (docs/signing.md); plus the end-user token.
-    security: list[dict[str, list[str]]] = [{"apiKey": []}, {name: [] for name in _SIGNATURE}]
+    # A `pk-` key only where the gateway takes one (gateway/keys.py `PublishableKeyStage`).
+    security: list[dict[str, list[str]]] = [{"apiKey": []}]
+    if auth.get("requireToken") or auth.get("public"):
+        security.append({"publishableKey": []})
+    security.append({name: [] for name in _SIGNATURE})
     if auth.get("requireToken"):
         security = [{**requirement, "endUserToken": []} for requirement in security]
     operation: dict[str, Any] = {
@@ -265,7 +282,16 @@ def build_openapi(
                     "type": "apiKey",
                     "in": "header",
                     "name": "X-Api-Key",
-                    "description": "An `app-` secret key, or a `pk-` publishable key",
+                    "description": "An `app-` or `ws-` secret key",
+                },
+                "publishableKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Api-Key",
+                    "description": (
+                        "A `pk-` publishable key, from one of its allowed origins: only for APIs "
+                        "that need an end-user token or are `public`"
+                    ),
                 },
                 **{
                     name: {"type": "apiKey", "in": "header", "name": header, "description": text}

@@ -17,6 +17,12 @@ _ERRORS = {
     "422": "A per-call limit was exceeded",
     "429": "Rate limited",
 }
+# The gateway's 5xx answers (also in each app's document, builder/openapi.py), in the envelope.
+SERVER_ERRORS = (
+    "`internal_error` (500), an `httpRequest` step's upstream failing (502 `upstream_*`, 504 "
+    "`upstream_timeout`), or a store the check needs being unreachable (503: "
+    "`limits_unavailable`, `nonce_store_unavailable`)"
+)
 
 
 def invocation_path() -> dict[str, Any]:
@@ -31,6 +37,7 @@ def invocation_path() -> dict[str, Any]:
     }
     for status, text in _ERRORS.items():
         responses[status] = {"description": text}
+    responses["5XX"] = {"description": SERVER_ERRORS, "content": _error_content()}
     return {
         "post": {
             "tags": ["gateway"],
