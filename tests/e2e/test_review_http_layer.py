@@ -127,6 +127,25 @@ async def test_field_errors_of_a_json_body_stay_400(client: AsyncClient) -> None
         assert response.json()["data"]["error"] in {"invalid_input", "missing_parameters"}
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "message"),
+    [
+        ("/api/v1/apps", {"q": "x" * 101}, "String should have at most 100 characters"),
+        ("/api/v1/apps", {"sort": "x" * 65}, "String should have at most 64 characters"),
+    ],
+)
+async def test_a_too_long_query_text_is_counted_in_characters(
+    client: AsyncClient, path: str, query: dict[str, str], message: str
+) -> None:
+    """A length bound on a validated text (`Annotated[Text, Query(max_length=...)]`) is worded
+    in characters, as every other text bound, not "items after validation"."""
+    user = await register(client)
+    response = await client.get(path, params=query, headers=user.headers)
+    assert response.status_code == 400
+    field = next(iter(query))
+    assert response.json()["data"]["errors"] == [{"field": field, "message": message}]
+
+
 # --- 405 --------------------------------------------------------------------------------------
 
 

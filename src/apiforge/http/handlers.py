@@ -77,7 +77,9 @@ def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         kind = str(err.get("type", ""))
         types.add(kind)
-        message = _MESSAGES.get(kind) or str(err.get("msg", "is invalid"))
+        message = (
+            _MESSAGES.get(kind) or _length_message(kind, err) or str(err.get("msg", "is invalid"))
+        )
         # A decode error's location is a character offset, not a field.
         field = "body" if kind == "json_invalid" else ".".join(loc) or "body"
         errors.append({"field": field, "message": message})
@@ -86,6 +88,19 @@ def field_errors(raw: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[dict[
     if types == {"missing"}:
         return "missing_parameters", "Missing required parameters", errors
     return "invalid_input", "Invalid input", errors
+
+
+def _length_message(kind: str, err: Mapping[str, Any]) -> str | None:
+    """A text's length bound in characters: pydantic words a bound checked after a validator
+    (`Annotated[Text, Query(max_length=100)]`) as "at most 100 items after validation"."""
+    if kind not in ("too_long", "too_short") or not isinstance(err.get("input"), str):
+        return None
+    ctx = err.get("ctx") or {}
+    bound = ctx.get("max_length" if kind == "too_long" else "min_length")
+    if not isinstance(bound, int):
+        return None
+    most = "at most" if kind == "too_long" else "at least"
+    return f"String should have {most} {bound} character{'' if bound == 1 else 's'}"
 
 
 async def _stale_row(_request: Request, exc: Exception) -> Response:
