@@ -79,11 +79,14 @@ async def authenticate(request: Request, session: AsyncSession, settings: Settin
             .where(LoginSession.id == claims["sid"], Account.id == claims["sub"])
         )
     ).first()
-    if row is None or row.revoked_at is not None:
+    if row is None:
         raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
     account: Account = row.Account
+    # Before the session: disabling ends every session too, and "sign in again" would not help.
     if account.status != "active":
         raise AuthenticationError("Account is disabled", reason="account_disabled")
+    if row.revoked_at is not None:
+        raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
     return Caller(account, session_id=claims["sid"])
 
 

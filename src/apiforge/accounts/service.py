@@ -316,10 +316,11 @@ class AccountService:
         if found is None:
             raise AuthenticationError("Invalid refresh token", reason="invalid_refresh_token")
         refresh, login, account = found
-        if login.revoked_at is not None:
-            raise _session_ended()
+        # Before the session, as for access tokens: disabling ends every session too.
         if account.status != "active":
             raise AuthenticationError("Account is disabled", reason="account_disabled")
+        if login.revoked_at is not None:
+            raise _session_ended()
         now = utcnow()
         if self._session_end(login) <= now:
             raise AuthenticationError(

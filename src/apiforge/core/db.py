@@ -1,6 +1,7 @@
 """Database base: naming convention, portable column types, engine and session factories."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -211,6 +212,33 @@ async def open_savepoint(conn: AsyncConnection) -> AsyncTransaction:
     return await conn.begin_nested()
 
 
+_INT64_MAX = 2**63 - 1
+# 2**63 has 19 digits: JSON text without a run of 19 of them holds no integer past signed 64
+# bits, and is returned as read (one scan of the text, no walk).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def read_jsonb(text: str) -> Any:
+    """JSON as PostgreSQL gives it back. JSONB writes a float such as 1e20 back as the digits of
+    a whole number: the standard parser read it as an integer no JSON encoder here can write (a
+    500 on every later read). orjson reads a whole number past 2**64 - 1 as the float it was
+    stored as, but one from 2**63 on (1e19) as an integer past the signed 64 bits every input
+    here holds to: a settings document GET answered was refused by PUT. Those are floats too,
+    as SQLite's JSON gives them back."""
+    root = [orjson.loads(text)]
+    if _LONG_DIGITS.search(text) is None:
+        return root[0]
+    stack: list[list[Any] | dict[Any, Any]] = [root]
+    while stack:
+        node = stack.pop()
+        for key, item in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(item, dict | list):
+                stack.append(item)
+            elif type(item) is int and item > _INT64_MAX:
+                node[key] = float(item)
+    return root[0]
+
+
 def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngine:
     """Create the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
 
@@ -228,10 +256,7 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
         size = pool_size or 10
         kwargs.update(pool_size=size, max_overflow=2 * size, pool_pre_ping=True)
     if not sqlite:
-        # JSONB writes a float such as 1e20 back as the digits of a whole number, which the
-        # standard parser reads as an integer no JSON encoder here can write (a 500 on every
-        # later read); orjson reads a whole number past 64 bits as the float it was stored as.
-        kwargs["json_deserializer"] = orjson.loads
+        kwargs["json_deserializer"] = read_jsonb
     engine = create_async_engine(url, **kwargs)
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
