@@ -23,7 +23,7 @@ from apiforge.builder.service import AppNotFoundError
 from apiforge.builder.versions import VersionNotFoundError, find_version
 from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
-from apiforge.gateway.openapi import SERVER_ERRORS
+from apiforge.engine.schemas import SERVER_ERRORS
 from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
 from apiforge.tools.clock import iso

@@ -21,6 +21,15 @@ VersionLabel = Annotated[str, Field(pattern=rf"^(dev|latest|{_PART}\.{_PART}\.{_
 ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
+# The gateway's 5xx answers, in the envelope: described in the platform's document
+# (gateway/openapi.py) and in each app's (builder/openapi.py).
+SERVER_ERRORS = (
+    "`internal_error` (500), an `httpRequest` step's upstream failing (502 `upstream_*`, 504 "
+    "`upstream_timeout`), or a store the check needs being unreachable (503: "
+    "`limits_unavailable`, `nonce_store_unavailable`)"
+)
+
+
 class InvocationCreate(InputModel):
     """`{"appId", "api", "version", "args", "debug"}` (DESIGN.md §4)."""
 

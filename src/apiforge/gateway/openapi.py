@@ -3,7 +3,7 @@ and the error envelope every route answers (FastAPI would document its own 422 b
 
 from typing import Any
 
-from apiforge.engine.schemas import InvocationCreate
+from apiforge.engine.schemas import SERVER_ERRORS, InvocationCreate
 from apiforge.http.envelope import error_schema
 
 _ERRORS = {
@@ -17,12 +17,6 @@ _ERRORS = {
     "422": "A per-call limit was exceeded",
     "429": "Rate limited",
 }
-# The gateway's 5xx answers (also in each app's document, builder/openapi.py), in the envelope.
-SERVER_ERRORS = (
-    "`internal_error` (500), an `httpRequest` step's upstream failing (502 `upstream_*`, 504 "
-    "`upstream_timeout`), or a store the check needs being unreachable (503: "
-    "`limits_unavailable`, `nonce_store_unavailable`)"
-)
 
 
 def invocation_path() -> dict[str, Any]:
