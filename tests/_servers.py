@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -52,13 +52,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class _Server:
-    def __init__(self, port: int, env: Mapping[str, str], cwd: Path) -> None:
+    def __init__(
+        self, port: int, env: Mapping[str, str], cwd: Path, args: Sequence[str] = ()
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         # Kept open for the server's lifetime and closed by close(): no `with` can span it.
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
-            [str(APIFORGE), "serve", "--port", str(port)],
+            [str(APIFORGE), "serve", "--port", str(port), *args],
             env=dict(env),
             cwd=cwd,
             stdout=subprocess.DEVNULL,
@@ -122,14 +124,21 @@ class Servers(list[str]):
         """What the server wrote on stderr so far (its JSON log lines)."""
         return self._servers[index].output(tail=None)
 
+    def pid(self, index: int) -> int:
+        """The `apiforge serve` process (under `--workers N`, the parent of the workers)."""
+        return self._servers[index].process.pid
+
 
 @asynccontextmanager
 async def running_servers(
-    settings: Settings, count: int = 2, extra_env: Mapping[str, str] | None = None
+    settings: Settings,
+    count: int = 2,
+    extra_env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> AsyncIterator[Servers]:
     """Base URLs of `count` apiforge processes sharing `settings`' database (and Redis when
-    set). Their stderr is attached to the failure when one dies, never becomes ready, or the
-    body of the `async with` raises."""
+    set), each started as `apiforge serve --port P *args`. Their stderr is attached to the
+    failure when one dies, never becomes ready, or the body of the `async with` raises."""
     env: dict[str, Any] = {
         key: value for key, value in os.environ.items() if not key.startswith("APIFORGE_")
     }
@@ -139,7 +148,7 @@ async def running_servers(
     # The processes run in the data directory so no stray `.env` of the checkout is read.
     cwd = Path(settings.data_dir)
     await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
-    servers = [_Server(free_port(), env, cwd) for _ in range(count)]
+    servers = [_Server(free_port(), env, cwd, args) for _ in range(count)]
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         await asyncio.gather(*(server.wait_ready(deadline) for server in servers))

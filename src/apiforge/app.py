@@ -29,6 +29,7 @@ from apiforge.gateway.signing import save_nonces
 from apiforge.gateway.stage import GatewayState
 from apiforge.gateway.stages.charge import close_charger
 from apiforge.gateway.stages.log import drain_request_logs
+from apiforge.http import metrics
 from apiforge.http.fastpath import add_fast_path
 from apiforge.http.middleware import (
     AccessLogMiddleware,
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await shutdown(app, stops)
         finally:
             gc.unfreeze()
+            metrics.worker_exiting()
 
     app.router.lifespan_context = lifespan
     return app

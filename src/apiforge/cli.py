@@ -7,9 +7,11 @@ The web stack and the database layer are imported inside the commands that need 
 import asyncio
 import gc
 import logging
+import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -91,21 +93,49 @@ def serve(
     # built at start-up is frozen out of every collection once the app is up (app.py).
     gc.set_threshold(20_000, 20, 20)
     trusted = ",".join(settings.trusted_proxies)
-    uvicorn.run(
-        "apiforge.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
-        workers=workers,
-        reload=reload,
-        log_config=None,  # ours: JSON lines through apiforge.logs
-        log_level=logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO),
-        access_log=False,  # AccessLogMiddleware writes the one access line per request
-        # Only configured proxies may rewrite the client address with X-Forwarded-For.
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        server_header=False,
-    )
+    with _workers_metrics(workers):
+        uvicorn.run(
+            "apiforge.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port if port is not None else settings.port,
+            workers=workers,
+            reload=reload,
+            log_config=None,  # ours: JSON lines through apiforge.logs
+            log_level=logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO),
+            access_log=False,  # AccessLogMiddleware writes the one access line per request
+            # Only configured proxies may rewrite the client address with X-Forwarded-For.
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
+            server_header=False,
+        )
+
+
+# prometheus-client keeps its figures in files of this directory when the variable is set when it
+# is first imported (the lower-case spelling is its deprecated alias).
+_MULTIPROCESS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+@contextmanager
+def _workers_metrics(workers: int) -> Iterator[None]:
+    """`--workers N`: each worker counts in its own process, so `/metrics` (http/metrics.py) adds
+    up the files they keep in one directory: a fresh one of this server (empty, owner-only, never
+    another server's; removed when it stops), set before uvicorn spawns the workers, which inherit
+    it. One process keeps its figures in memory, as ever: the metrics on the hot path cost no file
+    write, and an inherited directory (another server's) is dropped."""
+    for name in _MULTIPROCESS_VARIABLES:
+        os.environ.pop(name, None)
+    if workers == 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(
+        prefix="apiforge-metrics-", ignore_cleanup_errors=True
+    ) as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def _require_migrated(settings: Settings) -> None:

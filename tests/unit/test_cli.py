@@ -1,6 +1,7 @@
 """The `apiforge` command line against a real, freshly migrated database (SQLite or PostgreSQL)."""
 
 import asyncio
+import os
 import re
 from pathlib import Path
 
@@ -286,6 +287,41 @@ def test_serve_refuses_reload_with_several_workers() -> None:
     result = runner.invoke(app, ["serve", "--reload", "--workers", "2"])
     assert result.exit_code == 2
     assert "--reload" in result.stderr
+
+
+def test_serve_gives_several_workers_a_fresh_metrics_directory_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, cli_env: Env, tmp_path: Path
+) -> None:
+    """`/metrics` adds up the workers' files there (http/metrics.py): one directory per server,
+    empty at start and owner-only; an inherited one (another server's) is never used, and one
+    process keeps its figures in memory."""
+    import uvicorn
+
+    inherited = tmp_path / "another-server"
+    inherited.mkdir()
+    (inherited / "counter_1.db").write_bytes(b"stale")
+    seen: list[tuple[int, str | None, list[str], int]] = []
+
+    def run(*_args: object, **kwargs: int) -> None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        listing = os.listdir(directory) if directory else []
+        mode = os.stat(directory).st_mode & 0o777 if directory else 0
+        seen.append((kwargs["workers"], directory, listing, mode))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    env: Env = {**cli_env, "PROMETHEUS_MULTIPROC_DIR": str(inherited)}
+    for workers in ("2", "1"):
+        result = runner.invoke(app, ["serve", "--workers", workers], env=env)
+        assert result.exit_code == 0, result.output
+    (several, several_dir, listing, mode), (one, one_dir, _, _) = seen
+    assert several == 2
+    assert several_dir is not None
+    assert several_dir != str(inherited)
+    assert listing == []
+    assert mode == 0o700
+    assert not Path(several_dir).exists()  # removed when the server stopped
+    assert one == 1
+    assert one_dir is None
 
 
 def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(

@@ -1,8 +1,46 @@
-"""Prometheus metrics shared by both edges; `/metrics` renders the default registry."""
+"""Prometheus metrics shared by both edges; `/metrics` renders them (`render`).
 
+One process (the default) keeps every figure in memory and renders the default registry. Under
+`apiforge serve --workers N` the parent sets `PROMETHEUS_MULTIPROC_DIR` to a directory of its own
+before the workers start (cli.py), so prometheus-client keeps each worker's figures in files there,
+and a scrape, whichever worker answers it, adds up the files of all of them (exited workers'
+included: a counter never goes back). Every metric here is a counter or a histogram; a gauge would
+need its `multiprocess_mode` chosen (`livesum`, `max`, ...).
+"""
+
+import os
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+# Read once, as prometheus-client does when it is first imported: the two always agree.
+_MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _scrape_registry() -> CollectorRegistry:
+    """Several workers: a registry with only the collector of the workers' files (the per-process
+    `process_*` and `python_gc_*` figures of whichever worker answered would mislead)."""
+    if _MULTIPROCESS_DIR is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, _MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return registry
+
+
+_SCRAPED = _scrape_registry()
+
+
+def render() -> bytes:
+    """The Prometheus text of the whole server (every worker of it)."""
+    return generate_latest(_SCRAPED)
+
+
+def worker_exiting() -> None:
+    """Drop this worker's `live*` gauge files (a counter's stay counted); no-op in one process."""
+    if _MULTIPROCESS_DIR is not None:
+        mark_process_dead(os.getpid(), _MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+
 
 REQUESTS = Counter("apiforge_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(

@@ -5,12 +5,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
 from apiforge.core.errors import AuthenticationError
 from apiforge.http.deps import SettingsDep
 from apiforge.http.envelope import Envelope, ok
+from apiforge.http.metrics import render
 from apiforge.system.health import HealthService
 from apiforge.system.schemas import HealthRead, ReadinessRead, VersionRead
 from apiforge.system.service import version_info
@@ -58,7 +59,7 @@ async def readyz(service: HealthServiceDep) -> Envelope[ReadinessRead]:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this process",
+    summary="Prometheus metrics of the server (all its workers)",
     response_class=PlainTextResponse,
     responses=_PROMETHEUS_TEXT,
 )
@@ -76,4 +77,4 @@ def metrics(request: Request, settings: SettingsDep) -> Response:
             raise AuthenticationError(
                 "/metrics needs the metrics token", headers={"WWW-Authenticate": "Bearer"}
             )
-    return Response(generate_latest(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return Response(render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
