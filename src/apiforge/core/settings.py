@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     password_memory_kib: int = Field(default=65536, ge=64)
     password_parallelism: int = Field(default=4, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
-    login_window_seconds: int = Field(default=900, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1, le=MAX_DURATION_SECONDS)
 
     page_size_default: int = Field(default=20, ge=1)
     page_size_max: int = Field(default=100, ge=1)

@@ -33,6 +33,8 @@ def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("APIFORGE_DATABASE_URL", "not a url", "not a database URL"),
         ("APIFORGE_REDIS_URL", "127.0.0.1:6379", "redis://"),
         ("APIFORGE_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        # A window past ten years, as every other duration: Redis refuses such an expiry.
+        ("APIFORGE_LOGIN_WINDOW_SECONDS", str(10**20), "less than or equal to 315360000"),
     ],
 )
 def test_a_malformed_variable_fails_at_start_naming_it(
