@@ -207,7 +207,8 @@ async def test_console_tokens_stop_on_the_gateway_at_logout_disabling_and_deleti
         f"/api/v1/admin/users/{user.account_id}", json={"status": "disabled"}, headers=admin.headers
     )
     data_of(disabled)
-    assert_error(await _invoke(client, second["accessToken"], owner_app), 401, "session_revoked")
+    # The reason the management API gives too: signing in again would not help.
+    assert_error(await _invoke(client, second["accessToken"], owner_app), 401, "account_disabled")
 
     data_of(
         await client.delete(

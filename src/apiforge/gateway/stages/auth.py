@@ -41,10 +41,14 @@ class ConsoleTokenResolver:
                 .where(LoginSession.id == claims["sid"], Account.id == claims["sub"])
             )
         ).first()
-        if row is None or row.revoked_at is not None:
+        if row is None:
             raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
+        # Before the session, as on the management API (accounts/deps.py): disabling ends every
+        # session too, and "sign in again" would not help.
         if row.status != "active":
             raise AuthenticationError("Account is disabled", reason="account_disabled")
+        if row.revoked_at is not None:
+            raise AuthenticationError("Session ended; sign in again", reason="session_revoked")
         return Caller(kind="console", account_id=str(claims["sub"]))
 
 
