@@ -173,7 +173,7 @@ def load_releases(settings: Settings) -> tuple[Release, ...]:
         cached = _cache.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8-sig")  # an editor's BOM would hide line 1
     except (OSError, UnicodeDecodeError) as exc:
         log.warning("changelog_unreadable", path=key, error=str(exc))
         return ()

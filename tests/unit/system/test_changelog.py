@@ -267,3 +267,11 @@ def test_a_yanked_release_is_listed_but_never_the_update(tmp_path: Path) -> None
     info = version_info(Settings(changelog_path=only_yanked), running="0.9.0")
     assert (info.latest_version, info.release_date, info.update_available) == (None, None, False)
     assert [r.version for r in info.release_list] == ["1.0.0"]
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_release(tmp_path: Path) -> None:
+    """Editors on some systems save UTF-8 with a BOM: the first heading is still a release."""
+    path = tmp_path / "CHANGELOG.md"
+    path.write_bytes(b"\xef\xbb\xbf## [1.2.0] - 2026-01-02\n### Added\n- one\n")
+    releases = load_releases(Settings(changelog_path=path))
+    assert [(r.version, r.date) for r in releases] == [("1.2.0", "2026-01-02")]
