@@ -4,7 +4,8 @@
 `balance` by its entry in the same database transaction, so a balance always equals the sum of
 its entries. A debit is a conditional UPDATE (`balance - held >= amount`), so no wallet but the
 issuance wallet goes below zero, however many requests race: the loser's UPDATE matches no row
-and the whole posting is refused (402) before anything is written.
+and the whole posting is refused (402) before anything is written. A wallet moves only while it
+belongs to its leg's workspace: one detached by a deletion meanwhile refuses the posting (404).
 
 Lock order (PostgreSQL): within one database transaction, new wallet rows and welcome claims are
 inserted first (`create_wallets`), then wallet rows are updated in one global order — workspace
@@ -41,17 +42,22 @@ from apiforge.workspaces.models import Workspace
 
 Executor = AsyncSession | AsyncConnection
 
+# Both move a wallet only while it still belongs to the leg's workspace (None: the platform's):
+# a workspace deleted since the request read its wallets has them detached (`workspace_id` set
+# to NULL), and PostgreSQL re-checks the condition on the row the deletion wrote.
+_OWNED = Wallet.workspace_id.is_not_distinct_from(bindparam("ws"))
 _DEBIT = (
     update(Wallet)
     .where(
         Wallet.id == bindparam("w"),
+        _OWNED,
         (Wallet.balance - Wallet.held + bindparam("a") >= 0) | (Wallet.kind == "issuance"),
     )
     .values(balance=Wallet.balance + bindparam("a"), updated_at=bindparam("now"))
 )
 _CREDIT = (
     update(Wallet)
-    .where(Wallet.id == bindparam("w"))
+    .where(Wallet.id == bindparam("w"), _OWNED)
     .values(balance=Wallet.balance + bindparam("a"), updated_at=bindparam("now"))
 )
 _INSERT_ENTRY = insert(LedgerEntry)
@@ -63,7 +69,8 @@ class InsufficientFundsError(PaymentRequiredError):
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One wallet's side of a transaction: a signed amount (negative leaves the wallet)."""
+    """One wallet's side of a transaction: a signed amount (negative leaves the wallet).
+    `workspace_id` is the wallet's owner (None: the platform's), which `post` checks."""
 
     wallet_id: str
     workspace_id: str | None
@@ -105,20 +112,19 @@ async def post(
     **meta: Any,
 ) -> str:
     """Append one balanced transaction and move the wallets; returns its id. Raises
-    `InsufficientFundsError` (nothing written) when a debited wallet can't cover its leg, and
-    `ValueError` (nothing written) for legs `check_legs` refuses. `meta` fills the entries'
-    optional columns (app_id, api, request_id, reference_id, account_id, note)."""
+    `InsufficientFundsError` (nothing written) when a debited wallet can't cover its leg,
+    `NotFoundError` (`workspace_not_found`) when a leg's wallet no longer belongs to the leg's
+    workspace (deleted meanwhile), and `ValueError` (nothing written) for legs `check_legs`
+    refuses. `meta` fills the entries' optional columns (app_id, api, request_id, reference_id,
+    account_id, note)."""
     check_legs(legs)
     now = now or utcnow()
     transaction_id = transaction_id or new_id()
     for leg in sorted(legs, key=lambda leg: lock_order(leg.wallet_id)):
-        params = {"w": leg.wallet_id, "a": leg.amount, "now": now}
-        if leg.amount < 0:
-            result = await executor.execute(_DEBIT, params)
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise InsufficientFundsError(details={"walletId": leg.wallet_id})
-        else:
-            await executor.execute(_CREDIT, params)
+        params = {"w": leg.wallet_id, "ws": leg.workspace_id, "a": leg.amount, "now": now}
+        result = await executor.execute(_DEBIT if leg.amount < 0 else _CREDIT, params)
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            await _refuse(executor, leg)
     rows = [
         {
             "id": new_id(),
@@ -136,6 +142,16 @@ async def post(
     ]
     await executor.execute(_INSERT_ENTRY, rows)
     return transaction_id
+
+
+async def _refuse(executor: Executor, leg: Leg) -> None:
+    """Why a leg moved nothing: its workspace was deleted since the request read its wallets
+    (404 `workspace_not_found`: RU never land in or leave a wallet nobody owns), else a debit
+    its wallet can't cover (402)."""
+    owner = await executor.scalar(select(Wallet.workspace_id).where(Wallet.id == leg.wallet_id))
+    if owner != leg.workspace_id:
+        raise NotFoundError("Workspace not found", reason="workspace_not_found")
+    raise InsufficientFundsError(details={"walletId": leg.wallet_id})
 
 
 def dialect_name(executor: Executor) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, event, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ from apiforge.billing.schemas import (
     WithdrawalRead,
 )
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
+from apiforge.core.integrity import violation
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
@@ -282,7 +284,13 @@ class BillingService:
             decision_note="",
         )
         self.session.add(withdrawal)
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            # Its only foreign key: the workspace, deleted since the request read it.
+            if violation(exc).kind != "foreign_key":
+                raise
+            raise WorkspaceNotFoundError() from None
         await post(
             self.session,
             [
