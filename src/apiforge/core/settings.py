@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     trusted_proxies: HostList = Field(default_factory=list)
     # Hosts, IPs or CIDRs the `httpRequest` step may reach although private (empty: none).
     http_allow_hosts: HostList = Field(default_factory=list)
-    # RU granted once to each new workspace's wallet, from the platform's issuance wallet.
+    # RU granted once per console account, to its first workspace that gets wallets, from the
+    # platform's issuance wallet (docs/billing.md, "Welcome credits").
     welcome_credits: int = Field(default=0, ge=0, le=10**12)
     changelog_path: Path | None = None
     # Request logs and quota hits older than this many days are deleted hourly (usage/retention.py);
