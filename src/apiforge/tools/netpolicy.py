@@ -119,7 +119,9 @@ def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
 
 class ProxyPolicy:
     """The configured trusted proxies, parsed once; `*` trusts every peer (only for a server
-    reachable solely through its proxy)."""
+    reachable solely through its proxy): the peer's own entry, the right-most, names the client,
+    and entries left of it count only as far as they are listed proxies. Trusting every entry
+    made the left-most, which the client wrote itself, the client."""
 
     __slots__ = ("_networks", "_trust_all")
 
@@ -133,7 +135,12 @@ class ProxyPolicy:
         return self._trust_all or bool(self._networks)
 
     def trusts(self, address: IPAddress) -> bool:
-        return self._trust_all or ip_allowed(address, self._networks)
+        """Whether the socket peer `address` is a proxy whose `X-Forwarded-For` counts."""
+        return self._trust_all or self.listed(address)
+
+    def listed(self, address: IPAddress) -> bool:
+        """Whether `address`, an entry of the chain, is a configured proxy (never by `*`)."""
+        return ip_allowed(address, self._networks)
 
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:
         """The client's address as text: the peer, or what trusted proxies say it was."""
@@ -149,7 +156,7 @@ class ProxyPolicy:
             if address is None:  # garbage in the chain: stop at the last address we trust
                 break
             client = address
-            if not self.trusts(address):
+            if not self.listed(address):
                 break
         return str(client)
 

@@ -140,3 +140,15 @@ def test_a_bad_trusted_proxy_setting_fails_at_start() -> None:
 
 def test_policies_are_parsed_once_per_setting_value() -> None:
     assert proxy_policy(("10.0.0.0/8",)) is proxy_policy(("10.0.0.0/8",))
+
+
+def test_star_trusts_the_peer_not_the_entries_the_client_wrote() -> None:
+    """`*` makes any peer a proxy whose word counts: its own (right-most) entry names the
+    client. The entries left of it were in the client's own header, so they name nobody."""
+    policy = ProxyPolicy(["*"])
+    assert policy.client_ip("10.0.0.1", "203.0.113.9, 198.51.100.7") == "198.51.100.7"
+    assert policy.client_ip("10.0.0.1", "198.51.100.7") == "198.51.100.7"
+    assert policy.client_ip("10.0.0.1", "unknown") == "10.0.0.1"
+    # Listed proxies next to `*` are still walked through.
+    both = ProxyPolicy(["*", "10.0.0.0/8"])
+    assert both.client_ip("192.0.2.1", "203.0.113.9, 198.51.100.7, 10.0.0.5") == "198.51.100.7"
