@@ -228,6 +228,7 @@ def test_per_call_limits_table_is_the_engines() -> None:
         "maxIterations": "per step",
         "time": f"{limits.time_budget_seconds:g} s",
         "responseBytes": f"{limits.max_response_bytes // 2**20} MB",
+        "expressionChars": f"{limits.max_expression_chars // 10**6} million characters",
         "callDepth": f"{limits.max_call_depth}",
     }
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.core.errors import ApiforgeError
 from apiforge.core.settings import CALL_TIME_BUDGET_SECONDS
 from apiforge.datasets.crypto import FieldCipher
+from apiforge.tools.expressions import MAX_RESULT_CHARS
 
 # The most RU one amount may be (an API's price, a call's cost): what one ledger movement may
 # move (`billing.models.MAX_AMOUNT`, 10**12), so every call a price allows can be charged whole.
@@ -35,6 +36,9 @@ class RunLimits:
     # One constant with the leases that must outlive a call (core/settings.py).
     time_budget_seconds: float = float(CALL_TIME_BUDGET_SECONDS)
     max_response_bytes: int = 1024 * 1024
+    # Characters all its expressions may produce together: each result is capped on its own,
+    # but a loop keeps them all (a forEach collecting a 1 MB argument 1,000 times held 1.7 GB).
+    max_expression_chars: int = 32 * MAX_RESULT_CHARS
     max_call_depth: int = 3  # nested callApi
 
 
@@ -55,6 +59,19 @@ class LimitExceededError(ApiforgeError):
     status = 422
     reason = "limit_exceeded"
     message = "A per-call limit was exceeded"
+
+
+def limit_exceeded(
+    limit: str, maximum: float, message: str, step_id: str | None = ""
+) -> LimitExceededError:
+    details: dict[str, Any] = {"limit": limit, "max": maximum}
+    if step_id:
+        details["stepId"] = step_id
+    return LimitExceededError(message, details=details)
+
+
+def out_of_time(budget: float, step_id: str | None = "") -> LimitExceededError:
+    return limit_exceeded("time", budget, f"The call ran longer than {budget:g} s", step_id)
 
 
 @dataclass(slots=True)
@@ -84,6 +101,7 @@ class RunContext:
     limits: RunLimits = field(default_factory=RunLimits)
     steps: dict[str, Any] = field(default_factory=dict)
     deadline: float = 0.0  # time.monotonic() value after which the call is stopped
+    turn_due: float = 0.0  # time.monotonic() value after which the call lets other tasks run
     steps_run: int = 0
     iterations: int = 0
     call_depth: int = 0

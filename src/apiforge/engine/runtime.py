@@ -3,8 +3,9 @@
 The hot path is plain: for each step, count it against the step budget, check the deadline, await
 `run`, store the output. Everything debug-only (timing, input capture, masking) sits behind
 `ctx.trace is not None`. `asyncio.timeout_at` stops awaits that outlive the deadline; the explicit
-deadline check between steps and loop iterations stops work that never awaits (a slow expression
-over a big list), so every limit ends in a clear 422 `limit_exceeded`, never a hang.
+deadline check between steps and loop iterations (and before each expression: `values.CallMeter`)
+stops work that never awaits (a slow expression over a big list), so every limit ends in a clear
+422 `limit_exceeded`, never a hang; such work also gives other tasks a turn (`take_turn`).
 """
 
 import asyncio
@@ -21,17 +22,22 @@ from apiforge.core.errors import ApiforgeError
 from apiforge.engine.base import (
     MIN_SUBSTRING_MASK,
     CompiledStep,
-    LimitExceededError,
     RunContext,
     TraceEntry,
+    limit_exceeded,
+    out_of_time,
 )
-from apiforge.engine.values import CompiledValue
+from apiforge.engine.values import CALL_METER, CallMeter, CompiledValue
 
 if TYPE_CHECKING:  # the compiler imports the step catalogue, whose steps import this module
     from apiforge.engine.compiler import CompiledApi
 
 MASK = "***"
 MAX_TRACE_ENTRIES = 1000
+# The longest a call holds the event loop before it lets other tasks run: steps that never await
+# (`set`, `if`, a forEach over expressions) would otherwise hold the worker, and every other
+# request on it, until the call's deadline.
+TURN_SECONDS = 0.02
 
 
 class StepReturn(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -43,22 +49,19 @@ class StepReturn(Exception):  # noqa: N818 - a control-flow signal, not an error
         self.value = value
 
 
-def limit_exceeded(
-    limit: str, maximum: float, message: str, step_id: str = ""
-) -> LimitExceededError:
-    details: dict[str, Any] = {"limit": limit, "max": maximum}
-    if step_id:
-        details["stepId"] = step_id
-    return LimitExceededError(message, details=details)
-
-
 def check_deadline(ctx: RunContext, step_id: str = "") -> None:
     if ctx.deadline and time.monotonic() > ctx.deadline:
-        budget = ctx.limits.time_budget_seconds
-        raise limit_exceeded("time", budget, f"The call ran longer than {budget:g} s", step_id)
+        raise out_of_time(ctx.limits.time_budget_seconds, step_id)
 
 
-def count_iteration(ctx: RunContext, step_id: str) -> None:
+async def take_turn(ctx: RunContext) -> None:
+    """Let other tasks run when this call has held the event loop for `TURN_SECONDS`."""
+    if time.monotonic() >= ctx.turn_due:
+        await asyncio.sleep(0)
+        ctx.turn_due = time.monotonic() + TURN_SECONDS
+
+
+async def count_iteration(ctx: RunContext, step_id: str) -> None:
     """One forEach iteration against the per-call budget (all loops together) and the deadline."""
     ctx.iterations += 1
     if ctx.iterations > ctx.limits.max_iterations:
@@ -67,6 +70,7 @@ def count_iteration(ctx: RunContext, step_id: str) -> None:
             "iterations", maximum, f"More than {maximum} loop iterations in one call", step_id
         )
     check_deadline(ctx, step_id)
+    await take_turn(ctx)
 
 
 async def run_steps(steps: Sequence[CompiledStep], ctx: RunContext) -> None:
@@ -79,6 +83,7 @@ async def run_steps(steps: Sequence[CompiledStep], ctx: RunContext) -> None:
                 "steps", maximum, f"More than {maximum} steps in one call", step.id
             )
         check_deadline(ctx, step.id)
+        await take_turn(ctx)
         if ctx.trace is None:
             ctx.steps[step.id] = await step.run(ctx)
         else:
@@ -293,6 +298,12 @@ async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
         ctx.masked_keys = compiled.masked_keys
     loop = asyncio.get_running_loop()
     timeout = asyncio.timeout_at(loop.time() + (ctx.deadline - time.monotonic()))
+    ctx.turn_due = time.monotonic() + TURN_SECONDS
+    # A `callApi` callee runs in its caller's task and spends its caller's meter.
+    metered = None
+    if CALL_METER.get() is None:
+        limits = ctx.limits
+        metered = CALL_METER.set(CallMeter(ctx.deadline, limits, limits.max_expression_chars))
     try:
         async with timeout:
             try:
@@ -303,11 +314,13 @@ async def execute(compiled: "CompiledApi", ctx: RunContext) -> RunResult:
     except TimeoutError:
         if not timeout.expired():
             raise
-        budget = ctx.limits.time_budget_seconds
-        raise limit_exceeded("time", budget, f"The call ran longer than {budget:g} s") from None
+        raise out_of_time(ctx.limits.time_budget_seconds) from None
     except ApiforgeError as exc:
         hide_in_message(exc, ctx.masked_values)
         raise
+    finally:
+        if metered is not None:
+            CALL_METER.reset(metered)
     return RunResult(data, check_response_size(data, ctx), ctx.trace)
 
 

@@ -5,9 +5,12 @@ read (`step_refs`, checked by the compiler against the steps that run earlier) a
 parts into literals, so `resolve` per call only evaluates what is dynamic.
 """
 
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from apiforge.engine.base import RunContext
+from apiforge.engine.base import RunContext, RunLimits, limit_exceeded, out_of_time
 from apiforge.engine.errors import DefinitionError, step_error
 from apiforge.tools.expressions import (
     CompiledExpression,
@@ -17,6 +20,21 @@ from apiforge.tools.expressions import (
 )
 
 _EMPTY: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class CallMeter:
+    """What the running call's expressions may still spend. Expressions run without awaiting
+    (the engine cannot be interrupted), so a step's value holding many of them would otherwise
+    outlive the call's deadline: each one is checked against it before it starts."""
+
+    deadline: float  # time.monotonic() after which no expression starts
+    limits: RunLimits
+    chars_left: int  # of `limits.max_expression_chars`
+
+
+#: The meter of the call running in this task (`runtime.execute` sets it); None outside calls.
+CALL_METER: ContextVar[CallMeter | None] = ContextVar("apiforge_call_meter", default=None)
 
 
 def _copy(value: Any) -> Any:
@@ -107,8 +125,11 @@ class _Expression(CompiledValue):
         self.expression = expression
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
+        meter = CALL_METER.get()
+        if meter is not None and time.monotonic() > meter.deadline:
+            raise out_of_time(meter.limits.time_budget_seconds, _split_where(self.where)[0])
         try:
-            return self.expression.evaluate(variables)
+            value, chars = self.expression.evaluate_sized(variables)
         except ExpressionError as exc:
             step_id, field = _split_where(self.where)
             raise step_error(
@@ -117,6 +138,14 @@ class _Expression(CompiledValue):
                 reason="expression_error",
                 field=self.where if step_id is None else field,
             ) from exc
+        if meter is not None:
+            meter.chars_left -= chars
+            if meter.chars_left < 0:
+                maximum = meter.limits.max_expression_chars
+                message = f"The call's expressions produced more than {maximum} characters"
+                step_id = _split_where(self.where)[0]
+                raise limit_exceeded("expressionChars", maximum, message, step_id)
+        return value
 
 
 class _Dict(CompiledValue):

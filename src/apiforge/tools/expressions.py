@@ -359,6 +359,11 @@ class CompiledExpression:
         bool, None): timestamps become `YYYY-MM-DDTHH:MM:SSZ` (the platform's whole-second UTC
         format), durations `"<seconds>s"` (protobuf's JSON form), bytes
         base64 text, non-string map keys strings. Every failure is an ExpressionError."""
+        return self.evaluate_sized(variables)[0]
+
+    def evaluate_sized(self, variables: Mapping[str, Any]) -> tuple[Any, int]:
+        """`evaluate`, and the result's size in characters as the result cap counts them: for
+        callers that cap what many evaluations produce together."""
         # Only what the expression reads is handed over: the engine converts every variable it
         # is given on every call, and a large `steps` output would otherwise be paid for by
         # expressions that never look at it.
@@ -377,7 +382,8 @@ class CompiledExpression:
             raise
         except BaseException as exc:  # the engine can raise anything, a Rust panic included
             raise ExpressionError(_describe(exc)) from exc
-        return _Plain().convert(result, 0)
+        plain = _Plain()
+        return plain.convert(result, 0), MAX_RESULT_CHARS - plain.remaining
 
 
 def _check_work(payload: Mapping[str, Any], depth: int, shape: _Shape) -> None:
@@ -483,10 +489,15 @@ def referenced_steps(expression: CompiledExpression | str) -> frozenset[str]:
     return _scan(expression).steps
 
 
+# How the engine wraps a failure of one of `FUNCTIONS`: the Python exception's type is ours, not
+# the builder's business ("Python function call failed: IndexError: substring: ...").
+_PYTHON_FAILURE = re.compile(r"Python function call failed: (?:[A-Za-z_][\w.]*: )?")
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return _clip(f"no such key: {exc.args[0]!r}")
-    return _clip(str(exc) or type(exc).__name__)
+    return _clip(_PYTHON_FAILURE.sub("", str(exc)) or type(exc).__name__)
 
 
 def _clip(message: str) -> str:

@@ -21,6 +21,7 @@ from apiforge.engine.base import (
     LimitExceededError,
     RunContext,
     RunLimits,
+    limit_exceeded,
 )
 from apiforge.engine.cost import CostBound, either, repeated, sequence, single, steps_bound, total
 from apiforge.engine.errors import step_error
@@ -30,7 +31,6 @@ from apiforge.engine.runtime import (
     count_iteration,
     dump_json,
     hide_in_message,
-    limit_exceeded,
     run_steps,
 )
 from apiforge.engine.spec import StepSpec
@@ -301,7 +301,7 @@ class ForEachStep:
         results: list[Any] = []
         try:
             for index, item in enumerate(items):
-                count_iteration(ctx, self.id)
+                await count_iteration(ctx, self.id)
                 self._forget(ctx)
                 ctx.locals = {**outer, self.as_: item, self.index_as: index}
                 await run_steps(self.body, ctx)
