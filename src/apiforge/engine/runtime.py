@@ -131,6 +131,13 @@ async def _run_traced(step: CompiledStep, ctx: RunContext, trace: list[TraceEntr
         ctx.masked_values = (*ctx.masked_values, *_texts(output))
     else:
         entry.output = output
+        if ctx.masked_keys:
+            # An encrypted field read (or a callee's answer holding one) stays masked where a
+            # later step copies it under another key: the trace hides the value too.
+            found = _keyed_texts(output, ctx.masked_keys)
+            if found:
+                known = set(ctx.masked_values)
+                ctx.masked_values = (*ctx.masked_values, *(t for t in found if t not in known))
     ctx.steps[step.id] = output
 
 
@@ -230,6 +237,23 @@ def _texts(value: Any, *, numbers: bool = False) -> list[str]:
             if isinstance(item, float) and item.is_integer():
                 found.append(str(int(item)))  # how CEL's string() writes 4242.0: "4242"
     return found
+
+
+def _keyed_texts(value: Any, keys: frozenset[str]) -> list[str]:
+    """The scalars (numbers too) held under any of `keys` inside `value`, however deep."""
+    found: list[str] = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            for key, inner in item.items():
+                if key in keys:
+                    found.extend(_texts(inner, numbers=True))
+                else:
+                    pending.append(inner)
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return list(dict.fromkeys(text for text in found if text))
 
 
 def sensitive_values(

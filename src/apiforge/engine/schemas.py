@@ -12,7 +12,9 @@ from apiforge.http.schemas import Flag, InputModel, Text
 # cannot be called; it fits the 32-bit columns versions are sorted by.
 MAX_VERSION_PART = 999_999_999
 _PART = r"(0|[1-9][0-9]{0,8})"
-SEMVER = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
+# `\Z`, not `$`: Python's `$` also matches before a final newline, so a `callApi` pin of
+# "1.0.0\n" was saved, then failed every call (404) and blocked every publish.
+SEMVER = re.compile(rf"^{_PART}\.{_PART}\.{_PART}\Z")
 # "dev", "latest" or an exact published version.
 VersionLabel = Annotated[str, Field(pattern=rf"^(dev|latest|{_PART}\.{_PART}\.{_PART})$")]
 # An argument's name exactly as sent: the input models' whitespace trimming also reached the keys

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from apiforge.core.errors import ApiforgeError
 from apiforge.engine.base import CALL_LIMITS, LimitExceededError, RunContext, RunLimits
 from apiforge.engine.cost import CostBound, called, total
 from apiforge.engine.errors import step_error
@@ -111,6 +112,13 @@ class CallApiStep:
         )
         try:
             return await ctx.services.call_api(callee, self.api, version, args)
+        except ApiforgeError as exc:
+            # A refusal no callee step made (no such API or version, a disabled one, args its
+            # params refuse) names this step, as every call-time failure names its step: else a
+            # caller read `api_not_found`, or `invalid_arguments` naming a param it never sent,
+            # as being about its own call. A callee step's failure keeps that step's id.
+            exc.details.setdefault("stepId", self.id)
+            raise
         finally:
             # The callee's work counts against the caller's budgets.
             ctx.steps_run = callee.steps_run
