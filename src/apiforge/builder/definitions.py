@@ -386,4 +386,4 @@ def callee_refs(steps: Any) -> Iterator[tuple[str, str | None]]:
 
 def pinned_versions(steps: Any) -> Iterator[str]:
     """The exact versions (`X.Y.Z`) that the `callApi` steps in `steps`, nested ones too, pin."""
-    return (version for _, version in callee_refs(steps) if version and _PINNED.match(version))
+    return (version for _, version in callee_refs(steps) if version and _PINNED.fullmatch(version))

@@ -68,7 +68,7 @@ def _is_host_or_network(entry: str) -> bool:
     try:
         ipaddress.ip_network(text, strict=False)
     except ValueError:
-        return 0 < len(text) <= 253 and all(_HOST_LABEL.match(p) for p in text.split("."))
+        return 0 < len(text) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in text.split("."))
     return True
 
 

@@ -36,7 +36,7 @@ _NUL_MESSAGE: Final = "cannot contain NUL characters"
 
 def is_name(text: object) -> bool:
     """Collection and field names: an identifier, so it can sit in a JSON path and SQL safely."""
-    return isinstance(text, str) and _NAME.match(text) is not None
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,7 +222,7 @@ def parse_step(raw: Any, where: str) -> StepSpec:
     if not isinstance(raw, Mapping):
         raise DefinitionError(None, where, "a step must be an object")
     step_id = raw.get("id")
-    if not isinstance(step_id, str) or not _ID.match(step_id):
+    if not isinstance(step_id, str) or not _ID.fullmatch(step_id):
         raise DefinitionError(
             None, f"{where}.id", "a step id starts with a letter or _, then letters, digits or _"
         )

@@ -189,7 +189,7 @@ def _normalise_name(raw: str) -> str:
         raise NetGuardError(f"invalid host name {raw!r}") from exc
     name = name.removesuffix(".")
     labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise NetGuardError(f"invalid host name {raw!r}")
     return name
 

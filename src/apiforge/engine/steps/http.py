@@ -491,7 +491,7 @@ def _nests_deeper(value: Any, limit: int) -> bool:
 
 
 def _header_name_problem(name: Any) -> str | None:
-    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
         return f"invalid header name {name!r}"
     if name.lower() in _FORBIDDEN_HEADERS:
         return f"header {name!r} is set by the platform"
