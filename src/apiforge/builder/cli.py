@@ -6,6 +6,9 @@ Database modules are imported inside the commands so `apiforge --help` stays fas
 """
 
 import asyncio
+import os
+import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -103,14 +106,44 @@ def export_command(
     document = _run(_export(Settings(), app_id))
     content, _media, _name = dump_document(document, "yaml" if format == "yaml" else "json")
     if out is None:
-        sys.stdout.buffer.write(content + (b"" if content.endswith(b"\n") else b"\n"))
-        sys.stdout.flush()
+        try:
+            sys.stdout.buffer.write(content + (b"" if content.endswith(b"\n") else b"\n"))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise  # the reader stopped early (`| head`): Click exits 1 quietly
+        except OSError as exc:  # `> file` on a full disk
+            raise _fail(f"cannot write to standard output: {exc.strerror}") from None
         return
     try:
-        out.write_bytes(content)
+        replaced = _write_whole(out, content)
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror}") from None
-    typer.echo(f"app {app_id} exported to {out}", err=True)
+    note = " (replacing the file that was there)" if replaced else ""
+    typer.echo(f"app {app_id} exported to {out}{note}", err=True)
+
+
+def _write_whole(path: Path, content: bytes) -> bool:
+    """Write `content` to `path` whole or not at all, and say whether it replaced a file.
+
+    Written into a new file beside it, then renamed over it: writing in place truncated the
+    file first, so a failed write (a full disk) lost the previous export and left a partial
+    one. What is no regular file (`/dev/stdout`, a pipe) is written as it is."""
+    if path.exists() and not path.is_file():
+        path.write_bytes(content)
+        return False
+    replaced = path.exists()
+    target = Path(os.path.realpath(path))  # through a symbolic link, not over it
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with temporary.open("xb") as file:
+            file.write(content)
+        if replaced:
+            shutil.copymode(target, temporary)
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return replaced
 
 
 @apps.command("import")
