@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apiforge import __version__
-from apiforge.builder.cli import apps
+from apiforge.builder.cli import apps, database_settings
 from apiforge.core.errors import ConflictError
 from apiforge.core.settings import InvalidSettingsError, Settings
 from apiforge.tools.hashing import random_secret
@@ -282,7 +282,7 @@ def admin_create(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     email, password, name = _validated(email, password, name)
     try:
-        account_id = _run(_create_admin(Settings(), email, password, name))
+        account_id = _run(_create_admin(database_settings(), email, password, name))
     except ConflictError:
         raise _fail(f"an account with email {email} already exists") from None
     typer.echo(f"administrator {email} created (id {account_id})")
@@ -296,7 +296,7 @@ def admin_ensure() -> None:
     is printed once. Does nothing when an administrator already exists (and then checks neither
     variable: they would not be used).
     """
-    settings = Settings()
+    settings = database_settings()
     existing = _run(_count_admins(settings))
     if existing:
         # The bootstrap values are not used, so not checked either: a password set long ago

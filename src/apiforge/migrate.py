@@ -66,6 +66,16 @@ async def _seal_stored_secrets(settings: Settings) -> None:
         await engine.dispose()
 
 
+def database_missing(settings: Settings) -> str | None:
+    """Why a command that works on the data must not open the database: its embedded file does
+    not exist (opening it would create an empty one, and the command then failed on "no such
+    table", pointing nowhere near `db upgrade` in the right place). None when it may."""
+    path = sqlite_file(settings.resolved_database_url)
+    if path is None or Path(path).exists():
+        return None
+    return f"no database at {path}; run `apiforge db upgrade` first (or check APIFORGE_DATA_DIR)"
+
+
 async def pending_migrations(settings: Settings) -> list[str]:
     """This release's migrations the database has not applied yet, newest first (so `serve`
     can refuse a schema that would answer every request with a 500). Empty at head, and also

@@ -78,6 +78,18 @@ async def _import(settings: Settings, raw: bytes, content_type: str, workspace_i
         return app.id
 
 
+def database_settings() -> Settings:
+    """The settings of a command that works on the data (here and the admin commands, cli.py),
+    refused with one line when the database is not there."""
+    from apiforge.migrate import database_missing
+
+    settings = Settings()
+    problem = database_missing(settings)
+    if problem is not None:
+        raise _fail(problem)
+    return settings
+
+
 def _run(work: Coroutine[Any, Any, T]) -> T:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -103,7 +115,7 @@ def export_command(
 
     if format not in ("json", "yaml"):
         raise _fail("--format must be json or yaml", code=2)
-    document = _run(_export(Settings(), app_id))
+    document = _run(_export(database_settings(), app_id))
     content, _media, _name = dump_document(document, "yaml" if format == "yaml" else "json")
     if out is None:
         try:
@@ -158,5 +170,5 @@ def import_command(
         raise _fail(f"cannot read {file}: {exc.strerror}") from None
     is_yaml = file.suffix.lower() in (".yaml", ".yml")
     content_type = "application/yaml" if is_yaml else "application/json"
-    app_id = _run(_import(Settings(), raw, content_type, workspace))
+    app_id = _run(_import(database_settings(), raw, content_type, workspace))
     typer.echo(f"imported as app {app_id}")

@@ -65,3 +65,32 @@ def test_the_printed_curl_command_survives_an_apostrophe_in_the_email(settings: 
     words = shlex.split(curl)  # ValueError ("No closing quotation") before the fix
     body = json.loads(words[words.index("-d") + 1])
     assert body == {"email": "o'brien@example.com", "password": password.group(1)}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["admin", "ensure"],
+        ["admin", "create", "--email", "a@example.com", "--password", "correct horse battery"],
+        ["apps", "export", "01m965qd3fryv53cah100sgh9h"],
+    ],
+)
+def test_a_data_command_without_a_database_says_so_and_creates_none(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Opening a missing SQLite file created an empty one, and the command then failed on "no
+    such table", leaving a database file where `db upgrade` may never have been meant to run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    env: dict[str, str | None] = {
+        "APIFORGE_DATA_DIR": str(data),
+        "APIFORGE_DATABASE_URL": None,
+        "APIFORGE_SECRET_KEY": "k" * 48,
+        "APIFORGE_REDIS_URL": None,
+    }
+    result = runner.invoke(app, command, env=env)
+    assert result.exit_code == 1, result.output
+    assert f"error: no database at {data / 'apiforge.db'}; run `apiforge db upgrade` first" in (
+        result.output
+    )
+    assert not (data / "apiforge.db").exists()
