@@ -56,6 +56,7 @@ from apiforge.core.errors import (
     ApiforgeError,
     ConflictError,
     ForbiddenError,
+    NotFoundError,
     PaymentRequiredError,
 )
 from apiforge.core.lazydb import driver_rows
@@ -77,6 +78,22 @@ CHARGER_KEY = "charger"
 
 class InsufficientBalanceError(PaymentRequiredError):
     message = "The workspace's balance does not cover this call"
+
+
+class CallerGoneError(NotFoundError):
+    """The calling workspace was deleted while its call ran: its wallet, detached by the
+    deletion, is debited no more (nothing of the call is kept)."""
+
+    reason = "workspace_not_found"
+    message = "Workspace not found"
+
+
+class AppGoneError(NotFoundError):
+    """The app's workspace (and the app with it) was deleted while a call ran: its earnings
+    wallet, detached by the deletion, is credited no more (nothing of the call is kept)."""
+
+    reason = "app_not_found"
+    message = "App not found"
 
 
 class PriceAboveLimitError(ForbiddenError):
@@ -302,18 +319,32 @@ _INSERT_LOG = (
     f"INSERT INTO request_logs ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608 - constants only
     f"VALUES ({', '.join('?' * len(_LOG_COLUMNS))})"
 )
+# Each moves a wallet only while it still belongs to the workspace the call read (`IS`: None for
+# the platform's): a deletion detaches its workspace's wallets (`workspace_id` NULL), and a
+# charge that finds one so moves nothing (`_short_or_gone`). A WHERE condition, no extra statement.
 _SQLITE_DEBIT = (
-    "UPDATE wallets SET balance = balance - ?, updated_at = ? WHERE id = ? AND balance - held >= ?"
+    "UPDATE wallets SET balance = balance - ?, updated_at = ? "
+    "WHERE id = ? AND workspace_id = ? AND balance - held >= ?"
 )
-_SQLITE_CREDIT = "UPDATE wallets SET balance = balance + ?, updated_at = ? WHERE id = ?"
+_SQLITE_CREDIT = (
+    "UPDATE wallets SET balance = balance + ?, updated_at = ? WHERE id = ? AND workspace_id IS ?"
+)
 _SQLITE_CREDIT_2 = (
     "UPDATE wallets SET balance = balance + CASE id WHEN ? THEN ? ELSE ? END, updated_at = ? "
-    "WHERE id IN (?, ?)"
+    "WHERE id IN (?, ?) AND workspace_id IS (CASE id WHEN ? THEN ? ELSE ? END)"
 )
+_SQLITE_OWNER = "SELECT workspace_id FROM wallets WHERE id = ?"
 # Log columns whose values need converting for the driver (times as text, JSON as text).
 _LOG_CONVERTED = tuple(
     index for index, name in enumerate(_LOG_COLUMNS) if name in ("created_at", "args")
 )
+
+
+def _short_or_gone(db: sqlite3.Connection, wallet: str, workspace_id: str) -> str:
+    """Why a charge's conditional debit moved nothing (read only then): "caller_gone" when the
+    wallet no longer belongs to the calling workspace (deleted meanwhile), else "short"."""
+    row = db.execute(_SQLITE_OWNER, (wallet,)).fetchone()
+    return "short" if row is not None and row[0] == workspace_id else "caller_gone"
 
 
 def _nothing() -> None:
@@ -332,12 +363,15 @@ def _sqlite_value(value: Any) -> Any:
 class WriterCharge:
     """One charge as the writer applies it: its rows (`insert`: ledger entries, request log) run
     at once; its wallet movements are summed with the group's and applied once per wallet just
-    before the commit. `alone` is the whole charge done by itself (conditional debit first,
-    "short" having written nothing), for when a summed debit does not apply."""
+    before the commit. `alone` is the whole charge done by itself (conditional debit first; an
+    outcome but "ok" having written nothing), for when a summed movement does not apply. Each
+    wallet moves only while it belongs to its workspace (`workspace_id`: the debited wallet's;
+    a credit's second item: None for the platform's)."""
 
     wallet: str
+    workspace_id: str
     debit: int
-    credits: list[tuple[str, int]]
+    credits: list[tuple[str, str | None, int]]
     stamp: str
     insert: Callable[[sqlite3.Connection], bool]  # False: refused, nothing written
     alone: Callable[[sqlite3.Connection], str]
@@ -350,9 +384,10 @@ class SqliteWriter:
     after `GROUP`), so concurrent calls share one commit — SQLite's cost of a write is mostly
     the commit's pages. The group's wallet movements are summed per wallet and applied once,
     right before its commit: one conditional debit per paying wallet (`balance - held >= sum`
-    holds exactly when each debit in turn would have), one credit per credited wallet. Should
-    a summed debit not apply (the balance cache was wrong), the group is rolled back and its
-    charges done one by one, each refused or written on its own. A charge's caller learns its
+    holds exactly when each debit in turn would have), one credit per credited wallet, each
+    only while the wallet belongs to its workspace. Should a summed movement not apply (the
+    balance cache was wrong, a workspace was deleted meanwhile), the group is rolled back and
+    its charges done one by one, each refused or written on its own. A charge's caller learns its
     outcome only once it is committed."""
 
     GROUP = 64
@@ -404,28 +439,35 @@ class SqliteWriter:
             return
         debits: dict[str, int] = {}
         credits: dict[str, int] = {}
+        owners: dict[str, str | None] = {}  # wallet -> its workspace, as the charges read it
         stamp = ""
         for _, charge in pending:
             debits[charge.wallet] = debits.get(charge.wallet, 0) + charge.debit
-            for wallet, amount in charge.credits:
+            owners[charge.wallet] = charge.workspace_id
+            for wallet, owner, amount in charge.credits:
                 credits[wallet] = credits.get(wallet, 0) + amount
+                owners[wallet] = owner
             stamp = max(stamp, charge.stamp)
         outcomes: list[str] | None = None
         try:
             for wallet, amount in debits.items():
-                if db.execute(_SQLITE_DEBIT, (amount, stamp, wallet, amount)).rowcount != 1:
+                debit = (amount, stamp, wallet, owners[wallet], amount)
+                if db.execute(_SQLITE_DEBIT, debit).rowcount != 1:
                     break
             else:
                 for wallet, amount in credits.items():
-                    db.execute(_SQLITE_CREDIT, (amount, stamp, wallet))
-                outcomes = ["ok"] * len(pending)
+                    credit = (amount, stamp, wallet, owners[wallet])
+                    if db.execute(_SQLITE_CREDIT, credit).rowcount != 1:
+                        break
+                else:
+                    outcomes = ["ok"] * len(pending)
             try:
                 if outcomes is None:
-                    raise CommitRefused("a summed debit did not apply")
+                    raise CommitRefused("a summed movement did not apply")
                 _before_commit(self.hooks, db)
             except CommitRefused:
-                # Start again, one charge at a time: a debit the balance can't cover, or a row a
-                # hook refuses, refuses that charge alone.
+                # Start again, one charge at a time: a debit the balance can't cover, a wallet
+                # detached by a deletion, or a row a hook refuses, refuses that charge alone.
                 db.rollback()
                 _rolled_back(self.hooks)
                 db.execute("BEGIN")  # one transaction: a charge's savepoint must not commit it
@@ -549,32 +591,39 @@ class SqliteCharger:
             charge.request_id,
             charge.builder_workspace_id,
         ]
-        credits: list[tuple[str, int]] = []
+        credits: list[tuple[str, str | None, int]] = []
         if charge.profit:
-            credits.append((charge.earnings_wallet, charge.profit))
+            credits.append((charge.earnings_wallet, charge.builder_workspace_id, charge.profit))
             entries += [base + "2", transaction_id, charge.earnings_wallet]
             entries += [charge.builder_workspace_id, charge.profit, stamp, charge.app_id]
             entries += [charge.api, charge.request_id, charge.caller_workspace_id]
         if charge.platform:
-            credits.append((REVENUE, charge.platform))
+            credits.append((REVENUE, None, charge.platform))
             entries += [base + "3", transaction_id, REVENUE, None, charge.platform, stamp]
             entries += [charge.app_id, charge.api, charge.request_id, charge.caller_workspace_id]
         entries_sql = _INSERT_ENTRIES[1 + len(credits)]
         if len(credits) == 2:  # both credits in one statement
-            (w1, a1), (w2, a2) = credits
+            (w1, o1, a1), (w2, o2, a2) = credits
             credit: tuple[str, tuple[Any, ...]] | None = (
                 _SQLITE_CREDIT_2,
-                (w1, a1, a2, stamp, w1, w2),
+                (w1, a1, a2, stamp, w1, w2, w1, o1, o2),
             )
         elif credits:
-            credit = (_SQLITE_CREDIT, (credits[0][1], stamp, credits[0][0]))
+            (w1, o1, a1) = credits[0]
+            credit = (_SQLITE_CREDIT, (a1, stamp, w1, o1))
         else:
             credit = None
         row = _storable({**log_row, "id": transaction_id})
         log_values = [row[column] for column in _LOG_COLUMNS]
         for index in _LOG_CONVERTED:
             log_values[index] = _sqlite_value(log_values[index])
-        debit_params = (charge.debit, stamp, charge.caller_wallet, charge.debit)
+        debit_params = (
+            charge.debit,
+            stamp,
+            charge.caller_wallet,
+            charge.caller_workspace_id,
+            charge.debit,
+        )
 
         def insert(db: sqlite3.Connection) -> bool:
             """The charge's rows; False (nothing written) when a carried row refuses."""
@@ -585,21 +634,23 @@ class SqliteCharger:
             db.execute(_INSERT_LOG, log_values)
             return True
 
-        def statements(db: sqlite3.Connection) -> str:
-            """The whole charge (no commit): "short" when the debit didn't apply, "refused"
-            when a carried row refused; then nothing of it was written. Only a charge carrying
-            rows can be refused after its debit, so only it needs a savepoint to undo that."""
-            guarded = bool(charge.rows)
+        def statements(db: sqlite3.Connection, alone: bool = False) -> str:
+            """The whole charge (no commit): "short" when the debit didn't apply, "caller_gone"
+            or "app_gone" when a wallet no longer belongs to the caller's or the app's
+            workspace (deleted meanwhile), "refused" when a carried row refused; then nothing
+            of it was written. A charge refused after its debit (a carried row, a detached
+            earnings wallet) is undone by a savepoint when it carries rows or shares the
+            writer's transaction (`alone`); in the call's own transaction, by its rollback."""
+            guarded = alone or bool(charge.rows)
             if guarded:
                 db.execute("SAVEPOINT charge")
             outcome = "ok"
             if db.execute(_SQLITE_DEBIT, debit_params).rowcount != 1:
-                outcome = "short"
-            else:
-                if credit is not None:
-                    db.execute(*credit)
-                if not insert(db):
-                    outcome = "refused"
+                outcome = _short_or_gone(db, charge.caller_wallet, charge.caller_workspace_id)
+            elif credit is not None and db.execute(*credit).rowcount != len(credits):
+                outcome = "app_gone"
+            elif not insert(db):
+                outcome = "refused"
             if guarded:
                 if outcome != "ok":
                     db.execute("ROLLBACK TO charge")
@@ -612,7 +663,13 @@ class SqliteCharger:
             # The call never used its own connection (it wrote nothing): the charge commits on
             # the process's writer, together with the charges of concurrent calls.
             grouped = WriterCharge(
-                charge.caller_wallet, charge.debit, credits, stamp, insert, statements
+                charge.caller_wallet,
+                charge.caller_workspace_id,
+                charge.debit,
+                credits,
+                stamp,
+                insert,
+                partial(statements, alone=True),
             )
             charge.waiting = await self.writer.queue(grouped)
             # Shielded: a call cancelled while it waits still learns (`finish`) what the writer
@@ -680,6 +737,10 @@ class SqliteCharger:
             return
         if charge.outcome == "refused":
             raise charge.refused()
+        if charge.outcome == "caller_gone":
+            raise CallerGoneError()
+        if charge.outcome == "app_gone":
+            raise AppGoneError()
         if charge.outcome == "short":
             raise InsufficientBalanceError(details={"price": charge.debit})
         raise RuntimeError("the call's charge could not be written")
@@ -698,7 +759,7 @@ class SqliteCharger:
             delta = None
         elif outcome is None:  # not known: the balance is read again on next use
             delta = None
-        elif outcome != "refused":
+        elif outcome not in ("refused", "caller_gone", "app_gone"):
             log.error("charge_failed", wallet_id=charge.caller_wallet, outcome=outcome)
         self.memory.end_write(charge.caller_wallet, delta, released=charge.debit)
 
@@ -744,10 +805,17 @@ _PG_DEBIT = text(
     "WITH h AS (DELETE FROM wallet_holds WHERE id = :h RETURNING amount) "
     "UPDATE wallets SET balance = balance - :a, "
     "held = held - COALESCE((SELECT amount FROM h), 0), updated_at = :now "
-    "WHERE id = :w AND balance - :a >= held - COALESCE((SELECT amount FROM h), 0) "
+    "WHERE id = :w AND workspace_id = :ws "
+    "AND balance - :a >= held - COALESCE((SELECT amount FROM h), 0) "
     "RETURNING id"
 )
-_PG_CREDIT = text("UPDATE wallets SET balance = balance + :a, updated_at = :now WHERE id = :w")
+# Both move a wallet only while it belongs to the workspace the call read (None: the platform's);
+# PostgreSQL re-checks that on the row a deletion that committed meanwhile wrote.
+_PG_CREDIT = text(
+    "UPDATE wallets SET balance = balance + :a, updated_at = :now "
+    "WHERE id = :w AND workspace_id IS NOT DISTINCT FROM :ws"
+)
+_PG_OWNER = text("SELECT workspace_id FROM wallets WHERE id = :w")
 _RELEASE = text(
     "WITH h AS (DELETE FROM wallet_holds WHERE id = :h RETURNING wallet_id, amount) "
     "UPDATE wallets SET held = wallets.held - h.amount FROM h WHERE wallets.id = h.wallet_id"
@@ -831,9 +899,11 @@ class DatabaseCharger:
                 "counterparty_workspace_id": charge.builder_workspace_id,
             }
         ]
-        moves: list[tuple[str, int]] = [(charge.caller_wallet, -charge.debit)]
+        moves: list[tuple[str, str | None, int]] = [
+            (charge.caller_wallet, charge.caller_workspace_id, -charge.debit)
+        ]
         if charge.profit:
-            moves.append((charge.earnings_wallet, charge.profit))
+            moves.append((charge.earnings_wallet, charge.builder_workspace_id, charge.profit))
             entries.append(
                 {
                     **common,
@@ -845,7 +915,7 @@ class DatabaseCharger:
                 }
             )
         if charge.platform:
-            moves.append((REVENUE, charge.platform))
+            moves.append((REVENUE, None, charge.platform))
             entries.append(
                 {
                     **common,
@@ -859,13 +929,16 @@ class DatabaseCharger:
         await conn.execute(_INSERT_ENTRY, entries)
         await conn.execute(_INSERT_LOG_ROW, [_storable(dict(log_row))])
         # Wallet rows last (their locks are held until the commit) and in the global order.
-        for wallet, amount in sorted(moves, key=lambda move: lock_order(move[0])):
+        # A wallet detached by a deletion meanwhile refuses the call (its transaction rolls back).
+        for wallet, owner, amount in sorted(moves, key=lambda move: lock_order(move[0])):
+            params = {"a": abs(amount), "w": wallet, "ws": owner, "now": now}
             if amount < 0:
-                params = {"h": charge.hold_id, "a": -amount, "w": wallet, "now": now}
-                if (await conn.execute(_PG_DEBIT, params)).first() is None:
+                if (await conn.execute(_PG_DEBIT, {**params, "h": charge.hold_id})).first() is None:
+                    if await conn.scalar(_PG_OWNER, {"w": wallet}) != owner:
+                        raise CallerGoneError()
                     raise InsufficientBalanceError(details={"price": charge.debit})
-            else:
-                await conn.execute(_PG_CREDIT, {"a": amount, "w": wallet, "now": now})
+            elif (await conn.execute(_PG_CREDIT, params)).rowcount != 1:
+                raise AppGoneError()
         charge.settled = True
 
     async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:

@@ -19,13 +19,13 @@ STAMP = "2026-11-21 00:00:00.000000"
 def make_db(path: Path, balance: int) -> None:
     with sqlite3.connect(path) as db:
         db.execute(
-            "CREATE TABLE wallets (id TEXT PRIMARY KEY, balance INTEGER NOT NULL CHECK "
-            "(balance >= 0), held INTEGER NOT NULL DEFAULT 0, updated_at TEXT)"
+            "CREATE TABLE wallets (id TEXT PRIMARY KEY, workspace_id TEXT, balance INTEGER "
+            "NOT NULL CHECK (balance >= 0), held INTEGER NOT NULL DEFAULT 0, updated_at TEXT)"
         )
         db.execute("CREATE TABLE rows (charge TEXT)")
         db.executemany(
-            "INSERT INTO wallets (id, balance) VALUES (?, ?)",
-            [("payer", balance), ("builder", 0), ("platform", 0)],
+            "INSERT INTO wallets (id, workspace_id, balance) VALUES (?, ?, ?)",
+            [("payer", "ws-payer", balance), ("builder", "ws-builder", 0), ("platform", None, 0)],
         )
 
 
@@ -49,8 +49,8 @@ def charge(name: str, amount: int) -> WriterCharge:
             db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (credit, wallet))
         return "ok" if insert(db) else "refused"
 
-    credits = [("builder", profit), ("platform", amount - profit)]
-    return WriterCharge("payer", amount, credits, STAMP, insert, alone)
+    credits = [("builder", "ws-builder", profit), ("platform", None, amount - profit)]
+    return WriterCharge("payer", "ws-payer", amount, credits, STAMP, insert, alone)
 
 
 def state(path: Path) -> tuple[dict[str, int], list[str]]:
@@ -210,7 +210,7 @@ def guarded(name: str, amount: int, hooks: Refusing) -> WriterCharge:
     def alone(db: sqlite3.Connection) -> str:
         db.execute("SAVEPOINT charge")
         db.execute("UPDATE wallets SET balance = balance - ? WHERE id = 'payer'", (amount,))
-        for wallet, credit in plain.credits:
+        for wallet, _, credit in plain.credits:
             db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (credit, wallet))
         outcome = "ok" if insert(db) else "refused"
         if outcome != "ok":
