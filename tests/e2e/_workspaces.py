@@ -1,8 +1,12 @@
 """Helpers for the workspace, member and plan flows: teams with given roles, state snapshots."""
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi import FastAPI
 from httpx import AsyncClient, Response
+from sqlalchemy import delete
 
 from tests.factories import User, register
 
@@ -68,3 +72,18 @@ async def workspaces_of(client: AsyncClient, user: User) -> dict[str, dict[str, 
     """id → workspace, as listed for `user`."""
     response = await client.get("/api/v1/workspaces?pageSize=100", headers=user.headers)
     return {w["id"]: w for w in data_of(response)["list"]}
+
+
+async def while_deleting(
+    app: FastAPI, model: Any, row_id: str, request: Callable[[], Awaitable[Response]]
+) -> Response:
+    """`request`, sent while another transaction deletes the row `row_id` of `model` (a
+    workspace, say): the request reads the row as still there, then waits on the deleting
+    transaction's locks until the deletion commits."""
+    async with app.state.engine.connect() as side:
+        await side.execute(delete(model).where(model.id == row_id))
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.5)
+        assert not task.done(), task.result().text
+        await side.commit()
+    return await asyncio.wait_for(task, 30)

@@ -4,20 +4,17 @@ withdrawal request) is a 404 `workspace_not_found` with nothing moved: its RU ne
 leave) a wallet the deletion detached from every workspace, nor does a withdrawal request hit the
 foreign key (a 500)."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from httpx import AsyncClient
+from sqlalchemy import func, select
 
 from apiforge.billing.models import Withdrawal
 from apiforge.core.settings import Settings
 from apiforge.workspaces.models import Workspace
 from tests.e2e._billing import Market, balances, invoke, ledger_invariants, market, top_up
 from tests.e2e._plans import on_plan
-from tests.e2e._workspaces import assert_error, new_workspace
+from tests.e2e._workspaces import assert_error, new_workspace, while_deleting
 from tests.factories import make_admin, register
 
 UNLIMITED = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
@@ -26,20 +23,6 @@ UNLIMITED = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth":
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
-
-
-async def _while_deleting(
-    app: FastAPI, workspace_id: str, request: Callable[[], Awaitable[Response]]
-) -> Response:
-    """`request`, sent while another transaction deletes the workspace: the request reads the
-    workspace as still there, then its first write waits until the deletion commits."""
-    async with app.state.engine.connect() as side:
-        await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        task = asyncio.ensure_future(request())
-        await asyncio.sleep(0.5)
-        assert not task.done(), task.result().text
-        await side.commit()
-    return await asyncio.wait_for(task, 30)
 
 
 async def _earning(app: FastAPI, client: AsyncClient) -> tuple[Market, int]:
@@ -60,8 +43,9 @@ async def test_a_top_up_of_existing_wallets_of_a_workspace_deleted_meanwhile_is_
     workspace_id = await new_workspace(client, owner)
     await top_up(client, admin, workspace_id, 5)  # its wallets exist
     before = await ledger_invariants(app)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
+        Workspace,
         workspace_id,
         lambda: client.post(
             f"/api/v1/admin/wallets/{workspace_id}/credits",
@@ -80,8 +64,9 @@ async def test_a_redemption_into_existing_wallets_of_a_workspace_deleted_meanwhi
     target = await new_workspace(client, m.builder)
     await balances(client, m.builder, target)  # its wallets exist
     before = await ledger_invariants(app)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
+        Workspace,
         target,
         lambda: client.post(
             "/api/v1/redemptions",
@@ -100,8 +85,9 @@ async def test_moving_earnings_out_of_a_workspace_deleted_meanwhile_is_a_404(
 ) -> None:
     m, earned = await _earning(app, client)
     before = await ledger_invariants(app)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
+        Workspace,
         m.builder.workspace_id,
         lambda: client.post(path, json={"amount": earned}, headers=m.builder.headers),
     )

@@ -2,20 +2,17 @@
 wallet list, an admin's top-up, a redemption into it) is a 404 `workspace_not_found` with
 nothing written, never a 500 from the wallets' foreign key."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from httpx import AsyncClient
+from sqlalchemy import func, select
 
 from apiforge.billing.models import LedgerEntry, Wallet
 from apiforge.core.settings import Settings
 from apiforge.workspaces.models import Workspace
 from tests.e2e._billing import PRICE, balances, invoke, ledger_invariants, market, top_up
 from tests.e2e._plans import on_plan
-from tests.e2e._workspaces import assert_error, new_workspace
+from tests.e2e._workspaces import assert_error, new_workspace, while_deleting
 from tests.factories import make_admin, register
 
 UNLIMITED = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth": -1}
@@ -25,20 +22,6 @@ UNLIMITED = {"requestsPerMinute": -1, "concurrentRequests": -1, "callsPerMonth":
 def settings(settings: Settings) -> Settings:
     """Welcome credits on: the first wallets of a workspace would also grant them."""
     return settings.model_copy(update={"welcome_credits": 7})
-
-
-async def _while_deleting(
-    app: FastAPI, workspace_id: str, request: Callable[[], Awaitable[Response]]
-) -> Response:
-    """`request`, sent while another transaction deletes the workspace: the request reads the
-    workspace as still there, then its first write waits until the deletion commits."""
-    async with app.state.engine.connect() as side:
-        await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        task = asyncio.ensure_future(request())
-        await asyncio.sleep(0.5)
-        assert not task.done(), task.result().text
-        await side.commit()
-    return await asyncio.wait_for(task, 30)
 
 
 async def _money_of(app: FastAPI, workspace_id: str) -> tuple[int, int]:
@@ -61,8 +44,9 @@ async def test_a_top_up_of_a_workspace_deleted_meanwhile_is_a_404(
     admin, owner = await make_admin(app, client), await register(client)
     workspace_id = await new_workspace(client, owner)
     before = await ledger_invariants(app)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
+        Workspace,
         workspace_id,
         lambda: client.post(
             f"/api/v1/admin/wallets/{workspace_id}/credits",
@@ -81,8 +65,8 @@ async def test_the_wallet_list_of_a_workspace_deleted_meanwhile_is_a_404(
     owner = await register(client)
     workspace_id = await new_workspace(client, owner)
     headers = {**owner.headers, "X-Workspace-Id": workspace_id}
-    response = await _while_deleting(
-        app, workspace_id, lambda: client.get("/api/v1/wallets", headers=headers)
+    response = await while_deleting(
+        app, Workspace, workspace_id, lambda: client.get("/api/v1/wallets", headers=headers)
     )
     assert_error(response, 404, "workspace_not_found")
     assert await _money_of(app, workspace_id) == (0, 0)
@@ -99,8 +83,9 @@ async def test_a_redemption_into_a_workspace_deleted_meanwhile_is_a_404(
     assert earned["earnings"] > 0
     target = await new_workspace(client, m.builder)
     before = await ledger_invariants(app)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
+        Workspace,
         target,
         lambda: client.post(
             "/api/v1/redemptions",

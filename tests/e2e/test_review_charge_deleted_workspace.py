@@ -24,7 +24,7 @@ from apiforge.usage.models import RequestLog
 from apiforge.workspaces.models import Workspace
 from tests.e2e._billing import Market, ledger_invariants, market, top_up
 from tests.e2e._plans import on_plan
-from tests.e2e._workspaces import assert_error
+from tests.e2e._workspaces import assert_error, while_deleting
 
 SQLITE_WRITER = "listed"
 IN_CALL = "insert"
@@ -146,13 +146,8 @@ async def test_a_call_waiting_on_a_deletion_moves_nothing_once_it_commits(
     rows, entries, _ = await _after(app, m, SQLITE_WRITER)
     before = await ledger_invariants(app)
     workspace_id = getattr(m, whose).workspace_id
-    async with app.state.engine.connect() as side:
-        await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        task = asyncio.ensure_future(_call(client, m, SQLITE_WRITER, 1))
-        await asyncio.sleep(0.5)
-        assert not task.done(), task.result().text
-        await side.commit()
-    response = await asyncio.wait_for(task, 30)
+    call = lambda: _call(client, m, SQLITE_WRITER, 1)  # noqa: E731
+    response = await while_deleting(app, Workspace, workspace_id, call)
     assert_error(response, 404, reason)
     assert await ledger_invariants(app) == before
     assert (await _after(app, m, SQLITE_WRITER))[:2] == (sorted([*rows, 404]), entries)

@@ -7,13 +7,13 @@ key."""
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from apiforge.accounts import settings_service
 from apiforge.accounts.models import Account
@@ -28,7 +28,7 @@ from tests._servers import running_servers
 from tests.e2e._apps import new_app
 from tests.e2e._keys import app_key, call, create_key, notes_app, subscribe
 from tests.e2e._plans import on_plan
-from tests.e2e._workspaces import assert_error, data_of, new_workspace
+from tests.e2e._workspaces import assert_error, data_of, new_workspace, while_deleting
 from tests.factories import User, make_admin, register
 
 BURST = 8
@@ -427,27 +427,13 @@ async def test_two_processes_share_the_locked_caps(
 # --- the locked row deleted while a creation waits on it -----------------------------------------
 
 
-async def _while_deleting(
-    app: FastAPI, model: Any, row_id: str, request: Callable[[], Awaitable[Response]]
-) -> Response:
-    """`request`, sent while another transaction deletes the row `request` locks before its
-    count (the request finds the row, then waits for the lock until the deletion commits)."""
-    async with app.state.engine.connect() as side:
-        await side.execute(delete(model).where(model.id == row_id))
-        task = asyncio.ensure_future(request())
-        await asyncio.sleep(0.5)  # it reads, then waits on the deleting transaction's lock
-        assert not task.done(), task.result().text
-        await side.commit()
-    return await asyncio.wait_for(task, 30)
-
-
 async def test_a_member_added_to_a_workspace_deleted_meanwhile_is_a_404(
     app: FastAPI, client: AsyncClient
 ) -> None:
     owner = await register(client)
     workspace_id = await new_workspace(client, owner)
     newcomer = await register(client)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Workspace,
         workspace_id,
@@ -466,7 +452,7 @@ async def test_a_member_whose_account_is_deleted_meanwhile_is_a_404(
     owner = await register(client)
     workspace_id = await new_workspace(client, owner)
     newcomer = await register(client)
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Account,
         newcomer.account_id,
@@ -486,7 +472,7 @@ async def test_an_app_created_in_a_workspace_deleted_meanwhile_is_a_404(
     owner = await register(client)
     workspace_id = await new_workspace(client, owner)
     headers = {**owner.headers, "X-Workspace-Id": workspace_id}
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Workspace,
         workspace_id,
@@ -503,7 +489,7 @@ async def test_a_workspace_key_created_in_a_workspace_deleted_meanwhile_is_a_404
     workspace_id = await new_workspace(client, owner)
     headers = {**owner.headers, "X-Workspace-Id": workspace_id}
     body = {"type": "ws", "name": "late", "role": "viewer"}
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Workspace,
         workspace_id,
@@ -520,7 +506,7 @@ async def test_an_app_key_created_on_a_subscription_deleted_meanwhile_is_a_404(
     app_id = await notes_app(client, builder, visibility="public")
     subscription_id = await subscribe(client, consumer.headers, app_id)
     body = {"type": "app", "name": "late", "appId": app_id}
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Subscription,
         subscription_id,
@@ -562,7 +548,7 @@ async def test_ownership_handed_to_an_account_deleted_meanwhile_is_a_404(
             headers=owner.headers,
         )
     )
-    response = await _while_deleting(
+    response = await while_deleting(
         app,
         Account,
         heir.account_id,
