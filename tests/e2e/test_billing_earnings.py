@@ -3,12 +3,15 @@
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import func, select
 
+from apiforge.billing.models import Wallet
 from apiforge.core.settings import Settings
 from apiforge.tools.clock import utcnow
 from tests.e2e._billing import COST, PRICE, balances, invoke, ledger_invariants, market, top_up
 from tests.e2e._keys import create_key
 from tests.e2e._workspaces import assert_error, data_of, new_workspace
+from tests.factories import register
 
 
 @pytest.fixture
@@ -231,3 +234,27 @@ async def test_earnings_are_paged_with_the_total_of_the_whole_range(
     for query, field, reason in refused:
         response = await client.get("/api/v1/earnings", params=query, headers=m.builder.headers)
         assert assert_error(response, 400, reason)["errors"][0]["field"] == field
+
+
+async def test_reading_earnings_and_redemptions_creates_no_wallet(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """Lists of what a workspace earned are reads: before it has wallets they are empty, and
+    they create none (creating wallets writes, and grants the owner's welcome credits)."""
+    owner = await register(client)
+    for path in ("/api/v1/earnings", "/api/v1/redemptions"):
+        page = data_of(await client.get(path, headers=owner.headers))
+        assert page["list"] == []
+        assert page["totalCount"] == 0
+        assert page.get("total", 0) == 0
+    async with app.state.engine.connect() as conn:
+        query = (
+            select(func.count())
+            .select_from(Wallet)
+            .where(Wallet.workspace_id == owner.workspace_id)
+        )
+        assert await conn.scalar(query) == 0
+    assert data_of(await client.get("/api/v1/wallets", headers=owner.headers))  # created now
+    async with app.state.engine.connect() as conn:
+        assert await conn.scalar(query) == 2
+    await ledger_invariants(app)

@@ -1,7 +1,7 @@
 """HTTP routes of `/api/v1/user/settings`: the signed-in account's own settings, nobody else's.
 
-Apps do not exist in the platform yet, so `appId` is any well-formed name; settings are stored
-under that string and will line up with real app ids once apps arrive.
+`appId` is any well-formed id, not checked against existing apps: app settings are the account's
+own notes about any app (docs/decisions.md, "User settings"), visible to nobody else.
 """
 
 from typing import Annotated, Any

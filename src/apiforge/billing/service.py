@@ -89,6 +89,12 @@ class BillingService:
             raise InsufficientFundsError()
         return wallet
 
+    async def _earnings_wallet(self, workspace_id: str) -> str | None:
+        """The workspace's earnings wallet for a read, None when it has none yet: the lists of
+        what it earned are read-only requests, and creating wallets would write (and grant the
+        owner's welcome credits) for a GET."""
+        return (await workspace_wallets(self.session, workspace_id)).get("earnings")
+
     async def wallets(self, workspace_id: str) -> list[WalletRead]:
         await self.wallet_ids(workspace_id)
         rows = await self.session.execute(
@@ -246,8 +252,11 @@ class BillingService:
         return transaction_id
 
     async def redemptions(self, workspace_id: str, params: PageParams) -> Page[RedemptionRead]:
-        """Redemptions out of the workspace's earnings (newest first)."""
-        earnings = (await self.wallet_ids(workspace_id))["earnings"]
+        """Redemptions out of the workspace's earnings (newest first); none before it has an
+        earnings wallet (a read creates no wallet: `_earnings_wallet`)."""
+        earnings = await self._earnings_wallet(workspace_id)
+        if earnings is None:
+            return params.page([], 0)
         stmt: Select[Any] = select(LedgerEntry).where(
             LedgerEntry.workspace_id == workspace_id,
             LedgerEntry.wallet_id == earnings,
@@ -391,8 +400,10 @@ class BillingService:
     ) -> EarningsReport:
         """Earnings of the workspace's apps per UTC day, app and API (newest day first), a page
         at a time as every list: a range of years over many APIs is that many rows. `total` is
-        the whole range's."""
-        earnings = (await self.wallet_ids(workspace_id))["earnings"]
+        the whole range's. None before it has an earnings wallet (`_earnings_wallet`)."""
+        earnings = await self._earnings_wallet(workspace_id)
+        if earnings is None:
+            return EarningsReport(**dict(params.page([], 0)), total=0)
         bind = self.session.bind
         dialect = bind.dialect.name if bind is not None else "sqlite"
         day = bucket_label_sql(LedgerEntry.created_at.expression, "day", dialect)
