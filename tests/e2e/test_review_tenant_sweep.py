@@ -495,6 +495,18 @@ class Sweep:
 KEY_REFUSALS = {"workspace_key_not_allowed"}
 
 
+async def _refused_in_bodies(
+    run: Sweep, b: dict[str, str], a_app: str, bodies: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Each POST with A's app id where the body says "@" is refused as with a made-up id."""
+    for url, body in bodies:
+        real = {k: (a_app if v == "@" else v) for k, v in body.items()}
+        fake = {k: (new_id() if v == "@" else v) for k, v in body.items()}
+        await run.refused(
+            Call("post", url, url, b, real), Call("post", url, url, b, fake), "tenant"
+        )
+
+
 def public_allowance(world: World, call: Call) -> Literal["read", "known", "own"] | None:
     """What B may do with A's public app, which B has enabled: read its published docs
     (`read`), and keep user-right grants in B's own partition (`own`, checked separately).
@@ -575,12 +587,7 @@ async def test_b_reaches_nothing_of_a_through_any_route(client: AsyncClient, app
             (f"{V1}/workflows", {"appId": "@", "steps": STEPS}),
             (f"{V1}/invocations", {"appId": "@", "api": "listPosts", "version": "dev"}),
         ]
-        for url, body in in_bodies:
-            real = {k: (a_app if v == "@" else v) for k, v in body.items()}
-            fake = {k: (new_id() if v == "@" else v) for k, v in body.items()}
-            await run.refused(
-                Call("post", url, url, b, real), Call("post", url, url, b, fake), "tenant"
-            )
+        await _refused_in_bodies(run, b, a_app, in_bodies)
     a_app = world.a_ids["app_id"][0]  # private: B can neither enable it nor hold keys of it
     in_bodies = [
         (f"{V1}/subscriptions", {"appId": "@"}),
@@ -591,12 +598,7 @@ async def test_b_reaches_nothing_of_a_through_any_route(client: AsyncClient, app
         ),
         (f"{V1}/invocations", {"appId": "@", "api": "listPosts", "version": "1.0.0"}),
     ]
-    for url, body in in_bodies:
-        real = {k: (a_app if v == "@" else v) for k, v in body.items()}
-        fake = {k: (new_id() if v == "@" else v) for k, v in body.items()}
-        await run.refused(
-            Call("post", url, url, b, real), Call("post", url, url, b, fake), "tenant"
-        )
+    await _refused_in_bodies(run, b, a_app, in_bodies)
     for workspace_id in world.a_ids["workspace_id"]:
         body = {"amount": 1, "targetWorkspaceId": workspace_id}
         fake = {**body, "targetWorkspaceId": new_id()}
