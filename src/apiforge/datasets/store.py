@@ -70,6 +70,7 @@ AGGREGATE_OPS: Final = ("count", "sum", "avg", "min", "max")
 MAX_COUNTED_PARTITIONS: Final = 4096  # totals a prepared page keeps (then it starts afresh)
 UPSERT_ATTEMPTS: Final = 3  # an upsert whose record is deleted under it looks again
 _LOW_BITS: Final = 2**32 - 1
+_EXACT_INT: Final = 2**53  # past it, not every integer is a double
 _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
 
 log = structlog.get_logger("apiforge.datasets")
@@ -788,6 +789,8 @@ class RecordStore:
                     # Key rotated or data tampered: the value is unreadable, never guessed.
                     log.warning("record_field_undecryptable", record=record_id, field=f.name)
                     value = None
+            elif value is not None and f.type == "number":
+                value = _shown_number(value)
             out[f.name] = value
         out["version"] = version
         out["createdTime"] = _stamp(created)
@@ -800,6 +803,18 @@ def _unknown(schema: CollectionSchema, stored: Mapping[str, Any]) -> dict[str, A
     fields it was published with: a field added since is not its to erase (its update would
     drop what later versions and `dev` wrote). Fields `dev` removed were erased then."""
     return {k: v for k, v in stored.items() if schema.field(k) is None}
+
+
+def _shown_number(value: int | float) -> int | float:
+    """A number field's value as every backend shows it. PostgreSQL's JSONB keeps numbers as
+    decimals: -0.0 comes back as 0, and a whole double past 2**53 (JSON writes those from 1e16 on
+    with an exponent) as the integer its shortest digits spell — 5.678214014312166e16 as
+    56782140143121660, not the double's 56782140143121664 — where SQLite gives back the double.
+    Integers past 2**53 are shown as the doubles they are (a number field holds no other), and
+    -0.0 as 0.0."""
+    if type(value) is int:
+        return value if -_EXACT_INT <= value <= _EXACT_INT else float(value)
+    return value + 0.0  # -0.0 + 0.0 is 0.0; any other double stays itself
 
 
 def _refusal(schema: CollectionSchema, exc: IntegrityError) -> ApiforgeError | None:

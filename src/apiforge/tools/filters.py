@@ -334,7 +334,10 @@ class _Builder:
             values = self.values(name, op, operand, path)
             if granular is not None:
                 return _granular_list(granular, op, values)
-            return column.in_(values) if op == "_in" else column.not_in(values)
+            # A double is bound as a double: a list is bound in the column's type, and
+            # PostgreSQL's driver truncates 1.5 bound as an integer to 1, which then matched.
+            items = [literal(v) if isinstance(v, float) else v for v in values]
+            return column.in_(items) if op == "_in" else column.not_in(items)
         if op == "_between":
             low, high = self.values(name, op, operand, path)
             if granular is not None:
