@@ -80,13 +80,18 @@ class Tenants:
 async def tenants(app: FastAPI, client: AsyncClient) -> Tenants:
     alice = await register(client)
     bob = await register(client)
-    async with unit_of_work(app.state.sessionmaker) as session:
-        row = App(workspace_id=alice.workspace_id, name="Blog", signing_secret="s" * 40)
-        session.add(row)
-        await session.flush()
-        app_id = row.id
+    app_id = await app_row(app, alice.workspace_id, "Blog")
     cipher = FieldCipher(app.state.settings.signing_key)
     return Tenants(app, alice.workspace_id, bob.workspace_id, app_id, cipher)
+
+
+async def app_row(app: FastAPI, workspace_id: str, name: str) -> str:
+    """An app of `workspace_id`, written straight to its table; its id."""
+    async with unit_of_work(app.state.sessionmaker) as session:
+        row = App(workspace_id=workspace_id, name=name, signing_secret="s" * 40)
+        session.add(row)
+        await session.flush()
+        return row.id
 
 
 @pytest.fixture

@@ -42,8 +42,6 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge.app import create_app, shutdown
-from apiforge.builder.models import App
-from apiforge.core.db import unit_of_work
 from apiforge.core.settings import Settings
 from apiforge.datasets.crypto import FieldCipher
 from apiforge.datasets.filtering import FilterValueError, record_filter
@@ -55,7 +53,7 @@ from apiforge.migrate import upgrade
 from apiforge.tools.filters import MAX_DEPTH
 from tests.conftest import DATABASE_URL
 from tests.factories import register
-from tests.unit.datasets._support import Tenants
+from tests.unit.datasets._support import Tenants, app_row
 
 PARTITION = "parity"  # no workspace's: no plan quota to count the records against
 ID_PREFIX = "01jzzzzzzzzzzzzzzz"  # + 8 digits: ids ordered as chosen, the same on both sides
@@ -572,11 +570,7 @@ def _dump(value: Any) -> bytes:
 
 async def _backend(name: str, app: FastAPI, client: AsyncClient) -> Backend:
     alice = await register(client)
-    async with unit_of_work(app.state.sessionmaker) as session:
-        row = App(workspace_id=alice.workspace_id, name="Parity", signing_secret="s" * 40)
-        session.add(row)
-        await session.flush()
-        app_id = row.id
+    app_id = await app_row(app, alice.workspace_id, "Parity")
     cipher = FieldCipher(app.state.settings.signing_key)
     tenants = Tenants(app, alice.workspace_id, alice.workspace_id, app_id, cipher)
     async with app.state.engine.begin() as connection:
