@@ -474,6 +474,10 @@ class ApiKeyService:
 
     async def _find(self, current: CurrentWorkspace, key_id: str, *, lock: bool = False) -> ApiKey:
         found = is_id(key_id)
+        if found and lock:
+            # SQLite: `FOR UPDATE` locks nothing and the driver begins at the first write, so a
+            # concurrent revoke could commit between this read and our write (409 on its version).
+            await begin_as_writer(await self.session.connection())
         key = (
             await self.session.get(ApiKey, key_id, with_for_update=lock, populate_existing=lock)
             if found
