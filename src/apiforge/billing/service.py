@@ -84,14 +84,14 @@ class BillingService:
         earned nothing). Not created here: creating a workspace's wallets grants its owner's
         welcome credits, which would lock the issuance wallet before the movement's rows (the
         lock order in `billing/ledger.py`) for a request bound to fail."""
-        wallet = (await workspace_wallets(self.session, workspace_id)).get("earnings")
+        wallet = await self._earnings_wallet(workspace_id)
         if wallet is None:
             raise InsufficientFundsError()
         return wallet
 
     async def _earnings_wallet(self, workspace_id: str) -> str | None:
-        """The workspace's earnings wallet for a read, None when it has none yet: the lists of
-        what it earned are read-only requests, and creating wallets would write (and grant the
+        """The workspace's earnings wallet, None when it has none yet, never created here: the
+        lists of what it earned are reads, and creating wallets would write (and grant the
         owner's welcome credits) for a GET."""
         return (await workspace_wallets(self.session, workspace_id)).get("earnings")
 
