@@ -10,6 +10,7 @@ stops work that never awaits (a slow expression over a big list), so every limit
 
 import asyncio
 import base64
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from apiforge.engine.base import (
     limit_exceeded,
     out_of_time,
 )
-from apiforge.engine.values import CALL_METER, CallMeter, CompiledValue
+from apiforge.engine.values import CALL_METER, CallMeter, CompiledValue, Recorded
 
 if TYPE_CHECKING:  # the compiler imports the step catalogue, whose steps import this module
     from apiforge.engine.compiler import CompiledApi
@@ -90,31 +91,48 @@ async def run_steps(steps: Sequence[CompiledStep], ctx: RunContext) -> None:
             await _run_traced(step, ctx, ctx.trace)
 
 
-def _trace_input(step: CompiledStep, ctx: RunContext) -> Any:
+def _traced_step(step: CompiledStep, shown: dict[str, Any]) -> CompiledStep:
+    """`step` with its expression inputs wrapped in `Recorded`, which fill `shown` as the step
+    evaluates them: evaluated once, as the step does, never before it on the trace's behalf.
+    A copy (compiled steps are shared by concurrent calls); only debug calls pay for it."""
+    inputs: Mapping[str, CompiledValue] | None = getattr(step, "inputs", None)
+    if not inputs or not dataclasses.is_dataclass(step):
+        return step
+    fields = {id(getattr(step, f.name)): f.name for f in dataclasses.fields(step)}
+    changes: dict[str, CompiledValue] = {}
+    for name, value in inputs.items():
+        if value.is_literal:  # costs nothing and is what the step uses
+            shown[name] = value.evaluate({})
+        elif id(value) in fields:
+            changes[fields[id(value)]] = Recorded(value, name, shown)
+    return dataclasses.replace(step, **changes) if changes else step
+
+
+def _trace_input(step: CompiledStep, shown: dict[str, Any]) -> Any:
+    """What the trace shows as the step's input: the inputs it evaluated, in their order (one
+    the step never reached, as when it failed before it, is left out)."""
     inputs: Mapping[str, CompiledValue] | None = getattr(step, "inputs", None)
     if not inputs:
         return None
-    variables = ctx.variables()
-    shown: dict[str, Any] = {}
-    for name, value in inputs.items():
-        try:
-            shown[name] = value.evaluate(variables)
-        except ApiforgeError as exc:
-            shown[name] = f"<error: {exc.message}>"
-    return shown
+    return {name: shown[name] for name in inputs if name in shown}
 
 
 async def _run_traced(step: CompiledStep, ctx: RunContext, trace: list[TraceEntry]) -> None:
-    entry = TraceEntry(step.id, step.type, _trace_input(step, ctx), None, 0.0)
-    if getattr(step, "sensitive", False):
-        entry.input = MASK if entry.input is not None else None
+    sensitive = getattr(step, "sensitive", False)
+    shown: dict[str, Any] = {}
+    entry = TraceEntry(step.id, step.type, None, None, 0.0)
+    if sensitive:
+        entry.input = MASK if getattr(step, "inputs", None) else None
+        running = step
+    else:
+        running = _traced_step(step, shown)
     if len(trace) < MAX_TRACE_ENTRIES:
         trace.append(entry)  # before the children of a container, so the trace reads in order
     started = time.perf_counter()
     try:
-        output = await step.run(ctx)
+        output = await running.run(ctx)
     except StepReturn as signal:
-        entry.output = MASK if getattr(step, "sensitive", False) else signal.value
+        entry.output = MASK if sensitive else signal.value
         raise
     except ApiforgeError as exc:
         entry.error = exc.message
@@ -124,7 +142,9 @@ async def _run_traced(step: CompiledStep, ctx: RunContext, trace: list[TraceEntr
         raise
     finally:
         entry.ms = round((time.perf_counter() - started) * 1000, 3)
-    if getattr(step, "sensitive", False):
+        if not sensitive:
+            entry.input = _trace_input(step, shown)
+    if sensitive:
         entry.output = MASK
         # A token or hash shows masked here, and so wherever a later step copies it (a `set`,
         # the answer of a `callApi` that signed it): the trace hides the value, not the entry.

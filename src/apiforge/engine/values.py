@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from apiforge.core.errors import ApiforgeError
 from apiforge.engine.base import RunContext, RunLimits, limit_exceeded, out_of_time
 from apiforge.engine.errors import DefinitionError, step_error
 from apiforge.tools.expressions import (
@@ -168,6 +169,31 @@ class _List(CompiledValue):
 
     def evaluate(self, variables: dict[str, Any]) -> Any:
         return [value.evaluate(variables) for value in self.values]
+
+
+class Recorded(CompiledValue):
+    """A step input in a traced run: evaluates its value as the step asks and notes what it gave
+    (or why it failed) under `name` in `shown`, so a debug trace shows the value the step used
+    without evaluating it a second time (which also counted it twice against the call's
+    `expressionChars`)."""
+
+    __slots__ = ("_name", "_shown", "_value")
+
+    def __init__(self, value: CompiledValue, name: str, shown: dict[str, Any]) -> None:
+        super().__init__(value.where, value.step_refs, value.names, value.reads_all_steps)
+        self._value = value
+        self._name = name
+        self._shown = shown
+
+    def evaluate(self, variables: dict[str, Any]) -> Any:
+        try:
+            value = self._value.evaluate(variables)
+        except ApiforgeError as exc:
+            self._shown[self._name] = f"<error: {exc.message}>"
+            raise
+        # A copy: the trace is rendered after the run, and a step may change what it was given.
+        self._shown[self._name] = _copy(value)
+        return value
 
 
 def _merged(values: list[CompiledValue]) -> tuple[frozenset[str], frozenset[str], bool]:

@@ -19,6 +19,7 @@ therefore bounded by the sizes of the lists it reads, which callers must cap.
 
 import asyncio
 import base64
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -136,6 +137,7 @@ class _Scan:
     bound: frozenset[str]
     comprehension_depth: int = 0
     shape: _Shape = _Shape()
+    clashing_keys: bool = False  # see `_clashing_keys`
 
 
 def _tokens(source: str) -> Iterator[_Token]:
@@ -265,7 +267,8 @@ def _scan(source: Any) -> _Scan:
     tokens, depth = _checked(_tokens(source))
     if not tokens:
         raise ExpressionError("the expression is empty")
-    return replace(_references(tokens), comprehension_depth=depth, shape=_shape(tokens))
+    scan = replace(_references(tokens), comprehension_depth=depth, shape=_shape(tokens))
+    return replace(scan, clashing_keys=_clashing_keys(tokens)) if "{" in source else scan
 
 
 # --- extension functions --------------------------------------------------------------------
@@ -324,6 +327,7 @@ class CompiledExpression:
         "_names",
         "_program",
         "_shape",
+        "_string_keys",
         "_walks",
         "reads_all_steps",
         "roots",
@@ -347,6 +351,7 @@ class CompiledExpression:
         }
         self._depth = scan.comprehension_depth
         self._shape = scan.shape
+        self._string_keys = scan.clashing_keys
         # Whether an evaluation must first look at its inputs' sizes (decided once: most
         # expressions are within budget whatever they are given, and skip it).
         self._walks = bool(self._depth) or scan.shape.copies * _MAX_VALUE_CHARS > MAX_COPY_WORK
@@ -382,7 +387,7 @@ class CompiledExpression:
             raise
         except BaseException as exc:  # the engine can raise anything, a Rust panic included
             raise ExpressionError(_describe(exc)) from exc
-        plain = _Plain()
+        plain = _Plain(non_string_keys=not self._string_keys)
         return plain.convert(result, 0), MAX_RESULT_CHARS - plain.remaining
 
 
@@ -505,10 +510,17 @@ def _clip(message: str) -> str:
 
 
 class _Plain:
-    """Converts an engine result to JSON-like data while charging its size against the cap."""
+    """Converts an engine result to JSON-like data while charging its size against the cap.
 
-    def __init__(self) -> None:
+    What JSON cannot carry is refused rather than changed: NaN and the infinities (`1.0 / 0.0`),
+    which JSON writers turn into `null`, and a map whose distinct CEL keys (`1`, `"1"`; `true`,
+    `"true"`) would become one object key, keeping one value and dropping the others. With
+    `non_string_keys` False, any key that is not a string is refused: the engine itself merges
+    `1`, `1u` and `true` (equal in Python) before the result gets here (`_clashing_keys`)."""
+
+    def __init__(self, non_string_keys: bool = True) -> None:
         self.remaining = MAX_RESULT_CHARS
+        self.non_string_keys = non_string_keys
 
     def charge(self, chars: int) -> None:
         self.remaining -= chars
@@ -523,6 +535,12 @@ class _Plain:
             return value
         if isinstance(value, int | float):
             self.charge(20)
+            if value.__class__ is float and not math.isfinite(value):
+                name = "NaN" if value != value else ("-" if value < 0 else "") + "Infinity"
+                raise ExpressionError(
+                    f"the result holds {name} (as 1.0 / 0.0 gives), which is no JSON number: "
+                    "results hold finite numbers only"
+                )
             return value
         if isinstance(value, str):
             self.charge(len(value) + 2)
@@ -532,7 +550,10 @@ class _Plain:
             return [self.convert(item, depth + 1) for item in value]
         if isinstance(value, dict):
             self.charge(2 + len(value))
-            return {self.key(key): self.convert(item, depth + 1) for key, item in value.items()}
+            plain = {self.key(key): self.convert(item, depth + 1) for key, item in value.items()}
+            if len(plain) < len(value):
+                raise ExpressionError(_merged_keys_message(value))
+            return plain
         if isinstance(value, datetime):
             self.charge(22)
             return iso(value)
@@ -547,14 +568,74 @@ class _Plain:
         raise ExpressionError(f"unsupported result type {type(value).__name__}")
 
     def key(self, key: Any) -> str:
-        if isinstance(key, bool):
-            text = "true" if key else "false"
-        elif isinstance(key, str):
+        if isinstance(key, str):
             text = key
+        elif not self.non_string_keys:
+            raise ExpressionError(
+                "a map in the result has keys such as 1, 1u and true, which are distinct in CEL "
+                "but one key once the result is JSON: give its keys as strings"
+            )
+        elif isinstance(key, bool):
+            text = "true" if key else "false"
         else:
             text = str(key)
         self.charge(len(text) + 3)
         return text
+
+
+def _cel_key(key: Any) -> str:
+    return f'"{key}"' if isinstance(key, str) else str(key).lower()
+
+
+def _merged_keys_message(value: Mapping[Any, Any]) -> str:
+    seen: dict[str, Any] = {}
+    for key in value:
+        text = _Plain().key(key)
+        if text in seen:
+            return _clip(
+                f"a map in the result has the keys {_cel_key(seen[text])} and {_cel_key(key)}, "
+                f"distinct in CEL but both {text!r} once the result is JSON: give its keys as "
+                "strings"
+            )
+        seen[text] = key
+    return "a map in the result has keys that are one key once the result is JSON"
+
+
+def _clashing_keys(tokens: list[_Token]) -> bool:
+    """True when a map literal has two literal keys that are distinct in CEL but equal in Python
+    (`{1: a, true: b}`, `{0: a, 0u: b}`): the engine hands such a map over with one of them."""
+    keys: list[list[tuple[str, Any]]] = []  # per open bracket: a map literal's literal keys
+    for i, token in enumerate(tokens):
+        if token.kind == "punct" and token.text in "([{":
+            keys.append([])
+        elif token.kind == "punct" and token.text in ")]}":
+            found = keys.pop() if keys else []
+            if any(a[1] == b[1] and a != b for n, a in enumerate(found) for b in found[:n]):
+                return True
+        elif (
+            keys
+            and i > 0
+            and tokens[i - 1].text in ("{", ",")
+            and i + 1 < len(tokens)
+            and tokens[i + 1].text == ":"
+        ):
+            key = _literal_key(token)
+            if key is not None:
+                keys[-1].append(key)
+    return False
+
+
+def _literal_key(token: _Token) -> tuple[str, Any] | None:
+    """(CEL type, Python value) of a literal map key; None for others (strings are kept apart)."""
+    if token.kind == "ident" and token.text in ("true", "false"):
+        return "bool", token.text == "true"
+    if token.kind == "number":
+        text = token.text.lower()
+        try:
+            return ("uint" if text.endswith("u") else "int"), int(text.rstrip("u"), 0)
+        except ValueError:  # a double, which the engine refuses as a key
+            return None
+    return None
 
 
 def _duration(value: timedelta) -> str:

@@ -89,7 +89,7 @@ async def test_a_body_with_a_non_finite_number_is_refused_before_sending(
     server: LocalServer, expression: str
 ) -> None:
     """`json.dumps` wrote `Infinity` and `NaN`, which are not JSON: the upstream got a body no
-    JSON reader takes. Refused as `jwtSign` refuses such claims."""
+    JSON reader takes. Refused, now by the expression that yields it (no JSON holds it)."""
     step = compile_step(
         {
             "id": "call",
@@ -103,8 +103,8 @@ async def test_a_body_with_a_non_finite_number_is_refused_before_sending(
     with pytest.raises(StepFailedError) as caught:
         await step.run(ctx)
     assert caught.value.status == 400
-    assert caught.value.reason == "step_failed"
-    assert caught.value.details == {"stepId": "call", "field": "body"}
+    assert caught.value.reason == "expression_error"
+    assert caught.value.details == {"stepId": "call", "field": "body.n"}
     assert "finite" in caught.value.message
     assert server.seen == []
 
@@ -122,7 +122,7 @@ async def test_a_header_value_with_a_non_finite_number_is_refused(server: LocalS
     ctx = make_context(services=make_services(allow_hosts=frozenset({"127.0.0.1"})))
     with pytest.raises(StepFailedError) as caught:
         await step.run(ctx)
-    assert caught.value.details == {"stepId": "call", "field": "headers"}
+    assert caught.value.details == {"stepId": "call", "field": "headers.X-Ratio"}
     assert server.seen == []
 
 

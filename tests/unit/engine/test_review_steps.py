@@ -1,4 +1,5 @@
-"""Review: the engine's auth steps with values no JSON holds."""
+"""Review: the engine's auth steps with values no JSON holds (an expression yielding NaN or an
+infinity is itself an error now: `tools/expressions._Plain`)."""
 
 from typing import Any
 
@@ -16,6 +17,7 @@ async def test_jwt_sign_refuses_claims_that_are_not_json_numbers(source: str) ->
     )
     with pytest.raises(StepFailedError) as caught:
         await step.run(make_context())
-    assert caught.value.status == 400
+    assert (caught.value.status, caught.value.reason) == (400, "expression_error")
     details: dict[str, Any] = caught.value.details
-    assert (details["stepId"], details["field"]) == ("sign", "claims")
+    assert (details["stepId"], details["field"]) == ("sign", "claims.score")
+    assert "finite" in caught.value.message
