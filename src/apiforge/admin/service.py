@@ -124,12 +124,18 @@ class AdminUserService:
         await self._ensure_an_admin_remains(was_admin)
 
     async def _owned_workspaces(self, account_id: str) -> list[str]:
-        """The workspaces the account owns, locked until commit (a no-op UPDATE: their rows on
-        PostgreSQL, the write lock on SQLite) so that no ownership transfer moves one away
-        between the clean-up below and the cascade."""
+        """The workspaces the account owns, locked until commit so that no ownership transfer
+        moves one away between the clean-up below and the cascade: a no-op UPDATE (SQLite's
+        write lock; on PostgreSQL a lock money movements' `FOR KEY SHARE` does not wait for),
+        then on PostgreSQL `FOR UPDATE` by id, the order in which movements hold workspace rows
+        (`hold_workspace`): left to the cascade, which deletes them in its own order, the
+        deletion and a redemption could each hold a row the other waits for."""
         await lock_rows(self.session, Workspace, Workspace.owner_id == account_id)
         rows = await self.session.scalars(
-            select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
+            select(Workspace.id)
+            .where(Workspace.owner_id == account_id)
+            .order_by(Workspace.id)
+            .with_for_update()
         )
         return list(rows.all())
 

@@ -7,10 +7,13 @@ issuance wallet goes below zero, however many requests race: the loser's UPDATE 
 and the whole posting is refused (402) before anything is written. A wallet moves only while it
 belongs to its leg's workspace: one detached by a deletion meanwhile refuses the posting (404).
 
-Lock order (PostgreSQL): within one database transaction, new wallet rows and welcome claims are
-inserted first (`create_wallets`), then wallet rows are updated in one global order — workspace
-wallets by id, then the platform's — across *all* the transaction's postings, so no two
-transactions ever wait for each other's rows in opposite orders. A posting updates its rows in
+Lock order (PostgreSQL): within one database transaction, the rows of the workspaces whose
+deletion it must not cross are held first (`hold_workspace`, by id: a deletion locks that row
+before its cascade detaches the workspace's wallets and withdrawals, in its own order), then new
+wallet rows and welcome claims are inserted (`create_wallets`), then wallet rows are updated in
+one global order — workspace wallets by id, then the platform's — across *all* the
+transaction's postings, so no two transactions ever wait for each other's rows in opposite
+orders. A posting updates its rows in
 that order (`lock_order`); a transaction with two postings makes the second lock only rows that
 sort after the first's (or rows it holds already): a welcome grant (a new workspace wallet, then
 the issuance wallet) is therefore posted after the request's own posting, never before it.
@@ -167,6 +170,19 @@ async def workspace_wallets(executor: Executor, workspace_id: str) -> dict[str, 
         select(Wallet.kind, Wallet.id).where(Wallet.workspace_id == workspace_id)
     )
     return {str(kind): str(wallet_id) for kind, wallet_id in rows}
+
+
+async def hold_workspace(executor: Executor, workspace_id: str) -> str | None:
+    """Hold the workspace's row until commit (PostgreSQL's FOR KEY SHARE, the lock its foreign
+    keys take; SQLite has one writer and needs none): the workspace's deletion, which takes
+    that row before its cascade detaches the wallets and withdrawals, waits for this
+    transaction instead of locking them first. Taken before any row of the workspace (module
+    docstring). The id, or None when the workspace is gone."""
+    return await executor.scalar(
+        select(Workspace.id)
+        .where(Workspace.id == workspace_id)
+        .with_for_update(read=True, key_share=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from apiforge.billing.ledger import (
     Leg,
     create_wallets,
     ensure_wallets,
+    hold_workspace,
     post,
     workspace_wallets,
 )
@@ -231,6 +232,12 @@ class BillingService:
             )
             if member is None:
                 raise WorkspaceNotFoundError()
+        # Both workspaces' rows first, by id (`hold_workspace`): deleting one of them locks its
+        # row before its wallets, which this posting updates in id order (a redemption within
+        # one workspace moves two of its wallets, maybe in the other order than the deletion's).
+        for workspace_id in sorted({current.id, target}):
+            if await hold_workspace(self.session, workspace_id) is None:
+                raise WorkspaceNotFoundError()
         source = await self.earnings_wallet(current.id)
         wallets, _, welcome = await create_wallets(
             self.session, target, welcome_credits=self.welcome_credits
@@ -283,6 +290,8 @@ class BillingService:
         """Earned RU set aside in escrow until an admin decides: they can't be redeemed or
         withdrawn again meanwhile (402 when the earnings don't cover the amount)."""
         current.require(Role.ADMIN)
+        if await hold_workspace(self.session, current.id) is None:  # deleted since resolved
+            raise WorkspaceNotFoundError()
         earnings = await self.earnings_wallet(current.id)
         withdrawal = Withdrawal(
             workspace_id=current.id,
@@ -337,6 +346,14 @@ class BillingService:
         )
         if withdrawal is None:
             raise WithdrawalNotFoundError()
+        # A rejection moves the workspace's earnings wallet: its workspace's row is held first
+        # (FOR KEY SHARE), before the withdrawal's row and the wallet's. Deleting the workspace
+        # locks that row before its cascade detaches the wallets, then the withdrawals: taking
+        # the withdrawal first, then the wallet, could make each wait for the other (a deadlock,
+        # 500). None: the workspace is gone (also deleted since the withdrawal was read).
+        workspace_id = withdrawal.workspace_id
+        if status == "rejected" and workspace_id is not None:
+            workspace_id = await hold_workspace(self.session, workspace_id)
         now = utcnow()
         decided = await self.session.execute(
             update(Withdrawal)
@@ -365,10 +382,8 @@ class BillingService:
             # also while this request ran, after the withdrawal was read.
             earnings = (
                 None
-                if withdrawal.workspace_id is None
-                else (await workspace_wallets(self.session, withdrawal.workspace_id)).get(
-                    "earnings"
-                )
+                if workspace_id is None
+                else (await workspace_wallets(self.session, workspace_id)).get("earnings")
             )
             if earnings is None:
                 raise ValidationError(
