@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.accounts.models import Account, LoginSession
 from apiforge.admin.schemas import AccountStatus, AdminUserRead
+from apiforge.billing.ledger import lock_wallets
 from apiforge.core.db import UTCDateTime, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
@@ -118,6 +119,7 @@ class AdminUserService:
         await self._lock_active_admins(account)
         await self._ensure_owned_unchanged(account.id, owned)
         was_admin = account.is_admin
+        await lock_wallets(self.session, owned)  # by id, as calls' charges lock them
         leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
         await leftovers.delete(self.session, app_changed, workspaces_gone, files_gone)

@@ -926,6 +926,12 @@ class DatabaseCharger:
                     "counterparty_workspace_id": charge.caller_workspace_id,
                 }
             )
+        # The entries' foreign keys lock their wallet rows (FOR KEY SHARE, one row after the
+        # other): in the global order too, the one a deletion locks its workspaces' wallets in
+        # before its cascade detaches them (`ledger.lock_wallets`). In the order written, the
+        # caller's wallet was held while the builder's was waited for, and an account's
+        # deletion detaching the builder's workspace's wallets first deadlocked with the call.
+        entries.sort(key=lambda entry: lock_order(str(entry["wallet_id"])))
         await conn.execute(_INSERT_ENTRY, entries)
         await conn.execute(_INSERT_LOG_ROW, [_storable(dict(log_row))])
         # Wallet rows last (their locks are held until the commit) and in the global order.

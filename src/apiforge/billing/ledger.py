@@ -13,7 +13,9 @@ before its cascade detaches the workspace's wallets and withdrawals, in its own 
 wallet rows and welcome claims are inserted (`create_wallets`), then wallet rows are updated in
 one global order — workspace wallets by id, then the platform's — across *all* the
 transaction's postings, so no two transactions ever wait for each other's rows in opposite
-orders. A posting updates its rows in
+orders. A gateway charge (`charging.DatabaseCharger.settle`) takes its wallet rows in that order
+too (its entries' foreign keys, then its updates), and a deletion locks its workspaces' wallets
+in it before its cascade detaches them (`lock_wallets`). A posting updates its rows in
 that order (`lock_order`); a transaction with two postings makes the second lock only rows that
 sort after the first's (or rows it holds already): a welcome grant (a new workspace wallet, then
 the issuance wallet) is therefore posted after the request's own posting, never before it.
@@ -38,6 +40,7 @@ from apiforge.billing.models import (
     Wallet,
     WelcomeGrant,
 )
+from apiforge.core.db import begin_as_writer
 from apiforge.core.errors import NotFoundError, PaymentRequiredError
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
@@ -174,14 +177,40 @@ async def workspace_wallets(executor: Executor, workspace_id: str) -> dict[str, 
 
 async def hold_workspace(executor: Executor, workspace_id: str) -> str | None:
     """Hold the workspace's row until commit (PostgreSQL's FOR KEY SHARE, the lock its foreign
-    keys take; SQLite has one writer and needs none): the workspace's deletion, which takes
-    that row before its cascade detaches the wallets and withdrawals, waits for this
-    transaction instead of locking them first. Taken before any row of the workspace (module
-    docstring). The id, or None when the workspace is gone."""
+    keys take): the workspace's deletion, which takes that row before its cascade detaches the
+    wallets and withdrawals, waits for this transaction instead of locking them first. Taken
+    before any row of the workspace (module docstring). On SQLite the transaction becomes the
+    writer here (`begin_as_writer`): its driver reads outside a transaction until the first
+    write, so a deletion committing between this read and the wallets' would show the workspace
+    present and its wallets gone (402 where 404 is right). The id, or None when it is gone."""
+    if dialect_name(executor) == "sqlite":
+        connection = executor if isinstance(executor, AsyncConnection) else None
+        await begin_as_writer(connection or await executor.connection())
     return await executor.scalar(
         select(Workspace.id)
         .where(Workspace.id == workspace_id)
         .with_for_update(read=True, key_share=True)
+    )
+
+
+async def lock_wallets(executor: Executor, workspace_ids: Sequence[str]) -> None:
+    """Before an account's deletion cascades to its workspaces (PostgreSQL; SQLite has one
+    writer and needs none): lock their wallets `FOR UPDATE` by id, the order every charge and
+    posting locks wallet rows in. Left to the cascade, which detaches one workspace's wallets
+    after the other's, the deletion of an account owning both sides of a call (an app, and the
+    workspace calling it) could hold the builder's earnings wallet while the call held the
+    caller's balance wallet, each waiting for the other's row (40P01: a 500). Only once the
+    workspaces' rows are held `FOR UPDATE` (by id): no movement holding one (`hold_workspace`)
+    then waits for these wallets, and no wallet of theirs is created meanwhile (its foreign key
+    waits). Deleting one workspace needs none: a charge moves one wallet of a workspace, and
+    other movements hold the workspace's row first."""
+    if not workspace_ids or dialect_name(executor) == "sqlite":
+        return
+    await executor.execute(
+        select(Wallet.id)
+        .where(Wallet.workspace_id.in_(workspace_ids))
+        .order_by(Wallet.id)
+        .with_for_update()
     )
 
 
