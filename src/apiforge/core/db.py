@@ -282,13 +282,24 @@ async def dispose_engine(engine: AsyncEngine, grace: float = DISPOSE_GRACE_SECON
     """Close the engine's connections once those still out (a call finishing) are back, or
     `grace` has passed: `dispose` closes only the pooled ones, and one returned after it goes
     back to the dropped pool, left open there (a socket, aiosqlite's thread) until the collector
-    finds it."""
-    out = getattr(engine.pool, "checkedout", lambda: 0)  # NullPool keeps none
+    finds it. So do those checked out while `dispose` runs (it awaits each close: a background
+    task gets the dropped pool's connection) or after it (from the pool it put in place, which
+    nothing disposes): from now on, every connection given back to either pool is closed."""
+    pool = engine.pool
+    out = getattr(pool, "checkedout", lambda: 0)  # NullPool keeps none
     for _ in range(round(grace / _DISPOSE_POLL_SECONDS)):
         if out() <= 0:
             break
         await asyncio.sleep(_DISPOSE_POLL_SECONDS)
+    # Before `dispose`: the pool it puts in place copies the dropped one's listeners.
+    event.listen(pool, "checkin", _close_returned)
     await engine.dispose()
+
+
+def _close_returned(_dbapi_conn: Any, record: Any) -> None:
+    """A connection given back to a disposed engine's pool is closed, not kept (the record stays
+    pooled: checked out again, it opens a new connection)."""
+    record.invalidate()
 
 
 _AFTER_COMMIT = "apiforge.after_commit"

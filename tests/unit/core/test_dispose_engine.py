@@ -49,3 +49,36 @@ async def test_an_engine_without_a_pool_disposes(tmp_path: Path) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
     await dispose_engine(engine)
+
+
+async def test_a_connection_taken_while_stopping_is_closed_when_returned(tmp_path: Path) -> None:
+    """A background task that checks a connection out while `dispose` runs (it awaits each close)
+    gets one of the dropped pool; one that does after it, of the pool put in place, which nothing
+    disposes. Given back, either is closed, not kept open in a pool nobody closes."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    async with engine.connect() as conn:  # pooled: `dispose` awaits its close
+        await conn.execute(text("SELECT 1"))
+    drivers: list[Any] = []
+
+    async def read() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            drivers.append((await conn.get_raw_connection()).driver_connection)
+
+    async def read_soon() -> None:
+        await asyncio.sleep(0)  # runs while `dispose` closes the pooled connection
+        await read()
+
+    during = asyncio.create_task(read_soon())
+    await dispose_engine(engine)
+    await during
+    await read()  # after the stop
+    assert len(drivers) == 2
+    alive = []
+    for driver in drivers:
+        thread = driver._thread
+        await asyncio.to_thread(thread.join, 5)
+        if thread.is_alive() or driver._connection is not None:
+            alive.append(driver)
+            driver.stop()  # a live thread would keep the test process from exiting
+    assert alive == []
