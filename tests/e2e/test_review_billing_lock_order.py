@@ -83,6 +83,19 @@ def _statuses(responses: list[Response], allowed: set[int]) -> list[int]:
     return [r.status_code for r in responses]
 
 
+async def _pending_withdrawals(
+    app: FastAPI, client: AsyncClient
+) -> tuple[User, User, list[tuple[str, str]]]:
+    """An admin, a builder, and per round a doomed workspace with a requested withdrawal of 4."""
+    admin = await make_admin(app, client)
+    builder = await register(client)
+    rounds = []
+    for workspace_id in await _doomed_workspaces(app, client, admin, builder):
+        made = await _post(client, builder, "/api/v1/withdrawals", {"amount": 4}, workspace_id)
+        rounds.append((workspace_id, data_of(made)["id"]))
+    return admin, builder, rounds
+
+
 async def _doomed_workspaces(
     app: FastAPI, client: AsyncClient, admin: User, builder: User
 ) -> list[str]:
@@ -148,12 +161,7 @@ async def test_rejections_racing_the_deletion_of_the_withdrawal_s_workspace(
     detached the wallets, then the withdrawals: PostgreSQL aborted one of the two (500). Now
     each deletion succeeds, and each rejection either ran first (the RU back in the earnings
     the deletion then detached) or found the workspace gone (400, the RU still in escrow)."""
-    admin = await make_admin(app, client)
-    builder = await register(client)
-    rounds = []
-    for workspace_id in await _doomed_workspaces(app, client, admin, builder):
-        made = await _post(client, builder, "/api/v1/withdrawals", {"amount": 4}, workspace_id)
-        rounds.append((workspace_id, data_of(made)["id"]))
+    admin, builder, rounds = await _pending_withdrawals(app, client)
     jobs: list[Any] = []
     for workspace_id, withdrawal_id in rounds:
         jobs.append(_decide(client, admin, withdrawal_id, "rejected"))
@@ -197,12 +205,7 @@ async def test_withdrawals_requested_and_approved_racing_the_deletion(
     """An approval (escrow → payouts) and a second request (earnings → escrow) while the
     workspace is deleted: never a deadlock, and a request that finds the workspace gone is 404
     (not 402 for an earnings wallet it no longer finds)."""
-    admin = await make_admin(app, client)
-    builder = await register(client)
-    rounds = []
-    for workspace_id in await _doomed_workspaces(app, client, admin, builder):
-        made = await _post(client, builder, "/api/v1/withdrawals", {"amount": 4}, workspace_id)
-        rounds.append((workspace_id, data_of(made)["id"]))
+    admin, builder, rounds = await _pending_withdrawals(app, client)
     jobs: list[Any] = []
     for workspace_id, withdrawal_id in rounds:
         jobs.append(_decide(client, admin, withdrawal_id, "approved"))
