@@ -184,8 +184,8 @@ async def hold_workspace(executor: Executor, workspace_id: str) -> str | None:
     write, so a deletion committing between this read and the wallets' would show the workspace
     present and its wallets gone (402 where 404 is right). The id, or None when it is gone."""
     if dialect_name(executor) == "sqlite":
-        connection = executor if isinstance(executor, AsyncConnection) else None
-        await begin_as_writer(connection or await executor.connection())
+        conn = executor if isinstance(executor, AsyncConnection) else await executor.connection()
+        await begin_as_writer(conn)
     return await executor.scalar(
         select(Workspace.id)
         .where(Workspace.id == workspace_id)

@@ -90,6 +90,11 @@ class BillingService:
             raise InsufficientFundsError()
         return wallet
 
+    async def _hold(self, workspace_id: str) -> None:
+        """`hold_workspace` before a movement of the workspace's wallets; 404 when it is gone."""
+        if await hold_workspace(self.session, workspace_id) is None:
+            raise WorkspaceNotFoundError()
+
     async def _earnings_wallet(self, workspace_id: str) -> str | None:
         """The workspace's earnings wallet, None when it has none yet, never created here: the
         lists of what it earned are reads, and creating wallets would write (and grant the
@@ -236,8 +241,7 @@ class BillingService:
         # row before its wallets, which this posting updates in id order (a redemption within
         # one workspace moves two of its wallets, maybe in the other order than the deletion's).
         for workspace_id in sorted({current.id, target}):
-            if await hold_workspace(self.session, workspace_id) is None:
-                raise WorkspaceNotFoundError()
+            await self._hold(workspace_id)
         source = await self.earnings_wallet(current.id)
         wallets, _, welcome = await create_wallets(
             self.session, target, welcome_credits=self.welcome_credits
@@ -290,8 +294,7 @@ class BillingService:
         """Earned RU set aside in escrow until an admin decides: they can't be redeemed or
         withdrawn again meanwhile (402 when the earnings don't cover the amount)."""
         current.require(Role.ADMIN)
-        if await hold_workspace(self.session, current.id) is None:  # deleted since resolved
-            raise WorkspaceNotFoundError()
+        await self._hold(current.id)  # 404 when deleted since it was resolved
         earnings = await self.earnings_wallet(current.id)
         withdrawal = Withdrawal(
             workspace_id=current.id,
@@ -380,11 +383,7 @@ class BillingService:
             # (locking `issuance` before this posting's rows) and put the RU in a wallet nobody
             # had. None left means the workspace was deleted (its wallets were detached from it),
             # also while this request ran, after the withdrawal was read.
-            earnings = (
-                None
-                if workspace_id is None
-                else (await workspace_wallets(self.session, workspace_id)).get("earnings")
-            )
+            earnings = None if workspace_id is None else await self._earnings_wallet(workspace_id)
             if earnings is None:
                 raise ValidationError(
                     "The workspace of this withdrawal was deleted; it can only be approved",
