@@ -197,35 +197,66 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _document_problem(value: Any, limit: int) -> str | None:
+# Inside object and array values a double from 2**53 on (every one is whole) is stored as the
+# integer it equals, up to 64 bits: PostgreSQL's JSONB gives back those its JSON text writes with
+# an exponent (1e16 on) as integers, SQLite's JSON as doubles. -0.0 is stored as 0.0 (JSONB has
+# no negative zero). So a document reads back the same on every backend.
+_WHOLE_FROM: Final = float(2**53)
+
+
+def _document_problem(value: Any, limit: int) -> tuple[str | None, bool]:
     """Why an object/array value cannot be stored: nested deeper than `limit`, or anywhere
     inside a string or key `_text_problem` refuses, NaN or an infinity (the request parser
-    accepts them, no JSON column does) or an integer beyond 64 bits. Iterative: no recursion to
-    exhaust."""
+    accepts them, no JSON column does) or an integer beyond 64 bits. Also whether a double in it
+    needs `_stored_document`. Iterative: no recursion to exhaust."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    odd = False
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return f"nests deeper than {limit} levels"
+            return f"nests deeper than {limit} levels", odd
         if isinstance(item, str):
             problem = _text_problem(item)
             if problem:
-                return problem
+                return problem, odd
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return "cannot hold NaN or an infinite number"
+                return "cannot hold NaN or an infinite number", odd
+            if item == 0.0 or not -_WHOLE_FROM < item < _WHOLE_FROM:
+                odd = odd or _stored_number(item) is not item
         elif isinstance(item, int):
             if not INT_MIN <= item <= INT_MAX:
-                return "holds an integer beyond 64 bits"
+                return "holds an integer beyond 64 bits", odd
         elif isinstance(item, dict):
             for key in item:
                 problem = _text_problem(key) if isinstance(key, str) else None
                 if problem:
-                    return problem
+                    return problem, odd
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-    return None
+    return None, odd
+
+
+def _stored_number(value: float) -> float | int:
+    """A double inside a document as every backend gives it back (see `_WHOLE_FROM`)."""
+    if value == 0.0:
+        return 0.0 if math.copysign(1.0, value) < 0 else value
+    if -_WHOLE_FROM < value < _WHOLE_FROM or not INT_MIN <= value < 2.0**63:
+        return value
+    return int(value)
+
+
+def _stored_document(value: Any) -> Any:
+    """A copy of a checked document with its doubles as `_stored_number` has them (the caller's
+    value may be shared: a step's constant, a request's arguments). Its depth is bounded."""
+    if isinstance(value, dict):
+        return {key: _stored_document(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_stored_document(item) for item in value]
+    if isinstance(value, float):
+        return _stored_number(value)
+    return value
 
 
 def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
@@ -264,8 +295,10 @@ def coerce_value(f: FieldSchema, value: Any) -> tuple[Any, str | None]:
     expected = dict if kind == "object" else list
     if not isinstance(value, expected):
         return None, f"must be an {kind}" if kind == "object" else "must be an array"
-    problem = _document_problem(value, MAX_NESTING)
-    return (None, problem) if problem else (value, None)
+    problem, odd = _document_problem(value, MAX_NESTING)
+    if problem:
+        return None, problem
+    return (_stored_document(value) if odd else value), None
 
 
 def validate_record(
