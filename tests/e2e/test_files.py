@@ -20,6 +20,7 @@ from apiforge.files.models import File
 from apiforge.files.storage import FileStorage, StagedFile
 from apiforge.idempotency import spool
 from apiforge.plans.meter import quota_meter
+from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
 from tests.e2e._keys import create_key
 from tests.e2e._plans import on_plan
@@ -425,8 +426,12 @@ async def _uploads_usage(client: AsyncClient, user: User) -> dict[str, Any]:
 
 
 async def test_uploads_quota_refuses_notes_the_hit_and_deleting_gives_nothing_back(
-    app: FastAPI, client: AsyncClient, settings: Settings
+    app: FastAPI, client: AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The quota-hit log's clock stands still: its rows fold refusals per UTC minute, and a
+    # minute ending between the two refusals below would leave two rows of one each.
+    noted = utcnow().replace(second=30, microsecond=0)
+    monkeypatch.setattr("apiforge.plans.hits.utcnow", lambda: noted)
     user = await register(client)
     admin = await _on_plan(app, client, user.workspace_id, uploadsPerMonth=3)
     first = data_of(await _upload(client, user, "a.txt", b"a"))

@@ -172,12 +172,15 @@ async def test_a_sweep_skips_rows_another_process_holds(app: FastAPI) -> None:
 
 
 class _Clock:
-    """Stands in for the `time` module of the traffic store: a wall clock the test moves."""
+    """Stands in for the `time` module of the traffic store: a clock the test moves."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0
 
     def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
 

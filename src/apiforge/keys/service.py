@@ -520,9 +520,11 @@ def forget_key_after_commit(
 
 
 def _aware(value: datetime) -> datetime:
-    """Inputs without a zone are UTC (spec 003 times are UTC); one that UTC puts past year 1 or
-    9999 is a 400 naming `expiresTime`."""
+    """Inputs without a zone are UTC (spec 003 times are UTC), in whole seconds: the key then
+    expires at the second its `expiresTime` shows, not up to a second after it. One that UTC
+    puts past year 1 or 9999 is a 400 naming `expiresTime`."""
     try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware.replace(microsecond=0)
     except OverflowError:
         raise _field_error("expiresTime", "must be a time between years 1 and 9999") from None

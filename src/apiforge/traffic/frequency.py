@@ -4,10 +4,12 @@ workspace's plan).
 The window slides the way `limits`' sliding-window counter does: the previous fixed window's
 count, weighted by how much of it still overlaps the last `window` seconds, plus the current
 window's count. Constant memory and time per counter whatever the limit (a moving window keeps
-one timestamp per call: 100,000 entries for a busy plan), at the price of a small overshoot
-right after a window boundary (a limit of 50 may let 51 or 52 through when the previous window
-was full). The same arithmetic runs in process (`MemoryTraffic`) and in Redis's Lua
-(`RedisTraffic`, `store.py`).
+one timestamp per call: 100,000 entries for a busy plan), at the price of taking the previous
+window's calls as spread evenly: a burst at its very end is counted as leaving the sliding
+window steadily through the next one, though all of it is still inside, so a 60 s span across
+a boundary may hold up to nearly twice the limit (docs/traffic.md); within one fixed window the
+limit is exact. The same arithmetic runs in
+process (`MemoryTraffic`) and in Redis's Lua (`RedisTraffic`, `store.py`).
 """
 
 import math

@@ -38,7 +38,8 @@ class TrafficStore(Protocol):
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
     ) -> Refusal | None:
         """Count the call in every rate and take a place in every slot, or do neither and say
-        which limit refused it."""
+        which limit refused it: of several full rates, the one with the longest wait, so a
+        client retrying after it finds room in all of them (none fills up while no call comes)."""
         ...
 
     async def release(self, slots: Sequence[Slot], member: str) -> None: ...
@@ -63,10 +64,14 @@ class MemoryTraffic:
     async def admit(
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
     ) -> Refusal | None:
-        now_ms = time.time() * 1000
+        # The monotonic clock: these windows are this process's alone, so they need no common
+        # epoch, and a wall clock set back (an NTP step) would leave every counter in a window
+        # "from the future" that never turns, refusing calls for as long as the step.
+        now_ms = time.monotonic() * 1000
         windows = self.windows
         counters = []
         fresh: list[tuple[str, list[int]]] = []  # stored only if the call is admitted
+        refusal: Refusal | None = None
         for rate in rates:
             window_ms = rate.window * 1000
             number = int(now_ms // window_ms)
@@ -83,8 +88,11 @@ class MemoryTraffic:
             previous, current = counter[1], counter[2]
             if weighted_count(previous, current, elapsed, window_ms) + 1 > rate.limit:
                 wait = wait_ms(rate.limit, previous, current, elapsed, window_ms)
-                return Refusal("frequency", rate.scope, rate.limit, wait, rate)
+                if refusal is None or wait > refusal.retry_after_ms:
+                    refusal = Refusal("frequency", rate.scope, rate.limit, wait, rate)
             counters.append(counter)
+        if refusal is not None:
+            return refusal
         active = self.active
         for slot in slots:
             if active.get(slot.key, 0) >= slot.limit:
@@ -127,8 +135,9 @@ class MemoryTraffic:
 # KEYS: sorted sets with a lease to drop first (releases riding along), one hash per rate, one
 # sorted set per slot. ARGV: number of releases, number of rates, lease ms, member, the released
 # members, (limit, window ms) per rate, limit per slot. Redis's own clock times everything, so
-# processes with skewed clocks agree. Returns {0} when admitted, {1, rate index, wait ms} or
-# {2, slot index} when refused (nothing counted then; the releases are done either way).
+# processes with skewed clocks agree. Returns {0} when admitted, {1, rate index, wait ms} (the
+# full rate with the longest wait) or {2, slot index} when refused (nothing counted then; the
+# releases are done either way).
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -141,6 +150,7 @@ for r = 1, nrel do
 end
 local a = 4 + nrel
 local fields = {}
+local refused, longest = 0, -1
 for i = 1, nrates do
   local key = KEYS[nrel + i]
   local limit = tonumber(ARGV[a + 2 * i - 1])
@@ -160,9 +170,14 @@ for i = 1, nrates do
     else
       wait = window - elapsed
     end
-    return {1, i, math.ceil(wait)}
+    if wait > longest then
+      refused, longest = i, wait
+    end
   end
   fields[i] = {number, window}
+end
+if refused > 0 then
+  return {1, refused, math.ceil(longest)}
 end
 local b = a + 2 * nrates
 local first = nrel + nrates
