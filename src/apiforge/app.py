@@ -84,7 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism
     )
     app = build_api()
-    engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        timeout=settings.db_timeout_seconds,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)

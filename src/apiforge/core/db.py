@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import JSON, URL, ColumnElement, DateTime, MetaData, String, event, make_url, update
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -24,6 +25,7 @@ from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.sql.elements import Null
 from sqlalchemy.types import TypeDecorator
 
+from apiforge.core.errors import DatabaseUnavailableError
 from apiforge.tools.clock import utcnow
 from apiforge.tools.filters import (
     PG_FOLD_ATTRIBUTE,
@@ -244,12 +246,18 @@ def read_jsonb(text: str) -> Any:
     return value
 
 
-def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool: bool = True, pool_size: int = 0, timeout: float | None = None
+) -> AsyncEngine:
     """Create the engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
 
     `pool_size` (0: the backend's default) bounds the connections a process holds. On SQLite
     each one is a thread of aiosqlite's, and one writer works at a time anyway, so few go a long
-    way (more of them only add thread switches under load)."""
+    way (more of them only add thread switches under load).
+
+    `timeout` (PostgreSQL; the server's engine, not the CLI's migrations) bounds a connect and
+    each statement's answer: a server that stops answering (a stalled network, a failover in
+    progress) fails the request with a 503 (`_timed_out`) instead of holding it forever."""
     kwargs: dict[str, Any] = {}
     sqlite = url.startswith("sqlite")
     if not pool:
@@ -259,9 +267,13 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
         kwargs.update(pool_size=size, max_overflow=size, pool_reset_on_return=None)
     else:
         size = pool_size or 10
-        kwargs.update(pool_size=size, max_overflow=2 * size, pool_pre_ping=True)
+        # No `pool_pre_ping`: it costs a round trip on every checkout (most priced gateway
+        # calls check one out); `_drop_closed` does its work for free.
+        kwargs.update(pool_size=size, max_overflow=2 * size)
     if not sqlite:
         kwargs["json_deserializer"] = read_jsonb
+        if timeout is not None:
+            kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
     engine = create_async_engine(url, **kwargs)
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -270,7 +282,54 @@ def make_engine(url: str, *, pool: bool = True, pool_size: int = 0) -> AsyncEngi
     elif engine.dialect.name == "postgresql":
         pick = _postgresql_fold_collation(engine.dialect)
         event.listen(engine.sync_engine, "first_connect", pick)
+        if pool:
+            event.listen(engine.sync_engine.pool, "checkout", _drop_closed)
+        event.listen(engine.sync_engine, "handle_error", _timed_out)
+        event.listen(engine.sync_engine, "do_connect", _connect)
     return engine
+
+
+def _drop_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled PostgreSQL connection the server has closed (a terminated backend, a
+    restart, an idle timeout) before it is handed out. asyncpg notices the close when it comes,
+    off any request, so this costs no round trip where a pre-ping costs one per checkout. A
+    connection lost without the server closing it (its host gone) fails its next statement
+    instead: that request answers 503 (`connection_lost`), and SQLAlchemy replaces every
+    connection pooled before it."""
+    if dbapi_conn.driver_connection.is_closed():
+        raise DisconnectionError("the server closed the connection")
+
+
+def _timed_out(context: ExceptionContext) -> BaseException | None:
+    """asyncpg's timeout (a connect or a statement past `make_engine`'s `timeout`), which
+    SQLAlchemy neither wraps nor takes for a disconnect: the connection is dropped (a late
+    answer could still come on it; the pool's other connections are left alone, a statement
+    may only have waited for a lock), and the request answers 503."""
+    if isinstance(context.original_exception, TimeoutError):
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+        return DatabaseUnavailableError()
+    return None
+
+
+def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """A connect past the timeout is a 503 too: asyncpg's timeout would reach the edge as it is
+    (SQLAlchemy passes a connect's errors on untouched unless they are the driver's)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except TimeoutError as exc:
+        raise DatabaseUnavailableError() from exc
+
+
+def connection_lost(exc: BaseException) -> DatabaseUnavailableError | None:
+    """The 503 for an error raised because the database connection went away under a statement
+    or a commit (SQLAlchemy has already invalidated it and the pool's older connections, so the
+    next checkout connects anew); None for any other error. The server rolls back what the
+    connection held, unless it was lost during the commit itself (which may have gone through,
+    as any commit whose answer never came)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return DatabaseUnavailableError()
+    return None
 
 
 # How long a stopping process waits for connections still out (a call finishing) to come back.

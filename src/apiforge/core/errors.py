@@ -106,3 +106,14 @@ class UnavailableError(ApiforgeError):
     status = 503
     reason = "unavailable"
     message = "Service unavailable"
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """503 for a request whose database connection was lost midway (a failover, a terminated
+    backend, a restart) or whose database stopped answering; the next request connects anew."""
+
+    reason = "database_unavailable"
+    message = "The database cannot be reached right now; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})

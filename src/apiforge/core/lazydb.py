@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from apiforge.core.db import sqlite_file, sqlite_functions
+from apiforge.core.errors import DatabaseUnavailableError
 
 Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
 T = TypeVar("T")
@@ -260,4 +261,13 @@ async def driver_rows(
     driver: Any = raw.driver_connection
     if connection.dialect.name == "sqlite":
         return [list(await driver.execute_fetchall(sql, params)) for sql, params in statements]
-    return [list(await driver.fetch(sql, *params)) for sql, params in statements]
+    try:
+        return [list(await driver.fetch(sql, *params)) for sql, params in statements]
+    except Exception as exc:
+        if not (driver.is_closed() or isinstance(exc, TimeoutError)):
+            raise
+        # Lost or not answering under the read: asyncpg's own error, which SQLAlchemy never
+        # saw. Dropped from the pool, and a 503, as SQLAlchemy's statements get (`core.db`
+        # `connection_lost`, `_timed_out`).
+        await connection.invalidate(exc)
+        raise DatabaseUnavailableError() from exc

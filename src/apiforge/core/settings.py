@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".apiforge")
     database_url: str = ""  # empty: an SQLite file in data_dir
     db_pool_size: int = Field(default=0, ge=0, le=1000)  # 0: 4 on SQLite, 10 on PostgreSQL
+    # PostgreSQL: the longest a connect or one statement waits for the server (then 503).
+    db_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     redis_url: str | None = None
     redis_prefix: str = "apiforge:"
     secret_key: str | None = None  # empty: generated once into data_dir/secret.key

@@ -28,7 +28,8 @@ ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
 SERVER_ERRORS = (
     "`internal_error` (500), an `httpRequest` step's upstream failing (502 `upstream_*`, 504 "
     "`upstream_timeout`), or a store the check needs being unreachable (503: "
-    "`limits_unavailable`, `nonce_store_unavailable`)"
+    "`limits_unavailable`, `nonce_store_unavailable`; `database_unavailable` when the "
+    "database connection was lost midway or the database stopped answering)"
 )
 
 

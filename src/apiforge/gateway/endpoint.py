@@ -19,6 +19,7 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from apiforge.core.db import connection_lost
 from apiforge.core.errors import ApiforgeError, PayloadTooLargeError
 from apiforge.core.lazydb import LazyConnection
 from apiforge.gateway.context import CANCELLED, GatewayContext
@@ -32,6 +33,7 @@ from apiforge.http.middleware import (
     repeated_header_refused,
     request_id_of,
     requested_method,
+    unhandled_response,
 )
 from apiforge.tools.netpolicy import proxy_policy
 
@@ -89,11 +91,10 @@ class GatewayEndpoint:
             if not answered:
                 status = CANCELLED
             raise
-        except Exception:
+        except Exception as exc:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
-                log.exception("unhandled_error", path=scope["path"])
+                response = unhandled_response(exc, scope["path"])
             if not answered:
-                response = error_response(500, "internal_error", "Internal server error")
                 await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -190,20 +191,30 @@ class GatewayEndpoint:
                 headers=ctx.response_headers,
             )
         except ApiforgeError as exc:
-            ctx.status, ctx.reason = exc.status, exc.reason
-            headers = {**ctx.response_headers, **exc.headers}
-            response = error_response(exc.status, exc.reason, exc.message, exc.details, headers)
+            response = _refused(ctx, exc)
         except asyncio.CancelledError:
             ctx.status, ctx.reason = CANCELLED, "client_closed_request"
             raise
-        except Exception:
-            ctx.status, ctx.reason = 500, "internal_error"
-            raise
+        except Exception as exc:
+            # A lost database connection is the client's to retry (503), as on the management
+            # API (`unhandled_response`); the pool connects anew for the next call.
+            lost = connection_lost(exc)
+            if lost is None:
+                ctx.status, ctx.reason = 500, "internal_error"
+                raise
+            log.warning("database_connection_lost", path=ctx.path, error=repr(exc)[:300])
+            response = _refused(ctx, lost)
         finally:
             ctx.connection = None
             for after in self.after:
                 await after.after(ctx)
         return response
+
+
+def _refused(ctx: GatewayContext, exc: ApiforgeError) -> Response:
+    ctx.status, ctx.reason = exc.status, exc.reason
+    headers = {**ctx.response_headers, **exc.headers}
+    return error_response(exc.status, exc.reason, exc.message, exc.details, headers)
 
 
 _PREFLIGHT_HEADERS = {

@@ -13,6 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from apiforge.core.db import connection_lost
 from apiforge.core.errors import PayloadTooLargeError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
@@ -385,8 +386,21 @@ def _route_template(scope: Scope) -> str:
     return str(path or "unmatched")
 
 
+def unhandled_response(exc: Exception, path: str | None) -> Response:
+    """The answer to an exception no handler took, logged: a lost database connection is a 503
+    the client may retry (logged as a warning, without the traceback); anything else an opaque
+    500."""
+    lost = connection_lost(exc)
+    if lost is not None:
+        log.warning("database_connection_lost", path=path, error=repr(exc)[:300])
+        return error_response(lost.status, lost.reason, lost.message, headers=lost.headers)
+    log.exception("unhandled_error", path=path)
+    return error_response(500, "internal_error", "Internal server error")
+
+
 class ErrorMiddleware:
-    """Last line of defence: any unhandled exception becomes a logged, opaque 500 envelope."""
+    """Last line of defence: any unhandled exception becomes a logged, opaque 500 envelope (a
+    503 when the database connection was lost: `unhandled_response`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -405,8 +419,7 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unhandled_error", path=scope.get("path"))
+        except Exception as exc:
+            response = unhandled_response(exc, scope.get("path"))
             if not started:
-                response = error_response(500, "internal_error", "Internal server error")
                 await response(scope, receive, send)
