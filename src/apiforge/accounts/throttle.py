@@ -76,14 +76,24 @@ class LoginThrottle:
         raise error
 
     async def _reserve(self, email: str, ip: str) -> tuple[str, int] | None:
+        keys = self._keys(email, ip)
+        # An address out of places is refused before any email's window is touched: a window,
+        # even one given back, stays in the storage until it expires (in process: a list and a
+        # lock until the storage's expiry pass reaches it), and emails cost a client nothing to
+        # vary: a flood of cheap 429s, each with a new one, outgrew what that pass empties.
+        ip_stats = await self.limiter.get_window_stats(self.item, *keys[1])
+        if ip_stats.remaining <= 0:
+            email_stats = await self.limiter.get_window_stats(self.item, *keys[0])
+            if email_stats.remaining <= 0:  # named first, as when the email's hit refuses it
+                return "email", _retry(email_stats.reset_time)
+            return "ip", _retry(ip_stats.reset_time)
         taken: list[Key] = []
-        for key in self._keys(email, ip):
+        for key in keys:
             if not await self.limiter.hit(self.item, *key):
                 for held in taken:  # all or nothing: a refused attempt counts nowhere
                     await self._give_back(held)
                 stats = await self.limiter.get_window_stats(self.item, *key)
-                retry = max(1, int(stats.reset_time - time.time()) + 1)
-                return key[0].removeprefix("login-"), retry
+                return key[0].removeprefix("login-"), _retry(stats.reset_time)
             taken.append(key)
         return None
 
@@ -114,6 +124,11 @@ class LoginThrottle:
             return await operation()
         control = self.control
         return await control.guarded("login", control.frequency_mode, operation, fallback)
+
+
+def _retry(reset_time: float) -> int:
+    """`Retry-After` seconds until a window has room again."""
+    return max(1, int(reset_time - time.time()) + 1)
 
 
 def _window_clearer(

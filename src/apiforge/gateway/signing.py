@@ -9,12 +9,16 @@ claimed only after the signature checked out, so anonymous traffic can never fil
 or burn a client's nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an
 in-memory TTL set, saved to the data dir at a graceful shutdown and read back at the next start
 (`NONCE_FILE`). After a stop that saved nothing, calls timestamped at or before the second the
-process started are refused: a previous process may have accepted them (docs/signing.md).
+process started are refused: a previous process may have accepted them (docs/signing.md). That
+set holds at most `MAX_NONCES`, `MAX_NONCES_PER_KEY` of one key: a nonce is claimed before any
+limit of traffic control (or a 404 for an unknown app) could shed the call, so without a cap one
+key signing as fast as the server answers would grow it for as long as a nonce lives.
 """
 
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import time
@@ -29,10 +33,11 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from apiforge.core.errors import AuthenticationError, UnavailableError
+from apiforge.core.errors import AuthenticationError, RateLimitedError, UnavailableError
 from apiforge.gateway.context import Caller, GatewayContext
 from apiforge.gateway.keys import SIGNING_KINDS, key_caller, key_lookup
 from apiforge.gateway.stage import GatewayState
+from apiforge.http.metrics import LIMIT_REJECTIONS
 from apiforge.keys.policy import KeyRecord
 from apiforge.tools.clock import CLOCK_SKEW_SECONDS
 
@@ -43,6 +48,10 @@ SKEW_SECONDS = 300
 # several nodes, as much again as their clocks may differ (a node behind the one that first
 # accepted the nonce still accepts its timestamp later, in real time).
 NONCE_TTL_SECONDS = 2 * SKEW_SECONDS + 2 + CLOCK_SKEW_SECONDS
+# One process's live nonces (~250 bytes each): about 1,500 signed calls a second sustained, 375 of
+# one key. A new nonce beyond either is refused, never an old one forgotten (a replay).
+MAX_NONCES = 1_000_000
+MAX_NONCES_PER_KEY = MAX_NONCES // 4
 # Whole-value matches (`fullmatch`): `$` alone would also accept a value ending in a newline.
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
@@ -130,8 +139,9 @@ class NonceStore(Protocol):
     not_before: int
 
     async def claim(self, key: str, ttl_seconds: int) -> bool:
-        """True the first time `key` is claimed within `ttl_seconds`, False after that.
-        Raises `UnavailableError` when the store cannot answer (callers fail closed)."""
+        """True the first time `key` (`<key id>:<nonce>`) is claimed within `ttl_seconds`, False
+        after that. Raises `UnavailableError` when the store cannot answer (callers fail closed),
+        `RateLimitedError` when the key holds as many live nonces as a process keeps of one."""
         ...
 
 
@@ -143,29 +153,72 @@ class MemoryNonceStore:
     once; rather than a write per call, `save` keeps them in a file at a graceful shutdown and
     `restore` reads them back. Without that file (a first start, a killed process) `restore`
     sets `not_before` to the start: every call a previous process accepted carries an earlier
-    timestamp (given clocks that agree), and after 300 s the skew check refuses those anyway."""
+    timestamp (given clocks that agree), and after 300 s the skew check refuses those anyway.
+
+    Full (`capacity` in all, `per_key` of one key), it refuses new nonces until old ones
+    expire: forgetting a live one early would let its call be replayed."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        *,
+        capacity: int = MAX_NONCES,
+        per_key: int = MAX_NONCES_PER_KEY,
     ) -> None:
         self.clock = clock
         self.wall = wall
+        self.capacity = capacity
+        self.per_key = per_key
         self.not_before = 0
         self._expiry: dict[str, float] = {}
         self._order: deque[tuple[float, str]] = deque()
+        self._held: dict[str, int] = {}  # key id -> its live nonces
 
     async def claim(self, key: str, ttl_seconds: int) -> bool:
         now = self.clock()
-        while self._order and self._order[0][0] <= now:
-            expires, old = self._order.popleft()
-            if self._expiry.get(old) == expires:
-                del self._expiry[old]
-        if key in self._expiry:
+        order, expiry = self._order, self._expiry
+        while order and order[0][0] <= now:
+            expires, old = order.popleft()
+            if expiry.get(old) == expires:
+                del expiry[old]
+                self._release(old)
+        if key in expiry:
             return False
-        expires = now + ttl_seconds
+        owner = _owner(key)
+        if len(expiry) >= self.capacity:
+            LIMIT_REJECTIONS.labels("signing_nonces", "process").inc()
+            raise UnavailableError(
+                "Too many signed calls to check right now; retry later",
+                reason="nonce_store_full",
+                headers={"Retry-After": str(self._retry_after(now))},
+            )
+        if self._held.get(owner, 0) >= self.per_key:
+            LIMIT_REJECTIONS.labels("signing_nonces", "key").inc()
+            raise RateLimitedError(
+                "This key signed too many calls within a nonce's lifetime; retry later",
+                retry_after=self._retry_after(now),
+                reason="too_many_nonces",
+            )
+        self._add(key, owner, now + ttl_seconds)
+        return True
+
+    def _add(self, key: str, owner: str, expires: float) -> None:
         self._expiry[key] = expires
         self._order.append((expires, key))
-        return True
+        self._held[owner] = self._held.get(owner, 0) + 1
+
+    def _release(self, key: str) -> None:
+        owner = _owner(key)
+        left = self._held[owner] - 1
+        if left:
+            self._held[owner] = left
+        else:
+            del self._held[owner]
+
+    def _retry_after(self, now: float) -> int:
+        """Seconds until the oldest nonce expires: no room frees before."""
+        return max(1, math.ceil(self._order[0][0] - now)) if self._order else 1
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -209,8 +262,12 @@ class MemoryNonceStore:
         for key, expires in sorted(entries, key=lambda entry: entry[1]):
             left = min(expires - started, NONCE_TTL_SECONDS)
             if left > 0 and key not in self._expiry:
-                self._expiry[key] = now + left
-                self._order.append((now + left, key))
+                self._add(key, _owner(key), now + left)
+
+
+def _owner(key: str) -> str:
+    """The key id of a claim (`<key id>:<nonce>`; a nonce has no colon)."""
+    return key.rpartition(":")[0]
 
 
 def _saved_nonces(text: str) -> list[tuple[str, float]]:
