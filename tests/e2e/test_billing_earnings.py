@@ -19,14 +19,20 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"welcome_credits": 0})
 
 
-async def test_earnings_redemptions_and_withdrawals(app: FastAPI, client: AsyncClient) -> None:
+async def test_earnings_redemptions_and_withdrawals(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The calls' ledger entries are stamped when the call started (its request-log row): at
+    # noon of today here, so a UTC midnight during the test cannot split them or move the day.
+    noon = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr("apiforge.gateway.stages.log.utcnow", lambda: noon)
     m = await market(app, client)
     await top_up(client, m.admin, m.consumer.workspace_id, 3 * PRICE)
     assert [await invoke(client, m) for _ in range(3)] == [200] * 3
     profit = PRICE - COST
 
     report = data_of(await client.get("/api/v1/earnings", headers=m.builder.headers))
-    today = utcnow().strftime("%Y-%m-%d")
+    today = noon.strftime("%Y-%m-%d")
     assert report == {
         "total": 3 * profit,
         "totalCount": 1,

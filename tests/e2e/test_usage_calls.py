@@ -43,17 +43,24 @@ async def _chart(client: AsyncClient, headers: dict[str, str], **query: Any) -> 
     return chart
 
 
-def _days(count: int) -> tuple[str, str, list[str]]:
-    """`from`, `to` and the axis of the last `count` UTC days, today included."""
-    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+def _days(count: int, now: datetime) -> tuple[str, str, list[str]]:
+    """`from`, `to` and the axis of the last `count` UTC days to `now`'s, included."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=count - 1)
     axis = [(start + timedelta(days=n)).strftime("%Y-%m-%d") for n in range(count)]
     return start.isoformat(), (today + timedelta(days=1)).isoformat(), axis
 
 
 @pytest.fixture
-async def traffic(app: FastAPI, client: AsyncClient) -> dict[str, Any]:
-    """A consumer called the builder's Vault: ping x3, pong x1, one ping refused (no text)."""
+async def traffic(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A consumer called the builder's Vault: ping x3, pong x1, one ping refused (no text).
+    The clock is frozen at noon today where the calls are stamped and where charts end, so a
+    UTC midnight during the test cannot move them to another day than the test expects."""
+    now = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    for module in ("apiforge.gateway.stages.log", "apiforge.usage.charts"):
+        monkeypatch.setattr(f"{module}.utcnow", lambda: now)
     builder, consumer = await register(client), await register(client)
     app_id = await _vault(client, builder)
     _, secret = await app_key(client, consumer, app_id)
@@ -62,14 +69,14 @@ async def traffic(app: FastAPI, client: AsyncClient) -> dict[str, Any]:
     assert (await call(client, secret, app_id, "pong")).status_code == 200
     assert (await call(client, secret, app_id, "ping")).status_code == 400
     await request_log_buffer(app.state.gateway_state).flush()
-    return {"builder": builder, "consumer": consumer, "app_id": app_id}
+    return {"builder": builder, "consumer": consumer, "app_id": app_id, "now": now}
 
 
 async def test_calls_per_day_per_app_are_zero_filled(
     client: AsyncClient, traffic: dict[str, Any]
 ) -> None:
     consumer, app_id = traffic["consumer"], traffic["app_id"]
-    since, until, axis = _days(3)
+    since, until, axis = _days(3, traffic["now"])
     chart = await _chart(client, consumer.headers, **{"from": since, "to": until})
     assert chart == {
         "xAxis": axis,
@@ -90,7 +97,7 @@ async def test_calls_per_day_per_app_are_zero_filled(
 
 async def test_calls_per_api_and_their_shares(client: AsyncClient, traffic: dict[str, Any]) -> None:
     consumer, app_id = traffic["consumer"], traffic["app_id"]
-    since, _, _ = _days(1)
+    since, _, _ = _days(1, traffic["now"])
     per_api = await _chart(client, consumer.headers, **{"from": since, "groupBy": "api"})
     assert per_api["series"] == [
         {"id": f"{app_id}/ping", "name": "Vault/ping", "data": [4]},

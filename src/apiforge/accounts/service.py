@@ -68,6 +68,12 @@ def _session_ended() -> AuthenticationError:
     return AuthenticationError("Session ended; sign in again", reason="session_revoked")
 
 
+def _session_expired() -> AuthenticationError:
+    return AuthenticationError(
+        "Session reached its maximum lifetime; sign in again", reason="session_expired"
+    )
+
+
 def _changed_meanwhile() -> ConflictError:
     return ConflictError(
         "The password was changed by another request meanwhile",
@@ -323,9 +329,7 @@ class AccountService:
             raise _session_ended()
         now = utcnow()
         if self._session_end(login) <= now:
-            raise AuthenticationError(
-                "Session reached its maximum lifetime; sign in again", reason="session_expired"
-            )
+            raise _session_expired()
         if refresh.expires_at <= now:
             raise AuthenticationError("Refresh token expired", reason="refresh_token_expired")
         if refresh.used_at is not None:  # spent by a request that had finished: a replay
@@ -411,23 +415,29 @@ class AccountService:
         return session_end(self.settings, login.created_at)
 
     async def _issue(self, account: Account, login: LoginSession) -> TokenPair:
-        """A new pair in the session; neither token outlives the session's maximum lifetime."""
+        """A new pair in the session; neither token outlives the session's maximum lifetime (none
+        once it is over), and both end in whole seconds, as their ends are shown: a refresh token
+        never works past its `expiresTime`, an access token (whose `exp` is whole seconds) never
+        past the session's end."""
         now = utcnow()
-        end = self._session_end(login)
+        end = self._session_end(login)  # whole seconds
+        if end <= now:
+            raise _session_expired()
         secret = "rt_" + random_secret(32)
+        refresh_end = now + timedelta(seconds=self.settings.refresh_token_ttl)
         self.session.add(
             RefreshToken(
                 session_id=login.id,
                 token_hash=sha256_hex(secret),
-                expires_at=min(now + timedelta(seconds=self.settings.refresh_token_ttl), end),
+                expires_at=min(refresh_end.replace(microsecond=0), end),
             )
         )
         await self.session.flush()
-        ttl = min(self.settings.access_token_ttl, max(1, int((end - now).total_seconds())))
+        access_end = min(now + timedelta(seconds=self.settings.access_token_ttl), end)
         return TokenPair(
-            access_token=issue_access_token(self.settings, account.id, login.id, ttl),
+            access_token=issue_access_token(self.settings, account.id, login.id, access_end),
             refresh_token=secret,
-            expires_in=ttl,
+            expires_in=int((access_end - now).total_seconds()),
             account_id=account.id,
             workspace_id=await personal_workspace_id(self.session, account.id) or "",
         )

@@ -24,8 +24,9 @@ SORTS: dict[str, ColumnElement[Any]] = {
 
 def session_end(settings: Settings, created_at: datetime) -> datetime:
     """When a session signed in at `created_at` ends, however often it is refreshed: a stolen
-    refresh token kept fresh must not last for ever (`APIFORGE_SESSION_MAX_DAYS`)."""
-    return created_at + timedelta(days=settings.session_max_days)
+    refresh token kept fresh must not last for ever (`APIFORGE_SESSION_MAX_DAYS`). In whole
+    seconds, as it is shown (`expiresTime`): nothing of the session works past the time shown."""
+    return (created_at + timedelta(days=settings.session_max_days)).replace(microsecond=0)
 
 
 def _live(settings: Settings, now: datetime) -> list[ColumnElement[bool]]:

@@ -1,6 +1,6 @@
 """Console access tokens: short-lived HS256 JWTs naming the account and its login session."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -14,10 +14,11 @@ AUDIENCE = "apiforge-console"
 
 
 def issue_access_token(
-    settings: Settings, account_id: str, session_id: str, ttl: int | None = None
+    settings: Settings, account_id: str, session_id: str, expires: datetime | None = None
 ) -> str:
-    """`ttl` (seconds, default `APIFORGE_ACCESS_TOKEN_TTL`): shorter when the session ends
-    sooner, so a token never outlives its session's maximum lifetime."""
+    """Valid until `expires` (default: `APIFORGE_ACCESS_TOKEN_TTL` from now); the caller passes
+    the session's end when that comes sooner, so a token never outlives its session's maximum
+    lifetime (`exp` is whole seconds, rounded down)."""
     now = utcnow()
     claims = {
         "iss": ISSUER,
@@ -25,7 +26,7 @@ def issue_access_token(
         "sub": account_id,
         "sid": session_id,
         "iat": now,
-        "exp": now + timedelta(seconds=settings.access_token_ttl if ttl is None else ttl),
+        "exp": now + timedelta(seconds=settings.access_token_ttl) if expires is None else expires,
     }
     return jwt.encode(claims, settings.signing_key, algorithm="HS256")
 

@@ -8,6 +8,10 @@ an entry answers until `ttl`; from half of it on, the first call that finds it s
 in the background, on a connection of its own, and goes on with the entry it has. Under steady
 traffic no call waits for a read; only a missing or expired entry is read inline, on the call's
 own connection, so that read sees what the call itself sees.
+
+A cache of answers anyone can ask for (keys by secret) keeps its `None` answers apart, in a
+smaller map of their own (`misses`): a flood of made-up keys then pushes out only other made-up
+keys, never the real ones calls need, and a hit still costs one dict lookup.
 """
 
 import asyncio
@@ -28,10 +32,22 @@ Load = Callable[[AsyncConnection, K], Awaitable[V]]
 
 class RefreshingCache(Generic[K, V]):
     """A bounded map `key -> (read at, value)`; `None` and other falsy values are answers too.
-    `forget` drops an entry (a change made through this process applies at once) and discards
-    any read of it still in flight, which may predate the change."""
+    With `misses` > 0, `None` answers go to a map of their own of that size, so they never
+    evict others. `forget` drops an entry (a change made through this process applies at once)
+    and discards any read of it still in flight, which may predate the change."""
 
-    __slots__ = ("_entries", "_generation", "_refreshing", "_tasks", "clock", "load", "size", "ttl")
+    __slots__ = (
+        "_entries",
+        "_generation",
+        "_misses",
+        "_refreshing",
+        "_tasks",
+        "clock",
+        "load",
+        "misses",
+        "size",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -39,18 +55,24 @@ class RefreshingCache(Generic[K, V]):
         size: int,
         load: Load[K, V],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        misses: int = 0,
     ) -> None:
         self.ttl = ttl
         self.size = size
+        self.misses = misses
         self.load = load
         self.clock = clock
         self._entries: dict[K, tuple[float, V]] = {}
+        self._misses: dict[K, tuple[float, V]] = {}  # `None` answers, when `misses` > 0
         self._refreshing: dict[K, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # every re-read still running
         self._generation = 0  # bumped by every forget: an older read is not stored
 
     async def get(self, conn: AsyncConnection, key: K) -> V:
         entry = self._entries.get(key)
+        if entry is None and self._misses:
+            entry = self._misses.get(key)
         now = self.clock()
         if entry is not None:
             age = now - entry[0]
@@ -76,6 +98,7 @@ class RefreshingCache(Generic[K, V]):
             except Exception as exc:  # the next call reads it inline and meets the error itself
                 if generation == self._generation:
                     self._entries.pop(key, None)
+                    self._misses.pop(key, None)
                 log.info("cache_refresh_failed", key=str(key), error=repr(exc))
                 return
             finally:
@@ -90,10 +113,14 @@ class RefreshingCache(Generic[K, V]):
         task.add_done_callback(self._tasks.discard)
 
     def _put(self, key: K, read_at: float, value: V) -> None:
-        entries = self._entries
-        entries.pop(key, None)
+        self._entries.pop(key, None)
+        self._misses.pop(key, None)
+        if value is None and self.misses:
+            entries, size = self._misses, self.misses
+        else:
+            entries, size = self._entries, self.size
         entries[key] = (read_at, value)
-        if len(entries) > self.size:
+        if len(entries) > size:
             del entries[next(iter(entries))]  # the oldest read goes first
 
     def put(self, key: K, value: V) -> None:
@@ -103,28 +130,32 @@ class RefreshingCache(Generic[K, V]):
     def forget(self, key: K) -> None:
         self._generation += 1
         self._entries.pop(key, None)
+        self._misses.pop(key, None)
         self._refreshing.pop(key, None)
 
     def forget_where(self, matches: Callable[[K], bool]) -> None:
         self._generation += 1
-        for key in [key for key in self._entries if matches(key)]:
-            del self._entries[key]
+        for entries in (self._entries, self._misses):
+            for key in [key for key in entries if matches(key)]:
+                del entries[key]
         for key in [key for key in self._refreshing if matches(key)]:
             del self._refreshing[key]
 
     def forget_values(self, matches: Callable[[V], bool]) -> None:
         """`forget_where` by what the entries hold (the keys of deleted workspaces)."""
         self._generation += 1
-        for key in [key for key, (_, value) in self._entries.items() if matches(value)]:
-            del self._entries[key]
+        for entries in (self._entries, self._misses):
+            for key in [key for key, (_, value) in entries.items() if matches(value)]:
+                del entries[key]
 
     def clear(self) -> None:
         self._generation += 1
         self._entries.clear()
+        self._misses.clear()
         self._refreshing.clear()
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        return key in self._entries or key in self._misses
 
     async def close(self) -> None:
         """Stop the re-reads in flight (process shutdown)."""

@@ -12,6 +12,7 @@ from sqlalchemy import JSON, URL, ColumnElement, DateTime, MetaData, String, eve
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -25,7 +26,7 @@ from sqlalchemy.pool import NullPool, PoolResetState
 from sqlalchemy.sql.elements import Null
 from sqlalchemy.types import TypeDecorator
 
-from apiforge.core.errors import DatabaseUnavailableError
+from apiforge.core.errors import DatabaseBusyError, DatabaseUnavailableError, UnavailableError
 from apiforge.tools.clock import utcnow
 from apiforge.tools.filters import (
     PG_FOLD_ATTRIBUTE,
@@ -330,6 +331,18 @@ def connection_lost(exc: BaseException) -> DatabaseUnavailableError | None:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailableError()
     return None
+
+
+def database_refusal(exc: BaseException) -> tuple[str, UnavailableError] | None:
+    """The 503 a request answers, on either edge, for a database error that is none of its own
+    doing, and the event to log it under (a warning, no traceback): its connection was lost
+    (`connection_lost`), or no pooled connection came free within the pool's timeout (every
+    one held by other requests: a 503 `database_busy` the client may retry, not a 500). None
+    for any other error."""
+    if isinstance(exc, PoolTimeoutError):
+        return "database_pool_exhausted", DatabaseBusyError()
+    lost = connection_lost(exc)
+    return None if lost is None else ("database_connection_lost", lost)
 
 
 # How long a stopping process waits for connections still out (a call finishing) to come back.

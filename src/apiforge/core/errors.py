@@ -117,3 +117,15 @@ class DatabaseUnavailableError(UnavailableError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})
+
+
+class DatabaseBusyError(UnavailableError):
+    """503 for a request that found no pooled database connection free within the pool's
+    timeout, all held by other requests: this process is busy (a burst past the pool's size,
+    slow statements), not the database down (`database_unavailable`)."""
+
+    reason = "database_busy"
+    message = "Too many requests are waiting for the database; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})

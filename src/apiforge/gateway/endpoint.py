@@ -19,7 +19,7 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from apiforge.core.db import connection_lost
+from apiforge.core.db import database_refusal
 from apiforge.core.errors import ApiforgeError, PayloadTooLargeError
 from apiforge.core.lazydb import LazyConnection
 from apiforge.gateway.context import CANCELLED, GatewayContext
@@ -196,14 +196,15 @@ class GatewayEndpoint:
             ctx.status, ctx.reason = CANCELLED, "client_closed_request"
             raise
         except Exception as exc:
-            # A lost database connection is the client's to retry (503), as on the management
-            # API (`unhandled_response`); the pool connects anew for the next call.
-            lost = connection_lost(exc)
-            if lost is None:
+            # A lost database connection, or none free in the pool, is the client's to retry
+            # (503), as on the management API (`unhandled_response`).
+            refusal = database_refusal(exc)
+            if refusal is None:
                 ctx.status, ctx.reason = 500, "internal_error"
                 raise
-            log.warning("database_connection_lost", path=ctx.path, error=repr(exc)[:300])
-            response = _refused(ctx, lost)
+            event, refused = refusal
+            log.warning(event, path=ctx.path, error=repr(exc)[:300])
+            response = _refused(ctx, refused)
         finally:
             ctx.connection = None
             for after in self.after:

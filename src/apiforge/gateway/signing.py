@@ -173,7 +173,9 @@ class MemoryNonceStore:
         self.not_before = 0
         self._expiry: dict[str, float] = {}
         self._order: deque[tuple[float, str]] = deque()
-        self._held: dict[str, int] = {}  # key id -> its live nonces
+        # key id -> the expiries of its live nonces, oldest first (the same float objects as
+        # `_order`'s: a pointer per nonce), for the wait of a key past its share.
+        self._held: dict[str, deque[float]] = {}
 
     async def claim(self, key: str, ttl_seconds: int) -> bool:
         now = self.clock()
@@ -193,11 +195,12 @@ class MemoryNonceStore:
                 reason="nonce_store_full",
                 headers={"Retry-After": str(self._retry_after(now))},
             )
-        if self._held.get(owner, 0) >= self.per_key:
+        held = self._held.get(owner)
+        if held is not None and len(held) >= self.per_key:
             LIMIT_REJECTIONS.labels("signing_nonces", "key").inc()
             raise RateLimitedError(
                 "This key signed too many calls within a nonce's lifetime; retry later",
-                retry_after=self._retry_after(now),
+                retry_after=_seconds_until(held[0], now),  # this key's oldest, not another's
                 reason="too_many_nonces",
             )
         self._add(key, owner, now + ttl_seconds)
@@ -206,19 +209,23 @@ class MemoryNonceStore:
     def _add(self, key: str, owner: str, expires: float) -> None:
         self._expiry[key] = expires
         self._order.append((expires, key))
-        self._held[owner] = self._held.get(owner, 0) + 1
+        held = self._held.get(owner)
+        if held is None:
+            self._held[owner] = held = deque()
+        held.append(expires)
 
     def _release(self, key: str) -> None:
+        """Nonces expire in the order they came (one TTL), so a key's released one is its
+        oldest."""
         owner = _owner(key)
-        left = self._held[owner] - 1
-        if left:
-            self._held[owner] = left
-        else:
+        held = self._held[owner]
+        held.popleft()
+        if not held:
             del self._held[owner]
 
     def _retry_after(self, now: float) -> int:
         """Seconds until the oldest nonce expires: no room frees before."""
-        return max(1, math.ceil(self._order[0][0] - now)) if self._order else 1
+        return _seconds_until(self._order[0][0], now) if self._order else 1
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -263,6 +270,11 @@ class MemoryNonceStore:
             left = min(expires - started, NONCE_TTL_SECONDS)
             if left > 0 and key not in self._expiry:
                 self._add(key, _owner(key), now + left)
+
+
+def _seconds_until(expires: float, now: float) -> int:
+    """Whole seconds (at least 1) from `now` until `expires`, rounded up: never a retry before."""
+    return max(1, math.ceil(expires - now))
 
 
 def _owner(key: str) -> str:

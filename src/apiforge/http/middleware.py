@@ -13,7 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apiforge.core.db import connection_lost
+from apiforge.core.db import database_refusal
 from apiforge.core.errors import PayloadTooLargeError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
@@ -387,13 +387,16 @@ def _route_template(scope: Scope) -> str:
 
 
 def unhandled_response(exc: Exception, path: str | None) -> Response:
-    """The answer to an exception no handler took, logged: a lost database connection is a 503
-    the client may retry (logged as a warning, without the traceback); anything else an opaque
-    500."""
-    lost = connection_lost(exc)
-    if lost is not None:
-        log.warning("database_connection_lost", path=path, error=repr(exc)[:300])
-        return error_response(lost.status, lost.reason, lost.message, headers=lost.headers)
+    """The answer to an exception no handler took, logged: a lost database connection, or none
+    free in the pool, is a 503 the client may retry (logged as a warning, without the
+    traceback: `database_refusal`); anything else an opaque 500."""
+    refusal = database_refusal(exc)
+    if refusal is not None:
+        event, refused = refusal
+        log.warning(event, path=path, error=repr(exc)[:300])
+        return error_response(
+            refused.status, refused.reason, refused.message, headers=refused.headers
+        )
     log.exception("unhandled_error", path=path)
     return error_response(500, "internal_error", "Internal server error")
 

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apiforge.keys.models import ApiKey
+from apiforge.tools.streaks import FailureStreak
 
 log = structlog.get_logger("apiforge.keys")
 
@@ -37,6 +38,8 @@ class LastUsedTracker:
         self._pending: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # While the database is down every round fails: one traceback per outage, not per round.
+        self._failures = FailureStreak(log, "last_used_flush_failed", "last_used_flush_recovered")
 
     def touch(self, key_id: str) -> None:
         """Record a use now; starts the flusher on first use."""
@@ -68,8 +71,9 @@ class LastUsedTracker:
                 self._pending[key_id] = max(when, self._pending.get(key_id, 0.0))
             if not isinstance(exc, Exception):
                 raise
-            log.exception("last_used_flush_failed", keys=len(rows))
+            self._failures.failed(keys=len(rows))
             return 0
+        self._failures.succeeded()
         return len(rows)
 
     async def close(self) -> None:

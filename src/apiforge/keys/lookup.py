@@ -33,6 +33,8 @@ from apiforge.workspaces.models import Membership
 
 CACHE_TTL = 1.0  # seconds; the bound on how long a node may act on a revoked key
 MAX_ENTRIES = 10_000
+# "Not found" answers, kept apart: made-up keys cannot push real ones out (core/cache.py).
+MAX_MISSES = 1_000
 
 log = structlog.get_logger("apiforge.keys")
 
@@ -118,12 +120,15 @@ class KeyLookup:
         *,
         ttl: float = CACHE_TTL,
         max_entries: int = MAX_ENTRIES,
+        max_misses: int = MAX_MISSES,
         flush_interval: float = 15.0,
     ) -> None:
         self.settings = settings
-        self._by_hash = RefreshingCache[str, KeyRecord | None](ttl, max_entries, _read_key)
+        self._by_hash = RefreshingCache[str, KeyRecord | None](
+            ttl, max_entries, _read_key, misses=max_misses
+        )
         self._signing = RefreshingCache[str, tuple[KeyRecord, str | None] | None](
-            ttl, max_entries, self._read_signing_key
+            ttl, max_entries, self._read_signing_key, misses=max_misses
         )
         self._subscriptions = RefreshingCache[tuple[str, str], bool](
             ttl, max_entries, _read_subscription
