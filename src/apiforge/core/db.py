@@ -280,6 +280,7 @@ def make_engine(
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if pool:
             event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
+        event.listen(engine.sync_engine, "handle_error", _interrupt_cancelled)
     elif engine.dialect.name == "postgresql":
         pick = _postgresql_fold_collation(engine.dialect)
         event.listen(engine.sync_engine, "first_connect", pick)
@@ -299,6 +300,32 @@ def _drop_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     connection pooled before it."""
     if dbapi_conn.driver_connection.is_closed():
         raise DisconnectionError("the server closed the connection")
+
+
+def interrupt_sqlite(driver: Any) -> None:
+    """Interrupt the statement an aiosqlite connection's thread is running (none: a no-op).
+    Cancelling the task that awaits it stops only the wait; `sqlite3.Connection.interrupt` is
+    safe from any thread, and aiosqlite keeps that connection as `_conn`."""
+    try:
+        connection = driver._conn
+    except ValueError:  # closed already
+        return
+    connection.interrupt()
+
+
+def _interrupt_cancelled(context: ExceptionContext) -> None:
+    """SQLite: a statement whose task was cancelled (its call's deadline passed) stops now.
+    SQLAlchemy then closes the connection, which would otherwise wait for the statement to
+    finish on aiosqlite's thread: the call would outlive its budget, holding a pooled
+    connection (or the writer's lock) all the while."""
+    connection = context.connection
+    if not isinstance(context.original_exception, asyncio.CancelledError) or (
+        connection is None or connection.invalidated
+    ):
+        return
+    driver = connection.connection.driver_connection
+    if driver is not None:
+        interrupt_sqlite(driver)
 
 
 def _timed_out(context: ExceptionContext) -> BaseException | None:

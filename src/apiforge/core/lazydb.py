@@ -12,6 +12,7 @@ the call's own connection, so they see its uncommitted writes.
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from apiforge.core.db import sqlite_file, sqlite_functions
+from apiforge.core.db import interrupt_sqlite, sqlite_file, sqlite_functions
 from apiforge.core.errors import DatabaseUnavailableError
 
 Statement = tuple[str, Sequence[Any]]  # SQL text and its positional parameters
@@ -45,6 +46,8 @@ class SqliteReader:
         self._connection: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None  # `peek`'s, used on the loop's thread
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._running: object | None = None  # the token of the work on the thread now
+        self._running_lock = threading.Lock()
         self.writes_counted = False  # the file has the write-counting triggers (known once open)
 
     @classmethod
@@ -61,9 +64,19 @@ class SqliteReader:
         return await self.call(partial(_rows_of, statements))
 
     async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(connection)` on the reader's thread, in one hop; it must only read."""
+        """`work(connection)` on the reader's thread, in one hop; it must only read.
+
+        A caller cancelled meanwhile (its call's deadline passed, say) stops
+        the work too: still queued, it never runs; running, its statement is interrupted.
+        Otherwise one expensive filter would keep the thread every call of the process shares
+        busy long after its own call had answered."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._call, work)
+        token = object()
+        try:
+            return await loop.run_in_executor(self._thread, self._call, work, token)
+        except asyncio.CancelledError:
+            self._interrupt(token)
+            raise
 
     def peek(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(connection)` right here, on the caller's (the event loop's) thread, on a
@@ -75,8 +88,22 @@ class SqliteReader:
             connection = self._inline = _read_only(self.path)
         return work(connection)
 
-    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return work(self._open())
+    def _call(self, work: Callable[[sqlite3.Connection], T], token: object) -> T:
+        connection = self._open()
+        with self._running_lock:
+            self._running = token
+        try:
+            return work(connection)
+        finally:
+            with self._running_lock:
+                self._running = None
+
+    def _interrupt(self, token: object) -> None:
+        """Interrupt the reader's statement if it is `token`'s work's (under the lock, so it
+        never hits the next work's; between statements it is a no-op)."""
+        with self._running_lock:
+            if self._running is token and self._connection is not None:
+                self._connection.interrupt()
 
     def _open(self) -> sqlite3.Connection:
         connection = self._connection
@@ -260,7 +287,11 @@ async def driver_rows(
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     if connection.dialect.name == "sqlite":
-        return [list(await driver.execute_fetchall(sql, params)) for sql, params in statements]
+        try:
+            return [list(await driver.execute_fetchall(sql, params)) for sql, params in statements]
+        except asyncio.CancelledError:
+            interrupt_sqlite(driver)  # as SQLAlchemy's statements (`core.db`)
+            raise
     try:
         return [list(await driver.fetch(sql, *params)) for sql, params in statements]
     except Exception as exc:

@@ -1,0 +1,192 @@
+"""A call whose query outlives its time budget answers 422 `limit_exceeded` (`time`) on time,
+and the query stops with it: on SQLite neither the shared reader's thread nor a pooled
+connection's keeps running it (the next call is served), on PostgreSQL the server's backend is
+not left working on it."""
+
+import asyncio
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import make_url, text
+
+import apiforge.core.db
+from apiforge.core.db import sqlite_file
+from apiforge.core.lazydb import SqliteReader
+from apiforge.tools.filters import sqlite_lower
+from tests.conftest import DATABASE_URL, _pg_dsn
+from tests.e2e._apps import new_api
+from tests.e2e._keys import app_key, call, notes_app
+from tests.e2e._workspaces import data_of
+from tests.factories import register
+
+RECORDS = 50_000  # enough for the filters below to take far longer than BUDGET on any machine
+BUDGET = 0.25
+# A literal filter (a prepared page: on SQLite the shared reader runs it) that folds the case of
+# every record 64 times; and the same through expressions (the call's own connection runs it).
+SLOW_LITERAL = {"_or": [{"text": {"_icontains": f"zz{i}"}} for i in range(64)]}
+SLOW_EXPRESSION = {
+    "_or": [{"text": {"_icontains": {"expr": f"args.q + '{i}'"}}} for i in range(64)]
+}
+APIS: dict[str, tuple[list[Any], dict[str, Any]]] = {
+    "slowLiteral": ([], {"filter": SLOW_LITERAL}),
+    "slowExpression": ([{"name": "q", "type": "string"}], {"filter": SLOW_EXPRESSION}),
+}
+
+
+async def _fill(app: FastAPI) -> None:
+    """`RECORDS` more notes in the partition of the one note written through the gateway."""
+    path = sqlite_file(app.state.settings.resolved_database_url)
+    if path is not None:
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                "INSERT INTO records (id, collection_id, partition, data, version, size, "
+                "created_at, updated_at) SELECT printf('%026d', i), collection_id, partition, "
+                "json_object('text', 'note ' || i), 1, 20, created_at, updated_at "
+                "FROM n, (SELECT * FROM records LIMIT 1)",
+                (RECORDS,),
+            )
+        return
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO records (id, collection_id, partition, data, version, size, "
+                "created_at, updated_at) SELECT lpad(i::text, 26, '0'), collection_id, "
+                "partition, jsonb_build_object('text', 'note ' || i), 1, 20, created_at, "
+                "updated_at FROM generate_series(1, :n) i, (SELECT * FROM records LIMIT 1) r"
+            ),
+            {"n": RECORDS},
+        )
+
+
+async def _big_notes(client: AsyncClient, app: FastAPI) -> tuple[str, str]:
+    """(app id, key) of a published notes app whose one partition holds `RECORDS` notes."""
+    owner = await register(client)
+    app_id = await notes_app(client, owner, publish=False)
+    for api, (params, step) in APIS.items():
+        steps = [{"id": "notes", "type": "getMany", "collection": "notes", **step}]
+        await new_api(client, owner.headers, app_id, api, price=100, params=params, steps=steps)
+    body = {"bump": "minor", "notes": "slow"}
+    data_of(await client.post(f"/api/v1/apps/{app_id}/versions", json=body, headers=owner.headers))
+    _, secret = await app_key(client, owner, app_id)
+    data_of(await call(client, secret, app_id, "addNote", {"text": "first"}))
+    await _fill(app)
+    return app_id, secret
+
+
+@contextmanager
+def _small_budget(app: FastAPI) -> Iterator[None]:
+    """Calls made meanwhile get `BUDGET` seconds (the runtime's own budget); the calls around
+    them keep the full one, however slow the machine."""
+    engine = app.state.gateway_state.engine
+    saved = engine.limits
+    engine.limits = dataclasses.replace(saved, time_budget_seconds=BUDGET)
+    try:
+        yield
+    finally:
+        engine.limits = saved
+
+
+def _out_of_time(response: Any) -> None:
+    assert response.status_code == 422, response.text
+    assert response.json()["data"] == {"error": "limit_exceeded", "limit": "time", "max": BUDGET}
+
+
+async def _served(client: AsyncClient, secret: str, app_id: str) -> None:
+    """A cheap call answers, with the records (the connection that was interrupted serves)."""
+    response = await call(client, secret, app_id, "listNotes")
+    assert response.status_code == 200, response.text
+    assert len(data_of(response)["notes"]["list"]) == 50
+
+
+async def test_shared_reader_stops_a_query_whose_call_ran_out_of_time(
+    client: AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader: SqliteReader | None = app.state.gateway_state.reader
+    if reader is None:
+        pytest.skip("the shared reader is SQLite's")
+    app_id, secret = await _big_notes(client, app)
+    outcomes: list[str] = []
+    run = reader._call
+
+    def recorded(*args: Any) -> Any:
+        try:
+            result = run(*args)
+        except sqlite3.OperationalError as exc:
+            outcomes.append(str(exc))
+            raise
+        outcomes.append("finished")
+        return result
+
+    monkeypatch.setattr(reader, "_call", recorded)
+    with _small_budget(app):
+        _out_of_time(await call(client, secret, app_id, "slowLiteral"))
+    # The reader's thread runs its work in order: this call's read comes after the slow one.
+    await _served(client, secret, app_id)
+    assert outcomes[:2] == ["interrupted", "finished"]
+
+
+async def test_a_pooled_connections_query_stops_when_its_call_runs_out_of_time(
+    client: AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not app.state.settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: see the next test")
+    app_id, secret = await _big_notes(client, app)
+    lowered = 0
+
+    def counted(value: Any) -> Any:
+        nonlocal lowered
+        lowered += 1
+        return sqlite_lower(value)
+
+    # Connections opened from now on fold case through `counted`.
+    monkeypatch.setattr(apiforge.core.db, "sqlite_lower", counted)
+    await app.state.gateway_state.db.dispose()
+    with _small_budget(app):
+        _out_of_time(await call(client, secret, app_id, "slowExpression", {"q": "zzz"}))
+    await _served(client, secret, app_id)
+    assert 0 < lowered < 64 * RECORDS  # the scan stopped part way
+    # The pool's connections serve: a write checks one out.
+    assert data_of(await call(client, secret, app_id, "addNote", {"text": "after"}))["note"]
+
+
+async def _active(database: str) -> list[str]:
+    conn = await asyncpg.connect(_pg_dsn(DATABASE_URL))
+    try:
+        rows = await conn.fetch(
+            "SELECT query FROM pg_stat_activity WHERE datname = $1 AND state = 'active'"
+            " AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await conn.close()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(("api", "args"), [("slowLiteral", {}), ("slowExpression", {"q": "zzz"})])
+async def test_postgresql_cancels_the_query_of_a_call_that_ran_out_of_time(
+    client: AsyncClient, app: FastAPI, api: str, args: dict[str, str]
+) -> None:
+    if not DATABASE_URL:
+        pytest.skip("PostgreSQL's server-side cancel")
+    database = make_url(str(app.state.engine.url)).database
+    assert database is not None
+    assert database.startswith("apiforge_t_")  # the test's own database, never another's
+    app_id, secret = await _big_notes(client, app)
+    with _small_budget(app):
+        _out_of_time(await call(client, secret, app_id, api, args))
+    # The cancel request reaches the server on a connection of its own: give it a moment, far
+    # less than the query takes (a second or more).
+    for _ in range(30):
+        if not await _active(database):
+            break
+        await asyncio.sleep(0.01)
+    assert await _active(database) == []
+    await _served(client, secret, app_id)
