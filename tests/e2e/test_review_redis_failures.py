@@ -73,14 +73,21 @@ async def _recovers(client: AsyncClient, owner: User) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _serving(client: AsyncClient) -> tuple[User, str, str]:
+    """An owner, a limited app and its key, a call and an anti-duplicate token served first
+    (connections to Redis open)."""
+    owner = await register(client)
+    app_id, secret = await limited_app(client, owner, keyPerMinute=100)
+    data_of(await call(client, secret, app_id, "echo"))
+    data_of(await client.get("/api/v1/idempotency-tokens", headers=owner.headers))
+    return owner, app_id, secret
+
+
 async def test_killed_redis_connections_follow_each_mode_and_recover(
     settings: Settings, proxy: TcpProxy
 ) -> None:
     async with app_client(_through(settings, proxy)) as (_, client):
-        owner = await register(client)
-        app_id, secret = await limited_app(client, owner, keyPerMinute=100)
-        data_of(await call(client, secret, app_id, "echo"))
-        data_of(await client.get("/api/v1/idempotency-tokens", headers=owner.headers))
+        owner, app_id, secret = await _serving(client)
         killer = aioredis.Redis.from_url(REDIS_URL)
         try:
             for _ in range(3):  # each time, every connection the app holds goes
@@ -98,10 +105,7 @@ async def test_a_stalled_redis_costs_bounded_time_and_recovers(
     settings: Settings, proxy: TcpProxy
 ) -> None:
     async with app_client(_through(settings, proxy)) as (_, client):
-        owner = await register(client)
-        app_id, secret = await limited_app(client, owner, keyPerMinute=100)
-        data_of(await call(client, secret, app_id, "echo"))
-        data_of(await client.get("/api/v1/idempotency-tokens", headers=owner.headers))
+        owner, app_id, secret = await _serving(client)
         proxy.stall()
         await _each_mode_holds(client, owner, app_id, secret)
         proxy.resume()

@@ -2,16 +2,11 @@
 in-process windows when the wall clock is set back, and the exact instants around a window's
 end (in process, on a clock the test moves)."""
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from apiforge.core.settings import Settings
-from apiforge.core.shared import make_redis
 from apiforge.traffic import store as traffic_store
 from apiforge.traffic.frequency import Rate
-from apiforge.traffic.store import MemoryTraffic, RedisTraffic, TrafficStore
-from tests.e2e._traffic import redis_server
+from apiforge.traffic.store import MemoryTraffic, TrafficStore
 
 
 class _Clock:
@@ -31,22 +26,6 @@ class _Clock:
     def advance(self, seconds: float) -> None:
         self.wall += seconds
         self.mono += seconds
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[TrafficStore]:
-    if request.param == "memory":
-        yield MemoryTraffic()
-        return
-    async with redis_server() as server:
-        client = make_redis(Settings(redis_url=server.url))
-        assert client is not None
-        traffic = RedisTraffic(client, "t:", lease_seconds=60)
-        try:
-            yield traffic
-        finally:
-            await traffic.close()
-            await client.aclose()
 
 
 async def test_retry_after_waits_for_the_slowest_of_several_full_rates(

@@ -4,7 +4,6 @@ that expire, and the 429s the control raises."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,29 +13,8 @@ from apiforge.core.shared import make_redis
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.control import TrafficControl
 from apiforge.traffic.frequency import Rate
-from apiforge.traffic.store import MemoryTraffic, RedisTraffic, TrafficStore
+from apiforge.traffic.store import RedisTraffic, TrafficStore
 from tests.e2e._traffic import redis_server
-
-
-@pytest.fixture(params=["memory", "redis", "redis-py"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[TrafficStore]:
-    """redis: admissions over the lean line; redis-py: over redis-py's script (TLS)."""
-    if request.param == "memory":
-        yield MemoryTraffic()
-        return
-    async with redis_server() as server:
-        client = make_redis(Settings(redis_url=server.url))
-        assert client is not None
-        traffic = RedisTraffic(client, "t:", lease_seconds=60)
-        if request.param == "redis-py":
-            assert traffic.line is not None
-            await traffic.line.close()
-            traffic.line = None
-        try:
-            yield traffic
-        finally:
-            await traffic.close()
-            await client.aclose()
 
 
 async def test_slots_are_taken_in_every_counter_or_in_none(store: TrafficStore) -> None:
