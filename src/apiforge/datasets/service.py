@@ -6,6 +6,7 @@ that workspace's partition — the partition the app's `dev` calls use. Role rul
 viewers read, editors and above change definitions and records.
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fie
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, FieldDef, FieldRead
 from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expression, sync_indexes
 from apiforge.datasets.store import DatasetNotFoundError, RecordStore
+from apiforge.engine.base import CALL_LIMITS, limit_exceeded
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import (
@@ -393,6 +395,11 @@ class CollectionService:
 class RecordService:
     """Records of one collection in the current workspace's partition. Never commits."""
 
+    # A read the caller shapes (filter, sort, count) gets a gateway call's time: an expensive
+    # filter on a large collection would otherwise hold a pooled connection (8 on SQLite, pool
+    # and overflow) for as long as it runs, and every tenant's requests would wait for one.
+    time_budget: float = CALL_LIMITS.time_budget_seconds
+
     def __init__(self, session: AsyncSession, cipher: FieldCipher) -> None:
         self.session = session
         self.cipher = cipher
@@ -444,15 +451,26 @@ class RecordService:
                 reason="invalid_sort_field",
             )
         direction = params.order or ("desc" if params.sort is None else "asc")
-        page = await store.get_many(
-            schema,
-            current.id,
-            where=where,
-            sort=[f"-{key}" if direction == "desc" else key],
-            page_no=params.page_no,
-            page_size=params.page_size,
-            fields=projection,
-        )
+        # Cancelling the read stops its statement (interrupted on SQLite by `core.db`, cancelled
+        # at the server by asyncpg), so the connection is free for the next request at once.
+        budget = asyncio.timeout(self.time_budget)
+        try:
+            async with budget:
+                page = await store.get_many(
+                    schema,
+                    current.id,
+                    where=where,
+                    sort=[f"-{key}" if direction == "desc" else key],
+                    page_no=params.page_no,
+                    page_size=params.page_size,
+                    fields=projection,
+                )
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            raise limit_exceeded(
+                "time", self.time_budget, f"The read ran longer than {self.time_budget:g} s"
+            ) from None
         return params.page(page["list"], page["totalCount"])
 
     async def create(

@@ -1,0 +1,112 @@
+"""The records API's reads run within a gateway call's time budget: a filter that outlives it
+answers 422 `limit_exceeded` (`time`), and its query stops with it — interrupted on SQLite,
+cancelled at the server on PostgreSQL — so the pooled connection it held serves the next
+requests (another tenant's reads and writes) at once."""
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient, Response
+from sqlalchemy import make_url
+
+import apiforge.core.db
+from apiforge.datasets.service import RecordService
+from apiforge.tools.filters import sqlite_lower
+from tests.e2e._keys import notes_app
+from tests.e2e._workspaces import data_of
+from tests.e2e.test_review_slow_queries import RECORDS, SLOW_LITERAL, _active, _fill
+from tests.factories import User, register
+
+BUDGET = 0.25  # far less than the filter takes over `RECORDS` notes on any machine
+SLOW = orjson.dumps(SLOW_LITERAL).decode()
+
+
+async def _notes(client: AsyncClient, user: User) -> str:
+    """The id of `user`'s `notes` collection, holding one note."""
+    app_id = await notes_app(client, user, publish=False)
+    listed = await client.get("/api/v1/datasets", params={"appId": app_id}, headers=user.headers)
+    dataset_id: str = data_of(listed)["list"][0]["id"]
+    await _add(client, user, dataset_id)
+    return dataset_id
+
+
+async def _add(client: AsyncClient, user: User, dataset_id: str) -> None:
+    body = {"text": "a note"}
+    url = f"/api/v1/datasets/{dataset_id}/records"
+    assert data_of(await client.post(url, json=body, headers=user.headers))["id"]
+
+
+async def _list(client: AsyncClient, user: User, dataset_id: str, **params: str) -> Response:
+    url = f"/api/v1/datasets/{dataset_id}/records"
+    return await client.get(url, params=params, headers=user.headers)
+
+
+async def _others_served(client: AsyncClient, other: User, dataset_id: str) -> None:
+    """Another tenant reads (a filtered count included) and writes: the pool's connections serve."""
+    await _add(client, other, dataset_id)
+    page = data_of(await _list(client, other, dataset_id, filter='{"text": {"_icontains": "n"}}'))
+    assert page["totalCount"] == 2
+
+
+async def _out_of_time(client: AsyncClient, owner: User, dataset_id: str) -> None:
+    response = await _list(client, owner, dataset_id, filter=SLOW)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["data"] == {"error": "limit_exceeded", "limit": "time", "max": BUDGET}
+    assert body["message"] == f"The read ran longer than {BUDGET:g} s"
+
+
+async def test_a_records_read_stops_when_it_runs_out_of_time_on_sqlite(
+    client: AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not app.state.settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: see the next test")
+    owner, other = await register(client), await register(client)
+    dataset_id = await _notes(client, owner)
+    await _fill(app)
+    theirs = await _notes(client, other)
+    lowered = 0
+
+    def counted(value: Any) -> Any:
+        nonlocal lowered
+        lowered += 1
+        return sqlite_lower(value)
+
+    # Connections opened from now on fold case through `counted`.
+    monkeypatch.setattr(apiforge.core.db, "sqlite_lower", counted)
+    await app.state.engine.dispose()
+    monkeypatch.setattr(RecordService, "time_budget", BUDGET, raising=False)
+    await _out_of_time(client, owner, dataset_id)
+    scanned = lowered
+    assert 0 < scanned < 64 * RECORDS  # the scan stopped part way
+    await _others_served(client, other, theirs)
+    assert lowered - scanned < 100  # and never resumed: only the other tenant's few notes
+    page = data_of(await _list(client, owner, dataset_id, pageSize="5"))  # the owner's too
+    assert page["totalCount"] == RECORDS + 1
+
+
+async def test_postgresql_cancels_a_records_read_that_ran_out_of_time(
+    client: AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if app.state.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's server-side cancel")
+    database = make_url(str(app.state.engine.url)).database
+    assert database is not None
+    assert database.startswith("apiforge_t_")  # the test's own database, never another's
+    owner, other = await register(client), await register(client)
+    dataset_id = await _notes(client, owner)
+    await _fill(app)
+    theirs = await _notes(client, other)
+    monkeypatch.setattr(RecordService, "time_budget", BUDGET, raising=False)
+    await _out_of_time(client, owner, dataset_id)
+    # The cancel request reaches the server on a connection of its own: give it a moment, far
+    # less than the query takes (a second or more).
+    for _ in range(30):
+        if not await _active(database):
+            break
+        await asyncio.sleep(0.01)
+    assert await _active(database) == []
+    await _others_served(client, other, theirs)
