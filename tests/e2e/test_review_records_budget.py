@@ -16,8 +16,8 @@ import apiforge.core.db
 from apiforge.datasets.service import RecordService
 from apiforge.tools.filters import sqlite_lower
 from tests.e2e._keys import notes_app
+from tests.e2e._records import RECORDS, SLOW_LITERAL, active_queries, fill_notes
 from tests.e2e._workspaces import data_of
-from tests.e2e.test_review_slow_queries import RECORDS, SLOW_LITERAL, _active, _fill
 from tests.factories import User, register
 
 BUDGET = 0.25  # far less than the filter takes over `RECORDS` notes on any machine
@@ -66,7 +66,7 @@ async def test_a_records_read_stops_when_it_runs_out_of_time_on_sqlite(
         pytest.skip("PostgreSQL: see the next test")
     owner, other = await register(client), await register(client)
     dataset_id = await _notes(client, owner)
-    await _fill(app)
+    await fill_notes(app)
     theirs = await _notes(client, other)
     lowered = 0
 
@@ -98,15 +98,15 @@ async def test_postgresql_cancels_a_records_read_that_ran_out_of_time(
     assert database.startswith("apiforge_t_")  # the test's own database, never another's
     owner, other = await register(client), await register(client)
     dataset_id = await _notes(client, owner)
-    await _fill(app)
+    await fill_notes(app)
     theirs = await _notes(client, other)
     monkeypatch.setattr(RecordService, "time_budget", BUDGET, raising=False)
     await _out_of_time(client, owner, dataset_id)
     # The cancel request reaches the server on a connection of its own: give it a moment, far
     # less than the query takes (a second or more).
     for _ in range(30):
-        if not await _active(database):
+        if not await active_queries(database):
             break
         await asyncio.sleep(0.01)
-    assert await _active(database) == []
+    assert await active_queries(database) == []
     await _others_served(client, other, theirs)

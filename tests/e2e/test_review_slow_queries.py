@@ -10,27 +10,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import asyncpg
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 
 import apiforge.core.db
-from apiforge.core.db import sqlite_file
 from apiforge.core.lazydb import SqliteReader
 from apiforge.tools.filters import sqlite_lower
-from tests.conftest import DATABASE_URL, _pg_dsn
+from tests.conftest import DATABASE_URL
 from tests.e2e._apps import new_api
 from tests.e2e._keys import app_key, call, notes_app
+from tests.e2e._records import RECORDS, SLOW_LITERAL, active_queries, fill_notes
 from tests.e2e._workspaces import data_of
 from tests.factories import register
 
-RECORDS = 50_000  # enough for the filters below to take far longer than BUDGET on any machine
 BUDGET = 0.25
-# A literal filter (a prepared page: on SQLite the shared reader runs it) that folds the case of
-# every record 64 times; and the same through expressions (the call's own connection runs it).
-SLOW_LITERAL = {"_or": [{"text": {"_icontains": f"zz{i}"}} for i in range(64)]}
+# SLOW_LITERAL through expressions (the call's own connection runs it, not the shared reader).
 SLOW_EXPRESSION = {
     "_or": [{"text": {"_icontains": {"expr": f"args.q + '{i}'"}}} for i in range(64)]
 }
@@ -38,32 +34,6 @@ APIS: dict[str, tuple[list[Any], dict[str, Any]]] = {
     "slowLiteral": ([], {"filter": SLOW_LITERAL}),
     "slowExpression": ([{"name": "q", "type": "string"}], {"filter": SLOW_EXPRESSION}),
 }
-
-
-async def _fill(app: FastAPI) -> None:
-    """`RECORDS` more notes in the partition of the one note written through the gateway."""
-    path = sqlite_file(app.state.settings.resolved_database_url)
-    if path is not None:
-        with sqlite3.connect(path) as db:
-            db.execute(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-                "INSERT INTO records (id, collection_id, partition, data, version, size, "
-                "created_at, updated_at) SELECT printf('%026d', i), collection_id, partition, "
-                "json_object('text', 'note ' || i), 1, 20, created_at, updated_at "
-                "FROM n, (SELECT * FROM records LIMIT 1)",
-                (RECORDS,),
-            )
-        return
-    async with app.state.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO records (id, collection_id, partition, data, version, size, "
-                "created_at, updated_at) SELECT lpad(i::text, 26, '0'), collection_id, "
-                "partition, jsonb_build_object('text', 'note ' || i), 1, 20, created_at, "
-                "updated_at FROM generate_series(1, :n) i, (SELECT * FROM records LIMIT 1) r"
-            ),
-            {"n": RECORDS},
-        )
 
 
 async def _big_notes(client: AsyncClient, app: FastAPI) -> tuple[str, str]:
@@ -77,7 +47,7 @@ async def _big_notes(client: AsyncClient, app: FastAPI) -> tuple[str, str]:
     data_of(await client.post(f"/api/v1/apps/{app_id}/versions", json=body, headers=owner.headers))
     _, secret = await app_key(client, owner, app_id)
     data_of(await call(client, secret, app_id, "addNote", {"text": "first"}))
-    await _fill(app)
+    await fill_notes(app)
     return app_id, secret
 
 
@@ -157,19 +127,6 @@ async def test_a_pooled_connections_query_stops_when_its_call_runs_out_of_time(
     assert data_of(await call(client, secret, app_id, "addNote", {"text": "after"}))["note"]
 
 
-async def _active(database: str) -> list[str]:
-    conn = await asyncpg.connect(_pg_dsn(DATABASE_URL))
-    try:
-        rows = await conn.fetch(
-            "SELECT query FROM pg_stat_activity WHERE datname = $1 AND state = 'active'"
-            " AND pid <> pg_backend_pid()",
-            database,
-        )
-    finally:
-        await conn.close()
-    return [row[0] for row in rows]
-
-
 @pytest.mark.parametrize(("api", "args"), [("slowLiteral", {}), ("slowExpression", {"q": "zzz"})])
 async def test_postgresql_cancels_the_query_of_a_call_that_ran_out_of_time(
     client: AsyncClient, app: FastAPI, api: str, args: dict[str, str]
@@ -185,8 +142,8 @@ async def test_postgresql_cancels_the_query_of_a_call_that_ran_out_of_time(
     # The cancel request reaches the server on a connection of its own: give it a moment, far
     # less than the query takes (a second or more).
     for _ in range(30):
-        if not await _active(database):
+        if not await active_queries(database):
             break
         await asyncio.sleep(0.01)
-    assert await _active(database) == []
+    assert await active_queries(database) == []
     await _served(client, secret, app_id)
