@@ -120,6 +120,13 @@ def _escape_control_characters(
     return event_dict
 
 
+# Libraries whose records below WARNING carry secrets, kept at WARNING or above whatever the
+# level: aiosqlite's DEBUG lines print every statement with its bound values (password hashes,
+# sensitive args, record values), httpx's INFO line each outbound URL whole (an `httpRequest`
+# step's query may hold an app secret), httpcore's DEBUG lines an upstream's answer headers.
+_QUIETED = ("aiosqlite", "httpx", "httpcore")
+
+
 def _renderers(settings: Settings) -> list[structlog.typing.Processor]:
     if settings.log_json:
         return [structlog.processors.JSONRenderer(serializer=_dumps)]
@@ -157,6 +164,8 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in _QUIETED:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     # uvicorn installs its own handlers when it configures logging; send its records to ours.
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
