@@ -1,13 +1,19 @@
-"""Big collections for tests of expensive reads: bulk-filled notes and the queries PostgreSQL is
-running for a test's own database."""
+"""Big collections for tests of expensive reads: bulk-filled notes, SQLite's case foldings
+counted, and the queries PostgreSQL is running for a test's own database."""
 
+import asyncio
 import sqlite3
+from typing import Any
 
 import asyncpg
+import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+import apiforge.core.db
 from apiforge.core.db import sqlite_file
+from apiforge.tools.filters import sqlite_lower
 from tests.conftest import DATABASE_URL, _pg_dsn
 
 RECORDS = 50_000  # enough for the filter below to take far longer than a test's budget
@@ -55,3 +61,40 @@ async def active_queries(database: str) -> list[str]:
     finally:
         await conn.close()
     return [row[0] for row in rows]
+
+
+def own_database(app: FastAPI) -> str:
+    """The name of the test's own PostgreSQL database (tests/conftest.py), checked to be one."""
+    name = make_url(str(app.state.engine.url)).database
+    assert name is not None
+    assert name.startswith("apiforge_t_")  # the test's own database, never another's
+    return name
+
+
+async def no_query_left(database: str) -> None:
+    """Wait (a little: a cancel request reaches the server on a connection of its own, far
+    sooner than the slow queries end) until nothing runs on `database`."""
+    for _ in range(30):
+        if not await active_queries(database):
+            break
+        await asyncio.sleep(0.01)
+    assert await active_queries(database) == []
+
+
+class Folds:
+    """Counts SQLite's case foldings: one per record an `_icontains` condition reads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, value: Any) -> Any:
+        self.count += 1
+        return sqlite_lower(value)
+
+
+async def count_folds(monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine) -> Folds:
+    """The foldings of the connections `engine` opens from now on (its pool is emptied)."""
+    folds = Folds()
+    monkeypatch.setattr(apiforge.core.db, "sqlite_lower", folds)
+    await engine.dispose()
+    return folds

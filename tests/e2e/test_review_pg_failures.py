@@ -22,6 +22,7 @@ from apiforge.core.settings import Settings
 from tests.conftest import DATABASE_URL, _pg_dsn
 from tests.e2e._billing import PRICE, Market, balances, ledger_invariants, market
 from tests.e2e._proxy import TcpProxy
+from tests.e2e._records import own_database
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import PASSWORD, app_client
 
@@ -42,13 +43,6 @@ async def _terminate(database: str, pid: int | None = None) -> int:
     finally:
         await conn.close()
     return len(rows)
-
-
-def _database(app: FastAPI) -> str:
-    name = make_url(str(app.state.engine.url)).database
-    assert name is not None
-    assert name.startswith("apiforge_t_")  # the test's own database, never another's
-    return name
 
 
 @contextmanager
@@ -95,7 +89,7 @@ def killed_before(app: FastAPI, statement: str) -> Iterator[list[str]]:
     """Terminate the backend of the connection about to run the first statement that starts
     with `statement` (it then runs on a dead connection); the statements hit, for the test."""
     engine = app.state.engine.sync_engine
-    database = _database(app)
+    database = own_database(app)
     hits: list[str] = []
 
     def before(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
@@ -135,7 +129,7 @@ async def test_requests_after_every_pooled_connection_was_terminated_succeed_wit
         m = await market(app, client)
         data_of(await _charge(client, m))
         for round_ in range(2):
-            assert await _terminate(_database(app)) >= 1
+            assert await _terminate(own_database(app)) >= 1
             await seen_closed(list(opened))
             data_of(await client.get("/api/v1/wallets", headers=m.consumer.headers))
             data_of(await _charge(client, m))
@@ -191,7 +185,7 @@ async def test_a_connection_lost_under_a_prepared_read_answers_503(
     headers = {"X-Api-Key": m.secret}
     data_of(await client.post("/api/v1/invocations", json=body, headers=headers))
     before = await balances(client, m.consumer)
-    database, real, hits = _database(app), asyncpg.Connection.fetch, list[str]()
+    database, real, hits = own_database(app), asyncpg.Connection.fetch, list[str]()
 
     async def fetch(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
         if "records" in query and not hits:  # the page's query: its backend goes first

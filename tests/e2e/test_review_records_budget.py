@@ -3,20 +3,21 @@ answers 422 `limit_exceeded` (`time`), and its query stops with it — interrupt
 cancelled at the server on PostgreSQL — so the pooled connection it held serves the next
 requests (another tenant's reads and writes) at once."""
 
-import asyncio
-from typing import Any
-
 import orjson
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import make_url
 
-import apiforge.core.db
 from apiforge.datasets.service import RecordService
-from apiforge.tools.filters import sqlite_lower
 from tests.e2e._keys import notes_app
-from tests.e2e._records import RECORDS, SLOW_LITERAL, active_queries, fill_notes
+from tests.e2e._records import (
+    RECORDS,
+    SLOW_LITERAL,
+    count_folds,
+    fill_notes,
+    no_query_left,
+    own_database,
+)
 from tests.e2e._workspaces import data_of
 from tests.factories import User, register
 
@@ -68,22 +69,13 @@ async def test_a_records_read_stops_when_it_runs_out_of_time_on_sqlite(
     dataset_id = await _notes(client, owner)
     await fill_notes(app)
     theirs = await _notes(client, other)
-    lowered = 0
-
-    def counted(value: Any) -> Any:
-        nonlocal lowered
-        lowered += 1
-        return sqlite_lower(value)
-
-    # Connections opened from now on fold case through `counted`.
-    monkeypatch.setattr(apiforge.core.db, "sqlite_lower", counted)
-    await app.state.engine.dispose()
+    folds = await count_folds(monkeypatch, app.state.engine)
     monkeypatch.setattr(RecordService, "time_budget", BUDGET, raising=False)
     await _out_of_time(client, owner, dataset_id)
-    scanned = lowered
+    scanned = folds.count
     assert 0 < scanned < 64 * RECORDS  # the scan stopped part way
     await _others_served(client, other, theirs)
-    assert lowered - scanned < 100  # and never resumed: only the other tenant's few notes
+    assert folds.count - scanned < 100  # and never resumed: only the other tenant's few notes
     page = data_of(await _list(client, owner, dataset_id, pageSize="5"))  # the owner's too
     assert page["totalCount"] == RECORDS + 1
 
@@ -93,20 +85,12 @@ async def test_postgresql_cancels_a_records_read_that_ran_out_of_time(
 ) -> None:
     if app.state.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's server-side cancel")
-    database = make_url(str(app.state.engine.url)).database
-    assert database is not None
-    assert database.startswith("apiforge_t_")  # the test's own database, never another's
+    database = own_database(app)
     owner, other = await register(client), await register(client)
     dataset_id = await _notes(client, owner)
     await fill_notes(app)
     theirs = await _notes(client, other)
     monkeypatch.setattr(RecordService, "time_budget", BUDGET, raising=False)
     await _out_of_time(client, owner, dataset_id)
-    # The cancel request reaches the server on a connection of its own: give it a moment, far
-    # less than the query takes (a second or more).
-    for _ in range(30):
-        if not await active_queries(database):
-            break
-        await asyncio.sleep(0.01)
-    assert await active_queries(database) == []
+    await no_query_left(database)
     await _others_served(client, other, theirs)

@@ -3,7 +3,6 @@ and the query stops with it: on SQLite neither the shared reader's thread nor a 
 connection's keeps running it (the next call is served), on PostgreSQL the server's backend is
 not left working on it."""
 
-import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Iterator
@@ -13,15 +12,19 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import make_url
 
-import apiforge.core.db
 from apiforge.core.lazydb import SqliteReader
-from apiforge.tools.filters import sqlite_lower
 from tests.conftest import DATABASE_URL
 from tests.e2e._apps import new_api
 from tests.e2e._keys import app_key, call, notes_app
-from tests.e2e._records import RECORDS, SLOW_LITERAL, active_queries, fill_notes
+from tests.e2e._records import (
+    RECORDS,
+    SLOW_LITERAL,
+    count_folds,
+    fill_notes,
+    no_query_left,
+    own_database,
+)
 from tests.e2e._workspaces import data_of
 from tests.factories import register
 
@@ -109,20 +112,11 @@ async def test_a_pooled_connections_query_stops_when_its_call_runs_out_of_time(
     if not app.state.settings.resolved_database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL: see the next test")
     app_id, secret = await _big_notes(client, app)
-    lowered = 0
-
-    def counted(value: Any) -> Any:
-        nonlocal lowered
-        lowered += 1
-        return sqlite_lower(value)
-
-    # Connections opened from now on fold case through `counted`.
-    monkeypatch.setattr(apiforge.core.db, "sqlite_lower", counted)
-    await app.state.gateway_state.db.dispose()
+    folds = await count_folds(monkeypatch, app.state.gateway_state.db)
     with _small_budget(app):
         _out_of_time(await call(client, secret, app_id, "slowExpression", {"q": "zzz"}))
     await _served(client, secret, app_id)
-    assert 0 < lowered < 64 * RECORDS  # the scan stopped part way
+    assert 0 < folds.count < 64 * RECORDS  # the scan stopped part way
     # The pool's connections serve: a write checks one out.
     assert data_of(await call(client, secret, app_id, "addNote", {"text": "after"}))["note"]
 
@@ -133,17 +127,9 @@ async def test_postgresql_cancels_the_query_of_a_call_that_ran_out_of_time(
 ) -> None:
     if not DATABASE_URL:
         pytest.skip("PostgreSQL's server-side cancel")
-    database = make_url(str(app.state.engine.url)).database
-    assert database is not None
-    assert database.startswith("apiforge_t_")  # the test's own database, never another's
+    database = own_database(app)
     app_id, secret = await _big_notes(client, app)
     with _small_budget(app):
         _out_of_time(await call(client, secret, app_id, api, args))
-    # The cancel request reaches the server on a connection of its own: give it a moment, far
-    # less than the query takes (a second or more).
-    for _ in range(30):
-        if not await active_queries(database):
-            break
-        await asyncio.sleep(0.01)
-    assert await active_queries(database) == []
+    await no_query_left(database)
     await _served(client, secret, app_id)

@@ -296,7 +296,7 @@ def _drop_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     restart, an idle timeout) before it is handed out. asyncpg notices the close when it comes,
     off any request, so this costs no round trip where a pre-ping costs one per checkout. A
     connection lost without the server closing it (its host gone) fails its next statement
-    instead: that request answers 503 (`connection_lost`), and SQLAlchemy replaces every
+    instead: that request answers 503 (`database_refusal`), and SQLAlchemy replaces every
     connection pooled before it."""
     if dbapi_conn.driver_connection.is_closed():
         raise DisconnectionError("the server closed the connection")
@@ -349,27 +349,18 @@ def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
         raise DatabaseUnavailableError() from exc
 
 
-def connection_lost(exc: BaseException) -> DatabaseUnavailableError | None:
-    """The 503 for an error raised because the database connection went away under a statement
-    or a commit (SQLAlchemy has already invalidated it and the pool's older connections, so the
-    next checkout connects anew); None for any other error. The server rolls back what the
-    connection held, unless it was lost during the commit itself (which may have gone through,
-    as any commit whose answer never came)."""
+def database_refusal(exc: BaseException) -> UnavailableError | None:
+    """The 503 a request answers, on either edge, for a database error that is none of its own
+    doing; None for any other error. Its connection went away under a statement or a commit
+    (SQLAlchemy has already invalidated it and the pool's older connections, so the next
+    checkout connects anew; the server rolls back what it held, unless it was lost during the
+    commit itself, which may have gone through), or no pooled connection came free within the
+    pool's timeout (all held by other requests: `database_busy`)."""
+    if isinstance(exc, PoolTimeoutError):
+        return DatabaseBusyError()
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailableError()
     return None
-
-
-def database_refusal(exc: BaseException) -> tuple[str, UnavailableError] | None:
-    """The 503 a request answers, on either edge, for a database error that is none of its own
-    doing, and the event to log it under (a warning, no traceback): its connection was lost
-    (`connection_lost`), or no pooled connection came free within the pool's timeout (every
-    one held by other requests: a 503 `database_busy` the client may retry, not a 500). None
-    for any other error."""
-    if isinstance(exc, PoolTimeoutError):
-        return "database_pool_exhausted", DatabaseBusyError()
-    lost = connection_lost(exc)
-    return None if lost is None else ("database_connection_lost", lost)
 
 
 # How long a stopping process waits for connections still out (a call finishing) to come back.

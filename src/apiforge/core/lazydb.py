@@ -299,6 +299,6 @@ async def driver_rows(
             raise
         # Lost or not answering under the read: asyncpg's own error, which SQLAlchemy never
         # saw. Dropped from the pool, and a 503, as SQLAlchemy's statements get (`core.db`
-        # `connection_lost`, `_timed_out`).
+        # `database_refusal`, `_timed_out`).
         await connection.invalidate(exc)
         raise DatabaseUnavailableError() from exc

@@ -222,8 +222,7 @@ def _document_problem(value: Any, limit: int) -> tuple[str | None, bool]:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return "cannot hold NaN or an infinite number", odd
-            if item == 0.0 or not -_WHOLE_FROM < item < _WHOLE_FROM:
-                odd = odd or _stored_number(item) is not item
+            odd = odd or _stored_number(item) is not item
         elif isinstance(item, int):
             if not INT_MIN <= item <= INT_MAX:
                 return "holds an integer beyond 64 bits", odd

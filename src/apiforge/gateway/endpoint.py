@@ -19,7 +19,6 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from apiforge.core.db import database_refusal
 from apiforge.core.errors import ApiforgeError, PayloadTooLargeError
 from apiforge.core.lazydb import LazyConnection
 from apiforge.gateway.context import CANCELLED, GatewayContext
@@ -28,6 +27,7 @@ from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
 from apiforge.http.middleware import (
     ANSWER_HEADERS,
+    database_refused,
     method_override_refused,
     repeated_header,
     repeated_header_refused,
@@ -198,12 +198,10 @@ class GatewayEndpoint:
         except Exception as exc:
             # A lost database connection, or none free in the pool, is the client's to retry
             # (503), as on the management API (`unhandled_response`).
-            refusal = database_refusal(exc)
-            if refusal is None:
+            refused = database_refused(exc, ctx.path)
+            if refused is None:
                 ctx.status, ctx.reason = 500, "internal_error"
                 raise
-            event, refused = refusal
-            log.warning(event, path=ctx.path, error=repr(exc)[:300])
             response = _refused(ctx, refused)
         finally:
             ctx.connection = None

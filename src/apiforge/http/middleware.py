@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiforge.core.db import database_refusal
-from apiforge.core.errors import PayloadTooLargeError
+from apiforge.core.errors import PayloadTooLargeError, UnavailableError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
 from apiforge.tools.ids import new_id
@@ -386,14 +386,21 @@ def _route_template(scope: Scope) -> str:
     return str(path or "unmatched")
 
 
+def database_refused(exc: Exception, path: str | None) -> UnavailableError | None:
+    """The 503 for a lost database connection, or none free in the pool (`database_refusal`),
+    logged as a warning without the traceback: the client's to retry, on either edge. None for
+    any other error."""
+    refused = database_refusal(exc)
+    if refused is not None:
+        log.warning("database_refused", reason=refused.reason, path=path, error=repr(exc)[:300])
+    return refused
+
+
 def unhandled_response(exc: Exception, path: str | None) -> Response:
-    """The answer to an exception no handler took, logged: a lost database connection, or none
-    free in the pool, is a 503 the client may retry (logged as a warning, without the
-    traceback: `database_refusal`); anything else an opaque 500."""
-    refusal = database_refusal(exc)
-    if refusal is not None:
-        event, refused = refusal
-        log.warning(event, path=path, error=repr(exc)[:300])
+    """The answer to an exception no handler took, logged: a `database_refused` 503, anything
+    else an opaque 500."""
+    refused = database_refused(exc, path)
+    if refused is not None:
         return error_response(
             refused.status, refused.reason, refused.message, headers=refused.headers
         )
