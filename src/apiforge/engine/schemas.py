@@ -28,8 +28,10 @@ ArgName = Annotated[str, StringConstraints(strip_whitespace=False)]
 SERVER_ERRORS = (
     "`internal_error` (500), an `httpRequest` step's upstream failing (502 `upstream_*`, 504 "
     "`upstream_timeout`), or a store the check needs being unreachable (503: "
-    "`limits_unavailable`, `nonce_store_unavailable`; `database_unavailable` when the "
-    "database connection was lost midway or the database stopped answering)"
+    "`limits_unavailable`, `nonce_store_unavailable`; `nonce_store_full` when a process without "
+    "Redis holds as many signed calls' nonces as it keeps; `database_unavailable` when the "
+    "database connection was lost midway or the database stopped answering; `database_busy` "
+    "when no pooled connection came free in time)"
 )
 
 
