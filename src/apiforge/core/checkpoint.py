@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
+from apiforge.tools.streaks import FailureStreak
+
 log = structlog.get_logger(__name__)
 
 
@@ -26,6 +28,8 @@ class WalCheckpointer:
         self._task: asyncio.Task[None] | None = None
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
+        # Ten rounds a second: a failing disk must not write ten tracebacks a second.
+        self._failures = FailureStreak(log, "wal_checkpoint_failed", "wal_checkpoint_recovered")
 
     def start(self) -> None:
         if self._task is None:
@@ -59,7 +63,14 @@ class WalCheckpointer:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.checkpoint()
-            except Exception:  # the next round tries again; the WAL's safety bound holds
-                log.warning("wal_checkpoint_failed", exc_info=True)
+            await self.round()
+
+    async def round(self) -> None:
+        """One checkpoint; a failure is logged, and the next round tries again (the WAL's
+        safety bound holds meanwhile)."""
+        try:
+            await self.checkpoint()
+        except Exception:
+            self._failures.failed()
+        else:
+            self._failures.succeeded()

@@ -55,6 +55,7 @@ from apiforge.idempotency.log_reader import LogReader
 from apiforge.idempotency.log_recovery import recover, spend
 from apiforge.idempotency.segments import LOST, MARKED, Found, Segment, find_sealed, index_segment
 from apiforge.tools.clock import utcnow
+from apiforge.tools.streaks import FailureStreak
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,9 @@ class AnswerLog:
         self._task: asyncio.Task[None] | None = None
         self._dirty = False
         self._closed = False
+        self._failures = FailureStreak(
+            log, "answer_log_upkeep_failed", "answer_log_upkeep_recovered"
+        )
 
     @classmethod
     def beside(cls, database: str, *, retention_seconds: int) -> "AnswerLog":
@@ -492,15 +496,26 @@ class AnswerLog:
         next_sweep = time.monotonic() + SWEEP_SECONDS
         while True:
             await asyncio.sleep(SYNC_SECONDS)
-            try:
-                if self._dirty:
-                    self._dirty = False
-                    await self._loop.run_in_executor(self._maintenance, self._sync)
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_SECONDS
-                    await self._loop.run_in_executor(self._maintenance, self.sweep)
-            except Exception:  # the next round tries again
-                log.warning("answer_log_upkeep_failed", exc_info=True)
+            sweep = time.monotonic() >= next_sweep
+            if sweep:
+                next_sweep = time.monotonic() + SWEEP_SECONDS
+            await self.upkeep_round(sweep=sweep)
+
+    async def upkeep_round(self, *, sweep: bool) -> None:
+        """Sync what was written since the last round, and sweep when asked. A failure (a
+        failing disk) is logged and the next round tries again: once a second, so a streak logs
+        one traceback, then a line per round."""
+        assert self._loop is not None
+        try:
+            if self._dirty:
+                self._dirty = False
+                await self._loop.run_in_executor(self._maintenance, self._sync)
+            if sweep:
+                await self._loop.run_in_executor(self._maintenance, self.sweep)
+        except Exception:
+            self._failures.failed()
+        else:
+            self._failures.succeeded()
 
     def _sync(self) -> None:
         for segment in list(self._open):

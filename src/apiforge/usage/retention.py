@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from apiforge.plans.models import QuotaHit
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import first_id_at
+from apiforge.tools.streaks import FailureStreak
 from apiforge.usage.models import RequestLog
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,7 @@ class LogRetention:
         self.days = days
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._failures = FailureStreak(log, "log_retention_failed", "log_retention_recovered")
 
     def start(self) -> None:
         if self._task is None:
@@ -92,10 +94,17 @@ class LogRetention:
     async def _run(self) -> None:
         await asyncio.sleep(min(FIRST_DELAY, self.interval))
         while True:
-            try:
-                removed = await expire_logs(self.engine, self.days)
-                if removed:
-                    log.info("log_rows_expired", rows=removed, days=self.days)
-            except Exception:  # a database outage must not end the task: the next round retries
-                log.warning("log_retention_failed", exc_info=True)
+            await self.round()
             await asyncio.sleep(self.interval)
+
+    async def round(self) -> None:
+        """One sweep; a failure (a database outage) is logged and must not end the task: the
+        next round tries again."""
+        try:
+            removed = await expire_logs(self.engine, self.days)
+        except Exception:
+            self._failures.failed()
+            return
+        self._failures.succeeded()
+        if removed:
+            log.info("log_rows_expired", rows=removed, days=self.days)
