@@ -201,9 +201,13 @@ async def shutdown(
         ("quota_meter", lambda: close_quota_meter(state.engine)),  # the quota hits in memory
         ("keys", lambda: state.keys.close()),  # the last-used times still in memory
         ("loader", lambda: state.engine_state.loader.close()),  # the target re-reads in flight
+        ("traffic_rules", lambda: state.traffic.rules.close()),  # the limits' re-reads, as well
         ("engine", lambda: dispose_engine(state.engine)),  # and those calls still hold
         ("limits_storage", lambda: close_limits_storage(state.limits_storage)),
-        ("traffic", lambda: state.traffic.close()),  # the concurrency releases still pending
+        # After the engine, whose grace lets the calls still running end: their concurrency
+        # releases, queued as they end, are sent here (Redis only; nothing here reads the
+        # database, and a limits re-read a late call started is stopped here too).
+        ("traffic", lambda: state.traffic.close()),
         ("redis", lambda: state.redis.aclose() if state.redis is not None else _nothing()),
     ]
     failed: Exception | None = None

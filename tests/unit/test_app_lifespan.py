@@ -1,16 +1,20 @@
 """The app's lifespan keeps the start-up heap out of the collector while it serves, and sweeps
 the files directory of what killed processes left behind."""
 
+import asyncio
 import gc
 import os
 import time
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apiforge import app as app_module
 from apiforge.app import create_app, shutdown
+from apiforge.core.db import dispose_engine
 from apiforge.core.settings import Settings
 from apiforge.files.storage import DELETED, INCOMING, STALE_PART_SECONDS
+from apiforge.traffic.rules import CACHE_SECONDS, NO_APP_LIMITS, AppLimits
 from apiforge.usage.retention import LogRetention
 
 
@@ -95,3 +99,40 @@ async def test_the_files_left_by_a_killed_process_are_swept_at_start_up(
     assert not dead.exists()
     assert live.exists()
     assert list((root / DELETED).iterdir()) == []
+
+
+async def test_the_limit_rules_stop_reading_before_the_engine_is_disposed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The traffic limits' cache re-reads the rules on a connection of the engine's, as the key
+    and target caches do, yet was stopped only after the engine: a re-read still running (a
+    slow database) held the dispose for its whole grace and then had its connection closed
+    under it. It stops with the other caches now; the Redis releases still close after the
+    engine, whose grace lets the calls still running end and queue theirs."""
+    app = create_app(settings)
+    apps = app.state.traffic.rules.apps
+    now = [0.0]
+    apps.clock = lambda: now[0]
+    apps.put("app-x", NO_APP_LIMITS)
+    now[0] = CACHE_SECONDS * 0.75  # old enough for a call to start a re-read
+    reading = asyncio.Event()
+
+    async def hung_read(_conn: AsyncConnection, _app_id: str) -> AppLimits:
+        reading.set()
+        await asyncio.Event().wait()  # a database that does not answer
+        return NO_APP_LIMITS
+
+    apps.load = hung_read
+    async with app.state.engine.connect() as conn:
+        await app.state.traffic.rules.app(conn, "app-x")
+    await reading.wait()
+    still_reading: list[int] = []
+    dispose = dispose_engine
+
+    async def observed(engine: AsyncEngine, grace: float = 2.0) -> None:
+        still_reading.append(len(apps._tasks))
+        await dispose(engine, grace)
+
+    monkeypatch.setattr(app_module, "dispose_engine", observed)
+    await shutdown(app)
+    assert still_reading == [0]

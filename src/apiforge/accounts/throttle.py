@@ -10,6 +10,12 @@ place back but keeps its failures, so signing in to one's own account resets not
 Under traffic control's failure policy (`traffic/control.py`): while Redis is unreachable the
 throttle follows the frequency limits' mode (open: sign-in works unthrottled; closed: 503),
 never a 500. Refusals count in `apiforge_limit_rejections_total{kind="login"}`.
+
+In process the windows are capped (`MAX_WINDOWS`, about 500 bytes each): at the cap an attempt
+that would open a window is refused (429, as the IP's), and none is forgotten to make room.
+Forgetting the oldest would let a flood from many addresses wipe the failures counted against a
+victim's email, and so multiply the guesses against it; refusing costs, while the flood lasts,
+only sign-ins from an address and an email that both have no window yet.
 """
 
 import time
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
     from apiforge.traffic.control import TrafficControl
 
 T = TypeVar("T")
+# In-process windows (an email's, an address's) held at most: ~50 MB. With the default window,
+# reached only by about 50,000 failed sign-ins from distinct addresses within 15 minutes.
+MAX_WINDOWS = 100_000
 Key = tuple[str, str]  # (scope, identifier), as `limits` keys a window
 
 
@@ -48,6 +57,7 @@ class LoginThrottle:
         self.control = control
         self._remove_newest = _newest_entry_remover(storage)
         self._clear = _window_clearer(storage, self.limiter, self.item)
+        self._has_room = _room_checker(storage)
 
     def _keys(self, email: str, ip: str) -> list[Key]:
         # An IPv6 client counts by its /64 (`limit_group`): it could rotate through all of it.
@@ -87,6 +97,8 @@ class LoginThrottle:
             if email_stats.remaining <= 0:  # named first, as when the email's hit refuses it
                 return "email", _retry(email_stats.reset_time)
             return "ip", _retry(ip_stats.reset_time)
+        if not self._has_room([self.item.key_for(*key) for key in keys]):
+            return "ip", _retry(time.time() + self.item.get_expiry())
         taken: list[Key] = []
         for key in keys:
             if not await self.limiter.hit(self.item, *key):
@@ -129,6 +141,19 @@ class LoginThrottle:
 def _retry(reset_time: float) -> int:
     """`Retry-After` seconds until a window has room again."""
     return max(1, int(reset_time - time.time()) + 1)
+
+
+def _room_checker(storage: Storage) -> Callable[[list[str]], bool]:
+    """Whether the windows named may be used: always in Redis (its keys expire there, out of
+    this process); in process, unless `MAX_WINDOWS` are held and one of them is new."""
+    if not isinstance(storage, MemoryStorage):
+        return lambda _names: True
+    events = storage.events
+
+    def has_room(names: list[str]) -> bool:
+        return len(events) < MAX_WINDOWS or all(name in events for name in names)
+
+    return has_room
 
 
 def _window_clearer(

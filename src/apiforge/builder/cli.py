@@ -158,17 +158,29 @@ def _write_whole(path: Path, content: bytes) -> bool:
     return replaced
 
 
+def _read_document(file: Path, limit: int) -> bytes:
+    """The document's bytes, refused (exit 2) past `limit`, `APIFORGE_MAX_BODY_BYTES` as for
+    `POST /api/v1/apps/import`: read at most one byte over, so no file (`/dev/zero`, a wrong
+    path to a disk image) is read whole into memory first."""
+    try:
+        with file.open("rb") as opened:
+            raw = opened.read(limit + 1)
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise _fail(f"{file} is over {limit} bytes (APIFORGE_MAX_BODY_BYTES)", code=2)
+    return raw
+
+
 @apps.command("import")
 def import_command(
     file: Annotated[Path, typer.Argument(help="An exported document (.json, .yaml or .yml)")],
     workspace: Annotated[str, typer.Option("--workspace", help="Id of the target workspace")],
 ) -> None:
     """Create a new app in a workspace from an exported document (new ids, new signing secret)."""
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+    settings = database_settings()
+    raw = _read_document(file, settings.max_body_bytes)
     is_yaml = file.suffix.lower() in (".yaml", ".yml")
     content_type = "application/yaml" if is_yaml else "application/json"
-    app_id = _run(_import(database_settings(), raw, content_type, workspace))
+    app_id = _run(_import(settings, raw, content_type, workspace))
     typer.echo(f"imported as app {app_id}")

@@ -27,6 +27,12 @@ RESERVED_CLAIMS = frozenset(
     {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "rights", "admin", WORKSPACE_CLAIM}
 )
 MAX_EXPIRES_IN = 365 * 86400
+# What `VerifiedTokens` remembers: at most this many tokens, and this many bytes of tokens and
+# claims. A `jwtSign` token may be ~30 KB (8 KB of claims, 100 rights of 128 characters), its
+# claims ~22 KB more: by count alone, 8,192 of them held ~400 MB; common tokens of under 1 KB
+# all fit by count well before the bytes bind.
+MAX_CACHED_TOKENS = 8192
+MAX_CACHED_TOKEN_BYTES = 32 * 1024 * 1024
 
 
 def sign_end_user_token(
@@ -94,10 +100,13 @@ class VerifiedTokens:
     together, while a client sends the same token on call after call. A token accepted once for
     (app, secret) stays valid until its `exp` — no claim of it can change — so a repeat is
     accepted from memory after checking only `exp` against the clock. Refused tokens are never
-    remembered; a different secret (rotated) is a different key."""
+    remembered; a different secret (rotated) is a different key. Bounded by count and by the
+    bytes of the tokens and claims held (`bytes`), the least recently used going first."""
 
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, size: int = MAX_CACHED_TOKENS, max_bytes: int = MAX_CACHED_TOKEN_BYTES):
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         # (app, secret, token) -> (exp, the claims as JSON: each call gets its own copy)
         self._accepted: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
 
@@ -106,13 +115,28 @@ class VerifiedTokens:
         known = self._accepted.get(key)
         if known is None:
             claims = verify_end_user_token(secret, app_id, token)
-            self._accepted[key] = (float(claims.get("exp", 0)), orjson.dumps(claims))
-            if len(self._accepted) > self.size:
-                self._accepted.popitem(last=False)
+            self._remember(key, float(claims.get("exp", 0)), orjson.dumps(claims))
             return claims
         self._accepted.move_to_end(key)
         if known[0] <= time.time():
-            del self._accepted[key]
+            self._forget(key)
             raise AuthenticationError("Token expired", reason="token_expired")
         remembered: dict[str, Any] = orjson.loads(known[1])
         return remembered
+
+    def _remember(self, key: tuple[str, str, str], exp: float, claims: bytes) -> None:
+        accepted = self._accepted
+        accepted[key] = (exp, claims)
+        self.bytes += _size(key, claims)
+        while accepted and (len(accepted) > self.size or self.bytes > self.max_bytes):
+            self._forget(next(iter(accepted)))
+
+    def _forget(self, key: tuple[str, str, str]) -> None:
+        _exp, claims = self._accepted.pop(key)
+        self.bytes -= _size(key, claims)
+
+
+def _size(key: tuple[str, str, str], claims: bytes) -> int:
+    """The bytes an entry holds that a caller chooses: its token and claims (app ids and
+    secrets are short, and shared by every token of an app)."""
+    return len(key[2]) + len(claims)

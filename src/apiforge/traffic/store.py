@@ -7,6 +7,7 @@ the releases of calls that ended since the last one.
 """
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from apiforge.traffic.failure import RETRY_PAUSE_SECONDS, STORE_ERRORS
 from apiforge.traffic.frequency import Rate, wait_ms, weighted_count
 
 PRUNE_AT = 100_000  # in-process counters held before the expired ones are looked for
+# At most this many in-process counters (about 300 bytes each: ~75 MB). Past it the least
+# recently counted go first (`MemoryTraffic._evict`); normal traffic holds far fewer, as a
+# counter lives only two windows (two minutes) after its last call.
+MAX_WINDOWS = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +56,20 @@ class TrafficStore(Protocol):
 
 class MemoryTraffic:
     """In-process counters. `admit` and `release` never await, so each runs atomically on the
-    event loop; a few dictionary operations per limit."""
+    event loop; a few dictionary operations per limit.
+
+    `windows` is kept in the order counters last counted a call (an admitted call moves its
+    counters to the end), so the first ones are the least recently used: expired ones first,
+    then those whose count matters least. At `max_windows` those go (`_evict`)."""
 
     shared = False
 
-    def __init__(self) -> None:
+    def __init__(self, max_windows: int = MAX_WINDOWS) -> None:
         # key -> [window number, previous count, current count, window ms]
         self.windows: dict[str, list[int]] = {}
         self.active: dict[str, int] = {}
         self.prune_at = PRUNE_AT
+        self.max_windows = max_windows
 
     async def admit(
         self, rates: Sequence[Rate], slots: Sequence[Slot], member: str
@@ -70,7 +80,6 @@ class MemoryTraffic:
         now_ms = time.monotonic() * 1000
         windows = self.windows
         counters = []
-        fresh: list[tuple[str, list[int]]] = []  # stored only if the call is admitted
         refusal: Refusal | None = None
         for rate in rates:
             window_ms = rate.window * 1000
@@ -81,7 +90,6 @@ class MemoryTraffic:
                 # otherwise fill the map with empty counters at any rate, for two windows each
                 # (Redis stores nothing for a refused call either).
                 counter = [number, 0, 0, window_ms]
-                fresh.append((rate.key, counter))
             elif counter[0] == number - 1:  # the window turned: current becomes previous
                 counter[0], counter[1], counter[2] = number, counter[2], 0
             elapsed = now_ms - number * window_ms
@@ -97,14 +105,16 @@ class MemoryTraffic:
         for slot in slots:
             if active.get(slot.key, 0) >= slot.limit:
                 return Refusal("concurrency", slot.scope, slot.limit, 1000.0)
-        for key, counter in fresh:
-            windows[key] = counter
-        for counter in counters:
+        for rate, counter in zip(rates, counters, strict=True):
             counter[2] += 1
+            windows.pop(rate.key, None)  # to the end: the most recently used
+            windows[rate.key] = counter
         for slot in slots:
             active[slot.key] = active.get(slot.key, 0) + 1
         if len(windows) > self.prune_at:
             self._prune(now_ms)
+        if len(windows) > self.max_windows:
+            self._evict()
         return None
 
     async def release(self, slots: Sequence[Slot], member: str) -> None:
@@ -130,6 +140,23 @@ class MemoryTraffic:
             if (counter[0] + 2) * counter[3] > now_ms
         }
         self.prune_at = max(PRUNE_AT, 2 * len(self.windows))
+
+    def _evict(self) -> None:
+        """Past `max_windows` (a flood from ever new addresses, which IPv6 /64s or a proxy's
+        `X-Forwarded-For` make plentiful), forget the least recently used counters. Forgetting
+        one can only let its client in sooner, so the order matters: a counter every admitted
+        call touches (a busy key's, a plan's) is never near the front, and a client refused by
+        its own counter gets it forgotten only after `max_windows` admitted calls on other
+        counters, far more calls than the limit it would win back. Refusing new counters
+        instead would lock every new client out for as long as the flood lasts.
+
+        A tenth of the cap goes at once, in one pass: a dict keeps the slots of deleted entries
+        until it resizes, and finding the first live entry scans past them, so deleting the
+        first entry one call at a time would cost each call a scan of all deleted before it."""
+        windows = self.windows
+        keep = self.max_windows - self.max_windows // 10
+        for key in list(itertools.islice(windows, len(windows) - keep)):
+            del windows[key]
 
 
 # KEYS: sorted sets with a lease to drop first (releases riding along), one hash per rate, one

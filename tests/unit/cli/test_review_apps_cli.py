@@ -168,3 +168,23 @@ def test_export_to_a_full_standard_output_is_a_clear_error(
     assert result.returncode == 1, result.stderr
     errors = result.stderr.decode()
     assert errors == "error: cannot write to standard output: No space left on device\n"
+
+
+def test_import_of_a_document_over_the_body_limit_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """As `POST /api/v1/apps/import` (413 past `APIFORGE_MAX_BODY_BYTES`), the command refuses
+    a larger file with one line and exit 2, having read no more of it than the limit."""
+    env = {**_env(settings), "APIFORGE_MAX_BODY_BYTES": "2048"}
+    workspace_id = asyncio.run(_workspace(settings))
+    document = tmp_path / "app.json"
+    for size, code in ((2048, 0), (2049, 2)):
+        text = '{"app": {"name": "Sized"}}'
+        document.write_text(text + " " * (size - len(text)))  # JSON allows the blanks
+        assert document.stat().st_size == size
+        result = runner.invoke(
+            apps_cli, ["import", str(document), "--workspace", workspace_id], env=env
+        )
+        assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)  # not a traceback
+    assert result.output == f"error: {document} is over 2048 bytes (APIFORGE_MAX_BODY_BYTES)\n"
