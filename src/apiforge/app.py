@@ -47,6 +47,7 @@ from apiforge.idempotency.store import close_shared_store
 from apiforge.keys.lookup import KeyLookup
 from apiforge.logs import configure_logging
 from apiforge.plans.meter import close_quota_meter
+from apiforge.system.health import warn_if_redis_evicts
 from apiforge.traffic.control import TrafficControl
 from apiforge.usage.retention import LogRetention
 
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         sweeping = asyncio.create_task(sweep_files(settings), name="files-sweep")
+        policy = asyncio.create_task(warn_if_redis_evicts(app.state.redis), name="redis-policy")
         checkpointer = wal_checkpointer(settings)
         if checkpointer is not None:
             checkpointer.start()
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Guarded as `shutdown`'s own steps: a failing stop must not skip the flushes after it.
         stops: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("files_sweep", lambda: sweeping),  # a thread can't be stopped: it runs to its end
+            ("redis_policy", lambda: policy),  # one bounded look at Redis's memory policy
             ("retention", retention.stop),
         ]
         if checkpointer is not None:

@@ -6,13 +6,15 @@ path, the sorted query, the body's SHA-256, the timestamp and the nonce. A call 
 its timestamp is within ±300 s of the server clock, its signature matches (constant-time), and its
 nonce has not been seen for that key in the last `NONCE_TTL_SECONDS` (662 s). The nonce is
 claimed only after the signature checked out, so anonymous traffic can never fill the nonce store
-or burn a client's nonces. Across nodes the store is Redis (`SET NX EX`); one process keeps an
+or burn a client's nonces. Across nodes the store is Redis (a `SET NX EX` in a script that
+also counts the key's nonces); one process keeps an
 in-memory TTL set, saved to the data dir at a graceful shutdown and read back at the next start
 (`NONCE_FILE`). After a stop that saved nothing, calls timestamped at or before the second the
 process started are refused: a previous process may have accepted them (docs/signing.md). That
-set holds at most `MAX_NONCES`, `MAX_NONCES_PER_KEY` of one key: a nonce is claimed before any
-limit of traffic control (or a 404 for an unknown app) could shed the call, so without a cap one
-key signing as fast as the server answers would grow it for as long as a nonce lives.
+set holds at most `MAX_NONCES`, `MAX_NONCES_PER_KEY` of one key (Redis: about as many of one
+key): a nonce is claimed before any limit of traffic control (or a 404 for an unknown app) could
+shed the call, so without a cap one key signing as fast as the server answers would grow it for
+as long as a nonce lives.
 """
 
 import hashlib
@@ -40,6 +42,7 @@ from apiforge.gateway.stage import GatewayState
 from apiforge.http.metrics import LIMIT_REJECTIONS
 from apiforge.keys.policy import KeyRecord
 from apiforge.tools.clock import CLOCK_SKEW_SECONDS
+from apiforge.traffic.frequency import retry_seconds, wait_ms
 
 SKEW_SECONDS = 300
 # A nonce must be remembered at least as long as a timestamp that carries it can be accepted:
@@ -298,27 +301,71 @@ def _saved_nonces(text: str) -> list[tuple[str, float]]:
     return pairs
 
 
+# KEYS: the nonce, its key's counts (a hash: nonces claimed per fixed window of one TTL, by
+# window number). ARGV: TTL seconds, the key's cap. Returns {0} for a nonce seen already, {1}
+# once claimed, or {2, previous, current, elapsed ms} when the key's claims in the sliding TTL
+# (weighted as traffic's frequency limits are) reach the cap: nothing is stored then. Redis's
+# clock times the windows, so nodes with skewed clocks count alike.
+CLAIM_NONCE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1]) * 1000
+local number = math.floor(now / window)
+local counts = redis.call('HMGET', KEYS[2], tostring(number - 1), tostring(number))
+local previous = tonumber(counts[1]) or 0
+local current = tonumber(counts[2]) or 0
+local elapsed = now - number * window
+if previous * (1 - elapsed / window) + current + 1 > tonumber(ARGV[2]) then
+  return {2, previous, current, elapsed}
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('HINCRBY', KEYS[2], tostring(number), 1)
+redis.call('HDEL', KEYS[2], tostring(number - 2))
+redis.call('PEXPIRE', KEYS[2], 2 * window)
+return {1}
+"""
+
+
 class RedisNonceStore:
-    """Nonces shared by every node: `SET key 1 NX EX ttl` is atomic, so of two nodes receiving
-    the same signed call at once exactly one accepts it."""
+    """Nonces shared by every node: one script checks and sets a nonce atomically, so of two
+    nodes receiving the same signed call at once exactly one accepts it.
+
+    Each key may hold about `per_key` live nonces, counted per key in a sliding window of one
+    TTL (a small hash beside the nonces): as in process, a nonce is claimed before any limit of
+    traffic control could shed the call, and without a cap one key signing as fast as the
+    servers answer would grow Redis for as long as a nonce lives, starving every other
+    tenant's limits and tokens once Redis is full."""
 
     not_before = 0  # shared and lasting: a restart of one node forgets nothing
 
-    def __init__(self, redis: "Redis", prefix: str) -> None:
+    def __init__(self, redis: "Redis", prefix: str, *, per_key: int = MAX_NONCES_PER_KEY) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.per_key = per_key
+        self._claim = redis.register_script(CLAIM_NONCE_LUA)
 
     async def claim(self, key: str, ttl_seconds: int) -> bool:
+        keys = [f"{self.prefix}nonce:{key}", f"{self.prefix}nonce-count:{_owner(key)}"]
         try:
-            stored = await self.redis.set(
-                f"{self.prefix}nonce:{key}", b"1", nx=True, ex=ttl_seconds
-            )
+            answer = await self._claim(keys=keys, args=[ttl_seconds, self.per_key])
         except (RedisError, OSError) as exc:
             DEGRADED.labels("nonce").inc()
             raise UnavailableError(
                 "Signed calls cannot be checked right now", reason="nonce_store_unavailable"
             ) from exc
-        return bool(stored)
+        if answer[0] == 2:
+            LIMIT_REJECTIONS.labels("signing_nonces", "key").inc()
+            previous, current, elapsed = (int(value) for value in answer[1:])
+            wait = wait_ms(self.per_key, previous, current, elapsed, ttl_seconds * 1000)
+            raise RateLimitedError(
+                "This key signed too many calls within a nonce's lifetime; retry later",
+                retry_after=retry_seconds(wait),
+                reason="too_many_nonces",
+            )
+        return bool(answer[0])
 
 
 def nonce_store_for(state: GatewayState) -> NonceStore:

@@ -3,6 +3,7 @@
 Checks run concurrently, each under its own time limit, so a hung dependency answers 503 within
 seconds instead of holding the probe until the load balancer gives up. Failure details (which may
 name hosts) go to the log; the unauthenticated response only names the failing check.
+At start, a Redis that may evict keys is named in the log (`warn_if_redis_evicts`).
 """
 
 import asyncio
@@ -61,3 +62,20 @@ class HealthService:
                 f"Not ready: {', '.join(failing)}", reason="not_ready", details={"checks": checks}
             )
         return checks
+
+
+async def warn_if_redis_evicts(redis: "Redis | None") -> None:
+    """Log `redis_may_evict` when Redis has a memory limit and a policy other than `noeviction`:
+    it would then drop live keys (a signed call's nonce, a concurrency lease, a window) and
+    quietly break what they guarantee (docs/traffic.md). Once, at start; silent when Redis is
+    unreachable (readiness says so) or refuses `CONFIG` (managed Redis often does)."""
+    if redis is None:
+        return
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            config = await redis.config_get("maxmemory*")
+    except Exception:  # an advisory check never stops a start
+        return
+    policy = str(config.get("maxmemory-policy", "noeviction"))
+    if policy != "noeviction" and str(config.get("maxmemory", "0")) != "0":
+        log.warning("redis_may_evict", policy=policy, maxmemory=config.get("maxmemory"))

@@ -164,7 +164,9 @@ class MemoryTraffic:
 # members, (limit, window ms) per rate, limit per slot. Redis's own clock times everything, so
 # processes with skewed clocks agree. Returns {0} when admitted, {1, rate index, wait ms} (the
 # full rate with the longest wait) or {2, slot index} when refused (nothing counted then; the
-# releases are done either way).
+# releases are done either way). A release whose key cannot take it (another type: WRONGTYPE)
+# is dropped, not raised: releases ride with other calls' admissions and are kept when one fails,
+# so one such key would otherwise fail every admission of the process from then on.
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -173,7 +175,7 @@ local nrates = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local member = ARGV[4]
 for r = 1, nrel do
-  redis.call('ZREM', KEYS[r], ARGV[4 + r])
+  redis.pcall('ZREM', KEYS[r], ARGV[4 + r])
 end
 local a = 4 + nrel
 local fields = {}
@@ -329,7 +331,9 @@ class RedisTraffic:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, member in pending:
                     pipe.zrem(key, member)
-                await pipe.execute()
+                # An error reply (a key of another type) drops its release, as `redis.pcall`
+                # does in the script; a lost connection still raises and keeps them all.
+                await pipe.execute(raise_on_error=False)
         except STORE_ERRORS:
             self._keep(pending)
             self._flush_in(RETRY_PAUSE_SECONDS)
