@@ -122,6 +122,13 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 @pytest.fixture
 def settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
+    yield from fresh_settings(template_database, tmp_path)
+
+
+def fresh_settings(template_database: str, tmp_path: Path) -> Iterator[Settings]:
+    """A fresh database cloned from the template (and a Redis prefix of its own), with a data
+    dir under `tmp_path`: the `settings` fixture, also for a module-scoped one (servers shared
+    by a module's tests)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     # Every app starts as after a graceful stop (no nonce to keep): one that finds no nonce file

@@ -52,6 +52,16 @@ class AdminBootstrap(BaseSettings):
     password: SecretStr | None = None
 
 
+# The embedded database's charging (reservations against a cached balance) and gateway
+# idempotency keys (claimed in memory) are one process's: a second process runs a call's steps
+# without seeing the first's claim or spending, so an `httpRequest` or `ai` step could run twice
+# under one key, or unpaid (docs/decisions.md).
+SQLITE_WORKERS = (
+    "--workers needs PostgreSQL (APIFORGE_DATABASE_URL): the embedded SQLite database is served "
+    "by one process (docs/decisions.md)"
+)
+
+
 @app.command()
 def version() -> None:
     """Print the running version."""
@@ -75,6 +85,8 @@ def serve(
     if reload and workers > 1:
         raise _fail("--reload runs a single process; drop --workers", code=2)
     settings = Settings()
+    if workers > 1 and settings.is_sqlite:
+        raise _fail(SQLITE_WORKERS, code=2)
     _require_migrated(settings)  # before our logs are set up: Alembic logs its imports at INFO
     # Each worker builds the app, which reads the secret key (or creates it in the data dir):
     # a data dir it cannot use is refused here, once, not as a traceback from every worker.

@@ -17,10 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apiforge.core.settings import Settings
 from tests._servers import running_servers
+from tests.conftest import DATABASE_URL
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/net/tcp").exists(), reason="reads connections' owners from /proc (Linux)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/self/net/tcp").exists(),
+        reason="reads connections' owners from /proc (Linux)",
+    ),
+    pytest.mark.skipif(not DATABASE_URL, reason="`--workers` needs PostgreSQL"),
+]
 
 DEADLINE = 30.0
 MAX_CLIENTS = 200

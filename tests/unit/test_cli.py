@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import apiforge
 from apiforge.accounts.models import Account
 from apiforge.app import create_app, shutdown
-from apiforge.cli import DEFAULT_ADMIN_EMAIL, app
+from apiforge.cli import DEFAULT_ADMIN_EMAIL, SQLITE_WORKERS, app
 from apiforge.core.db import make_engine
 from apiforge.core.settings import Settings
 
@@ -289,8 +289,40 @@ def test_serve_refuses_reload_with_several_workers() -> None:
     assert "--reload" in result.stderr
 
 
+def test_serve_refuses_several_workers_on_the_embedded_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Charging and gateway idempotency keys on SQLite are one process's: a second worker could
+    run an `httpRequest` step twice under one key (tests/e2e/test_review_workers.py)."""
+    import uvicorn
+
+    started: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(kw["workers"]))
+    for redis_url in (None, "redis://127.0.0.1:6379/0"):  # Redis does not make it one process
+        env: Env = {
+            "APIFORGE_DATA_DIR": str(tmp_path / "never-created"),
+            "APIFORGE_DATABASE_URL": None,
+            "APIFORGE_REDIS_URL": redis_url,
+        }
+        result = runner.invoke(app, ["serve", "--workers", "2"], env=env)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"error: {SQLITE_WORKERS}\n"
+    assert started == []
+    assert not (tmp_path / "never-created").exists()  # refused before anything was touched
+
+
+@pytest.fixture
+def cluster_env(cli_env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """`cli_env` on PostgreSQL, where `--workers` is allowed (with `uvicorn.run` replaced, the
+    database is never reached: its migration check is skipped)."""
+    from apiforge import cli
+
+    monkeypatch.setattr(cli, "_require_migrated", lambda _settings: None)
+    return {**cli_env, "APIFORGE_DATABASE_URL": "postgresql+asyncpg://u:p@db:5432/apiforge"}
+
+
 def test_serve_gives_several_workers_a_fresh_metrics_directory_of_its_own(
-    monkeypatch: pytest.MonkeyPatch, cli_env: Env, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, cluster_env: Env, tmp_path: Path
 ) -> None:
     """`/metrics` adds up the workers' files there (http/metrics.py): one directory per server,
     empty at start and owner-only; an inherited one (another server's) is never used, and one
@@ -309,7 +341,7 @@ def test_serve_gives_several_workers_a_fresh_metrics_directory_of_its_own(
         seen.append((kwargs["workers"], directory, listing, mode))
 
     monkeypatch.setattr(uvicorn, "run", run)
-    env: Env = {**cli_env, "PROMETHEUS_MULTIPROC_DIR": str(inherited)}
+    env: Env = {**cluster_env, "PROMETHEUS_MULTIPROC_DIR": str(inherited)}
     for workers in ("2", "1"):
         result = runner.invoke(app, ["serve", "--workers", workers], env=env)
         assert result.exit_code == 0, result.output
@@ -325,13 +357,13 @@ def test_serve_gives_several_workers_a_fresh_metrics_directory_of_its_own(
 
 
 def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(
-    monkeypatch: pytest.MonkeyPatch, cli_env: Env
+    monkeypatch: pytest.MonkeyPatch, cluster_env: Env
 ) -> None:
     import uvicorn
 
     started: list[int] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(kw["workers"]))
-    alone: Env = {**cli_env, "APIFORGE_REDIS_URL": None}
+    alone: Env = {**cluster_env, "APIFORGE_REDIS_URL": None}
     several = runner.invoke(app, ["serve", "--workers", "3"], env=alone)
     assert several.exit_code == 0, several.output
     assert "warning: without APIFORGE_REDIS_URL" in several.stderr
@@ -339,7 +371,7 @@ def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(
     shared = runner.invoke(
         app,
         ["serve", "--workers", "3"],
-        env={**cli_env, "APIFORGE_REDIS_URL": "redis://127.0.0.1:6379/0"},
+        env={**cluster_env, "APIFORGE_REDIS_URL": "redis://127.0.0.1:6379/0"},
     )
     assert "warning" not in one.stderr + shared.stderr
     assert started == [3, 1, 3]
