@@ -17,6 +17,7 @@ shed the call, so without a cap one key signing as fast as the server answers wo
 as long as a nonce lives.
 """
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -25,7 +26,8 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote_plus
@@ -61,7 +63,8 @@ TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
 SIGN_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KEY_ID_MAX = 128
 HEADERS = ("x-app-id", "x-timestamp", "x-nonce", "x-sign")
-# In the data dir: one process's live nonces, written at a graceful shutdown, removed at start.
+# In the data dir: the live nonces of the processes that stopped gracefully (each adds its own),
+# removed at start by the first to read it.
 NONCE_FILE = "signing-nonces.json"
 NONCES_KEY = "signing_nonces"  # the process's in-memory store, in `GatewayState.extra`
 
@@ -234,31 +237,39 @@ class MemoryNonceStore:
         return len(self._expiry)
 
     def save(self, path: Path) -> None:
-        """Write the live nonces with their expiry in Unix seconds (a graceful shutdown). The
-        file appears whole or not at all (renamed into place): a torn or missing one only makes
-        the next start refuse calls timestamped before it."""
+        """Write the live nonces with their expiry in Unix seconds (a graceful shutdown), added
+        to those already in the file: with `--workers` and no Redis every worker saves to it as
+        it stops, and the next start must find them all. The file appears whole or not at all
+        (renamed into place, under a lock): a torn or missing one only makes the next start
+        refuse calls timestamped before it. One it cannot read (ValueError) is left as it is,
+        for the same reason, rather than replaced by this process's nonces alone."""
         now, wall = self.clock(), self.wall()
-        live = [
-            [key, round(wall + expires - now, 3)]
+        live = {
+            key: round(wall + expires - now, 3)
             for key, expires in self._expiry.items()
             if expires > now
-        ]
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # workers write at once
-        try:
-            partial.write_text(json.dumps({"nonces": live}), encoding="utf-8")
-            os.replace(partial, path)
-        except OSError:
-            partial.unlink(missing_ok=True)  # a full disk leaves no half file behind
-            raise
+        with _file_lock(path):
+            for key, expires in _read_nonces(path):
+                if expires > wall and expires > live.get(key, 0):
+                    live[key] = expires
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            try:
+                partial.write_text(json.dumps({"nonces": list(live.items())}), encoding="utf-8")
+                os.replace(partial, path)
+            except OSError:
+                partial.unlink(missing_ok=True)  # a full disk leaves no half file behind
+                raise
 
     def restore(self, path: Path) -> None:
         """Take back what `save` wrote and remove the file, so that a later stop that saves
         nothing is not mistaken for a graceful one; without a usable file, set `not_before`."""
         started = self.wall()
         try:
-            text = path.read_text(encoding="utf-8")
-            path.unlink()
+            with _file_lock(path):
+                text = path.read_text(encoding="utf-8")
+                path.unlink()
             entries = _saved_nonces(text)
         except FileNotFoundError:
             self.not_before = int(started)
@@ -283,6 +294,26 @@ def _seconds_until(expires: float, now: float) -> int:
 def _owner(key: str) -> str:
     """The key id of a claim (`<key id>:<nonce>`; a nonce has no colon)."""
     return key.rpartition(":")[0]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """One process at a time reads and rewrites the nonce file (`--workers` stop together)."""
+    with open(path.with_name(f"{path.name}.lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_nonces(path: Path) -> list[tuple[str, float]]:
+    """What another process saved to `path` before this one; none without a file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return _saved_nonces(text)
 
 
 def _saved_nonces(text: str) -> list[tuple[str, float]]:
@@ -386,7 +417,7 @@ async def save_nonces(state: GatewayState) -> None:
     path = state.settings.data_dir / NONCE_FILE
     try:
         store.save(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         log.warning("signing_nonces_not_saved", path=str(path), error=repr(exc))
 
 
