@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.models import App, AppVersion
 from apiforge.builder.service import find_app
-from apiforge.core.db import SessionEnd
+from apiforge.core.db import SessionEnd, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.datasets.crypto import FieldCipher
@@ -279,22 +279,48 @@ class CollectionService:
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
         precondition.check(collection.version)
+        # One schema change of the app at a time, as `update`: neither holds the collection's
+        # row while waiting for the records table the other holds.
+        await find_app(self.session, current.id, collection.app_id, lock=True)
         connection = await self.session.connection()
-        if not force:
-            others = await connection.scalar(
-                select(Record.partition)
-                .where(collection_predicate(collection.id), Record.partition != current.id)
-                .limit(1)
-            )
-            if others is not None:
-                raise CollectionInUseError()
+        # Before the row lock: dropping an index waits for every record writer, and an insert
+        # into this collection waits for the row (its foreign key) while holding the table.
         await drop_indexes(connection, collection.id)
+        await self._hold(collection)
+        if not force:
+            await self._ensure_unshared(connection, collection, current.id)
         await connection.execute(delete(Record).where(collection_predicate(collection.id)))
         await self.session.delete(collection)
         await self.session.flush()
-        # Callees reading it now run nothing: never refused, whatever prices did since. Costs
-        # only fall, so no app lock: a caller saved meanwhile at most keeps a cost too high.
+        # Callees reading it now run nothing: never refused, whatever prices did since.
         await self._reprice_callers(collection.app_id, refuse_over_limit=False)
+
+    async def _hold(self, collection: Collection) -> None:
+        """Hold the collection's row until commit, so that no record lands in it between a look
+        at its records and the writes that rely on it: a no-op UPDATE takes SQLite's write lock;
+        `FOR UPDATE` waits out PostgreSQL transactions inserting a record (their foreign key
+        holds the row `FOR KEY SHARE`), and later inserts wait, then find no collection (404).
+        404 when it went meanwhile."""
+        await lock_rows(self.session, Collection, Collection.id == collection.id)
+        held = await self.session.scalar(
+            select(Collection.id).where(Collection.id == collection.id).with_for_update()
+        )
+        if held is None:
+            raise DatasetNotFoundError()
+
+    @staticmethod
+    async def _ensure_unshared(
+        connection: AsyncConnection, collection: Collection, workspace_id: str
+    ) -> None:
+        """409 `collection_in_use` while workspaces other than `workspace_id` (the app's
+        subscribers) keep records in the collection (`_hold` first: none can land unseen)."""
+        others = await connection.scalar(
+            select(Record.partition)
+            .where(collection_predicate(collection.id), Record.partition != workspace_id)
+            .limit(1)
+        )
+        if others is not None:
+            raise CollectionInUseError()
 
     async def _reprice_callers(self, app_id: str, *, refuse_over_limit: bool = True) -> None:
         """A callee's steps run (or fail) with the app's collections: its `dev` callers are
