@@ -308,11 +308,48 @@ _AS_IS = (
     "substring",
     "trim",
 )
+
+
+def _code_point_size(value: Any) -> int:
+    """CEL's `size`: a string's length in code points (the engine's own counts UTF-8 bytes,
+    unlike CEL's spec and the `charAt`/`indexOf`/`substring` above); bytes, lists and maps as
+    the engine counts them."""
+    if isinstance(value, str | bytes | list | dict):
+        return len(value)
+    kind = {"NoneType": "null", "float": "double"}.get(type(value).__name__, type(value).__name__)
+    raise TypeError(f"size expects a string, bytes, a list or a map, not {kind}")
+
+
+# `size(...)` and `x.size()` are compiled as calls of this function (`_with_code_point_sizes`):
+# the engine answers its built-in `size` itself, so a function registered under that name is
+# never called for a string.
+_SIZE_FUNCTION: Final = "apiforgeSize"
+
 FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = {
     **{name: cel.stdlib.EXTENSIONS["strings"][name] for name in _AS_IS},
     "replace": _bounded_replace,
     "join": _bounded_join,
+    _SIZE_FUNCTION: _code_point_size,
 }
+
+
+def _with_code_point_sizes(source: str) -> str:
+    """`source` with every call of `size` (`size(x)`, `x.size()`) calling `_SIZE_FUNCTION`;
+    a field or map key named `size` and text inside string literals are left as they are."""
+    if "size" not in source:
+        return source
+    parts: list[str] = []
+    pending: re.Match[str] | None = None  # a `size` identifier, until the next token shows a call
+    last = 0
+    for match in _TOKEN.finditer(source):
+        kind = match.lastgroup
+        if kind == "skip":
+            continue
+        if pending is not None and kind == "punct" and match.group() == "(":
+            parts += [source[last : pending.start()], _SIZE_FUNCTION]
+            last = pending.end()
+        pending = match if kind == "ident" and match.group() == "size" else None
+    return "".join(parts) + source[last:]
 
 
 # --- compile and evaluate -------------------------------------------------------------------
@@ -445,6 +482,9 @@ def compile_expression(source: str) -> CompiledExpression:
     scan = _scan(source)
     try:
         program = cel.compile(source)
+        rewritten = _with_code_point_sizes(source)
+        if rewritten != source:  # compiled as written first: diagnoses quote the builder's text
+            program = cel.compile(rewritten)
     except _PASS_THROUGH:
         raise
     except BaseException as exc:
@@ -502,7 +542,8 @@ _PYTHON_FAILURE = re.compile(r"Python function call failed: (?:[A-Za-z_][\w.]*: 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return _clip(f"no such key: {exc.args[0]!r}")
-    return _clip(_PYTHON_FAILURE.sub("", str(exc)) or type(exc).__name__)
+    message = _PYTHON_FAILURE.sub("", str(exc)).replace(f"'{_SIZE_FUNCTION}'", "'size'")
+    return _clip(message or type(exc).__name__)
 
 
 def _clip(message: str) -> str:
