@@ -84,7 +84,9 @@ async def test_export_then_import_into_another_workspace(client: AsyncClient, ap
     response = await client.get(f"/api/v1/apps/{source}/export", headers=alice.headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
-    assert response.headers["content-disposition"] == 'attachment; filename="Blog.json"'
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"Blog.json\"; filename*=UTF-8''Blog.json"
+    )
     document = response.json()
     assert "code" not in document  # a file, not an envelope
     assert document["format"] == "apiforge-app"
@@ -135,7 +137,9 @@ async def test_yaml_export_imports_too(client: AsyncClient) -> None:
     source = await _build_source(client, alice)
     response = await client.get(f"/api/v1/apps/{source}/export?format=yaml", headers=alice.headers)
     assert response.headers["content-type"].startswith("application/yaml")
-    assert response.headers["content-disposition"] == 'attachment; filename="Blog.yaml"'
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"Blog.yaml\"; filename*=UTF-8''Blog.yaml"
+    )
     assert yaml.safe_load(response.text)["versions"][1]["notes"] == "Second release"
     imported = await client.post(
         "/api/v1/apps/import",
@@ -318,3 +322,14 @@ def test_cli_exports_and_imports_an_app(settings: Settings, tmp_path: Path) -> N
     assert nowhere.exit_code == 1
     assert "Workspace not found" in nowhere.output
     assert runner.invoke(apps_cli, ["export", source, "--format", "xml"], env=env).exit_code == 2
+
+
+async def test_an_app_named_in_chinese_downloads_under_its_name(client: AsyncClient) -> None:
+    """The exact name in RFC 8187 `filename*` (browsers use it), an ASCII one for the rest."""
+    alice = await register(client)
+    app_id = await new_app(client, alice.headers, "博客 Blog")
+    response = await client.get(f"/api/v1/apps/{app_id}/export", headers=alice.headers)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"Blog.json\"; filename*=UTF-8''%E5%8D%9A%E5%AE%A2%20Blog.json"
+    )

@@ -112,8 +112,8 @@ _YamlDumper.add_representer(str, _yaml_str)
 
 
 def dump_document(document: dict[str, Any], fmt: ExportFormat) -> tuple[bytes, str, str]:
-    """(content, media type, file name) of an export document."""
-    # ASCII only: the name goes into a Content-Disposition header.
+    """(content, media type, ASCII file name) of an export document: the name for clients that
+    do not read `download_name`'s exact one from `filename*`."""
     slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in document["app"]["name"])
     slug = slug.strip("-")[:40] or "app"
     if fmt == "yaml":
@@ -121,6 +121,13 @@ def dump_document(document: dict[str, Any], fmt: ExportFormat) -> tuple[bytes, s
         return text.encode(), "application/yaml", f"{slug}.yaml"
     content = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     return content, "application/json", f"{slug}.json"
+
+
+def download_name(document: dict[str, Any], fmt: ExportFormat) -> str:
+    """The export's file name as the app is named (`博客.json`), without the characters a file
+    name cannot hold (controls, `/`, `\\`)."""
+    name = "".join(" " if c in "/\\" or not c.isprintable() else c for c in document["app"]["name"])
+    return f"{name.strip()[:100].strip() or 'app'}.{fmt}"
 
 
 def malformed(message: str) -> ValidationError:

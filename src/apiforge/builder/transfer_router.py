@@ -11,10 +11,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from apiforge.builder.docs_page import CONTENT_SECURITY_POLICY, render_html
 from apiforge.builder.openapi import DocsService
-from apiforge.builder.transfer import ExportFormat, TransferService, dump_document
+from apiforge.builder.transfer import (
+    ExportFormat,
+    TransferService,
+    download_name,
+    dump_document,
+)
 from apiforge.http.deps import SessionDep, SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.schemas import Created
+from apiforge.tools.disposition import content_disposition
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
 router = APIRouter(tags=["builder"])
@@ -69,12 +75,10 @@ async def export_app(
     service: TransferServiceDep,
     format: ExportFormat = "json",
 ) -> Response:
-    content, media_type, filename = dump_document(await service.export(current, app_id), format)
-    return Response(
-        content,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    document = await service.export(current, app_id)
+    content, media_type, filename = dump_document(document, format)
+    disposition = content_disposition(download_name(document, format), fallback=filename)
+    return Response(content, media_type=media_type, headers={"Content-Disposition": disposition})
 
 
 @router.get(

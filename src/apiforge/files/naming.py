@@ -2,7 +2,6 @@
 
 import re
 import unicodedata
-from urllib.parse import quote
 
 from apiforge.files.models import MAX_CONTENT_TYPE_LENGTH, MAX_NAME_LENGTH
 
@@ -40,9 +39,3 @@ def clean_content_type(raw: str) -> str:
     if not value or len(value) > MAX_CONTENT_TYPE_LENGTH or not _CONTENT_TYPE.fullmatch(value):
         return DEFAULT_CONTENT_TYPE
     return value
-
-
-def content_disposition(name: str) -> str:
-    """`attachment` with an ASCII fallback name and the exact one in RFC 8187 `filename*`."""
-    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from apiforge.accounts.deps import workspace_key
 from apiforge.core.settings import Settings
-from apiforge.files.naming import clean_content_type, content_disposition
+from apiforge.files.naming import clean_content_type
 from apiforge.files.receiving import FORM_OVERHEAD
 from apiforge.files.schemas import FileRead
 from apiforge.files.sending import send_file
@@ -24,6 +24,7 @@ from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import IfMatch
+from apiforge.tools.disposition import content_disposition
 from apiforge.workspaces.deps import CurrentWorkspaceDep, WorkspaceEditor
 
 router = APIRouter(prefix="/api/v1", tags=["files"])

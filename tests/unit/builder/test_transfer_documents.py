@@ -5,7 +5,12 @@ from typing import Any
 import pytest
 import yaml
 
-from apiforge.builder.transfer import dump_document, parse_document, validate_document
+from apiforge.builder.transfer import (
+    download_name,
+    dump_document,
+    parse_document,
+    validate_document,
+)
 from apiforge.core.errors import ValidationError
 
 DOCUMENT: dict[str, Any] = {
@@ -69,3 +74,14 @@ def test_file_names_are_ascii_for_the_download_header() -> None:
     ]:
         document = {**DOCUMENT, "app": {"name": name}}
         assert dump_document(document, "json")[2] == expected
+
+
+def test_the_download_name_keeps_the_apps_own_name() -> None:
+    for name, expected in [
+        ("博客 Blog!", "博客 Blog!.json"),
+        ("a/b\\c", "a b c.json"),
+        ("line\nbreak\u2028", "line break.json"),
+        ("\t", "app.json"),
+        ("长" * 150, "长" * 100 + ".json"),
+    ]:
+        assert download_name({**DOCUMENT, "app": {"name": name}}, "json") == expected

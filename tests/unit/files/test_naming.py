@@ -2,7 +2,8 @@
 
 import pytest
 
-from apiforge.files.naming import clean_content_type, clean_name, content_disposition
+from apiforge.files.naming import clean_content_type, clean_name
+from apiforge.tools.disposition import content_disposition
 
 
 @pytest.mark.parametrize(
