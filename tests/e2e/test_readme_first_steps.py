@@ -28,7 +28,7 @@ def _ok(response: Any) -> Any:
 async def test_the_readme_first_steps_work_on_a_fresh_install(
     app: FastAPI, client: AsyncClient
 ) -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     # The steps this test follows are the README's.
     for step in (
         "/api/v1/auth/login",
@@ -43,7 +43,7 @@ async def test_the_readme_first_steps_work_on_a_fresh_install(
         assert step in readme, step
     admin = await make_admin(app, client)
     h = admin.headers
-    blog = json.loads((ROOT / "examples" / "blog-app.json").read_text())
+    blog = json.loads((ROOT / "examples" / "blog-app.json").read_text(encoding="utf-8"))
     app_id = _ok(await client.post("/api/v1/apps/import", json=blog, headers=h))["id"]
     call = {"appId": app_id, "api": "getManyPost", "version": "dev", "args": {}, "debug": 1}
     # Without the README's credit step, a fresh workspace cannot pay its own call.

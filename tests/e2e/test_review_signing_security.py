@@ -359,7 +359,9 @@ async def test_an_orphaned_workspace_key_cannot_sign_and_the_doc_names_the_refus
 
 
 def test_every_refusal_a_signing_key_s_policy_gives_is_documented() -> None:
-    policy = (Path(__file__).resolve().parents[2] / "src/apiforge/keys/policy.py").read_text()
+    policy = (Path(__file__).resolve().parents[2] / "src/apiforge/keys/policy.py").read_text(
+        encoding="utf-8"
+    )
     body = policy.split("def check_key")[1]
     reasons = set(re.findall(r'reason="([a-z_]+)"', body)) - {"origin_not_allowed"}  # pk only
     assert reasons

@@ -330,6 +330,11 @@ class Settings(BaseSettings):
                 f"invalid configuration: cannot create or read {path} ({exc.strerror or exc}): "
                 f"make {ENV_PREFIX}DATA_DIR writable, or set {ENV_PREFIX}SECRET_KEY"
             ) from None
+        except UnicodeDecodeError:  # the reason only, never the content: it is the key
+            raise InvalidSettingsError(
+                f"invalid configuration: {path} is not UTF-8 text: save it as UTF-8, or set "
+                f"{ENV_PREFIX}SECRET_KEY"
+            ) from None
 
 
 def _stored_key(path: Path) -> str:
@@ -341,7 +346,7 @@ def _stored_key(path: Path) -> str:
     except FileExistsError:
         return _read_key(path)
     try:
-        with os.fdopen(descriptor, "w") as file:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(key)
     except BaseException:
         path.unlink()  # a full disk: no empty key file left behind for the next start
@@ -352,7 +357,8 @@ def _stored_key(path: Path) -> str:
 def _read_key(path: Path) -> str:
     """The key another process created; it may still be writing it for a few milliseconds."""
     for _ in range(_KEY_READ_ATTEMPTS):
-        key = path.read_text().strip()
+        # UTF-8 whatever the locale: every node sharing the data dir reads the same key.
+        key = path.read_text(encoding="utf-8").strip()
         if key:
             return key
         time.sleep(0.02)

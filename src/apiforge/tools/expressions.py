@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import cel
@@ -410,6 +410,11 @@ class CompiledExpression:
         # is given on every call, and a large `steps` output would otherwise be paid for by
         # expressions that never look at it.
         payload = {name: variables[name] for name in self._names if name in variables}
+        now = payload.get("now")
+        if isinstance(now, datetime) and now.tzinfo is None:
+            # The engine reads a naive datetime in the process's local zone (a server on
+            # Asia/Shanghai moved `now` 8 hours back): it is UTC, as every platform time is.
+            payload["now"] = now.replace(tzinfo=UTC)
         steps = payload.get("steps")
         if isinstance(steps, Mapping) and not self.reads_all_steps:
             payload["steps"] = {key: steps[key] for key in self.steps if key in steps}
