@@ -392,3 +392,23 @@ async def test_record_size_is_capped(
         await store.insert(posts, tenants.a, {"title": "x" * 300_000})
     assert _error(exc)[:2] == (413, "record_too_large")
     assert await store.count(posts, tenants.a) == 0
+
+
+async def test_min_and_max_of_the_record_times_are_iso_text_on_every_backend(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection
+) -> None:
+    """`createdTime`/`updatedTime` are columns, not JSON values: SQLite hands their min and max
+    back as its own stored text, which must come out as the records show them (`…Z`)."""
+    posts = await tenants.new_collection(connection)
+    first = await store.insert(posts, tenants.a, {"title": "a", "published": True, "views": 1})
+    last = await store.insert(posts, tenants.a, {"title": "b", "published": False, "views": 2})
+    metrics = {
+        "first": ("min", "createdTime"),
+        "last": ("max", "updatedTime"),
+    }
+    [row] = await store.aggregate(posts, tenants.a, metrics=metrics)
+    assert row == {"first": first["createdTime"], "last": last["updatedTime"]}
+    grouped = await store.aggregate(
+        posts, tenants.a, group_by=["createdTime"], metrics={"n": ("count", None)}
+    )
+    assert [g["createdTime"] for g in grouped] == [first["createdTime"], last["createdTime"]]
