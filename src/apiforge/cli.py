@@ -54,7 +54,7 @@ class AdminBootstrap(BaseSettings):
 
 # The embedded database's charging (reservations against a cached balance) and gateway
 # idempotency keys (claimed in memory) are one process's: a second process runs a call's steps
-# without seeing the first's claim or spending, so an `httpRequest` or `ai` step could run twice
+# without seeing the first's claim or spending, so an `httpRequest` step could run twice
 # under one key, or unpaid (docs/decisions.md).
 SQLITE_WORKERS = (
     "--workers needs PostgreSQL (APIFORGE_DATABASE_URL): the embedded SQLite database is served "

@@ -16,6 +16,7 @@ import sqlite3
 from functools import partial
 
 import orjson
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.db import sqlite_stamp
@@ -33,6 +34,8 @@ from apiforge.idempotency.segments import Found
 from apiforge.idempotency.sqlite_db import OwnConnection, call_db, read_record
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import new_id
+
+log = structlog.get_logger(__name__)
 
 
 class LocalClaims:
@@ -54,6 +57,11 @@ class LocalClaims:
                 if not self.opened:
                     await self.log.open()
                     self.opened = True
+                    if not self.log.owner:
+                        # Another process serves the same file: its claims are in its memory,
+                        # so a key sent to both may run its outside steps in each (its writes
+                        # and charge stay single). Said once, where an operator looks.
+                        log.warning("answer_log_owned_elsewhere", directory=str(self.log.directory))
         return self.log
 
     def fresh(self, record_id: str, fingerprint: str) -> Claim | None:

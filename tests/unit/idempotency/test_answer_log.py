@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from apiforge.core.db import sqlite_stamp
 from apiforge.core.lazydb import SqliteReader
 from apiforge.core.settings import Settings
 from apiforge.idempotency.answer_log import Answer, AnswerLog, AnswersRefused
 from apiforge.idempotency.claims import Claim
+from apiforge.idempotency.local_claims import LocalClaims
+from apiforge.idempotency.sqlite_db import OwnConnection
 from apiforge.idempotency.store import IdempotencyStore
 from apiforge.migrate import upgrade
 from apiforge.tools.clock import utcnow
@@ -374,3 +377,23 @@ async def test_only_a_key_never_seen_is_claimed_without_awaiting(database: str) 
             await reader.close()
     finally:
         await store.close()
+
+
+async def test_a_process_that_does_not_own_the_log_says_so_once(database: str) -> None:
+    """A second process on the file (a second `apiforge serve`) claims keys by rows while the
+    owner claims in memory: a key sent to both may run its outside steps in each. It says so in
+    the log, once, when its first keyed call opens the log."""
+    first = LocalClaims(AnswerLog.beside(database, retention_seconds=DAY), OwnConnection(database))
+    second = LocalClaims(AnswerLog.beside(database, retention_seconds=DAY), OwnConnection(database))
+    try:
+        with capture_logs() as logs:
+            assert (await first.open_log()).owner  # the owner: nothing to say
+            assert not (await second.open_log()).owner
+            await second.open_log()
+        assert [(e["event"], e["log_level"]) for e in logs] == [
+            ("answer_log_owned_elsewhere", "warning")
+        ]
+        assert logs[0]["directory"] == str(first.log.directory)
+    finally:
+        await second.log.close()
+        await first.log.close()
