@@ -1,4 +1,5 @@
-"""The `apiforge` command line: serve, database migrations, administrator accounts, version.
+"""The `apiforge` command line: serve, database migrations and backups, administrator accounts,
+version.
 
 The web stack and the database layer are imported inside the commands that need them, so
 `apiforge --help` and `apiforge version` answer without loading them.
@@ -12,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -177,6 +179,21 @@ def db_upgrade() -> None:
     except (CommandError, SQLAlchemyError, OSError) as exc:
         raise _fail(f"cannot migrate the database: {_first_line(exc)}") from None
     typer.echo("database is up to date")
+
+
+@db.command("backup")
+def db_backup(
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) directory to write the copy to")],
+) -> None:
+    """Copy the embedded data dir (database snapshot, secret key, uploaded files, idempotency
+    answers) to DEST while the server keeps serving. Restore: point APIFORGE_DATA_DIR at DEST."""
+    from apiforge.system.backup import BackupError, backup
+
+    try:
+        summary = backup(Settings(), dest)
+    except BackupError as exc:
+        raise _fail(str(exc), code=exc.code) from None
+    typer.echo(summary.line(dest))
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -75,6 +75,17 @@ _IN_CHUNK = 500  # ids per query (SQLite allows 32,766 parameters; plenty of roo
 REFUSING_SECONDS = 1.0  # how long a key found held refuses its answers (the writer's retry)
 
 
+def log_directory(database: str) -> Path:
+    """Where the answer log of the SQLite file `database` lives (beside it)."""
+    return Path(f"{database}-answers")
+
+
+def is_log_file(name: str) -> bool:
+    """Whether `name` in the log's directory is part of the log: a segment or its index (not
+    the owner's lock, nor an index a crash cut short)."""
+    return name.endswith((".log", ".idx"))
+
+
 class AnswersRefused(CommitRefused):
     """Another process holds live claims of these keys: the transaction must not commit."""
 
@@ -154,7 +165,7 @@ class AnswerLog:
 
     @classmethod
     def beside(cls, database: str, *, retention_seconds: int) -> "AnswerLog":
-        return cls(Path(f"{database}-answers"), database, retention_seconds=retention_seconds)
+        return cls(log_directory(database), database, retention_seconds=retention_seconds)
 
     # --- opening and closing (event loop) ---------------------------------------------------------
 
