@@ -3,6 +3,8 @@
 import asyncio
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -375,3 +377,16 @@ def test_serve_warns_that_workers_without_redis_keep_limits_and_nonces_apart(
     )
     assert "warning" not in one.stderr + shared.stderr
     assert started == [3, 1, 3]
+
+
+def test_python_dash_m_apiforge_runs_the_command() -> None:
+    """`python -m apiforge` is the same command as the `apiforge` script."""
+    result = subprocess.run(
+        [sys.executable, "-m", "apiforge", "version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == apiforge.__version__

@@ -1,0 +1,5 @@
+"""`python -m apiforge`: the `apiforge` command, where the script is not on PATH."""
+
+from apiforge.cli import main
+
+main()
