@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # process: keep it out of the collector's generations, so their scans stay short.
         gc.collect()
         gc.freeze()
+        metrics.worker_started()
         sweeping = asyncio.create_task(sweep_files(settings), name="files-sweep")
         policy = asyncio.create_task(warn_if_redis_evicts(app.state.redis), name="redis-policy")
         checkpointer = wal_checkpointer(settings)

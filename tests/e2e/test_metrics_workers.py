@@ -1,6 +1,7 @@
 """`apiforge serve --workers 2`: `/metrics` counts the requests of the whole server, whichever
 worker answers the scrape (each worker used to report only its own, so Prometheus saw counters
-jump and reset between scrapes).
+jump and reset between scrapes), and the `process_*` figures of each live worker, labelled with
+its pid (a scrape used to carry none: only one worker's could be read in-process).
 
 Which worker serves a connection is the kernel's choice: the test reads it from /proc (the
 worker holding the server side of the connection), keeps one connection open per client, and
@@ -8,7 +9,9 @@ scrapes through connections of both workers."""
 
 import asyncio
 import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -137,3 +140,67 @@ async def test_metrics_count_every_workers_requests(settings: Settings) -> None:
                     assert _healthz_count(scrape.text) == sent, (owner, sent)
         finally:
             await asyncio.gather(*(client.aclose() for client in clients.values()))
+
+
+def _workers(pid: int) -> set[int]:
+    """uvicorn's workers among the children of `pid` (not multiprocessing's resource tracker)."""
+    found: set[int] = set()
+    for child in _children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(child)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def _by_pid(text: str, name: str) -> dict[int, float]:
+    """pid -> value of the `name` samples; an unlabelled one (one process's) fails the test."""
+    found: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                assert set(sample.labels) == {"pid"}, sample
+                found[int(sample.labels["pid"])] = sample.value
+    return found
+
+
+async def _scrape_until(url: str, expected: Callable[[], set[int]]) -> str:
+    """Scrape over a new connection each time (whichever live worker takes it) until the
+    resident memory series are those of the `expected()` pids; the last scrape's text."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            response = await client.get("/metrics")
+        assert response.status_code == 200, response.text
+        reported = set(_by_pid(response.text, "process_resident_memory_bytes"))
+        wanted = expected()
+        if reported == wanted and len(wanted) == 2:
+            return response.text
+        assert time.monotonic() < deadline, f"reported {sorted(reported)}, workers {wanted}"
+        await asyncio.sleep(0.2)
+
+
+async def test_metrics_report_the_process_figures_of_each_live_worker(settings: Settings) -> None:
+    async with running_servers(settings, count=1, args=("--workers", "2")) as servers:
+        server = servers.pid(0)
+        async with httpx.AsyncClient(base_url=servers[0], timeout=10) as client:
+            for _ in range(10):
+                assert (await client.get("/healthz")).status_code == 200
+        text = await _scrape_until(servers[0], lambda: _workers(server))
+        workers = _workers(server)
+        for name in ("process_resident_memory_bytes", "process_open_fds"):
+            figures = _by_pid(text, name)
+            assert set(figures) == workers, (name, figures)
+            assert all(value > 0 for value in figures.values()), (name, figures)
+        for name in ("process_cpu_seconds_total", "process_max_fds"):
+            assert set(_by_pid(text, name)) == workers, name
+        assert "python_info{" in text  # one interpreter for all the workers
+
+        # A worker killed outright (no exit code of ours runs) leaves the series; uvicorn starts
+        # another in its place, which joins them.
+        dead = min(workers)
+        os.kill(dead, signal.SIGKILL)
+        text = await _scrape_until(servers[0], lambda: _workers(server) - {dead})
+        assert dead not in _by_pid(text, "process_open_fds")
+        assert set(_by_pid(text, "process_open_fds")) == _workers(server)

@@ -5,26 +5,41 @@ One process (the default) keeps every figure in memory and renders the default r
 before the workers start (cli.py), so prometheus-client keeps each worker's figures in files there,
 and a scrape, whichever worker answers it, adds up the files of all of them (exited workers'
 included: a counter never goes back). Every metric here is a counter or a histogram; a gauge would
-need its `multiprocess_mode` chosen (`livesum`, `max`, ...).
+need its `multiprocess_mode` chosen (`livesum`, `max`, ...). The `process_*` figures of every live
+worker come from /proc, labelled `pid` (processes.py): each worker records itself there at start.
 """
 
 import os
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from apiforge.http.processes import WorkerProcessCollector, record_path
 
 # Read once, as prometheus-client does when it is first imported: the two always agree.
 _MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _scrape_registry() -> CollectorRegistry:
-    """Several workers: a registry with only the collector of the workers' files (the per-process
-    `process_*` and `python_gc_*` figures of whichever worker answered would mislead)."""
+    """Several workers: the sums of the workers' files, the `process_*` figures of each live
+    worker (labelled `pid`) and `python_info` (one interpreter for all). Not the default
+    collectors: their `process_*` and `python_gc_*` would be whichever worker answered's alone,
+    unlabelled, and the garbage collector of another process can't be read."""
     if _MULTIPROCESS_DIR is None:
         return REGISTRY
     registry = CollectorRegistry()
     MultiProcessCollector(registry, _MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    registry.register(WorkerProcessCollector(_MULTIPROCESS_DIR))
+    registry.register(PLATFORM_COLLECTOR)
     return registry
 
 
@@ -36,9 +51,31 @@ def render() -> bytes:
     return generate_latest(_SCRAPED)
 
 
+# This worker's record among the server's workers (processes.py); set by `worker_started`.
+_RECORD: Path | None = None
+
+
+def worker_started() -> None:
+    """Record this worker, so every scrape reports its `process_*` figures; no-op in one process."""
+    global _RECORD  # one record per process, made once at its start
+    if _MULTIPROCESS_DIR is not None and _RECORD is None:
+        record = record_path(_MULTIPROCESS_DIR)
+        if record is not None:
+            try:
+                record.touch()
+            except OSError:  # never a reason to refuse to serve: its figures just go missing
+                return
+        _RECORD = record
+
+
 def worker_exiting() -> None:
-    """Drop this worker's `live*` gauge files (a counter's stay counted); no-op in one process."""
+    """Drop this worker's record and its `live*` gauge files (a counter's stay counted); no-op in
+    one process."""
+    global _RECORD
     if _MULTIPROCESS_DIR is not None:
+        if _RECORD is not None:
+            _RECORD.unlink(missing_ok=True)
+            _RECORD = None
         mark_process_dead(os.getpid(), _MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
 
