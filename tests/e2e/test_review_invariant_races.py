@@ -3,7 +3,7 @@ record a subscriber stored while the deletion ran (409 `collection_in_use` or th
 refused, never both stored and gone)."""
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from httpx import AsyncClient
@@ -13,7 +13,7 @@ from apiforge.datasets import service as datasets_service
 from apiforge.datasets.sql import drop_indexes
 from tests.e2e._keys import app_key, call, notes_app
 from tests.e2e._workspaces import assert_error, data_of
-from tests.factories import register
+from tests.factories import User, register
 
 pytestmark = pytest.mark.anyio
 
@@ -30,18 +30,29 @@ async def _reached(point: asyncio.Event, request: "asyncio.Task[Any]") -> None:
     assert point.is_set(), request.result().text
 
 
-async def _notes_collection(client: AsyncClient, headers: dict[str, str], app_id: str) -> str:
-    listed = data_of(await client.get(f"/api/v1/datasets?appId={app_id}", headers=headers))
-    return str(next(d["id"] for d in listed["list"] if d["name"] == "notes"))
+class Shared(NamedTuple):
+    """A public notes app, its `notes` collection, and a subscriber's app key."""
+
+    owner: User
+    app_id: str
+    dataset_id: str
+    secret: str
 
 
-async def test_a_subscribers_record_stored_while_its_collection_is_deleted_is_never_taken(
-    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def shared(client: AsyncClient) -> Shared:
     owner, consumer = await register(client), await register(client)
     app_id = await notes_app(client, owner, visibility="public")
     _, secret = await app_key(client, consumer, app_id)
-    dataset_id = await _notes_collection(client, owner.headers, app_id)
+    listed = data_of(await client.get(f"/api/v1/datasets?appId={app_id}", headers=owner.headers))
+    dataset_id = str(next(d["id"] for d in listed["list"] if d["name"] == "notes"))
+    return Shared(owner, app_id, dataset_id, secret)
+
+
+async def test_a_subscribers_record_stored_while_its_collection_is_deleted_is_never_taken(
+    client: AsyncClient, shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner, app_id, dataset_id, secret = shared
 
     checked, release = asyncio.Event(), asyncio.Event()
     original = drop_indexes
@@ -72,12 +83,9 @@ async def test_a_subscribers_record_stored_while_its_collection_is_deleted_is_ne
 
 
 async def test_a_subscribers_write_waits_for_a_deletion_past_its_check_then_is_a_404(
-    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: AsyncClient, shared: Shared, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    owner, consumer = await register(client), await register(client)
-    app_id = await notes_app(client, owner, visibility="public")
-    _, secret = await app_key(client, consumer, app_id)
-    dataset_id = await _notes_collection(client, owner.headers, app_id)
+    owner, app_id, dataset_id, secret = shared
 
     checked, release = asyncio.Event(), asyncio.Event()
     original = datasets_service.CollectionService._ensure_unshared

@@ -55,6 +55,7 @@ from apiforge.idempotency.log_reader import LogReader
 from apiforge.idempotency.log_recovery import recover, spend
 from apiforge.idempotency.segments import LOST, MARKED, Found, Segment, find_sealed, index_segment
 from apiforge.tools.clock import utcnow
+from apiforge.tools.durable import fsync_path
 from apiforge.tools.streaks import FailureStreak
 
 log = structlog.get_logger(__name__)
@@ -547,7 +548,7 @@ class AnswerLog:
             # (its map stays readable until the last reference to it goes).
             segment.index_path.unlink(missing_ok=True)
             segment.path.unlink(missing_ok=True)
-        segments.sync_directory(self.directory)
+        fsync_path(self.directory)
         log.info("idempotency_segments_swept", segments=len(expired))
         return len(expired)
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import google_crc32c
 
+from apiforge.tools.durable import fsync_path
+
 RECORD = struct.Struct("<4sIIQqqHH32s32sI")
 _PREFIX = struct.Struct("<4sII")  # magic, size, CRC: what the CRC does not cover
 _COVERED = struct.Struct("<QqqHH32s32sI")  # the rest of the header, covered by the CRC
@@ -203,16 +205,7 @@ def write_index(
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
-    sync_directory(path.parent)
-
-
-def sync_directory(directory: Path) -> None:
-    """Make a rename or an unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 class Index:

@@ -65,6 +65,7 @@ from apiforge.core.db import sqlite_file
 from apiforge.core.settings import ENV_PREFIX, Settings
 from apiforge.files.storage import DELETED, INCOMING
 from apiforge.idempotency.answer_log import is_log_file, log_directory
+from apiforge.tools.durable import fsync_path
 
 DATABASE = "apiforge.db"
 KEY_FILE = "secret.key"
@@ -202,7 +203,7 @@ def _snapshot(database: str, target: Path) -> tuple[int, float]:
             copy.close()
     finally:
         source.close()
-    _sync(target)
+    fsync_path(target)
     return target.stat().st_size, seconds
 
 
@@ -264,18 +265,10 @@ def _copy_answer_log(directory: Path, target: Path) -> tuple[int, int]:
     return count, size
 
 
-def _sync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _sync_directory(dest: Path) -> None:
     """The new directories' entries on the disk too (not only the files' bytes)."""
     for directory, _ in _walk(dest):
-        _sync(directory)
+        fsync_path(directory)
 
 
 def _size(count: int) -> str:

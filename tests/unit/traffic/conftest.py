@@ -2,8 +2,10 @@
 test's own over both of `RedisTraffic`'s lines."""
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from redis.asyncio import Redis
 
 from apiforge.core.settings import Settings
 from apiforge.core.shared import make_redis
@@ -11,22 +13,29 @@ from apiforge.traffic.store import MemoryTraffic, RedisTraffic, TrafficStore
 from tests.e2e._traffic import redis_server
 
 
-@pytest.fixture(params=["memory", "redis", "redis-py"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[TrafficStore]:
-    """redis: admissions over the lean line; redis-py: over redis-py's script (TLS)."""
-    if request.param == "memory":
-        yield MemoryTraffic()
-        return
+@asynccontextmanager
+async def redis_traffic(line: str) -> AsyncIterator[tuple[RedisTraffic, Redis]]:
+    """A `RedisTraffic` on a redis-server of its own, and its client. `line`: "redis" admits
+    over the lean line, "redis-py" over redis-py's script (as with TLS)."""
     async with redis_server() as server:
         client = make_redis(Settings(redis_url=server.url))
         assert client is not None
         traffic = RedisTraffic(client, "t:", lease_seconds=60)
-        if request.param == "redis-py":
+        if line == "redis-py":
             assert traffic.line is not None
             await traffic.line.close()
             traffic.line = None
         try:
-            yield traffic
+            yield traffic, client
         finally:
             await traffic.close()
             await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-py"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[TrafficStore]:
+    if request.param == "memory":
+        yield MemoryTraffic()
+        return
+    async with redis_traffic(request.param) as (traffic, _client):
+        yield traffic

@@ -6,29 +6,16 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from apiforge.core.settings import Settings
-from apiforge.core.shared import make_redis
 from apiforge.traffic.concurrency import Slot, new_member
 from apiforge.traffic.frequency import Rate
 from apiforge.traffic.store import RedisTraffic
-from tests.e2e._traffic import redis_server
+from tests.unit.traffic.conftest import redis_traffic
 
 
-@pytest.fixture(params=["line", "redis-py"])
+@pytest.fixture(params=["redis", "redis-py"])
 async def traffic(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RedisTraffic, Redis]]:
-    async with redis_server() as server:
-        client = make_redis(Settings(redis_url=server.url))
-        assert client is not None
-        store = RedisTraffic(client, "t:", lease_seconds=60)
-        if request.param == "redis-py":
-            assert store.line is not None
-            await store.line.close()
-            store.line = None
-        try:
-            yield store, client
-        finally:
-            await store.close()
-            await client.aclose()
+    async with redis_traffic(request.param) as pair:
+        yield pair
 
 
 async def test_a_release_to_a_key_of_another_type_does_not_fail_later_admissions(
