@@ -160,6 +160,17 @@ async def redis_server() -> AsyncIterator[RedisServer]:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
+@asynccontextmanager
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client of a redis-server of its own."""
+    async with redis_server() as server:
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
 async def limited_app(
     client: AsyncClient,
     owner: User,

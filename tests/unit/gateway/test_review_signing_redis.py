@@ -9,15 +9,13 @@ from redis.asyncio import Redis
 from apiforge.core.errors import RateLimitedError
 from apiforge.gateway.signing import NONCE_TTL_SECONDS, RedisNonceStore
 from apiforge.http.metrics import LIMIT_REJECTIONS
-from tests.e2e._traffic import redis_server
+from tests.e2e._traffic import redis_client
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[Redis]:
-    async with redis_server() as server:
-        redis = Redis.from_url(server.url)
+    async with redis_client() as redis:
         yield redis
-        await redis.aclose()
 
 
 async def test_a_key_past_its_share_of_redis_nonces_is_refused(client: Redis) -> None:

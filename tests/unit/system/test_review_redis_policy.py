@@ -9,15 +9,13 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from apiforge.system.health import warn_if_redis_evicts
-from tests.e2e._traffic import redis_server
+from tests.e2e._traffic import redis_client
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    async with redis_server() as server:
-        client = Redis.from_url(server.url)
+    async with redis_client() as client:
         yield client
-        await client.aclose()
 
 
 async def _warnings(client: Redis | None) -> list[str]:
