@@ -17,7 +17,9 @@ The copy is a data dir of its own (docs/operations.md, "Back up and restore"): p
   database is useless); not copied when the key comes from `APIFORGE_SECRET_KEY`, which must
   then be kept with the backup;
 - `files/` — the bytes of uploaded files (`APIFORGE_FILES_DIR`, or the data dir's `files/`),
-  without uploads still streaming in or deleted workspaces' trees on their way out;
+  without uploads still streaming in or deleted workspaces' trees on their way out (nor a mount
+  point's `lost+found/`). The server writes regular files only: a symbolic link, a FIFO or a
+  directory that cannot be listed fails the backup, never followed nor silently left out;
 - `apiforge.db-answers/` — the idempotency answer log (idempotency/answer_log.py).
 
 Not copied: the signed-call nonce file (gateway/signing.py). It only exists after a graceful
@@ -42,7 +44,8 @@ bytes, synced or not). What may differ is newer than the snapshot, and is harmle
 - a segment or file deleted after the snapshot (an expired segment, a deleted file): left out.
   An expired answer is not replayed anyway; a marker whose record is gone becomes a tombstone at
   the restored server's first start (409 `idempotency_answer_lost`); a file row without its
-  bytes answers as a deleted file would.
+  bytes (deleted after the snapshot) is listed, and its download answers 503
+  `file_content_unavailable`.
 
 So every marker in the snapshot finds its record, or its key is refused: no key whose effects
 are in the copy ever runs a second time. Copied the other way round, the database could hold
@@ -53,9 +56,11 @@ Everything is written owner-only (directories 0700, files 0600): the copy holds 
 A backup that fails midway removes what it wrote.
 """
 
+import errno
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +75,9 @@ from apiforge.tools.durable import fsync_path
 DATABASE = "apiforge.db"
 KEY_FILE = "secret.key"
 FILES = "files"
+# Not the server's: the directory `fsck` keeps on a file system's root (a files dir that is a
+# mount point), unreadable but by root.
+LOST_AND_FOUND = "lost+found"
 # How long opening the source may wait on SQLite's locks (the server's own busy timeout); only
 # a recovering WAL, at a server's start, holds a reader back at all.
 BUSY_SECONDS = 5.0
@@ -128,7 +136,7 @@ def _write(settings: Settings, database: str, dest: Path) -> BackupSummary:
     # After the snapshot, never before: see the module docstring.
     if settings.secret_key:
         secret = f"no {KEY_FILE} ({ENV_PREFIX}SECRET_KEY is set: keep it with the backup)"
-    elif _copy(settings.data_dir / KEY_FILE, dest / KEY_FILE) is None:
+    elif _copy(settings.data_dir / KEY_FILE, dest / KEY_FILE, follow=True) is None:
         secret = f"no {KEY_FILE} (none created yet)"
     else:
         secret = KEY_FILE
@@ -207,14 +215,24 @@ def _snapshot(database: str, target: Path) -> tuple[int, float]:
     return target.stat().st_size, seconds
 
 
-def _copy(source: Path, target: Path) -> int | None:
-    """Copy one file to a new owner-only `target`, synced; None (nothing written) when the
-    source is gone (deleted since it was listed)."""
+def _copy(source: Path, target: Path, *, follow: bool = False) -> int | None:
+    """Copy one regular file to a new owner-only `target`, synced; None (nothing written) when
+    the source is gone (deleted since it was listed). A symbolic link is followed only with
+    `follow` (the key, which its owner may keep elsewhere): in the files tree and the answer log
+    the server writes regular files only, and anything else fails the copy rather than being
+    read (a host file, a FIFO that never ends, a device)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
-        reader = source.open("rb")
+        source_fd = os.open(source, flags)
     except FileNotFoundError:
         return None
-    with reader:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(f"{source} is a symbolic link, not a file the server wrote") from None
+        raise
+    with os.fdopen(source_fd, "rb") as reader:
+        if not stat.S_ISREG(os.fstat(source_fd).st_mode):
+            raise OSError(f"{source} is not a regular file")
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as writer:
             shutil.copyfileobj(reader, writer, _CHUNK)
@@ -239,10 +257,22 @@ def _copy_files(root: Path, target: Path) -> tuple[int, int]:
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
-    for directory, subdirectories, names in os.walk(root):
+    """`root`'s directories (the root itself may be a link) and their other entries, sorted.
+    A directory that cannot be listed fails the walk, as does a linked one (never followed, nor
+    silently left out); one deleted meanwhile is skipped."""
+    for directory, subdirectories, names in os.walk(root, onerror=_unless_gone):
         if Path(directory) == root:
-            subdirectories[:] = [d for d in subdirectories if d not in (INCOMING, DELETED)]
+            skipped = (INCOMING, DELETED, LOST_AND_FOUND)
+            subdirectories[:] = [d for d in subdirectories if d not in skipped]
+        for name in subdirectories:
+            if os.path.islink(os.path.join(directory, name)):
+                raise OSError(f"{Path(directory) / name} is a symbolic link, not a directory")
         yield Path(directory), sorted(names)
+
+
+def _unless_gone(error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def _copy_answer_log(directory: Path, target: Path) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -201,3 +202,74 @@ def test_a_missing_database_is_an_error_not_a_new_empty_file(tmp_path: Path) -> 
     assert err.startswith("error: no database at ")
     assert not (tmp_path / "nothing" / "apiforge.db").exists()
     assert not (tmp_path / "backup").exists()
+
+
+def test_a_symlink_or_a_fifo_in_the_files_tree_fails_the_backup_without_being_followed(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The server writes regular files only: what else is there is never followed (a host file
+    copied into the backup, a FIFO that would block the copy for ever, `/dev/zero` filling the
+    disk), nor silently left out (a workspace directory linked elsewhere)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "host-secret").write_text("not apiforge's")
+    stored = data_dir / "files" / "ws1" / "ab"
+    for name in ("link", "fifo", "ws2"):
+        strange = (data_dir / "files" / name) if name == "ws2" else stored / name
+        if name == "link":
+            strange.symlink_to(outside / "host-secret")
+        elif name == "fifo":
+            os.mkfifo(strange)
+        else:
+            strange.symlink_to(outside, target_is_directory=True)
+        dest = tmp_path / f"backup-{name}"
+        with pytest.raises(BackupError) as failed:
+            backup(_settings(data_dir), dest)
+        assert failed.value.code == 1
+        assert str(strange) in str(failed.value)
+        assert not dest.exists()
+        strange.unlink()
+
+
+def test_a_directory_of_the_files_tree_that_cannot_be_listed_fails_the_backup(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a backup reported written without the files of that directory (a failing disk, a
+    permission: faked, as the tests may run as root)."""
+    unreadable = data_dir / "files" / "ws1"
+    listing = os.scandir
+
+    def scandir(path: Any) -> Any:  # also given descriptors (`shutil.rmtree`)
+        if isinstance(path, str) and Path(path) == unreadable:
+            raise PermissionError(13, "Permission denied", path)
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    dest = tmp_path / "backup"
+    with pytest.raises(BackupError) as failed:
+        backup(_settings(data_dir), dest)
+    assert "Permission denied" in str(failed.value)
+    assert not dest.exists()
+
+
+def test_a_lost_and_found_directory_of_a_mounted_files_dir_is_not_backed_up(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    (data_dir / "files" / "lost+found").mkdir(mode=0o700)
+    (data_dir / "files" / "lost+found" / "#1234").write_bytes(b"fsck's")
+    dest = tmp_path / "backup"
+    backup(_settings(data_dir), dest)
+    assert not (dest / "files" / "lost+found").exists()
+
+
+def test_a_secret_key_linked_from_elsewhere_is_copied_as_the_key(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The server reads the key through a link (a secret mounted elsewhere): so does the copy."""
+    kept = tmp_path / "run-secrets-key"
+    (data_dir / "secret.key").rename(kept)
+    (data_dir / "secret.key").symlink_to(kept)
+    dest = tmp_path / "backup"
+    assert backup(_settings(data_dir), dest).secret == "secret.key"
+    assert not (dest / "secret.key").is_symlink()
+    assert (dest / "secret.key").read_text() == "k" * 64
