@@ -334,6 +334,12 @@ class _Builder:
             values = self.values(name, op, operand, path)
             if granular is not None:
                 return _granular_list(granular, op, values)
+            if any(type(v) is int for v in values):
+                # An integer field's list: a double `values` left as one has a fraction or lies
+                # past 64 bits, so it equals no stored integer. Left in, it made PostgreSQL
+                # compare the whole list, and the column, as doubles, rounding integers past
+                # 2**53 (2**53 + 1 matched 2**53), where SQLite compares exactly.
+                values = [v for v in values if not isinstance(v, float)]
             # A double is bound as a double: a list is bound in the column's type, and
             # PostgreSQL's driver truncates 1.5 bound as an integer to 1, which then matched.
             items = [literal(v) if isinstance(v, float) else v for v in values]

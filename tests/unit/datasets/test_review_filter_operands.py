@@ -40,6 +40,10 @@ async def _count(store: RecordStore, schema: Any, partition: str, tree: Any) -> 
         ({"n": {"_gt": -float(2**63)}}, 3),
         ({"n": {"_lt": 1e300}}, 3),
         ({"n": {"_gt": 1.5}}, 2),
+        ({"n": {"_in": [2**53, 0.5]}}, 0),  # an integer and a fraction: no list of doubles
+        ({"n": {"_in": [BIG, 0.5]}}, 1),
+        ({"n": {"_nin": [2**53, 0.5]}}, 3),
+        ({"n": {"_nin": [BIG, 1e300]}}, 2),
     ],
 )
 async def test_whole_doubles_compare_with_integer_fields_exactly(
