@@ -504,7 +504,6 @@ class AnswerLog:
 
     async def _upkeep(self) -> None:
         """Owner: sync the open segment every second; delete expired segments now and then."""
-        assert self._loop is not None
         next_sweep = time.monotonic() + SWEEP_SECONDS
         while True:
             await asyncio.sleep(SYNC_SECONDS)
