@@ -36,7 +36,7 @@ from apiforge.billing.schemas import (
 )
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
-from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
+from apiforge.http.pagination import Page, PageParams, fetch_page, order_by, sort_field
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
 from apiforge.usage.charts import bucket_label_sql
@@ -44,6 +44,7 @@ from apiforge.workspaces.models import Membership, Role, Workspace
 from apiforge.workspaces.service import CurrentWorkspace, WorkspaceNotFoundError
 
 ENTRY_SORTS = {"createdTime": LedgerEntry.created_at.expression}
+EARNINGS_SORTS = ("day",)  # a bucket of the dialect's own SQL, made per request
 WITHDRAWAL_SORTS = {"createdTime": Withdrawal.created_at.expression}
 _ENTRY_ID = LedgerEntry.id.expression
 _WITHDRAWAL_ID = Withdrawal.id.expression
@@ -265,6 +266,7 @@ class BillingService:
     async def redemptions(self, workspace_id: str, params: PageParams) -> Page[RedemptionRead]:
         """Redemptions out of the workspace's earnings (newest first); none before it has an
         earnings wallet (a read creates no wallet: `_earnings_wallet`)."""
+        sort_field(params, ENTRY_SORTS, "createdTime")
         earnings = await self._earnings_wallet(workspace_id)
         if earnings is None:
             return params.page([], 0)
@@ -415,6 +417,7 @@ class BillingService:
         """Earnings of the workspace's apps per UTC day, app and API (newest day first), a page
         at a time as every list: a range of years over many APIs is that many rows. `total` is
         the whole range's. None before it has an earnings wallet (`_earnings_wallet`)."""
+        sort_field(params, EARNINGS_SORTS, "day")
         earnings = await self._earnings_wallet(workspace_id)
         if earnings is None:
             return EarningsReport(**dict(params.page([], 0)), total=0)

@@ -1,7 +1,7 @@
 """`pageNo`/`pageSize` paging and `sort`/`order` against a whitelist (spec 003 §2.3.3, §2.6.1)."""
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -120,6 +120,19 @@ def _sortable(column: ColumnElement[Any]) -> ColumnElement[Any]:
     return _CodePointOrder(column) if isinstance(column.type, String) else column
 
 
+def sort_field(params: PageParams, allowed: Collection[str], default: str) -> str:
+    """The `sort` field asked for (or `default`); one outside `allowed` is a 400 naming the
+    accepted ones. A list that can answer without a query (nothing to list yet) checks it
+    first, so the same request never gets a 200 today and a 400 tomorrow."""
+    field = params.sort or default
+    if field not in allowed:
+        raise ValidationError(
+            errors=[{"field": "sort", "message": f"must be one of: {', '.join(sorted(allowed))}"}],
+            reason="invalid_sort_field",
+        )
+    return field
+
+
 def order_by(
     stmt: Select[Any],
     params: PageParams,
@@ -130,12 +143,7 @@ def order_by(
 ) -> Select[Any]:
     """Apply `sort`/`order`; a field outside `allowed` is a 400 naming the accepted ones. Text
     keys sort in code point order on every backend (`_CodePointOrder`)."""
-    field = params.sort or default
-    if field not in allowed:
-        raise ValidationError(
-            errors=[{"field": "sort", "message": f"must be one of: {', '.join(sorted(allowed))}"}],
-            reason="invalid_sort_field",
-        )
+    field = sort_field(params, allowed, default)
     ascending = (params.order or default_order) == "asc"
     key = allowed[field]
     for column in map(_sortable, key if isinstance(key, tuple) else (key,)):

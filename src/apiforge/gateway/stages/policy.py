@@ -70,8 +70,8 @@ class PolicyStage:
         else:
             own = caller.workspace_id == target.workspace_id
             if caller.app_id is not None and caller.app_id != target.id:
-                if not own:  # another tenant's app: it may be private, so no clue it exists
-                    raise AppNotFoundError()
+                if not own and not await self._enabled(ctx, caller.workspace_id, target.id):
+                    raise AppNotFoundError()  # it may be private: no clue it exists
                 raise ForbiddenError("This key is for another app", reason="key_not_for_app")
             if caller.workspace_id is None or self.subscriptions is None:
                 raise AppNotFoundError()
@@ -107,3 +107,10 @@ class PolicyStage:
             if sunset is not None:
                 ctx.response_headers["Sunset"] = target.sunset_header
         ctx.compiled = compiled
+
+    async def _enabled(self, ctx: GatewayContext, workspace_id: str | None, app_id: str) -> bool:
+        """Whether the calling workspace has `app_id` enabled: then the app is no secret to it,
+        and a key of another app is told so rather than that the app does not exist."""
+        if workspace_id is None or self.subscriptions is None:
+            return False
+        return await self.subscriptions.is_enabled(ctx, workspace_id, app_id)
