@@ -120,6 +120,9 @@ class Servers(list[str]):
         self._servers[index].process.kill()
         self._servers[index].process.wait()
 
+    def alive(self, index: int) -> bool:
+        return self._servers[index].process.poll() is None
+
     def output(self, index: int) -> str:
         """What the server wrote on stderr so far (its JSON log lines)."""
         return self._servers[index].output(tail=None)
@@ -127,6 +130,35 @@ class Servers(list[str]):
     def pid(self, index: int) -> int:
         """The `apiforge serve` process (under `--workers N`, the parent of the workers)."""
         return self._servers[index].process.pid
+
+
+async def _environment(
+    settings: Settings, extra_env: Mapping[str, str] | None
+) -> tuple[dict[str, Any], Path]:
+    """The environment and working directory of a server process on `settings`."""
+    env: dict[str, Any] = {
+        key: value for key, value in os.environ.items() if not key.startswith("APIFORGE_")
+    }
+    env.update(settings_env(settings))
+    env.setdefault("APIFORGE_LOG_JSON", "true")
+    env.update(extra_env or {})
+    # The processes run in the data directory so no stray `.env` of the checkout is read.
+    cwd = Path(settings.data_dir)
+    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
+    return env, cwd
+
+
+async def killed_while_starting(settings: Settings, after: float) -> None:
+    """Start `apiforge serve` on `settings` and SIGKILL it `after` seconds later, whether it
+    was still starting or already serving (a crash during startup)."""
+    env, cwd = await _environment(settings, None)
+    server = _Server(free_port(), env, cwd)
+    try:
+        await asyncio.sleep(after)
+        server.process.kill()
+        await asyncio.to_thread(server.process.wait)
+    finally:
+        server.close()
 
 
 @asynccontextmanager
@@ -139,15 +171,7 @@ async def running_servers(
     """Base URLs of `count` apiforge processes sharing `settings`' database (and Redis when
     set), each started as `apiforge serve --port P *args`. Their stderr is attached to the
     failure when one dies, never becomes ready, or the body of the `async with` raises."""
-    env: dict[str, Any] = {
-        key: value for key, value in os.environ.items() if not key.startswith("APIFORGE_")
-    }
-    env.update(settings_env(settings))
-    env.setdefault("APIFORGE_LOG_JSON", "true")
-    env.update(extra_env or {})
-    # The processes run in the data directory so no stray `.env` of the checkout is read.
-    cwd = Path(settings.data_dir)
-    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
+    env, cwd = await _environment(settings, extra_env)
     servers = [_Server(free_port(), env, cwd, args) for _ in range(count)]
     try:
         deadline = time.monotonic() + READY_TIMEOUT
