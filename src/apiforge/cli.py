@@ -64,6 +64,24 @@ SQLITE_WORKERS = (
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """`apiforge --version`, as most commands answer it, besides `apiforge version`."""
+
+
 @app.command()
 def version() -> None:
     """Print the running version."""
@@ -72,9 +90,13 @@ def version() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: APIFORGE_HOST]")] = None,
+    # `show_default`, not "[default: ...]" in the help: the rich help takes that for markup.
+    host: Annotated[
+        str | None, typer.Option(help="Bind address", show_default="APIFORGE_HOST")
+    ] = None,
     port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Port [default: APIFORGE_PORT]")
+        int | None,
+        typer.Option(min=0, max=65535, help="Port", show_default="APIFORGE_PORT"),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,

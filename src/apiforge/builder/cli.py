@@ -107,7 +107,8 @@ def export_command(
     app_id: Annotated[str, typer.Argument(help="Id of the app to export")],
     format: Annotated[str, typer.Option("--format", help="json or yaml")] = "json",
     out: Annotated[
-        Path | None, typer.Option("--out", help="File to write [default: standard output]")
+        Path | None,
+        typer.Option("--out", help="File to write", show_default="standard output"),
     ] = None,
 ) -> None:
     """Write an app (APIs, collections' schemas, versions' notes) as a JSON or YAML document."""

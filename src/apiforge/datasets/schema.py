@@ -78,6 +78,9 @@ class CollectionSchema:
     app_id: str
     name: str
     fields: tuple[FieldSchema, ...]
+    # A published version's snapshot: its writes keep values of fields removed since (see
+    # `RecordStore._hold_fields`); any other schema means the collection as it is now.
+    published: bool = False
     _by_name: dict[str, FieldSchema] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,13 +95,20 @@ class CollectionSchema:
 
     @classmethod
     def build(
-        cls, *, id: str, app_id: str, name: str, fields: Iterable[Mapping[str, Any]]
+        cls,
+        *,
+        id: str,
+        app_id: str,
+        name: str,
+        fields: Iterable[Mapping[str, Any]],
+        published: bool = False,
     ) -> "CollectionSchema":
         """From stored field dicts (a `Collection` row or a version snapshot), already valid."""
         return cls(
             id=id,
             app_id=app_id,
             name=name,
+            published=published,
             fields=tuple(
                 FieldSchema(
                     name=str(f["name"]),

@@ -238,6 +238,14 @@ class CollectionService:
                 reason="field_in_published_version",
                 details={"errors": conflicts},
             )
+        new = CollectionSchema.build(
+            id=old.id, app_id=old.app_id, name=data.name, fields=[f.to_dict() for f in fields]
+        )
+        # Before the row lock, as `delete`: an index change waits for every record writer, and
+        # a writer holding the records table may wait for the row.
+        await sync_indexes(connection, new)
+        if removed:  # record writers hold the row (`RecordStore._hold_fields`): none in flight
+            await self._hold(collection)  # while values are looked for and erased
         kept = [
             {
                 "field": name,
@@ -259,7 +267,6 @@ class CollectionService:
         collection.description = data.description
         collection.fields = [f.to_dict() for f in fields]
         await self._flush_name()
-        await sync_indexes(connection, schema_of(collection))
         await self._reprice_callers(old.app_id)
         await self.session.refresh(collection)
         return _read(collection)

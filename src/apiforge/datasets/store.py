@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apiforge.core.db import TransactionEnd
+from apiforge.core.db import TransactionEnd, begin_as_writer
 from apiforge.core.errors import (
     ApiforgeError,
     ConflictError,
@@ -50,7 +50,7 @@ from apiforge.core.errors import (
 from apiforge.core.integrity import violation
 from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
-from apiforge.datasets.models import Record
+from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.schema import INT_MAX, INT_MIN, CollectionSchema, validate_record
 from apiforge.datasets.sql import (
     BUILTIN_TYPES,
@@ -465,8 +465,9 @@ class RecordStore:
         clean, errors = validate_record(schema, data)
         if errors:
             raise RecordInvalidError(errors=errors)
+        current = await self._hold_fields(schema)
         await self._ensure_unique(schema, partition, clean, exclude=None)
-        stored = self._encrypt(schema, clean)
+        stored = _kept(schema, self._encrypt(schema, clean), current)
         now = utcnow()
         record_id = new_id()
         size = _size(stored)
@@ -499,10 +500,10 @@ class RecordStore:
 
         With `version`, the write applies only to that version (else 409 `version_conflict`);
         without, it applies to the latest version, so a concurrent write is never silently
-        lost. PostgreSQL reads that version under a row lock; SQLite reads before it takes the
-        write lock, so a write that finds the record changed since reads it again, merges and
-        writes once more (its failed statement already holds the lock: nobody can change the
-        record in between)."""
+        lost. PostgreSQL reads that version under a row lock, SQLite under the write lock
+        `_hold_fields` takes; the statement stays conditional on it, and a write that finds the
+        record changed since reads it again, merges and writes once more."""
+        fields = await self._hold_fields(schema)
         for attempt in range(2):
             current = await self._row(schema, partition, record_id, lock=True)
             if version is not None and version != current.version:
@@ -516,6 +517,7 @@ class RecordStore:
                 errors.extend(missing)
             if errors:
                 raise RecordInvalidError(errors=errors)
+            stored = _kept(schema, stored, fields)
             await self._ensure_unique(schema, partition, stored, exclude=record_id)
             now = utcnow()
             size = _size(stored)
@@ -633,6 +635,22 @@ class RecordStore:
     async def _count(self, condition: ColumnElement[bool]) -> int:
         stmt = select(func.count()).select_from(Record).where(condition)
         return int((await self.connection.execute(stmt)).scalar_one())
+
+    async def _hold_fields(self, schema: CollectionSchema) -> frozenset[str]:
+        """The collection's field names as they are now, its row held until commit (before any
+        record's row: the order a field removal takes them in), so a removal (`FOR UPDATE` on the
+        row) and this write never interleave: PostgreSQL's `FOR KEY SHARE` (the lock an insert's
+        foreign key takes anyway; writers never wait for each other), SQLite's write lock. A
+        write with a schema loaded before a removal committed keeps only values of the fields
+        there are now (`_kept`)."""
+        await begin_as_writer(self.connection)
+        stmt = select(Collection.fields).where(Collection.id == schema.id)
+        if self.connection.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=True, key_share=True)
+        fields = (await self.connection.execute(stmt)).scalar()
+        if fields is None:
+            raise DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
+        return frozenset(str(f["name"]) for f in fields)
 
     async def _row(
         self, schema: CollectionSchema, partition: str, record_id: str, *, lock: bool = False
@@ -796,6 +814,18 @@ class RecordStore:
         out["createdTime"] = _stamp(created)
         out["updatedTime"] = _stamp(updated)
         return out
+
+
+def _kept(
+    schema: CollectionSchema, stored: dict[str, Any], fields: frozenset[str]
+) -> dict[str, Any]:
+    """`stored` without values of fields the collection no longer has (`fields`, read by
+    `_hold_fields`): a schema loaded before a field's removal committed would write a value the
+    removal never erases, which a field of that name added later (of any type) would show. A
+    published version's writes keep them, out of sight of the collection (docs/builder.md)."""
+    if schema.published or stored.keys() <= fields:
+        return stored
+    return {k: v for k, v in stored.items() if k in fields}
 
 
 def _unknown(schema: CollectionSchema, stored: Mapping[str, Any]) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class ApiLoader:
             if snapshot is None:
                 raise VersionNotFoundError(f"The app has no version {version}")
             collections = {
-                name: CollectionSchema.build(**schema)
+                name: CollectionSchema.build(**schema, published=True)
                 for name, schema in (snapshot.get("collections") or {}).items()
             }
             entry = _Published(dict(snapshot.get("apis") or {}), collections)

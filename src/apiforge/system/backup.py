@@ -120,7 +120,10 @@ def backup(settings: Settings, dest: Path) -> BackupSummary:
         raise BackupError(_postgresql_advice(settings), code=2)
     if not Path(database).exists():
         raise BackupError(f"no database at {database}; check {ENV_PREFIX}DATA_DIR")
-    created = _prepare(dest, [settings.resolved_files_dir, log_directory(database)])
+    try:
+        created = _prepare(dest, [settings.resolved_files_dir, log_directory(database)])
+    except OSError as exc:  # a parent that is a file, a directory not ours to write or list
+        raise BackupError(f"cannot write a backup to {dest}: {exc.strerror or exc}", 2) from None
     try:
         return _write(settings, database, dest)
     except (OSError, sqlite3.Error) as exc:
