@@ -47,7 +47,7 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     """Apply the history; at `head`, also seal what earlier versions stored in clear (data
     that needs the server secret, which migrations don't have)."""
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.create_data_dir()
     url = settings.resolved_database_url
     with _sqlite_migration_lock(url):
         command.upgrade(alembic_config(url), revision)

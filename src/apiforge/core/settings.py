@@ -312,6 +312,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
+    def create_data_dir(self) -> None:
+        """The data dir, created owner-only (0700) if it is new: it holds the database (password
+        and key hashes, sealed secrets), `secret.key` and uploads, which other users of the host
+        must not read whatever the umask. An existing directory keeps the mode it was given."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
     @cached_property
     def signing_key(self) -> str:
         """The JWT signing secret; persisted on first use so restarts keep sessions valid.
@@ -324,6 +330,7 @@ class Settings(BaseSettings):
             return self.secret_key
         path = self.data_dir / "secret.key"
         try:
+            self.create_data_dir()
             return _stored_key(path)
         except OSError as exc:  # a data dir that cannot be created, written or read
             raise InvalidSettingsError(
@@ -339,7 +346,6 @@ class Settings(BaseSettings):
 
 def _stored_key(path: Path) -> str:
     """The key in `path`, created there when there is none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = random_secret(48)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
