@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -422,6 +423,8 @@ async def _on_plan(app: FastAPI, client: AsyncClient, workspace_id: str, **quota
 async def _uploads_usage(client: AsyncClient, user: User) -> dict[str, Any]:
     plans = data_of(await client.get("/api/v1/user/plans", headers=user.headers))
     [usage] = [u for u in plans["usage"] if u["quota"] == "uploadsPerMonth"]
+    # The next UTC month's start (exactly, under a frozen clock: test_review_quota_reset.py).
+    assert re.fullmatch(r"\d{4}-\d{2}-01T00:00:00Z", usage.pop("resetTime"))
     return dict(usage)
 
 

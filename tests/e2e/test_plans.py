@@ -60,8 +60,20 @@ async def test_user_plans_shows_plan_usage_and_public_plans(client: AsyncClient)
     assert current["createdTime"].endswith("Z")
     usage = _usage(plans)
     assert [u["quota"] for u in plans["usage"]] == [*COUNTED, "callsPerMonth"]
-    assert usage["members"] == {"quota": "members", "limit": 5, "used": 1, "warning": 0}
-    assert usage["workspaces"] == {"quota": "workspaces", "limit": 3, "used": 1, "warning": 0}
+    assert usage["members"] == {
+        "quota": "members",
+        "limit": 5,
+        "used": 1,
+        "warning": 0,
+        "resetTime": None,
+    }
+    assert usage["workspaces"] == {
+        "quota": "workspaces",
+        "limit": 3,
+        "used": 1,
+        "warning": 0,
+        "resetTime": None,
+    }
     # Counted from what exists: a new account has no apps, records or stored bytes yet.
     for quota in ("apps", "records", "storageBytes", "uploadsPerMonth", "callsPerMonth"):
         assert usage[quota]["used"] == 0
@@ -323,7 +335,13 @@ async def test_moving_a_workspace_changes_its_quotas(app: FastAPI, client: Async
     assert guest.account_id in await member_roles(client, owner, workspace_id)
     headers = {**owner.headers, "X-Workspace-Id": workspace_id}
     usage = _usage(data_of(await client.get("/api/v1/user/plans", headers=headers)))
-    assert usage["members"] == {"quota": "members", "limit": -1, "used": 2, "warning": 0}
+    assert usage["members"] == {
+        "quota": "members",
+        "limit": -1,
+        "used": 2,
+        "warning": 0,
+        "resetTime": None,
+    }
 
 
 async def test_account_workspace_allowance_follows_its_personal_plan(

@@ -143,6 +143,7 @@ async def test_apps_quota_refuses_the_app_past_it(app: FastAPI, client: AsyncCli
         "limit": 1,
         "used": 1,
         "warning": 1,
+        "resetTime": None,
     }
     [hit] = await _hits(app, client, admin, workspaceId=owner.workspace_id, quota="apps")
     assert hit["operation"] == "apps.create"
@@ -423,6 +424,7 @@ async def test_members_usage_and_warning_follow_the_plan(app: FastAPI, client: A
         "limit": 5,
         "used": 4,
         "warning": 1,
+        "resetTime": None,
     }
 
 

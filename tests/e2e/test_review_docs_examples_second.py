@@ -152,7 +152,16 @@ async def test_the_plans_guide_examples_are_the_answers(app: FastAPI, client: As
     assert refused.json()["message"] == refusal["message"].replace(
         str(documented_limit), str(limit)
     )
-    assert refused.json()["data"] == {**refusal["data"], "limit": limit, "used": limit}
+    # When the month resets: now, not the example's (docs/plans.md; test_review_quota_reset.py).
+    data = refused.json()["data"]
+    assert re.fullmatch(r"\d{4}-\d{2}-01T00:00:00Z", data["resetTime"])
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert data == {
+        **refusal["data"],
+        "limit": limit,
+        "used": limit,
+        "resetTime": data["resetTime"],
+    }
 
     # The row it leaves for admins, at the documented query.
     await quota_meter(app.state.engine).hits.flush()

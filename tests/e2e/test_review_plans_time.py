@@ -2,8 +2,9 @@
 when the month ends), a plan deleted while a workspace moves onto it, and quota-hit rows when
 the plan changes within their minute.
 
-The clock is frozen where the quota meter, the request log and the monthly counts read it
-(`utcnow` in each module, and the meter's `time.time()` that tells it a month has ended)."""
+The clock is frozen where the quota meter, the request log, `/user/plans` and the monthly counts
+read it (`utcnow` in each module, and the meter's `time.time()` that tells it a month has
+ended)."""
 
 import asyncio
 import time
@@ -29,6 +30,7 @@ FEB_START = datetime(2031, 2, 1, 0, 0, 1, tzinfo=UTC)
 CLOCKED = (
     "apiforge.plans.meter",
     "apiforge.plans.hits",
+    "apiforge.plans.service",
     "apiforge.usage.counters",
     "apiforge.gateway.stages.log",
 )
@@ -112,6 +114,7 @@ async def test_calls_per_month_starts_afresh_when_the_utc_month_ends(
         "limit": 2,
         "used": 2,
         "warning": 1,
+        "resetTime": "2031-02-01T00:00:00Z",
     }
 
     clock.now = FEB_START

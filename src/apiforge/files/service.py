@@ -256,9 +256,17 @@ class FileService:
 
     async def _within_quota(self, workspace: Workspace, *, adding: int) -> None:
         plan = await plan_of(self.session, workspace)
-        used = await uploads_this_month(self.session, workspace.id)
+        now = utcnow()
+        used = await uploads_this_month(self.session, workspace.id, now)
         await check_quota(
-            self.session, workspace.id, plan, QUOTA, used, operation=OPERATION, adding=adding
+            self.session,
+            workspace.id,
+            plan,
+            QUOTA,
+            used,
+            operation=OPERATION,
+            adding=adding,
+            counted=now,
         )
 
     async def _store(

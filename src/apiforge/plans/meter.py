@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
@@ -46,9 +46,9 @@ from apiforge.core.lazydb import LazyConnection
 from apiforge.datasets.models import Record
 from apiforge.plans.hits import QuotaHitLog
 from apiforge.plans.models import Plan
-from apiforge.plans.quotas import UNLIMITED, QuotaExceededError, full_quotas
+from apiforge.plans.quotas import UNLIMITED, QuotaExceededError, full_quotas, resets_at
 from apiforge.tools.clock import utcnow
-from apiforge.usage.counters import calls_this_month, month_start
+from apiforge.usage.counters import calls_this_month, month_start, next_month_start
 from apiforge.workspaces.models import Workspace
 
 log = structlog.get_logger(__name__)
@@ -134,7 +134,11 @@ class QuotaMeter:
         # Read after the awaits above, and taken with no await in between: check and hold are one.
         running = self._running.get(key, 0)
         if used + running >= limit:
-            self._refuse(workspace_id, plan, "callsPerMonth", "invocations", limit, used + running)
+            # Until the month counted ends (`_month` keeps it consistent with the count).
+            resets = resets_at("callsPerMonth", limit, 1, entry.month)
+            self._refuse(
+                workspace_id, plan, "callsPerMonth", "invocations", limit, used + running, resets
+            )
         self._running[key] = running + 1
         return entry.month
 
@@ -296,7 +300,7 @@ class QuotaMeter:
         if time.time() >= self._month_ends:
             start = month_start(utcnow())
             self._month_start = start
-            self._month_ends = (start + timedelta(days=32)).replace(day=1).timestamp()
+            self._month_ends = next_month_start(start).timestamp()
         return self._month_start
 
     def _settle(self, cache: dict[str, T], workspace_id: str, seen: T | None, loaded: T) -> T:
@@ -362,7 +366,14 @@ class QuotaMeter:
         self._refuse(workspace_id, plan, quota, "invocations", plan.quotas.get(quota, 0), 0)
 
     def _refuse(
-        self, workspace_id: str, plan: PlanLimits, quota: str, operation: str, limit: int, used: int
+        self,
+        workspace_id: str,
+        plan: PlanLimits,
+        quota: str,
+        operation: str,
+        limit: int,
+        used: int,
+        resets: datetime | None = None,
     ) -> NoReturn:
         self.hits.record(
             workspace_id=workspace_id,
@@ -372,7 +383,7 @@ class QuotaMeter:
             limit=limit,
             used=used,
         )
-        raise QuotaExceededError(quota, limit, used)
+        raise QuotaExceededError(quota, limit, used, resets=resets, now=utcnow())
 
 
 def _age(entry: PlanLimits | CallCount | Stock | None) -> float:

@@ -82,6 +82,7 @@ class QuotaUsage(ApiModel):
     limit: int
     used: int
     warning: Flag
+    reset_time: Timestamp | None = None  # when a monthly count starts afresh; null for stock
 
 
 class UserPlans(ApiModel):

@@ -26,6 +26,7 @@ from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.plans.meter import quota_meter, stock_of
 from apiforge.plans.models import FREE_PLAN_QUOTAS, QUOTA_NAMES, Plan, QuotaHit
 from apiforge.plans.quotas import (
+    MONTHLY_QUOTAS,
     UNLIMITED,
     QuotaExceededError,
     ensure_within_quota,
@@ -43,8 +44,9 @@ from apiforge.plans.schemas import (
     WorkspacePlanRead,
     WorkspacePlanUpdate,
 )
+from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import is_id
-from apiforge.usage.counters import calls_this_month
+from apiforge.usage.counters import calls_this_month, next_month_start
 from apiforge.workspaces.models import Membership, Workspace
 
 __all__ = [
@@ -88,7 +90,8 @@ class HitFilter:
     until: datetime | None = None
 
 
-UsageCounter = Callable[[AsyncSession, Workspace], Awaitable[int]]
+# Counts a quota's use in a workspace; monthly ones count the UTC month of the time given.
+UsageCounter = Callable[[AsyncSession, Workspace, datetime], Awaitable[int]]
 
 
 class PlanNotFoundError(NotFoundError):
@@ -139,12 +142,14 @@ async def check_quota(
     operation: str,
     adding: int = 1,
     account_id: str | None = None,
+    counted: datetime | None = None,
 ) -> None:
     """`ensure_within_quota`, noting a refusal in the quota-hit log (in memory; the request's own
     transaction rolls back). An account's allowance (`workspaces`) is noted against the account's
-    personal workspace: pass `account_id` and no `workspace_id`."""
+    personal workspace: pass `account_id` and no `workspace_id`. `counted`: when a monthly
+    quota's `used` was counted (its month is the one that resets)."""
     try:
-        ensure_within_quota(plan, name, used, adding)
+        ensure_within_quota(plan, name, used, adding, counted)
     except QuotaExceededError as exc:
         if workspace_id is None and account_id is not None:
             workspace_id = await session.scalar(
@@ -167,29 +172,29 @@ async def count_owned_workspaces(session: AsyncSession, account_id: str) -> int:
     return int(await session.scalar(stmt) or 0)
 
 
-async def _members_used(session: AsyncSession, workspace: Workspace) -> int:
+async def _members_used(session: AsyncSession, workspace: Workspace, _: datetime) -> int:
     return await count_members(session, workspace.id)
 
 
-async def _calls_used(session: AsyncSession, workspace: Workspace) -> int:
-    return await calls_this_month(session, workspace.id)
+async def _calls_used(session: AsyncSession, workspace: Workspace, now: datetime) -> int:
+    return await calls_this_month(session, workspace.id, now)
 
 
-async def _apps_used(session: AsyncSession, workspace: Workspace) -> int:
+async def _apps_used(session: AsyncSession, workspace: Workspace, _: datetime) -> int:
     stmt = select(func.count()).select_from(App).where(App.workspace_id == workspace.id)
     return int(await session.scalar(stmt) or 0)
 
 
-async def _records_used(session: AsyncSession, workspace: Workspace) -> int:
+async def _records_used(session: AsyncSession, workspace: Workspace, _: datetime) -> int:
     return (await stock_of(session, workspace.id))[0]
 
 
-async def _storage_used(session: AsyncSession, workspace: Workspace) -> int:
+async def _storage_used(session: AsyncSession, workspace: Workspace, _: datetime) -> int:
     return (await stock_of(session, workspace.id))[1]
 
 
-async def _uploads_used(session: AsyncSession, workspace: Workspace) -> int:
-    return await uploads_this_month(session, workspace.id)
+async def _uploads_used(session: AsyncSession, workspace: Workspace, now: datetime) -> int:
+    return await uploads_this_month(session, workspace.id, now)
 
 
 # What `/user/plans` counts in the workspace (`workspaces`, an account allowance, apart).
@@ -344,6 +349,8 @@ class PlanService:
         plan the workspace shown is on."""
         plan = await plan_of(self.session, workspace)
         account_id = account_id or workspace.owner_id
+        # One time for every row: a monthly count and its `resetTime` are of the same month.
+        now = utcnow()
         usage = []
         for name in QUOTA_NAMES:
             if name in RATE_QUOTAS:
@@ -353,10 +360,17 @@ class PlanService:
                 limit = quota_limit(await account_plan(self.session, account_id), name)
             else:
                 counter = USAGE_COUNTERS.get(name)
-                used = await counter(self.session, workspace) if counter else 0
+                used = await counter(self.session, workspace, now) if counter else 0
                 limit = quota_limit(plan, name)
+            resets = next_month_start(now) if name in MONTHLY_QUOTAS else None
             usage.append(
-                QuotaUsage(quota=name, limit=limit, used=used, warning=near_limit(used, limit))
+                QuotaUsage(
+                    quota=name,
+                    limit=limit,
+                    used=used,
+                    warning=near_limit(used, limit),
+                    reset_time=resets,
+                )
             )
         public = await self.session.scalars(
             select(Plan).where(Plan.is_public.is_(True)).order_by(Plan.created_at, Plan.id)

@@ -1,6 +1,6 @@
 """Usage counted from the request log, for plan quotas (`callsPerMonth`)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -13,6 +13,12 @@ def month_start(now: datetime) -> datetime:
     """The first instant of `now`'s UTC calendar month."""
     now = now.astimezone(UTC)
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month_start(now: datetime) -> datetime:
+    """The first instant of the UTC calendar month after `now`'s: when monthly counts (and the
+    quotas on them) start afresh."""
+    return (month_start(now) + timedelta(days=32)).replace(day=1)
 
 
 # The workflow name inline, not as a parameter: only a literal lets the planner (SQLite, and a

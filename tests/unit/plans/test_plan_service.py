@@ -1,6 +1,7 @@
 """PlanService against a real database: the single default, usage counters, account allowances."""
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 from fastapi import FastAPI
@@ -67,7 +68,7 @@ async def test_usage_lists_counted_quotas_and_uses_registered_counters(
     owner = await _owner(session)
     workspace = await create_workspace(session, owner.id, "W", personal=True)
 
-    async def seven_apps(_session: AsyncSession, _workspace: Workspace) -> int:
+    async def seven_apps(_session: AsyncSession, _workspace: Workspace, _now: datetime) -> int:
         return 7
 
     monkeypatch.setitem(USAGE_COUNTERS, "apps", seven_apps)
