@@ -188,7 +188,7 @@ async def test_record_writes_to_one_collection_never_wait_for_each_other(
     holding: list[str] = []
     original = RecordStore._hold_fields
 
-    async def paused(self: RecordStore, schema: Any) -> frozenset[str]:
+    async def paused(self: RecordStore, schema: Any) -> dict[str, tuple[str, bool]]:
         fields = await original(self, schema)
         holding.append(schema.id)
         if len(holding) == 2:

@@ -28,7 +28,13 @@ from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.published import removal_conflicts
 from apiforge.datasets.schema import CollectionSchema, FieldSchema, validate_fields
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, FieldDef, FieldRead
-from apiforge.datasets.sql import collection_predicate, drop_indexes, field_expression, sync_indexes
+from apiforge.datasets.sql import (
+    changed_values_error,
+    collection_predicate,
+    drop_indexes,
+    field_expression,
+    sync_indexes,
+)
 from apiforge.datasets.store import DatasetNotFoundError, RecordStore
 from apiforge.engine.base import CALL_LIMITS, limit_exceeded
 from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
@@ -193,26 +199,15 @@ class CollectionService:
         connection = await self.session.connection()
         old = schema_of(collection)
         new_names = {f.name for f in fields}
+        changed = [
+            f.name
+            for f in fields
+            if (before := old.field(f.name)) is not None
+            and (before.type, before.encrypted) != (f.type, f.encrypted)
+        ]
+        # A first look before the indexes are built: one over values of the old type would fail.
+        await self._refuse_changed_values(connection, old.id, changed)
         conflicts = []
-        for f in fields:
-            before = old.field(f.name)
-            changed = before is not None and (
-                before.type != f.type or before.encrypted != f.encrypted
-            )
-            if changed and await self._has_values(connection, old.id, f.name):
-                conflicts.append(
-                    {
-                        "field": f.name,
-                        "message": "type or encryption cannot change: records hold "
-                        "values; remove the field first to erase them",
-                    }
-                )
-        if conflicts:
-            raise ConflictError(
-                "Records hold values of a changed field",
-                reason="field_has_values",
-                details={"errors": conflicts},
-            )
         published = await self._published_reads(collection)
         for f in fields:
             reads = published.get(f.name, {})
@@ -244,8 +239,11 @@ class CollectionService:
         # Before the row lock, as `delete`: an index change waits for every record writer, and
         # a writer holding the records table may wait for the row.
         await sync_indexes(connection, new)
-        if removed:  # record writers hold the row (`RecordStore._hold_fields`): none in flight
-            await self._hold(collection)  # while values are looked for and erased
+        if removed or changed:  # record writers hold the row (`RecordStore._hold_fields`):
+            await self._hold(collection)  # none in flight while values are looked for and erased
+            # The look that counts: a write that landed since the first is seen; a later one
+            # with the old schema is refused (409 `schema_changed`).
+            await self._refuse_changed_values(connection, old.id, changed)
         kept = [
             {
                 "field": name,
@@ -373,6 +371,16 @@ class CollectionService:
                     kind = (str(f.get("type")), bool(f.get("encrypted")))
                     reads.setdefault(str(f.get("name")), {}).setdefault(kind, str(version))
         return reads
+
+    @classmethod
+    async def _refuse_changed_values(
+        cls, connection: AsyncConnection, collection_id: str, changed: Sequence[str]
+    ) -> None:
+        """409 `field_has_values` when records hold values of fields whose type or encryption
+        changes: they would be of the old kind."""
+        held = [name for name in changed if await cls._has_values(connection, collection_id, name)]
+        if held:
+            raise changed_values_error(held)
 
     @staticmethod
     async def _has_values(

@@ -20,6 +20,7 @@ newest first" walk the index in order and stop after one page.
 import dataclasses
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.db import TEXT_COLLATION
@@ -256,7 +257,9 @@ async def sync_indexes(connection: AsyncConnection, schema: CollectionSchema) ->
     the database's collation, under the names this release expects, and no query could use them.
 
     A unique index over records that already hold the same value twice in one partition cannot
-    be built: that is a 409 naming the field, and the caller's transaction rolls back."""
+    be built: that is a 409 naming the field, and the caller's transaction rolls back. So is an
+    index of a field whose type changes over a value of the old type (PostgreSQL casts each),
+    which a write landed after the caller looked for values (`changed_values_error`)."""
     desired = desired_indexes(connection.dialect, schema)
     collations = await _index_collations(connection, schema.id)
     existing = set(collations)
@@ -272,6 +275,10 @@ async def sync_indexes(connection: AsyncConnection, schema: CollectionSchema) ->
             await connection.execute(text(desired[name]))
         except IntegrityError as exc:  # a write raced the duplicate check
             raise _duplicates_error(f) from exc
+        except DBAPIError as exc:
+            if not str(getattr(exc.orig, "sqlstate", "")).startswith("22"):  # a data exception
+                raise
+            raise changed_values_error([f.name]) from exc
 
 
 async def drop_indexes(connection: AsyncConnection, collection_id: str) -> None:
@@ -293,6 +300,23 @@ async def _refuse_duplicates(
     )
     if (await connection.execute(stmt)).first() is not None:
         raise _duplicates_error(f)
+
+
+def changed_values_error(names: Sequence[str]) -> ConflictError:
+    """409 `field_has_values`: records hold values of fields whose type or encryption changes."""
+    conflicts = [
+        {
+            "field": name,
+            "message": "type or encryption cannot change: records hold values; remove the field "
+            "first to erase them",
+        }
+        for name in names
+    ]
+    return ConflictError(
+        "Records hold values of a changed field",
+        reason="field_has_values",
+        details={"errors": conflicts},
+    )
 
 
 def _duplicates_error(f: FieldSchema) -> ConflictError:

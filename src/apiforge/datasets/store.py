@@ -76,6 +76,8 @@ _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collecti
 log = structlog.get_logger("apiforge.datasets")
 
 _COLUMNS = (Record.id, Record.data, Record.version, Record.created_at, Record.updated_at)
+# A field's name -> (type, encrypted): what the form of its stored values depends on.
+FieldKinds = Mapping[str, tuple[str, bool]]
 
 
 class DatasetNotFoundError(NotFoundError):
@@ -96,6 +98,22 @@ class VersionConflictError(ConflictError):
 
     def __init__(self, current: int) -> None:
         super().__init__(details={"currentVersion": current})
+
+
+class SchemaChangedError(ConflictError):
+    """A write whose schema was loaded before a field's type or encryption changed: its value
+    would be of the old kind, which the collection's filters, sorts and reads no longer expect."""
+
+    reason = "schema_changed"
+    message = "The dataset's fields changed while this write ran; try again"
+    retry_after: Final = 1  # a node trusts the schema it resolved for up to a second
+
+    def __init__(self, names: Sequence[str]) -> None:
+        errors = [{"field": n, "message": "its type or encryption changed"} for n in names]
+        super().__init__(
+            details={"errors": errors, "retryAfter": self.retry_after},
+            headers={"Retry-After": str(self.retry_after)},
+        )
 
 
 class RecordInvalidError(ValidationError):
@@ -467,7 +485,7 @@ class RecordStore:
             raise RecordInvalidError(errors=errors)
         current = await self._hold_fields(schema)
         await self._ensure_unique(schema, partition, clean, exclude=None)
-        stored = _kept(schema, self._encrypt(schema, clean), current)
+        stored = _kept(schema, self._encrypt(schema, clean), current, {})
         now = utcnow()
         record_id = new_id()
         size = _size(stored)
@@ -517,7 +535,7 @@ class RecordStore:
                 errors.extend(missing)
             if errors:
                 raise RecordInvalidError(errors=errors)
-            stored = _kept(schema, stored, fields)
+            stored = _kept(schema, stored, fields, current.data)
             await self._ensure_unique(schema, partition, stored, exclude=record_id)
             now = utcnow()
             size = _size(stored)
@@ -636,13 +654,13 @@ class RecordStore:
         stmt = select(func.count()).select_from(Record).where(condition)
         return int((await self.connection.execute(stmt)).scalar_one())
 
-    async def _hold_fields(self, schema: CollectionSchema) -> frozenset[str]:
-        """The collection's field names as they are now, its row held until commit (before any
-        record's row: the order a field removal takes them in), so a removal (`FOR UPDATE` on the
-        row) and this write never interleave: PostgreSQL's `FOR KEY SHARE` (the lock an insert's
-        foreign key takes anyway; writers never wait for each other), SQLite's write lock. A
-        write with a schema loaded before a removal committed keeps only values of the fields
-        there are now (`_kept`)."""
+    async def _hold_fields(self, schema: CollectionSchema) -> dict[str, tuple[str, bool]]:
+        """The collection's fields as they are now (`FieldKinds`), its row held until commit
+        (before any record's row: the order a schema change takes them in), so a change that
+        removes a field or changes its type or encryption (`FOR UPDATE` on the row) and this
+        write never interleave: PostgreSQL's `FOR KEY SHARE` (the lock an insert's foreign key
+        takes anyway; writers never wait for each other), SQLite's write lock. A write with a
+        schema loaded before such a change committed is checked against them (`_kept`)."""
         await begin_as_writer(self.connection)
         stmt = select(Collection.fields).where(Collection.id == schema.id)
         if self.connection.dialect.name == "postgresql":
@@ -650,7 +668,7 @@ class RecordStore:
         fields = (await self.connection.execute(stmt)).scalar()
         if fields is None:
             raise DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
-        return frozenset(str(f["name"]) for f in fields)
+        return {str(f["name"]): (str(f["type"]), bool(f.get("encrypted"))) for f in fields}
 
     async def _row(
         self, schema: CollectionSchema, partition: str, record_id: str, *, lock: bool = False
@@ -817,13 +835,31 @@ class RecordStore:
 
 
 def _kept(
-    schema: CollectionSchema, stored: dict[str, Any], fields: frozenset[str]
+    schema: CollectionSchema,
+    stored: dict[str, Any],
+    fields: FieldKinds,
+    before: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """`stored` without values of fields the collection no longer has (`fields`, read by
-    `_hold_fields`): a schema loaded before a field's removal committed would write a value the
-    removal never erases, which a field of that name added later (of any type) would show. A
-    published version's writes keep them, out of sight of the collection (docs/builder.md)."""
-    if schema.published or stored.keys() <= fields:
+    """`stored` as the collection's fields now (`fields`, read by `_hold_fields`) allow it to be
+    written over `before` (the record's stored data; empty for an insert).
+
+    A schema loaded before a field's removal committed would write a value the removal never
+    erases, which a field of that name added later (of any type) would show: it is dropped. A
+    published version's writes keep them, out of sight of the collection (docs/builder.md).
+    A value written with a type or encryption the field no longer has is refused, whatever the
+    schema (409 `schema_changed`): typed filters and sorts would fail on it, a read would not
+    decrypt it or would show ciphertext. Values the write leaves as they were are not its."""
+    stale = [
+        name
+        for name, kind in fields.items()
+        if name in stored
+        and (f := schema.field(name)) is not None
+        and (f.type, f.encrypted) != kind
+        and stored[name] != before.get(name)
+    ]
+    if stale:
+        raise SchemaChangedError(stale)
+    if schema.published or stored.keys() <= fields.keys():
         return stored
     return {k: v for k, v in stored.items() if k in fields}
 
