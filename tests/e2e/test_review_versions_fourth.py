@@ -77,7 +77,7 @@ async def test_a_version_that_names_a_removed_field_cannot_be_undeprecated(
     assert data_of(await client.get(url, headers=owner.headers)) == before
     _, secret = await app_key(client, owner, app_id)
     still = await call(client, secret, app_id, "byTag", {"tag": "x"}, version="1.0.0")
-    assert still.headers["Deprecation"] == "true"
+    assert still.headers["Deprecation"].startswith("@")
 
     # The field back with the type the version reads: it may serve again.
     data_of(await _put_fields(client, owner, dataset_id, [TEXT, TAG]))

@@ -106,7 +106,7 @@ async def test_a_sunset_is_shown_everywhere_and_sent_with_the_deprecation(
     # The gateway: this node forgot its cached target at the commit, so the next call has it.
     called = await call(client, ws, app_id, "echo", {"text": "hi"}, version="1.0.0")
     assert data_of(called) == {"echo": "hi"}
-    assert called.headers["deprecation"] == "true"
+    assert called.headers["deprecation"].startswith("@")
     assert called.headers["sunset"] == format_datetime(sunset, usegmt=True)
     assert parsedate_to_datetime(called.headers["sunset"]) == sunset
     latest = await call(client, ws, app_id, "echo", {"text": "hi"})
@@ -141,7 +141,7 @@ async def test_a_sunset_is_shown_everywhere_and_sent_with_the_deprecation(
     assert (cleared["deprecated"], cleared["sunset"], cleared["revision"]) == (1, None, 3)
     called = await call(client, ws, app_id, "echo", {"text": "hi"}, version="1.0.0")
     assert "sunset" not in called.headers
-    assert called.headers["deprecation"] == "true"
+    assert called.headers["deprecation"].startswith("@")
     data_of(await _patch(client, owner, app_id, "1.0.0", {"sunset": iso(sunset)}))
     restored = data_of(await _patch(client, owner, app_id, "1.0.0", {"deprecated": 0}))
     assert (restored["deprecated"], restored["sunset"], restored["revision"]) == (0, None, 5)
@@ -177,7 +177,8 @@ async def test_from_the_sunset_on_calls_are_410_and_nothing_runs_is_charged_or_c
         data = assert_error(refused, 410, "version_sunset")
         assert data == {"error": "version_sunset", "version": "1.0.0", "sunset": iso(sunset)}
         assert refused.headers["sunset"] == format_datetime(sunset, usegmt=True)
-        assert refused.headers["deprecation"] == "true"
+        assert refused.headers["deprecation"].startswith("@")
+        assert 'rel="successor-version"' in refused.headers["link"]
     monkeypatch.setattr(POLICY_CLOCK, lambda: sunset)  # the instant itself is past
     assert_error(await insert("1.0.0"), 410, "version_sunset")
 

@@ -61,8 +61,9 @@ class ApiDefinition(Base):
 
 class AppVersion(Base):
     """An immutable snapshot of every API (and collection schema) of an app. Only its
-    deprecation changes: `deprecated` and `sunset_at` (RFC 8594: from then on calls are 410),
-    under the optimistic lock `revision` (`version` is the semver label)."""
+    deprecation changes: `deprecated` (since `deprecated_at`, RFC 9745) and `sunset_at` (RFC 8594:
+    from then on calls are 410), under the optimistic lock `revision` (`version` is the semver
+    label)."""
 
     __tablename__ = "app_versions"
     __table_args__ = (UniqueConstraint("app_id", "version"),)
@@ -75,7 +76,9 @@ class AppVersion(Base):
     patch: Mapped[int] = mapped_column(Integer)
     notes: Mapped[str] = mapped_column(Text, default="")
     deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
-    sunset_at: Mapped[datetime | None] = mapped_column(default=None)  # only while deprecated
+    # Both only while deprecated; a deprecation older than the column has its publish time.
+    deprecated_at: Mapped[datetime | None] = mapped_column(default=None)
+    sunset_at: Mapped[datetime | None] = mapped_column(default=None)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSONType)
     published_by: Mapped[str | None] = mapped_column(
         ForeignKey("accounts.id", ondelete="SET NULL"), default=None

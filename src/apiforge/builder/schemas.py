@@ -360,13 +360,16 @@ class VersionUpdate(InputModel):
 
 
 class ChangeRead(ApiModel):
-    """One difference between `latest` and `dev`; `param` is empty when the change is API-wide."""
+    """One difference between `latest` and `dev`; `param` is empty when the change is API-wide.
+    `before` and `after` are the RU amounts of a `price_changed` or `cost_changed` (else null)."""
 
     api: str
     kind: str
     param: str
     breaking: Flag
     message: str
+    before: int | None = None
+    after: int | None = None
 
 
 class PublishResult(ApiModel):

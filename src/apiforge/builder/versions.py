@@ -98,6 +98,8 @@ class Change:
     breaking: bool
     message: str
     param: str = ""
+    before: int | None = None  # the old and new RU amount of a price or cost change
+    after: int | None = None
 
     def read(self) -> ChangeRead:
         return ChangeRead(
@@ -106,6 +108,8 @@ class Change:
             param=self.param,
             breaking=self.breaking,
             message=self.message,
+            before=self.before,
+            after=self.after,
         )
 
 
@@ -212,8 +216,21 @@ def _auth_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[C
     return changes
 
 
-_COMPARED = ("params", "steps", "returnSteps", "auth", "price", "enabled")
+_COMPARED = ("params", "steps", "returnSteps", "auth", "enabled")
 _DESCRIBED = ("name", "description", "docExtra", "group")
+# What callers pay per call, and what the builder pays the platform (RU): callers of `latest`
+# pay the new price from the publish on, so each change is named with both amounts.
+_AMOUNTS = {"price": "price_changed", "cost": "cost_changed"}
+
+
+def _amount_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    changes: list[Change] = []
+    for key, kind in _AMOUNTS.items():
+        before, after = int(old.get(key) or 0), int(new.get(key) or 0)
+        if before != after:
+            message = f"{key} of API {name} changed from {before} to {after} RU"
+            changes.append(Change(name, kind, False, message, before=before, after=after))
+    return changes
 
 
 def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
@@ -221,7 +238,8 @@ def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
 
     Breaking: an API removed or disabled, a required param added, an optional param becoming
     required, a param removed, retyped or narrowed (`_narrowed`), callers newly refused by its
-    `auth` (`_auth_changes`). Everything else is reported as a change.
+    `auth` (`_auth_changes`). Everything else is reported as a change; a new price or cost with
+    its old and new amount (`_amount_changes`).
     """
     changes: list[Change] = []
     for name in sorted(latest.keys() - dev.keys()):
@@ -232,6 +250,7 @@ def compare(latest: dict[str, Any], dev: dict[str, Any]) -> list[Change]:
         old, new = latest[name], dev[name]
         specific = _param_changes(name, old, new) + _auth_changes(name, old, new)
         changes.extend(specific)
+        changes.extend(_amount_changes(name, old, new))
         if not specific and any(old.get(k) != new.get(k) for k in _COMPARED):
             changes.append(Change(name, "api_changed", False, f"API {name} changed"))
         elif not specific and any(old.get(k) != new.get(k) for k in _DESCRIBED):
@@ -479,6 +498,8 @@ class VersionService:
                     details={"errors": conflicts},
                 )
         if (deprecated, sunset) != (row.deprecated, row.sunset_at):
+            if deprecated != row.deprecated:  # `Deprecation: @<seconds>` (RFC 9745) dates it
+                row.deprecated_at = utcnow() if deprecated else None
             row.deprecated, row.sunset_at = deprecated, sunset
             row.revision += 1  # the UPDATE is conditional on the revision read (409 if raced)
             await self.session.flush()

@@ -54,10 +54,30 @@ class AppTarget:
     env: dict[str, Any]
     version: str | None  # None: the asked-for version does not exist
     deprecated: bool
-    # A deprecated version's sunset (RFC 8594): calls from then on are refused. The header's
-    # HTTP-date is formatted once per read of the target, not per call.
+    # A deprecated version's sunset (RFC 8594): calls from then on are refused. Its headers'
+    # values are formatted once per read of the target, not per call (`_notices`).
     sunset: datetime | None = None
     sunset_header: str = ""
+    deprecation_header: str = ""  # `@<unix seconds>` of the deprecation (RFC 9745)
+    link_header: str = ""  # where to read about it, and the version to move to
+
+
+def docs_url(app_id: str, version: str) -> str:
+    """The app's docs page of one version (`builder/transfer_router.py`), as a reference a
+    client resolves against the URL it called (RFC 8288)."""
+    return f"/api/v1/apps/{app_id}/docs?version={version}"
+
+
+def _notices(
+    app_id: str, version: str, latest: str | None, deprecated_at: datetime
+) -> tuple[str, str]:
+    """The `Deprecation` (RFC 9745: a structured-field Date) and `Link` values of a deprecated
+    version: its docs page (`rel="deprecation"`) and, when a newer version is `latest`, that
+    one's (`rel="successor-version"`, RFC 5829)."""
+    links = [f'<{docs_url(app_id, version)}>; rel="deprecation"; type="text/html"']
+    if latest is not None and latest != version:
+        links.append(f'<{docs_url(app_id, latest)}>; rel="successor-version"; type="text/html"')
+    return f"@{int(deprecated_at.timestamp())}", ", ".join(links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +177,10 @@ class ApiLoader:
             App.workspace_id,
             App.env,
             AppVersion.version.label("found"),
+            App.latest_version,
             AppVersion.deprecated,
+            AppVersion.deprecated_at,
+            AppVersion.created_at,
             AppVersion.sunset_at,
         ).select_from(
             App.__table__.outerjoin(
@@ -171,6 +194,11 @@ class ApiLoader:
         found = None if row.found is None else str(row.found)
         deprecated = bool(row.deprecated)
         sunset: datetime | None = row.sunset_at if deprecated else None
+        deprecation, link = "", ""
+        if deprecated and found is not None:
+            # Deprecated by a release before `deprecated_at` existed: its publish time (0019).
+            since = row.deprecated_at or row.created_at
+            deprecation, link = _notices(row.id, found, row.latest_version, since)
         return AppTarget(
             row.id,
             row.workspace_id,
@@ -179,6 +207,8 @@ class ApiLoader:
             deprecated,
             sunset,
             "" if sunset is None else format_datetime(sunset, usegmt=True),
+            deprecation,
+            link,
         )
 
     async def load(self, conn: AsyncConnection, target: AppTarget, api: str) -> CompiledApi:

@@ -107,11 +107,12 @@ def test_token_newly_required_is_breaking() -> None:
 
 
 def test_other_changes_are_reported_but_not_breaking() -> None:
-    latest = {"a": _api(price=1), "b": _api(description="x"), "c": _api()}
-    dev = {"a": _api(price=2), "b": _api(description="y"), "c": _api()}
+    latest = {"a": _api(price=1), "b": _api(description="x"), "c": _api(), "d": _api()}
+    dev = {"a": _api(price=2), "b": _api(description="y"), "c": _api(), "d": _api(returnSteps=[])}
     assert _kinds(latest, dev) == [
-        ("a", "api_changed", "", False),
+        ("a", "price_changed", "", False),
         ("b", "docs_changed", "", False),
+        ("d", "api_changed", "", False),
     ]
 
 

@@ -6,9 +6,11 @@ app enabled (a subscription). Anything else is the same 404 as an unknown app, s
 never leak (a key bound to another app of the caller's own workspace is told so: 403
 `key_not_for_app`). `dev` — unpublished, disabled APIs included — is the app's workspace's
 own: a subscriber's key finds no such version. A disabled API is 403 `api_disabled` on
-published versions. A deprecated version's `Deprecation` header (and `Sunset`, RFC 8594, when
-it has a date) is only sent to callers who may call it; from its sunset on, they get 410
-`version_sunset` before anything is loaded, run, counted or charged.
+published versions. A deprecated version's `Deprecation` header (RFC 9745: `@<unix seconds>` of
+the deprecation), its `Link`s (its docs, `rel="deprecation"`; the latest version's,
+`rel="successor-version"`) and `Sunset` (RFC 8594, when it has a date) are only sent to callers
+who may call it; from its sunset on, they get 410 `version_sunset` before anything is loaded,
+run, counted or charged.
 """
 
 from datetime import datetime
@@ -29,10 +31,17 @@ class VersionSunsetError(ApiforgeError):
     message = "This version has reached its sunset date; call a newer version"
 
 
+def _deprecation(ctx: GatewayContext, target: AppTarget) -> None:
+    """The headers of a deprecated version, formatted when the target was read."""
+    ctx.response_headers["Deprecation"] = target.deprecation_header
+    ctx.response_headers["Link"] = target.link_header
+    if target.sunset is not None:
+        ctx.response_headers["Sunset"] = target.sunset_header
+
+
 def _gone(ctx: GatewayContext, target: AppTarget, sunset: datetime) -> VersionSunsetError:
     """The 410 of a version past its sunset, with the headers that said it was coming."""
-    ctx.response_headers["Deprecation"] = "true"
-    ctx.response_headers["Sunset"] = target.sunset_header
+    _deprecation(ctx, target)
     return VersionSunsetError(details={"version": target.version, "sunset": iso(sunset)})
 
 
@@ -103,9 +112,7 @@ class PolicyStage:
         if not compiled.enabled and target.version != "dev":
             raise ForbiddenError("This API is disabled", reason="api_disabled")
         if target.deprecated:
-            ctx.response_headers["Deprecation"] = "true"
-            if sunset is not None:
-                ctx.response_headers["Sunset"] = target.sunset_header
+            _deprecation(ctx, target)
         ctx.compiled = compiled
 
     async def _enabled(self, ctx: GatewayContext, workspace_id: str | None, app_id: str) -> bool:
