@@ -38,6 +38,7 @@ APP_CALL_FIELDS = {
     "status",
     "reason",
     "latencyMs",
+    "amount",
 }
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -125,6 +126,7 @@ async def test_a_call_is_logged_with_its_details_and_sensitive_args_masked(
         "status": 200,
         "reason": "",
         "latencyMs": item["latencyMs"],
+        "amount": 0,  # its own app, whose cost is 0
         "callerKind": "console",
         "keyId": None,
         "accountId": owner.account_id,

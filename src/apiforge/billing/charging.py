@@ -177,7 +177,10 @@ class Charger(Protocol):
 
     async def settle(
         self, conn: AsyncConnection, charge: Charge, log_row: Mapping[str, Any]
-    ) -> None: ...
+    ) -> None:
+        """Write the charge and the call's request-log row (its `amount` set to the debit) in
+        the call's transaction."""
+        ...
 
     async def confirm(self, conn: AsyncConnection, charge: Charge) -> None:
         """After the call's commit: raise when the charge turned out not to be written."""
@@ -613,7 +616,8 @@ class SqliteCharger:
             credit = (_SQLITE_CREDIT, (a1, stamp, w1, o1))
         else:
             credit = None
-        row = _storable({**log_row, "id": transaction_id})
+        # The row says what the call cost its caller: the debit its entries carry.
+        row = _storable({**log_row, "id": transaction_id, "amount": charge.debit})
         log_values = [row[column] for column in _LOG_COLUMNS]
         for index in _LOG_CONVERTED:
             log_values[index] = _sqlite_value(log_values[index])
@@ -933,7 +937,7 @@ class DatabaseCharger:
         # deletion detaching the builder's workspace's wallets first deadlocked with the call.
         entries.sort(key=lambda entry: lock_order(str(entry["wallet_id"])))
         await conn.execute(_INSERT_ENTRY, entries)
-        await conn.execute(_INSERT_LOG_ROW, [_storable(dict(log_row))])
+        await conn.execute(_INSERT_LOG_ROW, [_storable({**log_row, "amount": charge.debit})])
         # Wallet rows last (their locks are held until the commit) and in the global order.
         # A wallet detached by a deletion meanwhile refuses the call (its transaction rolls back).
         for wallet, owner, amount in sorted(moves, key=lambda move: lock_order(move[0])):

@@ -23,7 +23,7 @@ from apiforge.billing.schemas import (
 )
 from apiforge.billing.service import BillingService, EntryFilter, withdrawal_read
 from apiforge.billing.usage import MoneyChartService
-from apiforge.http.deps import SessionDep
+from apiforge.http.deps import RequestIdFilter, SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import Created, Text
@@ -60,7 +60,8 @@ async def list_wallets(
     "/ledger-entries",
     summary="Ledger entries of the current workspace's wallets, newest first",
     description="Every movement of RU is a transaction whose entries sum to zero; this lists "
-    "the current workspace's side of them. Filter by `kind`, `walletKind`, `appId`, `from`/`to`.",
+    "the current workspace's side of them. Filter by `kind`, `walletKind`, `appId`, `requestId` "
+    "(a call's entries: its caller's debit, or what its app earned), `from`/`to`.",
 )
 async def list_ledger_entries(
     current: CurrentWorkspaceDep,
@@ -69,12 +70,18 @@ async def list_ledger_entries(
     kind: EntryKind | None = None,
     wallet_kind: Annotated[Literal["balance", "earnings"] | None, Query(alias="walletKind")] = None,
     app_id: Annotated[Text | None, Query(alias="appId", max_length=26)] = None,
+    request_id: RequestIdFilter = None,
     since: From = None,
     until: To = None,
 ) -> Envelope[Page[LedgerEntryRead]]:
     start, end = time_range(since, until)
     filters = EntryFilter(
-        kind=kind, app_id=app_id or None, wallet_kind=wallet_kind, since=start, until=end
+        kind=kind,
+        app_id=app_id or None,
+        wallet_kind=wallet_kind,
+        request_id=request_id or None,
+        since=start,
+        until=end,
     )
     return ok(await service.entries(current.id, filters, page))
 

@@ -65,6 +65,7 @@ class EntryFilter:
     kind: str | None = None
     app_id: str | None = None
     wallet_kind: str | None = None
+    request_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -191,6 +192,10 @@ class BillingService:
             stmt = stmt.where(LedgerEntry.app_id == filters.app_id)
         if filters.wallet_kind is not None:
             stmt = stmt.where(Wallet.kind == filters.wallet_kind)
+        if filters.request_id is not None:
+            # Read within the workspace's index range: no index of its own, which every
+            # charged call's entries would pay for (`ix_ledger_entries_workspace_created`).
+            stmt = stmt.where(LedgerEntry.request_id == filters.request_id)
         if filters.since is not None:
             stmt = stmt.where(LedgerEntry.created_at >= filters.since)
         if filters.until is not None:

@@ -3,11 +3,12 @@
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.core.db import unit_of_work
 from apiforge.core.settings import Settings
+from apiforge.http.schemas import RequestIdText
 from apiforge.tools.netpolicy import proxy_policy
 
 
@@ -25,6 +26,11 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+# `?requestId=` of the lists that record calls (request logs, ledger entries): exact match.
+RequestIdFilter = Annotated[
+    RequestIdText | None,
+    Query(alias="requestId", max_length=128, description="Only this request id's rows (exact)"),
+]
 
 
 def client_ip(request: Request) -> str:

@@ -3,7 +3,6 @@
 import asyncio
 import codecs
 import contextlib
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,9 +16,9 @@ from apiforge.core.db import database_refusal
 from apiforge.core.errors import PayloadTooLargeError, UnavailableError
 from apiforge.http.envelope import error_response
 from apiforge.http.metrics import observe_request
+from apiforge.http.schemas import REQUEST_ID
 from apiforge.tools.ids import new_id
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")  # whole value (`$` lets a final "\n" by)
 OVERRIDABLE = frozenset({"PUT", "PATCH", "DELETE"})
 OVERRIDE_FIELD = "X-HTTP-Method-Override"
 _OVERRIDE_HEADER = b"x-http-method-override"
@@ -71,7 +70,7 @@ def request_id_of(scope: Scope) -> str:
         return settled
     given = _header(scope, b"x-request-id")
     text = given.decode("latin-1") if given else ""
-    return text if _REQUEST_ID.fullmatch(text) else new_id()
+    return text if REQUEST_ID.fullmatch(text) else new_id()  # `$` would let a final "\n" by
 
 
 async def _call_as(app: ASGIApp, scope: Scope, method: str, receive: Receive, send: Send) -> None:

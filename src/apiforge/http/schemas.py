@@ -1,5 +1,6 @@
 """Pydantic bases and field types that carry the conventions: camelCase, 1/0 booleans, ISO times."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -40,6 +41,22 @@ def _no_nul(value: str) -> str:
 Text = Annotated[str, AfterValidator(_no_nul)]
 """A string every backend can store: PostgreSQL's `text` and `jsonb` refuse U+0000 (a 500 there,
 kept silently by SQLite), so it is a 400 on every backend."""
+
+# A request id as `X-Request-ID` accepts it from a client (whole value: `fullmatch`); the ids
+# apiforge mints fit it too, so every request id a row holds does.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
+REQUEST_ID_MESSAGE = "must be a request id: 8 to 128 letters, digits, '.', '_', ':' or '-'"
+
+
+def _request_id(value: str) -> str:
+    if value and not REQUEST_ID.fullmatch(value):
+        raise PydanticCustomError("invalid_value", REQUEST_ID_MESSAGE)
+    return value
+
+
+RequestIdText = Annotated[str, AfterValidator(_request_id)]
+"""A request id to look up (`X-Request-ID`'s format), or "" for none: anything else could never
+match a row, so it is a 400 rather than an empty page that hides a typo."""
 
 NULL_MESSAGE = "must not be null; leave it out to keep it"
 

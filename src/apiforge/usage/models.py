@@ -8,7 +8,7 @@ workspace are unreachable (nobody is its member) rather than cascaded.
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Index, SmallInteger, String, text
+from sqlalchemy import BigInteger, Float, Index, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, CompactJSONType, UTCDateTime, id_column
@@ -45,6 +45,11 @@ class RequestLog(Base):
     # so a secret sent to an API that was not resolved is never written in clear.
     # Written as orjson writes them, the encoding their size cap measures (usage/buffer.py).
     args: Mapped[dict[str, Any] | None] = mapped_column(CompactJSONType)
+    # RU debited from the calling workspace for this call: its ledger `call` entry's amount,
+    # negated, written by the charge that commits the row (billing/charging.py). 0 for a call
+    # that moved nothing (refused, failed, replayed, free); None only for rows written before
+    # the column existed (migration 0020).
+    amount: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         # The caller's list (newest first, optionally a time range) and the monthly count of

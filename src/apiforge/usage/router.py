@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from apiforge.core.errors import ValidationError
-from apiforge.http.deps import SessionDep
+from apiforge.http.deps import RequestIdFilter, SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 from apiforge.http.schemas import NUL_MESSAGE, Text
@@ -28,6 +28,7 @@ def _filters(
     app_id: Annotated[str | None, Query(alias="appId", max_length=26)] = None,
     api: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[int | None, Query(ge=100, le=599, description="HTTP status")] = None,
+    request_id: RequestIdFilter = None,
     since: From = None,
     until: To = None,
 ) -> LogFilter:
@@ -40,7 +41,14 @@ def _filters(
     start, end = time_range(since, until, errors)
     if errors:
         raise ValidationError(errors=errors)
-    return LogFilter(app_id=app_id or None, api=api or None, status=status, since=start, until=end)
+    return LogFilter(
+        app_id=app_id or None,
+        api=api or None,
+        status=status,
+        request_id=request_id or None,
+        since=start,
+        until=end,
+    )
 
 
 RequestLogServiceDep = Annotated[RequestLogService, Depends(_service)]

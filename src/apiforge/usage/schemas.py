@@ -1,13 +1,25 @@
 """Response models of `/api/v1/request-logs`: a caller's own calls, calls to a builder's apps."""
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from apiforge.http.schemas import ApiModel, Timestamp
+
+Amount = Annotated[
+    int | None,
+    Field(
+        description="RU debited from the calling workspace for this call (its `call` ledger "
+        "entry, `requestId`, has the negated amount); 0 when the call moved nothing (refused, "
+        "failed, replayed or free); null for calls logged before this was recorded"
+    ),
+]
 
 
 class AppCallRead(ApiModel):
     """One call to one of the current workspace's apps, as its builder sees it: who called and
-    how it went, never what the caller sent (args), from where (client IP) or with which key."""
+    how it went and what the caller paid (`amount`: the price, or the cost when the builder called
+    its own app), never what the caller sent (args), from where (client IP) or with which key."""
 
     id: str
     created_time: Timestamp
@@ -19,6 +31,7 @@ class AppCallRead(ApiModel):
     status: int
     reason: str
     latency_ms: float
+    amount: Amount
 
 
 class RequestLogRead(ApiModel):
@@ -35,6 +48,7 @@ class RequestLogRead(ApiModel):
     status: int
     reason: str
     latency_ms: float
+    amount: Amount
     caller_kind: str | None
     key_id: str | None
     account_id: str | None

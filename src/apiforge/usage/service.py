@@ -42,6 +42,7 @@ class LogFilter:
     app_id: str | None = None
     api: str | None = None
     status: int | None = None
+    request_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -85,6 +86,10 @@ def _filtered(stmt: Select[Any], filters: LogFilter) -> Select[Any]:
         stmt = stmt.where(RequestLog.api == filters.api)
     if filters.status is not None:
         stmt = stmt.where(RequestLog.status == filters.status)
+    if filters.request_id is not None:
+        # Within the tenancy condition's index range: no index of its own for every call's
+        # insert to pay (a client may reuse its ids, so this is a list, not a lookup).
+        stmt = stmt.where(RequestLog.request_id == filters.request_id)
     if filters.since is not None:
         stmt = stmt.where(RequestLog.created_at >= filters.since)
     if filters.until is not None:
@@ -103,6 +108,7 @@ def _own(row: RequestLog) -> RequestLogRead:
         status=row.status,
         reason=row.reason,
         latency_ms=row.latency_ms,
+        amount=row.amount,
         caller_kind=row.caller_kind,
         key_id=row.key_id,
         account_id=row.account_id,
@@ -123,6 +129,7 @@ def _app_call(row: RequestLog) -> AppCallRead:
         status=row.status,
         reason=row.reason,
         latency_ms=row.latency_ms,
+        amount=row.amount,
     )
 
 

@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 from apiforge.api import build_api
 from apiforge.builder.schemas import BuilderInput
 from apiforge.engine.schemas import InvocationCreate
-from apiforge.http.schemas import Text
+from apiforge.http.schemas import RequestIdText, Text
 from apiforge.keys.schemas import normalise_origin
 from apiforge.tools.netpolicy import normalise_cidr
 from tests.e2e._apps import new_app
@@ -38,6 +38,8 @@ from tests.factories import make_admin
 # Validators that refuse any text holding NUL (the test below makes sure), by name.
 NO_NUL: dict[str, Callable[[str], Any]] = {
     "Text": get_args(Text)[1].func,
+    # A request id's format: letters, digits and `._:-` only.
+    "RequestIdText": get_args(RequestIdText)[1].func,
     # Parsers whose grammar leaves no room for NUL.
     "normalise_cidr": normalise_cidr,
     "normalise_origin": normalise_origin,

@@ -31,6 +31,7 @@ def log_row(**fields: Any) -> dict[str, Any]:
         "latency_ms": 1.5,
         "client_ip": "127.0.0.1",
         "args": {"pageNo": number},
+        "amount": 0,
     }
     row.update(fields)
     return row

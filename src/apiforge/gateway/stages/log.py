@@ -75,6 +75,9 @@ class RequestLogStage:
             "latency_ms": round(elapsed * 1000, 3),
             "client_ip": ctx.client_ip[:45],
             "args": mask_args(ctx.args, compiled.params.sensitive) if compiled else None,
+            # Nothing debited: a charged call's row is written by its charge, which sets the
+            # debit (billing/charging.py); a row written here is of a call that moved nothing.
+            "amount": 0,
         }
 
 
