@@ -483,12 +483,19 @@ class RecordStore:
         clean, errors = validate_record(schema, data)
         if errors:
             raise RecordInvalidError(errors=errors)
+        encrypted = self._encrypt(schema, clean)
+        # Plan quotas `records` and `storageBytes` of the partition's workspace (in-process),
+        # before the collection's row is held: on SQLite that hold is the database's write lock,
+        # and the meter decides while other writes are in flight (it counts them).
+        await reserve_stock(
+            self.connection, partition, records=1, size=_size(encrypted), ends=self.ends
+        )
         current = await self._hold_fields(schema)
         await self._ensure_unique(schema, partition, clean, exclude=None)
-        stored = _kept(schema, self._encrypt(schema, clean), current, {})
+        stored = _kept(schema, encrypted, current, {})
         now = utcnow()
         record_id = new_id()
-        size = _size(stored)
+        size = _size(stored)  # less than reserved only if a field removed meanwhile was dropped
         values = {
             "id": record_id,
             "collection_id": schema.id,
@@ -499,8 +506,6 @@ class RecordStore:
             "created_at": now,
             "updated_at": now,
         }
-        # Plan quotas `records` and `storageBytes` of the partition's workspace (in-process).
-        await reserve_stock(self.connection, partition, records=1, size=size, ends=self.ends)
         await self._write(schema, insert(Record).values(**values))
         return self._render(schema, record_id, stored, 1, now, now)
 
