@@ -1,6 +1,7 @@
 """The FastAPI management app: every router is listed here, in the order the docs show them."""
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from apiforge import __version__
@@ -42,8 +43,16 @@ ROUTERS: list[APIRouter] = [
 ]
 
 
+def operation_id(route: APIRoute) -> str:
+    """The endpoint function's name: a short snake_case id that SDK generators turn into method
+    names (FastAPI's default appends the path and method, `list_apps_api_v1_apps_get`). Endpoint
+    names are therefore unique across routers; FastAPI warns on a duplicate."""
+    return route.name
+
+
 def build_api() -> FastAPI:
     app = FastAPIOffline(
+        generate_unique_id_function=operation_id,
         title="apiforge",
         version=__version__,
         summary="Build, version, price and serve APIs through one metered gateway.",

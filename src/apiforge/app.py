@@ -23,7 +23,12 @@ from apiforge.engine.service import build_engine_state
 from apiforge.files.router import upload_body_limits
 from apiforge.files.storage import FileStorage
 from apiforge.gateway.endpoint import GatewayEndpoint
-from apiforge.gateway.openapi import document_errors, envelope_schema, invocation_path
+from apiforge.gateway.openapi import (
+    document_errors,
+    document_gateway_security,
+    envelope_schema,
+    invocation_path,
+)
 from apiforge.gateway.pipeline import build_stages
 from apiforge.gateway.signing import save_nonces
 from apiforge.gateway.stage import GatewayState
@@ -178,6 +183,7 @@ def mount_gateway(app: FastAPI) -> None:
             schema["paths"]["/api/v1/invocations"] = invocation_path()
             document_idempotency(schema)
             document_errors(schema)
+            document_gateway_security(schema)
             schema.setdefault("components", {}).setdefault("schemas", {})
             schema["components"]["schemas"].setdefault("Envelope", envelope_schema())
             app.openapi_schema = schema

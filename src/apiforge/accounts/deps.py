@@ -8,7 +8,8 @@ see it through `workspaces/deps.py`, which confines a key to its workspace and r
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -110,7 +111,41 @@ async def _key_caller(request: Request, session: AsyncSession, secret: str) -> C
     return Caller(account, key=record)
 
 
-async def _caller_account(request: Request, session: SessionDep, settings: SettingsDep) -> Account:
+# Declared for the OpenAPI document only (`securitySchemes`, and `security` on every route that
+# depends on them), so SDK generators add the credentials: `authenticate` and the gateway read the
+# headers themselves, and no scheme refuses anything (`auto_error=False`).
+CONSOLE_TOKEN = HTTPBearer(
+    scheme_name="consoleToken",
+    description=(
+        "A console access token (`POST /api/v1/auth/login`), or a `ws-` workspace key "
+        "sent as `Authorization: Bearer ws-...`"
+    ),
+    auto_error=False,
+)
+WORKSPACE_KEY = APIKeyHeader(
+    name="X-Api-Key",
+    scheme_name="workspaceKey",
+    description=(
+        "A `ws-` workspace key: workspace-scoped routes only (account-level routes answer 403 "
+        "`workspace_key_not_allowed`)"
+    ),
+    auto_error=False,
+)
+ANY_KEY = APIKeyHeader(
+    name="X-Api-Key",
+    scheme_name="apiKey",
+    description="An `app-`, `pk-` or `ws-` key (the gateway and anti-duplicate tokens)",
+    auto_error=False,
+)
+
+
+async def _caller_account(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(CONSOLE_TOKEN)],
+    _key: Annotated[str | None, Security(WORKSPACE_KEY)],
+) -> Account:
     caller = await authenticate(request, session, settings)
     if caller.key is not None:
         request.state.workspace_key = caller.key

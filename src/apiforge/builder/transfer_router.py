@@ -23,7 +23,7 @@ from apiforge.http.schemas import Created
 from apiforge.tools.disposition import content_disposition
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
-router = APIRouter(tags=["builder"])
+router = APIRouter()  # tagged `builder` by the router that includes it (builder/router.py)
 # Documents read by the route itself, in the encoding a byte order mark names (UTF-16 from
 # Windows shells too): not refused as JSON that is not UTF-8 (`http/middleware.Utf8JsonMiddleware`).
 DOCUMENT_PATHS = ("/api/v1/apps/import",)

@@ -25,7 +25,7 @@ from apiforge.http.pagination import Page, PageDep
 from apiforge.idempotency.locking import IfMatch
 from apiforge.workspaces.deps import CurrentWorkspaceDep
 
-router = APIRouter(tags=["builder"])
+router = APIRouter()  # tagged `builder` by the router that includes it (builder/router.py)
 
 
 def _versions(session: SessionDep, request: Request) -> VersionService:

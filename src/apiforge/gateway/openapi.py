@@ -1,8 +1,12 @@
-"""Additions to the platform's OpenAPI document: the gateway's path (it is not a FastAPI route)
-and the error envelope every route answers (FastAPI would document its own 422 body instead)."""
+"""Additions to the platform's OpenAPI document: the gateway's path and its security schemes (it
+is not a FastAPI route) and the error envelope every route answers (FastAPI would document its
+own 422 body instead)."""
 
 from typing import Any
 
+from fastapi.security.base import SecurityBase
+
+from apiforge.accounts.deps import ANY_KEY, CONSOLE_TOKEN
 from apiforge.engine.schemas import SERVER_ERRORS, InvocationCreate
 from apiforge.http.envelope import error_schema
 
@@ -17,6 +21,19 @@ _ERRORS = {
     "422": "A per-call limit was exceeded",
     "429": "Rate limited",
 }
+
+
+# A key in `X-Api-Key`, or a console token for members of the app's workspace.
+_SCHEMES: tuple[SecurityBase, ...] = (ANY_KEY, CONSOLE_TOKEN)
+
+
+def document_gateway_security(schema: dict[str, Any]) -> None:
+    """Declare the gateway's security schemes (in place): no FastAPI route may carry them."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    for scheme in _SCHEMES:
+        schemes.setdefault(
+            scheme.scheme_name, scheme.model.model_dump(by_alias=True, exclude_none=True)
+        )
 
 
 def invocation_path() -> dict[str, Any]:
@@ -43,6 +60,9 @@ def invocation_path() -> dict[str, Any]:
                 "console token. Optional `Idempotency-Key`."
             ),
             "operationId": "invoke",
+            # HMAC signature headers are the third way in (docs/signing.md): an app's own document
+            # declares them, per API (builder/openapi.py).
+            "security": [{scheme.scheme_name: []} for scheme in _SCHEMES],
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": responses,
         }

@@ -2,9 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
-from apiforge.accounts.deps import authenticate, key_secret
+from apiforge.accounts.deps import ANY_KEY, CONSOLE_TOKEN, authenticate, key_secret
 from apiforge.core.errors import AuthenticationError
 from apiforge.http.deps import SessionDep, SettingsDep, client_ip
 from apiforge.http.envelope import Envelope, ok
@@ -39,6 +40,9 @@ async def _principal(
     session: SessionDep,
     settings: SettingsDep,
     key: Annotated[str | None, Depends(_key_principal)],
+    # Documented credentials (accounts/deps.py): a key, or a console sign-in.
+    _key: Annotated[str | None, Security(ANY_KEY)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(CONSOLE_TOKEN)],
 ) -> str:
     if key is not None:
         return key

@@ -13,7 +13,7 @@ from apiforge.http.deps import SettingsDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.metrics import render
 from apiforge.system.health import HealthService
-from apiforge.system.schemas import HealthRead, ReadinessRead, VersionRead
+from apiforge.system.schemas import HealthRead, PlatformVersionRead, ReadinessRead
 from apiforge.system.service import version_info
 
 router = APIRouter(tags=["system"])
@@ -39,7 +39,7 @@ HealthServiceDep = Annotated[HealthService, Depends(_health_service)]
 
 # Plain `def`: reading CHANGELOG.md (on a cache miss) runs in the thread pool, not the event loop.
 @router.get("/api/v1/version", summary="Running version, latest release and release notes")
-def get_version(settings: SettingsDep) -> Envelope[VersionRead]:
+def get_platform_version(settings: SettingsDep) -> Envelope[PlatformVersionRead]:
     return ok(version_info(settings))
 
 

@@ -10,7 +10,11 @@ class ReleaseRead(ApiModel):
     changes: dict[str, list[str]]  # category ("added", "fixed", ...) -> entries
 
 
-class VersionRead(ApiModel):
+class PlatformVersionRead(ApiModel):
+    """`GET /api/v1/version`. Named apart from the builder's `VersionRead` (an app version):
+    two models of one name get module-qualified names in the OpenAPI document, which SDK
+    generators fold back into a clash."""
+
     version: str
     latest_version: str | None
     release_date: str | None

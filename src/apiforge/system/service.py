@@ -3,17 +3,17 @@
 from apiforge import __version__
 from apiforge.core.settings import Settings
 from apiforge.system.changelog import is_newer, load_releases
-from apiforge.system.schemas import ReleaseRead, VersionRead
+from apiforge.system.schemas import PlatformVersionRead, ReleaseRead
 
 
-def version_info(settings: Settings, running: str = __version__) -> VersionRead:
+def version_info(settings: Settings, running: str = __version__) -> PlatformVersionRead:
     """The newest release is the highest SemVer in the changelog, not the first heading, so a
     misordered file still answers correctly, and never a yanked one: a release pulled for a
     serious bug must not be offered as the update. With no readable changelog the list is
     empty."""
     releases = load_releases(settings)
     latest = next((r for r in releases if not r.yanked), None)
-    return VersionRead(
+    return PlatformVersionRead(
         version=running,
         latest_version=latest.version if latest else None,
         release_date=latest.date if latest else None,
