@@ -7,9 +7,7 @@ read it (`utcnow` in each module, and the meter's `time.time()` that tells it a 
 ended)."""
 
 import asyncio
-import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from apiforge.plans.meter import quota_meter
 from apiforge.plans.models import Plan
 from apiforge.workspaces.models import Workspace
 from tests.e2e._apps import new_api, new_app, set_step
+from tests.e2e._clock import Clock, frozen_clock
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, make_admin, register
 
@@ -36,28 +35,9 @@ CLOCKED = (
 )
 
 
-class Clock:
-    """A UTC wall clock the test moves by hand (monotonic time keeps running: cache ages)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def utcnow(self) -> datetime:
-        return self.now
-
-    def time(self) -> float:
-        return self.now.timestamp()
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock(JAN_END)
-    for module in CLOCKED:
-        monkeypatch.setattr(f"{module}.utcnow", frozen.utcnow)
-    monkeypatch.setattr(
-        "apiforge.plans.meter.time", SimpleNamespace(time=frozen.time, monotonic=time.monotonic)
-    )
-    return frozen
+    return frozen_clock(monkeypatch, CLOCKED, JAN_END)
 
 
 async def _plan(client: AsyncClient, admin: User, code: str, **quotas: int) -> str:

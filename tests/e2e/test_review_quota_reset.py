@@ -10,9 +10,7 @@ The clock is frozen where the quota meter, the request log, the file service and
 counts read it (`utcnow` in each module, and the meter's `time.time()` that tells it a month has
 ended)."""
 
-import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from httpx import AsyncClient, Response
 
 from apiforge.gateway.stages.log import request_log_buffer
 from tests.e2e._apps import new_api, new_app, set_step
+from tests.e2e._clock import Clock, frozen_clock
 from tests.e2e._plans import on_plan
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User, make_admin, register
@@ -37,28 +36,9 @@ CLOCKED = (
 )
 
 
-class Clock:
-    """A UTC wall clock the test moves by hand (monotonic time keeps running: cache ages)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def utcnow(self) -> datetime:
-        return self.now
-
-    def time(self) -> float:
-        return self.now.timestamp()
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock(datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC))
-    for module in CLOCKED:
-        monkeypatch.setattr(f"{module}.utcnow", frozen.utcnow)
-    monkeypatch.setattr(
-        "apiforge.plans.meter.time", SimpleNamespace(time=frozen.time, monotonic=time.monotonic)
-    )
-    return frozen
+    return frozen_clock(monkeypatch, CLOCKED, datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC))
 
 
 async def _pinging(app: FastAPI, client: AsyncClient, **quotas: int) -> tuple[User, str]:
