@@ -73,16 +73,25 @@ class ApiNotFoundError(NotFoundError):
 
 
 async def find_app(
-    session: AsyncSession, workspace_id: str, app_id: str, *, lock: bool = False
+    session: AsyncSession,
+    workspace_id: str,
+    app_id: str,
+    *,
+    lock: bool = False,
+    referable: bool = False,
 ) -> App:
     """The app `app_id` of `workspace_id`, else 404. `lock` serialises publishing and API
-    changes per app until commit, and reads the app as the lock found it."""
+    changes per app until commit, and reads the app as the lock found it. `referable` (a schema
+    change) locks it `FOR NO KEY UPDATE` on PostgreSQL: as exclusive for the app's other locks,
+    but a row inserted referring to the app (a call's `userRight` grant) goes on. The change
+    holds the app while it waits for record writers (their table, their collection's row); a
+    call holding those and then granting a right would wait for the change: a deadlock."""
     if not is_id(app_id):
         raise AppNotFoundError()
     stmt = select(App).where(App.id == app_id, App.workspace_id == workspace_id)
     if lock:
         await _lock_app(session, app_id, workspace_id)
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        stmt = stmt.with_for_update(key_share=referable).execution_options(populate_existing=True)
     app = await session.scalar(stmt)
     if app is None:
         raise AppNotFoundError()

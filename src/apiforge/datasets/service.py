@@ -155,7 +155,9 @@ class CollectionService:
 
     async def create(self, current: CurrentWorkspace, data: DatasetCreate) -> Created:
         current.require(Role.EDITOR)
-        await find_app(self.session, current.id, data.app_id, lock=True)  # _reprice_callers
+        await find_app(
+            self.session, current.id, data.app_id, lock=True, referable=True
+        )  # _reprice_callers
         fields = _field_schemas(data.fields)
         await self._ensure_name_free(data.app_id, data.name, None)
         collection = Collection(
@@ -191,7 +193,9 @@ class CollectionService:
         without): a stale editor would drop fields."""
         current.require(Role.EDITOR)
         collection = await _collection(self.session, current.id, dataset_id)
-        await find_app(self.session, current.id, collection.app_id, lock=True)  # _reprice_callers
+        await find_app(
+            self.session, current.id, collection.app_id, lock=True, referable=True
+        )  # _reprice_callers
         advance(collection, precondition, required=True)
         fields = _field_schemas(data.fields)
         if data.name != collection.name:
@@ -225,7 +229,7 @@ class CollectionService:
         # field would silently find nothing.
         removed = [f.name for f in old.fields if f.name not in new_names]
         if removed:  # as a publish or an undeprecation does: neither passes its check unseen
-            await find_app(self.session, current.id, old.app_id, lock=True)
+            await find_app(self.session, current.id, old.app_id, lock=True, referable=True)
         conflicts += await removal_conflicts(self.session, old.app_id, old.id, removed)
         if conflicts:
             raise ConflictError(
@@ -286,7 +290,7 @@ class CollectionService:
         precondition.check(collection.version)
         # One schema change of the app at a time, as `update`: neither holds the collection's
         # row while waiting for the records table the other holds.
-        await find_app(self.session, current.id, collection.app_id, lock=True)
+        await find_app(self.session, current.id, collection.app_id, lock=True, referable=True)
         connection = await self.session.connection()
         # Before the row lock: dropping an index waits for every record writer, and an insert
         # into this collection waits for the row (its foreign key) while holding the table.

@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    false,
     func,
     insert,
     select,
@@ -72,6 +73,13 @@ UPSERT_ATTEMPTS: Final = 3  # an upsert whose record is deleted under it looks a
 _LOW_BITS: Final = 2**32 - 1
 _EXACT_INT: Final = 2**53  # past it, not every integer is a double
 _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
+# PostgreSQL: the lock a record write takes on the table anyway (`ROW EXCLUSIVE`), taken with
+# the collection's row and before it, as a schema change holding the table (its index changes)
+# before the row takes them: a no-op UPDATE in the statement's WITH locks its table as the
+# statement starts, the row only as it runs. One statement, not a `LOCK TABLE` more.
+_TABLE_FIRST: Final = (
+    update(Record).where(false()).values(updated_at=Record.updated_at).cte("table_first")
+)
 
 log = structlog.get_logger("apiforge.datasets")
 
@@ -574,6 +582,10 @@ class RecordStore:
     ) -> None:
         if not is_id(record_id):
             raise RecordNotFoundError()
+        # The row before the record's, as a write: the call may write in the collection next,
+        # and a removal holding the row while it erases this record's values would wait for
+        # this record while that write waits for the row.
+        await self._hold_fields(schema)
         stmt = delete(Record).where(self.scope(schema, partition), Record.id == record_id)
         if version is not None:
             stmt = stmt.where(Record.version == version)
@@ -665,11 +677,15 @@ class RecordStore:
         removes a field or changes its type or encryption (`FOR UPDATE` on the row) and this
         write never interleave: PostgreSQL's `FOR KEY SHARE` (the lock an insert's foreign key
         takes anyway; writers never wait for each other), SQLite's write lock. A write with a
-        schema loaded before such a change committed is checked against them (`_kept`)."""
+        schema loaded before such a change committed is checked against them (`_kept`).
+
+        PostgreSQL: the records table's lock comes first (`_TABLE_FIRST`), as in a schema change
+        whose indexes change before it holds the row: a write holding the row, then waiting for
+        the table an index change holds, while the change waits for the row, was a deadlock."""
         await begin_as_writer(self.connection)
         stmt = select(Collection.fields).where(Collection.id == schema.id)
         if self.connection.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(read=True, key_share=True)
+            stmt = stmt.add_cte(_TABLE_FIRST).with_for_update(read=True, key_share=True)
         fields = (await self.connection.execute(stmt)).scalar()
         if fields is None:
             raise DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
