@@ -11,7 +11,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.datasets import service as datasets_service
-from apiforge.datasets.store import RecordStore
+from apiforge.datasets.store import FieldKinds, RecordStore
 from tests.conftest import DATABASE_URL
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import app_key, call, create_key
@@ -188,7 +188,7 @@ async def test_record_writes_to_one_collection_never_wait_for_each_other(
     holding: list[str] = []
     original = RecordStore._hold_fields
 
-    async def paused(self: RecordStore, schema: Any) -> dict[str, tuple[str, bool]]:
+    async def paused(self: RecordStore, schema: Any) -> FieldKinds:
         fields = await original(self, schema)
         holding.append(schema.id)
         if len(holding) == 2:

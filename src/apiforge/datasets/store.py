@@ -532,43 +532,42 @@ class RecordStore:
         With `version`, the write applies only to that version (else 409 `version_conflict`);
         without, it applies to the latest version, so a concurrent write is never silently
         lost. PostgreSQL reads that version under a row lock, SQLite under the write lock
-        `_hold_fields` takes; the statement stays conditional on it, and a write that finds the
-        record changed since reads it again, merges and writes once more."""
+        `_hold_fields` takes, so nothing changes it between that read and the (still
+        conditional) write."""
         fields = await self._hold_fields(schema)
-        for attempt in range(2):
-            current = await self._row(schema, partition, record_id, lock=True)
-            if version is not None and version != current.version:
-                raise VersionConflictError(current.version)
-            if replace:
-                clean, errors = validate_record(schema, data)
-                stored = {**_unknown(schema, current.data), **self._encrypt(schema, clean)}
-            else:
-                patch, errors = validate_record(schema, data, partial=True)
-                stored, missing = self._merge(schema, current.data, patch)
-                errors.extend(missing)
-            if errors:
-                raise RecordInvalidError(errors=errors)
-            stored = _kept(schema, stored, fields, current.data)
-            await self._ensure_unique(schema, partition, stored, exclude=record_id)
-            now = utcnow()
-            size = _size(stored)
-            await reserve_stock(
-                self.connection, partition, records=0, size=size - current.size, ends=self.ends
+        current = await self._row(schema, partition, record_id, lock=True)
+        if version is not None and version != current.version:
+            raise VersionConflictError(current.version)
+        if replace:
+            clean, errors = validate_record(schema, data)
+            stored = {**_unknown(schema, current.data), **self._encrypt(schema, clean)}
+        else:
+            patch, errors = validate_record(schema, data, partial=True)
+            stored, missing = self._merge(schema, current.data, patch)
+            errors.extend(missing)
+        if errors:
+            raise RecordInvalidError(errors=errors)
+        stored = _kept(schema, stored, fields, current.data)
+        await self._ensure_unique(schema, partition, stored, exclude=record_id)
+        now = utcnow()
+        size = _size(stored)
+        await reserve_stock(
+            self.connection, partition, records=0, size=size - current.size, ends=self.ends
+        )
+        stmt = (
+            update(Record)
+            .where(
+                self.scope(schema, partition),
+                Record.id == record_id,
+                Record.version == current.version,
             )
-            stmt = (
-                update(Record)
-                .where(
-                    self.scope(schema, partition),
-                    Record.id == record_id,
-                    Record.version == current.version,
-                )
-                .values(data=stored, version=current.version + 1, size=size, updated_at=now)
-            )
-            if await self._write(schema, stmt):
-                new_version = current.version + 1
-                return self._render(schema, record_id, stored, new_version, current.created_at, now)
-            if version is not None or attempt:  # changed between our read and our write
-                break
+            .values(data=stored, version=current.version + 1, size=size, updated_at=now)
+        )
+        if await self._write(schema, stmt):
+            new_version = current.version + 1
+            return self._render(schema, record_id, stored, new_version, current.created_at, now)
+        # Not reached while the locks hold (`_hold_fields`, `FOR UPDATE`): the version
+        # condition stays as the guard that no write is ever lost.
         latest = await self._row(schema, partition, record_id)
         raise VersionConflictError(latest.version)
 
@@ -671,7 +670,7 @@ class RecordStore:
         stmt = select(func.count()).select_from(Record).where(condition)
         return int((await self.connection.execute(stmt)).scalar_one())
 
-    async def _hold_fields(self, schema: CollectionSchema) -> dict[str, tuple[str, bool]]:
+    async def _hold_fields(self, schema: CollectionSchema) -> FieldKinds:
         """The collection's fields as they are now (`FieldKinds`), its row held until commit
         (before any record's row: the order a schema change takes them in), so a change that
         removes a field or changes its type or encryption (`FOR UPDATE` on the row) and this
