@@ -268,10 +268,14 @@ async def test_renewals_on_the_embedded_database_check_out_no_pooled_connection(
     renewals: list[bool] = []
     twice = asyncio.Event()
     renew = store.renew
+    checked_out: list[int] = []  # checkouts when the second renewal returned
 
     async def counted(conn: AsyncConnection | None, claim: Claim) -> bool:
         renewals.append(await renew(conn, claim))
         if len(renewals) == 2:
+            # Counted here, not after the keeper stops: under load a third try may check out
+            # its connection before `done` is seen, and be stopped before it renews.
+            checked_out.append(counting.checkouts)
             twice.set()
         return renewals[-1]
 
@@ -285,7 +289,7 @@ async def test_renewals_on_the_embedded_database_check_out_no_pooled_connection(
     if store.own_db is not None:
         assert counting.checkouts == 0
     else:
-        assert counting.checkouts == len(renewals)
+        assert checked_out == [2]
 
 
 async def _token(client: AsyncClient, user: Any) -> str:
