@@ -508,16 +508,18 @@ async def _refused_in_bodies(
 
 
 def public_allowance(world: World, call: Call) -> Literal["read", "known", "own"] | None:
-    """What B may do with A's public app, which B has enabled: read its published docs
-    (`read`), and keep user-right grants in B's own partition (`own`, checked separately).
-    Its `dev` docs are refused, but the app itself is public: a 404 other than for an unknown
-    app (`known`) gives nothing away."""
+    """What B may do with A's public app, which B has enabled: read its published docs and
+    list its versions (`read`), and keep user-right grants in B's own partition (`own`, checked
+    separately). Its `dev` docs are refused, but the app itself is public: a 404 other than for
+    an unknown app (`known`) gives nothing away."""
     if world.public_app not in call.url.split("/"):
         return None
     if call.path.endswith(("/openapi.json", "/docs")):
         return "read" if call.query.get("version") != "dev" else "known"
     if call.path.endswith("/user-rights"):
         return "read" if call.method == "get" else "own"
+    if call.path.endswith("/versions") and call.method == "get":
+        return "read"  # the list only (no snapshot, no `publishedBy`): test_version_catalogue
     return None
 
 

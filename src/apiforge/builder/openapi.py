@@ -14,12 +14,12 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiforge.builder.definitions import api_document
 from apiforge.builder.models import ApiDefinition, App
-from apiforge.builder.service import AppNotFoundError
+from apiforge.builder.service import find_readable_app
 from apiforge.builder.versions import VersionNotFoundError, find_version
 from apiforge.engine.errors import ArgumentsError
 from apiforge.engine.params import CompiledParams, compile_params
@@ -27,7 +27,6 @@ from apiforge.engine.schemas import SERVER_ERRORS
 from apiforge.http.envelope import error_schema
 from apiforge.idempotency.openapi import HEADERS as IDEMPOTENCY_HEADERS
 from apiforge.tools.clock import iso
-from apiforge.tools.ids import is_id
 from apiforge.workspaces.service import CurrentWorkspace
 
 INVOCATIONS = "/api/v1/invocations"
@@ -317,27 +316,13 @@ class DocsService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _readable(self, current: CurrentWorkspace, app_id: str) -> tuple[App, bool]:
-        """The app and whether `current` owns it. Another workspace's private app is 404 like
-        an unknown one, so ids never leak."""
-        if not is_id(app_id):
-            raise AppNotFoundError()
-        app = await self.session.scalar(
-            select(App).where(
-                App.id == app_id, or_(App.workspace_id == current.id, App.visibility == "public")
-            )
-        )
-        if app is None:
-            raise AppNotFoundError()
-        return app, app.workspace_id == current.id
-
     async def openapi(
         self, current: CurrentWorkspace, app_id: str, version: str | None
     ) -> dict[str, Any]:
         """`version`: `dev`, `latest`, `X.Y.Z`; by default `latest`, or `dev` before any publish.
         Other workspaces read only published versions (the gateway serves them no `dev`), without
         `x-cost`: what the builder pays the platform is the builder's business."""
-        app, own = await self._readable(current, app_id)
+        app, own = await find_readable_app(self.session, current.id, app_id)
         if version is None:
             version = "latest" if app.latest_version or not own else "dev"
         if version == "dev":

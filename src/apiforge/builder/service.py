@@ -98,6 +98,24 @@ async def find_app(
     return app
 
 
+async def find_readable_app(
+    session: AsyncSession, workspace_id: str, app_id: str
+) -> tuple[App, bool]:
+    """The app `app_id` as a reader in `workspace_id` may see it, and whether that workspace
+    owns it: its own apps, and any public app (which every workspace may enable and call).
+    Another workspace's private app is 404 like an unknown one, so ids never leak."""
+    if not is_id(app_id):
+        raise AppNotFoundError()
+    app = await session.scalar(
+        select(App).where(
+            App.id == app_id, or_(App.workspace_id == workspace_id, App.visibility == "public")
+        )
+    )
+    if app is None:
+        raise AppNotFoundError()
+    return app, app.workspace_id == workspace_id
+
+
 async def _lock_app(session: AsyncSession, app_id: str, workspace_id: str) -> None:
     """SQLite ignores `FOR UPDATE` and reads outside any transaction: two publishes both read
     the same `latest` and both wrote (`latest` could even move back). A no-op UPDATE first takes

@@ -34,7 +34,7 @@ from apiforge.builder.schemas import (
     VersionSummary,
     VersionUpdate,
 )
-from apiforge.builder.service import find_app
+from apiforge.builder.service import find_app, find_readable_app
 from apiforge.core.db import after_commit
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.datasets.published import undeprecation_conflicts
@@ -285,7 +285,8 @@ def _ensure_callees_exist(
         )
 
 
-def summary(row: AppVersion, app: App) -> VersionSummary:
+def summary(row: AppVersion, app: App, *, own: bool = True) -> VersionSummary:
+    """`own`: read by the app's workspace (else `publishedBy` is withheld)."""
     return VersionSummary(
         id=row.id,
         version=row.version,
@@ -293,7 +294,7 @@ def summary(row: AppVersion, app: App) -> VersionSummary:
         deprecated=row.deprecated,
         sunset=row.sunset_at,
         latest=row.version == app.latest_version,
-        published_by=row.published_by,
+        published_by=row.published_by if own else None,
         created_time=row.created_at,
         revision=row.revision,
     )
@@ -425,8 +426,11 @@ class VersionService:
     async def list_versions(
         self, current: CurrentWorkspace, app_id: str, params: PageParams
     ) -> Page[VersionSummary]:
-        """Newest first; snapshots are left out (read one version to see it)."""
-        app = await find_app(self.session, current.id, app_id)
+        """Newest first; snapshots are left out (read one version to see it, as the app's
+        workspace). Any workspace lists a public app's versions, as it reads their docs: a
+        subscriber pins a version and must see its deprecation and sunset before calls to it
+        fail. Who published a version is the app's workspace's business (`publishedBy` null)."""
+        app, own = await find_readable_app(self.session, current.id, app_id)
         stmt = (
             select(AppVersion)
             .options(defer(AppVersion.snapshot))
@@ -436,7 +440,7 @@ class VersionService:
             stmt, params, VERSION_SORTS, default="version", tiebreak=AppVersion.id.expression
         )
         rows, total = await fetch_page(self.session, stmt, params)
-        return params.page([summary(row, app) for row in rows], total)
+        return params.page([summary(row, app, own=own) for row in rows], total)
 
     async def read(self, current: CurrentWorkspace, app_id: str, version: str) -> VersionRead:
         app = await find_app(self.session, current.id, app_id)

@@ -42,7 +42,14 @@ async def publish_version(
     return ok(await service.publish(current, app_id, body))
 
 
-@router.get("/apps/{app_id}/versions", summary="Published versions, newest first")
+@router.get(
+    "/apps/{app_id}/versions",
+    summary="Published versions, newest first",
+    description=(
+        "Any workspace lists a public app's versions (to pin one, and to see deprecations and "
+        "sunsets coming), without `publishedBy`; a private app's only its own workspace."
+    ),
+)
 async def list_versions(
     app_id: str, current: CurrentWorkspaceDep, service: VersionServiceDep, page: PageDep
 ) -> Envelope[Page[VersionSummary]]:
