@@ -1,14 +1,18 @@
 """The FastAPI management app: every router is listed here, in the order the docs show them."""
 
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from apiforge import __version__
+from apiforge.accounts.openapi import document_console_only
 from apiforge.accounts.router import router as accounts_router
 from apiforge.accounts.settings_router import router as settings_router
 from apiforge.admin.router import router as admin_router
 from apiforge.billing.router import router as billing_router
+from apiforge.builder.pricing_router import router as pricing_router
 from apiforge.builder.router import router as builder_router
 from apiforge.datasets.router import router as datasets_router
 from apiforge.engine.router import router as engine_router
@@ -30,6 +34,7 @@ ROUTERS: list[APIRouter] = [
     workspaces_router,
     plans_router,
     admin_router,
+    pricing_router,
     builder_router,
     rights_router,
     datasets_router,
@@ -63,4 +68,19 @@ def build_api() -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_handlers(app)
+    _document_credentials(app)
     return app
+
+
+def _document_credentials(app: FastAPI) -> None:
+    """FastAPI's document, with each operation listing only the credentials it takes."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            document_console_only(schema, app.routes)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

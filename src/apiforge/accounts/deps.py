@@ -117,8 +117,9 @@ async def _key_caller(request: Request, session: AsyncSession, secret: str) -> C
 CONSOLE_TOKEN = HTTPBearer(
     scheme_name="consoleToken",
     description=(
-        "A console access token (`POST /api/v1/auth/login`), or a `ws-` workspace key "
-        "sent as `Authorization: Bearer ws-...`"
+        "A console access token (`POST /api/v1/auth/login`); where an operation also lists "
+        "`workspaceKey`, a `ws-` workspace key may be sent here instead, as "
+        "`Authorization: Bearer ws-...`"
     ),
     auto_error=False,
 )
@@ -180,6 +181,12 @@ async def _admin_account(account: "CurrentAccount") -> Account:
     if not account.is_admin:
         raise ForbiddenError("Administrator access required", reason="admin_required")
     return account
+
+
+def refuses_workspace_keys(dependency: object) -> bool:
+    """Whether `dependency` answers a `ws-` key 403 `workspace_key_not_allowed`: the OpenAPI
+    document lists `workspaceKey` on no route that depends on it (`accounts/openapi.py`)."""
+    return dependency is _current_account
 
 
 CurrentAccount = Annotated[Account, Depends(_current_account)]

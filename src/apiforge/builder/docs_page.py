@@ -69,8 +69,14 @@ def _params_table(args: dict[str, Any]) -> str:
     )
 
 
+def _api_name(path: str) -> str:
+    """The API a path of the document calls (`/api/v1/invocations#getPost`): its operation id
+    may carry a suffix that tells apart names differing only by case (`openapi.operation_ids`)."""
+    return path.split("#", 1)[1]
+
+
 def _article(path: str, operation: dict[str, Any]) -> str:
-    api = operation["operationId"]
+    api = _api_name(path)
     content = operation["requestBody"]["content"]["application/json"]
     args = content["schema"]["properties"]["args"]
     permission = operation.get("x-permission") or {}
@@ -110,8 +116,8 @@ def render_html(document: dict[str, Any]) -> str:
     nav = "".join(
         f"<li><strong>{_text(group)}</strong><ul>"
         + "".join(
-            f"<li><a href='#api-{_text(op['operationId'])}'>{_text(op['operationId'])}</a></li>"
-            for _, op in items
+            f"<li><a href='#api-{_text(_api_name(path))}'>{_text(_api_name(path))}</a></li>"
+            for path, _ in items
         )
         + "</ul></li>"
         for group, items in ordered

@@ -175,7 +175,9 @@ def _request_body(app_id: str, name: str, label: str, params: CompiledParams) ->
     return {"required": True, "content": {"application/json": media}}
 
 
-def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -> dict[str, Any]:
+def _operation(
+    app_id: str, label: str, api: dict[str, Any], deprecated: bool, operation_id: str
+) -> dict[str, Any]:
     name = str(api["api"])
     auth = api.get("auth") or {}
     params = compile_params(api.get("params") or [])
@@ -188,7 +190,7 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
     if auth.get("requireToken"):
         security = [{**requirement, "endUserToken": []} for requirement in security]
     operation: dict[str, Any] = {
-        "operationId": name,
+        "operationId": operation_id,
         "summary": str(api.get("name") or name),
         "description": _description(api),
         "security": security,
@@ -241,6 +243,24 @@ def _operation(app_id: str, label: str, api: dict[str, Any], deprecated: bool) -
     return operation
 
 
+def operation_ids(names: list[str]) -> dict[str, str]:
+    """Each API name's operation id: the name itself, except where names differ only by letter
+    case (`getPost`, `GetPost`, which generated clients fold into one method, `get_post`): the
+    one that sorts last in code-point order keeps its name (a camelCase name beside its
+    PascalCase twin), the others get `_2`, `_3`, ... in descending order. API names hold no `_`,
+    so a suffixed id never equals a name. Creating or renaming an API into a pair is refused
+    (409 `api_exists`), so an app's ids do not move; apps saved before, and imports of their
+    exports, keep their pairs and still get distinct ids."""
+    folded: dict[str, list[str]] = {}
+    for name in names:
+        folded.setdefault(name.lower(), []).append(name)
+    ids: dict[str, str] = {}
+    for twins in folded.values():
+        for rank, name in enumerate(sorted(twins, reverse=True), start=1):
+            ids[name] = name if rank == 1 else f"{name}_{rank}"
+    return ids
+
+
 def build_openapi(
     app: App,
     label: str,
@@ -258,8 +278,11 @@ def build_openapi(
         "version": label,
         "description": app.description,
     }
+    ids = operation_ids([str(api["api"]) for api in ordered])
     paths = {
-        f"{INVOCATIONS}#{api['api']}": {"post": _operation(app.id, label, api, deprecated)}
+        f"{INVOCATIONS}#{api['api']}": {
+            "post": _operation(app.id, label, api, deprecated, ids[str(api["api"])])
+        }
         for api in ordered
     }
     if deprecated:

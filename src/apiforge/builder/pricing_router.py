@@ -1,6 +1,8 @@
 """`/api/v1/admin/pricing`: the RU cost of each step type (administrators only).
 
-Included by `builder.router`, so it is served wherever the builder routes are.
+Listed in `api.py` beside the admin router, not included by `builder.router`: an included router
+inherits the includer's tags, and the first tag is the module a generated client puts an
+operation in (`builder`, where administrators would not look for it).
 """
 
 from typing import Annotated
@@ -14,7 +16,7 @@ from apiforge.http.deps import SessionDep
 from apiforge.http.envelope import Envelope, ok
 from apiforge.http.pagination import Page, PageDep
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
 def _service(session: SessionDep) -> PricingService:

@@ -1,7 +1,8 @@
 """`/api/v1/apps`: apps of the current workspace (`X-Workspace-Id`) and their `dev` APIs.
 
-The builder's other routes (versions, generated docs, import/export, step pricing) live in sibling
-modules and are included here, so `api.py` lists one builder router. Routes only parse and
+The builder's other routes (versions, generated docs, import/export) live in sibling modules and
+are included here, so `api.py` lists one builder router (step pricing is an admin route, listed
+there on its own). Routes only parse and
 delegate: tenancy and roles are enforced by the services.
 """
 
@@ -11,7 +12,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.hooks import app_changed_hook
-from apiforge.builder.pricing_router import router as pricing_router
 from apiforge.builder.schemas import (
     ApiCreate,
     ApiGroupList,
@@ -169,4 +169,3 @@ async def delete_api(
 
 router.include_router(versions_router)
 router.include_router(transfer_router)
-router.include_router(pricing_router)

@@ -462,12 +462,18 @@ class ApiService:
         return row
 
     async def _ensure_name_free(self, app_id: str, api: str, own_id: str | None) -> None:
-        stmt = select(ApiDefinition.id).where(
-            ApiDefinition.app_id == app_id, ApiDefinition.api == api
+        """409 when another API of the app has this name up to letter case: generated clients
+        fold `getPost` and `GetPost` into one method name (`get_post`). Names are ASCII
+        (`API_NAME_PATTERN`), so `lower` folds them alike on both databases. Apps that already
+        hold such a pair keep it; their documents tell the two apart (`builder/openapi.py`)."""
+        stmt = select(ApiDefinition.api).where(
+            ApiDefinition.app_id == app_id, func.lower(ApiDefinition.api) == api.lower()
         )
-        existing = await self.session.scalar(stmt)
-        if existing is not None and existing != own_id:
-            raise api_exists(api)
+        if own_id is not None:
+            stmt = stmt.where(ApiDefinition.id != own_id)
+        existing = await self.session.scalar(stmt.limit(1))
+        if existing is not None:
+            raise api_exists(existing)
 
     async def _save(self, row: ApiDefinition) -> None:
         self.session.add(row)

@@ -316,39 +316,63 @@ def _code_point_size(value: Any) -> int:
     the engine counts them."""
     if isinstance(value, str | bytes | list | dict):
         return len(value)
-    kind = {"NoneType": "null", "float": "double"}.get(type(value).__name__, type(value).__name__)
-    raise TypeError(f"size expects a string, bytes, a list or a map, not {kind}")
+    raise TypeError(f"size expects a string, bytes, a list or a map, not {_kind(value)}")
 
 
-# `size(...)` and `x.size()` are compiled as calls of this function (`_with_code_point_sizes`):
-# the engine answers its built-in `size` itself, so a function registered under that name is
-# never called for a string.
+def _kind(value: Any) -> str:
+    """The CEL type name of a value handed to one of our functions, for its error message."""
+    return {"NoneType": "null", "float": "double"}.get(type(value).__name__, type(value).__name__)
+
+
+_ENGINE_STRING: Final = cel.compile("string(value)")
+
+
+def _string(value: Any) -> str:
+    """CEL's `string`: a timestamp in the platform's format (`iso`: whole-second UTC with `Z`,
+    as the API writes every time and as an expression's timestamp result reads; the engine's own
+    gave `2026-01-02T03:04:05.123456+00:00`); anything else as the engine converts it."""
+    if isinstance(value, datetime):
+        return iso(value)
+    try:
+        text: str = _ENGINE_STRING.execute({"value": value})
+    except Exception as exc:  # the engine's message would name `value`, not the argument
+        raise TypeError(f"string cannot convert {_kind(value)}") from exc
+    return text
+
+
+# `size(...)` and `string(...)` (and `x.size()`) are compiled as calls of these functions
+# (`_with_own_functions`): the engine answers its built-ins itself, so a function registered
+# under their names is never called.
 _SIZE_FUNCTION: Final = "apiforgeSize"
+_STRING_FUNCTION: Final = "apiforgeString"
+_OWN_FUNCTIONS: Final[Mapping[str, str]] = {"size": _SIZE_FUNCTION, "string": _STRING_FUNCTION}
 
 FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = {
     **{name: cel.stdlib.EXTENSIONS["strings"][name] for name in _AS_IS},
     "replace": _bounded_replace,
     "join": _bounded_join,
     _SIZE_FUNCTION: _code_point_size,
+    _STRING_FUNCTION: _string,
 }
 
 
-def _with_code_point_sizes(source: str) -> str:
-    """`source` with every call of `size` (`size(x)`, `x.size()`) calling `_SIZE_FUNCTION`;
-    a field or map key named `size` and text inside string literals are left as they are."""
-    if "size" not in source:
+def _with_own_functions(source: str) -> str:
+    """`source` with every call of `size` and `string` (`size(x)`, `x.size()`) calling
+    `_OWN_FUNCTIONS`'s replacement; a field or map key of that name and text inside string
+    literals are left as they are."""
+    if not any(name in source for name in _OWN_FUNCTIONS):
         return source
     parts: list[str] = []
-    pending: re.Match[str] | None = None  # a `size` identifier, until the next token shows a call
+    pending: re.Match[str] | None = None  # a replaced identifier, until the next token shows a call
     last = 0
     for match in _TOKEN.finditer(source):
         kind = match.lastgroup
         if kind == "skip":
             continue
         if pending is not None and kind == "punct" and match.group() == "(":
-            parts += [source[last : pending.start()], _SIZE_FUNCTION]
+            parts += [source[last : pending.start()], _OWN_FUNCTIONS[pending.group()]]
             last = pending.end()
-        pending = match if kind == "ident" and match.group() == "size" else None
+        pending = match if kind == "ident" and match.group() in _OWN_FUNCTIONS else None
     return "".join(parts) + source[last:]
 
 
@@ -487,7 +511,7 @@ def compile_expression(source: str) -> CompiledExpression:
     scan = _scan(source)
     try:
         program = cel.compile(source)
-        rewritten = _with_code_point_sizes(source)
+        rewritten = _with_own_functions(source)
         if rewritten != source:  # compiled as written first: diagnoses quote the builder's text
             program = cel.compile(rewritten)
     except _PASS_THROUGH:
@@ -547,7 +571,9 @@ _PYTHON_FAILURE = re.compile(r"Python function call failed: (?:[A-Za-z_][\w.]*: 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return _clip(f"no such key: {exc.args[0]!r}")
-    message = _PYTHON_FAILURE.sub("", str(exc)).replace(f"'{_SIZE_FUNCTION}'", "'size'")
+    message = _PYTHON_FAILURE.sub("", str(exc))
+    for name, own in _OWN_FUNCTIONS.items():
+        message = message.replace(f"'{own}'", f"'{name}'")
     return _clip(message or type(exc).__name__)
 
 

@@ -31,7 +31,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
-from apiforge.accounts.deps import CallerAccount, refuse_workspace_key, workspace_key
+from apiforge.accounts.deps import CallerAccount, CurrentAccount, workspace_key
 from apiforge.http.deps import SessionDep
 from apiforge.workspaces.models import Role
 from apiforge.workspaces.service import (
@@ -118,8 +118,11 @@ PathWorkspace = Annotated[CurrentWorkspace, Depends(_path_workspace)]
 """The caller's membership of the `{workspace_id}` path parameter's workspace, any role."""
 
 
-async def _path_workspace_in_person(request: Request, current: PathWorkspace) -> CurrentWorkspace:
-    refuse_workspace_key(request)
+async def _path_workspace_in_person(
+    current: PathWorkspace, _person: CurrentAccount
+) -> CurrentWorkspace:
+    """The path's workspace first (404 for one the caller is not in), then `CurrentAccount`'s
+    refusal of keys, which the OpenAPI document follows (`accounts/openapi.py`)."""
     return current
 
 

@@ -205,6 +205,22 @@ def test_evaluation_failures_are_expression_errors(source: str, message: str) ->
         compiled.evaluate(VARIABLES)
 
 
+def test_string_of_a_timestamp_is_the_platform_format() -> None:
+    """`string(now)` gave `2024-05-06T07:08:09.250000+00:00` while `now` itself, and every time
+    the API writes, read `2024-05-06T07:08:09Z`."""
+    exact = {**VARIABLES, "now": datetime(2024, 5, 6, 7, 8, 9, 250_000, tzinfo=UTC)}
+    assert run("string(now)", exact) == run("now", exact) == "2024-05-06T07:08:09Z"
+    assert run("'at ' + string(now - duration('1h'))") == "at 2024-05-06T06:08:09Z"
+    assert run("string(timestamp('2024-05-06T09:08:09+02:00'))") == "2024-05-06T07:08:09Z"
+    assert run("timestamp(string(now)) == now") is True
+    assert run("string(now) < string(now + duration('1s'))") is True
+    # Other values convert as the engine converts them.
+    assert run("string(1.5) + string(2) + string(3u) + string(b'x') + string('y')") == "1.523xy"
+    assert run("string(duration('90s'))") == "1m30s"
+    with pytest.raises(ExpressionError, match="'string' error: string cannot convert bool"):
+        run("string(true)")
+
+
 def test_unknown_variables_fail_at_evaluation() -> None:
     compiled = compile_expression("token.sub")
     with pytest.raises(ExpressionError, match="Undefined variable"):
