@@ -11,6 +11,7 @@ from apiforge.accounts.openapi import document_console_only
 from apiforge.accounts.router import router as accounts_router
 from apiforge.accounts.settings_router import router as settings_router
 from apiforge.admin.router import router as admin_router
+from apiforge.billing.router import charts_router
 from apiforge.billing.router import router as billing_router
 from apiforge.builder.pricing_router import router as pricing_router
 from apiforge.builder.router import router as builder_router
@@ -43,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     keys_router,
     traffic_router,
     usage_router,
+    charts_router,
     billing_router,
     idempotency_router,
 ]
