@@ -54,7 +54,14 @@ async def test_a_workflow_pays_its_steps_cost_to_the_platform(
     admin = await make_admin(app, client)
     refused = await _run(client, user, app_id, INSERT, COUNT)
     assert refused.status_code == 402, refused.text
-    assert refused.json()["data"] == {"error": "insufficient_balance", "price": 3}
+    wallets = data_of(await client.get("/api/v1/wallets", headers=user.headers))["list"]
+    balance = next(w["id"] for w in wallets if w["kind"] == "balance")
+    assert refused.json()["data"] == {
+        "error": "insufficient_balance",
+        "price": 3,
+        "required": 3,
+        "walletId": balance,
+    }
     # Free steps still run on an empty wallet.
     free = await _run(client, user, app_id, {"id": "a", "type": "set", "value": 1})
     assert data_of(free) == {"a": 1}

@@ -80,6 +80,14 @@ class InsufficientBalanceError(PaymentRequiredError):
     message = "The workspace's balance does not cover this call"
 
 
+def _short(wallet_id: str, debit: int) -> InsufficientBalanceError:
+    """The call's 402: `data` as every 402's (`walletId`, `required`: ledger.py's movements),
+    with `price` (what the call costs, as answered before `required` was)."""
+    return InsufficientBalanceError(
+        details={"walletId": wallet_id, "required": debit, "price": debit}
+    )
+
+
 class CallerGoneError(NotFoundError):
     """The calling workspace was deleted while its call ran: its wallet, detached by the
     deletion, is debited no more (nothing of the call is kept)."""
@@ -556,7 +564,7 @@ class SqliteCharger:
         if not self.memory.reserve_cached(caller["balance"], debit) and not (
             await self.memory.reserve(conn, caller["balance"], debit)
         ):
-            raise InsufficientBalanceError(details={"price": debit})
+            raise _short(caller["balance"], debit)
         return Charge(
             caller_workspace_id,
             builder_workspace_id,
@@ -746,7 +754,7 @@ class SqliteCharger:
         if charge.outcome == "app_gone":
             raise AppGoneError()
         if charge.outcome == "short":
-            raise InsufficientBalanceError(details={"price": charge.debit})
+            raise _short(charge.caller_wallet, charge.debit)
         raise RuntimeError("the call's charge could not be written")
 
     def _settled(self, charge: Charge) -> None:
@@ -864,7 +872,7 @@ class DatabaseCharger:
                 reserved = (await conn.execute(_RESERVE, params)).first() is not None
         await conn.commit()  # the hold is visible to every process; no lock is kept
         if not reserved:
-            raise InsufficientBalanceError(details={"price": debit})
+            raise _short(wallet, debit)
         return Charge(
             caller_workspace_id,
             builder_workspace_id,
@@ -946,7 +954,7 @@ class DatabaseCharger:
                 if (await conn.execute(_PG_DEBIT, {**params, "h": charge.hold_id})).first() is None:
                     if await conn.scalar(_PG_OWNER, {"w": wallet}) != owner:
                         raise CallerGoneError()
-                    raise InsufficientBalanceError(details={"price": charge.debit})
+                    raise _short(wallet, charge.debit)
             elif (await conn.execute(_PG_CREDIT, params)).rowcount != 1:
                 raise AppGoneError()
         charge.settled = True

@@ -70,7 +70,10 @@ _INSERT_ENTRY = insert(LedgerEntry)
 
 
 class InsufficientFundsError(PaymentRequiredError):
-    """A wallet can't cover a movement (402 `insufficient_balance`)."""
+    """A wallet can't cover a movement (402 `insufficient_balance`): `data.walletId` (the
+    wallet short), `data.required` (the RU the movement takes from it)."""
+
+    message = "The wallet does not cover this amount"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,7 @@ async def _refuse(executor: Executor, leg: Leg) -> None:
     owner = await executor.scalar(select(Wallet.workspace_id).where(Wallet.id == leg.wallet_id))
     if owner != leg.workspace_id:
         raise NotFoundError("Workspace not found", reason="workspace_not_found")
-    raise InsufficientFundsError(details={"walletId": leg.wallet_id})
+    raise InsufficientFundsError(details={"walletId": leg.wallet_id, "required": -leg.amount})
 
 
 def dialect_name(executor: Executor) -> str:

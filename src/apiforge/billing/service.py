@@ -82,14 +82,17 @@ class BillingService:
         )
         return wallets
 
-    async def earnings_wallet(self, workspace_id: str) -> str:
-        """The workspace's earnings wallet, to move RU out of: 402 when it has none yet (it
-        earned nothing). Not created here: creating a workspace's wallets grants its owner's
-        welcome credits, which would lock the issuance wallet before the movement's rows (the
-        lock order in `billing/ledger.py`) for a request bound to fail."""
+    async def earnings_wallet(self, workspace_id: str, amount: int) -> str:
+        """The workspace's earnings wallet, to move `amount` RU out of: 402 when it has none yet
+        (it earned nothing; `data.walletId` null). Not created here: creating a workspace's
+        wallets grants its owner's welcome credits, which would lock the issuance wallet before
+        the movement's rows (the lock order in `billing/ledger.py`) for a request bound to fail."""
         wallet = await self._earnings_wallet(workspace_id)
         if wallet is None:
-            raise InsufficientFundsError()
+            raise InsufficientFundsError(
+                "The workspace has no earnings to move yet",
+                details={"walletId": None, "required": amount},
+            )
         return wallet
 
     async def _hold(self, workspace_id: str) -> None:
@@ -248,7 +251,7 @@ class BillingService:
         # one workspace moves two of its wallets, maybe in the other order than the deletion's).
         for workspace_id in sorted({current.id, target}):
             await self._hold(workspace_id)
-        source = await self.earnings_wallet(current.id)
+        source = await self.earnings_wallet(current.id, amount)
         wallets, _, welcome = await create_wallets(
             self.session, target, welcome_credits=self.welcome_credits
         )
@@ -302,7 +305,7 @@ class BillingService:
         withdrawn again meanwhile (402 when the earnings don't cover the amount)."""
         current.require(Role.ADMIN)
         await self._hold(current.id)  # 404 when deleted since it was resolved
-        earnings = await self.earnings_wallet(current.id)
+        earnings = await self.earnings_wallet(current.id, amount)
         withdrawal = Withdrawal(
             workspace_id=current.id,
             amount=amount,
