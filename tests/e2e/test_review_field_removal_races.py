@@ -11,7 +11,8 @@ from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.datasets import service as datasets_service
-from apiforge.datasets.store import FieldKinds, RecordStore
+from apiforge.datasets.schema import FieldKinds
+from apiforge.datasets.store import RecordStore
 from tests.conftest import DATABASE_URL
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import app_key, call, create_key

@@ -70,6 +70,25 @@ class FieldSchema:
         }
 
 
+# A field's name -> (type, encrypted): what the form of its stored values depends on.
+FieldKinds = Mapping[str, tuple[str, bool]]
+
+
+def field_kinds(fields: Iterable[Mapping[str, Any]]) -> FieldKinds:
+    """`FieldKinds` of stored field dicts (a `Collection` row's `fields`)."""
+    return {str(f["name"]): (str(f["type"]), bool(f.get("encrypted"))) for f in fields}
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """The collection as a schema was loaded with it: its `version` and its fields' kinds then.
+    Every change of its fields bumps the version (`idempotency.locking.advance`), so while the
+    version is the same the fields are these: a write can check the version, not read them."""
+
+    version: int
+    kinds: FieldKinds
+
+
 @dataclass(frozen=True, slots=True)
 class CollectionSchema:
     """What the engine and the store know of a collection; built once, shared read-only."""
@@ -81,6 +100,9 @@ class CollectionSchema:
     # A published version's snapshot: its writes keep values of fields removed since (see
     # `RecordStore._hold_fields`); any other schema means the collection as it is now.
     published: bool = False
+    # The collection's version and fields when this schema was loaded (None: not known, every
+    # write reads them; see `RecordStore._hold_fields`).
+    basis: Basis | None = field(default=None, compare=False)
     _by_name: dict[str, FieldSchema] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,13 +124,22 @@ class CollectionSchema:
         name: str,
         fields: Iterable[Mapping[str, Any]],
         published: bool = False,
+        version: int | None = None,
+        current: Iterable[Mapping[str, Any]] | None = None,
     ) -> "CollectionSchema":
-        """From stored field dicts (a `Collection` row or a version snapshot), already valid."""
+        """From stored field dicts (a `Collection` row or a version snapshot), already valid.
+        `version`: the collection's, read with its fields — `current`, which default to `fields`
+        (a published snapshot's differ: give the collection's, read with that version)."""
+        fields = list(fields)
+        basis = None
+        if version is not None:
+            basis = Basis(version, field_kinds(fields if current is None else current))
         return cls(
             id=id,
             app_id=app_id,
             name=name,
             published=published,
+            basis=basis,
             fields=tuple(
                 FieldSchema(
                     name=str(f["name"]),

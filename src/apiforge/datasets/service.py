@@ -61,7 +61,11 @@ _ERASE_BATCH = 500  # records a removed field is erased from per statement
 
 def schema_of(collection: Collection) -> CollectionSchema:
     return CollectionSchema.build(
-        id=collection.id, app_id=collection.app_id, name=collection.name, fields=collection.fields
+        id=collection.id,
+        app_id=collection.app_id,
+        name=collection.name,
+        fields=collection.fields,
+        version=collection.version,
     )
 
 

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import orjson
 import structlog
@@ -30,9 +30,11 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     false,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -52,7 +54,15 @@ from apiforge.core.integrity import violation
 from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
 from apiforge.datasets.models import Collection, Record
-from apiforge.datasets.schema import INT_MAX, INT_MIN, CollectionSchema, validate_record
+from apiforge.datasets.schema import (
+    INT_MAX,
+    INT_MIN,
+    Basis,
+    CollectionSchema,
+    FieldKinds,
+    field_kinds,
+    validate_record,
+)
 from apiforge.datasets.sql import (
     BUILTIN_TYPES,
     collection_predicate,
@@ -84,8 +94,6 @@ _TABLE_FIRST: Final = (
 log = structlog.get_logger("apiforge.datasets")
 
 _COLUMNS = (Record.id, Record.data, Record.version, Record.created_at, Record.updated_at)
-# A field's name -> (type, encrypted): what the form of its stored values depends on.
-FieldKinds = Mapping[str, tuple[str, bool]]
 
 
 class DatasetNotFoundError(NotFoundError):
@@ -498,9 +506,39 @@ class RecordStore:
         await reserve_stock(
             self.connection, partition, records=1, size=_size(encrypted), ends=self.ends
         )
-        current = await self._hold_fields(schema)
+        basis = self._unheld(schema)
+        if basis is not None:
+            # The writer's lock first, as `_hold_fields` takes it: the uniqueness check and the
+            # write see the same database, and no statement of the call's transaction has to
+            # upgrade a read snapshot another writer may have made stale (refused at once,
+            # "database is locked", whatever the busy timeout). One hop to the driver's thread
+            # for BEGIN; the fields are not read unless the version moved.
+            await begin_as_writer(self.connection)
+            record = await self._insert_as(
+                schema, partition, clean, encrypted, basis.kinds, basis.version
+            )
+            if record is not None:
+                return record
+        fields = await self._hold_fields(schema)
+        record = await self._insert_as(schema, partition, clean, encrypted, fields, None)
+        if record is None:  # an unconditional insert inserts, or raises
+            raise AssertionError("unreachable")
+        return record
+
+    async def _insert_as(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        clean: Mapping[str, Any],
+        encrypted: dict[str, Any],
+        fields: FieldKinds,
+        version: int | None,
+    ) -> dict[str, Any] | None:
+        """The insert, checked against the collection's `fields` (`_kept`). With the `version`
+        they are the fields of (`Basis`), it applies only while the collection has it: None when
+        it has another or is gone. Without, they were read under the lock (`_hold_fields`)."""
         await self._ensure_unique(schema, partition, clean, exclude=None)
-        stored = _kept(schema, encrypted, current, {})
+        stored = _kept(schema, encrypted, fields, {})
         now = utcnow()
         record_id = new_id()
         size = _size(stored)  # less than reserved only if a field removed meanwhile was dropped
@@ -514,7 +552,16 @@ class RecordStore:
             "created_at": now,
             "updated_at": now,
         }
-        await self._write(schema, insert(Record).values(**values))
+        if version is not None:
+            columns = Record.__table__.c
+            row = select(*(literal(v, columns[k].type) for k, v in values.items()))
+            stmt: Any = insert(Record).from_select(
+                list(values), row.where(_at_version(schema.id, version))
+            )
+        else:
+            stmt = insert(Record).values(**values)
+        if not await self._write(schema, stmt):
+            return None
         return self._render(schema, record_id, stored, 1, now, now)
 
     async def update(
@@ -534,8 +581,7 @@ class RecordStore:
         lost. PostgreSQL reads that version under a row lock, SQLite under the write lock
         `_hold_fields` takes, so nothing changes it between that read and the (still
         conditional) write."""
-        fields = await self._hold_fields(schema)
-        current = await self._row(schema, partition, record_id, lock=True)
+        fields, current = await self._held_row(schema, partition, record_id)
         if version is not None and version != current.version:
             raise VersionConflictError(current.version)
         if replace:
@@ -581,17 +627,22 @@ class RecordStore:
     ) -> None:
         if not is_id(record_id):
             raise RecordNotFoundError()
-        # The row before the record's, as a write: the call may write in the collection next,
-        # and a removal holding the row while it erases this record's values would wait for
-        # this record while that write waits for the row.
-        await self._hold_fields(schema)
         stmt = delete(Record).where(self.scope(schema, partition), Record.id == record_id)
         if version is not None:
             stmt = stmt.where(Record.version == version)
-        result = await self.connection.execute(stmt)
-        if result.rowcount == 0:
-            current = await self._row(schema, partition, record_id)  # 404 when absent
-            raise VersionConflictError(current.version)
+        # The row before the record's, as a write: the call may write in the collection next,
+        # and a removal holding the row while it erases this record's values would wait for
+        # this record while that write waits for the row. SQLite has one lock, which the
+        # statement takes: the row is read only to say why it deleted nothing.
+        sqlite = self.connection.dialect.name == "sqlite"
+        if not sqlite:
+            await self._hold_fields(schema)
+        if (await self.connection.execute(stmt)).rowcount:
+            return
+        if sqlite:
+            await self._hold_fields(schema)  # 404 `dataset_not_found` when it is gone
+        current = await self._row(schema, partition, record_id)  # 404 when absent
+        raise VersionConflictError(current.version)
 
     async def upsert(
         self, schema: CollectionSchema, partition: str, on: str, data: Mapping[str, Any]
@@ -688,20 +739,80 @@ class RecordStore:
         fields = (await self.connection.execute(stmt)).scalar()
         if fields is None:
             raise DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
-        return {str(f["name"]): (str(f["type"]), bool(f.get("encrypted"))) for f in fields}
+        return field_kinds(fields)
+
+    def _unheld(self, schema: CollectionSchema) -> Basis | None:
+        """The collection as `schema` was loaded with it, when a write may be made conditional
+        on its version instead of reading its fields under the lock first: SQLite, where the
+        lock is the database's one write lock and the write's own statement checks the version
+        (`_hold_fields` would read the fields too: one more hop to the driver's thread).
+        PostgreSQL reads the fields with the row's lock in one statement anyway."""
+        if self.connection.dialect.name != "sqlite":
+            return None
+        return schema.basis
+
+    async def _held_row(
+        self, schema: CollectionSchema, partition: str, record_id: str
+    ) -> tuple[FieldKinds, Row[Any]]:
+        """The collection's fields (`_hold_fields`) and the record, both under the lock. SQLite,
+        with a schema that knows its collection's version: the record's read says the version
+        too, and the fields are read only when it moved (or the record is not there)."""
+        basis = self._unheld(schema)
+        if basis is None:
+            return await self._hold_fields(schema), await self._row(
+                schema, partition, record_id, lock=True
+            )
+        await begin_as_writer(self.connection)
+        version = select(Collection.version).where(Collection.id == schema.id).scalar_subquery()
+        row = await self._row(schema, partition, record_id, also=version, missing=False)
+        if row is not None and row[-1] == basis.version:
+            return basis.kinds, row
+        fields = await self._hold_fields(schema)  # the lock is held: no second BEGIN
+        return fields, await self._row(schema, partition, record_id)
+
+    @overload
+    async def _row(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str,
+        *,
+        lock: bool = False,
+        also: ColumnElement[Any] | None = None,
+    ) -> Row[Any]: ...
+
+    @overload
+    async def _row(
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str,
+        *,
+        lock: bool = False,
+        also: ColumnElement[Any] | None = None,
+        missing: Literal[False],
+    ) -> Row[Any] | None: ...
 
     async def _row(
-        self, schema: CollectionSchema, partition: str, record_id: str, *, lock: bool = False
-    ) -> Row[Any]:
+        self,
+        schema: CollectionSchema,
+        partition: str,
+        record_id: str,
+        *,
+        lock: bool = False,
+        also: ColumnElement[Any] | None = None,
+        missing: bool = True,
+    ) -> Row[Any] | None:
+        """The record's row (`also`: one more column, last); 404 when absent, or None when not
+        `missing`."""
         if not is_id(record_id):
             raise RecordNotFoundError()
-        stmt = select(*_COLUMNS, Record.size).where(
-            self.scope(schema, partition), Record.id == record_id
-        )
+        columns = (*_COLUMNS, Record.size) if also is None else (*_COLUMNS, Record.size, also)
+        stmt = select(*columns).where(self.scope(schema, partition), Record.id == record_id)
         if lock:
             stmt = stmt.with_for_update()
         row = (await self.connection.execute(stmt)).first()
-        if row is None:
+        if row is None and missing:
             raise RecordNotFoundError()
         return row
 
@@ -882,6 +993,12 @@ def _kept(
     if schema.published or stored.keys() <= fields.keys():
         return stored
     return {k: v for k, v in stored.items() if k in fields}
+
+
+def _at_version(collection_id: str, version: int) -> ColumnElement[bool]:
+    """A write's condition that the collection still has `version` (so the fields its schema
+    was loaded with: `Basis`), evaluated by the writing statement, under its lock."""
+    return exists().where(Collection.id == collection_id, Collection.version == version)
 
 
 def _unknown(schema: CollectionSchema, stored: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import and_, literal, select
+from sqlalchemy import Row, and_, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.builder.models import ApiDefinition, App, AppVersion, StepPrice
@@ -232,9 +232,19 @@ class ApiLoader:
             )
             if snapshot is None:
                 raise VersionNotFoundError(f"The app has no version {version}")
+            frozen = dict(snapshot.get("collections") or {})
+            ids = [str(schema["id"]) for schema in frozen.values()]
+            now = {
+                r.id: r
+                for r in await conn.execute(
+                    select(Collection.id, Collection.version, Collection.fields).where(
+                        Collection.id.in_(ids)
+                    )
+                )
+            }
             collections = {
-                name: CollectionSchema.build(**schema, published=True)
-                for name, schema in (snapshot.get("collections") or {}).items()
+                name: _published_schema(schema, now.get(str(schema["id"])))
+                for name, schema in frozen.items()
             }
             entry = _Published(dict(snapshot.get("apis") or {}), collections)
             self._published.put(key, entry)
@@ -272,21 +282,25 @@ class ApiLoader:
         collection_rows = (
             await conn.execute(
                 select(
-                    Collection.id, Collection.name, Collection.fields, Collection.updated_at
+                    Collection.id,
+                    Collection.name,
+                    Collection.fields,
+                    Collection.updated_at,
+                    Collection.version,
                 ).where(Collection.app_id == app_id)
             )
         ).all()
         fingerprint = (
             row.id,
             _stamp(row.updated_at),
-            tuple(sorted((c.id, _stamp(c.updated_at)) for c in collection_rows)),
+            tuple(sorted((c.id, _stamp(c.updated_at), c.version) for c in collection_rows)),
         )
         cached: _DevEntry | None = self._dev.get_fresh((app_id, api))
         if cached is not None and cached.fingerprint == fingerprint:
             return cached.compiled
         collections = {
             c.name: CollectionSchema.build(
-                id=c.id, app_id=app_id, name=c.name, fields=c.fields or []
+                id=c.id, app_id=app_id, name=c.name, fields=c.fields or [], version=c.version
             )
             for c in collection_rows
         }
@@ -307,14 +321,14 @@ class ApiLoader:
         """The app's current collections (ad-hoc workflows run against `dev`'s)."""
         rows = (
             await conn.execute(
-                select(Collection.id, Collection.name, Collection.fields).where(
+                select(Collection.id, Collection.name, Collection.fields, Collection.version).where(
                     Collection.app_id == app_id
                 )
             )
         ).all()
         return {
             r.name: CollectionSchema.build(
-                id=r.id, app_id=app_id, name=r.name, fields=r.fields or []
+                id=r.id, app_id=app_id, name=r.name, fields=r.fields or [], version=r.version
             )
             for r in rows
         }
@@ -327,6 +341,16 @@ async def load_prices(conn: AsyncConnection) -> dict[str, int]:
 
 def _stamp(value: datetime | str | None) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _published_schema(frozen: dict[str, Any], now: Row[Any] | None) -> CollectionSchema:
+    """A snapshot's collection, with the collection's version and fields as they are now (its
+    writes are checked against those, not the snapshot's); none when it is gone."""
+    if now is None:
+        return CollectionSchema.build(**frozen, published=True)
+    return CollectionSchema.build(
+        **frozen, published=True, version=now.version, current=now.fields or []
+    )
 
 
 def _with_cost(compiled: CompiledApi, cost: int) -> CompiledApi:

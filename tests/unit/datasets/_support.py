@@ -70,7 +70,7 @@ class Tenants:
             )
         )
         schema = CollectionSchema.build(
-            id=collection_id, app_id=self.app_id, name=name, fields=fields
+            id=collection_id, app_id=self.app_id, name=name, fields=fields, version=1
         )
         await sync_indexes(connection, schema)
         return schema

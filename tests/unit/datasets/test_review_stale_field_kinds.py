@@ -27,8 +27,10 @@ async def _stale(
     """A schema of `notes` (text, tag) loaded before `tag` became an integer."""
     schema = await tenants.new_collection(connection, "notes", [TEXT, TAG])
     now = [TEXT, {**TAG, "type": "integer"}]
-    await connection.execute(
-        update(Collection).where(Collection.id == schema.id).values(fields=now)
+    await connection.execute(  # as a schema change: the version moves with the fields
+        update(Collection)
+        .where(Collection.id == schema.id)
+        .values(fields=now, version=Collection.version + 1)
     )
     return dataclasses.replace(schema, published=published)
 
