@@ -189,8 +189,8 @@ async def test_record_writes_to_one_collection_never_wait_for_each_other(
     holding: list[str] = []
     original = RecordStore._hold_fields
 
-    async def paused(self: RecordStore, schema: Any) -> FieldKinds:
-        fields = await original(self, schema)
+    async def paused(self: RecordStore, schema: Any, partition: str) -> FieldKinds:
+        fields = await original(self, schema, partition)
         holding.append(schema.id)
         if len(holding) == 2:
             held.set()

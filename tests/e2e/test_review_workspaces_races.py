@@ -15,8 +15,8 @@ from apiforge.admin.service import AdminUserService
 from apiforge.core.db import unit_of_work
 from apiforge.keys.models import Subscription
 from apiforge.keys.service import SubscriptionService
+from apiforge.keys.subscribers import ensure_unused
 from apiforge.workspaces import service as workspace_service
-from apiforge.workspaces.cleanup import leftovers_of
 from apiforge.workspaces.models import Workspace
 from apiforge.workspaces.service import WorkspaceService
 from tests.e2e._apps import in_workspace, new_app
@@ -296,12 +296,12 @@ async def test_a_subscription_coming_after_the_deletions_check_finds_the_app_gon
     owner, workspace_id, app_id, consumer = await _shared_app(client)
     checked, go_on = asyncio.Event(), asyncio.Event()
 
-    async def held(session: Any, workspace_ids: Any) -> Any:
+    async def held(session: Any, workspace_ids: Any) -> None:
+        await ensure_unused(session, workspace_ids)
         checked.set()
         await asyncio.wait_for(go_on.wait(), 10)
-        return await leftovers_of(session, workspace_ids)
 
-    monkeypatch.setattr(workspace_service, "leftovers_of", held)
+    monkeypatch.setattr(workspace_service, "ensure_unused", held)
     deletion = asyncio.create_task(
         client.delete(f"{WORKSPACES}/{workspace_id}", headers=owner.headers)
     )

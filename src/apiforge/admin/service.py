@@ -114,13 +114,15 @@ class AdminUserService:
         self._refuse_self(actor, account)
         precondition.check(account.version)
         owned = await self._owned_workspaces(account.id)
+        leftovers = await leftovers_of(self.session, owned)
+        await leftovers.drop_indexes(self.session)  # the records table before workspace rows
+        await self._hold_owned(owned)
         if not force:
             await ensure_unused(self.session, owned)
         await self._lock_active_admins(account)
         await self._ensure_owned_unchanged(account.id, owned)
         was_admin = account.is_admin
         await lock_wallets(self.session, owned)  # by id, as calls' charges lock them
-        leftovers = await leftovers_of(self.session, owned)
         await delete_row(self.session, account, precondition)
         await leftovers.delete(self.session, app_changed, workspaces_gone, files_gone)
         await self._ensure_an_admin_remains(was_admin)
@@ -128,18 +130,27 @@ class AdminUserService:
     async def _owned_workspaces(self, account_id: str) -> list[str]:
         """The workspaces the account owns, locked until commit so that no ownership transfer
         moves one away between the clean-up below and the cascade: a no-op UPDATE (SQLite's
-        write lock; on PostgreSQL a lock money movements' `FOR KEY SHARE` does not wait for),
-        then on PostgreSQL `FOR UPDATE` by id, the order in which movements hold workspace rows
-        (`hold_workspace`): left to the cascade, which deletes them in its own order, the
-        deletion and a redemption could each hold a row the other waits for."""
+        write lock; on PostgreSQL a lock money movements' and record writes' `FOR KEY SHARE`
+        does not wait for). By id."""
         await lock_rows(self.session, Workspace, Workspace.owner_id == account_id)
         rows = await self.session.scalars(
-            select(Workspace.id)
-            .where(Workspace.owner_id == account_id)
-            .order_by(Workspace.id)
-            .with_for_update()
+            select(Workspace.id).where(Workspace.owner_id == account_id).order_by(Workspace.id)
         )
         return list(rows.all())
+
+    async def _hold_owned(self, owned: list[str]) -> None:
+        """PostgreSQL: their rows `FOR UPDATE` by id, the order in which movements
+        (`hold_workspace`) and record writes (`datasets/holding.py`) hold workspace rows, and
+        after their collections' indexes are dropped (the records table, which such a write
+        holds first): left to the cascade, which deletes them in its own order, the deletion
+        and a redemption or a call could each hold a row the other waits for."""
+        if owned:
+            await self.session.execute(
+                select(Workspace.id)
+                .where(Workspace.id.in_(owned))
+                .order_by(Workspace.id)
+                .with_for_update()
+            )
 
     async def _ensure_owned_unchanged(self, account_id: str, owned: list[str]) -> None:
         """409 `concurrent_update` when a workspace was handed to the account since `owned` was

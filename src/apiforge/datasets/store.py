@@ -31,7 +31,6 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
-    false,
     func,
     insert,
     literal,
@@ -53,6 +52,7 @@ from apiforge.core.errors import (
 from apiforge.core.integrity import violation
 from apiforge.core.lazydb import SqliteReader, Statement, driver_rows, shared_reader
 from apiforge.datasets.crypto import DecryptionError, FieldCipher
+from apiforge.datasets.holding import TABLE_FIRST, PartitionGoneError, workspaces_held
 from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.schema import (
     INT_MAX,
@@ -73,6 +73,7 @@ from apiforge.datasets.sql import (
 from apiforge.plans.meter import reserve_stock
 from apiforge.tools.clock import iso, utcnow
 from apiforge.tools.ids import is_id, new_id
+from apiforge.workspaces.models import Workspace
 
 MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_PAGE_SIZE: Final = 1000
@@ -83,13 +84,6 @@ UPSERT_ATTEMPTS: Final = 3  # an upsert whose record is deleted under it looks a
 _LOW_BITS: Final = 2**32 - 1
 _EXACT_INT: Final = 2**53  # past it, not every integer is a double
 _COLLECTION_WRITES: Final = "SELECT writes FROM collection_writes WHERE collection_id = ?"
-# PostgreSQL: the lock a record write takes on the table anyway (`ROW EXCLUSIVE`), taken with
-# the collection's row and before it, as a schema change holding the table (its index changes)
-# before the row takes them: a no-op UPDATE in the statement's WITH locks its table as the
-# statement starts, the row only as it runs. One statement, not a `LOCK TABLE` more.
-_TABLE_FIRST: Final = (
-    update(Record).where(false()).values(updated_at=Record.updated_at).cte("table_first")
-)
 
 log = structlog.get_logger("apiforge.datasets")
 
@@ -519,7 +513,7 @@ class RecordStore:
             )
             if record is not None:
                 return record
-        fields = await self._hold_fields(schema)
+        fields = await self._hold_fields(schema, partition)
         record = await self._insert_as(schema, partition, clean, encrypted, fields, None)
         if record is None:  # an unconditional insert inserts, or raises
             raise AssertionError("unreachable")
@@ -556,7 +550,7 @@ class RecordStore:
             columns = Record.__table__.c
             row = select(*(literal(v, columns[k].type) for k, v in values.items()))
             stmt: Any = insert(Record).from_select(
-                list(values), row.where(_at_version(schema.id, version))
+                list(values), row.where(_at_version(schema.id, version, partition))
             )
         else:
             stmt = insert(Record).values(**values)
@@ -636,11 +630,11 @@ class RecordStore:
         # statement takes: the row is read only to say why it deleted nothing.
         sqlite = self.connection.dialect.name == "sqlite"
         if not sqlite:
-            await self._hold_fields(schema)
+            await self._hold_fields(schema, partition)
         if (await self.connection.execute(stmt)).rowcount:
             return
         if sqlite:
-            await self._hold_fields(schema)  # 404 `dataset_not_found` when it is gone
+            await self._hold_fields(schema, partition)  # 404: the dataset or partition is gone
         current = await self._row(schema, partition, record_id)  # 404 when absent
         raise VersionConflictError(current.version)
 
@@ -721,7 +715,7 @@ class RecordStore:
         stmt = select(func.count()).select_from(Record).where(condition)
         return int((await self.connection.execute(stmt)).scalar_one())
 
-    async def _hold_fields(self, schema: CollectionSchema) -> FieldKinds:
+    async def _hold_fields(self, schema: CollectionSchema, partition: str) -> FieldKinds:
         """The collection's fields as they are now (`FieldKinds`), its row held until commit
         (before any record's row: the order a schema change takes them in), so a change that
         removes a field or changes its type or encryption (`FOR UPDATE` on the row) and this
@@ -729,16 +723,25 @@ class RecordStore:
         takes anyway; writers never wait for each other), SQLite's write lock. A write with a
         schema loaded before such a change committed is checked against them (`_kept`).
 
-        PostgreSQL: the records table's lock comes first (`_TABLE_FIRST`), as in a schema change
+        PostgreSQL: the records table's lock comes first (`TABLE_FIRST`), as in a schema change
         whose indexes change before it holds the row: a write holding the row, then waiting for
-        the table an index change holds, while the change waits for the row, was a deadlock."""
+        the table an index change holds, while the change waits for the row, was a deadlock.
+        Then the partition's and the app's workspace rows (`datasets/holding.py`), in the same
+        statement: a workspace's deletion waits for the write, or the write for it (404)."""
         await begin_as_writer(self.connection)
-        stmt = select(Collection.fields).where(Collection.id == schema.id)
+        stmt = select(Collection.fields, workspaces_held(partition, schema.app_id)).where(
+            Collection.id == schema.id
+        )
         if self.connection.dialect.name == "postgresql":
-            stmt = stmt.add_cte(_TABLE_FIRST).with_for_update(read=True, key_share=True)
-        fields = (await self.connection.execute(stmt)).scalar()
-        if fields is None:
+            stmt = stmt.add_cte(TABLE_FIRST).with_for_update(
+                read=True, key_share=True, of=Collection
+            )
+        row = (await self.connection.execute(stmt)).first()
+        if row is None:
             raise DatasetNotFoundError(f"Dataset '{schema.name}' no longer exists")
+        fields, there = row
+        if not there:
+            raise PartitionGoneError()
         return field_kinds(fields)
 
     def _unheld(self, schema: CollectionSchema) -> Basis | None:
@@ -759,7 +762,7 @@ class RecordStore:
         too, and the fields are read only when it moved (or the record is not there)."""
         basis = self._unheld(schema)
         if basis is None:
-            return await self._hold_fields(schema), await self._row(
+            return await self._hold_fields(schema, partition), await self._row(
                 schema, partition, record_id, lock=True
             )
         await begin_as_writer(self.connection)
@@ -767,7 +770,7 @@ class RecordStore:
         row = await self._row(schema, partition, record_id, also=version, missing=False)
         if row is not None and row[-1] == basis.version:
             return basis.kinds, row
-        fields = await self._hold_fields(schema)  # the lock is held: no second BEGIN
+        fields = await self._hold_fields(schema, partition)  # the lock is held: no second BEGIN
         return fields, await self._row(schema, partition, record_id)
 
     @overload
@@ -995,10 +998,15 @@ def _kept(
     return {k: v for k, v in stored.items() if k in fields}
 
 
-def _at_version(collection_id: str, version: int) -> ColumnElement[bool]:
+def _at_version(collection_id: str, version: int, partition: str) -> ColumnElement[bool]:
     """A write's condition that the collection still has `version` (so the fields its schema
-    was loaded with: `Basis`), evaluated by the writing statement, under its lock."""
-    return exists().where(Collection.id == collection_id, Collection.version == version)
+    was loaded with: `Basis`) and the partition's workspace is still there (a deletion of it
+    committed since would leave the record behind: `datasets/holding.py`), evaluated by the
+    writing statement, under its lock. When it fails, `_hold_fields` says why, or goes on."""
+    return and_(
+        exists().where(Collection.id == collection_id, Collection.version == version),
+        exists().where(Workspace.id == partition),
+    )
 
 
 def _unknown(schema: CollectionSchema, stored: Mapping[str, Any]) -> dict[str, Any]:

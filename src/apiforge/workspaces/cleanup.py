@@ -21,7 +21,12 @@ class Leftovers:
     collections (as deleting an app drops them); this node's cached apps of theirs; and their
     files' bytes (`files_gone`, after the commit: a deletion that rolls back keeps them). Found
     before the workspaces' rows are deleted (their cascade takes the apps), deleted after: only
-    reads come before the conditional DELETE of the rows, so a concurrent write still wins."""
+    reads come before the conditional DELETE of the rows, so a concurrent write still wins.
+
+    The indexes go first (`drop_indexes`), before the workspaces' rows are held: dropping one
+    holds the records table, which a record write holds before it holds its workspaces' rows
+    (`datasets/holding.py`). Dropped last, the deletion held its rows, then waited for a call
+    that held the table while it waited for a row: a deadlock."""
 
     workspace_ids: tuple[str, ...]
     app_ids: tuple[str, ...]
@@ -45,11 +50,17 @@ class Leftovers:
             .where(Record.partition.in_(self.workspace_ids))
             .execution_options(synchronize_session=False)
         )
+        for app_id in self.app_ids:
+            after_commit(session, partial(app_changed, app_id))
+
+    async def drop_indexes(self, session: AsyncSession) -> None:
+        """Drop their collections' indexes: before the workspaces' rows are held (see above);
+        rolled back with the deletion (DDL is transactional on both backends)."""
+        if not self.collection_ids:
+            return
         connection = await session.connection()
         for collection_id in self.collection_ids:
             await drop_indexes(connection, collection_id)
-        for app_id in self.app_ids:
-            after_commit(session, partial(app_changed, app_id))
 
 
 async def leftovers_of(session: AsyncSession, workspace_ids: Sequence[str]) -> Leftovers:

@@ -263,9 +263,15 @@ class WorkspaceService:
         """Owner only; the personal workspace lives as long as its account. Memberships (and
         everything else keyed to the workspace) go with it through ON DELETE CASCADE. `If-Match`
         is checked (412) and the DELETE is conditional on the version checked (409). While other
-        workspaces have one of its apps enabled, only with `force` (409 `app_in_use`). Locks
-        the workspace's row, then its apps (`ensure_unused`): an app created or enabled by
-        another workspace meanwhile waits, instead of its cascade taking it unchecked."""
+        workspaces have one of its apps enabled, only with `force` (409 `app_in_use`).
+
+        Lock order (docs/decisions.md): the workspace's row as member changes take it; its
+        collections' indexes (the records table, `Leftovers.drop_indexes`); the row `FOR
+        UPDATE` (PostgreSQL), before anything a call writing into the workspace holds — such a
+        write holds the row `FOR KEY SHARE` first (`datasets/holding.py`), so the deletion
+        waits for it, or it for the deletion (then 404); then its apps (`ensure_unused`): an app
+        created or enabled by another workspace meanwhile waits, instead of its cascade taking
+        it unchecked."""
         current.require(Role.OWNER)
         precondition.check(current.workspace.version)
         if current.workspace.personal:
@@ -273,9 +279,13 @@ class WorkspaceService:
                 "The personal workspace cannot be deleted", reason="personal_workspace"
             )
         await self._lock_workspace(current.id)
+        leftovers = await leftovers_of(self.session, [current.id])
+        await leftovers.drop_indexes(self.session)
+        await self.session.execute(
+            select(Workspace.id).where(Workspace.id == current.id).with_for_update()
+        )
         if not force:
             await ensure_unused(self.session, [current.id])
-        leftovers = await leftovers_of(self.session, [current.id])
         await delete_row(self.session, current.workspace, precondition)
         await leftovers.delete(self.session, app_changed, workspaces_gone, files_gone)
 

@@ -55,7 +55,6 @@ from tests.conftest import DATABASE_URL
 from tests.factories import register
 from tests.unit.datasets._support import Tenants, app_row
 
-PARTITION = "parity"  # no workspace's: no plan quota to count the records against
 ID_PREFIX = "01jzzzzzzzzzzzzzzz"  # + 8 digits: ids ordered as chosen, the same on both sides
 BASE_TIME = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 FIELDS: list[dict[str, Any]] = [
@@ -511,6 +510,7 @@ class Backend:
     engine: AsyncEngine
     cipher: FieldCipher
     schema: CollectionSchema
+    partition: str  # the builder's workspace: writes land only in a workspace that exists
 
     async def load(self, rows: list[Row]) -> list[dict[str, Any]]:
         """Replace the collection's records with `rows`; their stored (clean) data back."""
@@ -519,7 +519,7 @@ class Backend:
             await connection.execute(delete(Record).where(Record.collection_id == self.schema.id))
             store = RecordStore(connection, self.cipher)
             for row in rows:
-                record = await store.insert(self.schema, PARTITION, row.data)
+                record = await store.insert(self.schema, self.partition, row.data)
                 await connection.execute(
                     update(Record)
                     .where(Record.id == record["id"])
@@ -548,7 +548,7 @@ class Backend:
             try:
                 page = await store.get_many(
                     self.schema,
-                    PARTITION,
+                    self.partition,
                     where=where,
                     sort=query.sort,
                     page_no=query.page_no,
@@ -558,7 +558,7 @@ class Backend:
                 return "error", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             prepared = store.prepare_page(self.schema, where=where, sort=query.sort)
             if prepared is not None:
-                again = await prepared.run(store, PARTITION, query.page_no, query.page_size)
+                again = await prepared.run(store, self.partition, query.page_no, query.page_size)
                 assert _dump(again) == _dump(page), f"{self.name}: prepared page differs"
             return "ok", page
 
@@ -574,7 +574,7 @@ async def _backend(name: str, app: FastAPI, client: AsyncClient) -> Backend:
     tenants = Tenants(app, alice.workspace_id, alice.workspace_id, app_id, cipher)
     async with app.state.engine.begin() as connection:
         schema = await tenants.new_collection(connection, "parity", FIELDS)
-    return Backend(name, app.state.engine, cipher, schema)
+    return Backend(name, app.state.engine, cipher, schema, alice.workspace_id)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from apiforge.core.errors import ApiforgeError
 from apiforge.datasets.models import Collection, Record
 from apiforge.datasets.schema import CollectionSchema
 from apiforge.datasets.store import RecordStore
+from apiforge.tools.ids import new_id
 from tests.unit.datasets._support import Tenants
 
 pytestmark = pytest.mark.anyio
@@ -144,3 +145,23 @@ async def test_a_write_or_delete_in_a_deleted_collection_is_dataset_not_found(
         with pytest.raises(ApiforgeError) as exc:
             await write()
         assert (exc.value.status, exc.value.reason) == (404, "dataset_not_found")
+
+
+@pytest.mark.parametrize("current", [True, False])
+async def test_an_insert_into_a_deleted_workspaces_partition_is_refused(
+    store: RecordStore, tenants: Tenants, connection: AsyncConnection, current: bool
+) -> None:
+    """A call whose workspace was deleted after its key was read: its insert writes nothing
+    (the deletion has removed the partition's records; one landing after it stayed for good),
+    whether the schema is current (SQLite: the conditional insert) or not (the fields read)."""
+    schema = await tenants.new_collection(connection, "notes", [TEXT, TAG])
+    if not current:
+        await _save(connection, schema, [TEXT, TAG, {"name": "more", "type": "string"}])
+    gone = new_id()  # no workspace has this id any more
+    with pytest.raises(ApiforgeError) as exc:
+        await store.insert(schema, gone, {"text": "orphan"})
+    assert (exc.value.status, exc.value.reason) == (404, "workspace_not_found")
+    left = await connection.scalar(select(Record.id).where(Record.partition == gone))
+    assert left is None
+    # The live partition is written as ever.
+    assert (await store.insert(schema, tenants.a, {"text": "kept"}))["text"] == "kept"
