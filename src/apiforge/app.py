@@ -211,6 +211,7 @@ async def shutdown(
         ("quota_meter", lambda: close_quota_meter(state.engine)),  # the quota hits in memory
         ("keys", lambda: state.keys.close()),  # the last-used times still in memory
         ("loader", lambda: state.engine_state.loader.close()),  # the target re-reads in flight
+        ("secrets", lambda: state.engine_state.secrets.close()),  # the secrets' re-reads
         ("traffic_rules", lambda: state.traffic.rules.close()),  # the limits' re-reads, as well
         ("engine", lambda: dispose_engine(state.engine)),  # and those calls still hold
         ("limits_storage", lambda: close_limits_storage(state.limits_storage)),

@@ -303,6 +303,7 @@ def _valid_bodies(w: World, app_id: str) -> dict[Op, Any]:
             "params": [{"name": "fail", "type": "boolean", "default": False}],
         },
         ("POST", "/api/v1/apps/{app_id}/versions"): {"bump": "patch", "notes": "n"},
+        ("POST", "/api/v1/apps/{app_id}/signing-secret/rotate"): {"graceSeconds": 60},
         ("PATCH", "/api/v1/apps/{app_id}/versions/{version}"): {"deprecated": False},
         ("POST", "/api/v1/apps/import"): None,  # the export of the owner's app (_world)
         ("PUT", "/api/v1/admin/pricing/{step_type}"): {"cost": 0},

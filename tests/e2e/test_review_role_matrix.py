@@ -333,6 +333,10 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/apps", "editor", _named("App ")),
     Case("PATCH", "/api/v1/apps/{app_id}", "editor", _const({"secrets": {"mail": "stolen"}})),
     Case("DELETE", "/api/v1/apps/{app_id}", "admin", prepare=_fresh_app),
+    # the app's token signing secret is managed as its keys are: admins (docs/builder.md)
+    Case(
+        "POST", "/api/v1/apps/{app_id}/signing-secret/rotate", "admin", _const({"graceSeconds": 60})
+    ),
     Case("POST", "/api/v1/apps/import", "editor", _const(IMPORT_DOC)),
     Case(
         "POST",

@@ -5,19 +5,23 @@ from collections.abc import Callable, Sequence
 from fastapi import Request
 
 from apiforge.engine.loader import ApiLoader
+from apiforge.engine.secrets import SecretCache
 from apiforge.keys.lookup import KeyLookup
 
 
 def app_changed_hook(request: Request) -> Callable[[str], None]:
-    """Forget an app in the gateway's resolve cache (`ApiLoader.forget_app`) and in the cached
-    subscription answers (`KeyLookup.forget_app`: they hold its visibility); services call it
-    after their commit, so this node sees an env change, a publish, a deprecation or the app
-    made private at once."""
+    """Forget an app in the gateway's resolve cache (`ApiLoader.forget_app`), in the cached
+    subscription answers (`KeyLookup.forget_app`: they hold its visibility) and in its signing
+    secrets (`SecretCache.forget`); services call it after their commit, so this node sees an
+    env change, a publish, a deprecation, the app made private or its secret rotated at once
+    (other nodes: within their caches' TTL)."""
     loader: ApiLoader = request.app.state.engine_state.loader
+    secrets: SecretCache = request.app.state.engine_state.secrets
     keys: KeyLookup = request.app.state.keys
 
     def forget(app_id: str) -> None:
         loader.forget_app(app_id)
+        secrets.forget(app_id)
         keys.forget_app(app_id)
 
     return forget

@@ -22,6 +22,10 @@ class App(Base):
     visibility: Mapped[str] = mapped_column(String(16), default="private")  # private | public
     # HS256 secret of the app's `jwtSign` end-user tokens; never returned by the API.
     signing_secret: Mapped[str] = mapped_column(String(128))
+    # The secret before the last rotation (sealed like it): still accepted, never used to sign,
+    # until `previous_signing_secret_until`; both None once a rotation without a grace ran.
+    previous_signing_secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_signing_secret_until: Mapped[datetime | None] = mapped_column(default=None)
     # `env` of expressions: {"config": {...}, "secrets": {name: encrypted}}.
     env: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     latest_version: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -21,6 +21,8 @@ from apiforge.builder.schemas import (
     AppCreate,
     AppRead,
     AppUpdate,
+    SigningSecretRotate,
+    SigningSecretRotated,
 )
 from apiforge.builder.service import ApiService, AppService
 from apiforge.builder.transfer_router import router as transfer_router
@@ -98,6 +100,28 @@ async def delete_app(
 ) -> Envelope[Created]:
     await service.delete(current, app_id, if_match, force=force)
     return ok(Created(id=app_id))
+
+
+@router.post(
+    "/apps/{app_id}/signing-secret/rotate",
+    summary="Rotate the app's end-user token signing secret (admin+)",
+    description=(
+        "Gives the app a new secret for the end-user tokens its `jwtSign` steps issue and the "
+        "gateway checks, on `dev` and every published version alike. Tokens signed with the "
+        "secret replaced are refused at once (401 `invalid_token`), or with `graceSeconds` "
+        "(at most 86400) accepted until `previousValidUntil`, checked but never used to sign. "
+        "One previous secret at most: rotating again during a grace ends it. The secret itself "
+        "is never shown. This node applies it at once; other nodes within a second."
+    ),
+)
+async def rotate_signing_secret(
+    app_id: str,
+    current: CurrentWorkspaceDep,
+    service: AppServiceDep,
+    body: SigningSecretRotate | None = None,
+) -> Envelope[SigningSecretRotated]:
+    data = body or SigningSecretRotate()
+    return ok(await service.rotate_signing_secret(current, app_id, data))
 
 
 # --- APIs -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # noqa: S105 - a name pa
 MAX_STEPS = 200
 MAX_SECRETS = 50
 MAX_RIGHTS = 50
+MAX_GRACE_SECONDS = 86400  # of a signing secret's rotation (`SigningSecretRotate`)
 
 AppName = Annotated[str, Field(min_length=1, max_length=100)]
 Description = Annotated[str, Field(max_length=2000)]
@@ -145,6 +146,21 @@ class AppUpdate(BuilderInput):
     _no_null = field_validator(
         "name", "description", "visibility", "config", "secrets", mode="before"
     )(not_null)
+
+
+class SigningSecretRotate(InputModel):
+    """How long tokens signed with the secret being replaced stay accepted: 0 (the default)
+    refuses them at once; at most a day, long enough to roll out, short for a leaked secret."""
+
+    grace_seconds: Annotated[StrictInt, Field(ge=0, le=MAX_GRACE_SECONDS)] = 0
+
+
+class SigningSecretRotated(ApiModel):
+    """When the secret changed, and until when the previous one is accepted (null: no grace).
+    Never the secret: it only signs and checks tokens inside apiforge."""
+
+    rotated_time: Timestamp
+    previous_valid_until: Timestamp | None
 
 
 class AppRead(ApiModel):

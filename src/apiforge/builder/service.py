@@ -28,8 +28,10 @@ from apiforge.builder.schemas import (
     AppCreate,
     AppRead,
     AppUpdate,
+    SigningSecretRotate,
+    SigningSecretRotated,
 )
-from apiforge.builder.signing import new_signing_secret
+from apiforge.builder.signing import new_signing_secret, rotate_signing_secret
 from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
@@ -41,6 +43,7 @@ from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance, delete_row
 from apiforge.keys.subscribers import ensure_unused
 from apiforge.plans.service import check_quota, lock_workspace, plan_of
+from apiforge.tools.clock import utcnow
 from apiforge.tools.filters import icontains
 from apiforge.tools.ids import is_id
 from apiforge.workspaces.models import Role, Workspace
@@ -236,6 +239,24 @@ class AppService:
         await self.session.flush()
         after_commit(self.session, lambda: self.app_changed(app_id))
         return await self.read(current, app_id)
+
+    async def rotate_signing_secret(
+        self, current: CurrentWorkspace, app_id: str, data: SigningSecretRotate
+    ) -> SigningSecretRotated:
+        """Admin or owner, as for the app's keys: a new signing secret for its end-user tokens.
+        Those signed with the one replaced stay accepted for `graceSeconds` (the previous one
+        kept until then, `builder/signing.py`). The app's `version` and `updatedTime` stay:
+        nothing it shows changes, so editors' `If-Match` still holds. This node's gateway sees
+        the new secret after the commit, other nodes within `SECRET_TTL` (`engine/secrets.py`)."""
+        app = await find_app(self.session, current.id, app_id, lock=True)
+        current.require(Role.ADMIN)
+        now = utcnow()
+        connection = await self.session.connection()
+        until = await rotate_signing_secret(
+            self.settings, connection, app.id, now, data.grace_seconds
+        )
+        after_commit(self.session, lambda: self.app_changed(app_id))
+        return SigningSecretRotated(rotated_time=now, previous_valid_until=until)
 
     async def delete(
         self,

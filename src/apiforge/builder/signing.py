@@ -5,7 +5,15 @@ a database dump alone must not let anyone mint tokens for every app.
 Sealed values are `s1:` + AES-GCM (tools/sealing.py `seal_short`), which fits the column sized
 for the clear secret. A value without the prefix was stored in clear by an earlier version:
 it still works, and `apiforge db upgrade` seals it (`seal_stored_secrets`).
+
+Rotating (`rotate_signing_secret`) makes a new secret and may keep the one before it, checked but
+never used to sign, until a grace ends: one previous secret at most (a second rotation drops the
+older), so a leaked secret stops working by the end of the grace it was rotated with.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +26,25 @@ from apiforge.tools.sealing import open_short, seal_short
 
 PREFIX = "s1:"
 _PURPOSE = b"apiforge/apps/signing-secret/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecrets:
+    """An app's secrets in clear: `current` signs and verifies; `previous` only verifies, and only
+    before `previous_until`."""
+
+    current: str
+    previous: str | None = None
+    previous_until: datetime | None = None
+
+    def accepted(self, clock: Callable[[], datetime]) -> tuple[str, ...]:
+        """The secrets a token may be signed with now, current first (the clock is read only
+        while a grace runs)."""
+        if self.previous is None or self.previous_until is None:
+            return (self.current,)
+        if clock() < self.previous_until:
+            return (self.current, self.previous)
+        return (self.current,)
 
 
 def new_signing_secret(settings: Settings) -> str:
@@ -41,6 +68,53 @@ def open_signing_secret(settings: Settings, stored: str) -> str:
             reason="signing_secret_unreadable",
         )
     return secret
+
+
+async def read_signing_secrets(
+    settings: Settings, conn: AsyncConnection, app_id: str
+) -> SigningSecrets | None:
+    """The app's secrets in one query, opened; None for an unknown app."""
+    row = (
+        await conn.execute(
+            select(
+                App.signing_secret, App.previous_signing_secret, App.previous_signing_secret_until
+            ).where(App.id == app_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    previous = row.previous_signing_secret
+    return SigningSecrets(
+        open_signing_secret(settings, row.signing_secret),
+        None if previous is None else open_signing_secret(settings, previous),
+        row.previous_signing_secret_until,
+    )
+
+
+async def rotate_signing_secret(
+    settings: Settings, conn: AsyncConnection, app_id: str, now: datetime, grace_seconds: int
+) -> datetime | None:
+    """Give the app a new secret; with a grace, keep the current one as the previous until
+    `now + grace_seconds` (whole seconds, as shown), else drop any previous at once. One UPDATE
+    that reads the current secret as it writes: of concurrent rotations, each keeps the secret
+    the one before it made (PostgreSQL re-reads the row a waiting UPDATE meets; SQLite runs one
+    writer at a time), never a secret already replaced. Answers when the previous one ends."""
+    until = None
+    previous: object = None  # no grace: the previous secret goes at once
+    if grace_seconds > 0:
+        until = now.replace(microsecond=0) + timedelta(seconds=grace_seconds)
+        previous = App.signing_secret  # the column as the row holds it when updated
+    await conn.execute(
+        update(App)
+        .where(App.id == app_id)
+        .values(
+            signing_secret=new_signing_secret(settings),
+            previous_signing_secret=previous,
+            previous_signing_secret_until=until,
+            updated_at=App.updated_at,  # none of the app's fields shown changes, nor its ETag
+        )
+    )
+    return until
 
 
 async def seal_stored_secrets(settings: Settings, conn: AsyncConnection) -> int:

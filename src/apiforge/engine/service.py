@@ -26,7 +26,7 @@ from apiforge.builder.definitions import CalleeCosts, dev_documents, pinned_cost
 from apiforge.builder.env import runtime_env
 from apiforge.builder.models import App
 from apiforge.builder.schemas import json_problem
-from apiforge.builder.signing import open_signing_secret
+from apiforge.builder.signing import SigningSecrets, open_signing_secret, read_signing_secrets
 from apiforge.core.errors import ApiforgeError, ForbiddenError, ValidationError
 from apiforge.core.lazydb import LazyConnection
 from apiforge.core.settings import Settings
@@ -42,6 +42,7 @@ from apiforge.engine.loader import (
 )
 from apiforge.engine.runtime import RunResult, dump_json, execute, masker_for, trace_json
 from apiforge.engine.schemas import WorkflowCreate
+from apiforge.engine.secrets import SecretCache
 from apiforge.tools.clock import utcnow
 from apiforge.usage.models import WORKFLOW_API  # a run's name in the ledger and the request log
 from apiforge.workspaces.service import CurrentWorkspace
@@ -66,6 +67,9 @@ class EngineState:
     loader: ApiLoader
     services: EngineServices
     limits: RunLimits
+    # The gateway's token check reads apps' secrets here; the builder's `app_changed` hook
+    # forgets an app rotated through this process.
+    secrets: SecretCache
 
 
 def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
@@ -76,6 +80,12 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         if secret is None:
             raise AppNotFoundError()
         return open_signing_secret(settings, secret)
+
+    async def signing_secrets_for(app_id: str, conn: AsyncConnection) -> SigningSecrets:
+        secrets = await read_signing_secrets(settings, conn, app_id)
+        if secrets is None:
+            raise AppNotFoundError()
+        return secrets
 
     async def call_api(callee: RunContext, api: str, version: str, args: dict[str, Any]) -> Any:
         """`callApi`: the same app's `api` at a pinned version, in the caller's transaction,
@@ -94,7 +104,8 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         record_cipher=cipher_for(settings.signing_key),
         http_allow_hosts=frozenset(settings.http_allow_hosts),
     )
-    return EngineState(db, settings, loader, services, CALL_LIMITS)
+    secrets = SecretCache(signing_secrets_for)
+    return EngineState(db, settings, loader, services, CALL_LIMITS, secrets)
 
 
 def envelope(data_json: bytes) -> bytes:

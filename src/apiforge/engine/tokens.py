@@ -7,7 +7,7 @@ algorithm confusion), requires `exp`, `sub` and `aud`, and allows no clock leewa
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,6 +123,26 @@ class VerifiedTokens:
             raise AuthenticationError("Token expired", reason="token_expired")
         remembered: dict[str, Any] = orjson.loads(known[1])
         return remembered
+
+    def verify_any(self, secrets: Sequence[str], app_id: str, token: str) -> dict[str, Any]:
+        """`verify` under whichever of `secrets` signed the token: an app's current secret and,
+        while a rotation's grace runs, the previous one. A token remembered under one of them is
+        found before any signature is checked; a secret that no longer comes in `secrets` never
+        accepts a token, remembered or not. A token none of them signed gets the first one's
+        refusal (`invalid_token`)."""
+        for secret in secrets:
+            if (app_id, secret, token) in self._accepted:
+                return self.verify(secret, app_id, token)
+        refusal: AuthenticationError | None = None
+        for secret in secrets:
+            try:
+                return self.verify(secret, app_id, token)
+            except AuthenticationError as exc:
+                if not isinstance(exc.__cause__, jwt.InvalidSignatureError):
+                    raise  # signed with this secret, refused for another reason (expired)
+                refusal = refusal or exc
+        assert refusal is not None, "an app always has a current secret"
+        raise refusal
 
     def _remember(self, key: tuple[str, str, str], exp: float, claims: bytes) -> None:
         accepted = self._accepted

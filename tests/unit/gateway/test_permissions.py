@@ -2,7 +2,7 @@
 the partition, and each mode's decision (the `userSystem` lookup runs end to end, in
 `tests/e2e/test_gateway_permissions.py`)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import jwt
@@ -10,17 +10,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.builder.signing import SigningSecrets
 from apiforge.core.errors import ApiforgeError
 from apiforge.engine.compiler import compile_api
 from apiforge.engine.loader import AppTarget
+from apiforge.engine.secrets import SecretCache
 from apiforge.engine.tokens import sign_end_user_token
 from apiforge.gateway.context import Caller, GatewayContext
-from apiforge.gateway.stages.permissions import (
-    PermissionStage,
-    SecretCache,
-    target_of,
-    token_from,
-)
+from apiforge.gateway.stages.permissions import PermissionStage, target_of, token_from
 from apiforge.tools.clock import utcnow
 
 APP_ID = "app-1"
@@ -28,9 +25,9 @@ PARTITION = "ws-consumer"
 SECRET = "app-jwt-secret-" + "s" * 40
 
 
-async def _secret(app_id: str, connection: Any = None) -> str:
+async def _secret(app_id: str, connection: Any = None) -> SigningSecrets:
     assert app_id == APP_ID
-    return SECRET
+    return SigningSecrets(SECRET)
 
 
 def _token(
@@ -82,7 +79,7 @@ def _context(
 @pytest.fixture
 def stage(app: FastAPI) -> PermissionStage:
     permission_stage = PermissionStage(app.state.gateway_state)
-    permission_stage.secrets = SecretCache(_secret)
+    permission_stage.secrets = SecretCache(_secret, ttl=3600)  # never re-read in a test
     return permission_stage
 
 
@@ -199,23 +196,107 @@ async def test_a_token_without_a_workspace_is_refused(stage: PermissionStage) ->
     )
 
 
-async def test_the_secret_is_loaded_once_per_app() -> None:
+async def test_the_secrets_are_read_once_per_app_until_forgotten() -> None:
     loads: list[str] = []
 
-    async def load(app_id: str, connection: Any) -> str:
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
         loads.append(app_id)
-        return f"secret-of-{app_id}"
+        return SigningSecrets(f"secret-of-{app_id}")
 
-    cache = SecretCache(load, size=2)
+    cache = SecretCache(load, ttl=3600)
     connection = cast(AsyncConnection, None)  # the fake loader never touches it
-    assert await cache.get("a", connection) == "secret-of-a"
-    assert await cache.get("a", connection) == "secret-of-a"
+    assert (await cache.get("a", connection)).current == "secret-of-a"
+    assert (await cache.get("a", connection)).current == "secret-of-a"
     await cache.get("b", connection)
-    await cache.get("a", connection)  # refreshes a: b is now the least recently used
-    await cache.get("c", connection)  # evicts b
+    cache.forget("a")  # rotated through this process: read again at once
     await cache.get("a", connection)
     await cache.get("b", connection)
-    assert loads == ["a", "b", "c", "b"]
+    assert loads == ["a", "b", "a"]
+
+
+async def test_the_secrets_are_read_again_once_their_ttl_is_over() -> None:
+    """Another node's rotation reaches this one within the TTL: entries are not kept forever."""
+    secrets = iter(["first", "second"])
+
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
+        return SigningSecrets(next(secrets))
+
+    cache = SecretCache(load, ttl=0)  # every entry already over its TTL
+    connection = cast(AsyncConnection, None)
+    assert (await cache.get("a", connection)).current == "first"
+    assert (await cache.get("a", connection)).current == "second"
+
+
+# --- rotation -------------------------------------------------------------------------------
+
+NEW_SECRET = "app-jwt-rotated-" + "n" * 40
+
+
+def _rotated(stage: PermissionStage, until: datetime) -> None:
+    """The app rotated from `SECRET` to `NEW_SECRET`, `SECRET` accepted until `until`."""
+
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
+        return SigningSecrets(NEW_SECRET, SECRET, until)
+
+    stage.secrets = SecretCache(load, ttl=3600)
+
+
+def _clock_at(monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
+    monkeypatch.setattr("apiforge.gateway.stages.permissions.utcnow", lambda: now)
+
+
+async def test_the_previous_secret_is_accepted_until_its_grace_ends(
+    stage: PermissionStage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = _token()  # signed with SECRET, before the rotation
+    await stage.on_request(_context(TOKEN, _bearer(old)))  # remembered under SECRET
+    until = utcnow() + timedelta(minutes=5)
+    _rotated(stage, until)
+    _clock_at(monkeypatch, until - timedelta(seconds=1))
+    ctx = _context(TOKEN, _bearer(old))
+    await stage.on_request(ctx)
+    assert ctx.token is not None
+    assert ctx.token["sub"] == "user-1"
+    new = _token(secret=NEW_SECRET)
+    await stage.on_request(_context(TOKEN, _bearer(new)))
+    # The grace over: the token remembered under the previous secret is refused all the same.
+    _clock_at(monkeypatch, until)
+    await _refused(stage, _context(TOKEN, _bearer(old)), 401, "invalid_token")
+    await stage.on_request(_context(TOKEN, _bearer(new)))
+
+
+async def test_a_token_of_the_previous_secret_is_refused_for_its_own_faults(
+    stage: PermissionStage,
+) -> None:
+    """Signed with the previous secret during its grace but expired: `token_expired`, as it
+    would be under the current secret, not a misleading `invalid_token`."""
+    _rotated(stage, utcnow() + timedelta(minutes=5))
+    expired = sign_end_user_token(
+        SECRET,
+        APP_ID,
+        sub="u",
+        now=utcnow() - timedelta(hours=1),
+        expires_in=60,
+        workspace=PARTITION,
+    )
+    await _refused(stage, _context(TOKEN, _bearer(expired)), 401, "token_expired")
+    await _refused(
+        stage, _context(TOKEN, _bearer(_token(secret="guessed-" + "g" * 40))), 401, "invalid_token"
+    )
+
+
+async def test_without_a_grace_only_the_current_secret_is_accepted(
+    stage: PermissionStage,
+) -> None:
+    old = _token()
+    await stage.on_request(_context(TOKEN, _bearer(old)))  # remembered under SECRET
+
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
+        return SigningSecrets(NEW_SECRET)
+
+    stage.secrets = SecretCache(load, ttl=3600)
+    await _refused(stage, _context(TOKEN, _bearer(old)), 401, "invalid_token")
+    await stage.on_request(_context(TOKEN, _bearer(_token(secret=NEW_SECRET))))
 
 
 # --- modes --------------------------------------------------------------------------------

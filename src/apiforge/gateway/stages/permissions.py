@@ -3,8 +3,10 @@
 The end-user token travels in `Authorization: Bearer` when the caller used a key or a signature,
 and in `X-End-User-Token` when the caller used a console token (which holds `Authorization`).
 A token that is sent is always verified, whether or not the API requires one: a bad token is a
-401, never silently ignored. A valid token must also belong to the call's data partition (its
-`ws` claim), so one consumer's users cannot act on another consumer's data of the same app.
+401, never silently ignored. It may be signed with the app's current secret or, while the grace
+of a rotation runs, the previous one (`builder/signing.py`). A valid token must also belong to
+the call's data partition (its `ws` claim), so one consumer's users cannot act on another
+consumer's data of the same app.
 
 Modes (DESIGN.md §4, spec 001): `none` checks nothing more; `simple` needs one of the API's
 rights in the token's `rights`; `admin` needs a token with `admin: true` (calls from another
@@ -13,45 +15,15 @@ API's `callApi` step never pass through the gateway, which is how they are accep
 target read from an arg, a token claim or a constant.
 """
 
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apiforge.core.errors import AuthenticationError, ForbiddenError
 from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
 from apiforge.rights.store import RightsKey, held_rights
-
-SECRET_CACHE_SIZE = 4096
-
-
-class SecretCache:
-    """App id -> jwtSign secret, per process. An app's secret never changes and ids are never
-    reused, so entries never go stale; the size bound only caps memory (least recently used
-    out first)."""
-
-    def __init__(
-        self,
-        load: Callable[[str, AsyncConnection], Awaitable[str]],
-        size: int = SECRET_CACHE_SIZE,
-    ) -> None:
-        self.load = load
-        self.size = size
-        self._secrets: OrderedDict[str, str] = OrderedDict()
-
-    async def get(self, app_id: str, connection: AsyncConnection) -> str:
-        secret = self._secrets.get(app_id)
-        if secret is not None:
-            self._secrets.move_to_end(app_id)
-            return secret
-        secret = await self.load(app_id, connection)
-        self._secrets[app_id] = secret
-        if len(self._secrets) > self.size:
-            self._secrets.popitem(last=False)
-        return secret
+from apiforge.tools.clock import utcnow
 
 
 def token_from(ctx: GatewayContext) -> str | None:
@@ -106,7 +78,8 @@ class PermissionStage:
     name = "permissions"
 
     def __init__(self, state: GatewayState) -> None:
-        self.secrets = SecretCache(state.engine.services.signing_secret_for)
+        # Shared with the builder's `app_changed` hook, which forgets a rotated app's secrets.
+        self.secrets = state.engine.secrets
         self.tokens = VerifiedTokens()
 
     async def on_request(self, ctx: GatewayContext) -> None:
@@ -121,8 +94,8 @@ class PermissionStage:
                 )
             return
         assert ctx.connection is not None
-        secret = await self.secrets.get(ctx.target.id, ctx.connection)
-        claims = self.tokens.verify(secret, ctx.target.id, raw)
+        secrets = await self.secrets.get(ctx.target.id, ctx.connection)
+        claims = self.tokens.verify_any(secrets.accepted(utcnow), ctx.target.id, raw)
         if claims.get(WORKSPACE_CLAIM) != ctx.partition:
             raise AuthenticationError(
                 "This token was issued for another workspace's users",

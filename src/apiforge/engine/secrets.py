@@ -1,0 +1,41 @@
+"""Apps' signing secrets as the gateway's end-user token check reads them: cached per process.
+
+An app's secret changes when a member rotates it (`builder/signing.py`). The rotating process
+forgets the app at once (the `app_changed` hook, after the commit); every other process reads
+the secrets again within `SECRET_TTL` (`core/cache.py` re-reads them ahead of that, in the
+background), so a token refused by a rotation without a grace may pass on another node for at
+most that long. Current and previous secret come from one query, a miss only: a hit costs none.
+"""
+
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apiforge.builder.signing import SigningSecrets
+from apiforge.core.cache import RefreshingCache
+
+SECRET_TTL = 1.0  # seconds another node may accept a secret rotated away; as keys (`CACHE_TTL`)
+SECRET_CACHE_SIZE = 4096
+
+Load = Callable[[str, AsyncConnection], Awaitable[SigningSecrets]]
+
+
+class SecretCache:
+    """App id -> `SigningSecrets`, read at most once a `ttl` per app (`RefreshingCache`)."""
+
+    def __init__(self, load: Load, size: int = SECRET_CACHE_SIZE, ttl: float = SECRET_TTL):
+        async def read(connection: AsyncConnection, app_id: str) -> SigningSecrets:
+            return await load(app_id, connection)
+
+        self._cache = RefreshingCache[str, SigningSecrets](ttl, size, read)
+
+    async def get(self, app_id: str, connection: AsyncConnection) -> SigningSecrets:
+        """The app's secrets; a miss reads them on the call's own connection."""
+        return await self._cache.get(connection, app_id)
+
+    def forget(self, app_id: str) -> None:
+        """Read the app's secrets again on its next call (it was rotated through this process)."""
+        self._cache.forget(app_id)
+
+    async def close(self) -> None:
+        await self._cache.close()
