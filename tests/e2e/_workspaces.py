@@ -4,10 +4,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from sqlalchemy import delete
 
+from apiforge.gateway.context import GatewayContext
+from apiforge.gateway.stages.run import RunStage
+from apiforge.workspaces.models import Workspace
 from tests.factories import User, register
 
 INJECTION = "'; DROP TABLE accounts; --"
@@ -87,3 +91,27 @@ async def while_deleting(
         assert not task.done(), task.result().text
         await side.commit()
     return await asyncio.wait_for(task, 30)
+
+
+async def deleted_before_steps(
+    app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    workspace_id: str,
+    call: Callable[[], Awaitable[Response]],
+) -> Response:
+    """`call`, during which the workspace is deleted (by another transaction, committed) once
+    the call was admitted and its price reserved, right before its steps run."""
+    run = RunStage.on_request
+    armed = [True]
+
+    async def deleting_run(self: RunStage, ctx: GatewayContext) -> None:
+        if armed:
+            armed.clear()
+            async with app.state.engine.begin() as side:
+                await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
+        await run(self, ctx)
+
+    monkeypatch.setattr(RunStage, "on_request", deleting_run)
+    response = await asyncio.wait_for(call(), 30)
+    assert not armed  # the deletion did run inside the call
+    return response

@@ -7,24 +7,21 @@ workspace, nor out of a detached balance), the call's writes rolled back, one 40
 request log, not counted against `callsPerMonth`. `listed` charges through SQLite's writer,
 `insert` in the call's own transaction (both are the call's transaction on PostgreSQL)."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from apiforge.billing.models import LedgerEntry
 from apiforge.datasets.models import Record
-from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stages.log import request_log_buffer
-from apiforge.gateway.stages.run import RunStage
 from apiforge.usage.models import RequestLog
 from apiforge.workspaces.models import Workspace
 from tests.e2e._billing import Market, ledger_invariants, market, top_up
 from tests.e2e._plans import on_plan
-from tests.e2e._workspaces import assert_error, while_deleting
+from tests.e2e._workspaces import assert_error, deleted_before_steps, while_deleting
 
 SQLITE_WRITER = "listed"
 IN_CALL = "insert"
@@ -44,30 +41,6 @@ async def _call(client: AsyncClient, m: Market, call: str, n: int) -> Response:
         json={"appId": m.app_id, "api": api, "version": "latest", "args": {}},
         headers=headers,
     )
-
-
-async def _deleted_as_it_runs(
-    app: FastAPI,
-    monkeypatch: pytest.MonkeyPatch,
-    workspace_id: str,
-    call: Callable[[], Awaitable[Response]],
-) -> Response:
-    """`call`, during which the workspace is deleted (by another transaction, committed) once
-    the call was admitted and its price reserved, right before its steps run."""
-    run = RunStage.on_request
-    armed = [True]
-
-    async def deleting_run(self: RunStage, ctx: GatewayContext) -> None:
-        if armed:
-            armed.clear()
-            async with app.state.engine.begin() as side:
-                await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        await run(self, ctx)
-
-    monkeypatch.setattr(RunStage, "on_request", deleting_run)
-    response = await asyncio.wait_for(call(), 30)
-    assert not armed  # the deletion did run inside the call
-    return response
 
 
 async def _after(app: FastAPI, m: Market, api: str) -> tuple[list[int], int, int]:
@@ -104,7 +77,7 @@ async def _race(
     assert (await _call(client, m, call, 0)).status_code == 200  # wallets, key, plan cached
     rows, entries, records = await _after(app, m, api)
     before = await ledger_invariants(app)
-    response = await _deleted_as_it_runs(
+    response = await deleted_before_steps(
         app, monkeypatch, deleted(m), lambda: _call(client, m, call, 1)
     )
     # Nothing moved: the caller kept its RU, no detached wallet got any.

@@ -14,17 +14,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from apiforge.datasets.models import Record
 from apiforge.datasets.store import RecordStore
-from apiforge.gateway.context import GatewayContext
-from apiforge.gateway.stages.run import RunStage
-from apiforge.workspaces.models import Workspace
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import ledger_invariants, top_up
 from tests.e2e._keys import call, create_key, subscribe
-from tests.e2e._workspaces import data_of, new_workspace
+from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
 
 # How long the deletion gets to reach what the paused call holds (or to finish, if nothing is in
@@ -209,29 +206,6 @@ async def test_a_call_writing_into_its_own_app_and_its_workspaces_deletion(
     await ledger_invariants(app)
 
 
-async def _deleted_before_its_steps(
-    app: FastAPI,
-    monkeypatch: pytest.MonkeyPatch,
-    workspace_id: str,
-    call: Callable[[], Awaitable[Response]],
-) -> Response:
-    """`call`, its workspace deleted (and committed) once admitted, right before its steps."""
-    run = RunStage.on_request
-    armed = [True]
-
-    async def deleting_run(self: RunStage, ctx: GatewayContext) -> None:
-        if armed:
-            armed.clear()
-            async with app.state.engine.begin() as side:
-                await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        await run(self, ctx)
-
-    monkeypatch.setattr(RunStage, "on_request", deleting_run)
-    response = await asyncio.wait_for(call(), 30)
-    assert not armed
-    return response
-
-
 @pytest.mark.parametrize("whose", ["caller", "builder"])
 @pytest.mark.parametrize("api", list(APIS))
 async def test_a_call_whose_workspace_went_before_its_writes_is_a_404(
@@ -245,7 +219,7 @@ async def test_a_call_whose_workspace_went_before_its_writes_is_a_404(
     else:
         listed = data_of(await client.get("/api/v1/workspaces", headers=s.builder.headers))
         workspace_id = next(w["id"] for w in listed["list"] if not w["personal"])
-    answered = await _deleted_before_its_steps(
+    answered = await deleted_before_steps(
         app, monkeypatch, workspace_id, lambda: call(client, s.secret, s.app_id, api, _args(api, s))
     )
     assert answered.status_code == 404, answered.text
