@@ -35,6 +35,7 @@ from apiforge.builder.signing import new_signing_secret, rotate_signing_secret
 from apiforge.core.db import after_commit, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.settings import Settings
+from apiforge.datasets.holding import hold_records_table
 from apiforge.datasets.models import Collection
 from apiforge.datasets.sql import drop_indexes
 from apiforge.http.handlers import field_errors
@@ -269,19 +270,31 @@ class AppService:
         """Admin or owner: the app goes with its APIs, versions, collections and records, if
         `If-Match` allows (412) and the app still has the version checked (409). While other
         workspaces have it enabled, only with `force`: their keys and the records they keep in
-        its collections go with it (409 `app_in_use` otherwise)."""
-        app = await find_app(self.session, current.id, app_id, lock=True)
+        its collections go with it (409 `app_in_use` otherwise).
+
+        Lock order (docs/decisions.md): the app `FOR NO KEY UPDATE`, as a schema change takes
+        it (a call's grant, whose row refers to the app, goes on); the records table (its
+        collections' indexes dropped, else `hold_records_table`), which every call's record or
+        right write holds first: the deletion waits for those in flight, later ones
+        wait for it and find the app or dataset gone (404); only then the app `FOR UPDATE` (the
+        DELETE, and `ensure_unused` before it) and its cascade. Holding the app `FOR UPDATE`
+        first, it waited for the table (or a collection's row) a call held while the call's
+        grant waited for the app: a deadlock."""
+        app = await find_app(self.session, current.id, app_id, lock=True, referable=True)
         current.require(Role.ADMIN)
         precondition.check(app.version)
-        if not force:
-            await ensure_unused(self.session, [current.id], app.id)
         # Records and collections go by ON DELETE CASCADE; their expression indexes do not.
         connection = await self.session.connection()
         collection_ids = await self.session.scalars(
             select(Collection.id).where(Collection.app_id == app.id)
         )
+        dropped = 0
         for collection_id in collection_ids.all():
-            await drop_indexes(connection, collection_id)
+            dropped += await drop_indexes(connection, collection_id)
+        if not dropped:  # a dropped index holds the table already, and more than this would
+            await hold_records_table(connection)
+        if not force:  # holds the app FOR UPDATE: after the table, as the DELETE would
+            await ensure_unused(self.session, [current.id], app.id)
         await delete_row(self.session, app, precondition)
         after_commit(self.session, lambda: self.app_changed(app_id))
 

@@ -17,7 +17,9 @@ same statement only tells whether the partition is still there.
 
 from typing import Any, Final
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import exists, false, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from apiforge.builder.models import App
@@ -38,6 +40,34 @@ class PartitionGoneError(NotFoundError):
 
     reason = "workspace_not_found"
     message = "Workspace not found"
+
+
+class AppGoneError(NotFoundError):
+    """The app was deleted before the write (a right of its user system): nothing is written."""
+
+    reason = "app_not_found"
+    message = "App not found"
+
+
+def app_there(app_id: str) -> ColumnElement[bool]:
+    """Whether the app still exists, as the statement holding the workspaces sees it: after an
+    app's deletion, which holds the records table first (`hold_records_table`), a write waits for
+    the table and then sees the app gone (404), not its foreign key's 500."""
+    return exists(select(App.id).where(App.id == app_id))
+
+
+async def hold_records_table(connection: AsyncConnection) -> None:
+    """PostgreSQL: the records table, before an app's deletion holds any row, when dropping
+    its collections' indexes did not (`ACCESS EXCLUSIVE`: taken first, never upgraded to, or a
+    call that read, then writes, would wait for it while it waited for the read). Every record
+    or right writer takes the table first (`TABLE_FIRST`, until commit), so the deletion waits
+    for those in flight, and those coming later wait for it, then find the app gone. `SHARE ROW
+    EXCLUSIVE`: readers go on; two deletions take it one after the other (each then deletes
+    records). SQLite: the deletion is the one writer already."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text(f"LOCK TABLE {Record.__tablename__} IN SHARE ROW EXCLUSIVE MODE")
+        )
 
 
 def workspaces_held(partition: str, app_id: str) -> ScalarSelect[Any]:

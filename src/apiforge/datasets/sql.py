@@ -281,10 +281,12 @@ async def sync_indexes(connection: AsyncConnection, schema: CollectionSchema) ->
             raise changed_values_error([f.name]) from exc
 
 
-async def drop_indexes(connection: AsyncConnection, collection_id: str) -> None:
-    """Drop every index of a collection (before the collection itself is deleted)."""
-    for name in sorted(await existing_indexes(connection, collection_id)):
+async def drop_indexes(connection: AsyncConnection, collection_id: str) -> int:
+    """Drop every index of a collection (before the collection itself is deleted); how many."""
+    names = sorted(await existing_indexes(connection, collection_id))
+    for name in names:
         await connection.execute(text(f"DROP INDEX {name}"))
+    return len(names)
 
 
 async def _refuse_duplicates(

@@ -16,7 +16,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from apiforge.core.db import begin_as_writer
 from apiforge.core.errors import ValidationError
-from apiforge.datasets.holding import TABLE_FIRST, PartitionGoneError, workspaces_held
+from apiforge.datasets.holding import (
+    TABLE_FIRST,
+    AppGoneError,
+    PartitionGoneError,
+    app_there,
+    workspaces_held,
+)
 from apiforge.datasets.models import UserRight
 from apiforge.http.schemas import NUL_MESSAGE
 from apiforge.rights.schemas import MAX_ID_LENGTH, MAX_RIGHTS
@@ -104,13 +110,17 @@ async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list
 async def _hold_workspaces(connection: AsyncConnection, key: RightsKey) -> None:
     """Before the right's row: the records table's lock (PostgreSQL), then the calling and the
     app's workspace rows (`datasets/holding.py`), as a record write takes them; 404
-    `workspace_not_found` when the calling workspace is gone (its foreign key's 500 otherwise).
-    SQLite: the transaction becomes the writer first (`FOR UPDATE` locks nothing there)."""
+    `app_not_found` when the app is gone, `workspace_not_found` when the calling workspace is
+    (their foreign keys' 500 otherwise). SQLite: the transaction becomes the writer first (`FOR
+    UPDATE` locks nothing there)."""
     await begin_as_writer(connection)
-    stmt = select(workspaces_held(key.workspace_id, key.app_id))
+    stmt = select(workspaces_held(key.workspace_id, key.app_id), app_there(key.app_id))
     if connection.dialect.name == "postgresql":
         stmt = stmt.add_cte(TABLE_FIRST)
-    if not (await connection.execute(stmt)).scalar():
+    partition, app = (await connection.execute(stmt)).one()
+    if not app:
+        raise AppGoneError()
+    if not partition:
         raise PartitionGoneError()
 
 
