@@ -96,11 +96,13 @@ async def while_deleting(
 async def deleted_before_steps(
     app: FastAPI,
     monkeypatch: pytest.MonkeyPatch,
-    workspace_id: str,
+    row_id: str,
     call: Callable[[], Awaitable[Response]],
+    model: Any = Workspace,
 ) -> Response:
-    """`call`, during which the workspace is deleted (by another transaction, committed) once
-    the call was admitted and its price reserved, right before its steps run."""
+    """`call`, during which the row `row_id` of `model` (its workspace, its app) is deleted (by
+    another transaction, committed) once the call was admitted and its price reserved, right
+    before its steps run."""
     run = RunStage.on_request
     armed = [True]
 
@@ -108,7 +110,7 @@ async def deleted_before_steps(
         if armed:
             armed.clear()
             async with app.state.engine.begin() as side:
-                await side.execute(delete(Workspace).where(Workspace.id == workspace_id))
+                await side.execute(delete(model).where(model.id == row_id))
         await run(self, ctx)
 
     monkeypatch.setattr(RunStage, "on_request", deleting_run)

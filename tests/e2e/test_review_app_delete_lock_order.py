@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from apiforge.builder import service as builder_service
 from apiforge.builder.models import App
@@ -23,12 +23,10 @@ from apiforge.datasets import service as datasets_service
 from apiforge.datasets.models import Collection, Record, UserRight
 from apiforge.datasets.store import PreparedPage, RecordStore
 from apiforge.engine.steps import auth as auth_steps
-from apiforge.gateway.context import GatewayContext
-from apiforge.gateway.stages.run import RunStage
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import balances, ledger_invariants, top_up
 from tests.e2e._keys import call, create_key, subscribe
-from tests.e2e._workspaces import data_of, new_workspace
+from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
 
 # How long the deletion gets to reach what the paused call holds (or to finish, if nothing is in
@@ -315,19 +313,13 @@ async def test_a_call_whose_app_went_before_its_steps_is_a_404(
 ) -> None:
     s = await _scene(app, client, price=PRICES[kind])
     before = await ledger_invariants(app)
-    run = RunStage.on_request
-    armed = [True]
-
-    async def deleting_run(self: RunStage, ctx: GatewayContext) -> None:
-        if armed:
-            armed.clear()
-            async with app.state.engine.begin() as side:
-                await side.execute(delete(App).where(App.id == s.app_id))
-        await run(self, ctx)
-
-    monkeypatch.setattr(RunStage, "on_request", deleting_run)
-    answered = await asyncio.wait_for(call(client, s.secret, s.app_id, api, _args(api, s)), 30)
-    assert not armed
+    answered = await deleted_before_steps(
+        app,
+        monkeypatch,
+        s.app_id,
+        lambda: call(client, s.secret, s.app_id, api, _args(api, s)),
+        model=App,
+    )
     assert answered.status_code == 404, answered.text
     _assert_lost_cleanly(answered)
     assert await ledger_invariants(app) == before
