@@ -106,6 +106,10 @@ def _signed(key_id: str, secret: str, body: bytes, nonce: str | None = None) -> 
     }
 
 
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _echo_body(app_id: str, text: str) -> bytes:
     body = {"appId": app_id, "api": "echo", "version": "latest", "args": {"text": text}}
     return json.dumps(body).encode()
@@ -303,6 +307,29 @@ async def test_a_removed_subscription_and_a_private_app_stop_the_other_node(
         )
         assert gone.status_code in (401, 403), gone.text
         assert private.status_code in (403, 404), private.text
+
+
+async def test_a_token_signed_after_a_rotation_works_on_the_other_node(settings: Settings) -> None:
+    """Node one rotates the app's signing secret with a grace; a user then signs in through node
+    two, whose `jwtSign` signs with the new secret while its gateway still holds the secrets from
+    before (cached for a second): the token is accepted there, not refused until that entry
+    expires (the secrets are read again, `SECRET_RECHECK`)."""
+    async with _two_nodes(settings) as (one, two):
+        owner = await register(one)
+        app_id = await notes_app(one, owner)
+        _, secret = await app_key(one, owner, app_id)
+        before = await _sign_in(two, secret, app_id, "before")
+
+        async def who(token: str) -> Response:
+            return await call(two, secret, app_id, "whoAmI", headers=_bearer(token))
+
+        await _warm(lambda: who(before))
+        await asyncio.sleep(0.15)  # node two's entry older than `SECRET_RECHECK`, under its TTL
+        rotate = f"/api/v1/apps/{app_id}/signing-secret/rotate"
+        data_of(await one.post(rotate, json={"graceSeconds": 600}, headers=owner.headers))
+        after = await _sign_in(two, secret, app_id, "after")
+        assert data_of(await who(after))["me"] == "after"
+        assert data_of(await who(before))["me"] == "before"  # within the grace
 
 
 # --- apps, versions, prices ---------------------------------------------------------------------

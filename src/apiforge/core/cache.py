@@ -86,6 +86,22 @@ class RefreshingCache(Generic[K, V]):
             self._put(key, now, value)
         return value
 
+    async def reread(self, conn: AsyncConnection, key: K, min_age: float) -> V | None:
+        """Read `key` again now, on the call's connection, unless its entry was read less than
+        `min_age` ago (None then): for an answer that shows the entry may predate a change made
+        on another node. `min_age` bounds how often answers anyone can send cost a read."""
+        entry = self._entries.get(key)
+        if entry is None and self._misses:
+            entry = self._misses.get(key)
+        now = self.clock()
+        if entry is not None and now - entry[0] < min_age:
+            return None
+        generation = self._generation
+        value = await self.load(conn, key)
+        if generation == self._generation:
+            self._put(key, now, value)
+        return value
+
     def _refresh(self, conn: AsyncConnection, key: K) -> None:
         engine = conn.engine
         generation = self._generation

@@ -2,6 +2,7 @@
 the partition, and each mode's decision (the `userSystem` lookup runs end to end, in
 `tests/e2e/test_gateway_permissions.py`)."""
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -297,6 +298,51 @@ async def test_without_a_grace_only_the_current_secret_is_accepted(
     stage.secrets = SecretCache(load, ttl=3600)
     await _refused(stage, _context(TOKEN, _bearer(old)), 401, "invalid_token")
     await stage.on_request(_context(TOKEN, _bearer(_token(secret=NEW_SECRET))))
+
+
+async def test_a_token_signed_after_another_nodes_rotation_is_accepted_at_once(
+    stage: PermissionStage,
+) -> None:
+    """Another node rotated the secret and its `jwtSign` signed a user in with the new one: this
+    node, holding the secrets from before (cached for their TTL), read them again instead of
+    refusing the fresh token until its entry expired."""
+    stored = [SigningSecrets(SECRET)]
+    loads: list[str] = []
+
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
+        loads.append(app_id)
+        return stored[0]
+
+    stage.secrets = SecretCache(load, ttl=3600)
+    await stage.on_request(_context(TOKEN, _bearer(_token())))  # SECRET, cached
+    stored[0] = SigningSecrets(NEW_SECRET, SECRET, utcnow() + timedelta(minutes=5))
+    await asyncio.sleep(0.15)  # the entry older than `SECRET_RECHECK` (0.1 s)
+    ctx = _context(TOKEN, _bearer(_token(secret=NEW_SECRET, sub="signed-in-elsewhere")))
+    await stage.on_request(ctx)
+    assert ctx.token is not None
+    assert ctx.token["sub"] == "signed-in-elsewhere"
+    await stage.on_request(_context(TOKEN, _bearer(_token())))  # the grace of the one before
+    assert loads == [APP_ID, APP_ID]
+
+
+async def test_made_up_tokens_read_the_secrets_again_at_most_once_a_recheck(
+    stage: PermissionStage,
+) -> None:
+    loads: list[str] = []
+
+    async def load(app_id: str, connection: Any) -> SigningSecrets:
+        loads.append(app_id)
+        return SigningSecrets(SECRET)
+
+    made_up = _bearer(_token(secret="guessed-" + "g" * 40))
+    stage.secrets = SecretCache(load, ttl=3600, recheck=3600)
+    for _ in range(3):  # the first is a miss: read once, inline, and that read is fresh
+        await _refused(stage, _context(TOKEN, made_up), 401, "invalid_token")
+    assert loads == [APP_ID]
+    stage.secrets = SecretCache(load, ttl=3600, recheck=0)
+    for _ in range(3):  # the miss, then a re-read each: the same secrets, refused all the same
+        await _refused(stage, _context(TOKEN, made_up), 401, "invalid_token")
+    assert loads == [APP_ID] * 5
 
 
 # --- modes --------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ target read from an arg, a token claim or a constant.
 from collections.abc import Mapping
 from typing import Any
 
+import jwt
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from apiforge.core.errors import AuthenticationError, ForbiddenError
 from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens
 from apiforge.gateway.context import GatewayContext
@@ -94,8 +97,7 @@ class PermissionStage:
                 )
             return
         assert ctx.connection is not None
-        secrets = await self.secrets.get(ctx.target.id, ctx.connection)
-        claims = self.tokens.verify_any(secrets.accepted(utcnow), ctx.target.id, raw)
+        claims = await self._verify(ctx.target.id, ctx.connection, raw)
         if claims.get(WORKSPACE_CLAIM) != ctx.partition:
             raise AuthenticationError(
                 "This token was issued for another workspace's users",
@@ -103,6 +105,20 @@ class PermissionStage:
             )
         await self._check_mode(ctx, auth, claims)
         ctx.token = claims  # only once allowed: steps never see a refused caller's claims
+
+    async def _verify(self, app_id: str, connection: AsyncConnection, raw: str) -> dict[str, Any]:
+        """The token's claims under the app's secrets. Signed with none of the cached ones: read
+        again (`SecretCache.reread`), as another node may have rotated them and signed it."""
+        secrets = await self.secrets.get(app_id, connection)
+        try:
+            return self.tokens.verify_any(secrets.accepted(utcnow), app_id, raw)
+        except AuthenticationError as exc:
+            if not isinstance(exc.__cause__, jwt.InvalidSignatureError):
+                raise
+            fresher = await self.secrets.reread(app_id, connection)
+            if fresher is None or fresher == secrets:
+                raise
+            return self.tokens.verify_any(fresher.accepted(utcnow), app_id, raw)
 
     async def _check_mode(
         self, ctx: GatewayContext, auth: Mapping[str, Any], claims: Mapping[str, Any]
