@@ -62,6 +62,8 @@ class GatewayEndpoint:
         self.proxies = proxy_policy(tuple(state.settings.trusted_proxies))
         self.max_body = state.settings.max_body_bytes
         self.access_log = state.settings.gateway_access_log
+        # The embedded database: a call's stages wait one turn of the loop (`_handle`).
+        self.take_turn = state.reader is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -170,7 +172,18 @@ class GatewayEndpoint:
         return error_response(err.status, err.reason, err.message, err.details)
 
     async def _handle(self, ctx: GatewayContext) -> Response:
+        """The stages, then the answer.
+
+        On the embedded database the call first lets the loop take one turn, so the requests
+        that have arrived meanwhile start before this one runs its stages. Measured under load
+        (docs/benchmarks.md, 2026-12-07): 9-14 % less CPU per call, and as much more throughput,
+        for one loop turn (microseconds) more per call. The loop's thread shares the GIL with
+        the SQLite connections' threads, and the gain moves with how often it changes hands (a
+        shorter switch interval made the call dearer): fewer hand-offs, not less work.
+        PostgreSQL calls have no such threads and were not measured: they do not wait."""
         try:
+            if self.take_turn:
+                await asyncio.sleep(0)
             # Checked out on the call's first statement, if it makes one (core/lazydb.py).
             connection = LazyConnection(self.state.db, self.state.reader)
             ctx.connection = connection
