@@ -212,6 +212,7 @@ async def shutdown(
         ("keys", lambda: state.keys.close()),  # the last-used times still in memory
         ("loader", lambda: state.engine_state.loader.close()),  # the target re-reads in flight
         ("secrets", lambda: state.engine_state.secrets.close()),  # the secrets' re-reads
+        ("revocations", lambda: state.engine_state.revocations.close()),  # and the users'
         ("traffic_rules", lambda: state.traffic.rules.close()),  # the limits' re-reads, as well
         ("engine", lambda: dispose_engine(state.engine)),  # and those calls still hold
         ("limits_storage", lambda: close_limits_storage(state.limits_storage)),

@@ -61,6 +61,7 @@ REQUIRED_TYPES = frozenset(
         "if",
         "forEach",
         "jwtSign",
+        "jwtRevoke",
         "password",
         "userRight",
         "httpRequest",

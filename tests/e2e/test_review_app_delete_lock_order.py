@@ -7,8 +7,7 @@ app or dataset gone (404) — never a deadlock PostgreSQL breaks by failing one 
 with the ledger balanced, nothing charged for a 404 and no record of the app left behind. The
 same holds for the records API and for a schema change of one of the app's datasets."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,35 +24,23 @@ from apiforge.datasets.store import PreparedPage, RecordStore
 from apiforge.engine.steps import auth as auth_steps
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import balances, ledger_invariants, top_up
+from tests.e2e._deletion import (
+    GRANT,
+    ID,
+    INDEXED,
+    INSERT,
+    PRICE,
+    TAG,
+    TALLY,
+    TEXT,
+    UPDATE,
+    paused_race,
+)
 from tests.e2e._keys import call, create_key, subscribe
 from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
 
-# How long the deletion gets to reach what the paused call holds (or to finish, if nothing is in
-# its way) before the call goes on. The outcome asserted holds whatever the wait.
-REACHING_SECONDS = 1.5
-PRICE = 10
-TEXT: dict[str, Any] = {"name": "text", "type": "string"}
-TAG: dict[str, Any] = {"name": "tag", "type": "string", "indexed": True}
-ID = {"name": "id", "type": "string", "required": True, "max": 64}
-GRANT = {
-    "id": "right",
-    "type": "userRight",
-    "action": "grant",
-    "userId": "u1",
-    "target": "notes",
-    "rights": ["read"],
-}
-INSERT = {"id": "note", "type": "insert", "collection": "notes", "data": {"text": "new"}}
-UPDATE = {
-    "id": "note",
-    "type": "update",
-    "collection": "notes",
-    "recordId": {"expr": "args.id"},
-    "data": {"text": "changed"},
-}
 REMOVE = {"id": "gone", "type": "delete", "collection": "notes", "recordId": {"expr": "args.id"}}
-TALLY = {"id": "notes", "type": "count", "collection": "notes"}
 LIST = {"id": "notes", "type": "getMany", "collection": "notes", "pageSize": 10}
 # api -> (params, steps, where the call pauses: after RecordStore's method, the page or the grant)
 APIS: dict[str, tuple[list[Any], list[Any], str]] = {
@@ -68,7 +55,6 @@ APIS: dict[str, tuple[list[Any], list[Any], str]] = {
 }
 PRICES = {"priced": PRICE, "free": 0}
 FREE_STEPS = ("insert", "update", "delete", "count", "getMany", "userRight")
-INDEXED = {"indexed": [TEXT, TAG], "unindexed": [TEXT]}
 
 
 @dataclass
@@ -139,36 +125,6 @@ async def _scene(
     )
 
 
-async def _race(
-    monkeypatch: pytest.MonkeyPatch,
-    target: Any,
-    name: str,
-    first: Callable[[], Awaitable[Response]],
-    second: Callable[[], Awaitable[Response]],
-) -> tuple[Response, Response]:
-    """Pause `first` once `target.<name>` returned (holding what it locked), start `second`,
-    give it time to go as far as it can, let `first` go on."""
-    holding, release = asyncio.Event(), asyncio.Event()
-    original = getattr(target, name)
-
-    async def paused(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        if not holding.is_set():
-            holding.set()
-            await release.wait()
-        return result
-
-    monkeypatch.setattr(target, name, paused)
-    going = asyncio.ensure_future(first())
-    waiting = asyncio.ensure_future(holding.wait())
-    await asyncio.wait({waiting, going}, return_when=asyncio.FIRST_COMPLETED)
-    assert holding.is_set(), going.result().text  # it answering first is a failure
-    coming = asyncio.ensure_future(second())
-    await asyncio.wait({coming}, timeout=REACHING_SECONDS)
-    release.set()
-    return await asyncio.wait_for(going, 30), await asyncio.wait_for(coming, 30)
-
-
 def _pause_point(api: str) -> tuple[Any, str]:
     where = APIS[api][2]
     if where == "grant":
@@ -226,7 +182,7 @@ async def test_a_call_into_an_app_and_the_apps_deletion_do_not_deadlock(
     )
     before = sum((await balances(client, s.consumer, s.caller)).values())
     target, name = _pause_point(api)
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
         target,
         name,
@@ -257,7 +213,7 @@ async def test_a_records_api_write_and_the_apps_deletion(
     s = await _scene(app, client, fields=INDEXED[fields])
     headers = in_workspace(s.builder, s.builds)
     url = f"/api/v1/datasets/{s.dataset_id}/records"
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
         RecordStore,
         "insert",
@@ -294,11 +250,11 @@ async def test_a_schema_change_and_the_apps_deletion(
     changing = lambda: _schema_change(client, s, CHANGES[change])  # noqa: E731
     deleting = lambda: _delete_app(client, s, force=True)  # noqa: E731
     if first == "change":  # paused holding the app and the records table (its indexes)
-        changed, deleted = await _race(
+        changed, deleted = await paused_race(
             monkeypatch, datasets_service, "sync_indexes", changing, deleting
         )
     else:  # paused holding the app and the records table (its dropped indexes)
-        deleted, changed = await _race(
+        deleted, changed = await paused_race(
             monkeypatch, builder_service, "drop_indexes", deleting, changing
         )
     data_of(deleted)

@@ -6,8 +6,7 @@ charge). Either order of the two must end in a committed deletion (200) and a ca
 committed first (200) or found its workspace or app gone (404) — never a deadlock PostgreSQL
 breaks by failing one of them (500) — with the ledger balanced and nothing half-charged."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,34 +19,11 @@ from apiforge.datasets.models import Record
 from apiforge.datasets.store import RecordStore
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import ledger_invariants, top_up
+from tests.e2e._deletion import GRANT, ID, INSERT, PRICE, TAG, TALLY, TEXT, UPDATE, paused_race
 from tests.e2e._keys import call, create_key, subscribe
 from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
 
-# How long the deletion gets to reach what the paused call holds (or to finish, if nothing is in
-# its way) before the call goes on. The outcome asserted holds whatever the wait.
-REACHING_SECONDS = 1.5
-PRICE = 10
-TEXT: dict[str, Any] = {"name": "text", "type": "string"}
-TAG: dict[str, Any] = {"name": "tag", "type": "string", "indexed": True}
-ID = {"name": "id", "type": "string", "required": True, "max": 64}
-GRANT = {
-    "id": "right",
-    "type": "userRight",
-    "action": "grant",
-    "userId": "u1",
-    "target": "notes",
-    "rights": ["read"],
-}
-INSERT = {"id": "note", "type": "insert", "collection": "notes", "data": {"text": "new"}}
-UPDATE = {
-    "id": "note",
-    "type": "update",
-    "collection": "notes",
-    "recordId": {"expr": "args.id"},
-    "data": {"text": "changed"},
-}
-TALLY = {"id": "notes", "type": "count", "collection": "notes"}
 # api -> (params, steps, price, the RecordStore method after which the call pauses)
 APIS: dict[str, tuple[list[Any], list[Any], int, str]] = {
     "tally": ([], [TALLY], PRICE, "count"),  # reads only, then its charge
@@ -103,35 +79,6 @@ async def _scene(app: FastAPI, client: AsyncClient, *, own_app: bool = False) ->
     return Scene(admin, builder, consumer, app_id, caller, secret, data_of(added)["note"]["id"])
 
 
-async def _race(
-    monkeypatch: pytest.MonkeyPatch,
-    method: str,
-    write: Callable[[], Awaitable[Response]],
-    deletion: Callable[[], Awaitable[Response]],
-) -> tuple[Response, Response]:
-    """Pause `write` once `RecordStore.<method>` returned (holding what it locked), start
-    `deletion`, give it time to go as far as it can, let the call go on."""
-    holding, release = asyncio.Event(), asyncio.Event()
-    original = getattr(RecordStore, method)
-
-    async def paused(self: RecordStore, *args: Any, **kwargs: Any) -> Any:
-        result = await original(self, *args, **kwargs)
-        if not holding.is_set():
-            holding.set()
-            await release.wait()
-        return result
-
-    monkeypatch.setattr(RecordStore, method, paused)
-    writing = asyncio.ensure_future(write())
-    waiting = asyncio.ensure_future(holding.wait())
-    await asyncio.wait({waiting, writing}, return_when=asyncio.FIRST_COMPLETED)
-    assert holding.is_set(), writing.result().text  # it answering first is a failure
-    deleting = asyncio.ensure_future(deletion())
-    await asyncio.wait({deleting}, timeout=REACHING_SECONDS)
-    release.set()
-    return await asyncio.wait_for(writing, 30), await asyncio.wait_for(deleting, 30)
-
-
 async def _records_of(app: FastAPI, partition: str) -> int:
     async with app.state.engine.connect() as conn:
         stmt = select(func.count()).select_from(Record).where(Record.partition == partition)
@@ -156,8 +103,9 @@ async def test_a_call_writing_into_its_workspace_and_its_deletion_do_not_deadloc
     app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, api: str, by: str
 ) -> None:
     s = await _scene(app, client)
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
+        RecordStore,
         APIS[api][3],
         lambda: call(client, s.secret, s.app_id, api, _args(api, s)),
         lambda: _deletion(client, s, by),
@@ -173,8 +121,9 @@ async def test_a_call_writing_into_an_app_and_the_deletion_of_the_apps_workspace
     app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     s = await _scene(app, client)
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
+        RecordStore,
         APIS[api][3],
         lambda: call(client, s.secret, s.app_id, api, _args(api, s)),
         lambda: _delete_builder(client, s),
@@ -195,8 +144,9 @@ async def test_a_call_writing_into_its_own_app_and_its_workspaces_deletion(
     app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     s = await _scene(app, client, own_app=True)
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
+        RecordStore,
         APIS[api][3],
         lambda: call(client, s.secret, s.app_id, api, _args(api, s)),
         lambda: client.delete(f"/api/v1/workspaces/{s.caller}", headers=s.consumer.headers),

@@ -81,7 +81,7 @@ def test_a_migration_failing_midway_leaves_the_schema_and_the_version_as_they_we
     # The cause removed, the same upgrade goes through.
     asyncio.run(_on(url, "ALTER TABLE app_versions DROP COLUMN revision"))
     command.upgrade(config, "head")
-    assert asyncio.run(_on(url))[1] == ("0021",)
+    assert asyncio.run(_on(url))[1] == ("0022",)
 
 
 def test_an_upgrade_over_several_revisions_is_applied_whole_or_not_at_all(

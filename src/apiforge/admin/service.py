@@ -114,7 +114,7 @@ class AdminUserService:
         self._refuse_self(actor, account)
         precondition.check(account.version)
         owned = await self._owned_workspaces(account.id)
-        leftovers = await leftovers_of(self.session, owned)
+        leftovers = await leftovers_of(self.session, owned)  # holds their apps, by id
         await leftovers.drop_indexes(self.session)  # the records table before workspace rows
         await self._hold_owned(owned)
         if not force:

@@ -27,6 +27,14 @@ def app_changed_hook(request: Request) -> Callable[[str], None]:
     return forget
 
 
+def collections_changed_hook(request: Request) -> Callable[[str], None]:
+    """Have the app's published versions read their collections' versions again at their next
+    call on this node (`ApiLoader.forget_collections`, called with the app id), after a dataset
+    saved or deleted commits (other nodes: within a second)."""
+    loader: ApiLoader = request.app.state.engine_state.loader
+    return loader.forget_collections
+
+
 def workspaces_gone_hook(request: Request) -> Callable[[Sequence[str]], None]:
     """Forget deleted workspaces' keys and subscription answers on this node
     (`KeyLookup.forget_workspaces`), after the deletion commits."""

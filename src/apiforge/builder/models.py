@@ -1,9 +1,19 @@
-"""Apps, the `dev` definitions of their APIs, published version snapshots, step pricing."""
+"""Apps, the `dev` definitions of their APIs, published version snapshots, step pricing, the
+revocations of their end users' tokens."""
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiforge.core.db import Base, JSONType, created_column, id_column, updated_column
@@ -101,3 +111,24 @@ class StepPrice(Base):
     step_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     cost: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = updated_column()
+
+
+class EndUserTokenRevocation(Base):
+    """When an app last revoked one of its users' tokens in one partition (`jwtRevoke`): the
+    gateway refuses that user's tokens of that partition issued before `revoked_at` (to the
+    millisecond, rounded up). A row older than the longest token lifetime can no longer refuse
+    anything. Deleting the app or the partition's workspace takes its rows (as `user_rights`)."""
+
+    __tablename__ = "end_user_token_revocations"
+    __table_args__ = (
+        # The app's latest revocation, read with its signing secrets (`builder/signing.py`):
+        # one index probe, so a token issued after it needs no lookup of its user.
+        Index("ix_end_user_token_revocations_app_revoked", "app_id", "revoked_at"),
+    )
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    sub: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column()

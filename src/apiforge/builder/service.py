@@ -279,7 +279,9 @@ class AppService:
         wait for it and find the app or dataset gone (404); only then the app `FOR UPDATE` (the
         DELETE, and `ensure_unused` before it) and its cascade. Holding the app `FOR UPDATE`
         first, it waited for the table (or a collection's row) a call held while the call's
-        grant waited for the app: a deadlock."""
+        grant waited for the app: a deadlock. A deletion of the app's workspace (or its owner's
+        account) holds its apps the same way before the table (`leftovers_of`): one of the two
+        waits for the other at the app, then 404."""
         app = await find_app(self.session, current.id, app_id, lock=True, referable=True)
         current.require(Role.ADMIN)
         precondition.check(app.version)

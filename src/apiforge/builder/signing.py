@@ -9,16 +9,19 @@ it still works, and `apiforge db upgrade` seals it (`seal_stored_secrets`).
 Rotating (`rotate_signing_secret`) makes a new secret and may keep the one before it, checked but
 never used to sign, until a grace ends: one previous secret at most (a second rotation drops the
 older), so a leaked secret stops working by the end of the grace it was rotated with.
+
+The same query reads when the app last revoked a user's tokens (`jwtRevoke`): a token issued
+after that needs no look-up of its user's revocation at the gateway.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apiforge.builder.models import App
+from apiforge.builder.models import App, EndUserTokenRevocation
 from apiforge.core.errors import UnavailableError
 from apiforge.core.settings import Settings
 from apiforge.tools.hashing import random_secret
@@ -31,11 +34,13 @@ _PURPOSE = b"apiforge/apps/signing-secret/v1"
 @dataclass(frozen=True, slots=True)
 class SigningSecrets:
     """An app's secrets in clear: `current` signs and verifies; `previous` only verifies, and only
-    before `previous_until`."""
+    before `previous_until`. `revoked_at`: the app's latest `jwtRevoke` of any user (None if
+    none), so that tokens issued since need no look-up of their user's."""
 
     current: str
     previous: str | None = None
     previous_until: datetime | None = None
+    revoked_at: datetime | None = None
 
     def accepted(self, clock: Callable[[], datetime]) -> tuple[str, ...]:
         """The secrets a token may be signed with now, current first (the clock is read only
@@ -73,11 +78,20 @@ def open_signing_secret(settings: Settings, stored: str) -> str:
 async def read_signing_secrets(
     settings: Settings, conn: AsyncConnection, app_id: str
 ) -> SigningSecrets | None:
-    """The app's secrets in one query, opened; None for an unknown app."""
+    """The app's secrets and latest revocation in one query, opened; None for an unknown app."""
+    revocations = EndUserTokenRevocation
+    latest = (
+        select(func.max(revocations.revoked_at))
+        .where(revocations.app_id == app_id)
+        .scalar_subquery()  # the index (app_id, revoked_at) answers it alone
+    )
     row = (
         await conn.execute(
             select(
-                App.signing_secret, App.previous_signing_secret, App.previous_signing_secret_until
+                App.signing_secret,
+                App.previous_signing_secret,
+                App.previous_signing_secret_until,
+                latest.label("revoked_at"),
             ).where(App.id == app_id)
         )
     ).first()
@@ -88,6 +102,7 @@ async def read_signing_secrets(
         open_signing_secret(settings, row.signing_secret),
         None if previous is None else open_signing_secret(settings, previous),
         row.previous_signing_secret_until,
+        row.revoked_at,
     )
 
 

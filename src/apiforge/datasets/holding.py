@@ -8,7 +8,8 @@ call's charge then waits for. So each such write first holds both workspaces' ro
 `FOR KEY SHARE` (the lock a foreign key takes; writers never wait for each other), in id order
 (an account's deletion holds its workspaces `FOR UPDATE` by id), right after the records
 table's lock (an index change holds the table first: a deletion dropping its collections'
-indexes does so before it holds its row) and before any row of theirs. A deletion holds its
+indexes does so before it holds its row, and after it holds its apps `FOR NO KEY UPDATE`,
+as an app's deletion does) and before any row of theirs. A deletion holds its
 workspace's row `FOR UPDATE` before anything a call holds, so it waits for a write in flight,
 and a write coming later waits for it and then finds the partition gone (404
 `workspace_not_found`), never a deadlock or a foreign key's 500. SQLite has one writer: the
@@ -23,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, ScalarSelect
 
 from apiforge.builder.models import App
+from apiforge.core.db import begin_as_writer
 from apiforge.core.errors import NotFoundError
 from apiforge.datasets.models import Record
 from apiforge.workspaces.models import Workspace
@@ -84,3 +86,20 @@ def workspaces_held(partition: str, app_id: str) -> ScalarSelect[Any]:
         .subquery("held")
     )
     return select(func.count()).select_from(rows).where(rows.c.id == partition).scalar_subquery()
+
+
+async def hold_partition_and_app(connection: AsyncConnection, partition: str, app_id: str) -> None:
+    """Before a row of an app's user system (a right, a token revocation): the records table's
+    lock (PostgreSQL), then the calling and the app's workspace rows, as a record write takes
+    them; 404 `app_not_found` when the app is gone, `workspace_not_found` when the calling
+    workspace is (their foreign keys' 500 otherwise). SQLite: the transaction becomes the writer
+    first (`FOR UPDATE` locks nothing there)."""
+    await begin_as_writer(connection)
+    stmt = select(workspaces_held(partition, app_id), app_there(app_id))
+    if connection.dialect.name == "postgresql":
+        stmt = stmt.add_cte(TABLE_FIRST)
+    held, app = (await connection.execute(stmt)).one()
+    if not app:
+        raise AppGoneError()
+    if not held:
+        raise PartitionGoneError()

@@ -6,8 +6,9 @@ role rules and tenant scoping live in the services.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
+from apiforge.builder.hooks import collections_changed_hook
 from apiforge.datasets.crypto import cipher_for
 from apiforge.datasets.schemas import DatasetCreate, DatasetRead, DatasetUpdate, RecordRead
 from apiforge.datasets.service import CollectionService, RecordService
@@ -21,8 +22,8 @@ from apiforge.workspaces.deps import CurrentWorkspaceDep
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
 
-def _collections(session: SessionDep) -> CollectionService:
-    return CollectionService(session)
+def _collections(session: SessionDep, request: Request) -> CollectionService:
+    return CollectionService(session, collections_changed_hook(request))
 
 
 def _records(session: SessionDep, settings: SettingsDep) -> RecordService:

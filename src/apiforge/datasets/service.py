@@ -7,7 +7,7 @@ viewers read, editors and above change definitions and records.
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from apiforge.builder.definitions import DefinitionChecker
 from apiforge.builder.models import App, AppVersion
 from apiforge.builder.service import find_app
-from apiforge.core.db import SessionEnd, lock_rows
+from apiforge.core.db import SessionEnd, after_commit, lock_rows
 from apiforge.core.errors import ConflictError, NotFoundError, ValidationError
 from apiforge.core.integrity import violation
 from apiforge.datasets.crypto import FieldCipher
@@ -127,8 +127,14 @@ class CollectionInUseError(ConflictError):
 class CollectionService:
     """Collection definitions of the current workspace's apps. Never commits."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        collections_changed: Callable[[str], None] = lambda app_id: None,
+    ) -> None:
         self.session = session
+        # The gateway's cached published versions read their collections' versions again.
+        self.collections_changed = collections_changed
 
     async def list(
         self,
@@ -275,6 +281,7 @@ class CollectionService:
         await self._flush_name()
         await self._reprice_callers(old.app_id)
         await self.session.refresh(collection)
+        after_commit(self.session, lambda: self.collections_changed(old.app_id))
         return _read(collection)
 
     async def delete(
@@ -307,6 +314,8 @@ class CollectionService:
         await self.session.flush()
         # Callees reading it now run nothing: never refused, whatever prices did since.
         await self._reprice_callers(collection.app_id, refuse_over_limit=False)
+        app_id = collection.app_id
+        after_commit(self.session, lambda: self.collections_changed(app_id))
 
     async def _hold(self, collection: Collection) -> None:
         """Hold the collection's row until commit, so that no record lands in it between a look

@@ -114,6 +114,10 @@ class RunContext:
     # `execute` from the running API, masked in traces and in what `log` writes.
     masked_keys: frozenset[str] = frozenset()
     api: str = ""  # the API's name, for logs
+    # sub -> when this call revoked the user's tokens (ms, `jwtRevoke`): a token the call signs
+    # for them afterwards is issued no earlier, so it outlives the revocation. Shared with the
+    # call's `callApi` callees (`dataclasses.replace` copies the reference).
+    revocations: dict[str, int] = field(default_factory=dict)
 
     def variables(self) -> dict[str, Any]:
         return {
@@ -152,4 +156,7 @@ class EngineServices:
     http_allow_hosts: frozenset[str] = frozenset()
     # Encrypts collections' `encrypted` fields (data steps); None: such steps refuse to run.
     record_cipher: FieldCipher | None = None
+    # (app id, partition, sub) -> a `jwtRevoke` of the user's tokens was committed: this
+    # process's gateway forgets what it cached of them (`engine/revocations.py`).
+    tokens_revoked: Callable[[str, str, str], None] = lambda app_id, partition, sub: None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,10 @@
 """Finds the compiled plan of `(app, api, version)` for a call, compiling as rarely as possible.
 
 Published versions are immutable, so their compiled APIs are cached in-process by
-`(app_id, version)` for the life of the process (bounded LRU). What can change — the app's owner,
+`(app_id, version)` for the life of the process (bounded LRU). The collections they write are
+not: each entry holds their `version`s (`Basis`, what lets a SQLite write skip reading the
+fields) and reads them again at most once every `TARGET_TTL` — at once after this process saved
+one of the app's datasets (`forget_collections`). What can change — the app's owner,
 env, `latest`, a version's `deprecated` flag and sunset — is read in one query and kept for at most
 `TARGET_TTL` seconds and read again ahead of its expiry, like API keys (`core/cache.py`): a change
 made through this process is seen at once (`forget_app`), one made on another node within a
@@ -9,6 +12,7 @@ second. `dev` is compiled again only when the API's row or one of the app's coll
 since the cached compile. Everything here is SQLAlchemy Core: no ORM session on the call path.
 """
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,7 +31,9 @@ from apiforge.datasets.schema import CollectionSchema
 from apiforge.engine.compiler import CompiledApi, compile_api
 from apiforge.tools.ids import is_id
 
-TARGET_TTL = 1.0  # seconds a resolved (app, version) is trusted without reading it again
+# Seconds a resolved (app, version) — and a published version's collection versions — are
+# trusted without reading them again.
+TARGET_TTL = 1.0
 
 
 class AppNotFoundError(NotFoundError):
@@ -88,10 +94,13 @@ class LoadedApi:
 
 @dataclass(slots=True)
 class _Published:
-    """One published version: its snapshot and the APIs compiled from it so far."""
+    """One published version: its snapshot, its collections as they were when `checked` (the
+    clock's time of their versions' last read) and the APIs compiled from them so far."""
 
     apis: dict[str, Any]
+    frozen: dict[str, dict[str, Any]]  # the snapshot's collections (`CollectionSchema.to_dict`)
     collections: dict[str, CollectionSchema]
+    checked: float
     compiled: dict[str, CompiledApi] = field(default_factory=dict)
 
 
@@ -126,6 +135,7 @@ class ApiLoader:
         self, *, max_versions: int = 256, max_dev: int = 512, max_targets: int = 4096
     ) -> None:
         self._published = _Lru(max_versions)
+        self._forgotten = 0  # bumped by `forget_collections`: an entry read across it is stale
         self._dev = _Lru(max_dev)
         self._targets = RefreshingCache[tuple[str, str], AppTarget](
             TARGET_TTL, max_targets, self._read_target
@@ -143,6 +153,15 @@ class ApiLoader:
         """Called when this process changes an app (env, publish, deprecate, delete), so its own
         next call sees the change at once."""
         self._targets.forget_where(lambda key: key[0] == app_id)
+
+    def forget_collections(self, app_id: str) -> None:
+        """Called when this process changed one of the app's collections (a dataset saved or
+        deleted): its published versions read their collections' versions again at their next
+        call, so their writes take the fast path at once (`_recheck`)."""
+        self._forgotten += 1
+        for (owner, _), entry in self._published.items():
+            if owner == app_id:
+                entry.checked = -math.inf
 
     async def close(self) -> None:
         await self._targets.close()
@@ -224,30 +243,15 @@ class ApiLoader:
     ) -> CompiledApi:
         key = (app_id, version)
         entry: _Published | None = self._published.get_fresh(key)
+        now = self.clock()
         if entry is None:
-            snapshot = await conn.scalar(
-                select(AppVersion.snapshot).where(
-                    AppVersion.app_id == app_id, AppVersion.version == version
-                )
-            )
-            if snapshot is None:
-                raise VersionNotFoundError(f"The app has no version {version}")
-            frozen = dict(snapshot.get("collections") or {})
-            ids = [str(schema["id"]) for schema in frozen.values()]
-            now = {
-                r.id: r
-                for r in await conn.execute(
-                    select(Collection.id, Collection.version, Collection.fields).where(
-                        Collection.id.in_(ids)
-                    )
-                )
-            }
-            collections = {
-                name: _published_schema(schema, now.get(str(schema["id"])))
-                for name, schema in frozen.items()
-            }
-            entry = _Published(dict(snapshot.get("apis") or {}), collections)
+            forgotten = self._forgotten
+            entry = await self._read_published(conn, app_id, version, now)
+            if forgotten != self._forgotten:  # a change committed while it was read
+                entry.checked = -math.inf
             self._published.put(key, entry)
+        elif now - entry.checked >= TARGET_TTL:
+            await self._recheck(conn, entry, now)
         compiled = entry.compiled.get(api)
         if compiled is None:
             definition = entry.apis.get(api)
@@ -259,6 +263,60 @@ class ApiLoader:
             compiled = _with_cost(compiled, frozen_cost)
             entry.compiled[api] = compiled
         return compiled
+
+    @staticmethod
+    async def _read_published(
+        conn: AsyncConnection, app_id: str, version: str, now: float
+    ) -> _Published:
+        snapshot = await conn.scalar(
+            select(AppVersion.snapshot).where(
+                AppVersion.app_id == app_id, AppVersion.version == version
+            )
+        )
+        if snapshot is None:
+            raise VersionNotFoundError(f"The app has no version {version}")
+        frozen = dict(snapshot.get("collections") or {})
+        rows = await _collection_rows(conn, [str(schema["id"]) for schema in frozen.values()])
+        collections = {
+            name: _published_schema(schema, rows.get(str(schema["id"])))
+            for name, schema in frozen.items()
+        }
+        return _Published(dict(snapshot.get("apis") or {}), frozen, collections, now)
+
+    @staticmethod
+    async def _recheck(conn: AsyncConnection, entry: _Published, now: float) -> None:
+        """Read the versions of the entry's collections (one indexed query, on the call's
+        connection, at most once every `TARGET_TTL`); rebuild the schemas of those that moved
+        and drop the APIs compiled with them. A field change (this process's or another node's)
+        would otherwise leave every SQLite write of the version on the slow path — its
+        conditional insert writing nothing, then the fields read under the lock — for the life
+        of the process. Checked here, once a second, rather than by the write that finds the
+        version moved: the record store would have to reach back into this cache, and a
+        version no write calls costs nothing either way. Calls meanwhile use the entry as it
+        is: a stale basis is only slower (the write reads the fields), never wrong."""
+        entry.checked = now
+        held = {schema.id: _version(schema) for schema in entry.collections.values()}
+        if not held:
+            return
+        rows = await conn.execute(
+            select(Collection.id, Collection.version).where(Collection.id.in_(list(held)))
+        )
+        versions = {str(row.id): int(row.version) for row in rows}
+        moved = [
+            name
+            for name, schema in entry.collections.items()
+            if versions.get(schema.id) != held[schema.id]
+        ]
+        if not moved:
+            return
+        ids = [entry.collections[name].id for name in moved]
+        current = await _collection_rows(conn, ids)
+        rebuilt = {
+            name: _published_schema(entry.frozen[name], current.get(entry.collections[name].id))
+            for name in moved
+        }
+        entry.collections = {**entry.collections, **rebuilt}
+        entry.compiled = {}
 
     async def _load_dev(self, conn: AsyncConnection, app_id: str, api: str) -> CompiledApi:
         row = (
@@ -341,6 +399,21 @@ async def load_prices(conn: AsyncConnection) -> dict[str, int]:
 
 def _stamp(value: datetime | str | None) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+async def _collection_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, Row[Any]]:
+    """The collections' `id`, `version` and `fields` now, by id (missing: deleted)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        select(Collection.id, Collection.version, Collection.fields).where(Collection.id.in_(ids))
+    )
+    return {str(row.id): row for row in rows}
+
+
+def _version(schema: CollectionSchema) -> int | None:
+    """The collection's version the schema was built with (None: the collection was gone)."""
+    return None if schema.basis is None else schema.basis.version
 
 
 def _published_schema(frozen: dict[str, Any], now: Row[Any] | None) -> CollectionSchema:

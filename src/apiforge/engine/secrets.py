@@ -4,7 +4,8 @@ An app's secret changes when a member rotates it (`builder/signing.py`). The rot
 forgets the app at once (the `app_changed` hook, after the commit); every other process reads
 the secrets again within `SECRET_TTL` (`core/cache.py` re-reads them ahead of that, in the
 background), so a token refused by a rotation without a grace may pass on another node for at
-most that long. Current and previous secret come from one query, a miss only: a hit costs none.
+most that long. Current and previous secret come from one query, a miss only: a hit costs none;
+the same query reads the app's latest revocation of a user's tokens (`engine/revocations.py`).
 
 The other way round, a node holding the secrets from before another node's rotation would refuse
 the tokens that node's `jwtSign` now signs with the new secret, until its entry expires: a token
@@ -12,6 +13,7 @@ none of the cached secrets signed has them read again (`reread`), at most once a
 `SECRET_RECHECK` per app, so that made-up tokens cost a query at most that often.
 """
 
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,13 +37,14 @@ class SecretCache:
         size: int = SECRET_CACHE_SIZE,
         ttl: float = SECRET_TTL,
         recheck: float = SECRET_RECHECK,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recheck = recheck
 
         async def read(connection: AsyncConnection, app_id: str) -> SigningSecrets:
             return await load(app_id, connection)
 
-        self._cache = RefreshingCache[str, SigningSecrets](ttl, size, read)
+        self._cache = RefreshingCache[str, SigningSecrets](ttl, size, read, clock)
 
     async def get(self, app_id: str, connection: AsyncConnection) -> SigningSecrets:
         """The app's secrets; a miss reads them on the call's own connection."""
@@ -54,7 +57,8 @@ class SecretCache:
         return await self._cache.reread(connection, app_id, self.recheck)
 
     def forget(self, app_id: str) -> None:
-        """Read the app's secrets again on its next call (it was rotated through this process)."""
+        """Read the app's secrets again on its next call (rotated, or one of its users' tokens
+        revoked, through this process)."""
         self._cache.forget(app_id)
 
     async def close(self) -> None:

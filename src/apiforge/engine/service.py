@@ -40,6 +40,7 @@ from apiforge.engine.loader import (
     AppTarget,
     load_prices,
 )
+from apiforge.engine.revocations import RevocationCache, RevocationKey
 from apiforge.engine.runtime import RunResult, dump_json, execute, masker_for, trace_json
 from apiforge.engine.schemas import WorkflowCreate
 from apiforge.engine.secrets import SecretCache
@@ -70,6 +71,8 @@ class EngineState:
     # The gateway's token check reads apps' secrets here; the builder's `app_changed` hook
     # forgets an app rotated through this process.
     secrets: SecretCache
+    # And the revocations of users' tokens older than their app's latest revocation.
+    revocations: RevocationCache
 
 
 def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
@@ -98,14 +101,23 @@ def build_engine_state(db: AsyncEngine, settings: Settings) -> EngineState:
         callee.api = api
         return (await execute(compiled, callee)).data
 
+    secrets = SecretCache(signing_secrets_for)
+    revocations = RevocationCache()
+
+    def tokens_revoked(app_id: str, partition: str, sub: str) -> None:
+        """A revocation committed through this process applies at once here: the app's latest
+        revocation and the user's are read again."""
+        secrets.forget(app_id)
+        revocations.forget(RevocationKey(app_id, partition, sub))
+
     services = EngineServices(
         signing_secret_for=signing_secret_for,
         call_api=call_api,
         record_cipher=cipher_for(settings.signing_key),
         http_allow_hosts=frozenset(settings.http_allow_hosts),
+        tokens_revoked=tokens_revoked,
     )
-    secrets = SecretCache(signing_secrets_for)
-    return EngineState(db, settings, loader, services, CALL_LIMITS, secrets)
+    return EngineState(db, settings, loader, services, CALL_LIMITS, secrets, revocations)
 
 
 def envelope(data_json: bytes) -> bytes:

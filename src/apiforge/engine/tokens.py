@@ -3,12 +3,16 @@
 Each app signs with its own secret and names itself in `aud`, so a token of one app is refused by
 another even if the secrets were ever equal. Verification pins the algorithm (no `alg: none`, no
 algorithm confusion), requires `exp`, `sub` and `aud`, and allows no clock leeway.
+
+`iat` carries milliseconds (a JSON number with up to 3 decimals, as RFC 7519's NumericDate
+allows): a `jwtRevoke` refuses a user's tokens issued before it, to the millisecond
+(`is_revoked`). Tokens issued before this precision have a whole-second `iat`, compared alike.
 """
 
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -34,6 +38,44 @@ MAX_EXPIRES_IN = 365 * 86400
 MAX_CACHED_TOKENS = 8192
 MAX_CACHED_TOKEN_BYTES = 32 * 1024 * 1024
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def floor_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, rounded down (a token's `iat`: never later than issued)."""
+    return (moment - _EPOCH) // _MS
+
+
+def ceil_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, rounded up (a revocation: never earlier than it ran, so
+    it covers every token issued before it, and at worst one issued less than 1 ms after)."""
+    return -((_EPOCH - moment) // _MS)
+
+
+def from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def issued_ms(claims: Mapping[str, Any]) -> int:
+    """A verified token's `iat` in milliseconds (`verify_end_user_token` checked it is a
+    number): rounded to the nearest, as `jwtSign` wrote `ms / 1000`, which a float may hold as a
+    hair under it."""
+    issued: float = claims["iat"]
+    return round(issued * 1000)
+
+
+def is_revoked(claims: Mapping[str, Any], revoked_ms: int | None) -> bool:
+    """The rule: a token is revoked when it was issued strictly before its user's revocation, so
+    a token signed in the call that revoked, after the revocation (`iat` = its cutoff), works."""
+    return revoked_ms is not None and issued_ms(claims) < revoked_ms
+
+
+def _numeric_date(ms: int) -> int | float:
+    """`ms` as a NumericDate: whole seconds as an integer, else seconds with 3 decimals."""
+    seconds, rest = divmod(ms, 1000)
+    return seconds if rest == 0 else ms / 1000
+
 
 def sign_end_user_token(
     secret: str,
@@ -46,8 +88,10 @@ def sign_end_user_token(
     admin: bool = False,
     claims: Mapping[str, Any] | None = None,
     workspace: str | None = None,
+    issued: int | None = None,
 ) -> str:
-    """Issue a token for one of the app's own users; `claims` must avoid `RESERVED_CLAIMS`."""
+    """Issue a token for one of the app's own users; `claims` must avoid `RESERVED_CLAIMS`.
+    `iat` is `now` to the millisecond, or `issued` (milliseconds) when given."""
     clash = RESERVED_CLAIMS.intersection(claims or {})
     if clash:
         raise ValueError(f"custom claims may not set {', '.join(sorted(clash))}")
@@ -56,7 +100,7 @@ def sign_end_user_token(
         "iss": ISSUER,
         "aud": app_id,
         "sub": sub,
-        "iat": now,
+        "iat": _numeric_date(floor_ms(now) if issued is None else issued),
         "exp": now + timedelta(seconds=expires_in),
         "rights": list(rights or []),
     }
@@ -98,8 +142,9 @@ class VerifiedTokens:
 
     Checking an HS256 signature costs a call about as much as the rest of the gateway's stages
     together, while a client sends the same token on call after call. A token accepted once for
-    (app, secret) stays valid until its `exp` — no claim of it can change — so a repeat is
-    accepted from memory after checking only `exp` against the clock. Refused tokens are never
+    (app, secret) keeps a valid signature until its `exp` — no claim of it can change — so a
+    repeat is accepted from memory after checking only `exp` against the clock. (Its user's
+    revocation is checked by the caller on every call, remembered or not.) Refused tokens are never
     remembered; a different secret (rotated) is a different key. Bounded by count and by the
     bytes of the tokens and claims held (`bytes`), the least recently used going first."""
 

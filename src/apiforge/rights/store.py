@@ -14,15 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from apiforge.core.db import begin_as_writer
 from apiforge.core.errors import ValidationError
-from apiforge.datasets.holding import (
-    TABLE_FIRST,
-    AppGoneError,
-    PartitionGoneError,
-    app_there,
-    workspaces_held,
-)
+from apiforge.datasets.holding import hold_partition_and_app
 from apiforge.datasets.models import UserRight
 from apiforge.http.schemas import NUL_MESSAGE
 from apiforge.rights.schemas import MAX_ID_LENGTH, MAX_RIGHTS
@@ -78,7 +71,7 @@ async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list
         raise ValidationError(f"userId and target are at most {MAX_ID_LENGTH} characters")
     if not rights:  # nothing to add: no empty row (a revoke that empties one deletes it)
         return await held_rights(connection, key) or []
-    await _hold_workspaces(connection, key)
+    await hold_partition_and_app(connection, key.workspace_id, key.app_id)
     module = postgresql if connection.dialect.name == "postgresql" else sqlite
     values = {
         "workspace_id": key.workspace_id,
@@ -107,23 +100,6 @@ async def grant_rights(connection: AsyncConnection, key: RightsKey, rights: list
     return merged
 
 
-async def _hold_workspaces(connection: AsyncConnection, key: RightsKey) -> None:
-    """Before the right's row: the records table's lock (PostgreSQL), then the calling and the
-    app's workspace rows (`datasets/holding.py`), as a record write takes them; 404
-    `app_not_found` when the app is gone, `workspace_not_found` when the calling workspace is
-    (their foreign keys' 500 otherwise). SQLite: the transaction becomes the writer first (`FOR
-    UPDATE` locks nothing there)."""
-    await begin_as_writer(connection)
-    stmt = select(workspaces_held(key.workspace_id, key.app_id), app_there(key.app_id))
-    if connection.dialect.name == "postgresql":
-        stmt = stmt.add_cte(TABLE_FIRST)
-    partition, app = (await connection.execute(stmt)).one()
-    if not app:
-        raise AppGoneError()
-    if not partition:
-        raise PartitionGoneError()
-
-
 def _refuse_nul(key: RightsKey, rights: list[str]) -> None:
     """400 for text PostgreSQL cannot store (a 500 there, kept silently by SQLite)."""
     named = [("userId", key.user_id), ("target", key.target)] + [("rights", r) for r in rights]
@@ -140,7 +116,7 @@ async def revoke_rights(
 ) -> list[str] | None:
     """Remove `rights` (all of them when None); a row left empty is deleted. None when the user
     held nothing on the target."""
-    await _hold_workspaces(connection, key)
+    await hold_partition_and_app(connection, key.workspace_id, key.app_id)
     held = await held_rights(connection, key, lock=True)
     if held is None:
         return None

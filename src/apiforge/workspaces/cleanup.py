@@ -26,7 +26,8 @@ class Leftovers:
     The indexes go first (`drop_indexes`), before the workspaces' rows are held: dropping one
     holds the records table, which a record write holds before it holds its workspaces' rows
     (`datasets/holding.py`). Dropped last, the deletion held its rows, then waited for a call
-    that held the table while it waited for a row: a deadlock."""
+    that held the table while it waited for a row: a deadlock. Their apps are held before the
+    table (`leftovers_of`), as an app's own deletion holds its app."""
 
     workspace_ids: tuple[str, ...]
     app_ids: tuple[str, ...]
@@ -64,9 +65,21 @@ class Leftovers:
 
 
 async def leftovers_of(session: AsyncSession, workspace_ids: Sequence[str]) -> Leftovers:
+    """What deleting the workspaces must clean, their rows locked by the caller already. Their
+    apps are held `FOR NO KEY UPDATE` by id (PostgreSQL), before the records table, as an
+    app's deletion or a schema change holds its app (`AppService.delete`): one in flight is
+    waited for, and its app, collections and indexes are then not found here; one coming later
+    waits for this deletion, then finds its app gone (404). Taking the table first, the
+    deletion waited for an app whose deletion waited for the table: a deadlock; and it dropped
+    an index that deletion had dropped meanwhile (a 500)."""
     if not workspace_ids:
         return Leftovers((), (), ())
-    apps = await session.scalars(select(App.id).where(App.workspace_id.in_(workspace_ids)))
+    apps = await session.scalars(
+        select(App.id)
+        .where(App.workspace_id.in_(workspace_ids))
+        .order_by(App.id)
+        .with_for_update(key_share=True)
+    )
     app_ids = tuple(apps.all())
     collections = (
         await session.scalars(select(Collection.id).where(Collection.app_id.in_(app_ids)))

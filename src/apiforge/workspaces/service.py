@@ -265,13 +265,15 @@ class WorkspaceService:
         is checked (412) and the DELETE is conditional on the version checked (409). While other
         workspaces have one of its apps enabled, only with `force` (409 `app_in_use`).
 
-        Lock order (docs/decisions.md): the workspace's row as member changes take it; its
-        collections' indexes (the records table, `Leftovers.drop_indexes`); the row `FOR
-        UPDATE` (PostgreSQL), before anything a call writing into the workspace holds — such a
-        write holds the row `FOR KEY SHARE` first (`datasets/holding.py`), so the deletion
-        waits for it, or it for the deletion (then 404); then its apps (`ensure_unused`): an app
-        created or enabled by another workspace meanwhile waits, instead of its cascade taking
-        it unchecked."""
+        Lock order (docs/decisions.md): the workspace's row as member changes take it; its apps
+        `FOR NO KEY UPDATE` (`leftovers_of`), as an app's deletion takes its app, so one in
+        flight is waited for and one coming later waits (then 404); its collections' indexes
+        (the records table, `Leftovers.drop_indexes`); the row `FOR UPDATE` (PostgreSQL),
+        before anything a call writing into the workspace holds — such a write holds the row
+        `FOR KEY SHARE` first (`datasets/holding.py`), so the deletion waits for it, or it for
+        the deletion (then 404); then its apps `FOR UPDATE` (`ensure_unused`): an app created
+        or enabled by another workspace meanwhile waits, instead of its cascade taking it
+        unchecked."""
         current.require(Role.OWNER)
         precondition.check(current.workspace.version)
         if current.workspace.personal:

@@ -54,7 +54,9 @@ async def test_jwt_sign_issues_a_token_the_gateway_verifies_for_this_app() -> No
     assert claims["org"] == "acme"
     assert claims["tier"] == "gold"
     assert "admin" not in claims
-    assert claims["exp"] - claims["iat"] == 600
+    assert (
+        claims["exp"] - int(claims["iat"]) == 600
+    )  # `iat` to the millisecond, `exp` to the second
     assert out["expiresIn"] == 600
     assert out["expiresTime"].endswith("Z")
 

@@ -43,7 +43,7 @@ def test_round_trip_carries_sub_rights_admin_and_custom_claims() -> None:
     assert claims["admin"] is True
     assert claims["orgId"] == "o1"
     assert claims["plan"] == "pro"
-    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] - int(claims["iat"]) == 3600  # `iat` to the millisecond
 
 
 def test_non_admin_token_has_no_admin_claim_and_empty_rights() -> None:

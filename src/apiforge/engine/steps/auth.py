@@ -1,9 +1,11 @@
-"""Step family: auth — end-user tokens (`jwtSign`), passwords (`password`), rights (`userRight`).
+"""Step family: auth — end-user tokens (`jwtSign`, `jwtRevoke`), passwords (`password`), rights
+(`userRight`).
 
 These are the pieces an app needs for its own users: store an argon2 hash at sign-up, verify it at
-sign-in, issue a token the gateway will accept for this app only, and keep per-target rights in
-the built-in user system. Hashes, passwords and issued tokens are credentials: their steps are
-`sensitive`, so debug traces show them masked.
+sign-in, issue a token the gateway will accept for this app only, revoke a user's tokens (sign
+out everywhere, a changed password), and keep per-target rights in the built-in user system.
+Hashes, passwords and issued tokens are credentials: their steps are `sensitive`, so debug traces
+show them masked.
 """
 
 import asyncio
@@ -11,20 +13,30 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from apiforge.accounts.passwords import cost_allowed, hash_password, verify_password
 from apiforge.core.errors import ValidationError
+from apiforge.core.lazydb import LazyConnection
 from apiforge.engine.base import RunContext
 from apiforge.engine.errors import step_error
+from apiforge.engine.revocations import RevocationKey, revoke_tokens
 from apiforge.engine.spec import StepSpec
-from apiforge.engine.tokens import MAX_EXPIRES_IN, RESERVED_CLAIMS, sign_end_user_token
+from apiforge.engine.tokens import (
+    MAX_EXPIRES_IN,
+    RESERVED_CLAIMS,
+    ceil_ms,
+    floor_ms,
+    from_ms,
+    sign_end_user_token,
+)
 from apiforge.engine.values import CompiledValue, is_expression
 from apiforge.rights.schemas import MAX_ID_LENGTH, MAX_RIGHTS
 from apiforge.rights.store import RightsKey, grant_rights, held_rights, revoke_rights
-from apiforge.tools.clock import iso
+from apiforge.tools.clock import iso, utcnow
 
 MAX_CLAIMS_BYTES = 8 * 1024
 MAX_PASSWORD_LENGTH = 1024
@@ -73,11 +85,7 @@ class JwtSignSpec(StepSpec):
             _expires(self.id, expires_in.literal, compiler)
         # Literals are held to the limits every call would enforce: an API whose every call
         # must fail is refused when it is saved.
-        sub = compiler.value(self.sub, "sub")
-        if sub.is_literal and not (isinstance(sub.literal, str) and sub.literal):
-            raise compiler.error("sub", "must be a non-empty string")
-        if sub.is_literal and len(sub.literal) > MAX_ID_LENGTH:
-            raise compiler.error("sub", f"must be at most {MAX_ID_LENGTH} characters")
+        sub = _compiled_sub(self.sub, compiler)
         rights = compiler.value(self.rights, "rights")
         if rights.is_literal and not (
             isinstance(rights.literal, list) and all(isinstance(r, str) for r in rights.literal)
@@ -112,6 +120,16 @@ class JwtSignSpec(StepSpec):
             admin=admin,
             claims=claims,
         )
+
+
+def _compiled_sub(value: Any, compiler: Any) -> CompiledValue:
+    """`sub`, a literal one held to what every call would enforce."""
+    sub: CompiledValue = compiler.value(value, "sub")
+    if sub.is_literal and not (isinstance(sub.literal, str) and sub.literal):
+        raise compiler.error("sub", "must be a non-empty string")
+    if sub.is_literal and len(sub.literal) > MAX_ID_LENGTH:
+        raise compiler.error("sub", f"must be at most {MAX_ID_LENGTH} characters")
+    return sub
 
 
 def _claims_size(claims: Any) -> int:
@@ -189,12 +207,67 @@ class JwtSignStep:
             admin=admin,
             claims=claims,
             workspace=ctx.partition,
+            # Not before a revocation of this user earlier in the call (a changed password:
+            # revoke, then sign a fresh token): `iat` equal to it is not "before" it.
+            issued=max(floor_ms(ctx.now), ctx.revocations.get(sub, 0)),
         )
         return {
             "token": token,
             "expiresIn": expires_in,
             "expiresTime": iso(ctx.now + timedelta(seconds=expires_in)),
         }
+
+
+# --- jwtRevoke ------------------------------------------------------------------------------
+
+
+class JwtRevokeSpec(StepSpec):
+    """`{"type": "jwtRevoke", "sub"}` → every token of user `sub` this app issued in the call's
+    partition before now stops working (`{"sub", "revokedTime"}`); a token the call signs for
+    them afterwards works."""
+
+    type: Literal["jwtRevoke"]
+    sub: Any
+
+    def compile(self, compiler: Any) -> "JwtRevokeStep":
+        return JwtRevokeStep(id=self.id, type=self.type, sub=_compiled_sub(self.sub, compiler))
+
+
+@dataclass(slots=True)
+class JwtRevokeStep:
+    id: str
+    type: str
+    sub: CompiledValue
+
+    @property
+    def inputs(self) -> dict[str, CompiledValue]:
+        return {"sub": self.sub}
+
+    def cost(self, prices: Mapping[str, int]) -> int:
+        return prices.get(self.type, 0)
+
+    async def run(self, ctx: RunContext) -> Any:
+        sub = _text(self.id, self.sub.evaluate(ctx.variables()), "sub")  # as `jwtSign` takes it
+        if "\x00" in sub:  # PostgreSQL cannot store it (a 500): no token of it can be revoked
+            raise step_error(self.id, "sub cannot contain the NUL character", field="sub")
+        # Rounded up: every token issued before now has an earlier `iat` (rounded down).
+        revoked = ceil_ms(utcnow())
+        key = RevocationKey(ctx.app_id, ctx.partition, sub)
+        await revoke_tokens(ctx.connection, key, from_ms(revoked))
+        ctx.revocations[sub] = max(revoked, ctx.revocations.get(sub, 0))
+        _applied_once_committed(ctx, key)
+        return {"sub": sub, "revokedTime": iso(from_ms(revoked))}
+
+
+def _applied_once_committed(ctx: RunContext, key: RevocationKey) -> None:
+    """This process's gateway forgets what it cached of the app's and the user's revocations
+    once the call commits (forgotten before, a concurrent call could cache the old state again);
+    nothing when it rolls back. A connection that reports no end (a test's) forgets at once."""
+    forget = partial(ctx.services.tokens_revoked, key.app_id, key.workspace_id, key.sub)
+    if isinstance(ctx.connection, LazyConnection):  # a gateway call's or a workflow's
+        ctx.connection.on_end(lambda committed: forget() if committed else None)
+    else:
+        forget()
 
 
 # --- password -------------------------------------------------------------------------------
@@ -360,6 +433,7 @@ class UserRightStep:
 
 STEPS: dict[str, type[StepSpec]] = {
     "jwtSign": JwtSignSpec,
+    "jwtRevoke": JwtRevokeSpec,
     "password": PasswordSpec,
     "userRight": UserRightSpec,
 }

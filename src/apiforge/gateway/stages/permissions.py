@@ -6,7 +6,11 @@ A token that is sent is always verified, whether or not the API requires one: a 
 401, never silently ignored. It may be signed with the app's current secret or, while the grace
 of a rotation runs, the previous one (`builder/signing.py`). A valid token must also belong to
 the call's data partition (its `ws` claim), so one consumer's users cannot act on another
-consumer's data of the same app.
+consumer's data of the same app, and must not have been revoked (`jwtRevoke`): issued before its
+user's latest revocation in that partition. That is checked on every call, a token remembered by
+`VerifiedTokens` included, but looked up only for a token older than the app's latest revocation
+of any user (read with its secrets): for every app that never revoked, and every token issued
+since, it costs nothing.
 
 Modes (DESIGN.md §4, spec 001): `none` checks nothing more; `simple` needs one of the API's
 rights in the token's `rights`; `admin` needs a token with `admin: true` (calls from another
@@ -21,8 +25,10 @@ from typing import Any
 import jwt
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apiforge.builder.signing import SigningSecrets
 from apiforge.core.errors import AuthenticationError, ForbiddenError
-from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens
+from apiforge.engine.revocations import RevocationKey
+from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens, ceil_ms, is_revoked
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
 from apiforge.rights.store import RightsKey, held_rights
@@ -83,6 +89,7 @@ class PermissionStage:
     def __init__(self, state: GatewayState) -> None:
         # Shared with the builder's `app_changed` hook, which forgets a rotated app's secrets.
         self.secrets = state.engine.secrets
+        self.revocations = state.engine.revocations  # and the engine's `tokens_revoked`
         self.tokens = VerifiedTokens()
 
     async def on_request(self, ctx: GatewayContext) -> None:
@@ -97,28 +104,36 @@ class PermissionStage:
                 )
             return
         assert ctx.connection is not None
-        claims = await self._verify(ctx.target.id, ctx.connection, raw)
+        secrets, claims = await self._verify(ctx.target.id, ctx.connection, raw)
         if claims.get(WORKSPACE_CLAIM) != ctx.partition:
             raise AuthenticationError(
                 "This token was issued for another workspace's users",
                 reason="token_workspace_mismatch",
             )
+        if secrets.revoked_at is not None and is_revoked(claims, ceil_ms(secrets.revoked_at)):
+            # Older than the app's latest revocation: was it its own user's?
+            key = RevocationKey(ctx.target.id, ctx.partition, str(claims["sub"]))
+            if is_revoked(claims, await self.revocations.get(key, ctx.connection)):
+                raise AuthenticationError("This token was revoked", reason="token_revoked")
         await self._check_mode(ctx, auth, claims)
         ctx.token = claims  # only once allowed: steps never see a refused caller's claims
 
-    async def _verify(self, app_id: str, connection: AsyncConnection, raw: str) -> dict[str, Any]:
-        """The token's claims under the app's secrets. Signed with none of the cached ones: read
-        again (`SecretCache.reread`), as another node may have rotated them and signed it."""
+    async def _verify(
+        self, app_id: str, connection: AsyncConnection, raw: str
+    ) -> tuple[SigningSecrets, dict[str, Any]]:
+        """The app's secrets and the token's claims under them. Signed with none of the cached
+        ones: read again (`SecretCache.reread`), as another node may have rotated them and
+        signed it."""
         secrets = await self.secrets.get(app_id, connection)
         try:
-            return self.tokens.verify_any(secrets.accepted(utcnow), app_id, raw)
+            return secrets, self.tokens.verify_any(secrets.accepted(utcnow), app_id, raw)
         except AuthenticationError as exc:
             if not isinstance(exc.__cause__, jwt.InvalidSignatureError):
                 raise
             fresher = await self.secrets.reread(app_id, connection)
             if fresher is None or fresher == secrets:
                 raise
-            return self.tokens.verify_any(fresher.accepted(utcnow), app_id, raw)
+            return fresher, self.tokens.verify_any(fresher.accepted(utcnow), app_id, raw)
 
     async def _check_mode(
         self, ctx: GatewayContext, auth: Mapping[str, Any], claims: Mapping[str, Any]
