@@ -4,8 +4,7 @@ written before it) when the deletion starts; either the call commits first (200)
 app or workspace gone (404) — never a deadlock PostgreSQL breaks by failing one of them, nor a
 foreign key's 500 — and the deletion commits, taking the revocation with it."""
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +18,11 @@ from apiforge.datasets.store import RecordStore
 from apiforge.engine.steps import auth as auth_steps
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import ledger_invariants, top_up
+from tests.e2e._deletion import paused_race
 from tests.e2e._keys import call, create_key, subscribe
 from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
 
-REACHING_SECONDS = 1.5  # how long the deletion gets to reach what the paused call holds
 PRICE = 10
 REVOKE = {"id": "out", "type": "jwtRevoke", "sub": "u1"}
 INSERT = {"id": "note", "type": "insert", "collection": "notes", "data": {"text": "new"}}
@@ -71,36 +70,6 @@ async def _scene(app: FastAPI, client: AsyncClient) -> Scene:
     return Scene(builder, consumer, app_id, builds, caller, secret)
 
 
-async def _race(
-    monkeypatch: pytest.MonkeyPatch,
-    target: Any,
-    name: str,
-    first: Callable[[], Awaitable[Response]],
-    second: Callable[[], Awaitable[Response]],
-) -> tuple[Response, Response]:
-    """Pause `first` once `target.<name>` returned (holding what it locked), start `second`,
-    give it time to go as far as it can, let `first` go on."""
-    holding, release = asyncio.Event(), asyncio.Event()
-    original = getattr(target, name)
-
-    async def paused(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        if not holding.is_set():
-            holding.set()
-            await release.wait()
-        return result
-
-    monkeypatch.setattr(target, name, paused)
-    going = asyncio.ensure_future(first())
-    waiting = asyncio.ensure_future(holding.wait())
-    await asyncio.wait({waiting, going}, return_when=asyncio.FIRST_COMPLETED)
-    assert holding.is_set(), going.result().text  # it answering first is a failure
-    coming = asyncio.ensure_future(second())
-    await asyncio.wait({coming}, timeout=REACHING_SECONDS)
-    release.set()
-    return await asyncio.wait_for(going, 30), await asyncio.wait_for(coming, 30)
-
-
 def _deletion(client: AsyncClient, s: Scene, what: str) -> Awaitable[Response]:
     if what == "app":
         headers = in_workspace(s.builder, s.builds)
@@ -128,7 +97,7 @@ async def test_a_revocation_and_a_deletion_do_not_deadlock(
 ) -> None:
     s = await _scene(app, client)
     target, name = APIS[api][1]
-    answered, deleted = await _race(
+    answered, deleted = await paused_race(
         monkeypatch,
         target,
         name,
