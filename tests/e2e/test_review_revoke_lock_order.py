@@ -51,8 +51,8 @@ async def _scene(app: FastAPI, client: AsyncClient) -> Scene:
     headers = in_workspace(builder, builds)
     app_id = await new_app(client, headers, "Sessions", visibility="public")
     # Indexed, as in the workspace deletion's tests: dropping its index holds the records table
-    # first. (Unindexed, a record write then a grant or a revocation deadlocks with the deletion
-    # of the app's workspace on PostgreSQL: the insert holds no workspace row; not this step's.)
+    # first. (Unindexed, the insert's hold of the app's workspace row is what orders the two:
+    # test_review_workspace_delete_lock_order.py.)
     fields = [{"name": "text", "type": "string", "indexed": True}]
     body = {"appId": app_id, "name": "notes", "fields": fields}
     data_of(await client.post("/api/v1/datasets", json=body, headers=headers))

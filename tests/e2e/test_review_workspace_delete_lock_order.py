@@ -19,7 +19,16 @@ from apiforge.datasets.models import Record
 from apiforge.datasets.store import RecordStore
 from tests.e2e._apps import in_workspace, new_api, new_app
 from tests.e2e._billing import ledger_invariants, top_up
-from tests.e2e._deletion import GRANT, ID, INSERT, PRICE, TAG, TALLY, TEXT, UPDATE, paused_race
+from tests.e2e._deletion import (
+    GRANT,
+    ID,
+    INDEXED,
+    INSERT,
+    PRICE,
+    TALLY,
+    UPDATE,
+    paused_race,
+)
 from tests.e2e._keys import call, create_key, subscribe
 from tests.e2e._workspaces import data_of, deleted_before_steps, new_workspace
 from tests.factories import User, make_admin, register
@@ -45,10 +54,12 @@ class Scene:
     record_id: str  # a record of the caller's partition
 
 
-async def _notes_app(client: AsyncClient, owner: User, workspace_id: str) -> str:
+async def _notes_app(
+    client: AsyncClient, owner: User, workspace_id: str, fields: list[dict[str, Any]]
+) -> str:
     headers = in_workspace(owner, workspace_id)
     app_id = await new_app(client, headers, "Notes", visibility="public")
-    body = {"appId": app_id, "name": "notes", "fields": [TEXT, TAG]}
+    body = {"appId": app_id, "name": "notes", "fields": fields}
     data_of(await client.post("/api/v1/datasets", json=body, headers=headers))
     for api, (params, steps, price, _) in APIS.items():
         await new_api(client, headers, app_id, api, params=params, steps=steps, price=price)
@@ -59,9 +70,16 @@ async def _notes_app(client: AsyncClient, owner: User, workspace_id: str) -> str
     return app_id
 
 
-async def _scene(app: FastAPI, client: AsyncClient, *, own_app: bool = False) -> Scene:
+async def _scene(
+    app: FastAPI,
+    client: AsyncClient,
+    *,
+    own_app: bool = False,
+    fields: list[dict[str, Any]] = INDEXED["indexed"],
+) -> Scene:
     """A builder's team workspace owning the app, and a consumer's team workspace calling it
-    (`own_app`: the consumer's team owns the app it calls), funded, with one record."""
+    (`own_app`: the consumer's team owns the app it calls), funded, with one record. Indexed
+    `fields` by default: dropping the index, the deletion waits for the records table first."""
     admin = await make_admin(app, client)
     builder, consumer = await register(client), await register(client)
     caller = await new_workspace(client, consumer, "Caller")
@@ -69,7 +87,7 @@ async def _scene(app: FastAPI, client: AsyncClient, *, own_app: bool = False) ->
         builder, builds = consumer, caller
     else:
         builds = await new_workspace(client, builder, "Builder")
-    app_id = await _notes_app(client, builder, builds)
+    app_id = await _notes_app(client, builder, builds, fields)
     await top_up(client, admin, builds, 1)  # its earnings wallet exists
     headers = in_workspace(consumer, caller)
     await subscribe(client, headers, app_id)
@@ -131,6 +149,31 @@ async def test_a_call_writing_into_an_app_and_the_deletion_of_the_apps_workspace
     data_of(deleted)
     assert answered.status_code in (200, 404), answered.text
     await ledger_invariants(app)
+
+
+@pytest.mark.parametrize("whose", ["builder", "caller"])
+@pytest.mark.parametrize("api", ["add", "touch", "signUp", "touchAndGrant"])
+async def test_a_write_into_an_unindexed_collection_and_a_workspaces_deletion(
+    app: FastAPI, client: AsyncClient, monkeypatch: pytest.MonkeyPatch, api: str, whose: str
+) -> None:
+    """No index to drop: the deletion holds no records table, only its workspace's row, which
+    the call's first write must already hold (the app's workspace as well as the caller's)."""
+    s = await _scene(app, client, fields=INDEXED["unindexed"])
+    answered, deleted = await paused_race(
+        monkeypatch,
+        RecordStore,
+        APIS[api][3],
+        lambda: call(client, s.secret, s.app_id, api, _args(api, s)),
+        lambda: (
+            _delete_builder(client, s) if whose == "builder" else _deletion(client, s, "workspace")
+        ),
+    )
+    data_of(deleted)
+    # 401: the caller's deletion took its key before the call's charge re-read it.
+    allowed = (200, 404) if whose == "builder" else (200, 401, 404)
+    assert answered.status_code in allowed, answered.text
+    await ledger_invariants(app)
+    assert await _records_of(app, s.caller) == 0  # either deletion takes the caller's records
 
 
 async def _delete_builder(client: AsyncClient, s: Scene) -> Response:

@@ -85,7 +85,9 @@ def workspaces_held(partition: str, app_id: str) -> ScalarSelect[Any]:
         .with_for_update(read=True, key_share=True)
         .subquery("held")
     )
-    return select(func.count()).select_from(rows).where(rows.c.id == partition).scalar_subquery()
+    # Counted with a FILTER, not a WHERE: PostgreSQL pushes a WHERE on `held` down into it, and
+    # then locks the partition's row only, not the app's workspace's.
+    return select(func.count().filter(rows.c.id == partition)).select_from(rows).scalar_subquery()
 
 
 async def hold_partition_and_app(connection: AsyncConnection, partition: str, app_id: str) -> None:
