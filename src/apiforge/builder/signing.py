@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.builder.models import App, EndUserTokenRevocation
 from apiforge.core.errors import UnavailableError
 from apiforge.core.settings import Settings
+from apiforge.engine.tokens import ceil_ms
 from apiforge.tools.hashing import random_secret
 from apiforge.tools.sealing import open_short, seal_short
 
@@ -34,13 +35,13 @@ _PURPOSE = b"apiforge/apps/signing-secret/v1"
 @dataclass(frozen=True, slots=True)
 class SigningSecrets:
     """An app's secrets in clear: `current` signs and verifies; `previous` only verifies, and only
-    before `previous_until`. `revoked_at`: the app's latest `jwtRevoke` of any user (None if
+    before `previous_until`. `revoked_ms`: the app's latest `jwtRevoke` of any user (None if
     none), so that tokens issued since need no look-up of their user's."""
 
     current: str
     previous: str | None = None
     previous_until: datetime | None = None
-    revoked_at: datetime | None = None
+    revoked_ms: int | None = None  # milliseconds, rounded up (`engine/tokens.ceil_ms`)
 
     def accepted(self, clock: Callable[[], datetime]) -> tuple[str, ...]:
         """The secrets a token may be signed with now, current first (the clock is read only
@@ -102,7 +103,7 @@ async def read_signing_secrets(
         open_signing_secret(settings, row.signing_secret),
         None if previous is None else open_signing_secret(settings, previous),
         row.previous_signing_secret_until,
-        row.revoked_at,
+        None if row.revoked_at is None else ceil_ms(row.revoked_at),
     )
 
 

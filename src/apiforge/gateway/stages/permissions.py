@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apiforge.builder.signing import SigningSecrets
 from apiforge.core.errors import AuthenticationError, ForbiddenError
 from apiforge.engine.revocations import RevocationKey
-from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens, ceil_ms, is_revoked
+from apiforge.engine.tokens import WORKSPACE_CLAIM, VerifiedTokens, is_revoked
 from apiforge.gateway.context import GatewayContext
 from apiforge.gateway.stage import GatewayState
 from apiforge.rights.store import RightsKey, held_rights
@@ -110,7 +110,7 @@ class PermissionStage:
                 "This token was issued for another workspace's users",
                 reason="token_workspace_mismatch",
             )
-        if secrets.revoked_at is not None and is_revoked(claims, ceil_ms(secrets.revoked_at)):
+        if is_revoked(claims, secrets.revoked_ms):
             # Older than the app's latest revocation: was it its own user's?
             key = RevocationKey(ctx.target.id, ctx.partition, str(claims["sub"]))
             if is_revoked(claims, await self.revocations.get(key, ctx.connection)):
