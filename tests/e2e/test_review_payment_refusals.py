@@ -8,7 +8,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from apiforge.core.settings import Settings
+from tests.e2e._apps import new_api
 from tests.e2e._billing import PRICE, invoke, market, top_up
+from tests.e2e._keys import create_key
 from tests.e2e._workspaces import assert_error, data_of
 from tests.factories import User
 
@@ -63,3 +65,37 @@ async def test_a_movements_402_names_the_earnings_wallet_and_the_amount(
         assert data["walletId"] == earnings
         assert data["required"] == PRICE * 5
         assert "does not cover" in response.json()["message"]
+
+
+async def test_a_browser_callers_402_does_not_name_the_wallet(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """A `pk-` key is the app's end users' (it ships in web pages): its 402 says what the call
+    needs, but not which of the workspace's wallets is short — an internal id the end user has
+    no use for. A server key's 402 for the same call still names it."""
+    m = await market(app, client)
+    public = {"public": True, "mode": "none"}
+    steps = [{"id": "hello", "type": "set", "value": "hi"}]
+    await new_api(
+        client, m.builder.headers, m.app_id, "pricedPublic", steps=steps, price=PRICE, auth=public
+    )
+    response = await client.post(
+        f"/api/v1/apps/{m.app_id}/versions", json={"bump": "minor"}, headers=m.builder.headers
+    )
+    data_of(response)
+    origin = "https://shop.example.com"
+    _, pk = await create_key(
+        client, m.consumer.headers, type="pk", appId=m.app_id, allowedOrigins=[origin]
+    )
+    await top_up(client, m.admin, m.consumer.workspace_id, PRICE - 1)
+    body = {"appId": m.app_id, "api": "pricedPublic", "version": "latest", "args": {}}
+    browser = await client.post(
+        "/api/v1/invocations", json=body, headers={"X-Api-Key": pk, "Origin": origin}
+    )
+    data = assert_error(browser, 402, "insufficient_balance")
+    assert "walletId" not in data
+    assert data["required"] == data["price"] == PRICE
+    server = await client.post("/api/v1/invocations", json=body, headers={"X-Api-Key": m.secret})
+    data = assert_error(server, 402, "insufficient_balance")
+    wallets = await _wallet_ids(client, m.consumer)
+    assert data["walletId"] == wallets["balance"]

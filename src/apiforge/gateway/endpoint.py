@@ -223,10 +223,19 @@ class GatewayEndpoint:
         return response
 
 
+# Details that name the platform's internal rows: a browser (`pk-`) caller is the app's end
+# user, whom they would tell nothing but the shape of the builder's account.
+_INTERNAL_DETAILS = ("walletId",)
+
+
 def _refused(ctx: GatewayContext, exc: ApiforgeError) -> Response:
     ctx.status, ctx.reason = exc.status, exc.reason
     headers = {**ctx.response_headers, **exc.headers}
-    return error_response(exc.status, exc.reason, exc.message, exc.details, headers)
+    details = exc.details
+    caller = ctx.caller
+    if caller is not None and caller.kind == "publishable_key":
+        details = {k: v for k, v in details.items() if k not in _INTERNAL_DETAILS}
+    return error_response(exc.status, exc.reason, exc.message, details, headers)
 
 
 _PREFLIGHT_HEADERS = {
