@@ -120,9 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checkpointer = wal_checkpointer(settings)
         if checkpointer is not None:
             checkpointer.start()
+        # Always: it prunes expired token revocations; the logs only with a retention set.
         retention = LogRetention(engine, settings.log_retention_days)
-        if settings.log_retention_days:
-            retention.start()
+        retention.start()
         yield
         # Guarded as `shutdown`'s own steps: a failing stop must not skip the flushes after it.
         stops: list[tuple[str, Callable[[], Awaitable[Any]]]] = [

@@ -1,10 +1,12 @@
 """`jwtRevoke` end to end: an app's sign-out revokes one user's tokens in one partition, at once on
 this process (remembered tokens included) and within the secrets' TTL on another; a token signed
 after it (the same call's, a later sign-in) works; a failed call or a bad `sub` revokes nothing;
-other users, other partitions and other apps are untouched."""
+other users, other partitions and other apps are untouched. `jwtSign` takes a `sub` exactly when
+`jwtRevoke` does (no NUL; other control characters alike)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -21,8 +23,10 @@ from apiforge.engine.compiler import compile_api
 from apiforge.engine.loader import AppTarget
 from apiforge.engine.revocations import RevocationCache
 from apiforge.engine.secrets import SecretCache
+from apiforge.engine.tokens import sign_end_user_token
 from apiforge.gateway.context import Caller, GatewayContext
 from apiforge.gateway.stages.permissions import PermissionStage
+from apiforge.tools.clock import utcnow
 from tests.e2e._apps import new_api, new_app
 from tests.e2e._keys import PRICE
 from tests.e2e._perms import Consumer, consumer
@@ -287,3 +291,63 @@ async def test_revoking_again_keeps_one_row_with_the_later_time(
         await asyncio.sleep(PAST_THE_MILLISECOND)
     assert times == sorted(times)
     assert len(set(times)) == 3
+
+
+# --- one `sub` rule for jwtSign and jwtRevoke ---------------------------------------------
+
+
+async def test_jwt_sign_refuses_a_sub_jwt_revoke_refuses(app: FastAPI, client: AsyncClient) -> None:
+    """A NUL: `jwtRevoke` cannot store it (PostgreSQL), so a token for it could never be
+    revoked. Both steps refuse it with the same 400, and nothing is signed or stored."""
+    owner = await register(client)
+    app_id = await revoke_app(client, owner)
+    a = await consumer(client, app_id)
+    for api, step, args in (
+        ("signIn", "session", {"user": "ali\x00ce"}),
+        ("revoke", "out", {"body": {"sub": "ali\x00ce"}}),
+    ):
+        response = await a.call(api, **args)
+        refused = assert_error(response, 400, "step_failed")
+        assert (refused["stepId"], refused["field"]) == (step, "sub")
+        assert response.json()["message"] == "sub cannot contain the NUL character"
+    assert await _rows(app, app_id) == {}
+
+
+@pytest.mark.parametrize("sub", ["a\tb", "a\nb", "a\rb", "\x01", "a\x1fb", "a\x7fb", "a\u2028b"])
+async def test_other_control_characters_are_signed_and_revoked_alike(
+    app: FastAPI, client: AsyncClient, sub: str
+) -> None:
+    owner = await register(client)
+    app_id = await revoke_app(client, owner)
+    a = await consumer(client, app_id)
+    token, alice = await a.sign_in(sub), await a.sign_in("alice")
+    assert data_of(await a.call("me", token)) == {"me": sub}
+    assert data_of(await a.call("revoke", body={"sub": sub}))["out"]["sub"] == sub
+    assert_error(await a.call("me", token), 401, "token_revoked")
+    assert data_of(await a.call("me", alice)) == {"me": "alice"}
+    assert set(await _rows(app, app_id)) == {(a.user.workspace_id, sub)}
+
+
+async def test_a_token_an_earlier_version_signed_for_a_nul_sub_is_answered(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """Such tokens were signed until `jwtSign` refused NUL; older than the app's latest
+    revocation, the gateway looks their user up: never revoked (no row can hold it), not a 500
+    (PostgreSQL refuses a NUL as a query parameter)."""
+    owner = await register(client)
+    app_id = await revoke_app(client, owner)
+    a = await consumer(client, app_id)
+    async with app.state.engine.connect() as conn:
+        secrets = await read_signing_secrets(app.state.settings, conn, app_id)
+    assert secrets is not None
+    earlier = sign_end_user_token(
+        secrets.current,
+        app_id,
+        sub="ali\x00ce",
+        now=utcnow() - timedelta(seconds=1),
+        expires_in=600,
+        workspace=a.user.workspace_id,
+    )
+    data_of(await a.call("revoke", body={"sub": "bob"}))  # the app's latest: after the token
+    for _ in range(2):  # looked up, then from the cache
+        assert data_of(await a.call("me", earlier)) == {"me": "ali\x00ce"}

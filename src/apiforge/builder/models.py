@@ -116,8 +116,9 @@ class StepPrice(Base):
 class EndUserTokenRevocation(Base):
     """When an app last revoked one of its users' tokens in one partition (`jwtRevoke`): the
     gateway refuses that user's tokens of that partition issued before `revoked_at` (to the
-    millisecond, rounded up). A row older than the longest token lifetime can no longer refuse
-    anything. Deleting the app or the partition's workspace takes its rows (as `user_rights`)."""
+    millisecond, rounded up). A row older than the longest token lifetime (and the nodes' clock
+    skew) can no longer refuse anything: it is pruned (`engine/revocations.prune_revocations`).
+    Deleting the app or the partition's workspace takes its rows (as `user_rights`)."""
 
     __tablename__ = "end_user_token_revocations"
     __table_args__ = (

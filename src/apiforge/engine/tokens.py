@@ -30,6 +30,9 @@ WORKSPACE_CLAIM = "ws"
 RESERVED_CLAIMS = frozenset(
     {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "rights", "admin", WORKSPACE_CLAIM}
 )
+# The longest `expiresIn`: also how long a revocation is kept (`revocations.PRUNE_AFTER`).
+# Lowering it would prune revocations of tokens still valid under the old bound: keep the old
+# one there until they have expired.
 MAX_EXPIRES_IN = 365 * 86400
 # What `VerifiedTokens` remembers: at most this many tokens, and this many bytes of tokens and
 # claims. A `jwtSign` token may be ~30 KB (8 KB of claims, 100 rights of 128 characters), its

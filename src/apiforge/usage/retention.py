@@ -9,6 +9,10 @@ minted (`tools/ids.py`, a few seconds after the call at most), so old rows are f
 primary key — no index on `created_at` alone, which every call's insert would pay for — and
 `created_at` is checked as well, so a row is never deleted before its own time is past the
 cut-off. Every server process runs the task; their deletes of the same rows are harmless.
+
+The same hourly task prunes end users' token revocations that can refuse nothing any more
+(`engine/revocations.prune_revocations`): always, whatever the logs' retention, as that loses
+nothing. Each chore fails on its own: a failing one never skips the other.
 """
 
 import asyncio
@@ -20,6 +24,7 @@ from prometheus_client import Counter
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apiforge.engine.revocations import prune_revocations
 from apiforge.plans.models import QuotaHit
 from apiforge.tools.clock import utcnow
 from apiforge.tools.ids import first_id_at
@@ -71,7 +76,9 @@ async def expire_logs(engine: AsyncEngine, days: int, now: datetime | None = Non
 
 
 class LogRetention:
-    """The background task of one server process (started and stopped by the app's lifespan)."""
+    """The background task of one server process (started and stopped by the app's lifespan):
+    the call logs' retention when `days` is set (0: every row kept), and the revocations'
+    pruning always."""
 
     def __init__(self, engine: AsyncEngine, days: int, interval: float = INTERVAL) -> None:
         self.engine = engine
@@ -79,10 +86,13 @@ class LogRetention:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._failures = FailureStreak(log, "log_retention_failed", "log_retention_recovered")
+        self._pruning = FailureStreak(
+            log, "revocation_pruning_failed", "revocation_pruning_recovered"
+        )
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="log-retention")
+            self._task = asyncio.create_task(self._run(), name="retention")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -100,6 +110,18 @@ class LogRetention:
     async def round(self) -> None:
         """One sweep; a failure (a database outage) is logged and must not end the task: the
         next round tries again."""
+        if self.days:
+            await self._expire_logs()
+        try:
+            pruned = await prune_revocations(self.engine)
+        except Exception:
+            self._pruning.failed()
+            return
+        self._pruning.succeeded()
+        if pruned:
+            log.info("token_revocations_pruned", rows=pruned)
+
+    async def _expire_logs(self) -> None:
         try:
             removed = await expire_logs(self.engine, self.days)
         except Exception:

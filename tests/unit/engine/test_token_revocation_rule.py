@@ -1,6 +1,7 @@
 """The revocation rule: a token is revoked when its `iat` is strictly before its user's latest
 `jwtRevoke`, both to the millisecond (`iat` rounded down, the revocation up); tokens with a
-whole-second `iat` (issued before milliseconds) compare alike. And `jwtRevoke`'s definition."""
+whole-second `iat` (issued before milliseconds) compare alike. And `jwtRevoke`'s definition, and
+the one `sub` rule `jwtSign` and `jwtRevoke` share (no NUL; other control characters taken)."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
+from apiforge.engine.base import StepFailedError
 from apiforge.engine.errors import DefinitionError
 from apiforge.engine.tokens import (
     ceil_ms,
@@ -20,7 +22,7 @@ from apiforge.engine.tokens import (
 )
 from apiforge.tools.clock import utcnow
 
-from ._steps_support import compile_step
+from ._steps_support import SIGNING_SECRET, compile_step, make_context
 
 SECRET = "s" * 48
 MOMENT = datetime(2026, 12, 8, 10, 0, 0, 123_456, tzinfo=UTC)
@@ -106,3 +108,35 @@ def test_jwt_revoke_costs_its_price_and_takes_only_sub() -> None:
     assert step.cost({"jwtRevoke": 3}) == 3
     with pytest.raises(DefinitionError):
         compile_step({"id": "out", "type": "jwtRevoke", "sub": "u", "expiresIn": 5})
+
+
+# --- one `sub` rule for both steps ------------------------------------------------------------
+
+NUL_SUB = "ali\x00ce"
+
+
+@pytest.mark.parametrize("step_type", ["jwtSign", "jwtRevoke"])
+async def test_a_sub_holding_nul_fails_either_step_alike(step_type: str) -> None:
+    """`jwtRevoke` cannot store a NUL (PostgreSQL refuses it): `jwtSign` must not sign a token
+    for a user no revocation could ever reach."""
+    step = compile_step({"id": "s", "type": step_type, "sub": {"expr": "args.user"}})
+    with pytest.raises(StepFailedError) as caught:
+        await step.run(make_context(args={"user": NUL_SUB}))
+    assert caught.value.details == {"stepId": "s", "field": "sub"}
+    assert str(caught.value) == "sub cannot contain the NUL character"
+
+
+@pytest.mark.parametrize("step_type", ["jwtSign", "jwtRevoke"])
+def test_a_literal_sub_holding_nul_is_refused_on_save(step_type: str) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        compile_step({"id": "s", "type": step_type, "sub": NUL_SUB})
+    assert caught.value.field == "steps.s.sub"
+
+
+@pytest.mark.parametrize("sub", ["a\tb", "a\nb", "a\rb", "\x01", "a\x1fb", "a\x7fb", "a\u2028b"])
+async def test_other_control_characters_are_signed_as_they_are(sub: str) -> None:
+    """Both backends store them, so `jwtRevoke` takes them too (end to end in
+    tests/e2e/test_token_revocation.py): the token names the user exactly."""
+    step = compile_step({"id": "s", "type": "jwtSign", "sub": {"expr": "args.user"}})
+    out = await step.run(make_context(args={"user": sub}))
+    assert verify_end_user_token(SIGNING_SECRET, "app-1", out["token"])["sub"] == sub

@@ -186,12 +186,21 @@ def test_zero_or_a_month_and_more_is_accepted(days: int) -> None:
     assert Settings(log_retention_days=days).log_retention_days == days
 
 
-async def test_the_server_runs_the_task_only_when_configured(settings: Settings) -> None:
-    def running() -> bool:
-        return any(t.get_name() == "log-retention" for t in asyncio.all_tasks())
+async def test_the_server_runs_the_task_whatever_the_retention(settings: Settings) -> None:
+    """With 0 too: it prunes expired token revocations (test_token_revocation_pruning.py)."""
 
-    for days, expected in ((0, False), (32, True)):
+    def running() -> bool:
+        return any(t.get_name() == "retention" for t in asyncio.all_tasks())
+
+    for days in (0, 32):
         application = create_app(settings.model_copy(update={"log_retention_days": days}))
         async with application.router.lifespan_context(application):
-            assert running() is expected
+            assert running()
         assert not running()
+
+
+async def test_with_no_retention_a_round_keeps_every_log_row(app: FastAPI) -> None:
+    engine = app.state.engine
+    kept = await _add_calls(engine, utcnow() - timedelta(days=4000))
+    await LogRetention(engine, 0).round()
+    assert await _calls(engine) == set(kept)

@@ -57,6 +57,17 @@ def _text(step_id: str, value: Any, field: str, *, allow_empty: bool = False) ->
     return value
 
 
+def _sub(step_id: str, value: Any) -> str:
+    """A user id (`sub`) as `jwtSign` signs it and `jwtRevoke` revokes it: one rule for both, so
+    every user a token names can be revoked. No NUL: PostgreSQL cannot store it (its revocation
+    would be a 500, so its tokens could never be revoked). Other control characters are stored
+    on both backends, and taken by both steps alike."""
+    sub = _text(step_id, value, "sub")
+    if "\x00" in sub:
+        raise step_error(step_id, "sub cannot contain the NUL character", field="sub")
+    return sub
+
+
 def _rights(step_id: str, value: Any, field: str = "rights") -> list[str]:
     if not isinstance(value, list) or len(value) > MAX_RIGHTS:
         raise step_error(step_id, f"{field} must be a list of at most {MAX_RIGHTS}", field=field)
@@ -129,6 +140,8 @@ def _compiled_sub(value: Any, compiler: Any) -> CompiledValue:
         raise compiler.error("sub", "must be a non-empty string")
     if sub.is_literal and len(sub.literal) > MAX_ID_LENGTH:
         raise compiler.error("sub", f"must be at most {MAX_ID_LENGTH} characters")
+    if sub.is_literal and "\x00" in sub.literal:
+        raise compiler.error("sub", "cannot contain the NUL character")
     return sub
 
 
@@ -174,7 +187,7 @@ class JwtSignStep:
 
     async def run(self, ctx: RunContext) -> Any:
         variables = ctx.variables()
-        sub = _text(self.id, self.sub.evaluate(variables), "sub")
+        sub = _sub(self.id, self.sub.evaluate(variables))
         expires_in = _expires(self.id, self.expires_in.evaluate(variables))
         rights = _rights(self.id, self.rights.evaluate(variables))
         admin = self.admin.evaluate(variables)
@@ -247,9 +260,7 @@ class JwtRevokeStep:
         return prices.get(self.type, 0)
 
     async def run(self, ctx: RunContext) -> Any:
-        sub = _text(self.id, self.sub.evaluate(ctx.variables()), "sub")  # as `jwtSign` takes it
-        if "\x00" in sub:  # PostgreSQL cannot store it (a 500): no token of it can be revoked
-            raise step_error(self.id, "sub cannot contain the NUL character", field="sub")
+        sub = _sub(self.id, self.sub.evaluate(ctx.variables()))  # as `jwtSign` takes it
         # Rounded up: every token issued before now has an earlier `iat` (rounded down).
         revoked = ceil_ms(utcnow())
         key = RevocationKey(ctx.app_id, ctx.partition, sub)
