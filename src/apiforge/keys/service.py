@@ -22,6 +22,7 @@ from apiforge.http.pagination import Page, PageParams, fetch_page, order_by
 from apiforge.http.schemas import Created
 from apiforge.idempotency.locking import NO_PRECONDITION, Precondition, advance
 from apiforge.keys.crypto import new_secret, secret_hash, visible_prefix
+from apiforge.keys.holding import hold_referenced
 from apiforge.keys.lookup import KeyLookup
 from apiforge.keys.models import ApiKey, Subscription
 from apiforge.keys.schemas import (
@@ -104,12 +105,21 @@ class SubscriptionService:
         self.lookup = lookup
 
     async def enable(self, current: CurrentWorkspace, data: SubscriptionCreate) -> Created:
-        """Enable an app: any public app, or a private app of this workspace."""
+        """Enable an app: any public app, or a private app of this workspace. The workspace,
+        the app and the caller's account are held first (`keys/holding.py`): a deletion of
+        any of them waits for the subscription, or it for the deletion (then 404)."""
         current.require(Role.EDITOR)
         # SQLite: a savepoint outside the driver's transaction (opened only at a write) is a
         # transaction itself, and its RELEASE committed the subscription before the request did;
-        # as the writer, a deletion of the app (or its workspace) also waits for us, or we for it.
-        await begin_as_writer(await self.session.connection())
+        # as the writer (`hold_referenced` begins as it), a deletion of the app (or its
+        # workspace) also waits for us, or we for it.
+        await hold_referenced(
+            self.session,
+            workspace_id=current.id,
+            app_id=data.app_id if is_id(data.app_id) else None,
+            account_id=current.account_id,
+            app_gone=AppNotFoundError,
+        )
         app = await self._subscribable_app(current.id, data.app_id)
         existing = await self.session.scalar(
             select(Subscription.id).where(
@@ -194,10 +204,18 @@ class SubscriptionService:
         precondition: Precondition = NO_PRECONDITION,
     ) -> None:
         """Admins remove a subscription; its keys go with it. `If-Match` is checked (412) and
-        the ORM's DELETE is conditional on the version checked."""
+        the ORM's DELETE is conditional on the version checked. The workspace and the app are
+        held first (`keys/holding.py`), as their deletions take them before the subscription
+        and its keys: 404 once either went meanwhile."""
         subscription = await self._find(current, subscription_id)
         current.require(Role.ADMIN)
         precondition.check(subscription.version)
+        await hold_referenced(
+            self.session,
+            workspace_id=current.id,
+            app_id=subscription.app_id,
+            app_gone=SubscriptionNotFoundError,
+        )
         keys = await self.session.execute(
             select(ApiKey.id, ApiKey.secret_hash).where(ApiKey.subscription_id == subscription.id)
         )
@@ -214,11 +232,11 @@ class SubscriptionService:
         after_commit(self.session, lambda: lookup.forget_subscription(workspace_id, app_id))
 
     async def _subscribable_app(self, workspace_id: str, app_id: str) -> App:
-        """Read `FOR KEY SHARE` (PostgreSQL; the lock the subscription's foreign key takes anyway),
-        held until commit: a deletion of the app or its workspace locks the app `FOR UPDATE`
-        before its `app_in_use` check (`ensure_unused`), so it counts this subscription, or this
-        read waits for it and finds no app."""
-        stmt = select(App).where(App.id == app_id).with_for_update(read=True, key_share=True)
+        """Read once `hold_referenced` holds it `FOR KEY SHARE` (PostgreSQL; the lock the
+        subscription's foreign key takes anyway) until commit: a deletion of the app or its
+        workspace locks the app `FOR UPDATE` before its `app_in_use` check (`ensure_unused`),
+        so it counts this subscription, or the hold waits for it and finds no app."""
+        stmt = select(App).where(App.id == app_id)
         app = await self.session.scalar(stmt) if is_id(app_id) else None
         if app is None or (app.visibility != "public" and app.workspace_id != workspace_id):
             raise AppNotFoundError()
@@ -272,7 +290,14 @@ class ApiKeyService:
         self.lookup = lookup
 
     async def create(self, current: CurrentWorkspace, data: ApiKeyCreate) -> ApiKeyCreated:
-        """A new key; its secret is in this response and nowhere else, ever."""
+        """A new key; its secret is in this response and nowhere else, ever.
+
+        Lock order (`keys/holding.py`): what the key refers to before the row its count locks.
+        An `app`/`pk` key holds its workspace and its app `FOR KEY SHARE`, then the caller's
+        account, then its subscription; a `ws-` key locks its workspace (the count), then the
+        account. Locking the subscription first, a deletion of the workspace, of the app or of
+        the owner's account held the row the key's foreign key waited for while its cascade
+        waited for the subscription: a deadlock (PostgreSQL: a 500 on one side)."""
         current.require(Role.EDITOR)
         now = utcnow()
         if data.expires_time is not None and _aware(data.expires_time) <= now:
@@ -281,11 +306,20 @@ class ApiKeyService:
         app_id: str | None = None
         if data.type == "ws":
             role = self._ws_role(current, data)
+            await self._ensure_room(data.type, current.id, None, now)
+            await hold_referenced(self.session, account_id=current.account_id)
         else:
             role = None
             subscription = await self._subscription(current, data)
             subscription_id, app_id = subscription.id, subscription.app_id
-        await self._ensure_room(data.type, current.id, subscription_id, now)
+            await hold_referenced(
+                self.session,
+                workspace_id=current.id,
+                app_id=app_id,
+                account_id=current.account_id,
+                app_gone=SubscriptionNotFoundError,
+            )
+            await self._ensure_room(data.type, current.id, subscription_id, now)
         secret = new_secret(data.type)
         key = ApiKey(
             kind=data.type,
@@ -375,7 +409,11 @@ class ApiKeyService:
     ) -> None:
         """Admins revoke; the key stops working at once here and within a second elsewhere.
         Revoking a revoked key changes nothing. `If-Match` is checked (412); revoking takes the
-        next version (its status changes), its UPDATE conditional on the version checked."""
+        next version (its status changes), its UPDATE conditional on the version checked.
+        The workspace and the caller's account (`revoked_by`) are held first (`keys/holding.py`):
+        holding the key first, a deletion of the owner's account cascading to the key waited
+        for it while the revocation's `revoked_by` waited for the account (a deadlock)."""
+        await hold_referenced(self.session, workspace_id=current.id, account_id=current.account_id)
         # Locked (PostgreSQL) and read afresh: concurrent revokes of one key wait for each other
         # and the later ones find it revoked, instead of losing on its version (409).
         key = await self._find(current, key_id, lock=True)

@@ -270,8 +270,9 @@ class WorkspaceService:
         flight is waited for and one coming later waits (then 404); its collections' indexes
         (the records table, `Leftovers.drop_indexes`); the row `FOR UPDATE` (PostgreSQL),
         before anything a call writing into the workspace holds — such a write holds the row
-        `FOR KEY SHARE` first (`datasets/holding.py`), so the deletion waits for it, or it for
-        the deletion (then 404); then its apps `FOR UPDATE` (`ensure_unused`): an app created
+        `FOR KEY SHARE` first (`datasets/holding.py`; a subscription or key change,
+        `keys/holding.py`), so the deletion waits for it, or it for the deletion (then 404);
+        then its apps `FOR UPDATE` (`ensure_unused`): an app created
         or enabled by another workspace meanwhile waits, instead of its cascade taking it
         unchecked."""
         current.require(Role.OWNER)
