@@ -13,7 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from apiforge.accounts import settings_service
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
-from apiforge.keys.service import ApiKeyService
+from apiforge.keys import service as keys_service
 from tests.e2e._apps import new_app
 from tests.e2e._keys import keys_of, subscribe
 from tests.e2e._workspaces import assert_error, data_of, new_workspace, team
@@ -88,20 +88,24 @@ async def test_concurrent_new_app_settings_stop_at_the_account_limit(
 async def test_key_of_a_subscription_removed_meanwhile_is_404_not_500(
     client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The subscription is read, then removed by another request before the key is written: the
-    key would point at nothing, which the foreign key refused with a 500."""
+    """The subscription is read, then removed by another request before the key takes its
+    locks (`hold_referenced`, after which a removal waits for the key): the key would point at
+    nothing, which the foreign key refused with a 500."""
     user = await register(client)
     app_id = await new_app(client, user.headers, "Shared", visibility="public")
     subscription_id = await subscribe(client, user.headers, app_id)
-    ensure_room = ApiKeyService._ensure_room
+    hold = keys_service.hold_referenced
     removed: list[int] = []
+    started: list[bool] = []
 
-    async def remove_meanwhile(self: ApiKeyService, *args: Any) -> None:
-        path = f"/api/v1/subscriptions/{subscription_id}"
-        removed.append((await client.delete(path, headers=user.headers)).status_code)
-        await ensure_room(self, *args)
+    async def remove_meanwhile(*args: Any, **kwargs: Any) -> None:
+        if not started:  # the key's hold; the removal's own passes through
+            started.append(True)
+            path = f"/api/v1/subscriptions/{subscription_id}"
+            removed.append((await client.delete(path, headers=user.headers)).status_code)
+        await hold(*args, **kwargs)
 
-    monkeypatch.setattr(ApiKeyService, "_ensure_room", remove_meanwhile)
+    monkeypatch.setattr(keys_service, "hold_referenced", remove_meanwhile)
     response = await client.post(
         "/api/v1/api-keys",
         json={"type": "app", "name": "late", "appId": app_id},
