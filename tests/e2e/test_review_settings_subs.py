@@ -13,7 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from apiforge.accounts import settings_service
 from apiforge.app import create_app, shutdown
 from apiforge.core.settings import Settings
-from apiforge.keys import service as keys_service
+from apiforge.keys.holding import hold_referenced
 from tests.e2e._apps import new_app
 from tests.e2e._keys import keys_of, subscribe
 from tests.e2e._workspaces import assert_error, data_of, new_workspace, team
@@ -94,7 +94,6 @@ async def test_key_of_a_subscription_removed_meanwhile_is_404_not_500(
     user = await register(client)
     app_id = await new_app(client, user.headers, "Shared", visibility="public")
     subscription_id = await subscribe(client, user.headers, app_id)
-    hold = keys_service.hold_referenced
     removed: list[int] = []
     started: list[bool] = []
 
@@ -103,9 +102,9 @@ async def test_key_of_a_subscription_removed_meanwhile_is_404_not_500(
             started.append(True)
             path = f"/api/v1/subscriptions/{subscription_id}"
             removed.append((await client.delete(path, headers=user.headers)).status_code)
-        await hold(*args, **kwargs)
+        await hold_referenced(*args, **kwargs)
 
-    monkeypatch.setattr(keys_service, "hold_referenced", remove_meanwhile)
+    monkeypatch.setattr("apiforge.keys.service.hold_referenced", remove_meanwhile)
     response = await client.post(
         "/api/v1/api-keys",
         json={"type": "app", "name": "late", "appId": app_id},
